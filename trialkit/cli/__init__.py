@@ -21,7 +21,7 @@ _COMMANDS = {
     "logic": "trialkit.cli.logic:logic",
     "check": "trialkit.cli.check:check",
     "dictionary": "trialkit.cli.dictionary:dictionary",
-    "validate": "trialkit.cli.screen:validate",
+    "validate": "trialkit.cli.validate:validate",
     "screen": "trialkit.cli.screen:screen",
     "demo": "trialkit.cli.demo:demo",
     "sandbox": "trialkit.cli.sandbox:sandbox",
