@@ -1,0 +1,87 @@
+"""JSON Schema validation of a parsed YAML document, with every error located in the file."""
+
+from __future__ import annotations
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from trialkit.definitions.schemas import load_schema
+from trialkit.definitions.yamlio import JsonPath, YamlDoc
+from trialkit.errors import Diagnostic
+
+# Stable codes by JSON Schema keyword.
+SCHEMA_CODES = {
+    "type": "SCH001",
+    "required": "SCH002",
+    "additionalProperties": "SCH003",
+    "unevaluatedProperties": "SCH003",
+    "pattern": "SCH004",
+    "enum": "SCH005",
+    "const": "SCH005",
+}
+SCHEMA_OTHER = "SCH009"
+
+_TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "text", "integer": "an integer",
+               "number": "a number", "boolean": "true or false", "null": "empty"}
+
+
+def _where(path: JsonPath) -> str:
+    parts = []
+    for p in path:
+        parts.append(f"[{p}]" if isinstance(p, int) else (f".{p}" if parts else str(p)))
+    return "".join(parts) or "document"
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return f"{str(value).lower()}"
+    if value is None:
+        return "empty"
+    return repr(value)
+
+
+def _message(err: ValidationError) -> tuple[str, JsonPath, bool]:
+    """(message, path to locate, locate the key rather than the value)."""
+    path: JsonPath = tuple(err.absolute_path)
+    where = _where(path)
+    kw = err.validator
+    if kw == "required":
+        missing = [k for k in err.validator_value if isinstance(err.instance, dict) and k not in err.instance]
+        return f"{where}: missing required key '{missing[0] if missing else err.validator_value}'", path, False
+    if kw in ("additionalProperties", "unevaluatedProperties") and isinstance(err.instance, dict):
+        allowed = set(err.schema.get("properties", {}))
+        extra = [k for k in err.instance if k not in allowed]
+        key = extra[0] if extra else "?"
+        hint = f" (allowed: {', '.join(sorted(allowed))})" if allowed else ""
+        return f"{where}: unknown key '{key}'{hint}", (*path, key), True
+    if kw == "type":
+        expected = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+        names = " or ".join(_TYPE_NAMES.get(t, t) for t in expected)
+        return f"{where}: expected {names}, got {_describe(err.instance)}", path, False
+    if kw == "pattern":
+        return f"{where}: {err.instance!r} is not a valid name (lowercase letters, digits and _, starting with a " \
+               f"letter)", path, False
+    if kw == "enum":
+        options = ", ".join(str(v) for v in err.validator_value if v != "")
+        return f"{where}: {_describe(err.instance)} is not one of: {options}", path, False
+    return f"{where}: {err.message}", path, False
+
+
+def validate(doc: YamlDoc, kind: str) -> list[tuple[Diagnostic, JsonPath]]:
+    """Every schema violation in `doc` (which must have parsed), with the JSON path of the offending value."""
+    validator = Draft202012Validator(load_schema(kind))
+    out = []
+    for err in validator.iter_errors(doc.data):
+        # For oneOf/anyOf failures, the most specific sub-error says more.
+        best = err
+        if err.context:
+            best = max(err.context, key=lambda e: len(e.absolute_path))
+        message, path, key = _message(best)
+        line, col = doc.where(path, key=key)
+        diag = Diagnostic(SCHEMA_CODES.get(best.validator, SCHEMA_OTHER), message, doc.path, line, col)
+        out.append((diag, tuple(best.absolute_path)))
+    return out
