@@ -1,0 +1,152 @@
+"""Raw REDCap text to typed polars columns, one expression per data column, driven by the field definitions.
+
+A cell that does not parse becomes null in the typed column; validation finds those cells by comparing the raw
+and the typed frame (raw present, typed null), so conversion itself never fails on bad data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import polars as pl
+
+from trialkit.definitions import validation_types
+from trialkit.definitions.model import Field, FieldType, Study
+from trialkit.definitions.redcap_names import checkbox_column
+
+# Columns REDCap adds around the fields (section 2.1 of the REDCap notes).
+EVENT = "redcap_event_name"
+REPEAT_INSTRUMENT = "redcap_repeat_instrument"
+REPEAT_INSTANCE = "redcap_repeat_instance"
+DAG = "redcap_data_access_group"
+SURVEY_ID = "redcap_survey_identifier"
+META_COLUMNS = (EVENT, REPEAT_INSTRUMENT, REPEAT_INSTANCE, DAG, SURVEY_ID)
+
+COMPLETE_CODES = ("0", "1", "2")
+
+_INTEGER = r"^[-+]?[0-9]+$"
+
+DTYPES: dict[str, pl.DataType] = {
+    "date": pl.Date(),
+    "datetime": pl.Datetime("us"),
+    "time": pl.Time(),
+    "integer": pl.Int64(),
+    "number": pl.Float64(),
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One data column of the study's export: a plain field, one checkbox option, or `<form>_complete`."""
+
+    name: str
+    form: str
+    kind: str  # date, datetime, time, integer, number, choice, checkbox, text, file, complete
+    field: Field | None = None  # None for <form>_complete
+    code: str | None = None  # checkbox option
+
+    @property
+    def dtype(self) -> pl.DataType:
+        return DTYPES.get(self.kind, pl.String())
+
+    @property
+    def field_name(self) -> str:
+        return self.field.name if self.field is not None else self.name
+
+    @property
+    def identifier(self) -> bool:
+        return bool(self.field is not None and self.field.identifier)
+
+    @property
+    def codes(self) -> tuple[str, ...] | None:
+        """Allowed codes for coded columns, else None."""
+        if self.kind == "complete":
+            return COMPLETE_CODES
+        if self.kind == "checkbox":
+            return ("0", "1")
+        if self.kind == "choice" and self.field is not None:
+            return self.field.choice_codes
+        return None
+
+    @property
+    def validation(self) -> validation_types.ValidationType | None:
+        if self.field is None or self.field.type is not FieldType.TEXT:
+            return None
+        return validation_types.get(self.field.validation)
+
+
+def _kind(field: Field) -> str:
+    if field.type is FieldType.TEXT:
+        return validation_types.kind_of(field.validation)
+    return field.value_kind
+
+
+@cache
+def _columns_cached(study: Study) -> tuple[Column, ...]:
+    out: list[Column] = []
+    for inst in study.instruments:
+        for field in inst.fields:
+            if not field.has_data:
+                continue
+            if field.type is FieldType.CHECKBOX:
+                out.extend(
+                    Column(checkbox_column(field.name, c.code), inst.name, "checkbox", field, c.code)
+                    for c in field.choices
+                )
+            else:
+                out.append(Column(field.name, inst.name, _kind(field), field))
+        out.append(Column(inst.complete_field, inst.name, "complete"))
+    return tuple(out)
+
+
+def study_columns(study: Study) -> tuple[Column, ...]:
+    """Every data column of the study, in REDCap export order (each form's fields, then its _complete)."""
+    try:
+        return _columns_cached(study)
+    except TypeError:  # an unhashable study (a test double): compute without the cache
+        return _columns_cached.__wrapped__(study)
+
+
+def typed_expr(column: Column, raw: pl.Expr | None = None) -> pl.Expr:
+    """The typed value of `column` from its raw text (null where the text does not parse)."""
+    raw = pl.col(column.name) if raw is None else raw
+    kind = column.kind
+    vt = column.validation
+    if kind in ("date", "datetime", "time"):
+        if vt is None or vt.strptime is None:  # a calc date or similar: accept REDCap's ISO raw form
+            fmt = {"date": "%Y-%m-%d", "datetime": "%Y-%m-%d %H:%M", "time": "%H:%M"}[kind]
+            pattern = {
+                "date": validation_types.get("date_ymd"),
+                "datetime": validation_types.get("datetime_ymd"),
+                "time": validation_types.get("time"),
+            }[kind]
+            anchored = pattern.anchored if pattern else ".*"
+        else:
+            fmt, anchored = vt.strptime, vt.anchored
+        parsed = raw.str.strptime(column.dtype, fmt, strict=False)
+        return pl.when(raw.str.contains(anchored)).then(parsed).otherwise(None).alias(column.name)
+    if kind == "integer":
+        return (
+            pl.when(raw.str.contains(_INTEGER))
+            .then(raw.cast(pl.Int64, strict=False))
+            .otherwise(None)
+            .alias(column.name)
+        )
+    if kind == "number":
+        # The generic number form types the value; stricter forms (number_1dp...) are validation's business.
+        comma = vt is not None and vt.decimal_comma
+        number = validation_types.get("number_comma_decimal" if comma else "number")
+        assert number is not None
+        text = raw.str.replace(",", ".", literal=True) if comma else raw
+        return (
+            pl.when(raw.str.contains(number.anchored))
+            .then(text.cast(pl.Float64, strict=False))
+            .otherwise(None)
+            .alias(column.name)
+        )
+    return raw.alias(column.name)
+
+
+def null_column(column: Column) -> pl.Expr:
+    return pl.lit(None, dtype=column.dtype).alias(column.name)

@@ -1,0 +1,255 @@
+"""Intake data as the rest of trialkit sees it: typed records, per-event rows and repeating-instrument tables.
+
+Shapes (REDCap's flat export, section 2.1 of the REDCap notes): one input row per (record, event, repeat
+instrument, repeat instance). Non-repeating rows become one row per record (per record-event when
+longitudinal); each repeating instrument becomes its own table keyed by record (+ event) and instance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from trialkit.definitions.model import Study
+from trialkit.errors import DataError, Location, UsageError
+from trialkit.records.convert import (
+    EVENT,
+    REPEAT_INSTANCE,
+    REPEAT_INSTRUMENT,
+    Column,
+    null_column,
+    study_columns,
+    typed_expr,
+)
+from trialkit.records.readers import ROW, normalise, read_text_frame
+
+
+@dataclass(frozen=True, eq=False)
+class IntakeData:
+    """Typed intake data of one study.
+
+    - `records`: one row per record (every record id seen in the input, first-appearance order) with the record
+      id as text and every non-repeating field typed; for a longitudinal study the rows of `event`.
+      Fields absent from the input are all-null columns of their dtype.
+    - `record_events`: every non-repeating row, one per (record, event) (classic project: same as `records`).
+    - `instances`: per repeating instrument, its rows keyed by record id, [`redcap_event_name`] and
+      `redcap_repeat_instance` (Int64), with that form's fields typed and `<form>_complete`.
+    - `raw`: the input as read, every cell text (trimmed, blank -> null) plus `_row` (1-based data row).
+    - `typed`: the same rows as `raw`, typed, with the REDCap key columns; what validation checks.
+    - `notes`: how the input was interpreted where it was not the exact REDCap shape.
+    """
+
+    study: Study
+    raw: pl.DataFrame
+    typed: pl.DataFrame
+    records: pl.DataFrame
+    record_events: pl.DataFrame
+    instances: Mapping[str, pl.DataFrame]
+    event: str | None = None
+    source: str | None = None
+    format: str | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def record_id(self) -> str:
+        return self.study.record_id_field
+
+    @property
+    def longitudinal(self) -> bool:
+        return self.study.longitudinal
+
+    def for_event(self, event: str) -> pl.DataFrame:
+        """One row per record for `event` (all records, nulls where the record has no row for that event)."""
+        if not self.study.longitudinal:
+            return self.records
+        _check_event(self.study, event)
+        return _records_for_event(self.typed, self.record_events, self.record_id, event)
+
+    @classmethod
+    def from_frame(
+        cls,
+        frame: Any,
+        study: Study,
+        *,
+        event: str | None = None,
+        source: str | None = None,
+    ) -> IntakeData:
+        """Build from a polars or pandas frame, in REDCap raw text or already typed (dates, numbers...)."""
+        if not isinstance(frame, pl.DataFrame):
+            try:
+                frame = pl.from_pandas(frame) if hasattr(frame, "to_numpy") else pl.DataFrame(frame)
+            except Exception as exc:  # pandas/pyarrow conversion errors vary by version
+                raise DataError(f"cannot use this frame as intake data: {exc}") from exc
+        if ROW in frame.columns:
+            frame = frame.drop(ROW)
+        return build(normalise(frame), study, event=event, source=source)
+
+
+def read_intake(
+    path: str | Path,
+    study: Study,
+    *,
+    event: str | None = None,
+    sheet: str | int | None = None,
+) -> IntakeData:
+    """Read an intake file (CSV/TSV, Excel, JSON, NDJSON, Parquet; REDCap flat export shape or one row per
+    record) and type it by the study's fields. Raises DataError when the file is unreadable or not tabular
+    intake data for this study (no record id column)."""
+    raw, fmt = read_text_frame(path, sheet=sheet)
+    if fmt == "xlsx":
+        raw = _excel_dates(raw, study)
+    return build(raw, study, event=event, source=str(path), fmt=fmt)
+
+
+def _check_event(study: Study, event: str) -> None:
+    names = [e.name for e in study.events]
+    if event not in names:
+        raise UsageError(f"unknown event {event!r}; the study's events are: {', '.join(names)}")
+
+
+def _excel_dates(raw: pl.DataFrame, study: Study) -> pl.DataFrame:
+    """Excel stores dates as date-times: a date cell reads as `2024-01-05 00:00:00`. Give date and minute
+    datetime fields REDCap's raw form back; anything else is left for validation to judge."""
+    fixes = []
+    for col in study_columns(study):
+        if col.name not in raw.columns:
+            continue
+        seconds = col.validation is not None and col.validation.name.startswith("datetime_seconds")
+        if col.kind == "date":
+            fixes.append(pl.col(col.name).str.replace(r"^(\d{4}-\d{2}-\d{2}) 00:00:00$", "$1"))
+        elif col.kind == "datetime" and not seconds:
+            fixes.append(pl.col(col.name).str.replace(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}):00$", "$1"))
+        elif col.kind == "time" and col.validation is not None and col.validation.name == "time":
+            fixes.append(pl.col(col.name).str.replace(r"^(?:1899-12-3[01] )?(\d{2}:\d{2}):00$", "$1"))
+    return raw.with_columns(fixes) if fixes else raw
+
+
+def default_event(study: Study) -> str | None:
+    events = study.events
+    return events[0].name if events else None
+
+
+def _nonrepeating_forms(study: Study) -> set[str]:
+    """Forms that have non-repeating data somewhere (classic: not repeating; longitudinal: on some event
+    where they are not repeating, or on no event at all)."""
+    forms = {inst.name for inst in study.instruments}
+    if not study.longitudinal:
+        return forms - set(study.repeating_instruments)
+    out = set()
+    for form in forms:
+        events = [e for e in study.events if form in e.instruments]
+        if not events or any(form not in e.repeating for e in events):
+            out.add(form)
+    return out
+
+
+def _repeating_forms(study: Study) -> list[str]:
+    seen: list[str] = []
+    for _, form in study.repeating_pairs:
+        if form not in seen:
+            seen.append(form)
+    return seen
+
+
+def build(
+    raw: pl.DataFrame,
+    study: Study,
+    *,
+    event: str | None = None,
+    source: str | None = None,
+    fmt: str | None = None,
+) -> IntakeData:
+    """Type a normalised text frame (see readers.normalise) into IntakeData."""
+    rid = study.record_id_field
+    loc = Location(file=source) if source else None
+    if rid not in raw.columns:
+        shown = ", ".join(c for c in raw.columns[:8] if c != ROW)
+        more = ", ..." if len(raw.columns) > 9 else ""
+        raise DataError(
+            f"no {rid!r} column (the study's record id field); this is not intake data for study "
+            f"{study.name!r} (columns: {shown}{more})",
+            location=loc,
+        )
+    notes: list[str] = []
+    if study.longitudinal:
+        event = event or default_event(study)
+        assert event is not None
+        _check_event(study, event)
+    else:
+        event = None
+
+    key_exprs: list[pl.Expr] = [pl.col(ROW), pl.col(rid).alias(rid)]
+    if study.longitudinal:
+        if EVENT in raw.columns:
+            key_exprs.append(pl.col(EVENT))
+        else:
+            notes.append(f"no {EVENT} column: every row is read as event {event!r}")
+            key_exprs.append(pl.lit(event, dtype=pl.String).alias(EVENT))
+    key_exprs.append(
+        pl.col(REPEAT_INSTRUMENT)
+        if REPEAT_INSTRUMENT in raw.columns
+        else pl.lit(None, dtype=pl.String).alias(REPEAT_INSTRUMENT)
+    )
+    key_exprs.append(
+        pl.col(REPEAT_INSTANCE).cast(pl.Int64, strict=False)
+        if REPEAT_INSTANCE in raw.columns
+        else pl.lit(None, dtype=pl.Int64).alias(REPEAT_INSTANCE)
+    )
+    columns = study_columns(study)
+    present = set(raw.columns)
+    value_exprs = [typed_expr(c) if c.name in present else null_column(c) for c in columns if c.name != rid]
+    typed = raw.select(key_exprs + value_exprs)
+
+    nonrep_forms = _nonrepeating_forms(study)
+    nonrep_cols = [c.name for c in columns if c.form in nonrep_forms and c.name != rid]
+    keys = [rid, EVENT] if study.longitudinal else [rid]
+    nonrep_rows = typed.filter(pl.col(REPEAT_INSTRUMENT).is_null() & pl.col(rid).is_not_null())
+    record_events = nonrep_rows.select(keys + nonrep_cols).unique(subset=keys, keep="first", maintain_order=True)
+
+    if study.longitudinal:
+        assert event is not None
+        records = _records_for_event(typed, record_events, rid, event)
+    else:
+        records = _with_all_records(typed, record_events, rid)
+        record_events = records
+
+    instances = {form: _instances(typed, study, form, columns) for form in _repeating_forms(study)}
+    return IntakeData(
+        study=study,
+        raw=raw,
+        typed=typed,
+        records=records,
+        record_events=record_events,
+        instances=instances,
+        event=event,
+        source=source,
+        format=fmt,
+        notes=tuple(notes),
+    )
+
+
+def _with_all_records(typed: pl.DataFrame, rows: pl.DataFrame, rid: str) -> pl.DataFrame:
+    ids = typed.select(rid).filter(pl.col(rid).is_not_null()).unique(maintain_order=True)
+    if ids.height == rows.height:
+        return rows
+    return ids.join(rows, on=rid, how="left", maintain_order="left")
+
+
+def _records_for_event(typed: pl.DataFrame, record_events: pl.DataFrame, rid: str, event: str) -> pl.DataFrame:
+    rows = record_events.filter(pl.col(EVENT) == event).drop(EVENT)
+    return _with_all_records(typed, rows, rid)
+
+
+def _instances(typed: pl.DataFrame, study: Study, form: str, columns: tuple[Column, ...]) -> pl.DataFrame:
+    rid = study.record_id_field
+    keys = [rid, EVENT, REPEAT_INSTANCE] if study.longitudinal else [rid, REPEAT_INSTANCE]
+    cols = [c.name for c in columns if c.form == form and c.name != rid]
+    return (
+        typed.filter((pl.col(REPEAT_INSTRUMENT) == form) & pl.col(rid).is_not_null())
+        .select(keys + cols)
+        .unique(subset=keys, keep="first", maintain_order=True)
+    )

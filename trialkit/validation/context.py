@@ -1,0 +1,235 @@
+"""Row context for validation: which form each row carries, whether a field is shown, what a calc gives.
+
+Everything here is a polars expression or one vectorised select over the typed rows; branching logic and
+calculations go through trialkit.logic in REDCap mode, compiled once per field and evaluated for all rows in
+one pass.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from trialkit.definitions.model import Field, FieldType, Study
+from trialkit.definitions.redcap_names import checkbox_column
+from trialkit.records import EVENT, REPEAT_INSTANCE, REPEAT_INSTRUMENT, ROW, Column, IntakeData, study_columns
+from trialkit.records.intake import _nonrepeating_forms
+
+RID = "__rid"
+EVT = "__event"
+RI = "__ri"
+INST = "__instance"
+
+
+def scope_name(form: str) -> str:
+    return f"__scope__{form}"
+
+
+def started_name(form: str) -> str:
+    return f"__started__{form}"
+
+
+def typed_name(column: str) -> str:
+    return f"__typed__{column}"
+
+
+def shown_name(field_name: str) -> str:
+    return f"__shown__{field_name}"
+
+
+def calc_name(field_name: str) -> str:
+    return f"__calc__{field_name}"
+
+
+@dataclass
+class Context:
+    """Helper columns (same rows and order as intake.raw) plus problems met while computing them."""
+
+    frame: pl.DataFrame
+    shown: set[str] = field(default_factory=set)  # fields whose branching logic was evaluated
+    calcs: set[str] = field(default_factory=set)  # calc fields recomputed
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (field, message)
+
+
+def _scope_expr(study: Study, form: str) -> pl.Expr:
+    """True on rows where `form` belongs: its own instance rows if it repeats, else the non-repeating rows
+    (of an event it is designated for, when longitudinal)."""
+    ri = pl.col(RI)
+    if not study.longitudinal:
+        return (ri == form) if form in study.repeating_instruments else ri.is_null()
+    plain = [e.name for e in study.events if form in e.instruments and form not in e.repeating]
+    repeat = [e.name for e in study.events if form in e.repeating]
+    expr = pl.lit(False)
+    if plain:
+        expr = expr | (ri.is_null() & pl.col(EVT).is_in(plain))
+    if repeat:
+        expr = expr | ((ri == form) & pl.col(EVT).is_in(repeat))
+    return expr.fill_null(False)
+
+
+def _started_expr(form: str, columns: list[Column], present: set[str]) -> pl.Expr:
+    """The row holds some data of `form` (REDCap exports unticked checkboxes as 0 and grey forms as 0)."""
+    parts = []
+    for c in columns:
+        if c.name not in present:
+            continue
+        if c.kind == "checkbox":
+            parts.append(pl.col(c.name) == "1")
+        elif c.kind == "complete":
+            parts.append(pl.col(c.name).is_in(["1", "2"]))
+        else:
+            parts.append(pl.col(c.name).is_not_null())
+    if not parts:
+        return pl.lit(False)
+    return pl.any_horizontal(parts).fill_null(False)
+
+
+def _field_specs(study: Study) -> Mapping | None:
+    try:
+        return study.field_specs()
+    except (ImportError, AttributeError):  # definitions without specs yet: logic infers from the frame
+        return None
+
+
+def _logic_frame(intake: IntakeData, needs: set[str]) -> pl.DataFrame:
+    """Typed rows where instance rows also see the record's non-repeating values they refer to (a branching
+    rule in a repeating form may test [sex] of the record)."""
+    typed = intake.typed
+    study = intake.study
+    rid = study.record_id_field
+    nonrep = {c.name for c in study_columns(study) if c.form in _nonrepeating_forms(study)}
+    borrow = sorted((needs & nonrep) - {rid})
+    if not borrow or typed.filter(pl.col(REPEAT_INSTRUMENT).is_not_null()).height == 0:
+        return typed
+    keys = [rid, EVENT] if study.longitudinal else [rid]
+    base = intake.record_events.select(keys + borrow).rename({c: f"__base__{c}" for c in borrow})
+    joined = typed.join(base, on=keys, how="left", maintain_order="left")
+    on_instance = pl.col(REPEAT_INSTRUMENT).is_not_null()
+    return joined.with_columns(
+        [pl.when(on_instance).then(pl.col(f"__base__{c}")).otherwise(pl.col(c)).alias(c) for c in borrow]
+    ).drop([f"__base__{c}" for c in borrow])
+
+
+def build_context(intake: IntakeData, *, as_of: _dt.date) -> Context:
+    study = intake.study
+    typed = intake.typed
+    rid = study.record_id_field
+    columns = list(study_columns(study))
+    present = set(intake.raw.columns)
+    exprs: list[pl.Expr] = [
+        pl.col(rid).alias(RID),
+        (pl.col(EVENT) if study.longitudinal else pl.lit(None, dtype=pl.String)).alias(EVT),
+        pl.col(REPEAT_INSTRUMENT).alias(RI),
+        pl.col(REPEAT_INSTANCE).alias(INST),
+    ]
+    base = typed.select([*exprs, pl.col(ROW)])
+    by_form: dict[str, list[Column]] = {}
+    for c in columns:
+        by_form.setdefault(c.form, []).append(c)
+    helper = [_scope_expr(study, form).alias(scope_name(form)) for form in by_form]
+    helper += [_started_expr(form, cols, present).alias(started_name(form)) for form, cols in by_form.items()]
+    frame = base.hstack(intake.raw.select([pl.col(c.name) for c in columns if c.name in present]))
+    frame = frame.select([*base.columns, *helper])
+    typed_cols = [
+        pl.col(c.name).alias(typed_name(c.name))
+        for c in columns
+        if c.name in present and c.kind in ("date", "datetime", "time", "integer", "number")
+    ]
+    frame = frame.hstack(typed.select(typed_cols)) if typed_cols else frame
+    ctx = Context(frame=frame)
+    _add_logic(ctx, intake, as_of=as_of)
+    return ctx
+
+
+def _logic_fields(study: Study) -> list[Field]:
+    return [f for f in study.iter_fields() if f.show_if.strip() or (f.type is FieldType.CALC and f.calculation.strip())]
+
+
+def _add_logic(ctx: Context, intake: IntakeData, *, as_of: _dt.date) -> None:
+    fields = _logic_fields(intake.study)
+    if not fields:
+        return
+    try:
+        from trialkit import logic
+    except ImportError as exc:  # pragma: no cover - logic is part of the package
+        ctx.problems.extend((f.name, f"logic evaluator unavailable: {exc}") for f in fields)
+        return
+    specs = _field_specs(intake.study)
+    parsed: list[tuple[Field, str, object]] = []
+    needs: set[str] = set()
+    for f in fields:
+        for what, text in (("show_if", f.show_if), ("calc", f.calculation if f.type is FieldType.CALC else "")):
+            if not text.strip():
+                continue
+            try:
+                node = logic.parse(text)
+            except Exception as exc:  # a LogicSyntaxError normally; never let one field stop validation
+                ctx.problems.append((f.name, f"{_what(what)} cannot be parsed: {exc}"))
+                continue
+            parsed.append((f, what, node))
+            needs.update(_ref_columns(logic, node))
+    if not parsed:
+        return
+    frame = _logic_frame(intake, needs)
+    rid = intake.study.record_id_field
+    out: list[pl.Expr] = []
+    names: list[tuple[Field, str]] = []
+    for f, what, node in parsed:
+        try:
+            compiled = logic.compile_expr(
+                node,
+                frame,
+                mode="redcap",
+                as_of=as_of,
+                fields=specs,
+                record_id=rid,
+                missing_codes=tuple(c.code for c in intake.study.missing_codes),
+            )
+        except Exception as exc:
+            ctx.problems.append((f.name, f"{_what(what)} cannot be evaluated: {_one_line(exc)}"))
+            continue
+        value = compiled.value
+        if what == "show_if":
+            out.append(value.cast(pl.Boolean, strict=False).alias(shown_name(f.name)))
+        else:
+            out.append(value.cast(pl.Float64, strict=False).alias(calc_name(f.name)))
+        names.append((f, what))
+    if not out:
+        return
+    try:
+        values = frame.select(out)
+    except Exception:
+        # One bad expression must not hide the others: fall back to evaluating them one by one.
+        kept = []
+        for expr, (f, what) in zip(out, names, strict=True):
+            try:
+                kept.append(frame.select(expr))
+            except Exception as exc:
+                ctx.problems.append((f.name, f"{_what(what)} cannot be evaluated: {_one_line(exc)}"))
+        if not kept:
+            return
+        values = pl.concat(kept, how="horizontal")
+    ctx.frame = ctx.frame.hstack(values)
+    for f, what in names:
+        if (shown_name(f.name) if what == "show_if" else calc_name(f.name)) in values.columns:
+            (ctx.shown if what == "show_if" else ctx.calcs).add(f.name)
+
+
+def _ref_columns(logic_module, node) -> set[str]:  # type: ignore[no-untyped-def]
+    out = set()
+    for ref in logic_module.references(node):
+        out.add(ref.name if ref.code is None else checkbox_column(ref.name, ref.code))
+        out.add(ref.name)
+    return out
+
+
+def _what(what: str) -> str:
+    return "branching logic" if what == "show_if" else "calculation"
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__

@@ -1,0 +1,518 @@
+"""Validate intake data against a study: a pandera schema generated from the instruments, run lazily so every
+problem is reported in one pass, mapped to a findings table.
+
+The schema runs over the raw text of every input row (so a finding shows the value as written) beside helper
+columns computed once, vectorised: the typed value, whether the row carries the field's form, whether the
+form was started, whether branching logic shows the field and what a calculation gives (trialkit.logic in
+REDCap mode). Each check is a polars expression; no Python code runs per row.
+
+Check ids (stable; users filter on them): type, format, range, choice, required, hidden_value, calc_mismatch,
+calc_missing, misplaced, record_id, duplicate_row, event, repeat_instrument, repeat_instance, unknown_column,
+logic, shape.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+
+import pandera.polars as pa
+import polars as pl
+from pandera.errors import SchemaErrors
+
+from trialkit.definitions.model import FieldType, Study
+from trialkit.errors import Severity
+from trialkit.records import EVENT, REPEAT_INSTANCE, REPEAT_INSTRUMENT, ROW, Column, IntakeData, study_columns
+from trialkit.records.convert import DAG, SURVEY_ID
+from trialkit.validation.context import (
+    EVT,
+    INST,
+    RI,
+    RID,
+    Context,
+    build_context,
+    calc_name,
+    scope_name,
+    shown_name,
+    started_name,
+    typed_name,
+)
+from trialkit.validation.findings import COLUMNS, MASK, Findings, empty_frame
+
+ERROR = Severity.ERROR.value
+WARNING = Severity.WARNING.value
+
+
+@dataclass(frozen=True)
+class CheckInfo:
+    """What a failed pandera check means for the findings table."""
+
+    check: str
+    field: str
+    severity: str
+    message: str
+    mask: bool = False  # the column holds an identifier: never show its values
+    detail: str | None = None  # helper column whose value is appended to the message
+
+
+@dataclass
+class _Plan:
+    checks: dict[str, list[pa.Check]]
+    infos: dict[tuple[str, int], CheckInfo]
+
+    def add(self, column: str, expr: pl.Expr, info: CheckInfo) -> None:
+        """`expr` is True where the row passes (null counts as a pass)."""
+        checks = self.checks.setdefault(column, [])
+        infos_index = len(checks)
+        checks.append(pa.Check(_selector(expr), name=info.check))
+        self.infos[(column, infos_index)] = info
+
+
+def _selector(expr: pl.Expr):  # type: ignore[no-untyped-def]
+    def check(data):  # type: ignore[no-untyped-def]
+        return data.lazyframe.select(expr.alias("ok"))
+
+    return check
+
+
+# ---- the public entry point ------------------------------------------------------------------------------
+def validate(
+    intake: IntakeData,
+    study: Study | None = None,
+    *,
+    as_of: _dt.date | None = None,
+) -> Findings:
+    """Check `intake` against `study` (default: the study it was read with). `as_of` is "today" for
+    `today`/`now` ranges and date functions in logic (default: the current date; pass it for reproducible
+    runs). Returns every finding; never raises for bad data."""
+    if study is not None and study is not intake.study:
+        intake = IntakeData.from_frame(intake.raw, study, event=intake.event, source=intake.source)
+    study = intake.study
+    as_of = as_of or _dt.date.today()
+    ctx = build_context(intake, as_of=as_of)
+    plan = _plan(intake, ctx, as_of)
+    work = intake.raw.hstack(ctx.frame.drop(ROW))
+    helpers = [c for c in ctx.frame.columns if c != ROW]
+    schema_columns: dict[str, pa.Column] = {}
+    for name in intake.raw.columns:
+        if name in plan.checks or _known_column(name, study):
+            schema_columns[name] = pa.Column(None, checks=plan.checks.get(name, []), nullable=True, required=False)
+    for name in helpers:
+        schema_columns[name] = pa.Column(None, nullable=True, required=False)
+    schema = pa.DataFrameSchema(schema_columns, strict=True, name=f"study {study.name}")
+    try:
+        schema.validate(work, lazy=True)
+        failures = None
+    except SchemaErrors as exc:
+        failures = exc.failure_cases
+    frame = _findings_frame(failures, plan, work, intake, ctx)
+    return Findings(frame=frame, source=intake.source, rows_checked=intake.raw.height)
+
+
+# ---- which columns exist ------------------------------------------------------------------------------------
+def _known_column(name: str, study: Study) -> bool:
+    if name == ROW or name in (DAG, SURVEY_ID):
+        return True
+    if name == EVENT:
+        return study.longitudinal
+    if name in (REPEAT_INSTRUMENT, REPEAT_INSTANCE):
+        return bool(study.repeating_pairs)
+    if name.endswith("_timestamp"):  # survey pseudo-field, ignored by REDCap on import
+        return any(name == f"{inst.name}_timestamp" for inst in study.instruments)
+    return name in {c.name for c in study_columns(study)}
+
+
+# ---- building the checks ------------------------------------------------------------------------------------
+def _plan(intake: IntakeData, ctx: Context, as_of: _dt.date) -> _Plan:
+    study = intake.study
+    plan = _Plan(checks={}, infos={})
+    present = set(intake.raw.columns)
+    rid = study.record_id_field
+    missing_codes = [c.code for c in study.missing_codes]
+    _meta_checks(plan, study, present)
+    checkbox_groups: dict[str, list[Column]] = {}
+    for col in study_columns(study):
+        if col.kind == "checkbox" and col.field is not None:
+            checkbox_groups.setdefault(col.field.name, []).append(col)
+    for col in study_columns(study):
+        if col.name not in present or col.name == rid:
+            continue
+        _column_checks(plan, col, ctx, as_of, missing_codes)
+    for name, cols in checkbox_groups.items():
+        first = next((c for c in cols if c.name in present), None)
+        if first is None:
+            continue
+        _checkbox_required(plan, name, cols, first, ctx, present)
+    return plan
+
+
+def _meta_checks(plan: _Plan, study: Study, present: set[str]) -> None:
+    rid = study.record_id_field
+    plan.add(rid, pl.col(rid).is_not_null(), CheckInfo("record_id", rid, ERROR, "record id is blank"))
+    key = pl.struct([pl.col(RID), pl.col(EVT), pl.col(RI), pl.col(INST)])
+    plan.add(
+        rid,
+        pl.col(RID).is_null() | ~key.is_duplicated(),
+        CheckInfo("duplicate_row", rid, ERROR, "duplicate row: the same record, event and instance appear again"),
+    )
+    if study.longitudinal and EVENT in present:
+        events = [e.name for e in study.events]
+        plan.add(EVENT, pl.col(EVENT).is_not_null(), CheckInfo("event", EVENT, ERROR, "event name is blank"))
+        plan.add(
+            EVENT,
+            pl.col(EVENT).is_null() | pl.col(EVENT).is_in(events),
+            CheckInfo("event", EVENT, ERROR, f"not an event of the study ({_listing(events)})"),
+        )
+    if REPEAT_INSTRUMENT in present and study.repeating_pairs:
+        if study.longitudinal:
+            pairs = [f"{e}\x1f{f}" for e, f in study.repeating_pairs]
+            ok = pl.concat_str([pl.col(EVT).fill_null(""), pl.col(REPEAT_INSTRUMENT)], separator="\x1f").is_in(pairs)
+            where = "a repeating instrument on this event"
+        else:
+            ok = pl.col(REPEAT_INSTRUMENT).is_in([f for _, f in study.repeating_pairs])
+            where = "a repeating instrument of the study"
+        plan.add(
+            REPEAT_INSTRUMENT,
+            pl.col(REPEAT_INSTRUMENT).is_null() | ok,
+            CheckInfo("repeat_instrument", REPEAT_INSTRUMENT, ERROR, f"not {where}"),
+        )
+    if REPEAT_INSTANCE in present and study.repeating_pairs:
+        raw = pl.col(REPEAT_INSTANCE)
+        plan.add(
+            REPEAT_INSTANCE,
+            raw.is_null() | raw.str.contains(r"^[1-9][0-9]*$"),
+            CheckInfo("repeat_instance", REPEAT_INSTANCE, ERROR, "repeat instance must be a whole number >= 1"),
+        )
+        plan.add(
+            REPEAT_INSTANCE,
+            ~(pl.col(RI).is_not_null() & raw.is_null()),
+            CheckInfo("repeat_instance", REPEAT_INSTANCE, ERROR, "repeat instance is blank on a repeating row"),
+        )
+        plan.add(
+            REPEAT_INSTANCE,
+            ~(pl.col(RI).is_null() & raw.is_not_null()),
+            CheckInfo(
+                "repeat_instance", REPEAT_INSTANCE, ERROR, "repeat instance given without a repeating instrument"
+            ),
+        )
+
+
+def _column_checks(plan: _Plan, col: Column, ctx: Context, as_of: _dt.date, missing_codes: list[str]) -> None:
+    raw = pl.col(col.name)
+    name = col.name
+    mask = col.identifier
+    is_missing = raw.is_in(missing_codes) if missing_codes else pl.lit(False)
+    scope = pl.col(scope_name(col.form))
+    blankish = raw.is_null() | (raw == "0") if col.kind in ("checkbox", "complete") else raw.is_null()
+    plan.add(
+        name,
+        blankish | scope,
+        CheckInfo("misplaced", name, ERROR, _misplaced_message(col), mask=mask),
+    )
+    typed = pl.col(typed_name(name))
+    vt = col.validation
+    if col.kind in ("date", "datetime", "time", "integer", "number"):
+        label = vt.label if vt is not None else col.kind
+        plan.add(
+            name,
+            raw.is_null() | is_missing | typed.is_not_null(),
+            CheckInfo("type", name, ERROR, f"not a valid {label}", mask=mask),
+        )
+        if vt is not None and vt.kind == "number" and vt.name not in ("number", "number_comma_decimal"):
+            plan.add(
+                name,
+                raw.is_null() | is_missing | typed.is_null() | raw.str.contains(vt.anchored),
+                CheckInfo("format", name, ERROR, f"not in the form {vt.label}", mask=mask),
+            )
+        _range_check(plan, col, typed, as_of, mask)
+    elif vt is not None and col.kind == "text":
+        plan.add(
+            name,
+            raw.is_null() | is_missing | raw.str.contains(vt.anchored),
+            CheckInfo("format", name, ERROR, f"not a valid {vt.label}", mask=mask),
+        )
+    codes = col.codes
+    if codes is not None:
+        plan.add(
+            name,
+            raw.is_null() | is_missing | raw.is_in(list(codes)),
+            CheckInfo("choice", name, ERROR, f"not one of the codes {_listing(codes)}", mask=mask),
+        )
+    field = col.field
+    if field is None:
+        return
+    started = pl.col(started_name(col.form))
+    has_shown = field.name in ctx.shown
+    shown = pl.col(shown_name(field.name)).fill_null(True) if has_shown else pl.lit(True)
+    if field.required and col.kind != "checkbox":
+        plan.add(
+            name,
+            ~(scope & started & shown & raw.is_null()),
+            CheckInfo("required", name, ERROR, "required field is blank", mask=mask),
+        )
+    if has_shown:
+        has_value = (raw == "1") if col.kind == "checkbox" else raw.is_not_null()
+        plan.add(
+            name,
+            ~(scope & (pl.col(shown_name(field.name)) == False) & has_value).fill_null(True),  # noqa: E712
+            CheckInfo(
+                "hidden_value",
+                name,
+                WARNING,
+                f"has a value but its branching logic hides it: {_short(field.show_if)}",
+                mask=mask,
+            ),
+        )
+    if field.type is FieldType.CALC and field.name in ctx.calcs:
+        calc = pl.col(calc_name(field.name))
+        decimals = raw.str.extract(r"\.([0-9]+)$", 1).str.len_chars().fill_null(0).cast(pl.Float64)
+        tolerance = pl.lit(10.0).pow(-decimals) * 0.5 + 1e-9
+        stored = typed
+        wrong = scope & stored.is_not_null() & (calc.is_null() | ((stored - calc).abs() > tolerance))
+        plan.add(
+            name,
+            ~wrong.fill_null(False),
+            CheckInfo(
+                "calc_mismatch",
+                name,
+                ERROR,
+                "stored value differs from the calculation",
+                mask=mask,
+                detail=calc_name(field.name),
+            ),
+        )
+        plan.add(
+            name,
+            ~(scope & started & raw.is_null() & calc.is_not_null()).fill_null(False),
+            CheckInfo(
+                "calc_missing",
+                name,
+                WARNING,
+                "blank, but the calculation gives a value",
+                mask=mask,
+                detail=calc_name(field.name),
+            ),
+        )
+
+
+def _checkbox_required(
+    plan: _Plan, name: str, cols: list[Column], first: Column, ctx: Context, present: set[str]
+) -> None:
+    field = first.field
+    if field is None or not field.required:
+        return
+    ticked = pl.any_horizontal([pl.col(c.name) == "1" for c in cols if c.name in present]).fill_null(False)
+    scope = pl.col(scope_name(first.form))
+    started = pl.col(started_name(first.form))
+    shown = pl.col(shown_name(name)).fill_null(True) if name in ctx.shown else pl.lit(True)
+    plan.add(
+        first.name,
+        ~(scope & started & shown & ~ticked),
+        CheckInfo("required", name, ERROR, "required checkbox has no option ticked", mask=first.identifier),
+    )
+
+
+def _range_bound(text: str, kind: str, as_of: _dt.date) -> object | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        if text.lower() in ("today", "now"):
+            if kind == "datetime":
+                return _dt.datetime.combine(as_of, _dt.time())
+            return as_of if kind == "date" else None
+        if kind == "date":
+            return _dt.date.fromisoformat(text[:10])
+        if kind == "datetime":
+            return _dt.datetime.fromisoformat(text)
+        if kind == "time":
+            return _dt.time.fromisoformat(text)
+        if kind == "integer":
+            return float(text)
+        if kind == "number":
+            return float(text.replace(",", "."))
+    except ValueError:
+        return None
+    return None
+
+
+def _range_check(plan: _Plan, col: Column, typed: pl.Expr, as_of: _dt.date, mask: bool) -> None:
+    field = col.field
+    if field is None:
+        return
+    lo_text, hi_text = field.min, field.max
+    if field.type is FieldType.SLIDER:
+        lo_text, hi_text = lo_text or "0", hi_text or "100"
+    lo = _range_bound(lo_text, col.kind, as_of)
+    hi = _range_bound(hi_text, col.kind, as_of)
+    if lo is None and hi is None:
+        return
+    ok = pl.lit(True)
+    if lo is not None:
+        ok = ok & (typed >= pl.lit(lo))
+    if hi is not None:
+        ok = ok & (typed <= pl.lit(hi))
+    if lo is not None and hi is not None:
+        message = f"outside the range {lo_text} to {hi_text}"
+    elif lo is not None:
+        message = f"below the minimum {lo_text}"
+    else:
+        message = f"above the maximum {hi_text}"
+    plan.add(col.name, typed.is_null() | ok, CheckInfo("range", col.name, ERROR, message, mask=mask))
+
+
+def _misplaced_message(col: Column) -> str:
+    return f"value on a row where form {col.form!r} does not belong (wrong event or repeat instance)"
+
+
+def _listing(items, limit: int = 12) -> str:  # type: ignore[no-untyped-def]
+    items = list(items)
+    text = ", ".join(items[:limit])
+    return text + (f", ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+def _short(text: str, limit: int = 80) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+# ---- pandera failure cases -> findings ---------------------------------------------------------------------
+def _findings_frame(
+    failures: pl.DataFrame | None, plan: _Plan, work: pl.DataFrame, intake: IntakeData, ctx: Context
+) -> pl.DataFrame:
+    parts: list[pl.DataFrame] = []
+    extra = [
+        {
+            "row": None,
+            "record": None,
+            "event": None,
+            "instance": None,
+            "field": None,
+            "value": None,
+            "check": "shape",
+            "severity": WARNING,
+            "message": note,
+        }
+        for note in intake.notes
+    ] + [
+        {
+            "row": None,
+            "record": None,
+            "event": None,
+            "instance": None,
+            "field": field,
+            "value": None,
+            "check": "logic",
+            "severity": WARNING,
+            "message": message,
+        }
+        for field, message in ctx.problems
+    ]
+    if extra:
+        parts.append(pl.DataFrame(extra, schema=COLUMNS))
+    if failures is not None and failures.height:
+        parts.append(_from_failures(failures, plan, work, intake))
+    if not parts:
+        return empty_frame()
+    order = {name: i for i, name in enumerate(intake.raw.columns)}
+    return (
+        pl.concat(parts, how="vertical")
+        .with_columns(pl.col("field").replace_strict(order, default=len(order), return_dtype=pl.Int64).alias("_o"))
+        .sort(["row", "_o"], nulls_last=False, maintain_order=True)
+        .drop("_o")
+    )
+
+
+def _from_failures(failures: pl.DataFrame, plan: _Plan, work: pl.DataFrame, intake: IntakeData) -> pl.DataFrame:
+    info_rows = [
+        {
+            "column": col,
+            "check_number": num,
+            "_check": i.check,
+            "_field": i.field,
+            "_severity": i.severity,
+            "_message": i.message,
+            "_mask": i.mask,
+            "_detail": i.detail,
+        }
+        for (col, num), i in plan.infos.items()
+    ]
+    infos = pl.DataFrame(
+        info_rows,
+        schema={
+            "column": pl.String,
+            "check_number": pl.Int32,
+            "_check": pl.String,
+            "_field": pl.String,
+            "_severity": pl.String,
+            "_message": pl.String,
+            "_mask": pl.Boolean,
+            "_detail": pl.String,
+        },
+    )
+    cols = failures.filter(pl.col("schema_context") == "Column").join(infos, on=["column", "check_number"], how="left")
+    keys = work.select(
+        pl.int_range(pl.len(), dtype=pl.Int32).alias("index"),
+        pl.col(ROW).alias("row"),
+        pl.col(RID).alias("record"),
+        pl.col(EVT).alias("event"),
+        pl.col(INST).alias("instance"),
+    )
+    cols = cols.join(keys, on="index", how="left")
+    details = [d for d in cols.get_column("_detail").unique().to_list() if d is not None]
+    detail_value = pl.lit(None, dtype=pl.String)
+    for d in details:
+        values = work.get_column(d)
+        gathered = cols.select(
+            pl.when(pl.col("_detail") == d).then(pl.col("index")).otherwise(None).alias("i")
+        ).get_column("i")
+        picked = (
+            values.cast(pl.String)
+            .gather(gathered.fill_null(0))
+            .to_frame("v")
+            .with_columns(pl.when(gathered.is_not_null()).then(pl.col("v")).otherwise(None))
+            .get_column("v")
+        )
+        cols = cols.with_columns(pl.Series(f"_d_{d}", picked))
+        detail_value = pl.coalesce([detail_value, pl.col(f"_d_{d}")])
+    cols = cols.with_columns(detail_value.alias("_dv"))
+    column_findings = cols.select(
+        pl.col("row").cast(pl.Int64),
+        pl.col("record"),
+        pl.col("event"),
+        pl.col("instance").cast(pl.Int64),
+        pl.col("_field").fill_null(pl.col("column")).alias("field"),
+        pl.when(pl.col("_mask") & pl.col("failure_case").is_not_null())
+        .then(pl.lit(MASK))
+        .otherwise(pl.col("failure_case"))
+        .alias("value"),
+        pl.col("_check").fill_null(pl.col("check")).alias("check"),
+        pl.col("_severity").fill_null(pl.lit(ERROR)).alias("severity"),
+        pl.when(pl.col("_dv").is_not_null() & pl.col("_check").is_in(["calc_mismatch", "calc_missing"]))
+        .then(
+            pl.concat_str([pl.col("_message"), pl.lit(" (calculated: "), pl.col("_dv").fill_null("blank"), pl.lit(")")])
+        )
+        .when(pl.col("_check") == "calc_mismatch")
+        .then(pl.concat_str([pl.col("_message"), pl.lit(" (calculated: blank)")]))
+        .otherwise(pl.col("_message").fill_null(pl.col("check")))
+        .alias("message"),
+    )
+    schema_level = failures.filter(pl.col("schema_context") != "Column")
+    unknown = schema_level.select(
+        pl.lit(None, dtype=pl.Int64).alias("row"),
+        pl.lit(None, dtype=pl.String).alias("record"),
+        pl.lit(None, dtype=pl.String).alias("event"),
+        pl.lit(None, dtype=pl.Int64).alias("instance"),
+        pl.col("failure_case").alias("field"),
+        pl.lit(None, dtype=pl.String).alias("value"),
+        pl.when(pl.col("check") == "column_in_schema")
+        .then(pl.lit("unknown_column"))
+        .otherwise(pl.col("check"))
+        .alias("check"),
+        pl.lit(ERROR).alias("severity"),
+        pl.when(pl.col("check") == "column_in_schema")
+        .then(pl.lit(f"column is not a field of study {intake.study.name!r}"))
+        .otherwise(pl.col("check"))
+        .alias("message"),
+    )
+    return pl.concat([column_findings.cast(COLUMNS), unknown.cast(COLUMNS)], how="vertical")
