@@ -1,0 +1,475 @@
+"""Running compiled expressions over data: input shapes, type inference, instance joins, results."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import polars as pl
+
+from trialkit.errors import DataError, LogicError, Location
+from trialkit.logic.ast import Call, FieldRef, FormName, Node, walk
+from trialkit.logic.evaluate import _MAX_BITS, INSTANCE_COLUMN, Col, Compiler, _Aux, _label
+from trialkit.logic.fields import FieldSpec, checkbox_column
+from trialkit.logic.functions import INSTANCE_AGGREGATES
+
+_NUM_RE = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
+_DATE_RE = r"^\s*\d{4}-\d{2}-\d{2}\s*$"
+_DATETIME_RE = r"^\s*\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?\s*$"
+
+
+def references(expr: Node) -> tuple[FieldRef, ...]:
+    """Every field reference in the expression (document order), including those inside instance aggregates."""
+    return tuple(n for n in walk(expr) if isinstance(n, FieldRef))
+
+
+def reference_columns(expr: Node) -> tuple[str, ...]:
+    """Data columns the main frame must hold (instance aggregates and [field][n] read `instances` instead)."""
+    out: list[str] = []
+    for ref in _main_refs(expr):
+        if ref.instance not in (None, "current-instance"):
+            continue
+        col = ref.name if ref.code is None else checkbox_column(ref.name, ref.code)
+        if ref.event is not None and ref.event != "event-name":
+            col = f"{ref.event}:{col}"
+        if col not in out:
+            out.append(col)
+    return tuple(out)
+
+
+def _main_refs(expr: Node) -> list[FieldRef]:
+    """Field references outside instance aggregates (iterative walk that does not enter aggregates)."""
+    out = []
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, FieldRef):
+            out.append(node)
+        if isinstance(node, Call) and node.name in INSTANCE_AGGREGATES:
+            continue
+        stack.extend(reversed(node.children()))
+    return out
+
+
+def _aggregates(expr: Node) -> list[Call]:
+    return [n for n in walk(expr) if isinstance(n, Call) and n.name in INSTANCE_AGGREGATES]
+
+
+def to_polars(data) -> pl.DataFrame:
+    """Accept a polars DataFrame/LazyFrame, or a pandas DataFrame when pandas is installed."""
+    if isinstance(data, pl.DataFrame):
+        return data
+    if isinstance(data, pl.LazyFrame):
+        return data.collect()
+    if type(data).__module__.split(".")[0] == "pandas":
+        return pl.from_pandas(data)
+    raise DataError(f"expected a polars or pandas DataFrame, got {type(data).__name__}")
+
+
+def infer_kinds(frame: pl.DataFrame, columns: Sequence[str]) -> dict[str, str]:
+    """For text columns: 'num' when every non-blank value is a number, 'date'/'datetime' when every one is an ISO
+    date(time), else 'str'. One pass over the named columns."""
+    cols = [c for c in dict.fromkeys(columns) if c in frame.columns and frame.schema[c] == pl.String]
+    if not cols or frame.height == 0:
+        return {}
+    exprs = []
+    for i, c in enumerate(cols):
+        v = pl.col(c).str.strip_chars()
+        present = v.is_not_null() & (v != "")
+        exprs += [
+            present.sum().alias(f"p{i}"),
+            (present & v.str.contains(_NUM_RE)).sum().alias(f"n{i}"),
+            (present & v.str.contains(_DATE_RE)).sum().alias(f"d{i}"),
+            (present & v.str.contains(_DATETIME_RE)).sum().alias(f"t{i}"),
+        ]
+    row = frame.select(exprs).row(0, named=True)
+    kinds = {}
+    for i, c in enumerate(cols):
+        p = row[f"p{i}"]
+        if p == 0:
+            kinds[c] = "str"
+        elif row[f"n{i}"] == p:
+            kinds[c] = "num"
+        elif row[f"d{i}"] == p:
+            kinds[c] = "date"
+        elif row[f"d{i}"] + row[f"t{i}"] == p:
+            kinds[c] = "datetime"
+        else:
+            kinds[c] = "str"
+    return kinds
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """One expression compiled for a frame schema: embed `value` (and `missing`) in your own select."""
+
+    value: pl.Expr
+    kind: str
+    missing: pl.Expr | None = None
+
+
+def _missing_list(mask: pl.Expr | None, value: pl.Expr, names: Sequence[str]) -> pl.Expr:
+    empty = pl.lit([], dtype=pl.List(pl.String))
+    if mask is None or not names:
+        return pl.when(value.is_null()).then(empty).otherwise(empty)
+    items = [pl.when((mask & pl.lit(1 << i, pl.UInt64)) != 0).then(pl.lit(n)) for i, n in enumerate(names)]
+    return pl.when(value.is_null()).then(pl.concat_list(items).list.drop_nulls()).otherwise(empty)
+
+
+def _bits(exprs: Sequence[Node]) -> dict[str, int]:
+    labels: dict[str, int] = {}
+    for e in exprs:
+        for ref in references(e):
+            lab = _label(ref)
+            if lab not in labels and len(labels) < _MAX_BITS:
+                labels[lab] = len(labels)
+    return labels
+
+
+def _final(c: Col, mode: str) -> pl.Expr:
+    if c.kind == "bool" and mode == "redcap":
+        return c.expr.fill_null(False)
+    if c.kind == "null":
+        return pl.lit(None, pl.String)
+    if c.bounds is not None:
+        lo, hi = c.bounds
+        return pl.when(lo == hi).then(lo.cast(pl.Float64)).otherwise(None)
+    return c.expr
+
+
+def compile_expr(
+    expr: Node,
+    schema: Mapping[str, pl.DataType] | pl.DataFrame,
+    *,
+    mode: str = "redcap",
+    as_of: date | datetime | None = None,
+    fields: Mapping[str, FieldSpec] | None = None,
+    record_id: str | None = None,
+    missing_codes: Sequence[str] = (),
+    explain: bool = False,
+    kinds: Mapping[str, str] | None = None,
+    missing_columns: str = "error",
+) -> Compiled:
+    """Compile for a frame shape, without running it. Instance aggregates and [field][n] need evaluate()."""
+    if isinstance(schema, pl.DataFrame):
+        schema = schema.schema
+    if _aggregates(expr) or any(r.instance not in (None, "current-instance") for r in _main_refs(expr)):
+        raise LogicError("instance aggregates and [field][instance] need evaluate()/evaluate_many() with instances")
+    bits = _bits([expr])
+    comp = Compiler(
+        schema,
+        mode=mode,
+        as_of=as_of,
+        fields=fields,
+        record_id=record_id,
+        missing_codes=missing_codes,
+        explain=explain,
+        kinds=kinds,
+        bits=bits,
+        missing_columns=missing_columns,
+    )
+    c = comp.compile(expr)
+    value = _final(c, mode)
+    missing = _missing_list(c.mask, value, list(bits)) if comp.explain else None
+    return Compiled(value, c.kind, missing)
+
+
+@dataclass(frozen=True)
+class LogicResult:
+    """Per-record result. `values`: Boolean (null = unknown, kleene only), Float64, String or Datetime."""
+
+    record_ids: pl.Series
+    values: pl.Series
+    kind: str
+    mode: str
+    missing: pl.Series | None = None  # kleene + explain: list[str] per row, non-empty only where unknown
+
+    def frame(self) -> pl.DataFrame:
+        cols = [self.record_ids, self.values.alias("value")]
+        if self.missing is not None:
+            cols.append(self.missing.alias("missing"))
+        return pl.DataFrame(cols)
+
+
+def evaluate(
+    expr: Node,
+    data,
+    *,
+    mode: str = "redcap",
+    as_of: date | datetime | None = None,
+    fields: Mapping[str, FieldSpec] | None = None,
+    instances: Mapping[str, object] | None = None,
+    record_id: str | None = None,
+    missing_codes: Sequence[str] = (),
+    explain: bool | None = None,
+    missing_columns: str = "error",
+) -> LogicResult:
+    """Evaluate one expression over every row of `data` (one row per record), all rows at once.
+
+    mode 'redcap' reproduces REDCap; 'kleene' gives unknown (null) where missing data would decide, and
+    (explain, default on in kleene) lists per row the referenced fields whose absence made it unknown.
+    `record_id` defaults to the first column. `missing_columns='blank'` reads absent columns as blank.
+    """
+    frame = evaluate_many(
+        {"value": expr},
+        data,
+        mode=mode,
+        as_of=as_of,
+        fields=fields,
+        instances=instances,
+        record_id=record_id,
+        missing_codes=missing_codes,
+        explain=explain,
+        missing_columns=missing_columns,
+    )
+    rid = frame.columns[0]
+    kind = frame_kinds(frame)["value"]
+    missing = frame.get_column("value__missing") if "value__missing" in frame.columns else None
+    return LogicResult(frame.get_column(rid), frame.get_column("value"), kind, mode, missing)
+
+
+def frame_kinds(frame: pl.DataFrame) -> dict[str, str]:
+    out = {}
+    for name, dtype in frame.schema.items():
+        if dtype == pl.Boolean:
+            out[name] = "bool"
+        elif dtype.is_numeric():
+            out[name] = "num"
+        elif isinstance(dtype, pl.Datetime):
+            out[name] = "date"
+        else:
+            out[name] = "str"
+    return out
+
+
+def evaluate_many(
+    exprs: Mapping[str, Node],
+    data,
+    *,
+    mode: str = "redcap",
+    as_of: date | datetime | None = None,
+    fields: Mapping[str, FieldSpec] | None = None,
+    instances: Mapping[str, object] | None = None,
+    record_id: str | None = None,
+    missing_codes: Sequence[str] = (),
+    explain: bool | None = None,
+    missing_columns: str = "error",
+) -> pl.DataFrame:
+    """Evaluate several named expressions in one pass. Returns the record id column, one column per name and,
+    in kleene mode with explain, a `<name>__missing` list[str] column per name."""
+    frame = to_polars(data)
+    if frame.width == 0:
+        raise DataError("the data has no columns")
+    rid = record_id or frame.columns[0]
+    if rid not in frame.columns:
+        raise DataError(f"record id column {rid!r} is not in the data")
+    explain = (mode == "kleene") if explain is None else explain
+    fields = fields or {}
+    nodes = list(exprs.values())
+    bits = _bits(nodes)
+    aux = _Aux()
+    frame = _attach_instances(
+        frame, nodes, instances or {}, aux, rid, mode, as_of, fields, missing_codes, explain, bits, missing_columns
+    )
+    needed = [c for e in nodes for c in reference_columns(e)]
+    needed += [aux.columns[k] for k in aux.columns]
+    kinds = infer_kinds(frame, [c for c in needed if _base_name(c) not in fields])
+    comp = Compiler(
+        frame.schema,
+        mode=mode,
+        as_of=as_of,
+        fields=fields,
+        record_id=rid,
+        missing_codes=missing_codes,
+        explain=explain,
+        kinds=kinds,
+        bits=bits,
+        aux=aux,
+        missing_columns=missing_columns,
+    )
+    selects = [pl.col(rid)]
+    names = list(bits)
+    for name, expr in exprs.items():
+        c = comp.compile(expr)
+        value = _final(c, mode).alias(name)
+        selects.append(value)
+        if comp.explain:
+            selects.append(_missing_list(c.mask, _final(c, mode), names).alias(f"{name}__missing"))
+    return frame.select(selects)
+
+
+def _base_name(column: str) -> str:
+    col = column.split(":", 1)[-1]
+    return col.split("___", 1)[0]
+
+
+def _attach_instances(
+    frame: pl.DataFrame,
+    nodes: Sequence[Node],
+    instances: Mapping[str, object],
+    aux: _Aux,
+    rid: str,
+    mode: str,
+    as_of,
+    fields: Mapping[str, FieldSpec],
+    missing_codes,
+    explain: bool,
+    bits: Mapping[str, int],
+    missing_columns: str,
+) -> pl.DataFrame:
+    """Compute instance aggregates and [field][n] values per record and join them onto the frame."""
+    frames = {form: to_polars(df) for form, df in instances.items()}
+    kleene = mode == "kleene"
+    n = 0
+    for expr in nodes:
+        for call in _aggregates(expr):
+            for inner in walk(call):
+                if inner is not call and isinstance(inner, Call) and inner.name in INSTANCE_AGGREGATES:
+                    raise LogicError(
+                        f"{inner.name}() cannot be nested inside {call.name}()",
+                        location=Location(line=inner.line, col=inner.col),
+                    )
+            form_node = call.args[0]
+            assert isinstance(form_node, FormName)
+            form = form_node.name
+            if form not in frames:
+                raise LogicError(
+                    f"{call.name}(): no instance data for repeating instrument '{form}'",
+                    location=Location(line=call.line, col=call.col),
+                )
+            inst = frames[form]
+            if rid not in inst.columns:
+                raise DataError(f"instance data for '{form}' has no record id column {rid!r}")
+            used = [c for a in call.args[1:] for c in reference_columns(a)]
+            comp = Compiler(
+                inst.schema,
+                mode=mode,
+                as_of=as_of,
+                fields=fields,
+                record_id=rid,
+                missing_codes=missing_codes,
+                explain=explain,
+                kinds=infer_kinds(inst, [c for c in used if _base_name(c) not in fields]),
+                bits=bits,
+                missing_columns=missing_columns,
+                in_instances=form,
+            )
+            n += 1
+            name = f"__tk_agg{n}"
+            aggs, defaults = _aggregate_exprs(call, comp, name, kleene, explain and kleene)
+            grouped = inst.group_by(rid).agg(aggs)
+            grouped = grouped.with_columns(pl.col(rid).cast(frame.schema[rid]))
+            frame = frame.join(grouped, on=rid, how="left", maintain_order="left")
+            frame = frame.with_columns([pl.col(c).fill_null(v) for c, v in defaults.items()])
+            aux.columns[id(call)] = name
+            if kleene and call.name in ("count_instances", "count_distinct_instances", "any_instance"):
+                aux.lo_hi[id(call)] = (f"{name}_lo", f"{name}_hi")
+            if explain and kleene:
+                aux.masks[id(call)] = f"{name}_mask"
+        for ref in _main_refs(expr):
+            if ref.instance in (None, "current-instance"):
+                continue
+            if id(ref) in aux.columns:
+                continue
+            n += 1
+            name = f"__tk_inst{n}"
+            frame = _attach_instance_ref(frame, ref, frames, fields, rid, name)
+            aux.columns[id(ref)] = name
+    return frame
+
+
+def _aggregate_exprs(call: Call, comp: Compiler, name: str, kleene: bool, explain: bool):
+    args = call.args[1:]
+    cond_node = None
+    value_node = None
+    if call.name in ("count_instances", "any_instance"):
+        cond_node = args[0] if args else None
+    else:
+        value_node = args[0]
+        cond_node = args[1] if len(args) > 1 else None
+    if cond_node is not None:
+        cond = comp.compile(cond_node)
+        t = comp.truth(cond)
+        mask = cond.mask
+    else:
+        t = pl.lit(True)
+        mask = None
+    yes = t.fill_null(False)
+    maybe = t.fill_null(True)
+    out: list[pl.Expr] = []
+    defaults: dict[str, object] = {}
+    if call.name in ("count_instances", "any_instance"):
+        lo = yes.sum()
+        hi = maybe.sum()
+        if call.name == "count_instances":
+            value = lo.cast(pl.Float64) if not kleene else pl.when(lo == hi).then(lo.cast(pl.Float64))
+            defaults[name] = 0.0
+        else:
+            value = (lo > 0) if not kleene else pl.when(lo > 0).then(True).when(hi == 0).then(False)
+            defaults[name] = False
+        out.append(value.alias(name))
+        if kleene:
+            out += [lo.cast(pl.Int64).alias(f"{name}_lo"), hi.cast(pl.Int64).alias(f"{name}_hi")]
+            defaults[f"{name}_lo"] = 0
+            defaults[f"{name}_hi"] = 0
+    elif call.name == "count_distinct_instances":
+        v = comp.text(comp.compile(value_node))
+        lo = v.filter(yes).drop_nulls().n_unique()
+        hi = v.filter(maybe).drop_nulls().n_unique() + (v.is_null() & maybe).sum()
+        if kleene:
+            out += [
+                pl.when(lo == hi).then(lo.cast(pl.Float64)).alias(name),
+                lo.cast(pl.Int64).alias(f"{name}_lo"),
+                hi.cast(pl.Int64).alias(f"{name}_hi"),
+            ]
+            defaults.update({name: 0.0, f"{name}_lo": 0, f"{name}_hi": 0})
+        else:
+            out.append(lo.cast(pl.Float64).alias(name))
+            defaults[name] = 0.0
+    else:
+        v = comp.num(comp.compile(value_node)).filter(yes)
+        agg = {"sum_instances": v.sum(), "min_instances": v.min(), "max_instances": v.max()}[call.name]
+        value = pl.when(v.is_not_null().sum() > 0).then(agg.cast(pl.Float64))
+        if kleene:
+            value = pl.when((t.is_null()).any()).then(None).otherwise(value)
+        out.append(value.alias(name))
+    if explain:
+        if mask is not None:
+            m = mask.filter(t.is_null()).bitwise_or().fill_null(0)
+        else:
+            m = pl.lit(0, pl.UInt64)
+        out.append(m.cast(pl.UInt64).alias(f"{name}_mask"))
+        defaults[f"{name}_mask"] = 0
+    return out, defaults
+
+
+def _attach_instance_ref(
+    frame: pl.DataFrame, ref: FieldRef, frames: Mapping[str, pl.DataFrame], fields, rid: str, name: str
+) -> pl.DataFrame:
+    column = ref.name if ref.code is None else checkbox_column(ref.name, ref.code)
+    spec = fields.get(ref.name)
+    candidates = [spec.form] if spec is not None and spec.form in frames else [f for f in frames if column in frames[f]]
+    if not candidates or column not in frames[candidates[0]].columns:
+        raise LogicError(
+            f"[{ref.name}][{ref.instance}]: no instance data holds column {column!r}",
+            location=Location(line=ref.line, col=ref.col),
+        )
+    inst = frames[candidates[0]]
+    if INSTANCE_COLUMN not in inst.columns:
+        raise DataError(f"instance data for '{candidates[0]}' has no {INSTANCE_COLUMN} column")
+    num = pl.col(INSTANCE_COLUMN).cast(pl.Int64, strict=False)
+    if isinstance(ref.instance, int):
+        picked = inst.filter(num == ref.instance)
+    elif ref.instance in ("last-instance", "first-instance"):
+        target = num.max() if ref.instance == "last-instance" else num.min()
+        picked = inst.filter(num == target.over(rid))
+    else:
+        raise LogicError(
+            f"[{ref.instance}] is only meaningful inside a repeating instrument's own rows",
+            location=Location(line=ref.line, col=ref.col),
+        )
+    picked = picked.unique(subset=[rid], keep="first").select(
+        pl.col(rid).cast(frame.schema[rid]), pl.col(column).alias(name)
+    )
+    return frame.join(picked, on=rid, how="left", maintain_order="left")

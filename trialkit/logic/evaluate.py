@@ -1,0 +1,811 @@
+"""Columnar evaluation: a syntax tree becomes polars expressions over a frame with one row per record.
+
+No Python code runs per record: every node compiles to a `pl.Expr`, and all rows are computed at once.
+See the package docstring (trialkit/logic/__init__.py) for the blank semantics of both modes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+import polars as pl
+
+from trialkit.errors import DataError, LogicError, Location
+from trialkit.logic.ast import (
+    COMPARISONS,
+    Binary,
+    Bool,
+    BoolOp,
+    Call,
+    FieldRef,
+    FormName,
+    Node,
+    Number,
+    SmartVar,
+    String,
+    Unary,
+    walk,
+)
+from trialkit.logic.fields import FieldSpec, checkbox_column, event_column
+from trialkit.logic.functions import INSTANCE_AGGREGATES
+
+MODES = ("redcap", "kleene")
+_DATE_FORMATS = ("%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M")
+_LEGACY_FORMATS = {"mdy": ("%m-%d-%Y", "%m/%d/%Y"), "dmy": ("%d-%m-%Y", "%d/%m/%Y"), "ymd": ("%Y/%m/%d",)}
+_UNIT_SECONDS = {"y": 365.2425 * 86400, "M": 30.44 * 86400, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+_NUMERIC_TEXT = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
+_INTEGER_TEXT = r"^\s*[+-]?\d+\s*$"
+_MAX_BITS = 64
+INSTANCE_COLUMN = "redcap_repeat_instance"
+
+
+def _err(message: str, node: Node | None = None) -> LogicError:
+    return LogicError(message, location=Location(line=node.line, col=node.col) if node is not None else None)
+
+
+@dataclass
+class Col:
+    """A compiled value: its expression, its kind, and (kleene + explain) the bits of missing fields."""
+
+    expr: pl.Expr
+    kind: str  # 'bool' | 'num' | 'str' | 'date' | 'null' (the blank literal)
+    mask: pl.Expr | None = None  # UInt64: bit i set = referenced field i is missing and made this unknown
+    bounds: tuple[pl.Expr, pl.Expr] | None = None  # kleene counts over instances: (definite, possible)
+    const: object = None  # Python value of a literal
+    is_const: bool = False
+    has_time: bool = False
+
+
+@dataclass
+class _Aux:
+    """Columns joined onto the frame before evaluation: instance aggregates and [field][n] references."""
+
+    columns: dict[int, str] = field(default_factory=dict)  # id(node) -> column name (value)
+    lo_hi: dict[int, tuple[str, str]] = field(default_factory=dict)  # id(node) -> (lo, hi) columns (kleene)
+    masks: dict[int, str] = field(default_factory=dict)  # id(node) -> mask column
+
+
+def _lit(value, dtype) -> pl.Expr:
+    return pl.lit(value, dtype=dtype)
+
+
+_NULL_BOOL = _lit(None, pl.Boolean)
+_ZERO_MASK = _lit(0, pl.UInt64)
+
+
+class Compiler:
+    """Compiles nodes to polars expressions for one frame shape (schema) and one mode."""
+
+    def __init__(
+        self,
+        schema: Mapping[str, pl.DataType],
+        *,
+        mode: str = "redcap",
+        as_of: date | datetime | None = None,
+        fields: Mapping[str, FieldSpec] | None = None,
+        record_id: str | None = None,
+        missing_codes: Sequence[str] = (),
+        explain: bool = False,
+        kinds: Mapping[str, str] | None = None,
+        bits: Mapping[str, int] | None = None,
+        aux: _Aux | None = None,
+        missing_columns: str = "error",
+        in_instances: str | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise LogicError(f"unknown mode {mode!r}: use 'redcap' or 'kleene'")
+        self.schema = dict(schema)
+        self.mode = mode
+        self.kleene = mode == "kleene"
+        self.as_of = as_of
+        self.fields = fields or {}
+        self.record_id = record_id
+        self.missing_codes = tuple(missing_codes)
+        self.explain = explain and self.kleene
+        self.kinds = dict(kinds or {})
+        self.bits = dict(bits or {})
+        self.aux = aux or _Aux()
+        self.missing_columns = missing_columns
+        self.in_instances = in_instances
+
+    # ---- leaves ---------------------------------------------------------------------------------------
+    def column_kind(self, column: str, spec: FieldSpec | None, is_option: bool) -> tuple[str, bool]:
+        """(kind, has_time) of a data column, from the FieldSpec, the dtype, or content inference."""
+        dtype = self.schema.get(column)
+        if dtype is not None and dtype != pl.String and dtype != pl.Null:
+            if dtype == pl.Boolean:
+                return "bool", False
+            if dtype.is_numeric():
+                return "num", False
+            if dtype == pl.Date:
+                return "date", False
+            if isinstance(dtype, pl.Datetime):
+                return "date", True
+            return "str", False
+        if is_option:
+            return "str", False
+        if spec is not None:
+            k = spec.kind
+            if k == "num":
+                return "num", False
+            if k in ("date", "datetime"):
+                return "date", k == "datetime"
+            return "str", False
+        inferred = self.kinds.get(column)
+        if inferred in ("num", "date", "datetime"):
+            return ("date", inferred == "datetime") if inferred != "num" else ("num", False)
+        return "str", False
+
+    def leaf(self, column: str, spec: FieldSpec | None, is_option: bool, node: Node, label: str) -> Col:
+        if column not in self.schema:
+            if self.missing_columns == "blank":
+                base = _lit(None, pl.String)
+                kind, has_time = "str", False
+            else:
+                raise DataError(f"no column {column!r} in the data for {label}", location=Location(field=column))
+        else:
+            kind, has_time = self.column_kind(column, spec, is_option)
+            base = self._typed(pl.col(column), self.schema[column], kind, has_time)
+        col = Col(base, kind, has_time=has_time)
+        if self.explain:
+            bit = self.bits.get(label)
+            if bit is not None:
+                col.mask = pl.when(base.is_null()).then(_lit(1 << bit, pl.UInt64)).otherwise(_ZERO_MASK)
+        return col
+
+    def _typed(self, e: pl.Expr, dtype: pl.DataType, kind: str, has_time: bool) -> pl.Expr:
+        if dtype == pl.String or dtype == pl.Null:
+            e = e.cast(pl.String)
+            if kind == "num":
+                return e.str.strip_chars().cast(pl.Float64, strict=False)
+            if kind == "date":
+                return _parse_dates(e.str.strip_chars())
+            return pl.when(e.str.strip_chars() == "").then(None).otherwise(e)
+        if kind == "num":
+            return e.cast(pl.Float64)
+        if kind == "date":
+            return e.cast(pl.Datetime("us"))
+        if isinstance(dtype, pl.Time):
+            return e.dt.strftime("%H:%M")
+        if kind == "str":
+            return e.cast(pl.String)
+        return e
+
+    def field_ref(self, node: FieldRef) -> Col:
+        spec = self.fields.get(node.name)
+        if node.instance is not None:
+            key = id(node)
+            if key in self.aux.columns:
+                name = self.aux.columns[key]
+                return self.leaf(name, spec, node.code is not None, node, _label(node))
+            if node.instance == "current-instance":
+                node = FieldRef(node.name, node.code, event=node.event, line=node.line, col=node.col)
+            else:
+                raise _err(f"{_label(node)}: instance references need `instances` data for the field's form", node)
+        column = node.name if node.code is None else checkbox_column(node.name, node.code)
+        if node.event is not None and node.event != "event-name":
+            if node.event in ("previous-event-name", "next-event-name", "first-event-name", "last-event-name"):
+                raise _err(f"[{node.event}] is not supported by the evaluator (it needs the event schedule)", node)
+            column = event_column(node.event, column)
+        if spec is not None and spec.field_type == "checkbox" and node.code is None:
+            raise _err(f"checkbox field [{node.name}] needs an option: [{node.name}(code)]", node)
+        return self.leaf(column, spec, node.code is not None, node, _label(node))
+
+    def smart(self, node: SmartVar) -> Col:
+        column = {
+            "record-name": self.record_id,
+            "event-name": "redcap_event_name",
+            "record-dag-name": "redcap_data_access_group",
+            "current-instance": INSTANCE_COLUMN,
+        }.get(node.name)
+        if column is None or column not in self.schema:
+            raise _err(f"smart variable [{node.name}] is not available in this data", node)
+        kind = "num" if node.name == "current-instance" else "str"
+        return Col(self._typed(pl.col(column), self.schema[column], kind, False), kind)
+
+    # ---- conversions ----------------------------------------------------------------------------------
+    def num(self, c: Col) -> pl.Expr:
+        if c.kind == "num":
+            return c.expr
+        if c.kind == "bool":
+            return c.expr.cast(pl.Float64)
+        if c.kind == "str":
+            if c.is_const:
+                v = _to_float(c.const)
+                return _lit(v, pl.Float64)
+            return c.expr.str.strip_chars().cast(pl.Float64, strict=False)
+        return _lit(None, pl.Float64)
+
+    def text(self, c: Col) -> pl.Expr:
+        if c.kind == "str":
+            return c.expr
+        if c.kind == "num":
+            if c.is_const:
+                return _lit(_format_number(c.const), pl.String)
+            x = c.expr
+            return (
+                pl.when(x.is_finite() & (x == x.round(0)) & (x.abs() < 1e15))
+                .then(x.cast(pl.Int64).cast(pl.String))
+                .otherwise(x.cast(pl.String))
+            )
+        if c.kind == "bool":
+            return pl.when(c.expr).then(pl.lit("1")).when(c.expr.not_()).then(pl.lit("0")).otherwise(None)
+        if c.kind == "date":
+            return c.expr.dt.strftime("%Y-%m-%d %H:%M" if c.has_time else "%Y-%m-%d")
+        return _lit(None, pl.String)
+
+    def date(self, c: Col, legacy: str | None = None) -> pl.Expr:
+        if c.kind == "date":
+            return c.expr
+        if c.kind == "str":
+            if c.is_const:
+                return _lit(_parse_date_const(str(c.const), self.as_of, legacy), pl.Datetime("us"))
+            return _parse_dates(c.expr.str.strip_chars(), legacy)
+        return _lit(None, pl.Datetime("us"))
+
+    def truth(self, c: Col) -> pl.Expr:
+        """Boolean view (null = unknown). Numbers: non-zero; text: a number's truth, else non-blank."""
+        if c.kind == "bool":
+            return c.expr
+        if c.kind == "num":
+            return c.expr != 0
+        if c.kind == "str":
+            n = self.num(c)
+            return pl.when(n.is_not_null()).then(n != 0).when(c.expr.is_not_null()).then(True).otherwise(None)
+        if c.kind == "date":
+            return pl.when(c.expr.is_not_null()).then(True).otherwise(None)
+        return _NULL_BOOL
+
+    def cond(self, c: Col) -> pl.Expr:
+        """Truth as used by and/or/not/if: REDCap mode reads unknown as false."""
+        t = self.truth(c)
+        return t if self.kleene else t.fill_null(False)
+
+    # ---- masks ----------------------------------------------------------------------------------------
+    def _merge(self, result: pl.Expr, parts: Sequence[Col]) -> pl.Expr | None:
+        if not self.explain:
+            return None
+        masks = [p.mask for p in parts if p.mask is not None]
+        if not masks:
+            return None
+        combined = masks[0]
+        for m in masks[1:]:
+            combined = combined | m
+        return pl.when(result.is_null()).then(combined).otherwise(_ZERO_MASK)
+
+    def _out(self, expr: pl.Expr, kind: str, parts: Sequence[Col], **kw) -> Col:
+        return Col(expr, kind, mask=self._merge(expr, parts), **kw)
+
+    # ---- nodes ----------------------------------------------------------------------------------------
+    def compile(self, node: Node) -> Col:
+        method = getattr(self, f"_c_{type(node).__name__}", None)
+        if method is None:
+            raise _err(f"cannot evaluate {type(node).__name__}", node)
+        return method(node)
+
+    def _c_Number(self, node: Number) -> Col:
+        v = float(node.text)
+        return Col(_lit(v, pl.Float64), "num", const=v, is_const=True)
+
+    def _c_String(self, node: String) -> Col:
+        if node.value == "":
+            return Col(_lit(None, pl.String), "null", const=None, is_const=True)
+        return Col(_lit(node.value, pl.String), "str", const=node.value, is_const=True)
+
+    def _c_Bool(self, node: Bool) -> Col:
+        return Col(_lit(node.value, pl.Boolean), "bool", const=node.value, is_const=True)
+
+    def _c_FieldRef(self, node: FieldRef) -> Col:
+        return self.field_ref(node)
+
+    def _c_SmartVar(self, node: SmartVar) -> Col:
+        return self.smart(node)
+
+    def _c_FormName(self, node: FormName) -> Col:
+        raise _err(f"unexpected instrument name '{node.name}'", node)
+
+    def _c_Unary(self, node: Unary) -> Col:
+        c = self.compile(node.operand)
+        if node.op == "not":
+            return self._out(self.cond(c).not_(), "bool", [c])
+        x = self.num(c)
+        return self._out(-x if node.op == "-" else x, "num", [c])
+
+    def _c_BoolOp(self, node: BoolOp) -> Col:
+        parts = [self.compile(o) for o in node.operands]
+        exprs = [self.cond(p) for p in parts]
+        out = exprs[0]
+        for e in exprs[1:]:
+            out = (out & e) if node.op == "and" else (out | e)
+        return self._out(out, "bool", parts)
+
+    def _c_Binary(self, node: Binary) -> Col:
+        a, b = self.compile(node.left), self.compile(node.right)
+        if node.op in COMPARISONS:
+            return self._out(self.compare(node.op, a, b), "bool", [a, b])
+        x, y = self.num(a), self.num(b)
+        if node.op == "+":
+            e = x + y
+        elif node.op == "-":
+            e = x - y
+        elif node.op == "*":
+            e = x * y
+        elif node.op == "/":
+            e = pl.when(y != 0).then(x / y).otherwise(None)
+        else:
+            e = x.pow(y)
+        e = _finite(e)
+        return self._out(e, "num", [a, b])
+
+    # ---- comparison -----------------------------------------------------------------------------------
+    def compare(self, op: str, a: Col, b: Col) -> pl.Expr:
+        if a.kind == "null" or b.kind == "null":
+            other = b if a.kind == "null" else a
+            if op in ("=", "<>"):
+                blank = self._is_blank(other)
+                return blank if op == "=" else blank.not_()
+            # Ordering against the blank literal decides nothing.
+            return _NULL_BOOL if self.kleene else _lit(False, pl.Boolean)
+        if a.bounds is not None or b.bounds is not None:
+            return self._compare_bounds(op, a, b)
+        if a.kind == "date" or b.kind == "date":
+            legacy = None
+            x, y = self.date(a, legacy), self.date(b, legacy)
+            return self._finish(op, x, y)
+        if a.kind in ("num", "bool") and b.kind in ("num", "bool"):
+            return self._finish(op, self.num(a), self.num(b))
+        # Text involved: numbers compare as numbers when both sides read as numbers, otherwise as text.
+        xn, yn = self.num(a), self.num(b)
+        xs, ys = self.text(a), self.text(b)
+        numeric = self._cmp(op, xn, yn)
+        textual = self._cmp(op, xs, ys)
+        both = xn.is_not_null() & yn.is_not_null()
+        out = pl.when(both).then(numeric).otherwise(textual)
+        return self._finish_expr(op, out, xs, ys)
+
+    def _is_blank(self, c: Col) -> pl.Expr:
+        if c.kind == "str":
+            return c.expr.is_null()
+        if c.kind == "num" and c.is_const:
+            return _lit(False, pl.Boolean)
+        return c.expr.is_null()
+
+    @staticmethod
+    def _cmp(op: str, x: pl.Expr, y: pl.Expr) -> pl.Expr:
+        if op == "=":
+            return x == y
+        if op == "<>":
+            return x != y
+        if op == "<":
+            return x < y
+        if op == "<=":
+            return x <= y
+        if op == ">":
+            return x > y
+        return x >= y
+
+    def _finish(self, op: str, x: pl.Expr, y: pl.Expr) -> pl.Expr:
+        return self._finish_expr(op, self._cmp(op, x, y), x, y)
+
+    def _finish_expr(self, op: str, out: pl.Expr, x: pl.Expr, y: pl.Expr) -> pl.Expr:
+        """Apply the mode's blank rule to a comparison whose operands may be null."""
+        if self.kleene:
+            return out  # null operand -> null (unknown)
+        if op == "=":
+            return pl.when(x.is_null() | y.is_null()).then(x.is_null() & y.is_null()).otherwise(out)
+        if op == "<>":
+            return pl.when(x.is_null() | y.is_null()).then(x.is_null() != y.is_null()).otherwise(out)
+        return out.fill_null(False)  # documented choice: blank under < <= > >= is false
+
+    def _compare_bounds(self, op: str, a: Col, b: Col) -> pl.Expr:
+        flip = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "=": "=", "<>": "<>"}
+        if a.bounds is None:
+            a, b, op = b, a, flip[op]
+        lo, hi = a.bounds
+        k = self.num(b)
+        if op == ">=":
+            yes, no = lo >= k, hi < k
+        elif op == ">":
+            yes, no = lo > k, hi <= k
+        elif op == "<=":
+            yes, no = hi <= k, lo > k
+        elif op == "<":
+            yes, no = hi < k, lo >= k
+        else:
+            yes, no = (lo == k) & (hi == k), (k < lo) | (k > hi)
+            if op == "<>":
+                yes, no = no, yes
+        return pl.when(k.is_null()).then(None).when(yes).then(True).when(no).then(False).otherwise(None)
+
+    # ---- functions ------------------------------------------------------------------------------------
+    def _c_Call(self, node: Call) -> Col:
+        if node.name in INSTANCE_AGGREGATES:
+            return self._aggregate(node)
+        handler = getattr(self, f"_f_{node.name}")
+        return handler(node)
+
+    def _args(self, node: Call) -> list[Col]:
+        return [self.compile(a) for a in node.args]
+
+    def _f_if(self, node: Call) -> Col:
+        c, a, b = self._args(node)
+        t = self.truth(c)
+        kind, x, y = self._unify(a, b)
+        if self.kleene:
+            e = pl.when(t.is_null()).then(None).when(t).then(x).otherwise(y)
+        else:
+            e = pl.when(t.fill_null(False)).then(x).otherwise(y)
+        mask = None
+        if self.explain:
+            z = _ZERO_MASK
+            cm, am, bm = (p.mask if p.mask is not None else z for p in (c, a, b))
+            mask = pl.when(t.is_null()).then(cm).when(t).then(am).otherwise(bm)
+            mask = pl.when(e.is_null()).then(mask).otherwise(z)
+        return Col(e, kind, mask=mask, has_time=a.has_time or b.has_time)
+
+    def _unify(self, a: Col, b: Col) -> tuple[str, pl.Expr, pl.Expr]:
+        kinds = {a.kind, b.kind} - {"null"}
+        if not kinds:
+            return "null", _lit(None, pl.String), _lit(None, pl.String)
+        if len(kinds) == 1:
+            kind = kinds.pop()
+        elif kinds <= {"num", "bool"}:
+            kind = "num"
+        else:
+            kind = "str"
+        conv = {"num": self.num, "str": self.text, "date": self.date, "bool": self.truth}[kind]
+        return kind, conv(a) if a.kind != "null" else _null_of(kind), conv(b) if b.kind != "null" else _null_of(kind)
+
+    def _today(self, node: Node, which: str) -> datetime:
+        if self.as_of is None:
+            raise _err(f"'{which}' needs an as_of date (the evaluator never reads the clock)", node)
+        if which == "today" or not isinstance(self.as_of, datetime):
+            return datetime(self.as_of.year, self.as_of.month, self.as_of.day)
+        return self.as_of.replace(tzinfo=None)
+
+    def _date_arg(self, node: Call, c: Col, arg: Node, legacy: str | None = None) -> pl.Expr:
+        if c.is_const and isinstance(c.const, str) and c.const.lower() in ("today", "now"):
+            return _lit(self._today(node, c.const.lower()), pl.Datetime("us"))
+        return self.date(c, legacy)
+
+    def _f_datediff(self, node: Call) -> Col:
+        args = self._args(node)
+        d1, d2, unit = args[0], args[1], args[2]
+        if not (unit.is_const and unit.const in _UNIT_SECONDS):
+            raise _err("datediff() unit must be one of 'y', 'M', 'd', 'h', 'm', 's'", node.args[2])
+        legacy, signed = None, False
+        for extra, arg in zip(args[3:], node.args[3:], strict=True):
+            if extra.kind == "bool" and extra.is_const:
+                signed = bool(extra.const)
+            elif extra.is_const and str(extra.const).lower() in ("ymd", "mdy", "dmy"):
+                legacy = str(extra.const).lower()
+            elif extra.is_const and extra.kind == "num":
+                signed = bool(extra.const)
+            else:
+                raise _err("datediff() takes a date format ('ymd', 'mdy', 'dmy') and/or true/false for signed", arg)
+        x = self._date_arg(node, d1, node.args[0], legacy)
+        y = self._date_arg(node, d2, node.args[1], legacy)
+        seconds = (y - x).dt.total_milliseconds().cast(pl.Float64) / 1000.0
+        e = seconds / _UNIT_SECONDS[unit.const]
+        if not signed:
+            e = e.abs()
+        return self._out(e, "num", [d1, d2])
+
+    def _f_age_at_date(self, node: Call) -> Col:
+        args = self._args(node)
+        dob = self._date_arg(node, args[0], node.args[0])
+        at = self._date_arg(node, args[1], node.args[1])
+        decimal = len(args) > 2 and bool(args[2].const)
+        if decimal:
+            e = (at - dob).dt.total_milliseconds().cast(pl.Float64) / 1000.0 / _UNIT_SECONDS["y"]
+        else:
+            years = at.dt.year() - dob.dt.year()
+            before = (at.dt.month() < dob.dt.month()) | (
+                (at.dt.month() == dob.dt.month()) & (at.dt.day() < dob.dt.day())
+            )
+            e = (years - before.cast(pl.Int32)).cast(pl.Float64)
+        return self._out(e, "num", args[:2])
+
+    def _part(self, node: Call, part: str) -> Col:
+        (c,) = self._args(node)
+        d = self._date_arg(node, c, node.args[0])
+        e = getattr(d.dt, part)().cast(pl.Float64)
+        return self._out(e, "num", [c])
+
+    def _f_year(self, node: Call) -> Col:
+        return self._part(node, "year")
+
+    def _f_month(self, node: Call) -> Col:
+        return self._part(node, "month")
+
+    def _f_day(self, node: Call) -> Col:
+        return self._part(node, "day")
+
+    def _rounding(self, node: Call, how: str) -> Col:
+        args = self._args(node)
+        x = self.num(args[0])
+        if len(args) > 1:
+            digits = args[1]
+            if digits.is_const:
+                factor = _lit(10.0 ** int(_to_float(digits.const) or 0), pl.Float64)
+            else:
+                factor = pl.lit(10.0).pow(self.num(digits).floor())
+        else:
+            factor = _lit(1.0, pl.Float64)
+        # Scale, then shed binary noise (1.1*100 = 110.00000000000001) before choosing the integer.
+        scaled = (x * factor).round(9)
+        if how == "round":
+            r = scaled.abs().add(0.5).floor() * scaled.sign()
+        elif how == "up":
+            r = scaled.ceil()
+        else:
+            r = scaled.floor()
+        return self._out(_finite(r / factor), "num", args)
+
+    def _f_round(self, node: Call) -> Col:
+        return self._rounding(node, "round")
+
+    def _f_roundup(self, node: Call) -> Col:
+        return self._rounding(node, "up")
+
+    def _f_rounddown(self, node: Call) -> Col:
+        return self._rounding(node, "down")
+
+    def _math(self, node: Call, fn) -> Col:
+        args = self._args(node)
+        return self._out(_finite(fn(*[self.num(a) for a in args])), "num", args)
+
+    def _f_abs(self, node: Call) -> Col:
+        return self._math(node, lambda x: x.abs())
+
+    def _f_sqrt(self, node: Call) -> Col:
+        return self._math(node, lambda x: pl.when(x >= 0).then(x.sqrt()).otherwise(None))
+
+    def _f_exponential(self, node: Call) -> Col:
+        return self._math(node, lambda x: x.exp())
+
+    def _f_log(self, node: Call) -> Col:
+        def fn(x, base=None):
+            ln = pl.when(x > 0).then(x.log()).otherwise(None)
+            if base is None:
+                return ln
+            return pl.when((base > 0) & (base != 1)).then(ln / base.log()).otherwise(None)
+
+        return self._math(node, fn)
+
+    def _f_mod(self, node: Call) -> Col:
+        return self._math(node, lambda a, b: pl.when(b != 0).then(a - b * (a / b).cast(pl.Int64).cast(pl.Float64)))
+
+    def _horizontal(self, node: Call, how: str) -> Col:
+        args = self._args(node)
+        xs = [self.num(a) for a in args]
+        any_value = pl.any_horizontal([x.is_not_null() for x in xs])
+        if how == "sum":
+            e = pl.when(any_value).then(pl.sum_horizontal(xs)).otherwise(None)
+        elif how == "min":
+            e = pl.min_horizontal(xs)
+        elif how == "max":
+            e = pl.max_horizontal(xs)
+        elif how == "mean":
+            e = pl.mean_horizontal(xs)
+        elif how == "median":
+            e = pl.concat_list(xs).list.median()
+        else:
+            e = pl.concat_list(xs).list.std(ddof=1)
+        return self._out(_finite(e), "num", args)
+
+    def _f_sum(self, node: Call) -> Col:
+        return self._horizontal(node, "sum")
+
+    def _f_min(self, node: Call) -> Col:
+        return self._horizontal(node, "min")
+
+    def _f_max(self, node: Call) -> Col:
+        return self._horizontal(node, "max")
+
+    def _f_mean(self, node: Call) -> Col:
+        return self._horizontal(node, "mean")
+
+    def _f_median(self, node: Call) -> Col:
+        return self._horizontal(node, "median")
+
+    def _f_stdev(self, node: Call) -> Col:
+        return self._horizontal(node, "stdev")
+
+    def _test(self, e: pl.Expr) -> Col:
+        return Col(e.fill_null(False), "bool")  # tests of blankness are never unknown
+
+    def _f_isnumber(self, node: Call) -> Col:
+        (c,) = self._args(node)
+        if c.kind == "num":
+            return self._test(c.expr.is_not_null() & c.expr.is_finite())
+        return self._test(self.text(c).str.contains(_NUMERIC_TEXT))
+
+    def _f_isinteger(self, node: Call) -> Col:
+        (c,) = self._args(node)
+        if c.kind == "num":
+            return self._test(c.expr.is_finite() & (c.expr == c.expr.round(0)))
+        return self._test(self.text(c).str.contains(_INTEGER_TEXT))
+
+    def _codes(self, c: Col, codes: Sequence[str] | None = None) -> pl.Expr:
+        allowed = list(self.missing_codes if codes is None else [x for x in codes if x in self.missing_codes])
+        if not allowed:
+            return _lit(False, pl.Boolean)
+        return self.text(c).str.strip_chars().is_in(allowed)
+
+    def _f_isblankormissingcode(self, node: Call) -> Col:
+        (c,) = self._args(node)
+        return self._test(self._is_blank(c) | self._codes(c))
+
+    def _f_isblanknotmissingcode(self, node: Call) -> Col:
+        (c,) = self._args(node)
+        return self._test(self._is_blank(c))
+
+    def _f_ismissingcode(self, node: Call) -> Col:
+        (c,) = self._args(node)
+        return self._test(self._codes(c))
+
+    def _f_hasmissingcode(self, node: Call) -> Col:
+        args = self._args(node)
+        codes = None
+        if len(args) > 1:
+            if not args[1].is_const:
+                raise _err("hasmissingcode() takes its code list as a quoted text, e.g. 'UNK,NA'", node.args[1])
+            codes = [x.strip() for x in str(args[1].const or "").split(",") if x.strip()]
+        return self._test(self._codes(args[0], codes))
+
+    def _textpred(self, node: Call, how: str) -> Col:
+        hay, needle = self._args(node)
+        h, n = self.text(hay).str.to_lowercase(), self.text(needle).str.to_lowercase()
+        if how == "contains":
+            e = h.str.contains(n, literal=True)
+        elif how == "not_contain":
+            e = h.str.contains(n, literal=True).not_()
+        elif how == "starts":
+            e = h.str.starts_with(n)
+        else:
+            e = h.str.ends_with(n)
+        if not self.kleene:
+            e = e.fill_null(False)
+        return self._out(e, "bool", [hay, needle])
+
+    def _f_contains(self, node: Call) -> Col:
+        return self._textpred(node, "contains")
+
+    def _f_not_contain(self, node: Call) -> Col:
+        return self._textpred(node, "not_contain")
+
+    def _f_starts_with(self, node: Call) -> Col:
+        return self._textpred(node, "starts")
+
+    def _f_ends_with(self, node: Call) -> Col:
+        return self._textpred(node, "ends")
+
+    def _count(self, c: Col) -> pl.Expr:
+        return pl.max_horizontal(self.num(c).floor(), _lit(0.0, pl.Float64)).cast(pl.Int64)
+
+    def _f_left(self, node: Call) -> Col:
+        s, n = self._args(node)
+        return self._out(self.text(s).str.slice(0, self._count(n)), "str", [s, n])
+
+    def _f_right(self, node: Call) -> Col:
+        s, n = self._args(node)
+        return self._out(self.text(s).str.tail(self._count(n)), "str", [s, n])
+
+    def _f_mid(self, node: Call) -> Col:
+        s, start, n = self._args(node)
+        offset = pl.max_horizontal(self.num(start).floor() - 1, _lit(0.0, pl.Float64)).cast(pl.Int64)
+        return self._out(self.text(s).str.slice(offset, self._count(n)), "str", [s, start, n])
+
+    def _f_length(self, node: Call) -> Col:
+        (s,) = self._args(node)
+        return Col(self.text(s).str.len_chars().cast(pl.Float64).fill_null(0.0), "num")
+
+    def _f_trim(self, node: Call) -> Col:
+        (s,) = self._args(node)
+        return self._out(self.text(s).str.strip_chars(), "str", [s])
+
+    def _f_upper(self, node: Call) -> Col:
+        (s,) = self._args(node)
+        return self._out(self.text(s).str.to_uppercase(), "str", [s])
+
+    def _f_lower(self, node: Call) -> Col:
+        (s,) = self._args(node)
+        return self._out(self.text(s).str.to_lowercase(), "str", [s])
+
+    def _f_find(self, node: Call) -> Col:
+        needle, hay = self._args(node)
+        pos = self.text(hay).str.to_lowercase().str.find(self.text(needle).str.to_lowercase(), literal=True)
+        return Col((pos.cast(pl.Float64) + 1).fill_null(0.0), "num")
+
+    def _f_replace_text(self, node: Call) -> Col:
+        hay, search, repl = self._args(node)
+        r = self.text(repl).fill_null("")
+        s = self.text(search)
+        e = pl.when(s.is_null()).then(self.text(hay)).otherwise(self.text(hay).str.replace_all(s, r, literal=True))
+        return self._out(e, "str", [hay])
+
+    def _f_concat(self, node: Call) -> Col:
+        args = self._args(node)
+        return Col(pl.concat_str([self.text(a).fill_null("") for a in args]), "str")
+
+    def _f_concat_ws(self, node: Call) -> Col:
+        args = self._args(node)
+        if not args[0].is_const:
+            raise _err("concat_ws() takes its separator as a quoted text", node.args[0])
+        sep = "" if args[0].const is None else str(args[0].const)
+        parts = [self.text(a) for a in args[1:]]
+        e = pl.concat_str(parts, separator=sep, ignore_nulls=True)
+        return Col(pl.when(pl.any_horizontal([p.is_not_null() for p in parts])).then(e).otherwise(None), "str")
+
+    # ---- instance aggregates (extension) --------------------------------------------------------------
+    def _aggregate(self, node: Call) -> Col:
+        key = id(node)
+        if key not in self.aux.columns:
+            raise _err(f"{node.name}() needs `instances` data for '{node.args[0].name}'", node)
+        value = pl.col(self.aux.columns[key])
+        kind = "bool" if node.name == "any_instance" else "num"
+        col = Col(value, kind)
+        if key in self.aux.lo_hi:
+            lo, hi = (pl.col(n) for n in self.aux.lo_hi[key])
+            col.bounds = (lo, hi)
+        if self.explain and key in self.aux.masks:
+            col.mask = pl.col(self.aux.masks[key])
+        return col
+
+
+# ---- helpers ---------------------------------------------------------------------------------------------
+def _label(node: FieldRef) -> str:
+    """Name of a reference in `missing` reports and bit tables."""
+    name = node.name
+    if node.event is not None and node.event != "event-name":
+        name = f"{node.event}:{name}"
+    if node.instance is not None:
+        name = f"{name}[{node.instance}]"
+    return name
+
+
+def _null_of(kind: str) -> pl.Expr:
+    return _lit(None, {"num": pl.Float64, "str": pl.String, "date": pl.Datetime("us"), "bool": pl.Boolean}[kind])
+
+
+def _finite(e: pl.Expr) -> pl.Expr:
+    return pl.when(e.is_finite()).then(e).otherwise(None)
+
+
+def _to_float(value) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None if value is None else float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        f = float(str(value).strip())
+    except ValueError:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _format_number(value) -> str:
+    f = float(value)
+    if f.is_integer() and abs(f) < 1e15:
+        return str(int(f))
+    return repr(f)
+
+
+def _parse_dates(e: pl.Expr, legacy: str | None = None) -> pl.Expr:
+    formats = _DATE_FORMATS + (_LEGACY_FORMATS.get(legacy, ()) if legacy else ())
+    return pl.coalesce([e.str.strptime(pl.Datetime("us"), f, strict=False, exact=True) for f in formats])
+
+
+def _parse_date_const(text: str, as_of, legacy: str | None) -> datetime | None:
+    text = text.strip()
+    formats = _DATE_FORMATS + (_LEGACY_FORMATS.get(legacy, ()) if legacy else ())
+    for fmt in formats:
+        try:
+            return datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+    return None
