@@ -10,12 +10,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 # Instance selectors accepted as the last bracket of a field reference, e.g. [visit_date][last-instance].
-INSTANCE_SMART = frozenset({"current-instance", "previous-instance", "next-instance", "first-instance", "last-instance"})
+INSTANCE_SMART = frozenset(
+    {"current-instance", "previous-instance", "next-instance", "first-instance", "last-instance"}
+)
 # Event selectors accepted in front of a field, e.g. [previous-event-name][weight].
 EVENT_SMART = frozenset({"event-name", "previous-event-name", "next-event-name", "first-event-name", "last-event-name"})
 # Smart variables that may stand alone as a value.
-SMART_VARIABLES = INSTANCE_SMART | EVENT_SMART | frozenset(
-    {"record-name", "user-name", "user-dag-name", "record-dag-name", "arm-number", "arm-label", "project-id"}
+SMART_VARIABLES = (
+    INSTANCE_SMART
+    | EVENT_SMART
+    | frozenset(
+        {"record-name", "user-name", "user-dag-name", "record-dag-name", "arm-number", "arm-label", "project-id"}
+    )
 )
 
 

@@ -8,7 +8,7 @@ from datetime import date, datetime
 
 import polars as pl
 
-from trialkit.errors import DataError, LogicError, Location
+from trialkit.errors import DataError, Location, LogicError
 from trialkit.logic.ast import Call, FieldRef, FormName, Node, walk
 from trialkit.logic.evaluate import _MAX_BITS, INSTANCE_COLUMN, Col, Compiler, _Aux, _label
 from trialkit.logic.fields import FieldSpec, checkbox_column
@@ -435,10 +435,7 @@ def _aggregate_exprs(call: Call, comp: Compiler, name: str, kleene: bool, explai
             value = pl.when((t.is_null()).any()).then(None).otherwise(value)
         out.append(value.alias(name))
     if explain:
-        if mask is not None:
-            m = mask.filter(t.is_null()).bitwise_or().fill_null(0)
-        else:
-            m = pl.lit(0, pl.UInt64)
+        m = mask.filter(t.is_null()).bitwise_or().fill_null(0) if mask is not None else pl.lit(0, pl.UInt64)
         out.append(m.cast(pl.UInt64).alias(f"{name}_mask"))
         defaults[f"{name}_mask"] = 0
     return out, defaults

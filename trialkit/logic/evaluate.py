@@ -13,7 +13,7 @@ from datetime import date, datetime
 
 import polars as pl
 
-from trialkit.errors import DataError, LogicError, Location
+from trialkit.errors import DataError, Location, LogicError
 from trialkit.logic.ast import (
     COMPARISONS,
     Binary,
@@ -27,7 +27,6 @@ from trialkit.logic.ast import (
     SmartVar,
     String,
     Unary,
-    walk,
 )
 from trialkit.logic.fields import FieldSpec, checkbox_column, event_column
 from trialkit.logic.functions import INSTANCE_AGGREGATES

@@ -14,7 +14,20 @@ from dataclasses import dataclass
 import polars as pl
 
 FIELD_TYPES = frozenset(
-    {"text", "notes", "dropdown", "radio", "checkbox", "yesno", "truefalse", "calc", "slider", "descriptive", "file", "sql"}
+    {
+        "text",
+        "notes",
+        "dropdown",
+        "radio",
+        "checkbox",
+        "yesno",
+        "truefalse",
+        "calc",
+        "slider",
+        "descriptive",
+        "file",
+        "sql",
+    }
 )
 NUMBER_VALIDATIONS = frozenset(
     {"integer", "number", "number_1dp", "number_2dp", "number_3dp", "number_4dp", "int", "float"}

@@ -202,7 +202,9 @@ def _interpret_ref(tok: Token, ctx: _Ctx) -> Node:
         if not m:
             if text in SMART_VARIABLES:
                 raise ctx.error(f"smart variable [{text}] cannot be used here", *at)
-            raise ctx.error(f"'[{text}]' is not a field reference (expected [field], [field(code)] or [event][field])", *at)
+            raise ctx.error(
+                f"'[{text}]' is not a field reference (expected [field], [field(code)] or [event][field])", *at
+            )
         return m.group(1), (m.group(2).strip() if m.group(2) is not None else None)
 
     def instance_part(text: str) -> int | str | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trialkit.errors import LogicError, Location
+from trialkit.errors import Location, LogicError
 from trialkit.logic.ast import Binary, Bool, BoolOp, Call, FieldRef, FormName, Node, Number, SmartVar, String, Unary
 from trialkit.logic.functions import FUNCTIONS
 
@@ -44,7 +44,9 @@ def _render(node: Node, ext: bool) -> str:
             return f"'{node.value}'"
         if '"' not in node.value:
             return f'"{node.value}"'
-        raise LogicError("a text value cannot hold both kinds of quote", location=Location(line=node.line, col=node.col))
+        raise LogicError(
+            "a text value cannot hold both kinds of quote", location=Location(line=node.line, col=node.col)
+        )
     if isinstance(node, Bool):
         return "true" if node.value else "false"
     if isinstance(node, SmartVar):
