@@ -1,0 +1,1 @@
+"""Everything REDCap-shaped: the PyCap client wrapper, sync, and the local REDCap-compatible sandbox server."""

@@ -1,0 +1,690 @@
+"""Record export, import and delete, with REDCap's row shapes and rules (redcap-api.md §2).
+
+Export streams: rows come from one ordered SQLite cursor and leave as text pieces, so memory does not grow with
+the number of records beyond the reply itself. Import validates every cell first and writes nothing unless all
+are valid, in one transaction.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from trialkit.redcap.sandbox import formats
+from trialkit.redcap.sandbox.cells import IGNORED, checkbox_cell, complete_cell
+from trialkit.redcap.sandbox.errors import ApiError, invalid_values
+from trialkit.redcap.sandbox.project import COMPLETE_LABELS, Column, Schema
+from trialkit.redcap.sandbox.storage import TIME_FORMAT, Storage, record_key
+
+EVENT = "redcap_event_name"
+RFORM = "redcap_repeat_instrument"
+RINST = "redcap_repeat_instance"
+DAG = "redcap_data_access_group"
+PSEUDO = (EVENT, RFORM, RINST, DAG)
+SURVEY_PSEUDO = "redcap_survey_identifier"
+
+
+def flag(params: dict[str, str], name: str) -> bool:
+    """REDCap booleans: true/false, True/False (what PyCap sends) and 1/0."""
+    return params.get(name, "").strip().lower() in ("true", "1")
+
+
+def parse_time(text: str, parameter: str) -> str:
+    for fmt in (TIME_FORMAT, "%Y-%m-%d %H:%M", "%Y-%m-%d"):
+        try:
+            return dt.datetime.strptime(text.strip(), fmt).strftime(TIME_FORMAT)
+        except ValueError:
+            continue
+    raise ApiError(f'The value of the parameter "{parameter}" is not a valid date/time (YYYY-MM-DD HH:MM:SS)')
+
+
+# ---- export ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class ExportPlan:
+    schema: Schema
+    columns: list[Column]
+    include_id: bool
+    fmt: str
+    eav: bool
+    labels: bool
+    label_headers: bool
+    checkbox_labels: bool
+    blank_gray: bool
+    with_dag: bool
+    records: list[str] | None
+    events: list[str] | None
+    begin: str | None
+    end: str | None
+    filter_logic: str | None
+
+
+def plan_export(schema: Schema, params: dict[str, str], lists: dict[str, list[str]]) -> ExportPlan:
+    fmt = params.get("format", "xml").lower()
+    if fmt not in formats.FORMATS:
+        raise ApiError('The value of the parameter "format" is not valid')
+    rtype = params.get("type", "flat").lower()
+    if rtype not in ("flat", "eav"):
+        raise ApiError('The value of the parameter "type" is not valid')
+    raw_or_label = params.get("rawOrLabel", "raw").lower()
+    if raw_or_label not in ("raw", "label", "both"):
+        raise ApiError('The value of the parameter "rawOrLabel" is not valid')
+    fields = _as_list(lists, params, "fields")
+    forms = _as_list(lists, params, "forms")
+    known = set(schema.fields) | set(schema.complete_fields)
+    bad = [f for f in fields if f not in known]
+    if bad:
+        raise invalid_values("fields", bad)
+    bad = [f for f in forms if f not in schema.form_fields]
+    if bad:
+        raise invalid_values("forms", bad)
+    events = _as_list(lists, params, "events") or None
+    if events and schema.is_longitudinal:
+        bad = [e for e in events if e not in schema.event_order]
+        if bad:
+            raise invalid_values("events", bad)
+    elif not schema.is_longitudinal:
+        events = None
+    if fields or forms:
+        wanted = set(fields)
+        for form in forms:
+            wanted.update(schema.form_fields[form])
+            wanted.add(f"{form}_complete")
+        columns = [c for c in schema.columns if c.field in wanted]
+        include_id = schema.def_field in wanted
+    else:
+        columns = list(schema.columns)
+        include_id = True
+    records = _as_list(lists, params, "records") or None
+    begin = parse_time(params["dateRangeBegin"], "dateRangeBegin") if params.get("dateRangeBegin") else None
+    end = parse_time(params["dateRangeEnd"], "dateRangeEnd") if params.get("dateRangeEnd") else None
+    return ExportPlan(
+        schema=schema,
+        columns=columns,
+        include_id=include_id,
+        fmt=fmt,
+        eav=rtype == "eav",
+        labels=raw_or_label != "raw",
+        label_headers=params.get("rawOrLabelHeaders", "raw").lower() == "label",
+        checkbox_labels=flag(params, "exportCheckboxLabel"),
+        blank_gray=flag(params, "exportBlankForGrayFormStatus"),
+        with_dag=flag(params, "exportDataAccessGroups") and bool(schema.spec.dags),
+        records=records,
+        events=events,
+        begin=begin,
+        end=end,
+        filter_logic=params.get("filterLogic") or None,
+    )
+
+
+def _as_list(lists: dict[str, list[str]], params: dict[str, str], key: str) -> list[str]:
+    """`key[0]=a&key[1]=b` or REDCap's older `key=a,b`."""
+    if key in lists:
+        return [v for v in lists[key] if v != ""]
+    text = params.get(key, "")
+    return [v.strip() for v in text.split(",") if v.strip()] if text else []
+
+
+def _row_query(pid: int, plan: ExportPlan, record_set: set[str] | None) -> tuple[str, list]:
+    sql = ["SELECT rows.record, rows.event, rows.rform, rows.inst, rows.data, records.dag FROM rows "
+           "JOIN records ON records.pid = rows.pid AND records.record = rows.record WHERE rows.pid = ?"]
+    args: list = [pid]
+    if plan.events:
+        sql.append(f"AND rows.event IN ({','.join('?' * len(plan.events))})")
+        args.extend(plan.events)
+    if plan.records is not None and len(plan.records) <= 500:
+        sql.append(f"AND rows.record IN ({','.join('?' * len(plan.records))})")
+        args.extend(plan.records)
+    if plan.begin:
+        sql.append("AND records.changed >= ?")
+        args.append(plan.begin)
+    if plan.end:
+        sql.append("AND records.changed <= ?")
+        args.append(plan.end)
+    sql.append("ORDER BY rows.rkey, rows.ev, rows.rform, rows.inst")
+    return " ".join(sql), args
+
+
+class _Context:
+    """How one kind of row (event x repeat instrument) renders: per column, the default for a missing value."""
+
+    def __init__(self, plan: ExportPlan, event: str, rform: str) -> None:
+        schema = plan.schema
+        if rform:
+            forms = {rform}
+        else:
+            repeating = schema.repeating_forms.get(event, set())
+            forms = {f for f in schema.event_forms.get(event, schema.forms) if f not in repeating}
+        self.defaults: list[tuple[str, str]] = []
+        for col in plan.columns:
+            if col.field == schema.def_field:
+                continue
+            default = ""
+            if col.form in forms:
+                if col.kind == "checkbox":
+                    default = "0"
+                elif col.kind == "complete" and not plan.blank_gray:
+                    default = "0"
+            self.defaults.append((col.name, default))
+
+
+def _label_maps(plan: ExportPlan) -> list[dict[str, str] | None]:
+    """Per exported data column, a raw -> label map (None: the value is shown as is)."""
+    schema = plan.schema
+    maps: list[dict[str, str] | None] = []
+    for col in plan.columns:
+        if col.field == schema.def_field:
+            continue
+        if col.kind == "complete":
+            maps.append(COMPLETE_LABELS)
+        elif col.kind == "checkbox":
+            info = schema.fields[col.field]
+            if plan.checkbox_labels:
+                maps.append({"1": info.choice_label(col.code), "0": ""})
+            else:
+                maps.append({"1": "Checked", "0": "Unchecked"})
+        else:
+            info = schema.fields[col.field]
+            maps.append(dict(info.choices) if info.choices else None)
+    return maps
+
+
+def _headers(plan: ExportPlan, keys: list[str]) -> list[str]:
+    if not plan.label_headers:
+        return keys
+    schema = plan.schema
+    by_name = {c.name: c for c in plan.columns}
+    out = []
+    fixed = {EVENT: "Event Name", RFORM: "Repeat Instrument", RINST: "Repeat Instance", DAG: "Data Access Group"}
+    for key in keys:
+        if key in fixed:
+            out.append(fixed[key])
+            continue
+        col = by_name[key]
+        if col.kind == "complete":
+            out.append("Complete?")
+        elif col.kind == "checkbox":
+            info = schema.fields[col.field]
+            out.append(f"{info.label} (choice={info.choice_label(col.code)})")
+        else:
+            out.append(schema.fields[col.field].label)
+    return out
+
+
+def export_records(storage: Storage, con: sqlite3.Connection, pid: int, plan: ExportPlan,
+                   matches: set | None = None) -> Iterator[str]:
+    """The export as text pieces. `matches`: filterLogic result (record ids for classic, row keys otherwise)."""
+    schema = plan.schema
+    longitudinal = schema.is_longitudinal
+    record_set = set(plan.records) if plan.records is not None else None
+    lead: list[str] = []
+    if plan.include_id:
+        lead.append(schema.def_field)
+        if longitudinal:
+            lead.append(EVENT)
+        if schema.has_repeating:
+            lead.extend((RFORM, RINST))
+        if plan.with_dag:
+            lead.append(DAG)
+    data_cols = [c for c in plan.columns if c.field != schema.def_field]
+    data_names = {c.name for c in data_cols}
+    only_id = not data_cols
+    contexts: dict[tuple[str, str], _Context] = {}
+    label_maps = _label_maps(plan) if plan.labels else None
+    json_out = plan.fmt == "json"
+    sql, args = _row_query(pid, plan, record_set)
+    cursor = con.execute(sql, args)
+
+    def rows() -> Iterator[tuple[list, str, str, str, int, dict]]:
+        for record, event, rform, inst, data_text, dag in cursor:
+            if record_set is not None and record not in record_set:
+                continue
+            if matches is not None:
+                key = record if not longitudinal else (record, event, rform, inst)
+                if key not in matches:
+                    continue
+            data = json.loads(data_text)
+            if not only_id and not (data_names.intersection(data) or (plan.include_id and not data)):
+                continue
+            ctx = contexts.get((event, rform))
+            if ctx is None:
+                ctx = contexts[(event, rform)] = _Context(plan, event, rform)
+            values = [data.get(name, default) for name, default in ctx.defaults]
+            if label_maps is not None:
+                values = [m.get(v, v) if m is not None and v != "" else v
+                          for m, v in zip(label_maps, values, strict=True)]
+            yield values, record, event, rform, inst, dag, data
+
+    if plan.eav:
+        yield from _eav(plan, rows(), lead, data_cols)
+        return
+
+    keys = lead + [c.name for c in data_cols]
+
+    def flat() -> Iterator[list]:
+        for values, record, event, rform, inst, dag, _data in rows():
+            if not plan.include_id:
+                yield values
+                continue
+            head: list = [record]
+            if longitudinal:
+                head.append(schema.event_labels.get(event, event) if plan.labels else event)
+            if schema.has_repeating:
+                head.append(schema.repeat_form_label(rform) if (plan.labels and rform) else rform)
+                head.append((inst if json_out else str(inst)) if inst else "")
+            if plan.with_dag:
+                head.append(schema.dag_names.get(dag, dag) if plan.labels else dag)
+            yield head + values
+
+    yield from formats.table_chunks(keys, flat(), plan.fmt, header=_headers(plan, keys) if plan.fmt == "csv"
+                                    else None)
+
+
+def _eav(plan: ExportPlan, rows: Iterator, lead: list[str], data_cols: list[Column]) -> Iterator[str]:
+    schema = plan.schema
+    longitudinal = schema.is_longitudinal
+    keys = ["record"]
+    if longitudinal:
+        keys.append(EVENT)
+    if schema.has_repeating:
+        keys.extend((RFORM, RINST))
+    keys.extend(("field_name", "value"))
+    json_out = plan.fmt == "json"
+
+    def eav_rows() -> Iterator[list]:
+        for values, record, event, rform, inst, _dag, data in rows:
+            head: list = [record]
+            if longitudinal:
+                head.append(event)
+            if schema.has_repeating:
+                head.extend((rform, (inst if json_out else str(inst)) if inst else ""))
+            if plan.include_id:
+                yield [*head, schema.def_field, record]
+            for col, value in zip(data_cols, values, strict=True):
+                if col.name not in data:  # only stored values: no export defaults (unchecked "0", grey "0")
+                    continue
+                if col.kind == "checkbox":
+                    yield [*head, col.field, col.code]
+                else:
+                    yield [*head, col.name, value]
+
+    yield from formats.table_chunks(keys, eav_rows(), plan.fmt)
+
+
+# ---- import ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Row:
+    record: str
+    event: str
+    rform: str
+    inst: int | str  # int, or "new"
+    values: dict[str, str]  # export column -> value ("" = blank)
+    dag: str | None
+
+
+def _cell_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value).strip()
+
+
+def parse_import_data(params: dict[str, str]) -> list[dict[str, str]] | None:
+    """The `data` parameter as rows of text; None when REDCap would silently import nothing (not a list)."""
+    fmt = params.get("format", "xml").lower()
+    text = params.get("data", "")
+    if fmt == "json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            raise ApiError("The data being imported is not formatted correctly. The JSON must be an array, "
+                           "as in [{ ... }].") from None
+        if not isinstance(data, list):
+            return None
+        rows = []
+        for item in data:
+            if not isinstance(item, dict):
+                raise ApiError("The data being imported is not formatted correctly. The JSON must be an array "
+                               "of objects.")
+            rows.append({str(k): _cell_text(v) for k, v in item.items()})
+        return rows
+    if fmt == "csv":
+        reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
+        header = next(reader, None)
+        if header is None:
+            return []
+        header = [h.strip() for h in header]
+        return [{k: v.strip() for k, v in zip(header, row, strict=False)} for row in reader if any(row)]
+    raise ApiError('The value of the parameter "format" is not valid for import (use json or csv)')
+
+
+def _error_line(record: str, field: str, value: str, message: str) -> str:
+    return ",".join('"' + str(x).replace('"', '""') + '"' for x in (record, field, value, message))
+
+
+def validate_import(schema: Schema, raw_rows: list[dict[str, str]], date_format: str,
+                    overwrite: bool) -> tuple[list[_Row], list[str]]:
+    """Check every cell; returns the rows to apply (values normalised) and REDCap's error lines."""
+    errors: list[str] = []
+    keys: dict[str, None] = {}
+    for row in raw_rows:
+        keys.update(dict.fromkeys(row))
+    allowed = set(schema.column_by_name) | {schema.def_field, *PSEUDO}
+    unknown = [k for k in keys if k not in allowed and k != SURVEY_PSEUDO and not
+               (k.endswith("_timestamp") and k[:-10] in schema.form_fields)]
+    descriptive = [k for k in keys if k in schema.fields and schema.fields[k].type in ("descriptive", "checkbox")]
+    if unknown or descriptive:
+        raise ApiError("The following fields were not found in the project as real data fields: "
+                       + ", ".join(unknown + descriptive))
+    if raw_rows and schema.def_field not in keys:
+        raise ApiError(f"The record ID field ('{schema.def_field}') is missing from the data being imported")
+    if not schema.is_longitudinal and EVENT in keys:
+        raise ApiError("The following fields were not found in the project as real data fields: " + EVENT)
+    data_keys = [k for k in keys if k in schema.column_by_name and k != schema.def_field]
+    columns = [schema.column_by_name[k] for k in data_keys]
+    dags = set(schema.dag_names)
+    out: list[_Row] = []
+    for raw in raw_rows:
+        record = raw.get(schema.def_field, "")
+        if record == "":
+            errors.append(_error_line("", schema.def_field, "", "The record ID is blank. Every row must have one."))
+            continue
+        event = ""
+        if schema.is_longitudinal:
+            event = raw.get(EVENT, "")
+            if event not in schema.event_order:
+                errors.append(_error_line(record, EVENT, event, "The value is not a valid unique event name"
+                                          if event else "The unique event name is missing"))
+                continue
+        rform = raw.get(RFORM, "")
+        inst_text = raw.get(RINST, "")
+        inst: int | str = 0
+        if rform:
+            if rform not in schema.repeating_forms.get(event, set()):
+                errors.append(_error_line(record, RFORM, rform, "This instrument is not a repeating instrument"
+                                          + (f" in the event '{event}'" if event else "")))
+                continue
+            if inst_text.lower() == "new":
+                inst = "new"
+            elif inst_text.isdigit() and int(inst_text) >= 1:
+                inst = int(inst_text)
+            else:
+                errors.append(_error_line(record, RINST, inst_text, "The repeat instance must be a whole number "
+                                          "of 1 or more (or 'new')"))
+                continue
+        elif inst_text:
+            if event in schema.repeating_events:
+                if inst_text.lower() == "new":
+                    inst = "new"
+                elif inst_text.isdigit() and int(inst_text) >= 1:
+                    inst = int(inst_text)
+                else:
+                    errors.append(_error_line(record, RINST, inst_text, "The repeat instance must be a whole "
+                                              "number of 1 or more (or 'new')"))
+                    continue
+            elif inst_text != "1":
+                # instance 1 on a non-repeating row is what PyCap's own examples send; anything else is wrong
+                errors.append(_error_line(record, RINST, inst_text, "This row is not repeating data, so "
+                                          "redcap_repeat_instance must be blank"))
+                continue
+        elif event in schema.repeating_events:
+            errors.append(_error_line(record, RINST, "", f"The event '{event}' is a repeating event, so "
+                                      "redcap_repeat_instance must be provided"))
+            continue
+        if rform:
+            allowed_forms = {rform}
+        else:
+            repeating = schema.repeating_forms.get(event, set())
+            allowed_forms = {f for f in schema.event_forms.get(event, ()) if f not in repeating}
+        values: dict[str, str] = {}
+        for col in columns:
+            value = raw.get(col.name, "")
+            if value == "":
+                if overwrite and col.form in allowed_forms:
+                    values[col.name] = ""
+                continue
+            if col.form not in allowed_forms:
+                if rform:
+                    message = f"This field is not on the repeating instrument '{rform}'"
+                elif col.form in schema.repeating_forms.get(event, set()):
+                    message = ("This field is on a repeating instrument, so redcap_repeat_instrument and "
+                               "redcap_repeat_instance must be provided")
+                else:
+                    message = f"This field's instrument ('{col.form}') is not designated for the event '{event}'"
+                errors.append(_error_line(record, col.name, value, message))
+                continue
+            if col.kind == "checkbox":
+                stored = checkbox_cell(value)
+                if stored is None:
+                    errors.append(_error_line(record, col.name, value, "The value is not a valid category for "
+                                              f"{col.field}"))
+                    continue
+                values[col.name] = stored
+            elif col.kind == "complete":
+                stored = complete_cell(value)
+                if stored is None:
+                    errors.append(_error_line(record, col.name, value, "The value is not a valid category for "
+                                              f"{col.name}"))
+                    continue
+                values[col.name] = stored
+            else:
+                result, message = schema.fields[col.name].check(value, date_format)
+                if message is not None:
+                    errors.append(_error_line(record, col.name, value, message))
+                    continue
+                if result is not IGNORED:
+                    values[col.name] = result
+        dag = None
+        if DAG in raw and raw[DAG] != "":
+            if raw[DAG] not in dags:
+                errors.append(_error_line(record, DAG, raw[DAG], "The value is not a valid data access group"))
+                continue
+            dag = raw[DAG]
+        out.append(_Row(record, event, rform, inst, values, dag))
+    return out, errors
+
+
+def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Schema, rows: list[_Row], *,
+                 overwrite: bool, auto_number: bool, username: str) -> list[tuple[str, str]]:
+    """Write validated rows inside the caller's transaction. Returns (new id, id in the data) per distinct record."""
+    order: dict[str, str] = {}
+    for row in rows:
+        order.setdefault(row.record, row.record)
+    if auto_number:
+        last = con.execute("SELECT record FROM records WHERE pid=? AND rkey < '1' ORDER BY rkey DESC LIMIT 1",
+                           (pid,)).fetchone()
+        nxt = int(last[0]) + 1 if last else 1
+        for old in order:
+            order[old] = str(nxt)
+            nxt += 1
+    ids = list(order.values())
+    existing_records: set[str] = set()
+    existing: dict[tuple[str, str, str, int], dict] = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        marks = ",".join("?" * len(chunk))
+        existing_records.update(r[0] for r in con.execute(
+            f"SELECT record FROM records WHERE pid=? AND record IN ({marks})", (pid, *chunk)))
+        for record, event, rform, inst, data in con.execute(
+                f"SELECT record, event, rform, inst, data FROM rows WHERE pid=? AND record IN ({marks})",
+                (pid, *chunk)):
+            existing[(record, event, rform, inst)] = json.loads(data)
+    now = storage.now()
+    changed_rows: dict[tuple[str, str, str, int], dict] = {}
+    next_inst: dict[tuple[str, str, str], int] = {}
+    dags: dict[str, str] = {}
+    log: list[tuple] = []
+    for row in rows:
+        record = order[row.record]
+        inst = row.inst
+        if inst == "new":
+            base = (record, row.event, row.rform)
+            if base not in next_inst:
+                have = [k[3] for k in (*existing, *changed_rows) if k[:3] == base]
+                next_inst[base] = max(have, default=0) + 1
+            inst = next_inst[base]
+            next_inst[base] += 1
+        key = (record, row.event, row.rform, int(inst))
+        before = changed_rows.get(key, existing.get(key))
+        data = dict(before) if before is not None else {}
+        touched_forms: set[str] = set()
+        for name, value in row.values.items():
+            col = schema.column_by_name[name]
+            if col.kind == "checkbox":
+                if value == "1":
+                    data[name] = "1"
+                    touched_forms.add(col.form)
+                else:
+                    data.pop(name, None)
+            elif value == "":
+                data.pop(name, None)
+            else:
+                data[name] = value
+                if col.kind != "complete":
+                    touched_forms.add(col.form)
+        for form in touched_forms:
+            data.setdefault(f"{form}_complete", "0")
+        if before is None or data != before:
+            changed_rows[key] = data
+            details = ", ".join(f"{k} = '{v}'" for k, v in data.items() if (before or {}).get(k) != v)
+            removed = [k for k in (before or {}) if k not in data]
+            if removed:
+                details = ", ".join(filter(None, [details, *(f"{k} = ''" for k in removed)]))
+            created = record not in existing_records and not any(e[0] == record for e in log)
+            log.append((record, row.event, "Create record" if created else "Update record", details))
+        if row.dag is not None:
+            dags[record] = row.dag
+    changed_records = {k[0] for k in changed_rows} | set(dags)
+    new_records = [r for r in ids if r not in existing_records]
+    con.executemany(
+        "INSERT INTO records(pid, record, rkey, dag, created, changed) VALUES (?,?,?,?,?,?)",
+        [(pid, r, record_key(r), dags.get(r, ""), now, now) for r in new_records],
+    )
+    con.executemany(
+        "UPDATE records SET changed=? WHERE pid=? AND record=?",
+        [(now, pid, r) for r in changed_records if r in existing_records],
+    )
+    con.executemany(
+        "UPDATE records SET dag=? WHERE pid=? AND record=?",
+        [(d, pid, r) for r, d in dags.items() if r in existing_records],
+    )
+    ev_order = schema.event_order
+    con.executemany(
+        "INSERT OR REPLACE INTO rows(pid, rkey, ev, rform, inst, record, event, data) VALUES (?,?,?,?,?,?,?,?)",
+        [
+            (pid, record_key(k[0]), ev_order.get(k[1], 0), k[2], k[3], k[0], k[1],
+             json.dumps(v, ensure_ascii=False, separators=(",", ":")))
+            for k, v in changed_rows.items()
+        ],
+    )
+    storage.log(con, [(pid, now, username, action, details, record, event)
+                      for record, event, action, details in log])
+    return [(new, old) for old, new in order.items()]
+
+
+def import_reply(pairs: list[tuple[str, str]], return_content: str, fmt: str) -> str:
+    if return_content == "nothing":
+        return ""
+    if return_content == "ids":
+        ids = [new for new, _ in pairs]
+        if fmt == "json":
+            return json.dumps(ids)
+        if fmt == "csv":
+            return "id\n" + "".join(f"{i}\n" for i in ids)
+        return formats.XML_HEAD + "<ids>" + "".join(f"<id>{i}</id>" for i in ids) + "</ids>"
+    if return_content == "auto_ids":
+        items = [f"{new},{old}" for new, old in pairs]
+        if fmt == "json":
+            return json.dumps(items)
+        if fmt == "csv":
+            return "id,original_id\n" + "".join(f"{i}\n" for i in items)
+        return formats.XML_HEAD + "<ids>" + "".join(f"<id>{i}</id>" for i in items) + "</ids>"
+    if fmt == "json":
+        return json.dumps({"count": len(pairs)})
+    return formats.render_count(len(pairs), fmt)
+
+
+# ---- delete ---------------------------------------------------------------------------------------------------
+
+def delete_records(storage: Storage, con: sqlite3.Connection, pid: int, schema: Schema, params: dict[str, str],
+                   lists: dict[str, list[str]], username: str) -> int:
+    records = _as_list(lists, params, "records")
+    if not records:
+        raise ApiError('The parameter "records" is missing or empty')
+    records = list(dict.fromkeys(records))
+    present = set()
+    for i in range(0, len(records), 500):
+        chunk = records[i:i + 500]
+        present.update(r[0] for r in con.execute(
+            f"SELECT record FROM records WHERE pid=? AND record IN ({','.join('?' * len(chunk))})", (pid, *chunk)))
+    missing = [r for r in records if r not in present]
+    if missing:
+        raise ApiError("One or more of the records provided cannot be deleted because they do not exist in the "
+                       f"project. The following records do not exist: {', '.join(missing)}")
+    arm = params.get("arm", "")
+    instrument = params.get("instrument", "")
+    event = params.get("event", "")
+    instance = params.get("repeat_instance", "")
+    if arm and (not schema.is_longitudinal or not arm.isdigit()
+                or int(arm) not in {int(a["arm_num"]) for a in schema.spec.arms}):
+        raise ApiError('The value of the parameter "arm" is not valid')
+    if instrument and instrument not in schema.form_fields:
+        raise ApiError('The value of the parameter "instrument" is not valid')
+    if event and (not schema.is_longitudinal or event not in schema.event_order):
+        raise ApiError('The value of the parameter "event" is not valid')
+    if instrument and schema.is_longitudinal and not event:
+        raise ApiError('The parameter "event" is required when "instrument" is given in a longitudinal project')
+    if instance and not instance.isdigit():
+        raise ApiError('The value of the parameter "repeat_instance" is not valid')
+    now = storage.now()
+    log = []
+    if not (instrument or event or arm):
+        for record in records:
+            for table in ("rows", "files", "records"):
+                con.execute(f"DELETE FROM {table} WHERE pid=? AND record=?", (pid, record))
+            log.append((pid, now, username, "Delete record", f"{schema.def_field} = '{record}'", record, ""))
+        storage.log(con, log)
+        return len(records)
+    arm_events = {e for e, a in schema.event_arm.items() if str(a) == arm} if arm else None
+    names = ({c.name for c in schema.columns if c.form == instrument} if instrument else None)
+    for record in records:
+        for ev, rform, inst, data_text in con.execute(
+                "SELECT event, rform, inst, data FROM rows WHERE pid=? AND record=?", (pid, record)).fetchall():
+            if arm_events is not None and ev not in arm_events:
+                continue
+            if event and ev != event:
+                continue
+            if instance and inst != int(instance):
+                continue
+            key = (pid, record, ev, rform, inst)
+            if names is None:
+                con.execute("DELETE FROM rows WHERE pid=? AND record=? AND event=? AND rform=? AND inst=?", key)
+                con.execute("DELETE FROM files WHERE pid=? AND record=? AND event=? AND inst=?", key[:3] + (inst,))
+                continue
+            data = json.loads(data_text)
+            kept = {k: v for k, v in data.items() if k not in names}
+            if not kept and rform:
+                con.execute("DELETE FROM rows WHERE pid=? AND record=? AND event=? AND rform=? AND inst=?", key)
+            elif kept != data:
+                con.execute("UPDATE rows SET data=? WHERE pid=? AND record=? AND event=? AND rform=? AND inst=?",
+                            (json.dumps(kept, separators=(",", ":")), *key))
+        remaining = con.execute("SELECT 1 FROM rows WHERE pid=? AND record=? LIMIT 1", (pid, record)).fetchone()
+        if remaining is None:
+            con.execute("DELETE FROM records WHERE pid=? AND record=?", (pid, record))
+        else:
+            con.execute("UPDATE records SET changed=? WHERE pid=? AND record=?", (now, pid, record))
+        what = ", ".join(p for p in (f"instrument = '{instrument}'" if instrument else "",
+                                     f"event = '{event}'" if event else "", f"arm = '{arm}'" if arm else "",
+                                     f"instance = '{instance}'" if instance else "") if p)
+        log.append((pid, now, username, "Delete record data", what, record, event))
+    storage.log(con, log)
+    return len(records)

@@ -1,0 +1,169 @@
+"""SQLite storage of sandbox projects: definitions, record rows, files and the change log.
+
+One row of `rows` is one REDCap record row (record, event, repeat instrument, instance) holding its values as a
+JSON object of export column -> value (blank values are not stored). That keeps a 100,000-record export to one
+ordered index scan, with no per-cell rows to reassemble. Writers hold `write_lock` and an IMMEDIATE transaction,
+so two imports never interleave, also across processes sharing the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from trialkit.errors import UsageError
+from trialkit.redcap.sandbox.project import ProjectSpec, Schema
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS projects(
+    id INTEGER PRIMARY KEY, token TEXT UNIQUE NOT NULL, spec TEXT NOT NULL, version INTEGER NOT NULL,
+    created TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records(
+    pid INTEGER NOT NULL, record TEXT NOT NULL, rkey TEXT NOT NULL, dag TEXT NOT NULL DEFAULT '',
+    created TEXT NOT NULL, changed TEXT NOT NULL, PRIMARY KEY(pid, record)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rows(
+    pid INTEGER NOT NULL, rkey TEXT NOT NULL, ev INTEGER NOT NULL, rform TEXT NOT NULL, inst INTEGER NOT NULL,
+    record TEXT NOT NULL, event TEXT NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY(pid, rkey, ev, rform, inst)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS files(
+    pid INTEGER NOT NULL, record TEXT NOT NULL, event TEXT NOT NULL, inst INTEGER NOT NULL, field TEXT NOT NULL,
+    name TEXT NOT NULL, mime TEXT NOT NULL, content BLOB NOT NULL,
+    PRIMARY KEY(pid, record, event, inst, field)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log(
+    id INTEGER PRIMARY KEY, pid INTEGER NOT NULL, ts TEXT NOT NULL, username TEXT NOT NULL, action TEXT NOT NULL,
+    details TEXT NOT NULL, record TEXT NOT NULL, event TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS log_pid ON log(pid, ts);
+"""
+
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def record_key(record: str) -> str:
+    """Sort key giving natural order for numeric ids (1, 2, 10) and text order after them; unique per id."""
+    if record.isdigit():
+        return f"0{int(record):020d}|{record}"
+    return f"1{record}"
+
+
+def new_token() -> str:
+    return secrets.token_hex(16).upper()
+
+
+class Storage:
+    """The sandbox database. Thread-safe: each caller gets its own connection through `connect()`."""
+
+    def __init__(self, path: str | Path | None = None, *, clock: Callable[[], dt.datetime] | None = None) -> None:
+        # ":memory:" cannot be shared between threads' connections, so an in-memory sandbox uses a shared-cache URI.
+        if path is None or str(path) == ":memory:":
+            self._uri = f"file:trialkit-sandbox-{secrets.token_hex(6)}?mode=memory&cache=shared"
+            self._keeper: sqlite3.Connection | None = sqlite3.connect(self._uri, uri=True, check_same_thread=False)
+        else:
+            self._uri = Path(path).resolve().as_uri()
+            self._keeper = None
+        self.write_lock = threading.RLock()
+        self.clock = clock or (lambda: dt.datetime.now().replace(microsecond=0))
+        self._schemas: dict[tuple[int, int], Schema] = {}
+        with self.connect() as con:
+            if self._keeper is None:
+                con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(_DDL)
+
+    def now(self) -> str:
+        return self.clock().strftime(TIME_FORMAT)
+
+    def connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self._uri, uri=True, check_same_thread=False, isolation_level=None, timeout=30)
+        con.execute("PRAGMA synchronous=NORMAL")
+        return con
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction under the process-wide write lock: all or nothing."""
+        with self.write_lock:
+            con = self.connect()
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    yield con
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                con.execute("COMMIT")
+            finally:
+                con.close()
+
+    def close(self) -> None:
+        if self._keeper is not None:
+            self._keeper.close()
+            self._keeper = None
+
+    # ---- projects ---------------------------------------------------------------------------------------
+    def create_project(self, spec: ProjectSpec, token: str | None = None) -> str:
+        token = token or new_token()
+        if len(token) != 32:
+            raise UsageError("a REDCap API token must be 32 characters long")
+        with self.write() as con:
+            con.execute(
+                "INSERT INTO projects(token, spec, version, created) VALUES (?,?,1,?)",
+                (token, spec.to_json(), self.now()),
+            )
+        return token
+
+    def project_for_token(self, con: sqlite3.Connection, token: str) -> tuple[int, Schema, str] | None:
+        row = con.execute("SELECT id, version, spec, created FROM projects WHERE token=?", (token,)).fetchone()
+        if row is None:
+            return None
+        pid, version, spec_json, created = row
+        key = (pid, version)
+        schema = self._schemas.get(key)
+        if schema is None:
+            schema = Schema(ProjectSpec.from_json(spec_json))
+            self._schemas[key] = schema
+        return pid, schema, created
+
+    def tokens(self) -> list[str]:
+        with self.connect() as con:
+            return [r[0] for r in con.execute("SELECT token FROM projects ORDER BY id")]
+
+    def update_spec(self, con: sqlite3.Connection, pid: int, spec: ProjectSpec) -> None:
+        con.execute("UPDATE projects SET spec=?, version=version+1 WHERE id=?", (spec.to_json(), pid))
+        schema = Schema(spec)
+        # keep row order keys in step with the event order
+        for i, event in enumerate(schema.events):
+            con.execute("UPDATE rows SET ev=? WHERE pid=? AND event=? AND ev<>?", (i, pid, event, i))
+
+    def reset_project(self, token: str) -> None:
+        """Delete every record, file and log entry of the project; keep its definition."""
+        with self.write() as con:
+            found = con.execute("SELECT id FROM projects WHERE token=?", (token,)).fetchone()
+            if found is None:
+                raise UsageError("no sandbox project has that token")
+            for table in ("records", "rows", "files"):
+                con.execute(f"DELETE FROM {table} WHERE pid=?", found)
+            con.execute("DELETE FROM log WHERE pid=?", found)
+
+    def replace_spec(self, token: str, spec: ProjectSpec) -> None:
+        with self.write() as con:
+            found = con.execute("SELECT id FROM projects WHERE token=?", (token,)).fetchone()
+            if found is None:
+                raise UsageError("no sandbox project has that token")
+            self.update_spec(con, found[0], spec)
+
+    def drop_project(self, token: str) -> None:
+        with self.write() as con:
+            found = con.execute("SELECT id FROM projects WHERE token=?", (token,)).fetchone()
+            if found is None:
+                return
+            for table in ("records", "rows", "files", "log"):
+                con.execute(f"DELETE FROM {table} WHERE pid=?", found)
+            con.execute("DELETE FROM projects WHERE id=?", found)
+
+    def log(self, con: sqlite3.Connection, entries: list[tuple[int, str, str, str, str, str, str]]) -> None:
+        con.executemany(
+            "INSERT INTO log(pid, ts, username, action, details, record, event) VALUES (?,?,?,?,?,?,?)", entries
+        )
