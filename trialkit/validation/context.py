@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from trialkit.definitions.model import Field, FieldType, Study
-from trialkit.definitions.redcap_names import checkbox_column
 from trialkit.records import EVENT, REPEAT_INSTANCE, REPEAT_INSTRUMENT, ROW, Column, IntakeData, study_columns
 from trialkit.records.intake import _nonrepeating_forms
 
@@ -95,22 +94,33 @@ def _field_specs(study: Study) -> Mapping | None:
 
 
 def _logic_frame(intake: IntakeData, needs: set[str]) -> pl.DataFrame:
-    """Typed rows where instance rows also see the record's non-repeating values they refer to (a branching
-    rule in a repeating form may test [sex] of the record)."""
+    """Typed rows as branching logic and calculations see them: instance rows also see the record's
+    non-repeating values they refer to (a rule in a repeating form may test [sex]), and `[event][field]`
+    references read `event:field` columns taken from that event's row of the same record."""
+    from trialkit.logic import widen_events
+
     typed = intake.typed
     study = intake.study
     rid = study.record_id_field
     nonrep = {c.name for c in study_columns(study) if c.form in _nonrepeating_forms(study)}
     borrow = sorted((needs & nonrep) - {rid})
-    if not borrow or typed.filter(pl.col(REPEAT_INSTRUMENT).is_not_null()).height == 0:
-        return typed
-    keys = [rid, EVENT] if study.longitudinal else [rid]
-    base = intake.record_events.select(keys + borrow).rename({c: f"__base__{c}" for c in borrow})
-    joined = typed.join(base, on=keys, how="left", maintain_order="left")
-    on_instance = pl.col(REPEAT_INSTRUMENT).is_not_null()
-    return joined.with_columns(
-        [pl.when(on_instance).then(pl.col(f"__base__{c}")).otherwise(pl.col(c)).alias(c) for c in borrow]
-    ).drop([f"__base__{c}" for c in borrow])
+    frame = typed
+    if borrow and typed.filter(pl.col(REPEAT_INSTRUMENT).is_not_null()).height:
+        keys = [rid, EVENT] if study.longitudinal else [rid]
+        base = intake.record_events.select(keys + borrow).rename({c: f"__base__{c}" for c in borrow})
+        joined = typed.join(base, on=keys, how="left", maintain_order="left")
+        on_instance = pl.col(REPEAT_INSTRUMENT).is_not_null()
+        frame = joined.with_columns(
+            [pl.when(on_instance).then(pl.col(f"__base__{c}")).otherwise(pl.col(c)).alias(c) for c in borrow]
+        ).drop([f"__base__{c}" for c in borrow])
+    event_refs = sorted(c for c in needs if ":" in c)
+    if event_refs and study.longitudinal:
+        wanted = sorted({c.split(":", 1)[1] for c in event_refs} & set(intake.record_events.columns))
+        wide = widen_events(intake.record_events, record_id=rid, columns=wanted)
+        keep = [c for c in event_refs if c in wide.columns]
+        if keep:
+            frame = frame.join(wide.select([rid, *keep]), on=rid, how="left", maintain_order="left")
+    return frame
 
 
 def build_context(intake: IntakeData, *, as_of: _dt.date) -> Context:
@@ -170,7 +180,7 @@ def _add_logic(ctx: Context, intake: IntakeData, *, as_of: _dt.date) -> None:
                 ctx.problems.append((f.name, f"{_what(what)} cannot be parsed: {exc}"))
                 continue
             parsed.append((f, what, node))
-            needs.update(_ref_columns(logic, node))
+            needs.update(logic.reference_columns(node))
     if not parsed:
         return
     frame = _logic_frame(intake, needs)
@@ -187,6 +197,7 @@ def _add_logic(ctx: Context, intake: IntakeData, *, as_of: _dt.date) -> None:
                 fields=specs,
                 record_id=rid,
                 missing_codes=tuple(c.code for c in intake.study.missing_codes),
+                missing_columns="blank",
             )
         except Exception as exc:
             ctx.problems.append((f.name, f"{_what(what)} cannot be evaluated: {_one_line(exc)}"))
@@ -216,14 +227,6 @@ def _add_logic(ctx: Context, intake: IntakeData, *, as_of: _dt.date) -> None:
     for f, what in names:
         if (shown_name(f.name) if what == "show_if" else calc_name(f.name)) in values.columns:
             (ctx.shown if what == "show_if" else ctx.calcs).add(f.name)
-
-
-def _ref_columns(logic_module, node) -> set[str]:  # type: ignore[no-untyped-def]
-    out = set()
-    for ref in logic_module.references(node):
-        out.add(ref.name if ref.code is None else checkbox_column(ref.name, ref.code))
-        out.add(ref.name)
-    return out
 
 
 def _what(what: str) -> str:
