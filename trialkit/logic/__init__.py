@@ -78,6 +78,7 @@ from trialkit.logic.ast import (
     Unary,
     walk,
 )
+from trialkit.logic.checker import check, extensions_used
 from trialkit.logic.engine import (
     Compiled,
     LogicResult,
@@ -113,11 +114,13 @@ __all__ = [
     "SmartVar",
     "String",
     "Unary",
+    "check",
     "checkbox_column",
     "compile_expr",
     "evaluate",
     "evaluate_many",
     "event_column",
+    "extensions_used",
     "infer_kinds",
     "parse",
     "reference_columns",
