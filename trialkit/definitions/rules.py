@@ -326,6 +326,11 @@ def check_ruleset(ruleset: RuleSet, study: Any) -> list[Diagnostic]:
             check(c.applies_if, c.applies_pos, f"criterion {c.id} applies_if")
         if c.attested is not None:
             diags.extend(_check_attestation(c, study))
+    if ruleset.reference_date is not None:
+        ref = study.fields.get(ruleset.reference_date)
+        if ref is None or ref.value_kind not in ("date", "datetime"):
+            what = "is not in the study" if ref is None else f"is not a date field ({ref.value_kind})"
+            diags.append(Diagnostic("RULE013", f"reference_date '{ruleset.reference_date}' {what}", ruleset.source, 1, 1))
     if CriterionKind.INCLUSION not in {c.kind for c in ruleset.criteria}:
         diags.append(
             Diagnostic(

@@ -1,0 +1,395 @@
+"""Screening: every criterion for every candidate, column-wise, in Kleene mode, as of a date.
+
+The result is a frame with one row per candidate and, per criterion, a small-integer result (`Result`) and a
+bitmask of the referenced fields that were missing where the result is unknown. Names, values and prose are
+produced only when a report asks for them (`trialkit.screening.explain`), so screening a million candidates
+never builds a Python object per candidate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from trialkit.definitions.rules import Criterion, CriterionKind, RuleSet
+from trialkit.errors import DefinitionError, Diagnostic, UsageError
+from trialkit.screening import _eval
+from trialkit.screening.outcomes import Disposition, Result
+
+RESULT_DTYPE = pl.UInt8
+MASK_DTYPE = pl.UInt64
+MAX_MISSING = 64  # one bit per missing-field candidate of a criterion
+
+DISPOSITION_COL = "disposition"
+PRIMARY_COL = "primary_reason"
+
+
+def result_col(cid: str) -> str:
+    return f"result:{cid}"
+
+
+def missing_col(cid: str) -> str:
+    return f"missing:{cid}"
+
+
+@dataclass(frozen=True)
+class MissingItem:
+    """Something whose absence can leave a criterion unknown: a column of the record, a column of a repeating
+    instrument's instances, or the instrument itself having no instance at all."""
+
+    label: str  # what the coordinator reads: field name, or `form` for "no instance recorded"
+    column: str | None = None
+    form: str | None = None  # set for instance fields and for the no-instance item
+
+    @property
+    def is_instance(self) -> bool:
+        return self.form is not None
+
+
+@dataclass(frozen=True)
+class CompiledCriterion:
+    criterion: Criterion
+    index: int
+    logic: Any  # syntax tree
+    applies: Any | None
+    missing_items: tuple[MissingItem, ...]
+    columns: tuple[str, ...]  # record columns referenced (for values)
+    value_terms: tuple[tuple[str, Any], ...]  # (label, tree) of computed values worth showing
+    signature_columns: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> str:
+        return self.criterion.id
+
+    @property
+    def kind(self) -> CriterionKind:
+        return self.criterion.kind
+
+
+@dataclass(frozen=True)
+class CompiledRules:
+    """A rule set parsed once, ready to be evaluated on any number of frames (the fqm-execution lesson)."""
+
+    ruleset: RuleSet
+    criteria: tuple[CompiledCriterion, ...]
+    specs: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    record_id: str = "record_id"
+    forms: tuple[str, ...] = ()  # repeating instruments the rules aggregate over
+    reference_field: str | None = None  # per-candidate 'today' (else the as-of date for everyone)
+
+    def stamp(self) -> dict[str, str]:
+        return self.ruleset.stamp()
+
+    def columns(self) -> tuple[str, ...]:
+        """Every record column any criterion reads (what a caller must supply, at least as null columns)."""
+        seen: dict[str, None] = {self.reference_field: None} if self.reference_field else {}
+        for c in self.criteria:
+            for col in c.columns:
+                seen.setdefault(col, None)
+        return tuple(seen)
+
+
+def compile_rules(ruleset: RuleSet, study: Any = None, *, record_id: str | None = None) -> CompiledRules:
+    """Parse every expression of the rule set once. Syntax errors raise `DefinitionError` with located messages."""
+    diags: list[Diagnostic] = []
+    compiled = []
+    forms: dict[str, None] = {}
+    reference_field = ruleset.reference_date
+    for i, crit in enumerate(ruleset.criteria):
+        try:
+            logic = _eval.parse(crit.expression, crit.logic_pos)
+            applies = _eval.parse(crit.applies_if, crit.applies_pos) if crit.applies_if else None
+        except DefinitionError as exc:
+            diags.extend(exc.diagnostics)
+            continue
+        labels = _eval.value_terms(logic) + (_eval.value_terms(applies) if applies is not None else ())
+        if reference_field is not None:
+            logic = _eval.with_reference_date(logic)
+            applies = _eval.with_reference_date(applies) if applies is not None else None
+        terms = _eval.value_terms(logic) + (_eval.value_terms(applies) if applies is not None else ())
+        value_terms = tuple((label, node) for (label, _), (_, node) in zip(labels, terms, strict=True))
+        refs = _eval.references(logic)
+        if applies is not None:
+            refs = refs.merge(_eval.references(applies))
+        refs = _eval.Refs(tuple(c for c in refs.columns if c != _eval.REFERENCE_COLUMN), refs.instance_columns)
+        sig_cols: tuple[str, ...] = ()
+        if crit.attested is not None:
+            sig_cols = tuple(c for c in (crit.attested.signed_by, crit.attested.signed_on) if c)
+            refs = refs.merge(_eval.Refs(columns=sig_cols))
+        items = [MissingItem(c, column=c) for c in refs.columns]
+        for form, cols in refs.instance_columns.items():
+            forms.setdefault(form, None)
+            items.append(MissingItem(form, form=form))
+            items.extend(MissingItem(f"{form}.{c}", column=c, form=form) for c in cols)
+        if len(items) > MAX_MISSING:
+            diags.append(
+                Diagnostic(
+                    "SCR001",
+                    f"criterion {crit.id} reads {len(items)} fields; at most {MAX_MISSING}",
+                    crit.pos.file,
+                    crit.pos.line,
+                    crit.pos.col,
+                )
+            )
+            continue
+        compiled.append(
+            CompiledCriterion(
+                criterion=crit,
+                index=i,
+                logic=logic,
+                applies=applies,
+                missing_items=tuple(items),
+                columns=refs.columns,
+                value_terms=value_terms,
+                signature_columns=sig_cols,
+            )
+        )
+    if diags:
+        raise DefinitionError(f"{ruleset.source or ruleset.id}: rule set cannot be compiled", diagnostics=diags)
+    specs = _eval.field_specs(study) if study is not None else {}
+    rid = record_id or (study.record_id_field if study is not None else "record_id")
+    return CompiledRules(ruleset, tuple(compiled), specs, rid, tuple(forms), reference_field)
+
+
+@dataclass(frozen=True)
+class Screening:
+    """The outcome of one screening run: the stamp, the as-of date and the per-candidate result frame."""
+
+    rules: CompiledRules
+    as_of: dt.date
+    frame: pl.DataFrame  # record id, disposition, primary_reason, result:<id>..., missing:<id>...
+    data: pl.DataFrame = field(repr=False)  # the candidates' record columns (for values in explanations)
+    instances: Mapping[str, pl.DataFrame] = field(repr=False, default_factory=dict)
+
+    @property
+    def ruleset(self) -> RuleSet:
+        return self.rules.ruleset
+
+    @property
+    def record_id(self) -> str:
+        return self.rules.record_id
+
+    def __len__(self) -> int:
+        return self.frame.height
+
+    def stamp(self) -> dict[str, Any]:
+        return {"ruleset": self.rules.stamp(), "as_of": self.as_of.isoformat()}
+
+
+def screen(
+    rules: CompiledRules,
+    records: pl.DataFrame | Any,
+    *,
+    as_of: dt.date,
+    instances: Mapping[str, pl.DataFrame] | None = None,
+) -> Screening:
+    """Screen every candidate (one row of `records` each) against the compiled rules, as of `as_of`.
+
+    `records` may be a polars or pandas frame, or an object with `.records` and `.instances` (intake data).
+    Record columns the rules read but the frame lacks are treated as missing for every candidate.
+    """
+    if not isinstance(as_of, dt.date) or isinstance(as_of, dt.datetime):
+        raise UsageError(f"as_of must be a date, not {type(as_of).__name__}")
+    if hasattr(records, "records") and hasattr(records, "instances"):
+        instances = records.instances if instances is None else instances
+        records = records.records
+    frame = _as_polars(records)
+    rid = rules.record_id
+    if rid not in frame.columns:
+        raise UsageError(f"the data has no record id column '{rid}'")
+    frame = _with_missing_columns(frame, rules)
+    frame = frame.with_columns(_reference_date(rules, frame, as_of).alias(_eval.REFERENCE_COLUMN))
+    instances = {k: _as_polars(v) for k, v in (instances or {}).items()}
+    for form in rules.forms:
+        if form not in instances:
+            instances[form] = _empty_instances(rules, form)
+
+    ctx = _eval.Context(as_of=as_of, specs=rules.specs, instances=instances, record_id=rid)
+    exprs: dict[str, Any] = {}
+    for cc in rules.criteria:
+        exprs[_logic_key(cc)] = cc.logic
+        if cc.applies is not None:
+            exprs[_applies_key(cc)] = cc.applies
+    # One pass for every expression: the logic engine shares parsing of columns and instance aggregates.
+    evaluated = _eval.evaluate_many(exprs, frame, ctx).drop(rid)
+    gaps = {}
+    for cc in rules.criteria:
+        for label, series in _eval.instance_gaps(cc, frame, ctx).items():
+            gaps[_gap_key(label)] = series
+    work = pl.concat([frame, evaluated], how="horizontal")
+    if gaps:
+        work = work.with_columns(pl.Series(k, v) for k, v in gaps.items())
+    selects: list[pl.Expr] = [pl.col(rid).cast(pl.String)]
+    for cc in rules.criteria:
+        res, mask = _criterion_exprs(cc)
+        selects += [res.alias(result_col(cc.id)), mask.alias(missing_col(cc.id))]
+    out = work.select(selects).with_columns(_disposition_exprs(rules))
+    cols = [rid, DISPOSITION_COL, PRIMARY_COL]
+    cols += [c for cc in rules.criteria for c in (result_col(cc.id), missing_col(cc.id))]
+    return Screening(rules, as_of, out.select(cols), frame, instances)
+
+
+def _logic_key(cc: CompiledCriterion) -> str:
+    return f"logic:{cc.id}"
+
+
+def _applies_key(cc: CompiledCriterion) -> str:
+    return f"applies:{cc.id}"
+
+
+def _gap_key(label: str) -> str:
+    return f"gap:{label}"
+
+
+def _reference_date(rules: CompiledRules, frame: pl.DataFrame, as_of: dt.date) -> pl.Expr:
+    """'today' for each candidate: the reference date field where recorded (the protocol's screening date), else the
+    as-of date. Kept a Date so datediff and age_at_date see a real date."""
+    today = pl.lit(as_of, dtype=pl.Date)
+    if rules.reference_field is None:
+        return today
+    col = pl.col(rules.reference_field)
+    if frame.schema[rules.reference_field] == pl.String:
+        col = col.str.to_date("%Y-%m-%d", strict=False)
+    return pl.coalesce(col.cast(pl.Date, strict=False), today)
+
+
+def _as_polars(frame: Any) -> pl.DataFrame:
+    if isinstance(frame, pl.DataFrame):
+        return frame
+    if isinstance(frame, pl.LazyFrame):
+        return frame.collect()
+    try:
+        return pl.from_pandas(frame)
+    except (TypeError, ValueError, ImportError) as exc:
+        raise UsageError(f"cannot screen a {type(frame).__name__}: give a polars or pandas frame") from exc
+
+
+def _with_missing_columns(frame: pl.DataFrame, rules: CompiledRules) -> pl.DataFrame:
+    absent = [c for c in rules.columns() if c not in frame.columns]
+    if not absent:
+        return frame
+    return frame.with_columns(pl.lit(None, dtype=_eval.dtype_of(rules.specs, c)).alias(c) for c in absent)
+
+
+def _empty_instances(rules: CompiledRules, form: str) -> pl.DataFrame:
+    cols = {rules.record_id: pl.String, "redcap_repeat_instance": pl.Int64}
+    for cc in rules.criteria:
+        for item in cc.missing_items:
+            if item.form == form and item.column:
+                cols[item.column] = _eval.dtype_of(rules.specs, item.column)
+    return pl.DataFrame(schema=cols)
+
+
+def _criterion_exprs(cc: CompiledCriterion) -> tuple[pl.Expr, pl.Expr]:
+    """(result code, missing bitmask) for one criterion, over the frame of evaluated expressions."""
+    logic = pl.col(_logic_key(cc))
+    decided = (
+        pl.when(logic.is_null())
+        .then(pl.lit(Result.UNKNOWN.value))
+        .when(logic)
+        .then(pl.lit(Result.MET.value))
+        .otherwise(pl.lit(Result.NOT_MET.value))
+    )
+    if cc.signature_columns:
+        unsigned = pl.any_horizontal([pl.col(c).is_null() for c in cc.signature_columns])
+        decided = pl.when(unsigned).then(pl.lit(Result.UNKNOWN.value)).otherwise(decided)
+    if cc.applies is not None:
+        applies = pl.col(_applies_key(cc))
+        result = (
+            pl.when(applies.is_null())
+            .then(pl.lit(Result.UNKNOWN.value))
+            .when(applies)
+            .then(decided)
+            .otherwise(pl.lit(Result.NOT_APPLICABLE.value))
+        )
+    else:
+        result = decided
+    result = result.cast(RESULT_DTYPE)
+    mask = _missing_mask(cc)
+    mask = pl.when(result == Result.UNKNOWN.value).then(mask).otherwise(pl.lit(0, dtype=MASK_DTYPE))
+    return result, mask.cast(MASK_DTYPE)
+
+
+def _missing_mask(cc: CompiledCriterion) -> pl.Expr:
+    """One bit per missing item that is absent for the candidate. Every referenced field that is blank is named
+    (not only the ones that would flip the result): that is the list a coordinator collects."""
+    terms: list[pl.Expr] = []
+    for bit, item in enumerate(cc.missing_items):
+        flag = pl.col(item.column).is_null() if item.form is None else pl.col(_gap_key(item.label))
+        terms.append(flag.fill_null(False).cast(MASK_DTYPE) * pl.lit(1 << bit, dtype=MASK_DTYPE))
+    if not terms:
+        return pl.lit(0, dtype=MASK_DTYPE)
+    return pl.sum_horizontal(terms)
+
+
+def _disposition_exprs(rules: CompiledRules) -> list[pl.Expr]:
+    fails = []
+    oks = []
+    for cc in rules.criteria:
+        col = pl.col(result_col(cc.id))
+        if cc.kind is CriterionKind.INCLUSION:
+            fails.append((cc.id, col == Result.NOT_MET.value))
+            oks.append(col.is_in([Result.MET.value, Result.NOT_APPLICABLE.value]))
+        else:
+            fails.append((cc.id, col == Result.MET.value))
+            oks.append(col.is_in([Result.NOT_MET.value, Result.NOT_APPLICABLE.value]))
+    if not fails:
+        return [pl.lit(Disposition.ELIGIBLE.value).alias(DISPOSITION_COL), pl.lit(None, pl.String).alias(PRIMARY_COL)]
+    ineligible = pl.any_horizontal([f for _, f in fails])
+    eligible = pl.all_horizontal(oks)
+    disposition = (
+        pl.when(ineligible)
+        .then(pl.lit(Disposition.INELIGIBLE.value))
+        .when(eligible)
+        .then(pl.lit(Disposition.ELIGIBLE.value))
+        .otherwise(pl.lit(Disposition.PENDING.value))
+        .cast(pl.Enum(list(d.value for d in Disposition)))
+    )
+    primary = pl.coalesce([pl.when(f).then(pl.lit(cid)) for cid, f in fails]).cast(pl.String)
+    return [disposition.alias(DISPOSITION_COL), primary.alias(PRIMARY_COL)]
+
+
+def reasons_expr(rules: CompiledRules) -> pl.Expr:
+    """All deciding criteria in protocol order, as a list column (for summaries; built only when asked)."""
+    parts = []
+    for cc in rules.criteria:
+        col = pl.col(result_col(cc.id))
+        bad = Result.NOT_MET.value if cc.kind is CriterionKind.INCLUSION else Result.MET.value
+        parts.append(pl.when(col == bad).then(pl.lit(cc.id)).otherwise(pl.lit(None, pl.String)))
+    if not parts:
+        return pl.lit([], dtype=pl.List(pl.String))
+    return pl.concat_list(parts).list.drop_nulls()
+
+
+def decode_mask(cc: CompiledCriterion, mask: int) -> tuple[str, ...]:
+    return tuple(item.label for bit, item in enumerate(cc.missing_items) if mask >> bit & 1)
+
+
+def parse_as_of(text: str | None, today: dt.date | None = None) -> dt.date:
+    """`YYYY-MM-DD` to a date; None means `today` (the CLI passes the clock's date: the library reads no clock)."""
+    if text is None:
+        if today is None:
+            raise UsageError("an as-of date is required")
+        return today
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--as-of must be a date as YYYY-MM-DD, not {text!r}") from None
+
+
+def criteria_by_id(rules: CompiledRules) -> dict[str, CompiledCriterion]:
+    return {cc.id: cc for cc in rules.criteria}
+
+
+def select_candidates(screening: Screening, record_ids: Sequence[str]) -> Screening:
+    """The same screening narrowed to some candidates (for explaining a few out of many)."""
+    rid = screening.record_id
+    ids = pl.Series(rid, list(record_ids), dtype=pl.String)
+    frame = screening.frame.filter(pl.col(rid).is_in(ids))
+    data = screening.data.filter(pl.col(rid).cast(pl.String).is_in(ids))
+    inst = {k: v.filter(pl.col(rid).cast(pl.String).is_in(ids)) for k, v in screening.instances.items()}
+    return Screening(screening.rules, screening.as_of, frame, data, inst)

@@ -1,0 +1,238 @@
+"""From the result frame to what people read: per-candidate checklists with values and missing fields, the
+summary (counts by disposition and reason, missing fields ranked), and the CONSORT-style funnel."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from trialkit.screening import _eval
+from trialkit.screening.engine import (
+    DISPOSITION_COL,
+    PRIMARY_COL,
+    CompiledCriterion,
+    Screening,
+    decode_mask,
+    missing_col,
+    reasons_expr,
+    result_col,
+)
+from trialkit.screening.outcomes import DISPOSITIONS, CandidateResult, CriterionOutcome, Disposition, Result
+
+
+def jsonable(value: Any) -> Any:
+    """A cell as JSON: dates as ISO text, NaN as null, whole floats kept as floats (90.0 stays a number)."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def _value_columns(screening: Screening) -> dict[str, pl.Series]:
+    """Every value the checklists show, evaluated column-wise once for all candidates being explained."""
+    ctx = _eval.Context(
+        as_of=screening.as_of,
+        specs=screening.rules.specs,
+        instances=screening.instances,
+        record_id=screening.record_id,
+    )
+    out: dict[str, pl.Series] = {}
+    data = screening.data
+    terms: dict[str, object] = {}
+    for cc in screening.rules.criteria:
+        for col in cc.columns:
+            if col not in out and col in data.columns:
+                out[col] = data[col]
+        for label, node in cc.value_terms:
+            terms.setdefault(f"={label}", node)
+    if terms and data.height:
+        evaluated = _eval.evaluate_many(terms, data, ctx)
+        for key in terms:
+            out[key] = evaluated[key]
+    return out
+
+
+def candidates(screening: Screening) -> Iterator[CandidateResult]:
+    """One `CandidateResult` per candidate, in input order. Meant for reports on hundreds or thousands of rows;
+    for a million, summarise the frame instead (`summarise`)."""
+    frame = screening.frame
+    rid = screening.record_id
+    values = _value_columns(screening)
+    # Align the data rows with the result rows (both keep input order; a filter may have narrowed one).
+    data_ids = screening.data[rid].cast(pl.String).to_list()
+    pos = {r: i for i, r in enumerate(data_ids)}
+    value_lists = {k: v.to_list() for k, v in values.items()}
+    crits = screening.rules.criteria
+    rows = frame.to_dicts()
+    for row in rows:
+        record = row[rid]
+        i = pos.get(record)
+        outcomes = []
+        for cc in crits:
+            code = Result(row[result_col(cc.id)])
+            missing = decode_mask(cc, row[missing_col(cc.id)] or 0)
+            vals: dict[str, Any] = {}
+            if i is not None:
+                for col in cc.columns:
+                    if col in value_lists:
+                        vals[col] = jsonable(value_lists[col][i])
+                for label, _ in cc.value_terms:
+                    vals[label] = jsonable(value_lists[f"={label}"][i])
+            outcomes.append(CriterionOutcome(cc.id, cc.kind.value, code.label, missing, vals, cc.criterion.text))
+        reasons = tuple(o.id for o in outcomes if o.decides_ineligible)
+        disposition = str(row[DISPOSITION_COL])
+        needed: dict[str, None] = {}
+        if disposition == Disposition.PENDING.value:
+            for o in outcomes:
+                if o.result == "unknown":
+                    for m in o.missing:
+                        needed.setdefault(m, None)
+        yield CandidateResult(record, disposition, row[PRIMARY_COL], reasons, tuple(needed), tuple(outcomes))
+
+
+@dataclass(frozen=True)
+class MissingRank:
+    field: str
+    pending: int  # pending candidates that still need it
+    sole: int  # pending candidates for whom it is the only thing still needed
+    criteria: tuple[str, ...]  # criteria that read it
+
+
+@dataclass(frozen=True)
+class Summary:
+    total: int
+    by_disposition: dict[str, int]
+    by_primary_reason: dict[str, int]  # ineligible candidates by primary reason, protocol order
+    by_reason: dict[str, int]  # every deciding criterion counted (a candidate may count under several)
+    by_result: dict[str, dict[str, int]]  # criterion -> result label -> count
+    missing: tuple[MissingRank, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "by_disposition": dict(self.by_disposition),
+            "by_primary_reason": dict(self.by_primary_reason),
+            "by_reason": dict(self.by_reason),
+            "by_criterion": {k: dict(v) for k, v in self.by_result.items()},
+            "missing_fields": [
+                {
+                    "field": m.field,
+                    "pending_candidates": m.pending,
+                    "only_missing_for": m.sole,
+                    "criteria": list(m.criteria),
+                }
+                for m in self.missing
+            ],
+        }
+
+
+def summarise(screening: Screening) -> Summary:
+    """Counts and the missing-field ranking, column-wise (fine for a million candidates)."""
+    frame = screening.frame
+    crits = screening.rules.criteria
+    ids = [cc.id for cc in crits]
+    disp_counts = dict.fromkeys(DISPOSITIONS, 0)
+    for d, n in frame.group_by(DISPOSITION_COL).len().iter_rows():
+        disp_counts[str(d)] = n
+    primary = dict.fromkeys(ids, 0)
+    for r, n in frame.filter(pl.col(PRIMARY_COL).is_not_null()).group_by(PRIMARY_COL).len().iter_rows():
+        primary[r] = n
+    by_reason = dict.fromkeys(ids, 0)
+    reasons = frame.select(reasons_expr(screening.rules).alias("r")).explode("r").drop_nulls()
+    for r, n in reasons.group_by("r").len().iter_rows():
+        by_reason[r] = n
+    by_result: dict[str, dict[str, int]] = {}
+    counts = (
+        frame.select(
+            [(pl.col(result_col(cc.id)) == r.value).sum().alias(f"{cc.id}|{r.label}") for cc in crits for r in Result]
+        ).row(0, named=True)
+        if crits
+        else {}
+    )
+    for cc in crits:
+        by_result[cc.id] = {r.label: int(counts[f"{cc.id}|{r.label}"]) for r in Result}
+    return Summary(
+        total=frame.height,
+        by_disposition=disp_counts,
+        by_primary_reason={k: v for k, v in primary.items() if v},
+        by_reason={k: v for k, v in by_reason.items() if v},
+        by_result=by_result,
+        missing=_missing_ranking(screening),
+    )
+
+
+def _missing_ranking(screening: Screening) -> tuple[MissingRank, ...]:
+    crits = screening.rules.criteria
+    holders: dict[str, list[tuple[CompiledCriterion, int]]] = {}
+    for cc in crits:
+        for bit, item in enumerate(cc.missing_items):
+            holders.setdefault(item.label, []).append((cc, bit))
+    if not holders:
+        return ()
+    pending = screening.frame.filter(pl.col(DISPOSITION_COL) == Disposition.PENDING.value)
+    if pending.height == 0:
+        return ()
+    flags = {
+        label: pl.any_horizontal(
+            [(pl.col(missing_col(cc.id)) & pl.lit(1 << bit, dtype=pl.UInt64)) != 0 for cc, bit in places]
+        )
+        for label, places in holders.items()
+    }
+    labels = list(flags)
+    named = pending.select([flags[lab].alias(f"f{i}") for i, lab in enumerate(labels)])
+    n_missing = named.select(pl.sum_horizontal(pl.all().cast(pl.UInt32)).alias("n"))["n"]
+    stats = (
+        named.with_columns(n_missing.alias("__n"))
+        .select(
+            [pl.col(f"f{i}").sum().alias(f"p{i}") for i in range(len(labels))]
+            + [(pl.col(f"f{i}") & (pl.col("__n") == 1)).sum().alias(f"s{i}") for i in range(len(labels))]
+        )
+        .row(0, named=True)
+    )
+    ranks = [
+        MissingRank(lab, int(stats[f"p{i}"]), int(stats[f"s{i}"]), tuple(cc.id for cc, _ in holders[lab]))
+        for i, lab in enumerate(labels)
+        if stats[f"p{i}"]
+    ]
+    order = {lab: i for i, lab in enumerate(labels)}
+    ranks.sort(key=lambda m: (-m.pending, -m.sole, order[m.field]))
+    return tuple(ranks)
+
+
+@dataclass(frozen=True)
+class FunnelBox:
+    label: str
+    n: int
+    items: tuple[tuple[str, str, int], ...] = ()  # (criterion id, text, count)
+
+
+@dataclass(frozen=True)
+class Funnel:
+    assessed: FunnelBox
+    excluded: FunnelBox
+    pending: FunnelBox
+    eligible: FunnelBox
+
+
+def funnel(screening: Screening, summary: Summary | None = None) -> Funnel:
+    """CONSORT enrolment boxes: assessed -> excluded (by primary reason; exclusions count under 'not meeting
+    criteria' as CONSORT does), pending data, eligible."""
+    s = summary or summarise(screening)
+    texts = {cc.id: cc.criterion.text for cc in screening.rules.criteria}
+    items = tuple((cid, texts.get(cid, ""), n) for cid, n in s.by_primary_reason.items())
+    return Funnel(
+        assessed=FunnelBox("Assessed for eligibility", s.total),
+        excluded=FunnelBox("Excluded: not meeting eligibility criteria", s.by_disposition["ineligible"], items),
+        pending=FunnelBox("Pending: data still needed", s.by_disposition["pending"]),
+        eligible=FunnelBox("Eligible", s.by_disposition["eligible"]),
+    )

@@ -1,0 +1,89 @@
+"""The vocabulary of screening results: per-criterion results, dispositions, and the per-candidate view."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+from typing import Any
+
+
+class Result(IntEnum):
+    """A criterion's result for one candidate. Stored as small integers in the result frame (cheap at 1M rows)."""
+
+    MET = 0
+    NOT_MET = 1
+    UNKNOWN = 2
+    NOT_APPLICABLE = 3
+
+    @property
+    def label(self) -> str:
+        return _RESULT_LABELS[self]
+
+    @classmethod
+    def from_label(cls, text: str) -> Result:
+        return {v: k for k, v in _RESULT_LABELS.items()}[text]
+
+
+_RESULT_LABELS = {
+    Result.MET: "met",
+    Result.NOT_MET: "not_met",
+    Result.UNKNOWN: "unknown",
+    Result.NOT_APPLICABLE: "not_applicable",
+}
+RESULT_LABELS = tuple(_RESULT_LABELS[r] for r in Result)
+
+
+class Disposition(StrEnum):
+    ELIGIBLE = "eligible"
+    INELIGIBLE = "ineligible"
+    PENDING = "pending"
+
+
+DISPOSITIONS = tuple(d.value for d in Disposition)
+
+
+@dataclass(frozen=True)
+class CriterionOutcome:
+    """One criterion for one candidate, as reports show it."""
+
+    id: str
+    kind: str
+    result: str
+    missing: tuple[str, ...] = ()
+    values: dict[str, Any] = field(default_factory=dict)
+    text: str = ""
+
+    @property
+    def decides_ineligible(self) -> bool:
+        return (self.kind == "inclusion" and self.result == "not_met") or (
+            self.kind == "exclusion" and self.result == "met"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "result": self.result,
+            "missing": list(self.missing),
+            "values": dict(self.values),
+        }
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    record_id: str
+    disposition: str
+    primary_reason: str | None
+    reasons: tuple[str, ...]
+    still_needed: tuple[str, ...]
+    criteria: tuple[CriterionOutcome, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "record_id": self.record_id,
+            "disposition": self.disposition,
+            "primary_reason": self.primary_reason,
+            "reasons": list(self.reasons),
+            "still_needed": list(self.still_needed),
+            "criteria": [c.to_dict() for c in self.criteria],
+        }
