@@ -1,0 +1,132 @@
+"""`trialkit check`: check study, instrument and rule files; print every problem with its location."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from trialkit.errors import Diagnostic, sorted_diagnostics
+
+RULES_DIR = "eligibility_rules"
+
+
+def _yaml_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml"))
+
+
+def _top_keys(path: Path) -> set[str]:
+    from trialkit.definitions.yamlio import read_yaml
+
+    doc = read_yaml(path)
+    return set(doc.data) if isinstance(doc.data, dict) else set()
+
+
+def _check_rules(paths: list[Path], study_dir: Path | None) -> list[Diagnostic]:
+    try:
+        from trialkit.definitions.rules import check_ruleset, read_ruleset
+    except ImportError:  # rule support not installed in this build
+        return []
+    study = None
+    if study_dir is not None:
+        from trialkit.definitions.loader import check_study
+
+        result = check_study(study_dir)
+        study = result.study if result.ok else None
+    diags: list[Diagnostic] = []
+    for p in paths:
+        from trialkit.definitions.loader import display_path
+
+        ruleset, found = read_ruleset(display_path(p))
+        diags += found
+        if ruleset is not None and study is not None:
+            diags += check_ruleset(ruleset, study)
+    return diags
+
+
+def _study_dir_for(path: Path) -> Path | None:
+    for candidate in (path.parent, path.parent.parent, Path(".")):
+        if (candidate / "study.yaml").is_file():
+            return candidate
+    return None
+
+
+def collect(paths: tuple[str, ...]) -> list[Diagnostic]:
+    """Diagnostics for the given paths (default: the study in the current directory and its rule files)."""
+    from trialkit.definitions.loader import check_instrument_file, check_study, display_path
+
+    diags: list[Diagnostic] = []
+    targets = [Path(p) for p in paths] or [Path(".")]
+    for target in targets:
+        if not target.exists():
+            diags.append(Diagnostic("IO001", "no such file or directory", display_path(target)))
+            continue
+        if target.is_dir():
+            diags += check_study(target).diagnostics
+            rules = _yaml_files(target / RULES_DIR)
+            if rules and (target / "study.yaml").is_file():
+                diags += _check_rules(rules, target)
+            continue
+        keys = _top_keys(target)
+        if target.name == "study.yaml" or "study" in keys:
+            diags += check_study(target).diagnostics
+        elif "instrument" in keys:
+            study_dir = _study_dir_for(target)
+            if study_dir is not None and target.parent.name == "instruments":
+                shown = display_path(target)
+                diags += [d for d in check_study(study_dir).diagnostics if d.file == shown]
+            else:
+                diags += check_instrument_file(target)[1]
+        elif "criteria" in keys or target.parent.name == RULES_DIR:
+            diags += _check_rules([target], _study_dir_for(target))
+        else:
+            # Not recognisable: check it as an instrument, which reports YAML and schema problems with places.
+            diags += check_instrument_file(target)[1]
+    return sorted_diagnostics(_unique(diags))
+
+
+def _unique(diags: list[Diagnostic]) -> list[Diagnostic]:
+    seen = set()
+    out = []
+    for d in diags:
+        key = (d.code, d.message, d.file, d.line, d.col, d.severity)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  trialkit check            # study.yaml, instruments/ and eligibility_rules/ of the current directory
+  trialkit check instruments/phq9.yaml
+  trialkit check --format json path/to/study
+"""
+)
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Output format.")
+def check(paths: tuple[str, ...], fmt: str) -> None:
+    """Check study definitions: YAML, JSON Schema, names, choices, ranges, schedule and every expression.
+
+    Prints each problem as `file:line:col: CODE message`. Exit 0 when there is no error (warnings are printed
+    but do not fail), 2 when there is any error.
+    """
+    diags = collect(paths)
+    errors = sum(1 for d in diags if d.is_error)
+    warnings = len(diags) - errors
+    if fmt == "json":
+        click.echo(json.dumps({"errors": errors, "warnings": warnings,
+                               "diagnostics": [d.to_dict() for d in diags]}, indent=2))
+    else:
+        for d in diags:
+            click.echo(d.format())
+        summary = f"{errors} error(s), {warnings} warning(s)" if diags else "ok: no problems found"
+        click.echo(summary, err=True)
+    if errors:
+        sys.exit(2)

@@ -1,0 +1,102 @@
+"""`trialkit dictionary export|import`: the study as a REDCap data dictionary CSV, and back."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.group(
+    epilog="""\b
+Examples:
+  trialkit dictionary export --out kap_trd_DataDictionary.csv
+  trialkit dictionary import MyProject_DataDictionary.csv --out myproject/
+"""
+)
+def dictionary() -> None:
+    """REDCap data dictionary: export the study's, or import one into instrument YAML files."""
+
+
+@dictionary.command("export")
+@click.option("--study", "study_path", default=".", show_default=True, type=click.Path(),
+              help="Study directory or study.yaml.")
+@click.option("--out", "out", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the CSV to this file (default: standard output).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True,
+              help="csv: REDCap's Data Dictionary download; json: the API's metadata rows.")
+@click.option("--bom/--no-bom", default=False, show_default=True, help="Start the CSV with a UTF-8 byte order mark.")
+def export_cmd(study_path: str, out: str | None, fmt: str, bom: bool) -> None:
+    """Write the study's data dictionary exactly as REDCap's Data Dictionary download.
+
+    \b
+    Example:
+      trialkit dictionary export --out dictionary.csv
+    """
+    import json
+
+    from trialkit.definitions import load_study
+    from trialkit.definitions.dictionary import export_dictionary, metadata_rows
+
+    study = load_study(study_path)
+    if fmt == "json":
+        text = json.dumps(metadata_rows(study), indent=2, ensure_ascii=False) + "\n"
+    else:
+        text = export_dictionary(study, bom=bom)
+    if out is None:
+        sys.stdout.write(text)
+        return
+    Path(out).write_text(text, encoding="utf-8", newline="")
+    click.echo(f"wrote {out} ({len(study.fields)} fields, {len(study.instruments)} instruments)", err=True)
+
+
+@dictionary.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Directory for study.yaml and instruments/*.yaml.")
+@click.option("--name", "name", default=None, help="Study id (default: derived from the output directory name).")
+@click.option("--force", is_flag=True, help="Replace files that exist already.")
+def import_cmd(file: str, out: str, name: str | None, force: bool) -> None:
+    """Turn a REDCap data dictionary CSV (UTF-8, with or without BOM) into study.yaml and instrument files.
+
+    The files export back to the same dictionary, cell for cell. Problems REDCap itself would refuse (unknown
+    field type, bad or duplicate names) stop the import; anything else is reported by `trialkit check`.
+
+    \b
+    Example:
+      trialkit dictionary import MyProject_DataDictionary.csv --out myproject/
+    """
+    import re
+
+    from trialkit.definitions.dictionary import import_dictionary
+    from trialkit.definitions.loader import check_study, display_path
+    from trialkit.definitions.yamlwrite import write_study
+    from trialkit.errors import DataError, DefinitionError, Diagnostic
+
+    path = Path(file)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {file}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DefinitionError(
+            "not UTF-8",
+            diagnostics=[Diagnostic("IO002", f"not UTF-8 text (byte {exc.start}); save the CSV as UTF-8", file, 1, 1)],
+        ) from None
+    out_dir = Path(out)
+    study_name = name or re.sub(r"[^a-z0-9_]", "_", out_dir.resolve().name.lower()).strip("_") or "study"
+    if not study_name[0].isalpha():
+        study_name = f"s_{study_name}"
+    study = import_dictionary(text, name=study_name, path=display_path(path))
+    written = write_study(study, out_dir, overwrite=force)
+    click.echo(f"wrote {len(written)} files under {out} ({len(study.fields)} fields, "
+               f"{len(study.instruments)} instruments)", err=True)
+    result = check_study(out_dir)
+    for d in result.diagnostics:
+        click.echo(d.format(), err=True)
+    if result.diagnostics:
+        click.echo(f"note: `trialkit check {out}` reports {len(result.errors)} error(s), "
+                   f"{len(result.warnings)} warning(s)", err=True)
