@@ -576,7 +576,11 @@ class Compiler:
         return self._math(node, fn)
 
     def _f_mod(self, node: Call) -> Col:
-        return self._math(node, lambda a, b: pl.when(b != 0).then(a - b * (a / b).cast(pl.Int64).cast(pl.Float64)))
+        def fn(a, b):
+            q = pl.when(b != 0).then(a / b)
+            return a - b * pl.when(q >= 0).then(q.floor()).otherwise(q.ceil())
+
+        return self._math(node, fn)
 
     def _horizontal(self, node: Call, how: str) -> Col:
         args = self._args(node)
