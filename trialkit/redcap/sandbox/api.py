@@ -7,7 +7,6 @@ here can also be called directly. Token checks come first (403), then `content` 
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 import json
 import re
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from trialkit.redcap.sandbox import formats, records
 from trialkit.redcap.sandbox.errors import BAD_CONTENT, NO_API_RIGHTS, ApiError, invalid_values
 from trialkit.redcap.sandbox.naming import unique_event_name
-from trialkit.redcap.sandbox.project import METADATA_KEYS, ProjectSpec, Schema, metadata_problems, normalise_metadata
+from trialkit.redcap.sandbox.project import ProjectSpec, Schema, metadata_problems, normalise_metadata
 from trialkit.redcap.sandbox.storage import Storage
 
 REDCAP_VERSION = "14.5.8"
@@ -633,5 +632,4 @@ _HANDLERS = {
                                  "fileRepository", "project_xml", "participantList", "randomize", "record_rename")},
 }
 
-# METADATA_KEYS and dt are part of this module's vocabulary for callers building replies by hand.
-__all__ = ["METADATA_KEYS", "ApiRequest", "Reply", "handle", "dt"]
+__all__ = ["ApiRequest", "Reply", "handle"]

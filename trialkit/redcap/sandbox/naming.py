@@ -1,21 +1,23 @@
-"""REDCap naming rules the sandbox needs: checkbox export columns, choice strings, unique event names.
+"""The REDCap naming rules the sandbox uses, taken from trialkit.definitions (one rule, one place).
 
-These follow redcap-api.md §2.1/§3.2. When trialkit.definitions publishes its own naming helpers this module
-becomes a re-export of them (one rule, one place).
+Only what definitions does not cover lives here: splitting a choice string the way the server reads it, and the
+default instrument label REDCap derives from a form name.
 """
 
 from __future__ import annotations
 
-import re
-
 from trialkit.definitions import validation_types
+from trialkit.definitions.redcap_names import checkbox_column, name_problem, unique_event_name
 
-_NON_ALNUM = re.compile(r"[^a-z0-9]")
-
-
-def checkbox_column(field: str, code: str) -> str:
-    """`cb` + `-4` -> `cb____4`; the code is lowercased and non-alphanumerics become `_`."""
-    return f"{field}___{_NON_ALNUM.sub('_', code.lower())}"
+__all__ = [
+    "checkbox_column",
+    "default_form_label",
+    "is_validation_type",
+    "name_problem",
+    "parse_choices",
+    "parse_missing_codes",
+    "unique_event_name",
+]
 
 
 def parse_choices(text: str) -> tuple[tuple[str, str], ...]:
@@ -37,18 +39,6 @@ def parse_missing_codes(text: str) -> tuple[tuple[str, str], ...]:
 def default_form_label(form: str) -> str:
     text = form.replace("_", " ").strip()
     return text[:1].upper() + text[1:]
-
-
-def unique_event_name(label: str, arm_num: int, taken: set[str] | frozenset[str] = frozenset()) -> str:
-    """`Screening / Enrollment`, arm 1 -> `screening__enrollm_arm_1` (18 characters of the label, then a suffix)."""
-    base = _NON_ALNUM.sub("_", label.lower())[:18] or "event"
-    name = f"{base}_arm_{arm_num}"
-    n = 2
-    while name in taken:
-        # collisions: REDCap appends a letter-free counter to the stem [?]; keep it deterministic
-        name = f"{base[:16]}{n:02d}_arm_{arm_num}"
-        n += 1
-    return name
 
 
 def is_validation_type(name: str) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -74,7 +73,6 @@ FIELD_TYPES = frozenset(
     {"text", "notes", "dropdown", "radio", "checkbox", "yesno", "truefalse", "calc", "slider", "descriptive", "file",
      "sql"}
 )
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -164,13 +162,15 @@ def metadata_problems(rows: Sequence[Mapping[str, str]]) -> list[str]:
     current_form = None
     for i, row in enumerate(rows, start=1):
         name, form, ftype = row["field_name"], row["form_name"], row["field_type"]
-        if not _NAME.match(name) or "__" in name or name.endswith("_"):
-            problems.append(f"Row {i}: the variable name '{name}' is not valid")
+        why = naming.name_problem(name)
+        if why:
+            problems.append(f"Row {i}: the variable name '{name}' is not valid: it {why}")
         if name in seen:
             problems.append(f"Row {i}: the variable name '{name}' is duplicated")
         seen.add(name)
-        if not _NAME.match(form):
-            problems.append(f"Row {i}: the form name '{form}' is not valid")
+        why = naming.name_problem(form)
+        if why:
+            problems.append(f"Row {i}: the form name '{form}' is not valid: it {why}")
         if form != current_form:
             if form in forms_done:
                 problems.append(f"Row {i}: the fields of form '{form}' are not contiguous")

@@ -165,11 +165,8 @@ class _Context:
             if col.field == schema.def_field:
                 continue
             default = ""
-            if col.form in forms:
-                if col.kind == "checkbox":
-                    default = "0"
-                elif col.kind == "complete" and not plan.blank_gray:
-                    default = "0"
+            if col.form in forms and (col.kind == "checkbox" or (col.kind == "complete" and not plan.blank_gray)):
+                default = "0"
             self.defaults.append((col.name, default))
 
 
@@ -668,7 +665,7 @@ def delete_records(storage: Storage, con: sqlite3.Connection, pid: int, schema: 
             key = (pid, record, ev, rform, inst)
             if names is None:
                 con.execute("DELETE FROM rows WHERE pid=? AND record=? AND event=? AND rform=? AND inst=?", key)
-                con.execute("DELETE FROM files WHERE pid=? AND record=? AND event=? AND inst=?", key[:3] + (inst,))
+                con.execute("DELETE FROM files WHERE pid=? AND record=? AND event=? AND inst=?", (*key[:3], inst))
                 continue
             data = json.loads(data_text)
             kept = {k: v for k, v in data.items() if k not in names}

@@ -21,7 +21,7 @@ from trialkit.redcap.sandbox.project import ProjectSpec, Schema
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS projects(
-    id INTEGER PRIMARY KEY, token TEXT UNIQUE NOT NULL, spec TEXT NOT NULL, version INTEGER NOT NULL,
+    id INTEGER PRIMARY KEY AUTOINCREMENT, token TEXT UNIQUE NOT NULL, spec TEXT NOT NULL, version INTEGER NOT NULL,
     created TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS records(
     pid INTEGER NOT NULL, record TEXT NOT NULL, rkey TEXT NOT NULL, dag TEXT NOT NULL DEFAULT '',
