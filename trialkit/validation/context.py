@@ -58,7 +58,7 @@ def _scope_expr(study: Study, form: str) -> pl.Expr:
     (of an event it is designated for, when longitudinal)."""
     ri = pl.col(RI)
     if not study.longitudinal:
-        return (ri == form) if form in study.repeating_instruments else ri.is_null()
+        return ((ri == form) if form in study.repeating_instruments else ri.is_null()).fill_null(False)
     plain = [e.name for e in study.events if form in e.instruments and form not in e.repeating]
     repeat = [e.name for e in study.events if form in e.repeating]
     expr = pl.lit(False)
@@ -69,11 +69,12 @@ def _scope_expr(study: Study, form: str) -> pl.Expr:
     return expr.fill_null(False)
 
 
-def _started_expr(form: str, columns: list[Column], present: set[str]) -> pl.Expr:
-    """The row holds some data of `form` (REDCap exports unticked checkboxes as 0 and grey forms as 0)."""
+def _started_expr(form: str, columns: list[Column], present: set[str], rid: str) -> pl.Expr:
+    """The row holds some data of `form` (REDCap exports unticked checkboxes as 0 and grey forms as 0; the
+    record id, though the first field of the first form, says nothing about that form)."""
     parts = []
     for c in columns:
-        if c.name not in present:
+        if c.name not in present or c.name == rid:
             continue
         if c.kind == "checkbox":
             parts.append(pl.col(c.name) == "1")
@@ -140,7 +141,7 @@ def build_context(intake: IntakeData, *, as_of: _dt.date) -> Context:
     for c in columns:
         by_form.setdefault(c.form, []).append(c)
     helper = [_scope_expr(study, form).alias(scope_name(form)) for form in by_form]
-    helper += [_started_expr(form, cols, present).alias(started_name(form)) for form, cols in by_form.items()]
+    helper += [_started_expr(form, cols, present, rid).alias(started_name(form)) for form, cols in by_form.items()]
     frame = base.hstack(intake.raw.select([pl.col(c.name) for c in columns if c.name in present]))
     frame = frame.select([*base.columns, *helper])
     typed_cols = [

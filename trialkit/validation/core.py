@@ -243,6 +243,8 @@ def _column_checks(plan: _Plan, col: Column, ctx: Context, as_of: _dt.date, miss
         return
     started = pl.col(started_name(col.form))
     has_shown = field.name in ctx.shown
+    if field.show_if.strip() and not has_shown:
+        return  # branching logic could not be evaluated (reported as a 'logic' finding): no guessing
     shown = pl.col(shown_name(field.name)).fill_null(True) if has_shown else pl.lit(True)
     if field.required and col.kind != "checkbox":
         plan.add(
@@ -299,7 +301,7 @@ def _checkbox_required(
     plan: _Plan, name: str, cols: list[Column], first: Column, ctx: Context, present: set[str]
 ) -> None:
     field = first.field
-    if field is None or not field.required:
+    if field is None or not field.required or (field.show_if.strip() and name not in ctx.shown):
         return
     ticked = pl.any_horizontal([pl.col(c.name) == "1" for c in cols if c.name in present]).fill_null(False)
     scope = pl.col(scope_name(first.form))

@@ -1,0 +1,156 @@
+"""IntakeData shapes: one row per record, repeating instruments as their own tables, events when longitudinal."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import ClassVar
+
+import polars as pl
+import pytest
+from conftest import shared
+
+from trialkit.errors import UsageError
+from trialkit.records import IntakeData, read_intake
+
+
+class TestClassicStudy:
+    def test_records_one_row_per_record_typed(self, clean_csv, mini_study):
+        intake = read_intake(clean_csv, mini_study)
+        rec = intake.records
+        assert rec.height == 2
+        assert rec.row(0, named=True)["dob"] == dt.date(1990, 5, 2)
+        assert rec.row(0, named=True)["visit_time"] == dt.datetime(2025, 1, 10, 9, 30)
+        assert rec.row(1, named=True)["weight"] == 80.0
+        # repeating fields are not record columns; the record table has every non-repeating column
+        assert "drug" not in rec.columns and "enrol_complete" in rec.columns
+
+    def test_instances_keyed_by_record_and_instance(self, clean_csv, mini_study):
+        hist = read_intake(clean_csv, mini_study).instances["history"]
+        assert hist.columns[:2] == ["record_id", "redcap_repeat_instance"]
+        assert hist.schema["redcap_repeat_instance"] == pl.Int64
+        assert hist.select("record_id", "redcap_repeat_instance", "drug").rows() == [
+            ("001", 1, "sertraline"),
+            ("001", 2, "other"),
+            ("002", 1, "sertraline"),
+        ]
+        assert hist.schema["start"] == pl.Date
+
+    def test_record_with_only_instance_rows_still_listed(self, tmp_path, mini_study, clean_rows):
+        rows = [
+            *clean_rows,
+            {
+                "record_id": "003",
+                "redcap_repeat_instrument": "history",
+                "redcap_repeat_instance": "1",
+                "drug": "sertraline",
+            },
+        ]
+        intake = read_intake(shared.write_csv(tmp_path / "i.csv", rows), mini_study)
+        rec = intake.records
+        assert rec.get_column("record_id").to_list() == ["001", "002", "003"]
+        assert rec.row(2, named=True)["age"] is None
+
+    def test_bad_cells_become_null_but_raw_keeps_them(self, tmp_path, mini_study, clean_rows):
+        clean_rows[0]["age"] = "thirty"
+        clean_rows[0]["dob"] = "1990-02-30"
+        intake = read_intake(shared.write_csv(tmp_path / "i.csv", clean_rows), mini_study)
+        assert intake.records.row(0, named=True)["age"] is None
+        assert intake.records.row(0, named=True)["dob"] is None
+        assert intake.raw.row(0, named=True)["age"] == "thirty"
+
+    def test_fields_absent_from_the_file_are_null_columns(self, tmp_path, mini_study):
+        path = tmp_path / "few.csv"
+        path.write_text("record_id,age\n007,40\n")
+        rec = read_intake(path, mini_study).records
+        assert rec.schema["dob"] == pl.Date and rec.get_column("dob").to_list() == [None]
+        assert rec.schema["race___1"] == pl.String
+        assert read_intake(path, mini_study).instances["history"].height == 0
+
+    def test_from_frame_accepts_typed_values(self, mini_study):
+        frame = pl.DataFrame(
+            {"record_id": ["010"], "age": [41], "dob": [dt.date(1984, 1, 2)], "height": [170.5], "sex": [1]}
+        )
+        rec = IntakeData.from_frame(frame, mini_study).records
+        got = rec.select("record_id", "age", "dob", "height", "sex").row(0)
+        assert got == ("010", 41, dt.date(1984, 1, 2), 170.5, "1")
+
+    def test_whitespace_trimmed_and_blank_is_null(self, tmp_path, mini_study):
+        path = tmp_path / "ws.csv"
+        path.write_text('record_id,age,email\n 001 , 34 ,""\n')
+        intake = read_intake(path, mini_study)
+        assert intake.records.select("record_id", "age", "email").row(0) == ("001", 34, None)
+
+
+class TestLongitudinalStudy:
+    ROWS: ClassVar[list[dict[str, str]]] = [
+        {
+            "record_id": "1",
+            "redcap_event_name": "screening_arm_1",
+            "redcap_repeat_instrument": "",
+            "redcap_repeat_instance": "",
+            "screening_date": "2025-02-01",
+            "madrs_total": "31",
+            "sex": "1",
+        },
+        {
+            "record_id": "1",
+            "redcap_event_name": "screening_arm_1",
+            "redcap_repeat_instrument": "atrq",
+            "redcap_repeat_instance": "1",
+            "atrq_drug": "sertraline",
+            "atrq_dose": "100",
+        },
+        {
+            "record_id": "1",
+            "redcap_event_name": "baseline_arm_1",
+            "redcap_repeat_instrument": "",
+            "redcap_repeat_instance": "",
+            "madrs_total": "28",
+        },
+        {
+            "record_id": "1",
+            "redcap_event_name": "treatment_arm_1",
+            "redcap_repeat_instrument": "kap_session",
+            "redcap_repeat_instance": "1",
+            "ks_date": "2025-03-01",
+            "ks_dose_mgkg": "0.50",
+        },
+        {
+            "record_id": "2",
+            "redcap_event_name": "baseline_arm_1",
+            "redcap_repeat_instrument": "",
+            "redcap_repeat_instance": "",
+            "madrs_total": "22",
+        },
+    ]
+
+    def test_records_are_the_screening_rows(self, tmp_path, kap_study):
+        intake = read_intake(shared.write_csv(tmp_path / "k.csv", self.ROWS), kap_study)
+        assert intake.event == "screening_arm_1"
+        rec = intake.records
+        assert rec.get_column("record_id").to_list() == ["1", "2"]
+        assert rec.get_column("madrs_total").to_list() == [31.0, None]
+        assert "redcap_event_name" not in rec.columns
+
+    def test_other_events_and_record_events(self, tmp_path, kap_study):
+        intake = read_intake(shared.write_csv(tmp_path / "k.csv", self.ROWS), kap_study)
+        assert intake.for_event("baseline_arm_1").get_column("madrs_total").to_list() == [28.0, 22.0]
+        assert intake.record_events.height == 3
+        chosen = read_intake(tmp_path / "k.csv", kap_study, event="baseline_arm_1")
+        assert chosen.records.get_column("madrs_total").to_list() == [28.0, 22.0]
+        with pytest.raises(UsageError, match="unknown event"):
+            intake.for_event("week_99")
+
+    def test_instances_carry_the_event(self, tmp_path, kap_study):
+        intake = read_intake(shared.write_csv(tmp_path / "k.csv", self.ROWS), kap_study)
+        ks = intake.instances["kap_session"]
+        assert ks.columns[:3] == ["record_id", "redcap_event_name", "redcap_repeat_instance"]
+        assert ks.row(0, named=True)["ks_dose_mgkg"] == 0.5
+        assert intake.instances["atrq"].get_column("atrq_dose").to_list() == [100.0]
+
+    def test_missing_event_column_reads_default_event(self, tmp_path, kap_study):
+        path = tmp_path / "flat.csv"
+        path.write_text("record_id,madrs_total\n1,30\n")
+        intake = read_intake(path, kap_study)
+        assert intake.records.get_column("madrs_total").to_list() == [30.0]
+        assert intake.notes and "screening_arm_1" in intake.notes[0]
