@@ -1,0 +1,116 @@
+"""`trialkit validate`: exit codes 0/1/2, formats, --out, masked identifiers, never a traceback."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+_spec = importlib.util.spec_from_file_location(
+    "intake_data", Path(__file__).parent.parent / "records" / "intake_data.py"
+)
+shared = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(shared)
+
+MINI = str(shared.MINI_DIR)
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "trialkit", "validate", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture
+def clean_csv(tmp_path) -> Path:
+    return shared.write_csv(tmp_path / "intake.csv", [dict(r) for r in shared.CLEAN_ROWS])
+
+
+@pytest.fixture
+def bad_csv(tmp_path) -> Path:
+    rows = [dict(r) for r in shared.CLEAN_ROWS]
+    rows[0].update(age="200", dob="1850-03-03")
+    rows[3].update(pregnant="1")  # hidden for a male: warning only
+    return shared.write_csv(tmp_path / "bad.csv", rows)
+
+
+def test_clean_file_exits_0(clean_csv):
+    proc = run(str(clean_csv), "--study", MINI, "--as-of", "2026-01-01")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("0 error(s), 0 warning(s)")
+    assert "as of 2026-01-01" in proc.stderr
+
+
+def test_findings_exit_1_and_identifiers_masked(bad_csv):
+    proc = run(str(bad_csv), "--study", MINI, "--as-of", "2026-01-01")
+    assert proc.returncode == 1
+    assert "outside the range 18 to 75" in proc.stdout
+    assert "1850-03-03" not in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_warnings_alone_pass_unless_strict(tmp_path):
+    rows = [dict(r) for r in shared.CLEAN_ROWS]
+    rows[3].update(pregnant="0")
+    path = shared.write_csv(tmp_path / "w.csv", rows)
+    assert run(str(path), "--study", MINI, "--as-of", "2026-01-01").returncode == 0
+    assert run(str(path), "--study", MINI, "--as-of", "2026-01-01", "--strict").returncode == 1
+
+
+def test_json_and_csv_output_to_file(bad_csv, tmp_path):
+    out = tmp_path / "findings.json"
+    proc = run(str(bad_csv), "--study", MINI, "--format", "json", "--out", str(out), "--as-of", "2026-01-01")
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    data = json.loads(out.read_text())
+    assert {(f["field"], f["check"]) for f in data["findings"]} == {
+        ("age", "range"),
+        ("dob", "range"),
+        ("pregnant", "hidden_value"),
+    }
+    assert "1850-03-03" not in out.read_text()
+    proc = run(str(bad_csv), "--study", MINI, "--format", "csv", "--as-of", "2026-01-01")
+    table = pl.read_csv(proc.stdout.encode())
+    assert table.columns == ["row", "record", "event", "instance", "field", "value", "check", "severity", "message"]
+    assert table.height == 3
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "expect"),
+    [
+        (None, "missing.csv", "file not found"),
+        ("participant,age\nP1,30\n", "other.csv", "no 'record_id' column"),
+        (b"\x00\x01\x02garbage", "x.parquet", "cannot read as parquet"),
+        ("[1, 2", "broken.json", "JSON"),
+        ("", "empty.csv", "empty"),
+    ],
+)
+def test_unusable_input_exits_2_without_traceback(tmp_path, content, name, expect):
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    proc = run(str(path), "--study", MINI)
+    assert proc.returncode == 2, proc.stderr
+    assert expect in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_options_exit_2(clean_csv, tmp_path):
+    assert run(str(clean_csv), "--study", MINI, "--as-of", "yesterday").returncode == 2
+    assert run(str(clean_csv), "--study", MINI, "--format", "xml").returncode == 2
+    assert run(str(clean_csv), "--study", str(tmp_path)).returncode == 2  # no study.yaml there
+    proc = run(str(clean_csv), "--study", MINI, "--out", str(tmp_path / "no" / "such" / "dir.csv"))
+    assert proc.returncode == 2 and "cannot write" in proc.stderr
+
+
+def test_help_has_an_example():
+    proc = run("--help")
+    assert proc.returncode == 0
+    assert "trialkit validate intake.csv" in proc.stdout
