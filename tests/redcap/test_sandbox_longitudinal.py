@@ -1,0 +1,167 @@
+"""Longitudinal projects: events, form-event mappings, repeating instruments and events, through PyCap."""
+
+from __future__ import annotations
+
+import pytest
+from redcap import RedcapError
+from sandbox_data import post
+
+SCREENING = {"record_id": "1", "redcap_event_name": "screening_arm_1", "consent_date": "2025-01-02",
+             "phq_1": "2", "phq_flags___2": "1", "sbp": "120"}
+
+
+def test_project_shape_exports(longitudinal):
+    assert longitudinal.is_longitudinal is True
+    info = longitudinal.export_project_info()
+    assert info["is_longitudinal"] == 1 and info["has_repeating_instruments_or_events"] == 1
+    assert longitudinal.export_arms() == [{"arm_num": 1, "name": "Arm 1"}]
+    events = longitudinal.export_events()
+    assert [e["unique_event_name"] for e in events] == ["screening_arm_1", "baseline_arm_1", "treatment_arm_1",
+                                                       "followup_arm_1"]
+    assert events[0] == {"event_name": "Screening", "arm_num": 1, "unique_event_name": "screening_arm_1",
+                         "custom_event_label": "", "event_id": 101}
+    mappings = longitudinal.export_instrument_event_mappings()
+    assert {"arm_num": 1, "unique_event_name": "treatment_arm_1", "form": "session"} in mappings
+    assert longitudinal.export_repeating_instruments_events() == [
+        {"event_name": "treatment_arm_1", "form_name": "session", "custom_form_label": "Session [ses_date]"},
+        {"event_name": "followup_arm_1", "form_name": "", "custom_form_label": ""},
+    ]
+    assert longitudinal.export_arms(arms=["1"]) == [{"arm_num": 1, "name": "Arm 1"}]
+
+
+def test_rows_per_event_and_repeat_instance_types(longitudinal):
+    longitudinal.import_records([
+        SCREENING,
+        {"record_id": "1", "redcap_event_name": "baseline_arm_1", "phq_1": "1"},
+        {"record_id": "1", "redcap_event_name": "treatment_arm_1", "redcap_repeat_instrument": "session",
+         "redcap_repeat_instance": 2, "ses_dose": "0.5"},
+        {"record_id": "1", "redcap_event_name": "treatment_arm_1", "redcap_repeat_instrument": "session",
+         "redcap_repeat_instance": 1, "ses_dose": "0.75"},
+        {"record_id": "1", "redcap_event_name": "treatment_arm_1", "ae_term": "nausea"},
+        {"record_id": "1", "redcap_event_name": "followup_arm_1", "redcap_repeat_instance": 1, "fu_status": "1"},
+    ])
+    rows = longitudinal.export_records()
+    keys = [(r["redcap_event_name"], r["redcap_repeat_instrument"], r["redcap_repeat_instance"]) for r in rows]
+    assert keys == [
+        ("screening_arm_1", "", ""), ("baseline_arm_1", "", ""), ("treatment_arm_1", "", ""),
+        ("treatment_arm_1", "session", 1), ("treatment_arm_1", "session", 2), ("followup_arm_1", "", 1),
+    ]
+    assert list(rows[0])[:4] == ["record_id", "redcap_event_name", "redcap_repeat_instrument",
+                                 "redcap_repeat_instance"]
+    screening, baseline, treatment, session1 = rows[0], rows[1], rows[2], rows[3]
+    assert screening["phq_flags___2"] == "1" and screening["phq_flags___1"] == "0"
+    assert screening["ses_dose"] == "" and screening["session_complete"] == ""  # not designated: blank
+    assert baseline["enrolment_complete"] == "" and baseline["phq_complete"] == "0"
+    assert treatment["ae_term"] == "nausea" and treatment["session_complete"] == ""  # repeating form: own rows
+    assert session1["ses_dose"] == "0.75" and session1["ae_term"] == "" and session1["phq_flags___1"] == ""
+    assert rows[5]["fu_status"] == "1" and rows[5]["phq_1"] == ""
+    csv_text = longitudinal.export_records(format_type="csv", fields=["record_id", "ses_dose"])
+    assert csv_text.splitlines()[1:] == ["1,treatment_arm_1,session,1,0.75", "1,treatment_arm_1,session,2,0.5"]
+
+
+def test_count_is_records_not_rows(longitudinal):
+    reply = longitudinal.import_records([SCREENING, {"record_id": "1", "redcap_event_name": "baseline_arm_1",
+                                                     "sbp": "110"}])
+    assert reply == {"count": 1}
+
+
+def test_event_labels_in_label_mode_and_events_filter(longitudinal):
+    longitudinal.import_records([SCREENING, {"record_id": "1", "redcap_event_name": "baseline_arm_1", "sbp": "1"}])
+    rows = longitudinal.export_records(raw_or_label="label")
+    assert [r["redcap_event_name"] for r in rows] == ["Screening", "Baseline"]
+    rows = longitudinal.export_records(events=["baseline_arm_1"])
+    assert [r["redcap_event_name"] for r in rows] == ["baseline_arm_1"]
+    with pytest.raises(RedcapError) as err:
+        longitudinal.export_records(events=["nope_arm_1"])
+    assert "\"events\" are not valid: 'nope_arm_1'" in err.value.args[0]["error"]
+
+
+def test_repeat_instance_new_appends(longitudinal):
+    row = {"record_id": "1", "redcap_event_name": "treatment_arm_1", "redcap_repeat_instrument": "session",
+           "redcap_repeat_instance": "new", "ses_dose": "1"}
+    longitudinal.import_records([row, dict(row, ses_dose="2")])
+    longitudinal.import_records([dict(row, ses_dose="3")])
+    rows = longitudinal.export_records(fields=["record_id", "ses_dose"])
+    assert [(r["redcap_repeat_instance"], r["ses_dose"]) for r in rows] == [(1, "1"), (2, "2"), (3, "3")]
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"record_id": "1", "sbp": "1"}, "The unique event name is missing"),
+        ({"record_id": "1", "redcap_event_name": "nope", "sbp": "1"}, "The value is not a valid unique event name"),
+        ({"record_id": "1", "redcap_event_name": "baseline_arm_1", "consent_date": "2025-01-01"},
+         "is not designated for the event 'baseline_arm_1'"),
+        ({"record_id": "1", "redcap_event_name": "treatment_arm_1", "ses_dose": "1"},
+         "redcap_repeat_instrument and redcap_repeat_instance must be provided"),
+        ({"record_id": "1", "redcap_event_name": "screening_arm_1", "redcap_repeat_instrument": "phq",
+          "redcap_repeat_instance": "1", "phq_1": "1"}, "not a repeating instrument"),
+        ({"record_id": "1", "redcap_event_name": "followup_arm_1", "fu_status": "1"},
+         "is a repeating event, so redcap_repeat_instance must be provided"),
+        ({"record_id": "1", "redcap_event_name": "treatment_arm_1", "redcap_repeat_instrument": "session",
+          "redcap_repeat_instance": "0", "ses_dose": "1"}, "The repeat instance must be a whole number"),
+    ],
+)
+def test_event_and_repeat_rules(longitudinal, row, message):
+    with pytest.raises(RedcapError) as err:
+        longitudinal.import_records([SCREENING, row])
+    assert message in err.value.args[0]["error"]
+    assert longitudinal.export_records() == []
+
+
+def test_delete_event_instrument_and_instance(longitudinal):
+    session = {"record_id": "1", "redcap_event_name": "treatment_arm_1", "redcap_repeat_instrument": "session"}
+    longitudinal.import_records([
+        SCREENING,
+        {"record_id": "1", "redcap_event_name": "baseline_arm_1", "sbp": "110", "phq_1": "0"},
+        dict(session, redcap_repeat_instance=1, ses_dose="1"),
+        dict(session, redcap_repeat_instance=2, ses_dose="2"),
+    ])
+    with pytest.raises(RedcapError):  # instrument without event in a longitudinal project
+        longitudinal.delete_records(["1"], instrument="vitals")
+    assert longitudinal.delete_records(["1"], instrument="vitals", event="baseline_arm_1") == 1
+    assert longitudinal.delete_records(["1"], instrument="session", event="treatment_arm_1", repeat_instance=1) == 1
+    rows = longitudinal.export_records()
+    baseline = next(r for r in rows if r["redcap_event_name"] == "baseline_arm_1")
+    assert baseline["sbp"] == "" and baseline["phq_1"] == "0"
+    assert [r["redcap_repeat_instance"] for r in rows if r["redcap_repeat_instrument"] == "session"] == [2]
+    assert longitudinal.delete_records(["1"], event="screening_arm_1") == 1
+    assert [r["redcap_event_name"] for r in longitudinal.export_records()] == ["baseline_arm_1", "treatment_arm_1"]
+    assert longitudinal.delete_records(["1"]) == 1
+    assert longitudinal.export_records() == []
+
+
+def test_eav_export_longitudinal(longitudinal):
+    longitudinal.import_records([SCREENING])
+    rows = longitudinal.export_records(record_type="eav", fields=["record_id", "sbp"])
+    assert rows == [
+        {"record": "1", "redcap_event_name": "screening_arm_1", "redcap_repeat_instrument": "",
+         "redcap_repeat_instance": "", "field_name": "record_id", "value": "1"},
+        {"record": "1", "redcap_event_name": "screening_arm_1", "redcap_repeat_instrument": "",
+         "redcap_repeat_instance": "", "field_name": "sbp", "value": "120"},
+    ]
+
+
+def test_import_arms_events_mappings_and_repeats(longitudinal):
+    assert longitudinal.import_arms([{"arm_num": 2, "name": "Open label"}]) == 1
+    assert longitudinal.import_events([{"event_name": "Week 12 Visit", "arm_num": 2}]) == 1
+    events = longitudinal.export_events(arms=["2"])
+    assert [e["unique_event_name"] for e in events] == ["week_12_visit_arm_2"]
+    assert longitudinal.import_instrument_event_mappings(
+        [{"arm_num": 2, "unique_event_name": "week_12_visit_arm_2", "form": "phq"}]) == 1
+    longitudinal.import_records([{"record_id": "9", "redcap_event_name": "week_12_visit_arm_2", "phq_1": "3"}])
+    assert longitudinal.export_records(records=["9"])[0]["phq_1"] == "3"
+    assert longitudinal.import_repeating_instruments_events(
+        [{"event_name": "treatment_arm_1", "form_name": "session", "custom_form_label": ""}]) == 1
+    assert len(longitudinal.export_repeating_instruments_events()) == 1
+    assert longitudinal.delete_events(["week_12_visit_arm_2"]) == 1
+    assert longitudinal.export_records(records=["9"]) == []
+    assert longitudinal.delete_arms(["2"]) == 1
+    assert longitudinal.export_arms() == [{"arm_num": 1, "name": "Arm 1"}]
+
+
+def test_file_fields_in_events(sandbox, longitudinal):
+    # no file field in this design: the error names the field
+    reply = post(sandbox.url, token=longitudinal.token, content="file", action="export", record="1", field="sbp",
+                 event="screening_arm_1")
+    assert "The field 'sbp' does not exist or is not a 'file' field" in reply.text
