@@ -41,22 +41,91 @@ DRUGS = {
     "mirtazapine": ("6", 30, (15, 45)),
     "vortioxetine": ("8", 10, (10, 20)),
 }
-FIRST = ["Alex", "Sam", "Jordan", "Taylor", "Morgan", "Casey", "Riley", "Jamie", "Robin", "Avery", "Quinn", "Drew",
-         "Rowan", "Sasha", "Noor", "Ines", "Mateo", "Yuki", "Kofi", "Lena", "Omar", "Priya", "Tomas", "Mei"]
-LAST = ["Ashdown", "Brill", "Carrow", "Dunmore", "Ellery", "Fairlie", "Garnet", "Holloway", "Ivers", "Jessop",
-        "Kestrel", "Lorne", "Marlow", "Northey", "Oakes", "Penrose", "Quill", "Rook", "Sorrel", "Thorne"]
+FIRST = [
+    "Alex",
+    "Sam",
+    "Jordan",
+    "Taylor",
+    "Morgan",
+    "Casey",
+    "Riley",
+    "Jamie",
+    "Robin",
+    "Avery",
+    "Quinn",
+    "Drew",
+    "Rowan",
+    "Sasha",
+    "Noor",
+    "Ines",
+    "Mateo",
+    "Yuki",
+    "Kofi",
+    "Lena",
+    "Omar",
+    "Priya",
+    "Tomas",
+    "Mei",
+]
+LAST = [
+    "Ashdown",
+    "Brill",
+    "Carrow",
+    "Dunmore",
+    "Ellery",
+    "Fairlie",
+    "Garnet",
+    "Holloway",
+    "Ivers",
+    "Jessop",
+    "Kestrel",
+    "Lorne",
+    "Marlow",
+    "Northey",
+    "Oakes",
+    "Penrose",
+    "Quill",
+    "Rook",
+    "Sorrel",
+    "Thorne",
+]
 
 # Scenario weights: which protocol failure (if any) a candidate gets, and which gaps.
 FAILURES = {
     None: 48,
-    "I1": 4, "I2": 3, "I3": 3, "I4": 8, "I5": 7, "I6": 3, "I7": 1, "I8": 2,
-    "E1": 4, "E2": 3, "E3": 1, "E4": 2, "E5": 4, "E6": 1, "E7": 3, "E8": 4, "E9": 3, "E10": 2, "E11": 1,
-    "E12": 1, "E13": 2,
+    "I1": 4,
+    "I2": 3,
+    "I3": 3,
+    "I4": 8,
+    "I5": 7,
+    "I6": 3,
+    "I7": 1,
+    "I8": 2,
+    "E1": 4,
+    "E2": 3,
+    "E3": 1,
+    "E4": 2,
+    "E5": 4,
+    "E6": 1,
+    "E7": 3,
+    "E8": 4,
+    "E9": 3,
+    "E10": 2,
+    "E11": 1,
+    "E12": 1,
+    "E13": 2,
 }
 GAPS = {
     None: 62,
-    "madrs": 8, "vitals": 6, "atrq_outcome": 6, "inv_unsigned": 7, "preg_test": 4, "episode_start": 3,
-    "consent": 3, "cssrs": 3, "conmeds": 3,
+    "madrs": 8,
+    "vitals": 6,
+    "atrq_outcome": 6,
+    "inv_unsigned": 7,
+    "preg_test": 4,
+    "episode_start": 3,
+    "consent": 3,
+    "cssrs": 3,
+    "conmeds": 3,
 }
 
 
@@ -123,9 +192,14 @@ def candidate(i: int, rng: random.Random, as_of: dt.date = AS_OF) -> tuple[dict[
         dob = as_of - dt.timedelta(days=int(rng.uniform(22, 42) * 365.25))
     first, last = rng.choice(FIRST), rng.choice(LAST)
     r.update(
-        first_name=first, last_name=last, dob=_d(dob),
-        email=f"{first.lower()}.{last.lower()}{i}@example.org", phone=f"555-01{rng.randint(10, 99)}",
-        sex=sex, childbearing_potential=cbp, ethnicity=rng.choice(["1", "2", "2", "2", "9"]),
+        first_name=first,
+        last_name=last,
+        dob=_d(dob),
+        email=f"{first.lower()}.{last.lower()}{i}@example.org",
+        phone=f"555-01{rng.randint(10, 99)}",
+        sex=sex,
+        childbearing_potential=cbp,
+        ethnicity=rng.choice(["1", "2", "2", "2", "9"]),
         education_years=str(rng.randint(9, 20)),
     )
     races = {rng.choice(["1", "2", "3", "4", "5", "5", "5", "9"])}
@@ -135,9 +209,17 @@ def candidate(i: int, rng: random.Random, as_of: dt.date = AS_OF) -> tuple[dict[
     r["demographics_complete"] = "2"
 
     # psychiatric history (MINI)
-    r.update(mini_date=_d(scr), mini_mdd="1", mini_mde_current="1", mini_psychotic_features="0",
-             mini_bipolar_1="0", mini_bipolar_2="0", mini_schizophrenia="0", mini_schizoaffective="0",
-             mini_other_psychotic="0")
+    r.update(
+        mini_date=_d(scr),
+        mini_mdd="1",
+        mini_mde_current="1",
+        mini_psychotic_features="0",
+        mini_bipolar_1="0",
+        mini_bipolar_2="0",
+        mini_schizophrenia="0",
+        mini_schizoaffective="0",
+        mini_other_psychotic="0",
+    )
     if fail == "I2":
         r["mini_mde_current"] = "0"
         r["mini_psychotic_features"] = ""
@@ -157,8 +239,14 @@ def candidate(i: int, rng: random.Random, as_of: dt.date = AS_OF) -> tuple[dict[
     r["sud_severity"] = rng.choice(["0", "0", "0", "0", "1"])
     if fail == "E2":
         r[rng.choice(["aud_severity", "sud_severity"])] = rng.choice(["2", "3"])
-    r.update(ketamine_recreational_12m="0", ketamine_use_disorder="0", prior_ketamine_treatment="0",
-             ect_current_episode="0", tms_current_episode="0", vns_current_episode="0")
+    r.update(
+        ketamine_recreational_12m="0",
+        ketamine_use_disorder="0",
+        prior_ketamine_treatment="0",
+        ect_current_episode="0",
+        tms_current_episode="0",
+        vns_current_episode="0",
+    )
     if fail == "E3":
         r[rng.choice(["ketamine_recreational_12m", "ketamine_use_disorder"])] = "1"
     if rng.random() < 0.1 or fail == "E4":
@@ -169,8 +257,14 @@ def candidate(i: int, rng: random.Random, as_of: dt.date = AS_OF) -> tuple[dict[
     r["psychiatric_history_complete"] = "2"
 
     # medical history
-    r.update(hx_aneurysm="0", hx_avm="0", hx_ich="0", hx_hypertension=rng.choice(["0", "0", "1"]),
-             hx_cardiac="0", ketamine_hypersensitivity="0")
+    r.update(
+        hx_aneurysm="0",
+        hx_avm="0",
+        hx_ich="0",
+        hx_hypertension=rng.choice(["0", "0", "1"]),
+        hx_cardiac="0",
+        ketamine_hypersensitivity="0",
+    )
     if fail == "E11":
         r[rng.choice(["hx_aneurysm", "hx_avm", "hx_ich"])] = "1"
     if fail == "E12":
@@ -214,8 +308,16 @@ def candidate(i: int, rng: random.Random, as_of: dt.date = AS_OF) -> tuple[dict[
         height = round(rng.uniform(152, 192), 1)
         bmi_target = rng.uniform(19.5, 33.5) if fail != "E8" else rng.uniform(35.6, 42)
         weight = round(bmi_target * (height / 100) ** 2, 1)
-        r.update(vs_date=_d(scr), vs_sbp_1=str(sbp1), vs_dbp_1=str(dbp1), vs_sbp_2=str(sbp2), vs_dbp_2=str(min(dbp2, 90)),
-                 vs_hr=str(rng.randint(56, 96)), vs_height_cm=_fmt(height), vs_weight_kg=_fmt(weight))
+        r.update(
+            vs_date=_d(scr),
+            vs_sbp_1=str(sbp1),
+            vs_dbp_1=str(dbp1),
+            vs_sbp_2=str(sbp2),
+            vs_dbp_2=str(min(dbp2, 90)),
+            vs_hr=str(rng.randint(56, 96)),
+            vs_height_cm=_fmt(height),
+            vs_weight_kg=_fmt(weight),
+        )
         r["vs_bmi"] = _fmt(round(weight / ((height / 100) * (height / 100)) + 1e-9, 1))
         r["vital_signs_complete"] = "2"
     else:

@@ -255,11 +255,11 @@ def _build(doc: Any, digest: str) -> RuleSet:
             Criterion(
                 id=cid,
                 kind=CriterionKind(node["kind"]),
-                text=" ".join(str(node["text"]).split()),
+                text=" ".join(_unfold(str(node["text"])).split()),
                 logic=_expr(logic),
                 applies_if=_expr(node.get("applies_if")),
                 attested=attested,
-                notes=node.get("notes"),
+                notes=_unfold(node["notes"]) if node.get("notes") is not None else None,
                 pos=pos,
                 logic_pos=locate("logic") if logic is not None else None,
                 applies_pos=locate("applies_if") if node.get("applies_if") is not None else None,
@@ -282,7 +282,12 @@ def _build(doc: Any, digest: str) -> RuleSet:
 
 def _expr(value: Any) -> str | None:
     # Block scalars end with a newline; the expression itself must keep its inner line breaks (comments).
-    return None if value is None else str(value).rstrip("\n")
+    return None if value is None else _unfold(str(value)).rstrip("\n")
+
+
+def _unfold(text: str) -> str:
+    # ruamel's composer marks the fold points of `>` scalars with BEL characters; they are not part of the value.
+    return text.replace("\a", "")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -330,7 +335,9 @@ def check_ruleset(ruleset: RuleSet, study: Any) -> list[Diagnostic]:
         ref = study.fields.get(ruleset.reference_date)
         if ref is None or ref.value_kind not in ("date", "datetime"):
             what = "is not in the study" if ref is None else f"is not a date field ({ref.value_kind})"
-            diags.append(Diagnostic("RULE013", f"reference_date '{ruleset.reference_date}' {what}", ruleset.source, 1, 1))
+            diags.append(
+                Diagnostic("RULE013", f"reference_date '{ruleset.reference_date}' {what}", ruleset.source, 1, 1)
+            )
     if CriterionKind.INCLUSION not in {c.kind for c in ruleset.criteria}:
         diags.append(
             Diagnostic(

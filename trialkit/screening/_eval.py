@@ -108,10 +108,7 @@ def value_terms(node: ast.Node) -> tuple[tuple[str, ast.Node], ...]:
     while stack:
         current = stack.pop()
         if isinstance(current, ast.Call) and current.name != "if":
-            try:
-                label = _render(current, extensions=True)
-            except LogicError:
-                label = current.name
+            label = _short_label(current)
             out.append((label, current))
             continue
         stack.extend(reversed(current.children()))
@@ -137,6 +134,23 @@ def with_reference_date(node: ast.Node) -> ast.Node:
             if any(a is not b for a, b in zip(new_items, value, strict=True)):
                 changes[f.name] = new_items
     return replace(node, **changes) if changes else node
+
+
+def _short_label(call: ast.Call, limit: int = 60) -> str:
+    """The call as REDCap text; long ones (instance aggregates) keep their first arguments and end in '...'."""
+    try:
+        text = _render(call, extensions=True)
+    except LogicError:
+        return f"{call.name}(...)"
+    if len(text) <= limit:
+        return text
+    head = []
+    for arg in call.args[:2]:
+        try:
+            head.append(_render(arg, extensions=True))
+        except LogicError:
+            break
+    return f"{call.name}({', '.join(head)}, ...)"
 
 
 def field_specs(study: Any) -> Mapping[str, Any]:

@@ -60,6 +60,8 @@ class CompiledCriterion:
     columns: tuple[str, ...]  # record columns referenced (for values)
     value_terms: tuple[tuple[str, Any], ...]  # (label, tree) of computed values worth showing
     signature_columns: tuple[str, ...] = ()
+    applies_bits: frozenset[int] = frozenset()  # items read by applies_if (named while applicability is unknown)
+    logic_bits: frozenset[int] = frozenset()  # items read by the decision (named once the criterion applies)
 
     @property
     def id(self) -> str:
@@ -112,19 +114,20 @@ def compile_rules(ruleset: RuleSet, study: Any = None, *, record_id: str | None 
             applies = _eval.with_reference_date(applies) if applies is not None else None
         terms = _eval.value_terms(logic) + (_eval.value_terms(applies) if applies is not None else ())
         value_terms = tuple((label, node) for (label, _), (_, node) in zip(labels, terms, strict=True))
-        refs = _eval.references(logic)
-        if applies is not None:
-            refs = refs.merge(_eval.references(applies))
-        refs = _eval.Refs(tuple(c for c in refs.columns if c != _eval.REFERENCE_COLUMN), refs.instance_columns)
         sig_cols: tuple[str, ...] = ()
         if crit.attested is not None:
             sig_cols = tuple(c for c in (crit.attested.signed_by, crit.attested.signed_on) if c)
-            refs = refs.merge(_eval.Refs(columns=sig_cols))
+        logic_refs = _eval.references(logic).merge(_eval.Refs(columns=sig_cols))
+        applies_refs = _eval.references(applies) if applies is not None else _eval.Refs()
+        refs = applies_refs.merge(logic_refs)
+        refs = _eval.Refs(tuple(c for c in refs.columns if c != _eval.REFERENCE_COLUMN), refs.instance_columns)
         items = [MissingItem(c, column=c) for c in refs.columns]
         for form, cols in refs.instance_columns.items():
             forms.setdefault(form, None)
             items.append(MissingItem(form, form=form))
             items.extend(MissingItem(f"{form}.{c}", column=c, form=form) for c in cols)
+        applies_bits = frozenset(i for i, it in enumerate(items) if _reads(applies_refs, it))
+        logic_bits = frozenset(i for i, it in enumerate(items) if _reads(logic_refs, it))
         if len(items) > MAX_MISSING:
             diags.append(
                 Diagnostic(
@@ -146,6 +149,8 @@ def compile_rules(ruleset: RuleSet, study: Any = None, *, record_id: str | None 
                 columns=refs.columns,
                 value_terms=value_terms,
                 signature_columns=sig_cols,
+                applies_bits=applies_bits,
+                logic_bits=logic_bits,
             )
         )
     if diags:
@@ -153,6 +158,14 @@ def compile_rules(ruleset: RuleSet, study: Any = None, *, record_id: str | None 
     specs = _eval.field_specs(study) if study is not None else {}
     rid = record_id or (study.record_id_field if study is not None else "record_id")
     return CompiledRules(ruleset, tuple(compiled), specs, rid, tuple(forms), reference_field)
+
+
+def _reads(refs: _eval.Refs, item: MissingItem) -> bool:
+    if item.form is None:
+        return item.column in refs.columns
+    if item.column is None:
+        return item.form in refs.instance_columns
+    return item.column in refs.instance_columns.get(item.form, ())
 
 
 @dataclass(frozen=True)
@@ -309,16 +322,22 @@ def _criterion_exprs(cc: CompiledCriterion) -> tuple[pl.Expr, pl.Expr]:
     else:
         result = decided
     result = result.cast(RESULT_DTYPE)
-    mask = _missing_mask(cc)
+    # While applicability is unknown, only what decides applicability is needed; after that, what decides the
+    # criterion. An attestation is unknown while unsigned even when its yes/no is recorded.
+    mask = _missing_mask(cc, cc.logic_bits)
+    if cc.applies is not None:
+        mask = pl.when(pl.col(_applies_key(cc)).is_null()).then(_missing_mask(cc, cc.applies_bits)).otherwise(mask)
     mask = pl.when(result == Result.UNKNOWN.value).then(mask).otherwise(pl.lit(0, dtype=MASK_DTYPE))
     return result, mask.cast(MASK_DTYPE)
 
 
-def _missing_mask(cc: CompiledCriterion) -> pl.Expr:
+def _missing_mask(cc: CompiledCriterion, bits: frozenset[int]) -> pl.Expr:
     """One bit per missing item that is absent for the candidate. Every referenced field that is blank is named
     (not only the ones that would flip the result): that is the list a coordinator collects."""
     terms: list[pl.Expr] = []
     for bit, item in enumerate(cc.missing_items):
+        if bit not in bits:
+            continue
         flag = pl.col(item.column).is_null() if item.form is None else pl.col(_gap_key(item.label))
         terms.append(flag.fill_null(False).cast(MASK_DTYPE) * pl.lit(1 << bit, dtype=MASK_DTYPE))
     if not terms:

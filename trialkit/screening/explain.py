@@ -121,8 +121,9 @@ class Summary:
         return {
             "total": self.total,
             "by_disposition": dict(self.by_disposition),
-            "by_primary_reason": dict(self.by_primary_reason),
-            "by_reason": dict(self.by_reason),
+            # CONSORT counts each excluded candidate once, under its primary reason; every reason is counted too.
+            "by_reason": dict(self.by_primary_reason),
+            "by_any_reason": dict(self.by_reason),
             "by_criterion": {k: dict(v) for k, v in self.by_result.items()},
             "missing_fields": [
                 {

@@ -1,0 +1,121 @@
+"""`trialkit screen DATA --rules FILE`: screen every candidate against an eligibility rule set."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import click
+
+from trialkit.errors import UsageError
+
+EXAMPLE = """
+\b
+Examples:
+  trialkit screen examples/kap_trd_intake.csv --rules eligibility_rules/kap_trd.yaml --as-of 2026-11-02
+  trialkit screen export.csv --rules eligibility_rules/kap_trd.yaml --format html --out report.html
+  trialkit screen export.parquet --rules rules.yaml --format json --log screening_log.csv
+
+\b
+Exit codes: 0 screening ran (whatever the dispositions), 1 the data could not be screened (unreadable,
+wrong shape, no records), 2 usage or definition errors (bad options, rule file or study definition).
+"""
+
+FORMATS = ("table", "csv", "json", "html")
+
+
+def _parse_date(ctx: click.Context, param: click.Parameter, value: str | None) -> _dt.date | None:
+    if value is None:
+        return None
+    try:
+        return _dt.date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+@click.command("screen", epilog=EXAMPLE)
+@click.argument("data", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--rules",
+    "rules_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Eligibility rule file (YAML).",
+)
+@click.option(
+    "--study",
+    "study_path",
+    type=click.Path(path_type=Path),
+    help="Study directory or file (default: the one the rule file names, else the current directory).",
+)
+@click.option(
+    "--as-of",
+    "as_of",
+    callback=_parse_date,
+    help="Screening reference date where a candidate has none recorded, YYYY-MM-DD (default: today).",
+)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the output to this file.")
+@click.option(
+    "--log",
+    "log_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the screening log (CSV, no identifier fields) to this file.",
+)
+@click.option("--event", help="Unique event name whose rows are the candidates (default: the first event).")
+@click.option("--sheet", help="Excel sheet name (default: the first sheet).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=200,
+    show_default=True,
+    help="Candidates listed in the table format (0: all).",
+)
+def screen(
+    data: Path,
+    rules_path: Path,
+    study_path: Path | None,
+    as_of: _dt.date | None,
+    fmt: str,
+    out: Path | None,
+    log_path: Path | None,
+    event: str | None,
+    sheet: str | None,
+    limit: int,
+) -> None:
+    """Screen every candidate in DATA against the rule set: each criterion met, not met, unknown (with the
+    missing fields) or not applicable; each candidate eligible, ineligible (primary reason first) or pending
+    (with what is still needed). The as-of date and the rule set's id, version and sha256 are always shown."""
+    from trialkit.screening.reports import build_report, render, render_screening_log, render_table
+    from trialkit.screening.run import identifier_fields, load_rules, resolve_study, screen_file
+
+    as_of = as_of or _dt.date.today()  # the CLI is the edge: the library never reads the clock
+    study = resolve_study(rules_path, study_path)
+    rules = load_rules(rules_path, study)
+    screening = screen_file(data, rules, study, as_of=as_of, event=event, sheet=sheet)
+    report = build_report(screening)
+    text = render_table(report, limit=limit or None) if fmt == "table" else render(report, fmt)
+    stamp = rules.stamp()
+    sm = report.summary
+    line = (
+        f"screened {sm.total} candidate(s) against {stamp['id']} {stamp['version']} (sha256 {stamp['sha256'][:12]}) "
+        f"as of {as_of.isoformat()}: {sm.by_disposition['eligible']} eligible, "
+        f"{sm.by_disposition['ineligible']} ineligible, {sm.by_disposition['pending']} pending"
+    )
+    if out is not None:
+        _write(out, text)
+        click.echo(f"{line}; {fmt} written to {out}", err=True)
+    else:
+        click.echo(text, nl=False)
+        if fmt != "table":
+            click.echo(line, err=True)
+    if log_path is not None:
+        _write(log_path, render_screening_log(report, identifiers=identifier_fields(study)))
+        click.echo(f"screening log written to {log_path}", err=True)

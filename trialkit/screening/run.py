@@ -1,0 +1,115 @@
+"""Screening from files: what the `screen` and `demo` commands (and nightly jobs) call.
+
+I/O stays here, at the edge: reading the study, the rule file and the intake data, writing report files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trialkit.errors import DataError, UsageError
+from trialkit.screening.engine import CompiledRules, Screening, compile_rules, screen
+from trialkit.screening.reports import Report, build_report, render_html, render_json, render_screening_log
+
+#: The demo data set's screening reference date: `examples/generate_intake.py` makes every date relative to it.
+DEMO_AS_OF = dt.date(2026, 11, 2)
+
+
+def project_root() -> Path:
+    """The checkout the package runs from (editable install): where study.yaml, eligibility_rules/ and examples/
+    live."""
+    return Path(__file__).resolve().parents[2]
+
+
+def resolve_study(rules_path: Path, study: Any = None) -> Any:
+    """The study to check the rules against: given (a Study or a path), else the one the rule file names, else
+    the current directory's."""
+    from trialkit.definitions import load_study
+    from trialkit.definitions.rules import read_ruleset
+
+    if study is not None and not isinstance(study, str | Path):
+        return study
+    if study is not None:
+        return load_study(study)
+    ruleset, _ = read_ruleset(rules_path)
+    named = ruleset.study_path() if ruleset is not None else None
+    return load_study(named if named is not None else ".")
+
+
+def load_rules(rules_path: str | Path, study: Any = None) -> CompiledRules:
+    """Load, check (against the study) and compile a rule file. DefinitionError (exit 2) when anything is wrong."""
+    from trialkit.definitions.rules import load_ruleset
+
+    rules_path = Path(rules_path)
+    if not rules_path.is_file():
+        raise UsageError(f"rule file not found: {rules_path}")
+    study = resolve_study(rules_path, study)
+    ruleset = load_ruleset(rules_path, study)
+    return compile_rules(ruleset, study)
+
+
+def screen_file(
+    data: str | Path,
+    rules: CompiledRules,
+    study: Any,
+    *,
+    as_of: dt.date,
+    event: str | None = None,
+    sheet: str | None = None,
+) -> Screening:
+    """Read intake data (any format `read_intake` knows) and screen it. DataError (exit 1) when nothing can be
+    screened: unreadable file, wrong shape, no candidate."""
+    from trialkit.records import read_intake
+
+    intake = read_intake(data, study, event=event, sheet=sheet)
+    if intake.records.height == 0:
+        raise DataError(f"{data}: no candidate records to screen")
+    return screen(rules, intake, as_of=as_of)
+
+
+def identifier_fields(study: Any) -> tuple[str, ...]:
+    return tuple(f.name for f in study.iter_fields() if f.identifier)
+
+
+@dataclass(frozen=True)
+class DemoOutput:
+    report: Report
+    html: Path
+    json: Path
+    log: Path
+
+
+def run_demo(
+    out_dir: str | Path,
+    *,
+    data: str | Path | None = None,
+    rules: str | Path | None = None,
+    study: Any = None,
+    as_of: dt.date = DEMO_AS_OF,
+    generated_at: str | None = None,
+) -> DemoOutput:
+    """Screen the example data set (or `data`) and write report.html, screening.json and screening_log.csv.
+
+    Reusable by a demo that first pulls the data from a REDCap server: pass the exported file as `data`.
+    """
+    root = project_root()
+    data = Path(data) if data is not None else root / "examples" / "kap_trd_intake.csv"
+    rules = Path(rules) if rules is not None else root / "eligibility_rules" / "kap_trd.yaml"
+    if not data.is_file():
+        raise UsageError(f"demo data not found: {data} (run `python examples/generate_intake.py`)")
+    study_obj = resolve_study(
+        rules, study if study is not None else (root if (root / "study.yaml").is_file() else None)
+    )
+    compiled = load_rules(rules, study_obj)
+    screening = screen_file(data, compiled, study_obj, as_of=as_of)
+    report = build_report(screening)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    html, js, log = out / "report.html", out / "screening.json", out / "screening_log.csv"
+    html.write_text(render_html(report, generated_at=generated_at), encoding="utf-8")
+    js.write_text(render_json(report), encoding="utf-8")
+    log.write_text(render_screening_log(report, identifiers=identifier_fields(study_obj)), encoding="utf-8")
+    return DemoOutput(report, html, js, log)
