@@ -44,10 +44,9 @@ CODES = {
     "DEF018": "name clashes with a REDCap column (form status, checkbox column, reserved)",
     "DEF019": "slider labels, alignment or matrix settings misplaced",
     "DEF020": "instrument name differs from its file name",
-    "LOG001": "expression syntax error",
-    "LOG002": "expression refers to an unknown field, event or instrument",
-    "LOG003": "expression uses a field with the wrong type or an unknown checkbox/choice code",
-    "LOG009": "other expression problem",
+    "LOG001": "expression syntax error (branching logic or calculation)",
+    # LOGIC0xx: problems the logic checker finds in an expression (unknown field, checkbox code not a choice,
+    # wrong type, unknown event...), passed through with their codes; see trialkit/logic/checker.py.
 }
 
 
@@ -58,7 +57,7 @@ class _Out:
 
     def field(self, f: Field, code: str, message: str, attr: str | None = None, *, key: bool = False,
               warning: bool = False) -> None:
-        file, line, col = self.sources.locate_field(f.name, attr, key=key)
+        file, line, col = self.sources.locate_field(f, attr, key=key)
         if file is None:
             file, line, col = f.position.file, f.position.line, f.position.col
         self.add(code, message, file, line, col, warning)
@@ -152,8 +151,10 @@ def _check_field(f: Field, out: _Out) -> None:
             out.field(f, "DEF005", f"{t.value} field '{f.name}' has no choices", "name")
     elif f.choices:
         out.field(f, "DEF005", f"{t.value} field '{f.name}' cannot have choices", "choices", key=True)
-    if f.choices_text is not None and t not in CHOICE_TYPES and t is not FieldType.SLIDER:
-        out.field(f, "DEF005", f"{t.value} field '{f.name}' cannot have choices_text", "choices_text", key=True)
+    if f.choices_text is not None and t not in CHOICE_TYPES and t not in (FieldType.SLIDER, FieldType.SQL):
+        # REDCap keeps whatever is in the cell; trialkit ignores it, so say so without failing the import
+        out.field(f, "DEF005", f"{t.value} field '{f.name}' has choices_text, which REDCap ignores for this type",
+                  "choices_text", key=True, warning=True)
     seen_codes: dict[str, str] = {}
     for c in f.choices:
         if c.code == "":
@@ -321,14 +322,16 @@ def _check_schedule(study: Study, out: _Out) -> None:
     arms_seen: set[int] = set()
     events_seen: set[str] = set()
     used: set[str] = set()
+    event_index = 0
     for ai, arm in enumerate(study.arms):
         if arm.number in arms_seen:
             out.study("DEF016", f"arm number {arm.number} is used twice", ("arms", ai, "number"))
         arms_seen.add(arm.number)
         for e in arm.events:
-            path = src.events.get(e.name, ("arms", ai))
-            if e.name in events_seen and src.events.get(e.name) is not None:
-                out.study("DEF016", f"event name '{e.name}' is used twice", path)
+            path = src.events[event_index] if event_index < len(src.events) else ("arms", ai)
+            event_index += 1
+            if e.name in events_seen:
+                out.study("DEF016", f"event name '{e.name}' is used twice", (*path, "name"))
             events_seen.add(e.name)
             problem = name_problem(e.name)
             if problem:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from trialkit.definitions.model import FieldType, Study
 from trialkit.definitions.yamlio import expression_position
-from trialkit.errors import Diagnostic, LogicError, LogicSyntaxError, Severity
+from trialkit.errors import Diagnostic, LogicError, LogicSyntaxError
 
 if TYPE_CHECKING:
     from trialkit.definitions.loader import SourceMap
@@ -46,7 +46,7 @@ def check_expressions(study: Study, sources: SourceMap, *, standalone: bool = Fa
     repeating = frozenset(r for _, r in study.repeating_pairs)
     out: list[Diagnostic] = []
     for f, attr, text, what in _expressions(study):
-        hit = sources.field_doc(f.name)
+        hit = sources.field_doc(f)
 
         def at(line: int, col: int, f=f, hit=hit, attr=attr) -> tuple[str | None, int | None, int | None]:
             if hit is None:
@@ -77,5 +77,5 @@ def check_expressions(study: Study, sources: SourceMap, *, standalone: bool = Fa
     return out
 
 
-_UNKNOWN_FIELD_CODES: frozenset[str] = frozenset()
-_ = Severity
+# Without the rest of the study, references to other instruments or events cannot be judged.
+_UNKNOWN_FIELD_CODES = frozenset({"LOGIC001", "LOGIC005", "LOGIC006", "LOGIC012", "LOGIC013"})

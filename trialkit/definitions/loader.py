@@ -28,19 +28,20 @@ class SourceMap:
 
     study_doc: YamlDoc | None = None
     instrument_docs: dict[str, YamlDoc] = field(default_factory=dict)
-    fields: dict[str, tuple[str, JsonPath]] = field(default_factory=dict)  # field -> (instrument, path)
-    events: dict[str, JsonPath] = field(default_factory=dict)  # unique event name -> path in study doc
+    # (form, field) -> (key into instrument_docs, JSON path of the field's mapping)
+    fields: dict[tuple[str, str], tuple[str, JsonPath]] = field(default_factory=dict)
+    events: list[JsonPath] = field(default_factory=list)  # path in the study doc of each of Study.events, in order
 
-    def field_doc(self, name: str) -> tuple[YamlDoc, JsonPath] | None:
-        hit = self.fields.get(name)
+    def field_doc(self, f: Field) -> tuple[YamlDoc, JsonPath] | None:
+        hit = self.fields.get((f.form, f.name))
         if hit is None or hit[0] not in self.instrument_docs:
             return None
         return self.instrument_docs[hit[0]], hit[1]
 
     def locate_field(
-        self, name: str, attr: str | None = None, *, key: bool = False
+        self, f: Field, attr: str | None = None, *, key: bool = False
     ) -> tuple[str | None, int | None, int | None]:
-        hit = self.field_doc(name)
+        hit = self.field_doc(f)
         if hit is None:
             return None, None, None
         doc, path = hit
@@ -165,8 +166,8 @@ def build_instrument(doc: YamlDoc, fallback_name: str, sources: SourceMap | None
         if f is None:
             continue
         fields.append(f)
-        if sources is not None and f.name not in sources.fields:
-            sources.fields[f.name] = (name, ("fields", i))
+        if sources is not None and (name, f.name) not in sources.fields:
+            sources.fields[(name, f.name)] = (name, ("fields", i))
     label = data.get("label") if isinstance(data.get("label"), str) else ""
     return Instrument(name=name, fields=tuple(fields), label=label, position=_pos(doc, ()))
 
@@ -195,8 +196,7 @@ def build_study(doc: YamlDoc, instruments: list[Instrument], sources: SourceMap,
             epath = ("arms", ai, "events", ei)
             label = ev.get("label") if isinstance(ev.get("label"), str) else f"Event {ei + 1}"
             name = ev.get("name") if isinstance(ev.get("name"), str) else unique_event_name(label, number, taken)
-            if name not in sources.events:
-                sources.events[name] = epath
+            sources.events.append(epath)
             taken.add(name)
             events.append(
                 Event(
@@ -308,6 +308,9 @@ def check_study(path: str | Path = ".") -> CheckResult:
                 )
             )
             sources.instrument_docs[inst.name] = idoc
+            for (form, fname), where in list(sources.fields.items()):
+                if form == inst.name:
+                    sources.fields.setdefault((name, fname), where)
             inst = _reform(Instrument(name=name, fields=inst.fields, label=inst.label, position=inst.position))
         instruments.append(inst)
     for stem, fpath in files.items():

@@ -18,6 +18,8 @@ from trialkit.definitions.model import Field, FieldType, Instrument, Study
 from trialkit.definitions.schemas import schema_path
 
 _PLAIN = re.compile(r"[A-Za-z0-9][^\n\r\t]*")
+# Characters YAML does not allow raw (outside its printable set) or may read as line breaks: always escaped.
+_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]")
 _RESERVED = {"true", "false", "null", "~", ""}
 
 
@@ -26,11 +28,12 @@ def _plain_ok(s: str) -> bool:
         return False
     if s.lower() in _RESERVED or ": " in s or " #" in s or s.endswith(":"):
         return False
-    return all(ord(ch) >= 0x20 and ch not in "\u2028\u2029\u0085\ufeff" for ch in s)
+    return not _UNSAFE.search(s)
 
 
 def _quoted(s: str) -> str:
-    return json.dumps(s, ensure_ascii=False)
+    """Double-quoted YAML: JSON's escapes (all valid YAML) plus escapes for what YAML cannot hold raw."""
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(s, ensure_ascii=False))
 
 
 def scalar(s: str, indent: int, *, quote_all: bool = False) -> str:
@@ -55,7 +58,7 @@ def _literal_ok(s: str) -> bool:
         return False
     if any(line != line.rstrip(" ") and line.strip() == "" for line in s.split("\n")):
         return False  # whitespace-only lines are ambiguous in block scalars
-    return all(ord(ch) >= 0x20 or ch == "\n" for ch in s) and "\ufeff" not in s
+    return not _UNSAFE.search(s)
 
 
 def _key(s: str) -> str:
