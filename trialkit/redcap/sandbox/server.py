@@ -47,6 +47,14 @@ class _Server(ThreadingHTTPServer):
         self.sandbox = sandbox
         super().__init__(address, _Handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up (or a dropped-connection fault) is not a server error; anything else is printed
+        # without the request, which may hold a token.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):
+            return
+        print(f"trialkit sandbox: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -107,7 +115,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, (PHP_FATAL + json.dumps({"error": OUT_OF_MEMORY})).encode(), "text/html; charset=UTF-8")
             sandbox._log_request(content, 200)
             return
-        reply = api.handle(sandbox.storage, request)
+        try:
+            reply = api.handle(sandbox.storage, request)
+        except Exception as exc:  # a sandbox bug must still produce a REDCap-shaped answer, not a hang-up
+            print(f"trialkit sandbox: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            reply = api.Reply.error(f"Internal error in the trialkit sandbox: {type(exc).__name__}", fmt, 500)
         if fault == "drop_after":
             if not isinstance(reply.body, bytes):
                 for _ in reply.body:
