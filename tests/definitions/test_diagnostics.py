@@ -157,7 +157,8 @@ def test_every_code_in_the_table_has_a_case():
 
 
 def test_logic_checker_codes_are_located_in_the_yaml_file():
-    text = BASE + "  - name: age\n    type: text\n    validation: integer\n    show_if: \"[record_id] <> '' and [agee] > 1\"\n"
+    text = BASE + "  - name: age\n    type: text\n    validation: integer\n"
+    text += "    show_if: \"[record_id] <> '' and [agee] > 1\"\n"
     d = _one(_diags({"base": text}), "LOGIC001")
     # the quoted value starts at col 14, its text at col 15, and "[record_id] <> '' and " is 22 characters long
     assert _at(d) == ("instruments/base.yaml", 9, 37)

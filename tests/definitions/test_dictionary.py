@@ -52,7 +52,8 @@ def test_golden_dictionary_uses_every_field_type_and_validation_type():
     rows = read_dictionary_csv(_read(ALL_TYPES_CSV))
     types = {r.cells["field_type"] for r in rows}
     assert types == {t.value for t in FieldType}
-    validations = {r.cells["text_validation_type_or_show_slider_number"] for r in rows if r.cells["field_type"] == "text"}
+    text_rows = [r.cells for r in rows if r.cells["field_type"] == "text"]
+    validations = {c["text_validation_type_or_show_slider_number"] for c in text_rows}
     assert set(VALIDATION_TYPES) <= validations
 
 
