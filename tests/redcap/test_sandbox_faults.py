@@ -131,7 +131,7 @@ def test_concurrent_imports_never_interleave(classic):
         try:
             for _ in range(3):
                 Project(classic.url, classic.token, timeout=30).import_records(batch(tag))
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(t,)) for t in ("A", "B")]

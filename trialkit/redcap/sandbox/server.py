@@ -58,6 +58,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes: no 40 ms delayed-ACK stalls
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -282,7 +283,8 @@ class Sandbox:
 
     # ---- running -------------------------------------------------------------------------------------------
     def start(self) -> Sandbox:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="trialkit-sandbox", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="trialkit-sandbox", daemon=True)
         self._thread.start()
         return self
 
