@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        cli.main(args=args, prog_name="trialkit", standalone_mode=False)
+        # Without standalone mode click returns a command's ctx.exit(n) code instead of raising it.
+        rv = cli.main(args=args, prog_name="trialkit", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
                 err=True,
             )
         sys.exit(3)
-    sys.exit(0)
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover
