@@ -8,7 +8,13 @@ from __future__ import annotations
 from trialkit.definitions import validation_types
 from trialkit.definitions.loader import SourceMap
 from trialkit.definitions.model import CHOICE_TYPES, Field, FieldType, Study
-from trialkit.definitions.redcap_names import RESERVED_COLUMNS, checkbox_column, complete_field, name_problem
+from trialkit.definitions.redcap_names import (
+    FIELD_NAME,
+    RESERVED_COLUMNS,
+    checkbox_column,
+    complete_field,
+    name_problem,
+)
 from trialkit.errors import Diagnostic, Severity
 
 CODES = {
@@ -92,18 +98,26 @@ def check_semantics(study: Study, sources: SourceMap | None = None, *, standalon
 
 
 # ---- names ------------------------------------------------------------------------------------------------------
+def _name_problem(name: str, from_yaml: bool) -> str | None:
+    """Like name_problem, but silent where the JSON Schema has already reported a name it refused."""
+    if from_yaml and not FIELD_NAME.fullmatch(name):
+        return None
+    return name_problem(name)
+
+
 def _check_names(study: Study, out: _Out) -> None:
+    from_yaml = bool(out.sources.instrument_docs)
     first: dict[str, Field] = {}
     columns: dict[str, str] = {}  # export column -> what makes it
     for inst in study.instruments:
-        problem = name_problem(inst.name)
+        problem = _name_problem(inst.name, from_yaml)
         if problem:
             out.instrument(inst.name, "DEF004", f"instrument name '{inst.name}' {problem}", ("instrument",))
         if not inst.fields:
             out.instrument(inst.name, "DEF017", f"instrument '{inst.name}' has no fields", ("fields",))
         columns.setdefault(complete_field(inst.name), f"the status field of instrument '{inst.name}'")
     for f in study.iter_fields():
-        problem = name_problem(f.name)
+        problem = _name_problem(f.name, from_yaml)
         if problem:
             out.field(f, "DEF004", f"field name '{f.name}' {problem}", "name")
         if f.name in first:
@@ -333,7 +347,7 @@ def _check_schedule(study: Study, out: _Out) -> None:
             if e.name in events_seen:
                 out.study("DEF016", f"event name '{e.name}' is used twice", (*path, "name"))
             events_seen.add(e.name)
-            problem = name_problem(e.name)
+            problem = _name_problem(e.name, out.sources.study_doc is not None)
             if problem:
                 out.study("DEF004", f"event name '{e.name}' {problem}", path)
             for i, inst in enumerate(e.instruments):

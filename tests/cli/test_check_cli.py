@@ -1,0 +1,133 @@
+"""`trialkit check`: exit codes, located messages, JSON output, no tracebacks on bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trialkit.cli import main
+
+BASE = "instrument: base\nfields:\n  - name: record_id\n    type: text\n    label: Record ID\n"
+
+
+def run(args: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+def make(root: Path, instruments: dict[str, str], study: str | None = None) -> Path:
+    (root / "instruments").mkdir(parents=True, exist_ok=True)
+    for name, text in instruments.items():
+        (root / "instruments" / f"{name}.yaml").write_text(text)
+    (root / "study.yaml").write_text(study or f"study: demo\ninstruments: [{', '.join(instruments)}]\n")
+    return root
+
+
+def test_repository_checks_clean(repo_root, capsys, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    code, out, err = run(["check"], capsys)
+    assert code == 0, out + err
+    assert out == ""
+
+
+def test_errors_exit_2_with_located_sorted_lines(tmp_path, capsys, monkeypatch):
+    make(tmp_path, {"base": BASE + "  - name: sex\n    type: radio\n  - name: Bad\n    type: text\n"})
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(["check"], capsys)
+    assert code == 2
+    lines = out.splitlines()
+    assert lines == [
+        "instruments/base.yaml:6:11: DEF005 radio field 'sex' has no choices",
+        "instruments/base.yaml:8:11: SCH004 fields[2].name: 'Bad' is not a valid name (lowercase letters, digits "
+        "and _, starting with a letter)",
+    ]
+    assert "2 error(s), 0 warning(s)" in err
+
+
+def test_warnings_are_printed_but_do_not_fail(tmp_path, capsys):
+    make(tmp_path, {"base": BASE + "  - name: x\n    type: text\n    validation: integr\n"})
+    code, out, _ = run(["check", str(tmp_path)], capsys)
+    assert code == 0
+    assert "warning DEF009 unknown validation type 'integr'" in out
+
+
+def test_json_format(tmp_path, capsys, monkeypatch):
+    make(tmp_path, {"base": BASE + "  - name: total\n    type: calc\n    calculation: '[total] + 1'\n"})
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(["check", "--format", "json"], capsys)
+    assert code == 2
+    report = json.loads(out)
+    assert report["errors"] == 1 and report["warnings"] == 0
+    assert report["diagnostics"] == [
+        {
+            "code": "DEF011",
+            "message": "calc field 'total' refers to itself",
+            "file": "instruments/base.yaml",
+            "line": 8,
+            "col": 18,
+            "severity": "error",
+        }
+    ]
+
+
+def test_single_instrument_file(tmp_path, capsys, monkeypatch):
+    make(tmp_path, {"base": BASE, "other": "instrument: other\nfields:\n  - name: x\n    type: radio\n"})
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(["check", "instruments/base.yaml"], capsys)
+    assert code == 0 and out == ""
+    code, out, _ = run(["check", "instruments/other.yaml"], capsys)
+    assert code == 2 and out.startswith("instruments/other.yaml:3:11: DEF005")
+
+
+def test_standalone_instrument_outside_a_study(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("form.yaml").write_text(BASE + "  - name: y\n    type: text\n    show_if: \"[elsewhere] = '1' and [y] >\"\n")
+    code, out, _ = run(["check", "form.yaml"], capsys)
+    assert code == 2
+    assert out.splitlines() == ["form.yaml:8:42: LOG001 branching logic of 'y': expected a value (number, 'text', "
+                                "[field], function call or '('), found end of input"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"{{{ not yaml", b"\xff\xfe\x00", b"- just\n- a list\n", b"instrument: base\nfields: nope\n", b""],
+)
+def test_bad_files_never_traceback(tmp_path, capsys, monkeypatch, content):
+    monkeypatch.chdir(tmp_path)
+    Path("bad.yaml").write_bytes(content)
+    code, out, err = run(["check", "bad.yaml"], capsys)
+    assert code == 2
+    assert out.startswith("bad.yaml:") and "Traceback" not in out + err
+
+
+def test_missing_path(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(["check", "nowhere"], capsys)
+    assert code == 2 and out.startswith("nowhere: IO001")
+
+
+def test_checks_eligibility_rules_beside_the_study(repo_root, tmp_path, capsys):
+    if not (repo_root / "eligibility_rules").is_dir():
+        pytest.skip("no eligibility_rules in this checkout")
+    shutil.copytree(repo_root / "instruments", tmp_path / "instruments")
+    shutil.copy(repo_root / "study.yaml", tmp_path / "study.yaml")
+    (tmp_path / "eligibility_rules").mkdir()
+    (tmp_path / "eligibility_rules" / "broken.yaml").write_text("id: x\ncriteria: [\n")
+    code, out, _ = run(["check", str(tmp_path)], capsys)
+    assert code == 2
+    assert "broken.yaml:" in out and "YAML001" in out
+
+
+def test_real_process_exit_code_and_no_traceback(tmp_path):
+    make(tmp_path, {"base": BASE + "    label: twice\n"})
+    proc = subprocess.run([sys.executable, "-m", "trialkit", "check", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "YAML002 duplicate key 'label'" in proc.stdout
+    assert "Traceback" not in proc.stderr
