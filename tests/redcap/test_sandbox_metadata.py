@@ -39,8 +39,8 @@ def test_metadata_import_replaces_the_dictionary(classic):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"field_name": "Bad Name"}, "the variable name 'Bad Name' is not valid"),
-        ({"field_type": "widget"}, "the field type 'widget' is not valid"),
+        ({"field_name": "Bad Name"}, "Row 4: field name 'Bad Name' must be lowercase letters"),
+        ({"field_type": "widget"}, "Row 4: field 'email': unknown field type 'widget'"),
         ({"field_type": "text", "text_validation_type_or_show_slider_number": "zodiac"},
          "the validation type 'zodiac'"),
     ],

@@ -1,12 +1,12 @@
 """The REDCap naming rules the sandbox uses, taken from trialkit.definitions (one rule, one place).
 
-Only what definitions does not cover lives here: splitting a choice string the way the server reads it, and the
-default instrument label REDCap derives from a form name.
+Only what definitions does not cover lives here: choices as plain pairs, and the default instrument label REDCap
+derives from a form name (for forms created through the API's metadata import).
 """
 
 from __future__ import annotations
 
-from trialkit.definitions import validation_types
+from trialkit.definitions import dictionary, validation_types
 from trialkit.definitions.redcap_names import checkbox_column, name_problem, unique_event_name
 
 __all__ = [
@@ -21,15 +21,8 @@ __all__ = [
 
 
 def parse_choices(text: str) -> tuple[tuple[str, str], ...]:
-    """`1, Yes | 2, No, maybe` -> (('1','Yes'), ('2','No, maybe')); label-only choices use the label as code."""
-    out = []
-    for part in text.split("|"):
-        part = part.strip()
-        if not part:
-            continue
-        code, sep, label = part.partition(",")
-        out.append((code.strip(), label.strip()) if sep else (part, part))
-    return tuple(out)
+    """`1, Yes | 2, No, maybe` -> (('1','Yes'), ('2','No, maybe')), by the definitions' own choice parser."""
+    return tuple((c.code, c.label) for c in dictionary.parse_choices(text))
 
 
 def parse_missing_codes(text: str) -> tuple[tuple[str, str], ...]:

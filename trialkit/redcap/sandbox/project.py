@@ -7,8 +7,6 @@ forms each event holds, what repeats, and a cell validator per field.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -41,40 +39,6 @@ METADATA_KEYS = (
     "field_annotation",
 )
 
-# Data-dictionary CSV headers (as the REDCap UI writes them) -> API keys.
-DICTIONARY_HEADERS = dict(
-    zip(
-        (
-            "Variable / Field Name",
-            "Form Name",
-            "Section Header",
-            "Field Type",
-            "Field Label",
-            "Choices, Calculations, OR Slider Labels",
-            "Field Note",
-            "Text Validation Type OR Show Slider Number",
-            "Text Validation Min",
-            "Text Validation Max",
-            "Identifier?",
-            "Branching Logic (Show field only if...)",
-            "Required Field?",
-            "Custom Alignment",
-            "Question Number (surveys only)",
-            "Matrix Group Name",
-            "Matrix Ranking?",
-            "Field Annotation",
-        ),
-        METADATA_KEYS,
-        strict=True,
-    )
-)
-
-FIELD_TYPES = frozenset(
-    {"text", "notes", "dropdown", "radio", "checkbox", "yesno", "truefalse", "calc", "slider", "descriptive", "file",
-     "sql"}
-)
-
-
 @dataclass(frozen=True)
 class ProjectSpec:
     """A project definition in REDCap's own export shapes (what `metadata`, `arm`, `event`, ... return)."""
@@ -104,16 +68,52 @@ class ProjectSpec:
 
     @classmethod
     def from_dictionary_csv(cls, path: str | Path, **kwargs: Any) -> ProjectSpec:
-        """A classic project from a REDCap data dictionary CSV (UI headers or the API's snake_case keys)."""
-        text = Path(path).read_text(encoding="utf-8-sig")
-        return cls.classic(read_dictionary_csv(text, source=str(path)), **kwargs)
+        """A classic project from a REDCap data dictionary CSV (UI headers or the API's snake_case keys).
+
+        Raises DefinitionError with located diagnostics (file, line) when the dictionary is wrong."""
+        from trialkit.definitions.dictionary import import_dictionary
+
+        text = Path(path).read_text(encoding="utf-8")
+        return cls.from_definition(import_dictionary(text, path=str(path)), **kwargs)
 
     @classmethod
-    def from_study(cls, path: str | Path) -> ProjectSpec:
-        """A longitudinal project from a trialkit study (study.yaml and the instruments it names)."""
-        from trialkit.redcap.sandbox.study import spec_from_study
+    def from_study(cls, path: str | Path = ".", **kwargs: Any) -> ProjectSpec:
+        """A project from a trialkit study (a directory holding study.yaml, or the file): metadata, arms, events,
+        instrument-event mappings and repeating instruments. Raises DefinitionError on a bad study."""
+        from trialkit.definitions import load_study
 
-        return spec_from_study(path)
+        return cls.from_definition(load_study(path), **kwargs)
+
+    @classmethod
+    def from_definition(cls, study: Any, **kwargs: Any) -> ProjectSpec:
+        """From a loaded `trialkit.definitions.Study` (classic or longitudinal)."""
+        from trialkit.definitions.dictionary import project_structure
+
+        shape = project_structure(study)
+        events = tuple(
+            {
+                "event_name": e["event_name"],
+                "arm_num": int(e["arm_num"]),
+                "unique_event_name": e["unique_event_name"],
+                "custom_event_label": e.get("custom_event_label", ""),
+                "event_id": 40001 + i,
+            }
+            for i, e in enumerate(shape.events)
+        )
+        kwargs.setdefault("title", getattr(study, "title", "") or getattr(study, "name", "") or "trialkit sandbox")
+        missing = getattr(study, "missing_codes", ())
+        if missing and "missing_data_codes" not in kwargs:
+            kwargs["missing_data_codes"] = " | ".join(
+                f"{c.code}, {c.label}" if hasattr(c, "code") else str(c) for c in missing)
+        return cls(
+            metadata=normalise_metadata(shape.metadata),
+            arms=tuple(dict(a) for a in shape.arms),
+            events=events,
+            mappings=tuple(dict(m) for m in shape.form_events),
+            repeating=tuple(dict(r) for r in shape.repeating),
+            form_labels=tuple((i["instrument_name"], i["instrument_label"]) for i in shape.instruments),
+            **kwargs,
+        )
 
     def to_json(self) -> str:
         data = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -139,53 +139,22 @@ def normalise_metadata(rows: Iterable[Mapping[str, Any]]) -> tuple[dict[str, str
     return tuple(out)
 
 
-def read_dictionary_csv(text: str, *, source: str = "<csv>") -> list[dict[str, str]]:
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise DefinitionError(f"{source}: the data dictionary is empty") from None
-    keys = [DICTIONARY_HEADERS.get(h.strip(), h.strip()) for h in header]
-    unknown = [h for h, k in zip(header, keys, strict=True) if k not in METADATA_KEYS]
-    if unknown:
-        raise DefinitionError(f"{source}: unknown data dictionary columns: {', '.join(unknown)}")
-    return [dict(zip(keys, row, strict=False)) for row in reader if any(c.strip() for c in row)]
-
-
 def metadata_problems(rows: Sequence[Mapping[str, str]]) -> list[str]:
-    """What REDCap would refuse in a dictionary, as messages (empty when fine)."""
-    problems: list[str] = []
-    if not rows:
-        return ["The data dictionary contains no fields"]
-    seen: set[str] = set()
-    forms_done: set[str] = set()
-    current_form = None
-    for i, row in enumerate(rows, start=1):
-        name, form, ftype = row["field_name"], row["form_name"], row["field_type"]
-        why = naming.name_problem(name)
-        if why:
-            problems.append(f"Row {i}: the variable name '{name}' is not valid: it {why}")
-        if name in seen:
-            problems.append(f"Row {i}: the variable name '{name}' is duplicated")
-        seen.add(name)
-        why = naming.name_problem(form)
-        if why:
-            problems.append(f"Row {i}: the form name '{form}' is not valid: it {why}")
-        if form != current_form:
-            if form in forms_done:
-                problems.append(f"Row {i}: the fields of form '{form}' are not contiguous")
-            if current_form is not None:
-                forms_done.add(current_form)
-            current_form = form
-        if ftype not in FIELD_TYPES:
-            problems.append(f"Row {i}: the field type '{ftype}' is not valid")
-        if ftype in ("dropdown", "radio", "checkbox") and not row["select_choices_or_calculations"].strip():
-            problems.append(f"Row {i}: the field '{name}' has no choices")
-        validation = row["text_validation_type_or_show_slider_number"]
-        if ftype == "text" and validation and not naming.is_validation_type(validation):
-            problems.append(f"Row {i}: the validation type '{validation}' of '{name}' is not valid")
+    """What is wrong with a dictionary, as messages (empty when fine): the definitions checks, then the record-id
+    rule a REDCap project adds (the first field must be a text field)."""
+    from trialkit.definitions.dictionary import DictionaryRow, study_from_rows
+
+    try:
+        study_from_rows([DictionaryRow(dict(r), i) for i, r in enumerate(rows, start=1)], path="metadata")
+    except DefinitionError as exc:
+        return [f"Row {d.line}: {d.message}" if d.line else d.message for d in exc.diagnostics] or [exc.message]
+    problems = []
     if rows[0]["field_type"] != "text":
         problems.append("The first field (the record ID field) must be a text field")
+    for i, row in enumerate(rows, start=1):
+        validation = row["text_validation_type_or_show_slider_number"]
+        if row["field_type"] == "text" and validation and not naming.is_validation_type(validation):
+            problems.append(f"Row {i}: the validation type '{validation}' of '{row['field_name']}' is not valid")
     return problems
 
 
