@@ -1,0 +1,111 @@
+"""`trialkit sandbox serve`: a local REDCap-API-compatible server (SQLite file, real HTTP on loopback)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from trialkit.errors import UsageError
+
+TOKEN_ENV = "TRIALKIT_SANDBOX_TOKEN"
+ADMIN_ENV = "TRIALKIT_SANDBOX_ADMIN_SECRET"
+
+
+@click.group()
+def sandbox() -> None:
+    """A local REDCap-compatible server for trying a study build or a nightly job safely.
+
+    \b
+    Example:
+      trialkit sandbox serve --study . --db kap.db --port 8765
+    """
+
+
+@sandbox.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (keep it loopback).")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Port; 0 picks a free one.")
+@click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path), default=Path("sandbox.db"),
+              show_default=True, help="SQLite file holding the project and its data (kept across restarts).")
+@click.option("--study", type=click.Path(exists=True, path_type=Path), help="Create the project from a trialkit "
+              "study (directory with study.yaml, or the file): longitudinal design included.")
+@click.option("--dictionary", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Create a classic project from a REDCap data dictionary CSV.")
+@click.option("--title", default=None, help="Project title (default: the study's title).")
+@click.option("--fault", type=click.Choice(["error", "http500", "html_fatal", "slow", "drop", "drop_after"]),
+              help="Inject this failure into a share of requests (see --fault-share / --fault-next).")
+@click.option("--fault-share", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Fraction of requests that fail (seeded, reproducible).")
+@click.option("--fault-next", type=click.IntRange(0), default=0, show_default=True,
+              help="Make the next N requests fail.")
+@click.option("--fault-seed", type=int, default=0, show_default=True)
+@click.option("--fault-delay", type=float, default=2.0, show_default=True, help="Seconds, for --fault slow.")
+@click.option("--rate-limit", type=click.IntRange(0), default=0, show_default=True,
+              help="Allow at most N requests per second per token (HTTP 429 beyond); 0 = unlimited.")
+@click.option("--log-requests", is_flag=True, help="Print one line per request (content and status, never data).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="How to print the URL and token at start-up (json: one line for scripts).")
+def serve(host: str, port: int, db: Path, study: Path | None, dictionary: Path | None, title: str | None,
+          fault: str | None, fault_share: float, fault_next: int, fault_seed: int, fault_delay: float,
+          rate_limit: int, log_requests: bool, fmt: str) -> None:
+    """Serve the REDCap API at http://HOST:PORT/api/ until interrupted.
+
+    The token is taken from $TRIALKIT_SANDBOX_TOKEN when set (32 characters; then it is not printed), else the
+    project's stored token, else a new one, printed once. With $TRIALKIT_SANDBOX_ADMIN_SECRET set, the admin
+    endpoint (/admin/..., header X-Trialkit-Admin) lets a test harness reset projects and set faults.
+
+    \b
+    Examples:
+      trialkit sandbox serve --study . --db kap.db --port 8765
+      trialkit sandbox serve --dictionary dd.csv --fault error --fault-share 0.1 --fault-seed 3
+      TRIALKIT_SANDBOX_TOKEN=... trialkit sandbox serve --db kap.db --format json
+    """
+    from trialkit.redcap.sandbox import FaultPlan, ProjectSpec, Sandbox
+
+    if study is not None and dictionary is not None:
+        raise UsageError("give either --study or --dictionary, not both")
+    env_token = os.environ.get(TOKEN_ENV) or None
+    if env_token is not None and len(env_token) != 32:
+        raise UsageError(f"${TOKEN_ENV} must hold a 32-character token")
+    extra = {"title": title} if title else {}
+    spec = None
+    if study is not None:
+        spec = ProjectSpec.from_study(study, **extra)
+    elif dictionary is not None:
+        spec = ProjectSpec.from_dictionary_csv(dictionary, **extra)
+    try:
+        server = Sandbox(db=db, host=host, port=port, admin_secret=os.environ.get(ADMIN_ENV) or None,
+                         log_requests=log_requests)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        existing = server.storage.tokens()
+        token = env_token if env_token is not None else (existing[0] if existing else None)
+        if token is not None and token in existing:
+            if spec is not None:
+                server.redefine(spec, token)
+            server.token = token
+        elif spec is not None:
+            token = server.create_project(spec, token)
+        else:
+            raise UsageError(f"{db} holds no project yet: give --study or --dictionary to create one")
+        server.token = token
+        if fault is not None or rate_limit:
+            server.set_faults(FaultPlan(kind=fault or "error", share=fault_share, next_n=fault_next,
+                                        seed=fault_seed, delay=fault_delay, rate_limit=rate_limit, rate_window=1.0))
+        shown = "(from $" + TOKEN_ENV + ")" if env_token is not None else token
+        if fmt == "json":
+            click.echo(json.dumps({"url": server.url, "token": None if env_token else token, "db": str(db)}))
+        else:
+            click.echo(f"trialkit sandbox: REDCap API at {server.url}")
+            click.echo(f"  database: {db}")
+            click.echo(f"  token:    {shown}")
+            click.echo("  stop with Ctrl-C")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            click.echo("trialkit sandbox: stopped", err=True)
+    finally:
+        server.close()
