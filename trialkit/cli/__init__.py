@@ -25,6 +25,7 @@ _COMMANDS = {
     "screen": "trialkit.cli.screen:screen",
     "demo": "trialkit.cli.demo:demo",
     "sandbox": "trialkit.cli.sandbox:sandbox",
+    "redcap": "trialkit.cli.redcap:redcap",
 }
 
 

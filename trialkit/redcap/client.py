@@ -1,0 +1,320 @@
+"""A careful PyCap wrapper for jobs that must not lose or duplicate data.
+
+PyCap 2.7.0 is a thin transport: it never looks at status codes, sets no timeout, has no retries, and some
+calls swallow server errors (see shared reference, PyCap blind spots). This wrapper adds what a nightly job
+needs on top of it, and nothing else:
+
+- the token comes from an environment variable or a 0600 file, is held in a `Token` that never prints, and
+  is scrubbed from every error message;
+- every request has a timeout; transient failures (dropped connection, timeout, a 5xx or an HTML fatal page
+  instead of JSON) are retried with exponential backoff; REDCap's own error replies are not retried,
+  because sending the same bad request again cannot help;
+- exports are chunked by *record* (never by row: a record's events must not straddle chunks), and a
+  "ran out of server memory" reply halves the chunk;
+- imports are chunked by record, ask for the written ids back (never `returnContent=nothing`, which hides
+  errors) and can be verified by reading back.
+
+Retrying an import is safe because a flat import keyed by record, event and instance is idempotent: sending
+the same rows twice leaves the same data. Rows that auto-number (`redcap_repeat_instance = new`) are not
+idempotent, so they are never retried.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+from redcap import Project
+
+from trialkit.errors import RedcapError, UsageError
+
+T = TypeVar("T")
+
+DEFAULT_TOKEN_ENV = "REDCAP_API_TOKEN"
+_MEMORY_ERROR = "ran out of server memory"
+
+
+class Token:
+    """A REDCap API token that never shows itself in repr, str, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        value = value.strip()
+        if len(value) not in (32, 64) or not value.isalnum():
+            raise UsageError("the REDCap API token must be 32 (or 64 for a super token) letters and digits")
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self._value, "***")
+
+    def __repr__(self) -> str:
+        return "Token(***)"
+
+    __str__ = __repr__
+
+
+def load_token(env: str | None = DEFAULT_TOKEN_ENV, file: str | Path | None = None) -> Token:
+    """Read the token from a file readable only by its owner, else from an environment variable.
+
+    Never from argv: command lines are visible to every user of the machine and end up in shell history.
+    """
+    if file is not None:
+        path = Path(file)
+        try:
+            mode = path.stat().st_mode
+        except OSError as exc:
+            raise UsageError(f"cannot read the token file {path}: {exc.strerror}") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise UsageError(f"the token file {path} is readable by others: run `chmod 600 {path}`")
+        return Token(path.read_text(encoding="utf-8"))
+    if env and os.environ.get(env):
+        return Token(os.environ[env])
+    raise UsageError(f"no REDCap token: set the environment variable {env or DEFAULT_TOKEN_ENV} or give a token file")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    backoff: float = 0.5  # seconds before the second attempt; doubles each time
+    max_backoff: float = 30.0
+
+    def delays(self) -> Iterator[float]:
+        delay = self.backoff
+        for _ in range(self.attempts - 1):
+            yield delay
+            delay = min(delay * 2, self.max_backoff)
+
+
+class _Transient(Exception):
+    """A failure worth retrying; carries the scrubbed reason."""
+
+
+class _ServerMemory(Exception):
+    """REDCap refused the size of the request; retry with less."""
+
+
+class RedcapClient:
+    """One REDCap project, reached through PyCap with timeouts, retries, chunking and error mapping."""
+
+    def __init__(
+        self,
+        url: str,
+        token: Token,
+        *,
+        timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        chunk_size: int = 500,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not url.endswith("/api/"):
+            raise UsageError(f"the REDCap API URL must end with /api/ (got {url})")
+        self.url = url
+        self._token = token
+        self._retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self.chunk_size = max(1, chunk_size)
+        self._project = Project(url, token.reveal(), timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"RedcapClient({self.url!r})"
+
+    # -- the retry loop -------------------------------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[[], T], *, retry: bool = True) -> T:
+        delays = self._retry.delays() if retry else iter(())
+        while True:
+            try:
+                return self._classify(what, fn)
+            except _Transient as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    raise RedcapError(f"REDCap {what} failed after {self._retry.attempts} attempts: {exc}") from None
+                self._sleep(delay)
+
+    def _classify(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except requests.exceptions.JSONDecodeError:
+            # a 200 or 5xx whose body is not JSON: an HTML fatal-error page, a proxy error page
+            raise _Transient("the server's reply was not valid JSON (server error page?)") from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise _Transient(f"network: {type(exc).__name__}") from None
+        except requests.RequestException as exc:
+            message = self._token.scrub(_error_text(exc))
+            if _MEMORY_ERROR in message.lower():
+                raise _ServerMemory(message) from None
+            if _looks_transient(message):
+                raise _Transient(message) from None
+            raise RedcapError(f"REDCap {what} failed: {message}") from None
+        except AssertionError as exc:  # PyCap asserts on reply shapes it did not expect
+            raise _Transient(self._token.scrub(f"unexpected reply ({exc})")) from None
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    @property
+    def def_field(self) -> str:
+        return self._call("metadata export", lambda: self._project.def_field)
+
+    def metadata(self) -> list[dict[str, str]]:
+        return self._call("metadata export", lambda: self._project.export_metadata())
+
+    def record_ids(
+        self,
+        *,
+        filter_logic: str | None = None,
+        changed_since: datetime | None = None,
+        changed_until: datetime | None = None,
+    ) -> list[str]:
+        """Every record id (first-seen order), optionally only those matching logic or changed in a window
+        (REDCap's dateRangeBegin/End, in the server's local time)."""
+        def_field = self.def_field
+        rows = self._call(
+            "record id export",
+            lambda: self._project.export_records(
+                fields=[def_field],
+                filter_logic=filter_logic,
+                date_begin=changed_since,
+                date_end=changed_until,
+            ),
+        )
+        return list(dict.fromkeys(str(row[def_field]) for row in rows))
+
+    def export_records(
+        self,
+        records: Sequence[str] | None = None,
+        *,
+        fields: Sequence[str] | None = None,
+        forms: Sequence[str] | None = None,
+        events: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Flat rows of the given records (all when None), fetched record-chunk by record-chunk."""
+        ids = list(records) if records is not None else self.record_ids()
+        rows: list[dict[str, Any]] = []
+        size = self.chunk_size
+        start = 0
+        while start < len(ids):
+            chunk = ids[start : start + size]
+            try:
+                rows.extend(
+                    self._call(
+                        "record export",
+                        lambda chunk=chunk: self._project.export_records(
+                            records=chunk,
+                            fields=list(fields) if fields else None,
+                            forms=list(forms) if forms else None,
+                            events=list(events) if events else None,
+                        ),
+                    )
+                )
+            except _ServerMemory as exc:
+                if size == 1:
+                    raise RedcapError(f"REDCap record export failed even one record at a time: {exc}") from None
+                size = max(1, size // 2)
+                continue
+            start += len(chunk)
+        return rows
+
+    # -- writing -------------------------------------------------------------------------------------
+
+    def import_records(self, rows: Sequence[Mapping[str, Any]], *, overwrite: bool = False) -> list[str]:
+        """Write flat rows record-chunk by record-chunk; returns the ids REDCap says it wrote.
+
+        With `overwrite=False` (REDCap's "normal") a blank cell leaves the stored value alone; pass
+        `overwrite=True` only when blanks are meant to clear, and then only with the fields to clear.
+        """
+        def_field = self.def_field
+        written: list[str] = []
+        for chunk in _chunks_by_record(rows, def_field, self.chunk_size):
+            replayable = all(str(row.get("redcap_repeat_instance", "")) != "new" for row in chunk)
+            try:
+                ids = self._call(
+                    "record import",
+                    lambda chunk=chunk: self._project.import_records(
+                        [dict(row) for row in chunk],
+                        overwrite="overwrite" if overwrite else "normal",
+                        return_content="ids",
+                    ),
+                    retry=replayable,
+                )
+            except _ServerMemory as exc:
+                raise RedcapError(f"REDCap record import failed: {exc}") from None
+            written.extend(str(i) for i in ids)
+        return written
+
+    def verify(self, rows: Sequence[Mapping[str, Any]], *, blanks_clear: bool = False) -> list[str]:
+        """Read written rows back; return one message per cell REDCap does not hold as sent."""
+        def_field = self.def_field
+        wanted = {}
+        for row in rows:
+            wanted[_row_key(row, def_field)] = row
+        fields = sorted({k for row in rows for k in row if not k.startswith("redcap_")} - {def_field})
+        have = {
+            _row_key(row, def_field): row
+            for row in self.export_records(list(dict.fromkeys(str(r[def_field]) for r in rows)),
+                                           fields=[def_field, *_base_fields(fields)])
+        }
+        problems = []
+        for key, row in wanted.items():
+            stored = have.get(key)
+            if stored is None:
+                problems.append(f"record {key[0]}: row {key[1:]} missing after import")
+                continue
+            for name in fields:
+                sent = "" if row.get(name) is None else str(row.get(name))
+                if sent == "" and not blanks_clear:
+                    continue
+                if str(stored.get(name, "")) != sent:
+                    problems.append(f"record {key[0]}: field {name} holds {stored.get(name)!r}, sent {sent!r}")
+        return problems
+
+
+def _base_fields(columns: Iterable[str]) -> list[str]:
+    # checkbox columns are requested by their base name; <form>_complete columns by themselves
+    return list(dict.fromkeys(c.split("___")[0] for c in columns))
+
+
+def _row_key(row: Mapping[str, Any], def_field: str) -> tuple[str, str, str, str]:
+    return (
+        str(row[def_field]),
+        str(row.get("redcap_event_name", "") or ""),
+        str(row.get("redcap_repeat_instrument", "") or ""),
+        str(row.get("redcap_repeat_instance", "") or ""),
+    )
+
+
+def _chunks_by_record(rows: Sequence[Mapping[str, Any]], def_field: str, size: int) -> Iterator[list]:
+    by_record: dict[str, list] = {}
+    for row in rows:
+        if def_field not in row:
+            raise UsageError(f"a row to import has no {def_field} (the record id field)")
+        by_record.setdefault(str(row[def_field]), []).append(row)
+    ids = list(by_record)
+    for start in range(0, len(ids), size):
+        yield [row for rid in ids[start : start + size] for row in by_record[rid]]
+
+
+def _error_text(exc: requests.RequestException) -> str:
+    arg = exc.args[0] if exc.args else ""
+    if isinstance(arg, dict):
+        return str(arg.get("error", arg))
+    return str(arg)
+
+
+def _looks_transient(message: str) -> bool:
+    lowered = message.lower()
+    return any(
+        hint in lowered
+        for hint in ("<html", "fatal error", "service unavailable", "gateway", "too many requests", "rate limit",
+                     "maximum number of api requests")
+    )
