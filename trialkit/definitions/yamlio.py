@@ -82,9 +82,14 @@ class YamlDoc:
         )
 
 
+def _text(node: ScalarNode) -> str:
+    # ruamel's round-trip composer marks the fold points of folded scalars (`>`) with BEL; they are not content
+    return node.value.replace("\a", "") if node.style == ">" else node.value
+
+
 def _scalar(node: ScalarNode) -> Any:
     tag = str(node.tag)
-    text = node.value
+    text = _text(node)
     if node.style is not None:  # quoted or block scalars are always strings
         return text
     if tag.endswith(":null"):
@@ -122,7 +127,7 @@ class _Builder:
             node.start_mark.line + 1,
             node.start_mark.column + 1,
             getattr(node, "style", None),
-            node.value if isinstance(node, ScalarNode) else None,
+            _text(node) if isinstance(node, ScalarNode) else None,
         )
         self.doc.values[path] = info
         if isinstance(node, MappingNode):
