@@ -27,6 +27,7 @@ from trialkit.logic.ast import (
     SmartVar,
     String,
     Unary,
+    walk,
 )
 from trialkit.logic.fields import FieldSpec, checkbox_column, event_column
 from trialkit.logic.functions import INSTANCE_AGGREGATES
@@ -235,6 +236,21 @@ class Compiler:
         if c.kind == "date":
             return c.expr.dt.strftime("%Y-%m-%d %H:%M" if c.has_time else "%Y-%m-%d")
         return _lit(None, pl.String)
+
+    def subject(self, c: Col, call: Call, index: int) -> pl.Expr:
+        """Text view of a string method's subject (argument `index`); a row-independent subject is spread over
+        the rows when another argument varies by row (polars does not broadcast a scalar subject then)."""
+        e = self.text(c)
+        others = [a for i, a in enumerate(call.args) if i != index]
+        if _scalar(call.args[index]) and not all(_scalar(a) for a in others):
+            return pl.repeat(e, pl.len())
+        return e
+
+    @staticmethod
+    def text_const(c: Col) -> str:
+        if c.kind == "bool":
+            return "1" if c.const else "0"
+        return _format_number(c.const) if c.kind == "num" else str(c.const)
 
     def date(self, c: Col, legacy: str | None = None) -> pl.Expr:
         if c.kind == "date":
@@ -529,9 +545,10 @@ class Compiler:
         if len(args) > 1:
             digits = args[1]
             if digits.is_const:
-                factor = _lit(10.0 ** int(_to_float(digits.const) or 0), pl.Float64)
+                places = max(-15, min(15, int(_to_float(digits.const) or 0)))
+                factor = _lit(10.0**places, pl.Float64)
             else:
-                factor = pl.lit(10.0).pow(self.num(digits).floor())
+                factor = pl.lit(10.0).pow(self.num(digits).floor().clip(-15, 15))
         else:
             factor = _lit(1.0, pl.Float64)
         # Scale, then shed binary noise (1.1*100 = 110.00000000000001) before choosing the integer.
@@ -662,7 +679,7 @@ class Compiler:
 
     def _textpred(self, node: Call, how: str) -> Col:
         hay, needle = self._args(node)
-        h, n = self.text(hay).str.to_lowercase(), self.text(needle).str.to_lowercase()
+        h, n = self.subject(hay, node, 0).str.to_lowercase(), self.text(needle).str.to_lowercase()
         if how == "contains":
             e = h.str.contains(n, literal=True)
         elif how == "not_contain":
@@ -692,16 +709,16 @@ class Compiler:
 
     def _f_left(self, node: Call) -> Col:
         s, n = self._args(node)
-        return self._out(self.text(s).str.slice(0, self._count(n)), "str", [s, n])
+        return self._out(self.subject(s, node, 0).str.slice(0, self._count(n)), "str", [s, n])
 
     def _f_right(self, node: Call) -> Col:
         s, n = self._args(node)
-        return self._out(self.text(s).str.tail(self._count(n)), "str", [s, n])
+        return self._out(self.subject(s, node, 0).str.tail(self._count(n)), "str", [s, n])
 
     def _f_mid(self, node: Call) -> Col:
         s, start, n = self._args(node)
         offset = pl.max_horizontal(self.num(start).floor() - 1, _lit(0.0, pl.Float64)).cast(pl.Int64)
-        return self._out(self.text(s).str.slice(offset, self._count(n)), "str", [s, start, n])
+        return self._out(self.subject(s, node, 0).str.slice(offset, self._count(n)), "str", [s, start, n])
 
     def _f_length(self, node: Call) -> Col:
         (s,) = self._args(node)
@@ -721,14 +738,22 @@ class Compiler:
 
     def _f_find(self, node: Call) -> Col:
         needle, hay = self._args(node)
-        pos = self.text(hay).str.to_lowercase().str.find(self.text(needle).str.to_lowercase(), literal=True)
+        pos = self.subject(hay, node, 1).str.to_lowercase().str.find(self.text(needle).str.to_lowercase(), literal=True)
         return Col((pos.cast(pl.Float64) + 1).fill_null(0.0), "num")
 
     def _f_replace_text(self, node: Call) -> Col:
         hay, search, repl = self._args(node)
-        r = self.text(repl).fill_null("")
-        s = self.text(search)
-        e = pl.when(s.is_null()).then(self.text(hay)).otherwise(self.text(hay).str.replace_all(s, r, literal=True))
+        h, r = self.subject(hay, node, 0), self.text(repl).fill_null("")
+        if search.is_const and (search.const is None or search.kind == "null"):
+            e = h
+        elif search.is_const and repl.is_const:
+            e = h.str.replace_all(
+                self.text_const(search), self.text_const(repl) if repl.const is not None else "", literal=True
+            )
+        else:
+            # polars has no per-row literal pattern for replace; split on it and join with the replacement.
+            s = self.text(search)
+            e = pl.when(s.is_null()).then(h).otherwise(h.str.split(s).list.join(r))
         return self._out(e, "str", [hay])
 
     def _f_concat(self, node: Call) -> Col:
@@ -761,6 +786,11 @@ class Compiler:
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------
+def _scalar(node: Node) -> bool:
+    """True when the value does not depend on the row (no field, smart variable or aggregate inside)."""
+    return not any(isinstance(n, FieldRef | SmartVar | FormName) for n in walk(node))
+
+
 def _label(node: FieldRef) -> str:
     """Name of a reference in `missing` reports and bit tables."""
     name = node.name
