@@ -123,6 +123,15 @@ CASES = {
     ),
     "DEF020": ({"base": BASE.replace("instrument: base", "instrument: basis")}, None,
                ("instruments/base.yaml", 1, 13)),
+    "DEF021": (
+        {
+            "base": BASE
+            + "  - name: a\n    type: radio\n    choices: {0: No, 1: Yes}\n    matrix_group: m\n"
+            + "  - name: b\n    type: radio\n    choices: {0: No, 1: Yes, 2: Maybe}\n    matrix_group: m\n"
+        },
+        None,
+        ("instruments/base.yaml", 13, 19),
+    ),
     "LOG001": (
         {"base": BASE + "  - name: age\n    type: text\n    show_if: \"[record_id] = \"\n"},
         None,

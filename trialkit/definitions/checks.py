@@ -50,6 +50,7 @@ CODES = {
     "DEF018": "name clashes with a REDCap column (form status, checkbox column, reserved)",
     "DEF019": "slider labels, alignment or matrix settings misplaced",
     "DEF020": "instrument name differs from its file name",
+    "DEF021": "matrix group fields not radio/checkbox, not alike or not next to each other",
     "LOG001": "expression syntax error (branching logic or calculation)",
     # LOGIC0xx: problems the logic checker finds in an expression (unknown field, checkbox code not a choice,
     # wrong type, unknown event...), passed through with their codes; see trialkit/logic/checker.py.
@@ -88,6 +89,7 @@ def check_semantics(study: Study, sources: SourceMap | None = None, *, standalon
     _check_names(study, out)
     for f in study.iter_fields():
         _check_field(f, out)
+    _check_matrix_groups(study, out)
     _check_calc_graph(study, out)
     if not standalone:
         _check_schedule(study, out)
@@ -244,6 +246,28 @@ def _check_range(f: Field, out: _Out) -> None:
             bad = False
         if bad:
             out.field(f, "DEF007", f"min {f.min} is greater than max {f.max} for field '{f.name}'", "min")
+
+
+# ---- matrix groups ----------------------------------------------------------------------------------------------
+def _check_matrix_groups(study: Study, out: _Out) -> None:
+    """REDCap draws a matrix as one table: its fields share a type (radio or checkbox) and choices, in a row."""
+    for inst in study.instruments:
+        first: dict[str, Field] = {}
+        previous = ""
+        for f in inst.fields:
+            group = f.matrix_group
+            if group:
+                if f.type not in (FieldType.RADIO, FieldType.CHECKBOX):
+                    out.field(f, "DEF021", f"matrix field '{f.name}' must be radio or checkbox, not {f.type.value}",
+                              "type")
+                elif group in first and (f.type, f.choices) != (first[group].type, first[group].choices):
+                    out.field(f, "DEF021", f"matrix field '{f.name}' differs from '{first[group].name}' in type or "
+                              f"choices (matrix group '{group}')", "matrix_group")
+                elif group in first and previous != group:
+                    out.field(f, "DEF021", f"matrix group '{group}' is split: its fields must be next to each other",
+                              "matrix_group")
+                first.setdefault(group, f)
+            previous = group
 
 
 # ---- calculations -----------------------------------------------------------------------------------------------
