@@ -121,8 +121,8 @@ def check(paths: tuple[str, ...], fmt: str) -> None:
     errors = sum(1 for d in diags if d.is_error)
     warnings = len(diags) - errors
     if fmt == "json":
-        click.echo(json.dumps({"errors": errors, "warnings": warnings,
-                               "diagnostics": [d.to_dict() for d in diags]}, indent=2))
+        # the same sorted list as the text output, one object per diagnostic
+        click.echo(json.dumps([d.to_dict() for d in diags], indent=2, ensure_ascii=False))
     else:
         for d in diags:
             click.echo(d.format())
