@@ -129,3 +129,23 @@ def test_real_process_exit_code_and_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "YAML002 duplicate key 'label'" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_a_rule_file_is_checked_as_rules_not_as_a_study(repo_root, tmp_path, capsys):
+    rules = repo_root / "eligibility_rules" / "kap_trd.yaml"
+    if not rules.is_file():
+        pytest.skip("no KAP rule file in this checkout")
+    shutil.copytree(repo_root / "instruments", tmp_path / "instruments")
+    shutil.copy(repo_root / "study.yaml", tmp_path / "study.yaml")
+    (tmp_path / "eligibility_rules").mkdir()
+    target = tmp_path / "eligibility_rules" / "kap_trd.yaml"
+    target.write_text(rules.read_text(encoding="utf-8").replace("[madrs_total]", "[madrs_totl]", 1), encoding="utf-8")
+    code, out, _ = run(["check", str(target)], capsys)
+    assert code == 2
+    assert "madrs_totl" in out and "SCH00" not in out
+
+
+def test_json_of_a_clean_study_is_an_empty_list(repo_root, capsys, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    code, out, _ = run(["check", "--format", "json"], capsys)
+    assert (code, json.loads(out)) == (0, [])

@@ -72,7 +72,9 @@ def collect(paths: tuple[str, ...]) -> list[Diagnostic]:
                 diags += _check_rules(rules, target)
             continue
         keys = _top_keys(target)
-        if target.name == "study.yaml" or "study" in keys:
+        if "criteria" in keys or target.parent.name == RULES_DIR:
+            diags += _check_rules([target], _study_dir_for(target))
+        elif target.name == "study.yaml" or "study" in keys:
             diags += check_study(target).diagnostics
         elif "instrument" in keys:
             study_dir = _study_dir_for(target)
@@ -81,8 +83,6 @@ def collect(paths: tuple[str, ...]) -> list[Diagnostic]:
                 diags += [d for d in check_study(study_dir).diagnostics if d.file == shown]
             else:
                 diags += check_instrument_file(target)[1]
-        elif "criteria" in keys or target.parent.name == RULES_DIR:
-            diags += _check_rules([target], _study_dir_for(target))
         else:
             # Not recognisable: check it as an instrument, which reports YAML and schema problems with places.
             diags += check_instrument_file(target)[1]
