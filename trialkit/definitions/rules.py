@@ -81,6 +81,7 @@ class Criterion:
     applies_if: str | None = None
     attested: Attestation | None = None
     notes: str | None = None
+    requires_instances: tuple[str, ...] = ()
     pos: SourcePos = SourcePos()
     logic_pos: ExprPos | None = field(default=None, compare=False, repr=False)
     applies_pos: ExprPos | None = field(default=None, compare=False, repr=False)
@@ -260,6 +261,7 @@ def _build(doc: Any, digest: str) -> RuleSet:
                 applies_if=_expr(node.get("applies_if")),
                 attested=attested,
                 notes=_unfold(node["notes"]) if node.get("notes") is not None else None,
+                requires_instances=tuple(node.get("requires_instances") or ()),
                 pos=pos,
                 logic_pos=locate("logic") if logic is not None else None,
                 applies_pos=locate("applies_if") if node.get("applies_if") is not None else None,
@@ -331,6 +333,17 @@ def check_ruleset(ruleset: RuleSet, study: Any) -> list[Diagnostic]:
             check(c.applies_if, c.applies_pos, f"criterion {c.id} applies_if")
         if c.attested is not None:
             diags.extend(_check_attestation(c, study))
+        for form in c.requires_instances:
+            if form not in repeating:
+                diags.append(
+                    Diagnostic(
+                        "RULE014",
+                        f"criterion {c.id}: requires_instances names '{form}', which is not a repeating instrument",
+                        c.pos.file,
+                        c.pos.line,
+                        c.pos.col,
+                    )
+                )
     if ruleset.reference_date is not None:
         ref = study.fields.get(ruleset.reference_date)
         if ref is None or ref.value_kind not in ("date", "datetime"):

@@ -60,6 +60,7 @@ class CompiledCriterion:
     columns: tuple[str, ...]  # record columns referenced (for values)
     value_terms: tuple[tuple[str, Any], ...]  # (label, tree) of computed values worth showing
     signature_columns: tuple[str, ...] = ()
+    requires_instances: tuple[str, ...] = ()
     applies_bits: frozenset[int] = frozenset()  # items read by applies_if (named while applicability is unknown)
     logic_bits: frozenset[int] = frozenset()  # items read by the decision (named once the criterion applies)
 
@@ -121,6 +122,9 @@ def compile_rules(ruleset: RuleSet, study: Any = None, *, record_id: str | None 
         applies_refs = _eval.references(applies) if applies is not None else _eval.Refs()
         refs = applies_refs.merge(logic_refs)
         refs = _eval.Refs(tuple(c for c in refs.columns if c != _eval.REFERENCE_COLUMN), refs.instance_columns)
+        for form in crit.requires_instances:
+            logic_refs = logic_refs.merge(_eval.Refs(instance_columns={form: ()}))
+            refs = refs.merge(_eval.Refs(instance_columns={form: ()}))
         items = [MissingItem(c, column=c) for c in refs.columns]
         for form, cols in refs.instance_columns.items():
             forms.setdefault(form, None)
@@ -151,6 +155,7 @@ def compile_rules(ruleset: RuleSet, study: Any = None, *, record_id: str | None 
                 signature_columns=sig_cols,
                 applies_bits=applies_bits,
                 logic_bits=logic_bits,
+                requires_instances=crit.requires_instances,
             )
         )
     if diags:
@@ -229,21 +234,61 @@ def screen(
             exprs[_applies_key(cc)] = cc.applies
     # One pass for every expression: the logic engine shares parsing of columns and instance aggregates.
     evaluated = _eval.evaluate_many(exprs, frame, ctx).drop(rid)
-    gaps = {}
-    for cc in rules.criteria:
-        for label, series in _eval.instance_gaps(cc, frame, ctx).items():
-            gaps[_gap_key(label)] = series
     work = pl.concat([frame, evaluated], how="horizontal")
-    if gaps:
-        work = work.with_columns(pl.Series(k, v) for k, v in gaps.items())
-    selects: list[pl.Expr] = [pl.col(rid).cast(pl.String)]
-    for cc in rules.criteria:
-        res, mask = _criterion_exprs(cc)
-        selects += [res.alias(result_col(cc.id)), mask.alias(missing_col(cc.id))]
-    out = work.select(selects).with_columns(_disposition_exprs(rules))
+    required = {form for cc in rules.criteria for form in cc.requires_instances}
+    if required:
+        work = work.with_columns(
+            pl.col(rid)
+            .cast(pl.String)
+            .is_in(instances[form][rid].cast(pl.String).unique().implode())
+            .alias(_has_key(form))
+            for form in sorted(required)
+        )
+    results = work.select(
+        pl.col(rid).cast(pl.String), *[_result_expr(cc).alias(result_col(cc.id)) for cc in rules.criteria]
+    )
+    masks = work.with_columns(results.drop(rid)).select(
+        [_mask_expr(cc).alias(missing_col(cc.id)) for cc in rules.criteria]
+    )
+    masks = _with_instance_gaps(rules, results, masks, work, ctx)
+    out = pl.concat([results, masks], how="horizontal").with_columns(_disposition_exprs(rules))
     cols = [rid, DISPOSITION_COL, PRIMARY_COL]
     cols += [c for cc in rules.criteria for c in (result_col(cc.id), missing_col(cc.id))]
     return Screening(rules, as_of, out.select(cols), frame, instances)
+
+
+def _with_instance_gaps(
+    rules: CompiledRules, results: pl.DataFrame, masks: pl.DataFrame, frame: pl.DataFrame, ctx: _eval.Context
+) -> pl.DataFrame:
+    # `frame` holds the record columns and the evaluated expressions, in input row order.
+    """Add the bits of instance items (no instance recorded, an instance field blank) to the masks, for the rows
+    whose criterion is unknown only: aggregating instances per record is the costly part, and rarely needed."""
+    for cc in rules.criteria:
+        inst_bits = [(bit, item) for bit, item in enumerate(cc.missing_items) if item.form is not None]
+        if not inst_bits:
+            continue
+        rows = results.select((pl.col(result_col(cc.id)) == Result.UNKNOWN.value).arg_true()).to_series()
+        if rows.len() == 0:
+            continue
+        subset = frame.select(ctx.record_id).gather(rows)
+        gaps = _eval.instance_gaps(cc, subset, ctx)
+        if cc.applies is not None:
+            applies_unknown = frame[_applies_key(cc)].gather(rows).is_null()
+        else:
+            applies_unknown = pl.repeat(False, rows.len(), eager=True)
+        extra = pl.repeat(0, rows.len(), dtype=MASK_DTYPE, eager=True)
+        for bit, item in inst_bits:
+            flag = gaps[item.label].fill_null(False)
+            wanted = (applies_unknown & (bit in cc.applies_bits)) | (~applies_unknown & (bit in cc.logic_bits))
+            extra = extra + (flag & wanted).cast(MASK_DTYPE) * (1 << bit)
+        col = missing_col(cc.id)
+        current = masks[col].gather(rows)
+        masks = masks.with_columns(masks[col].scatter(rows, current | extra))
+    return masks
+
+
+def _has_key(form: str) -> str:
+    return f"has:{form}"
 
 
 def _logic_key(cc: CompiledCriterion) -> str:
@@ -252,10 +297,6 @@ def _logic_key(cc: CompiledCriterion) -> str:
 
 def _applies_key(cc: CompiledCriterion) -> str:
     return f"applies:{cc.id}"
-
-
-def _gap_key(label: str) -> str:
-    return f"gap:{label}"
 
 
 def _reference_date(rules: CompiledRules, frame: pl.DataFrame, as_of: dt.date) -> pl.Expr:
@@ -297,8 +338,8 @@ def _empty_instances(rules: CompiledRules, form: str) -> pl.DataFrame:
     return pl.DataFrame(schema=cols)
 
 
-def _criterion_exprs(cc: CompiledCriterion) -> tuple[pl.Expr, pl.Expr]:
-    """(result code, missing bitmask) for one criterion, over the frame of evaluated expressions."""
+def _result_expr(cc: CompiledCriterion) -> pl.Expr:
+    """The result code of one criterion, over the frame of evaluated expressions."""
     logic = pl.col(_logic_key(cc))
     decided = (
         pl.when(logic.is_null())
@@ -310,25 +351,30 @@ def _criterion_exprs(cc: CompiledCriterion) -> tuple[pl.Expr, pl.Expr]:
     if cc.signature_columns:
         unsigned = pl.any_horizontal([pl.col(c).is_null() for c in cc.signature_columns])
         decided = pl.when(unsigned).then(pl.lit(Result.UNKNOWN.value)).otherwise(decided)
+    if cc.requires_instances:
+        empty = pl.any_horizontal([~pl.col(_has_key(form)) for form in cc.requires_instances])
+        decided = pl.when(empty).then(pl.lit(Result.UNKNOWN.value)).otherwise(decided)
     if cc.applies is not None:
         applies = pl.col(_applies_key(cc))
-        result = (
+        decided = (
             pl.when(applies.is_null())
             .then(pl.lit(Result.UNKNOWN.value))
             .when(applies)
             .then(decided)
             .otherwise(pl.lit(Result.NOT_APPLICABLE.value))
         )
-    else:
-        result = decided
-    result = result.cast(RESULT_DTYPE)
-    # While applicability is unknown, only what decides applicability is needed; after that, what decides the
-    # criterion. An attestation is unknown while unsigned even when its yes/no is recorded.
+    return decided.cast(RESULT_DTYPE)
+
+
+def _mask_expr(cc: CompiledCriterion) -> pl.Expr:
+    """Missing-field bits (record columns only) where the criterion is unknown. While applicability is unknown,
+    only what decides applicability is needed; after that, what decides the criterion (an attestation stays
+    unknown while unsigned even when its yes/no is recorded)."""
     mask = _missing_mask(cc, cc.logic_bits)
     if cc.applies is not None:
         mask = pl.when(pl.col(_applies_key(cc)).is_null()).then(_missing_mask(cc, cc.applies_bits)).otherwise(mask)
-    mask = pl.when(result == Result.UNKNOWN.value).then(mask).otherwise(pl.lit(0, dtype=MASK_DTYPE))
-    return result, mask.cast(MASK_DTYPE)
+    unknown = pl.col(result_col(cc.id)) == Result.UNKNOWN.value
+    return pl.when(unknown).then(mask).otherwise(pl.lit(0, dtype=MASK_DTYPE)).cast(MASK_DTYPE)
 
 
 def _missing_mask(cc: CompiledCriterion, bits: frozenset[int]) -> pl.Expr:
@@ -336,9 +382,9 @@ def _missing_mask(cc: CompiledCriterion, bits: frozenset[int]) -> pl.Expr:
     (not only the ones that would flip the result): that is the list a coordinator collects."""
     terms: list[pl.Expr] = []
     for bit, item in enumerate(cc.missing_items):
-        if bit not in bits:
+        if bit not in bits or item.form is not None:
             continue
-        flag = pl.col(item.column).is_null() if item.form is None else pl.col(_gap_key(item.label))
+        flag = pl.col(item.column).is_null()
         terms.append(flag.fill_null(False).cast(MASK_DTYPE) * pl.lit(1 << bit, dtype=MASK_DTYPE))
     if not terms:
         return pl.lit(0, dtype=MASK_DTYPE)
@@ -408,7 +454,8 @@ def select_candidates(screening: Screening, record_ids: Sequence[str]) -> Screen
     """The same screening narrowed to some candidates (for explaining a few out of many)."""
     rid = screening.record_id
     ids = pl.Series(rid, list(record_ids), dtype=pl.String)
-    frame = screening.frame.filter(pl.col(rid).is_in(ids))
-    data = screening.data.filter(pl.col(rid).cast(pl.String).is_in(ids))
-    inst = {k: v.filter(pl.col(rid).cast(pl.String).is_in(ids)) for k, v in screening.instances.items()}
+    wanted = pl.col(rid).cast(pl.String).is_in(ids.implode())
+    frame = screening.frame.filter(wanted)
+    data = screening.data.filter(wanted)
+    inst = {k: v.filter(wanted) for k, v in screening.instances.items()}
     return Screening(screening.rules, screening.as_of, frame, data, inst)

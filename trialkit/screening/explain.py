@@ -19,7 +19,6 @@ from trialkit.screening.engine import (
     Screening,
     decode_mask,
     missing_col,
-    reasons_expr,
     result_col,
 )
 from trialkit.screening.outcomes import DISPOSITIONS, CandidateResult, CriterionOutcome, Disposition, Result
@@ -148,25 +147,23 @@ def summarise(screening: Screening) -> Summary:
     primary = dict.fromkeys(ids, 0)
     for r, n in frame.filter(pl.col(PRIMARY_COL).is_not_null()).group_by(PRIMARY_COL).len().iter_rows():
         primary[r] = n
-    by_reason = dict.fromkeys(ids, 0)
-    reasons = frame.select(reasons_expr(screening.rules).alias("r")).explode("r").drop_nulls()
-    for r, n in reasons.group_by("r").len().iter_rows():
-        by_reason[r] = n
+    by_reason: dict[str, int] = {}
     by_result: dict[str, dict[str, int]] = {}
-    counts = (
-        frame.select(
-            [(pl.col(result_col(cc.id)) == r.value).sum().alias(f"{cc.id}|{r.label}") for cc in crits for r in Result]
-        ).row(0, named=True)
-        if crits
-        else {}
-    )
-    for cc in crits:
-        by_result[cc.id] = {r.label: int(counts[f"{cc.id}|{r.label}"]) for r in Result}
+    if crits:
+        # One pass of column sums: counts per criterion and result, and how often each criterion decides.
+        exprs = [
+            (pl.col(result_col(cc.id)) == r.value).sum().alias(f"{cc.id}|{r.label}") for cc in crits for r in Result
+        ]
+        counts = frame.select(exprs).row(0, named=True)
+        for cc in crits:
+            by_result[cc.id] = {r.label: int(counts[f"{cc.id}|{r.label}"]) for r in Result}
+            deciding = Result.NOT_MET if cc.kind.value == "inclusion" else Result.MET
+            by_reason[cc.id] = by_result[cc.id][deciding.label]
     return Summary(
         total=frame.height,
         by_disposition=disp_counts,
         by_primary_reason={k: v for k, v in primary.items() if v},
-        by_reason={k: v for k, v in by_reason.items() if v},
+        by_reason={k: v for k, v in by_reason.items() if v},  # protocol order
         by_result=by_result,
         missing=_missing_ranking(screening),
     )

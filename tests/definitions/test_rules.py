@@ -1,0 +1,200 @@
+"""Rule files: loading, JSON Schema, structure checks and expression checks, each located in the file."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from textwrap import dedent
+
+import pytest
+
+from trialkit.definitions import load_study
+from trialkit.definitions.rules import CriterionKind, check_ruleset, load_ruleset, parse_ruleset, read_ruleset
+from trialkit.errors import DefinitionError
+
+ROOT = Path(__file__).resolve().parents[2]
+KAP_RULES = ROOT / "eligibility_rules" / "kap_trd.yaml"
+
+HEADER = """\
+id: demo
+version: "1.0"
+title: Demo rules
+protocol: {reference: demo protocol, version: "1.0"}
+criteria:
+"""
+
+
+@pytest.fixture(scope="module")
+def study():
+    return load_study(ROOT)
+
+
+def _rules(body: str) -> str:
+    return HEADER + dedent(body)
+
+
+def _codes(diags) -> list[str]:
+    return [d.code for d in diags]
+
+
+def test_kap_rules_load_clean_against_the_study(study):
+    ruleset = load_ruleset(KAP_RULES, study)
+    assert ruleset.id == "kap_trd"
+    assert ruleset.ids == tuple(f"I{i}" for i in range(1, 9)) + tuple(f"E{i}" for i in range(1, 14))
+    assert all(c.kind is CriterionKind.INCLUSION for c in ruleset.criteria[:8])
+    assert all(c.kind is CriterionKind.EXCLUSION for c in ruleset.criteria[8:])
+    assert ruleset.sha256 == hashlib.sha256(KAP_RULES.read_bytes()).hexdigest()
+    assert ruleset.stamp() == {"id": "kap_trd", "version": ruleset.version, "sha256": ruleset.sha256}
+    assert [d for d in check_ruleset(ruleset, study) if d.is_error] == []
+
+
+def test_kap_rules_keep_applicability_and_attestation(study):
+    ruleset = load_ruleset(KAP_RULES, study)
+    assert ruleset.criterion("I6").applies_if == "[current_ad] = '1'"
+    assert ruleset.criterion("I7").applies_if == "[childbearing_potential] = '1'"
+    e13 = ruleset.criterion("E13")
+    assert e13.is_attested and e13.logic is None
+    assert e13.attested.fields == ("inv_unsafe", "inv_name", "inv_date")
+    assert e13.expression == "[inv_unsafe] = '1'"
+    assert ruleset.reference_date == "screening_date"
+    # folded YAML text is one clean line (ruamel marks folds with BEL characters internally)
+    assert "\a" not in ruleset.criterion("E1").text and "  " not in ruleset.criterion("E1").text
+
+
+def test_hash_changes_with_the_file_bytes():
+    a, _ = parse_ruleset(_rules('  - {id: I1, kind: inclusion, text: t, logic: "[x] = 1"}\n'), file="a.yaml")
+    b, _ = parse_ruleset(_rules('  - {id: I1, kind: inclusion, text: t, logic: "[x] = 2"}\n'), file="a.yaml")
+    assert a is not None and b is not None and a.sha256 != b.sha256
+
+
+def test_unknown_key_is_located_schema_error():
+    text = _rules(
+        """\
+          - id: I1
+            kind: inclusion
+            text: t
+            logik: "[age] >= 18"
+        """
+    )
+    ruleset, diags = parse_ruleset(text, file="r.yaml")
+    assert ruleset is None
+    d = next(d for d in diags if d.code == "SCH003")
+    assert (d.file, d.line, d.col) == ("r.yaml", 9, 3)  # the key `logik` (body dedented to column 1)
+    assert "logik" in d.message
+
+
+def test_bad_kind_and_missing_text_are_schema_errors():
+    text = _rules('  - {id: I1, kind: inclusive, logic: "[a] = 1"}\n')
+    _, diags = parse_ruleset(text, file="r.yaml")
+    assert "SCH005" in _codes(diags)  # enum
+    assert "SCH002" in _codes(diags)  # required text
+    assert all(d.line == 6 for d in diags)
+
+
+def test_duplicate_id_no_logic_and_both_logic_and_attested():
+    text = _rules(
+        """\
+          - {id: I1, kind: inclusion, text: a, logic: "[a] = 1"}
+          - {id: I1, kind: inclusion, text: b, logic: "[b] = 1"}
+          - {id: E1, kind: exclusion, text: c}
+          - {id: E2, kind: exclusion, text: d, logic: "[d] = 1", attested: {field: d}}
+        """
+    )
+    _, diags = parse_ruleset(text, file="r.yaml")
+    by_code = {d.code: d for d in diags}
+    assert by_code["RULE001"].line == 7 and "line 6" in by_code["RULE001"].message
+    assert by_code["RULE002"].line == 8
+    assert by_code["RULE003"].line == 9
+
+
+def test_yaml_syntax_and_duplicate_keys_are_located():
+    _, diags = parse_ruleset(HEADER + "  - {id: I1, kind: [inclusion\n", file="r.yaml")
+    assert _codes(diags) == ["YAML001"] and diags[0].line is not None
+    _, diags = parse_ruleset(HEADER.replace("title: Demo rules\n", "title: a\ntitle: b\n") + "  []\n", file="r.yaml")
+    assert "YAML002" in _codes(diags)
+
+
+def test_logic_syntax_error_points_into_the_file(study):
+    text = _rules("  - {id: I1, kind: inclusion, text: t, logic: \"[mini_mdd] = '1' and (\"}\n")
+    ruleset, diags = parse_ruleset(text, file="r.yaml")
+    assert ruleset is not None and diags == []
+    found = check_ruleset(ruleset, study)
+    d = next(d for d in found if d.code == "LOG001")
+    assert d.file == "r.yaml" and d.line == 6
+    # the column is inside the expression on that line, past the opening quote
+    assert d.col > text.splitlines()[5].index('"')
+    assert d.format().startswith(f"r.yaml:6:{d.col}: LOG001 criterion I1:")
+
+
+def test_unknown_field_in_block_scalar_is_located_on_its_line(study):
+    text = _rules(
+        """\
+          - id: I5
+            kind: inclusion
+            text: t
+            logic: |
+              [madrs_total] >= 20
+              and [madrs_dat] <> ''
+        """
+    )
+    ruleset, diags = parse_ruleset(text, file="r.yaml")
+    assert diags == []
+    found = [d for d in check_ruleset(ruleset, study) if d.is_error]
+    assert found, "an unknown field must be reported"
+    d = found[0]
+    assert d.line == 11  # the second line of the block
+    assert d.col == 9  # where [madrs_dat] starts: 4 spaces of block indent + "and "
+    assert "madrs_dat" in d.message
+
+
+def test_attestation_fields_are_checked(study):
+    text = _rules(
+        """\
+          - {id: I1, kind: inclusion, text: t, logic: "[mini_mdd] = '1'"}
+          - {id: E1, kind: exclusion, text: a, attested: {field: nope, signed_by: inv_name, signed_on: gone}}
+          - {id: E2, kind: exclusion, text: b, attested: {field: dob}}
+        """
+    )
+    ruleset, _ = parse_ruleset(text, file="r.yaml")
+    found = check_ruleset(ruleset, study)
+    codes = _codes(found)
+    assert codes.count("RULE010") == 2  # field 'nope' and signed_on 'gone'
+    assert "RULE011" in codes  # dob is a date, not yes/no
+    assert "RULE012" in codes  # unsigned attestation warns
+    assert next(d for d in found if d.code == "RULE012").is_error is False
+
+
+def test_reference_date_must_be_a_date_field(study):
+    text = HEADER.replace("criteria:\n", "reference_date: sex\ncriteria:\n") + (
+        "  - {id: I1, kind: inclusion, text: t, logic: \"[mini_mdd] = '1'\"}\n"
+    )
+    ruleset, diags = parse_ruleset(text, file="r.yaml")
+    assert diags == []
+    assert "RULE013" in _codes(check_ruleset(ruleset, study))
+
+
+def test_load_ruleset_raises_with_every_diagnostic(tmp_path, study):
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        _rules(
+            """\
+              - {id: I1, kind: inclusion, text: t, logic: "[no_such_field] = 1"}
+              - {id: E1, kind: exclusion, text: t, logic: "[mini_mdd] = '1' and"}
+            """
+        )
+    )
+    with pytest.raises(DefinitionError) as info:
+        load_ruleset(path, study)
+    diags = info.value.diagnostics
+    assert len(diags) >= 2
+    assert {d.line for d in diags} == {6, 7}
+    assert all(d.file == str(path) for d in diags)
+
+
+def test_unreadable_and_non_mapping_files(tmp_path):
+    ruleset, diags = read_ruleset(tmp_path / "missing.yaml")
+    assert ruleset is None and _codes(diags) == ["IO001"]
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    ruleset, diags = read_ruleset(path)
+    assert ruleset is None and _codes(diags) == ["RULE005"]

@@ -1,0 +1,253 @@
+"""Screening semantics on the KAP-TRD rules: results, dispositions, reasons, missing fields, reference dates."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from trialkit.errors import UsageError
+from trialkit.screening.engine import screen, select_candidates
+from trialkit.screening.explain import candidates, summarise
+
+from .conftest import AS_OF, TRIALS
+
+
+def _one(screening, rid="0001"):
+    return next(c for c in candidates(screening) if c.record_id == rid)
+
+
+def _result(cand, cid):
+    return next(o for o in cand.criteria if o.id == cid)
+
+
+def test_baseline_candidate_is_eligible_at_every_boundary(run):
+    cand = _one(run({"0001": ({}, None)}))
+    assert cand.disposition == "eligible"
+    assert cand.primary_reason is None and cand.reasons == () and cand.still_needed == ()
+    results = {o.id: o.result for o in cand.criteria}
+    assert results["I6"] == results["I7"] == results["E6"] == "not_applicable"
+    assert all(results[f"I{i}"] == "met" for i in (1, 2, 3, 4, 5, 8))
+    assert all(results[f"E{i}"] == "not_met" for i in range(1, 14) if i != 6)
+
+
+@pytest.mark.parametrize(
+    ("override", "criterion"),
+    [
+        ({"dob": "2008-10-27"}, "I1"),  # 18 tomorrow
+        ({"dob": "1950-10-26"}, "I1"),  # 76 on the screening date
+        ({"mini_mde_current": "0", "mini_psychotic_features": None}, "I2"),
+        ({"episode_start_date": "2026-09-29"}, "I3"),  # 27 days
+        ({"madrs_total": "19"}, "I5"),
+        ({"madrs_date": "2026-10-11"}, "I5"),  # 15 days before screening
+        ({"current_ad": "1", "current_ad_stable_date": "2026-09-29"}, "I6"),
+        (
+            {
+                "sex": "1",
+                "childbearing_potential": "1",
+                "pregnant": "0",
+                "breastfeeding": "0",
+                "preg_test_result": "8",
+                "preg_test_date": "2026-10-26",
+            },
+            "I7",
+        ),
+        ({"consent_date": "2026-10-27"}, "I8"),
+        ({"mini_bipolar_2": "1"}, "E1"),
+        ({"aud_severity": "2"}, "E2"),
+        ({"ketamine_use_disorder": "1"}, "E3"),
+        ({"prior_ketamine_treatment": "1", "prior_ketamine_nonresponse": "1"}, "E4"),
+        ({"vs_dbp_2": "91"}, "E5"),
+        ({"sex": "1", "breastfeeding": "1", "pregnant": "0"}, "E6"),
+        ({"cssrs_q2": "1", "cssrs_q4": "0", "cssrs_q5": "1"}, "E7"),
+        ({"vs_bmi": "35.1"}, "E8"),
+        ({"benzo_lorazepam_eq": "2.5"}, "E9"),
+        ({"tms_current_episode": "1"}, "E10"),
+        ({"hx_avm": "1"}, "E11"),
+        ({"ketamine_hypersensitivity": "1"}, "E12"),
+        ({"inv_unsafe": "1"}, "E13"),
+    ],
+)
+def test_each_criterion_can_decide_ineligibility(run, override, criterion):
+    cand = _one(run({"0001": (override, None)}))
+    assert cand.disposition == "ineligible"
+    assert cand.primary_reason == criterion
+    assert cand.reasons == (criterion,)
+    assert cand.still_needed == ()
+
+
+def test_age_boundary_uses_calendar_age_on_the_reference_date(run):
+    s = run({"a": ({"dob": "2008-10-26"}, None), "b": ({"dob": "1950-10-27"}, None)})
+    assert {c.record_id: _result(c, "I1").result for c in candidates(s)} == {"a": "met", "b": "met"}
+
+
+def test_primary_reason_is_first_in_protocol_order_and_all_reasons_kept(run):
+    cand = _one(run({"0001": ({"vs_sbp_1": "170", "madrs_total": "10", "hx_ich": "1"}, None)}))
+    assert cand.primary_reason == "I5"
+    assert cand.reasons == ("I5", "E5", "E11")
+
+
+def test_missing_data_makes_pending_with_the_fields_to_collect(run):
+    cand = _one(run({"0001": ({"madrs_total": None, "vs_bmi": None}, None)}))
+    assert cand.disposition == "pending"
+    assert cand.primary_reason is None
+    i5 = _result(cand, "I5")
+    assert i5.result == "unknown" and i5.missing == ("madrs_total",)
+    assert _result(cand, "E8").missing == ("vs_bmi",)
+    assert cand.still_needed == ("madrs_total", "vs_bmi")
+
+
+def test_a_decided_failure_wins_over_unknowns(run):
+    cand = _one(run({"0001": ({"madrs_total": None, "hx_aneurysm": "1"}, None)}))
+    assert cand.disposition == "ineligible" and cand.primary_reason == "E11"
+    assert cand.still_needed == ()  # nothing to collect for someone already excluded
+
+
+def test_kleene_or_decides_despite_blanks(run):
+    # one high reading is enough for E5 even with the other readings blank
+    cand = _one(run({"0001": ({"vs_sbp_1": "171", "vs_dbp_1": None, "vs_sbp_2": None, "vs_dbp_2": None}, None)}))
+    assert _result(cand, "E5").result == "met" and _result(cand, "E5").missing == ()
+    # C-SSRS Q4/Q5 are hidden when Q2 is no: no need to collect them
+    cand = _one(run({"0001": ({"cssrs_q2": "0", "cssrs_q4": None, "cssrs_q5": None}, None)}))
+    assert _result(cand, "E7").result == "not_met"
+
+
+def test_applicability_unknown_names_only_what_decides_applicability(run):
+    cand = _one(
+        run({"0001": ({"sex": "1", "childbearing_potential": None, "pregnant": "0", "breastfeeding": "0"}, None)})
+    )
+    i7 = _result(cand, "I7")
+    assert i7.result == "unknown"
+    assert i7.missing == ("childbearing_potential",)
+    assert cand.disposition == "pending"
+
+
+def test_applicable_criterion_names_its_own_fields(run):
+    cand = _one(run({"0001": ({"current_ad": "1", "current_ad_stable_date": None}, None)}))
+    i6 = _result(cand, "I6")
+    assert i6.result == "unknown" and i6.missing == ("current_ad_stable_date",)
+
+
+def test_attested_criterion_needs_a_signature(run):
+    s = run(
+        {
+            "unsigned_no": ({"inv_name": None, "inv_date": None}, None),
+            "blank": ({"inv_unsafe": None}, None),
+            "signed_yes": ({"inv_unsafe": "1"}, None),
+            "unsigned_yes": ({"inv_unsafe": "1", "inv_date": None}, None),
+        }
+    )
+    got = {c.record_id: (c.disposition, _result(c, "E13").result, _result(c, "E13").missing) for c in candidates(s)}
+    assert got["unsigned_no"] == ("pending", "unknown", ("inv_name", "inv_date"))
+    assert got["blank"] == ("pending", "unknown", ("inv_unsafe",))
+    assert got["signed_yes"] == ("ineligible", "met", ())
+    assert got["unsigned_yes"] == ("pending", "unknown", ("inv_date",))
+
+
+def test_treatment_history_counts_distinct_failed_adequate_drugs(run):
+    same_drug = [TRIALS[0], {**TRIALS[0], "atrq_dose": "150"}]
+    too_short = [TRIALS[0], {**TRIALS[1], "atrq_duration": "5.9"}]
+    low_dose = [TRIALS[0], {**TRIALS[1], "atrq_dose": "75"}]
+    responded = [TRIALS[0], {**TRIALS[1], "atrq_improvement": "50"}]
+    old_episode = [TRIALS[0], {**TRIALS[1], "atrq_current_episode": "0"}]
+    outcome_blank = [TRIALS[0], {k: v for k, v in TRIALS[1].items() if k != "atrq_improvement"}]
+    three = [
+        TRIALS[0],
+        {**TRIALS[1], "atrq_improvement": None},
+        {**TRIALS[1], "atrq_drug": "bupropion", "atrq_min_dose": "300", "atrq_dose": "300"},
+    ]
+    s = run(
+        {
+            "same": ({}, same_drug),
+            "short": ({}, too_short),
+            "dose": ({}, low_dose),
+            "resp": ({}, responded),
+            "old": ({}, old_episode),
+            "blank": ({}, outcome_blank),
+            "none": ({}, []),
+            "three": ({}, [{k: v for k, v in t.items() if v is not None} for t in three]),
+        }
+    )
+    got = {c.record_id: _result(c, "I4") for c in candidates(s)}
+    for rid in ("same", "short", "dose", "resp", "old"):
+        assert got[rid].result == "not_met", rid
+    assert got["blank"].result == "unknown"
+    assert got["blank"].missing == ("atrq.atrq_improvement",)
+    assert got["none"].result == "unknown"  # no treatment history recorded yet: not 'no failed trials'
+    assert "atrq" in got["none"].missing
+    assert got["three"].result == "met"  # two definite failures decide despite the blank outcome
+    assert got["same"].values["count_distinct_instances(atrq, [atrq_drug], ...)"] == 1
+
+
+def test_windows_are_measured_from_the_screening_date_else_the_as_of_date(run):
+    # MADRS 14 days before screening: met, however late the run
+    late = run({"0001": ({}, None)}, as_of=dt.date(2027, 6, 1))
+    assert _result(_one(late), "I5").result == "met"
+    # no screening date: the as-of date stands in (MADRS then 21 days old)
+    s = run({"0001": ({"screening_date": None}, None)}, as_of=dt.date(2026, 11, 2))
+    assert _result(_one(s), "I5").result == "not_met"
+    s = run({"0001": ({"screening_date": None}, None)}, as_of=dt.date(2026, 10, 20))
+    assert _result(_one(s), "I5").result == "met"
+
+
+def test_results_carry_stamp_and_as_of(run, rules):
+    s = run({"0001": ({}, None)})
+    assert s.stamp() == {"ruleset": rules.stamp(), "as_of": AS_OF.isoformat()}
+    assert len(rules.stamp()["sha256"]) == 64
+
+
+def test_batch_equals_one_candidate_at_a_time(run, rules, study):
+    from trialkit.records import read_intake
+
+    from .conftest import ROOT
+
+    intake = read_intake(ROOT / "examples" / "kap_trd_intake.csv", study)
+    batch = screen(rules, intake, as_of=AS_OF)
+    ids = batch.frame["record_id"].to_list()[::23]
+    for rid in ids:
+        one = intake.records.filter(pl.col("record_id") == rid)
+        inst = {k: v.filter(pl.col("record_id") == rid) for k, v in intake.instances.items()}
+        single = screen(rules, one, as_of=AS_OF, instances=inst)
+        assert single.frame.height == 1
+        assert single.frame.equals(batch.frame.filter(pl.col("record_id") == rid)), rid
+
+
+def test_pandas_input_and_missing_columns(rules, study):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"record_id": ["x"], "mini_mdd": ["1"]})
+    s = screen(rules, frame, as_of=AS_OF)
+    cand = _one(s, "x")
+    assert cand.disposition == "pending"
+    assert "dob" in cand.still_needed  # absent columns count as missing, not as errors
+
+
+def test_bad_inputs_are_usage_errors(rules):
+    with pytest.raises(UsageError):
+        screen(rules, pl.DataFrame({"id": ["1"]}), as_of=AS_OF)
+    with pytest.raises(UsageError):
+        screen(rules, pl.DataFrame({"record_id": ["1"]}), as_of="2026-11-02")
+
+
+def test_summary_counts_and_missing_ranking(run):
+    s = run(
+        {
+            "a": ({"madrs_total": None}, None),
+            "b": ({"madrs_total": None, "vs_bmi": None}, None),
+            "c": ({"vs_bmi": None, "hx_ich": "1"}, None),  # ineligible: its gaps do not count
+            "d": ({}, None),
+        }
+    )
+    sm = summarise(s)
+    assert sm.by_disposition == {"eligible": 1, "ineligible": 1, "pending": 2}
+    assert sm.by_primary_reason == {"E11": 1}
+    assert sm.by_result["I5"]["unknown"] == 2
+    ranking = [(m.field, m.pending, m.sole) for m in sm.missing]
+    assert ranking == [("madrs_total", 2, 1), ("vs_bmi", 1, 0)]
+
+
+def test_select_candidates_narrows_every_part(run):
+    s = run({"a": ({}, None), "b": ({"hx_ich": "1"}, None)})
+    sub = select_candidates(s, ["b"])
+    assert [c.record_id for c in candidates(sub)] == ["b"]
+    assert sub.data.height == 1 and all(v["record_id"].to_list() == ["b"] * v.height for v in sub.instances.values())
