@@ -10,7 +10,7 @@ import polars as pl
 
 from trialkit.errors import DataError, Location, LogicError
 from trialkit.logic.ast import Call, FieldRef, FormName, Node, walk
-from trialkit.logic.evaluate import _MAX_BITS, INSTANCE_COLUMN, Col, Compiler, _Aux, _label
+from trialkit.logic.evaluate import _MAX_BITS, INSTANCE_COLUMN, Col, Compiler, _Aux, _label, _scalar
 from trialkit.logic.fields import FieldSpec, checkbox_column
 from trialkit.logic.functions import INSTANCE_AGGREGATES
 
@@ -363,7 +363,7 @@ def _attach_instances(
             frame = frame.join(grouped, on=rid, how="left", maintain_order="left")
             frame = frame.with_columns([pl.col(c).fill_null(v) for c, v in defaults.items()])
             aux.columns[id(call)] = name
-            if kleene and call.name in ("count_instances", "count_distinct_instances", "any_instance"):
+            if kleene and call.name in ("count_instances", "count_distinct_instances"):
                 aux.lo_hi[id(call)] = (f"{name}_lo", f"{name}_hi")
             if explain and kleene:
                 aux.masks[id(call)] = f"{name}_mask"
@@ -395,6 +395,8 @@ def _aggregate_exprs(call: Call, comp: Compiler, name: str, kleene: bool, explai
     else:
         t = pl.lit(True)
         mask = None
+    if cond_node is None or _scalar(cond_node):
+        t = pl.repeat(t, pl.len())  # a row-independent condition still counts every instance
     yes = t.fill_null(False)
     maybe = t.fill_null(True)
     out: list[pl.Expr] = []
