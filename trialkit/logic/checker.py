@@ -118,7 +118,7 @@ class _Checker:
         spec = self.fields.get(node.name)
         if spec is None:
             near = difflib.get_close_matches(node.name, list(self.fields), n=3, cutoff=0.6)
-            hint = f"; did you mean {', '.join(f'[{n}]' for n in near)}?" if near else ""
+            hint = f"; did you mean {' or '.join(f'[{n}]' for n in near)}?" if near else ""
             self.add("LOGIC001", f"unknown field [{node.name}]{hint}", node)
             return
         if spec.field_type == "descriptive":
@@ -141,7 +141,7 @@ class _Checker:
         if node.event is not None and node.event not in EVENT_SMART and self.events is not None:
             if node.event not in self.events:
                 near = difflib.get_close_matches(node.event, sorted(self.events), n=2, cutoff=0.6)
-                hint = f"; did you mean {', '.join(f'[{n}]' for n in near)}?" if near else ""
+                hint = f"; did you mean {' or '.join(f'[{n}]' for n in near)}?" if near else ""
                 self.add("LOGIC005", f"unknown event [{node.event}]{hint}", node)
             elif spec.events is not None and node.event not in spec.events:
                 self.add("LOGIC006", f"[{node.name}] is not collected on event [{node.event}]", node)
