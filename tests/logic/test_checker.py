@@ -37,7 +37,7 @@ def test_valid_expressions_have_no_diagnostics(fields):
 
 def test_every_problem_is_reported_with_position_and_suggestion(fields):
     text = "[madrs_totl] >= 20 and\n  [conmeds(7)] = '1' and [sex] = '3' and [conmeds] = '1'"
-    diags = check(parse(text, file="rules.yaml", line=5, col=10), fields, events=EVENTS)
+    diags = check(parse(text, file="rules.yaml", line=5, col=10), fields, events=EVENTS, file="rules.yaml")
     assert [(d.code, d.line, d.col) for d in diags] == [
         ("LOGIC001", 5, 10),
         ("LOGIC002", 6, 3),
