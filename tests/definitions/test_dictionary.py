@@ -184,6 +184,7 @@ def _row(name="record_id", form="f", ftype="text", **extra) -> str:
         (HEADER + _row() + _row("record_id"), "DICT006", 3, 1),
         (HEADER + _row() + _row("x", form="g") + _row("y", form="f"), "DICT007", 4, 2),
         (HEADER + '"a\n', "DICT001", 2, 1),
+        (HEADER + _row() + _row("x", ftype="radio", select_choices_or_calculations="1, A | 1, B"), "DICT008", 3, 6),
     ],
 )
 def test_bad_dictionaries_are_located(text, code, line, col):
@@ -227,3 +228,24 @@ def test_any_text_survives_the_yaml_writer(label, note, annotation, code, choice
 
     back = build_instrument(parse_yaml(instrument_text(inst), "t.yaml"), "f")
     assert back.fields == inst.fields
+
+
+@pytest.mark.parametrize(
+    ("ftype", "cell"),
+    [
+        ("checkbox", "a:b, A | #2, B | ~, C | null, D | true, E | 'q', F"),
+        ("radio", ", empty code | 2, B"),
+        ("slider", "a | b | c | d"),
+        ("yesno", "1, Yes | 0, No"),
+        ("calc", "[y] +"),
+        ("dropdown", "1, A |2, B"),
+        ("text", "leftover"),
+    ],
+)
+def test_odd_cells_come_back_identical(tmp_path, ftype, cell):
+    text = HEADER + _row() + _row("x", ftype=ftype, select_choices_or_calculations=cell)
+    write_study(import_dictionary(text), tmp_path)
+    from trialkit.definitions import check_study
+
+    back = check_study(tmp_path).study  # may hold errors (an empty code, a bad calc): it is still read back whole
+    assert _cells(export_dictionary(back))[1:] == _cells(text)[1:]

@@ -282,13 +282,21 @@ def field_from_row(row: DictionaryRow, path: str, diags: list[Diagnostic]) -> Fi
     choices_text: str | None = None
     if ftype in (FieldType.DROPDOWN, FieldType.RADIO, FieldType.CHECKBOX):
         choices = parse_choices(cell)
+        codes = [ch.code for ch in choices]
+        twice = sorted({code for code in codes if codes.count(code) > 1})
+        if twice:
+            diags.append(
+                Diagnostic("DICT008", f"field '{name}': choice code {twice[0]!r} is used twice", path, row.line,
+                           _col("select_choices_or_calculations"))
+            )
+            return None
         if render_choices(choices) != cell:
             choices_text = cell
     elif ftype is FieldType.CALC:
         calculation = cell
     elif ftype is FieldType.SLIDER:
         slider = parse_slider_labels(cell)
-        if " | ".join(slider) != cell:
+        if " | ".join(slider) != cell or len(slider) > 3:
             choices_text, slider = cell, ()
     elif cell:
         choices_text = cell

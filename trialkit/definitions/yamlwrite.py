@@ -16,6 +16,7 @@ from pathlib import Path
 
 from trialkit.definitions.model import Field, FieldType, Instrument, Study
 from trialkit.definitions.schemas import schema_path
+from trialkit.errors import DefinitionError
 
 _PLAIN = re.compile(r"[A-Za-z0-9][^\n\r\t]*")
 # Characters YAML does not allow raw (outside its printable set) or may read as line breaks: always escaped.
@@ -149,10 +150,10 @@ def instrument_text(inst: Instrument, target: Path | None = None) -> str:
         bad = frozenset(f.name for f in inst.fields if f.name not in got or not _same(got[f.name], f))
         if not bad - quote:
             if bad:
-                raise ValueError(f"cannot write fields {sorted(bad)} of {inst.name} losslessly")
+                break
             return text
         quote = quote | bad
-    raise ValueError(f"cannot write instrument {inst.name} losslessly")
+    raise DefinitionError(f"cannot write fields {sorted(bad)} of instrument {inst.name} as YAML without loss")
 
 
 def study_yaml(study: Study, *, target: Path | None = None, instruments_dir: str = "instruments") -> str:
