@@ -178,7 +178,7 @@ def test_smart_variables():
 
 def test_missing_columns_are_errors_unless_read_as_blank():
     frame = pl.DataFrame({"record_id": ["1"]})
-    with pytest.raises(DataError, match="no column 'age'"):
+    with pytest.raises(DataError, match=r"no column 'age' \(needed for \[age\]\)"):
         run("[age] > 1", frame)
     assert run("[age] > 1", frame, mode="kleene", missing_columns="blank").values.to_list() == [None]
 

@@ -145,7 +145,7 @@ class Compiler:
                 base = _lit(None, pl.String)
                 kind, has_time = "str", False
             else:
-                raise DataError(f"no column {column!r} in the data for {label}", location=Location(field=column))
+                raise DataError(f"the data has no column {column!r} (needed for [{label}])")
         else:
             kind, has_time = self.column_kind(column, spec, is_option)
             base = self._typed(pl.col(column), self.schema[column], kind, has_time)

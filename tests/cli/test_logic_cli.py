@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trialkit.cli import main
+
+EXPORT = """record_id,redcap_event_name,age,dob,meds___1,meds___2,weight
+1,screening_arm_1,20,2000-01-01,1,0,80
+1,baseline_arm_1,,,0,0,78
+2,screening_arm_1,,1990-05-05,0,1,
+3,screening_arm_1,17,2007-01-01,0,0,90
+"""
+
+CLASSIC = """\ufeffrecord_id,age,score
+10,30,2.5
+11,,
+12,x,4
+"""
+
+
+def run(args: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+@pytest.fixture
+def export(tmp_path: Path) -> str:
+    path = tmp_path / "export.csv"
+    path.write_text(EXPORT)
+    return str(path)
+
+
+def test_check_valid_expression_exits_zero(capsys):
+    code, out, _ = run(["logic", "check", "[age] >= 18 and datediff([dob], 'today', 'y') < 75"], capsys)
+    assert code == 0 and out.strip() == "ok"
+
+
+def test_check_syntax_error_exits_two_with_position_and_caret(capsys):
+    code, _, err = run(["logic", "check", "datediff([dob], 'today', 'y' >= 18"], capsys)
+    assert code == 2
+    lines = err.splitlines()
+    assert lines[0] == "1:35: LOG001 expected ',' or ')' after arguments of datediff, found end of input"
+    assert lines[2].index("^") - 2 == 34
+
+
+def test_check_unknown_function_is_an_error_without_instruments(capsys):
+    code, _, err = run(["logic", "check", "datedif([a], [b], 'd') > 1"], capsys)
+    assert code == 2 and "did you mean datediff()" in err
+
+
+def test_check_json_format(capsys):
+    code, out, _ = run(["logic", "check", "[a] = ", "--format", "json"], capsys)
+    assert code == 2
+    report = json.loads(out)
+    assert report["valid"] is False and report["diagnostics"][0]["col"] == 7
+
+
+def test_check_against_the_kap_study_instruments(repo_root: Path, capsys):
+    if not (repo_root / "study.yaml").exists():
+        pytest.skip("the KAP study definitions are not present")
+    code, out, _ = run(["logic", "check", "[madrs_total] >= 20", "--instruments", str(repo_root)], capsys)
+    assert code == 0, out
+    code, _, err = run(
+        ["logic", "check", "[madrs_totl] >= 20 and [consent_date] > 5", "--instruments", str(repo_root)], capsys
+    )
+    assert code == 2
+    assert "LOGIC001 unknown field [madrs_totl]; did you mean [madrs_total]" in err
+    assert "LOGIC008" in err
+
+
+def test_eval_prints_csv_per_record_event_in_kleene_mode(export, capsys):
+    code, out, _ = run(
+        ["logic", "eval", "[age] >= 18 or [meds(2)] = '1'", "--data", export, "--mode", "kleene", "--explain"], capsys
+    )
+    assert code == 0
+    assert out.splitlines() == [
+        "record_id,redcap_event_name,value,missing",
+        "1,screening_arm_1,true,",
+        "1,baseline_arm_1,unknown,age",
+        "2,screening_arm_1,true,",
+        "3,screening_arm_1,false,",
+    ]
+
+
+def test_eval_redcap_mode_numbers_blanks_and_other_events(export, capsys):
+    code, out, _ = run(["logic", "eval", "[weight] - [screening_arm_1][weight]", "--data", export], capsys)
+    assert code == 0
+    assert out.splitlines()[1:] == [
+        "1,screening_arm_1,0",
+        "1,baseline_arm_1,-2",
+        "2,screening_arm_1,",
+        "3,screening_arm_1,0",
+    ]
+    code, out, _ = run(
+        ["logic", "eval", "rounddown(datediff([dob], 'today', 'y'))", "--data", export, "--as-of", "2024-03-01"], capsys
+    )
+    assert out.splitlines()[1:] == [
+        "1,screening_arm_1,24",
+        "1,baseline_arm_1,",
+        "2,screening_arm_1,33",
+        "3,screening_arm_1,17",
+    ]
+
+
+def test_eval_classic_export_with_bom_text_and_json(tmp_path: Path, capsys):
+    path = tmp_path / "classic.csv"
+    path.write_text(CLASSIC, encoding="utf-8")
+    code, out, _ = run(["logic", "eval", "if([age] > 18, [score] * 2, 'young')", "--data", str(path)], capsys)
+    assert code == 0
+    assert out.splitlines() == ["record_id,value", "10,5", "11,young", "12,8"]
+    code, out, _ = run(["logic", "eval", "[age] = ''", "--data", str(path), "--format", "json"], capsys)
+    assert json.loads(out) == [
+        {"record_id": "10", "value": "false"},
+        {"record_id": "11", "value": "true"},
+        {"record_id": "12", "value": "false"},
+    ]
+
+
+def test_eval_errors_are_messages_not_tracebacks(export, tmp_path: Path, capsys):
+    code, _, err = run(["logic", "eval", "[nope] = 1", "--data", export], capsys)
+    assert code == 1 and "no column 'nope'" in err and "Traceback" not in err
+    code, _, err = run(["logic", "eval", "[age] = 1", "--data", export, "--as-of", "2024-13-01"], capsys)
+    assert code == 2 and "--as-of" in err
+    code, _, err = run(["logic", "eval", "[age] = (", "--data", export], capsys)
+    assert code == 2 and "LOG001" in err
+
+
+def test_help_has_an_example():
+    proc = subprocess.run(
+        [sys.executable, "-m", "trialkit", "logic", "eval", "--help"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0 and "Example" in proc.stdout and "--as-of" in proc.stdout

@@ -1,0 +1,226 @@
+"""`trialkit logic check|eval`: try REDCap logic on the command line. Thin layer over trialkit.logic."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from datetime import date, datetime
+from pathlib import Path
+
+import click
+import polars as pl
+
+from trialkit.errors import DataError, Diagnostic, LogicSyntaxError, UsageError
+from trialkit.logic import (
+    FieldSpec,
+    check,
+    evaluate,
+    parse,
+    reference_columns,
+    widen_events,
+)
+
+SYNTAX_CODE = "LOG001"  # the code `trialkit check` (definitions) uses for logic syntax errors
+
+
+def _caret(text: str, line: int, col: int) -> str:
+    lines = text.splitlines() or [""]
+    src = lines[line - 1] if 0 < line <= len(lines) else ""
+    return f"  {src}\n  {' ' * max(col - 1, 0)}^"
+
+
+def _load_study(instruments: str | None):
+    if instruments is None:
+        return None
+    from trialkit.definitions import load_study
+
+    return load_study(instruments)
+
+
+def _study_context(study) -> tuple[dict[str, FieldSpec], list[str] | None, list[str]]:
+    fields = study.field_specs()
+    events = [e.name for e in study.events] if study.longitudinal else None
+    repeating = sorted({s.form for s in fields.values() if s.repeating and s.form})
+    return fields, events, repeating
+
+
+def _parse_or_exit(expression: str, fmt: str):
+    try:
+        return parse(expression)
+    except LogicSyntaxError as err:
+        if fmt == "json":
+            diag = Diagnostic(SYNTAX_CODE, err.message, None, err.line, err.col)
+            click.echo(json.dumps({"valid": False, "diagnostics": [diag.to_dict()]}, indent=2))
+        else:
+            click.echo(f"{err.line}:{err.col}: {SYNTAX_CODE} {err.message}", err=True)
+            click.echo(_caret(expression, err.line, err.col), err=True)
+        sys.exit(2)
+
+
+@click.group()
+def logic() -> None:
+    """Try REDCap logic: check an expression, or evaluate it over a REDCap export."""
+
+
+@logic.command("check")
+@click.argument("expression")
+@click.option(
+    "--instruments",
+    type=click.Path(exists=True, file_okay=True, dir_okay=True),
+    help="Study directory (study.yaml + instruments/): also check field names, types, choice codes and events.",
+)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def check_command(expression: str, instruments: str | None, fmt: str) -> None:
+    """Check EXPRESSION. Without --instruments only syntax and function names are checked.
+
+    Exit 0 when valid (warnings may be printed), 2 with positioned messages when not.
+
+    \b
+    Example:
+      trialkit logic check "datediff([dob], 'today', 'y') >= 18 and [consent(1)] = '1'" --instruments .
+    """
+    expr = _parse_or_exit(expression, fmt)
+    diags: list[Diagnostic] = []
+    study = _load_study(instruments)
+    if study is not None:
+        fields, events, repeating = _study_context(study)
+        diags = check(expr, fields, events=events, repeating_forms=repeating)
+    errors = [d for d in diags if d.is_error]
+    if fmt == "json":
+        click.echo(json.dumps({"valid": not errors, "diagnostics": [d.to_dict() for d in diags]}, indent=2))
+    else:
+        for d in diags:
+            click.echo(d.format(), err=True)
+            if d.line is not None and d.col is not None:
+                click.echo(_caret(expression, d.line, d.col), err=True)
+        if not errors:
+            click.echo("ok" if not diags else f"ok ({len(diags)} warning(s))")
+    if errors:
+        sys.exit(2)
+
+
+def _read_flat_csv(path: str) -> pl.DataFrame:
+    """A REDCap flat export: every cell text, blank = ''. Stays text; logic types it."""
+    try:
+        frame = pl.read_csv(path, infer_schema=False, encoding="utf8-lossy")
+    except (pl.exceptions.PolarsError, OSError, UnicodeError) as exc:
+        raise DataError(f"{path}: cannot read as CSV: {exc}") from None
+    if frame.width == 0:
+        raise DataError(f"{path}: no columns")
+    first = frame.columns[0]
+    if first.startswith("\ufeff"):
+        frame = frame.rename({first: first.lstrip("\ufeff")})
+    return frame
+
+
+def _parse_as_of(text: str | None) -> date | datetime:
+    if text is None:
+        return date.today()  # the CLI edge may read the clock; the library never does
+    for fmt in ("%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S"):
+        try:
+            parsed = datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+        return parsed.date() if fmt == "%Y-%m-%d" else parsed
+    raise UsageError(f"--as-of {text!r}: expected YYYY-MM-DD or 'YYYY-MM-DD HH:MM'")
+
+
+def _format_value(value, kind: str, mode: str) -> str:
+    if value is None:
+        return "unknown" if kind == "bool" and mode == "kleene" else ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return format(value, ".15g")
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M") if (value.hour, value.minute) != (0, 0) else value.strftime("%Y-%m-%d")
+    return str(value)
+
+
+@logic.command("eval")
+@click.argument("expression")
+@click.option(
+    "--data",
+    "data_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="REDCap flat export CSV (all cells text; checkbox options as field___code).",
+)
+@click.option("--mode", type=click.Choice(["redcap", "kleene"]), default="redcap", show_default=True)
+@click.option(
+    "--as-of", "as_of", help="Date (YYYY-MM-DD) or time ('YYYY-MM-DD HH:MM') for 'today'/'now'. Default: today."
+)
+@click.option(
+    "--instruments",
+    type=click.Path(exists=True, file_okay=True, dir_okay=True),
+    help="Study directory: type fields by their definitions instead of by content.",
+)
+@click.option("--record-id", "record_id", help="Record id column (default: the first column).")
+@click.option("--explain", is_flag=True, help="kleene: add a 'missing' column naming the fields that made it unknown.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+def eval_command(
+    expression: str,
+    data_path: str,
+    mode: str,
+    as_of: str | None,
+    instruments: str | None,
+    record_id: str | None,
+    explain: bool,
+    fmt: str,
+) -> None:
+    """Evaluate EXPRESSION for every row of a REDCap export; print CSV record_id,value.
+
+    Values: true, false, unknown (kleene), blank, or the number/text. A longitudinal export (with
+    redcap_event_name) is evaluated per record-event, like REDCap's filterLogic: [field] is the row's own
+    event, [event][field] any event of the same record; the event (and instance) columns are printed too.
+
+    \b
+    Example:
+      trialkit logic eval "[age] >= 18 and [sex] = '2'" --data export.csv --mode kleene --as-of 2024-03-01
+    """
+    expr = _parse_or_exit(expression, "text")
+    when = _parse_as_of(as_of)
+    frame = _read_flat_csv(data_path)
+    rid = record_id or frame.columns[0]
+    if rid not in frame.columns:
+        raise UsageError(f"--record-id {rid!r} is not a column of {Path(data_path).name}")
+    fields = None
+    study = _load_study(instruments)
+    if study is not None:
+        fields, _, _ = _study_context(study)
+    key_cols = [rid]
+    if "redcap_event_name" in frame.columns:
+        key_cols.append("redcap_event_name")
+        needed = [c for c in reference_columns(expr) if ":" in c]
+        if needed:
+            wanted = {c.split(":", 1)[1] for c in needed}
+            frame = widen_events(frame, record_id=rid, columns=sorted(wanted & set(frame.columns)), keep_rows=True)
+            for column in needed:
+                if column not in frame.columns:
+                    event, name = column.split(":", 1)
+                    raise DataError(f"no column for [{event}][{name}]: no {name!r} values on event {event!r}")
+    for extra in ("redcap_repeat_instrument", "redcap_repeat_instance"):
+        if extra in frame.columns:
+            key_cols.append(extra)
+    result = evaluate(expr, frame, mode=mode, as_of=when, fields=fields, record_id=rid, explain=explain or None)
+    keys = frame.select(key_cols)
+    values = [_format_value(v, result.kind, mode) for v in result.values.to_list()]
+    missing = result.missing.to_list() if (explain and result.missing is not None) else None
+    if fmt == "json":
+        rows = []
+        for i, row in enumerate(keys.iter_rows(named=True)):
+            item = {**row, "value": values[i]}
+            if missing is not None:
+                item["missing"] = missing[i]
+            rows.append(item)
+        click.echo(json.dumps(rows, indent=2))
+        return
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow([*key_cols, "value", *(["missing"] if missing is not None else [])])
+    for i, row in enumerate(keys.iter_rows()):
+        cells = ["" if c is None else str(c) for c in row]
+        out.writerow([*cells, values[i], *([";".join(missing[i])] if missing is not None else [])])
