@@ -1,0 +1,33 @@
+"""`trialkit demo`: screens the example data set and writes the HTML report, JSON and screening log."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trialkit.cli import main
+
+
+def test_demo_writes_report_with_all_dispositions(capsys, tmp_path):
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--out-dir", str(tmp_path / "demo")])
+    out, err = capsys.readouterr()
+    assert info.value.code == 0, err
+    assert "as of 2026-11-02" in out
+    html = (tmp_path / "demo" / "report.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and "<svg" in html
+    doc = json.loads((tmp_path / "demo" / "screening.json").read_text())
+    counts = doc["summary"]["by_disposition"]
+    assert all(counts[d] > 0 for d in ("eligible", "ineligible", "pending")), counts
+    assert len(doc["summary"]["by_reason"]) >= 8  # several different primary reasons
+    assert doc["summary"]["missing_fields"], "pending candidates list what to collect"
+    log = (tmp_path / "demo" / "screening_log.csv").read_text()
+    assert "first_name" not in log and "@example.org" not in log
+
+
+def test_demo_with_missing_data_file_is_a_usage_error(capsys, tmp_path):
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--out-dir", str(tmp_path), "--data", str(tmp_path / "none.csv")])
+    assert info.value.code == 2
+    assert "demo data not found" in capsys.readouterr().err

@@ -1,0 +1,136 @@
+"""`trialkit screen`: formats, --out/--log, the as-of line, exit codes 0/1/2, never a traceback."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from trialkit.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "examples" / "kap_trd_intake.csv"
+RULES = ROOT / "eligibility_rules" / "kap_trd.yaml"
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(["screen", *args])
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> Path:
+    """The first 40 candidates of the example data set (all their rows)."""
+    path = tmp_path_factory.mktemp("screen") / "small.csv"
+    with open(DATA, encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    keep = {f"{i:04d}" for i in range(1, 41)}
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(r for r in rows if r["record_id"] in keep)
+    return path
+
+
+def test_table_output_shows_stamp_and_as_of(capsys, small_data):
+    code, out, err = run(capsys, str(small_data), "--rules", str(RULES), "--as-of", "2026-11-02")
+    assert code == 0, err
+    assert out.startswith("Screening against kap_trd ")
+    assert "as of 2026-11-02" in out.splitlines()[0]
+    assert "40 assessed" in out
+    assert "Traceback" not in err
+
+
+def test_json_output_to_stdout(capsys, small_data):
+    code, out, err = run(capsys, str(small_data), "--rules", str(RULES), "--as-of", "2026-11-02", "--format", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["as_of"] == "2026-11-02" and doc["ruleset"]["id"] == "kap_trd"
+    assert len(doc["candidates"]) == 40
+    assert "as of 2026-11-02" in err  # the as-of date is always printed
+
+
+def test_html_and_log_to_files(capsys, small_data, tmp_path):
+    html, log = tmp_path / "r.html", tmp_path / "log.csv"
+    code, out, err = run(
+        capsys,
+        str(small_data),
+        "--rules",
+        str(RULES),
+        "--as-of",
+        "2026-11-02",
+        "--format",
+        "html",
+        "--out",
+        str(html),
+        "--log",
+        str(log),
+    )
+    assert code == 0, err
+    assert out == ""
+    assert html.read_text().startswith("<!DOCTYPE html>")
+    rows = list(csv.DictReader(io.StringIO(log.read_text())))
+    assert len(rows) == 40 and "first_name" not in rows[0] and "dob" not in rows[0]
+    assert "written to" in err and "as of 2026-11-02" in err
+
+
+def test_csv_format(capsys, small_data):
+    code, out, _ = run(capsys, str(small_data), "--rules", str(RULES), "--as-of", "2026-11-02", "--format", "csv")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 40 and {r["disposition"] for r in rows} <= {"eligible", "ineligible", "pending"}
+    assert rows[0]["as_of"] == "2026-11-02" and len(rows[0]["ruleset_sha256"]) == 64
+
+
+def test_default_as_of_is_today_and_printed(capsys, small_data):
+    import datetime as dt
+
+    code, out, _ = run(capsys, str(small_data), "--rules", str(RULES))
+    assert code == 0
+    assert f"as of {dt.date.today().isoformat()}" in out
+
+
+def test_bad_rule_file_exits_2_with_location(capsys, small_data, tmp_path):
+    bad = tmp_path / "rules.yaml"
+    text = RULES.read_text().replace("[madrs_total] >= 20", "[madrs_totl] >= 20")
+    bad.write_text(text.replace("study: ../study.yaml", f"study: {ROOT / 'study.yaml'}"))
+    code, _, err = run(capsys, str(small_data), "--rules", str(bad), "--as-of", "2026-11-02")
+    assert code == 2
+    line = next(x for x in err.splitlines() if "madrs_totl" in x)
+    assert line.startswith(f"{bad}:")
+    assert "Traceback" not in err
+
+
+def test_unusable_data_exits_1(capsys, tmp_path):
+    junk = tmp_path / "junk.csv"
+    junk.write_text("this,is,not\n1,2,3\n")
+    code, _, err = run(capsys, str(junk), "--rules", str(RULES), "--as-of", "2026-11-02")
+    assert code == 1, err
+    assert "Traceback" not in err
+
+
+def test_usage_errors_exit_2(capsys, small_data, tmp_path):
+    assert run(capsys, str(small_data), "--rules", str(RULES), "--as-of", "2026-02-30")[0] == 2
+    assert run(capsys, str(small_data))[0] == 2  # --rules is required
+    assert run(capsys, str(tmp_path / "none.csv"), "--rules", str(RULES))[0] == 2
+    assert run(capsys, str(small_data), "--rules", str(tmp_path / "none.yaml"))[0] == 2
+
+
+def test_rules_outside_the_project_find_their_study_via_option(capsys, small_data, tmp_path):
+    copy = tmp_path / "kap.yaml"
+    shutil.copy(RULES, copy)  # its `study: ../study.yaml` no longer resolves
+    code, _, err = run(capsys, str(small_data), "--rules", str(copy), "--study", str(ROOT), "--as-of", "2026-11-02")
+    assert code == 0, err
+
+
+def test_help_has_an_example(capsys):
+    with pytest.raises(SystemExit):
+        main(["screen", "--help"])
+    out = capsys.readouterr().out
+    assert "Examples:" in out and "--as-of" in out

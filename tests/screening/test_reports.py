@@ -1,0 +1,152 @@
+"""Reports: golden files for every format (volatile parts normalised), the JSON shape the issue fixes, a
+self-contained HTML page, and a screening log that never carries identifier fields.
+
+Regenerate the golden files after an intended change with `UPDATE_GOLDEN=1 python -m pytest tests/screening`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from trialkit.screening.reports import (
+    LOG_COLUMNS,
+    build_report,
+    render_csv,
+    render_html,
+    render_json,
+    render_screening_log,
+    render_table,
+    to_document,
+)
+from trialkit.screening.run import identifier_fields
+
+GOLDEN = Path(__file__).parent / "golden"
+
+CANDIDATES = {
+    "0001": ({}, None),  # eligible
+    "0002": ({"madrs_total": "12", "vs_sbp_2": "175"}, None),  # ineligible: I5 (and E5)
+    "0003": ({"madrs_total": None, "inv_name": None, "inv_date": None}, None),  # pending
+    "0004": (
+        {
+            "sex": "1",
+            "childbearing_potential": "1",
+            "pregnant": "0",
+            "breastfeeding": "0",
+            "preg_test_result": "1",
+            "preg_test_date": "2026-10-26",
+            "dob": "1995-03-02",
+        },
+        None,
+    ),  # I7 + E6
+    "0005": ({"current_ad": "1", "current_ad_stable_date": None}, []),  # pending: I6 date, no history
+}
+
+
+@pytest.fixture
+def report(run):
+    return build_report(run(CANDIDATES))
+
+
+def _normalise(text: str, sha: str) -> str:
+    return text.replace(sha, "SHA256").replace(sha[:12], "SHA12")
+
+
+def _check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN") or not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        if not os.environ.get("UPDATE_GOLDEN"):
+            pytest.fail(f"golden file {name} was missing and has been written; check it in and re-run")
+    assert text == path.read_text(encoding="utf-8"), f"{name} differs from its golden file"
+
+
+@pytest.mark.parametrize(
+    ("name", "render"),
+    [
+        ("screening.json", render_json),
+        ("screening.csv", render_csv),
+        ("table.txt", render_table),
+        ("screening_log.csv", render_screening_log),
+        ("report.html", render_html),
+    ],
+)
+def test_golden(report, name, render):
+    sha = report.screening.rules.stamp()["sha256"]
+    _check_golden(name, _normalise(render(report), sha))
+
+
+def test_json_has_the_shape_the_issue_fixes(report):
+    doc = json.loads(render_json(report))
+    assert set(doc["ruleset"]) == {"id", "version", "sha256"}
+    assert doc["ruleset"]["id"] == "kap_trd" and len(doc["ruleset"]["sha256"]) == 64
+    assert doc["as_of"] == "2026-11-02"
+    assert doc["summary"]["by_disposition"] == {"eligible": 1, "ineligible": 2, "pending": 2}
+    assert doc["summary"]["by_reason"] == {"I5": 1, "I7": 1}
+    assert doc["summary"]["by_any_reason"] == {"I5": 1, "I7": 1, "E5": 1, "E6": 1}
+    by_id = {c["record_id"]: c for c in doc["candidates"]}
+    assert list(by_id) == list(CANDIDATES)
+    for c in doc["candidates"]:
+        assert set(c) >= {"record_id", "disposition", "primary_reason", "criteria"}
+        assert c["disposition"] in {"eligible", "ineligible", "pending"}
+        assert [x["id"] for x in c["criteria"]] == [f"I{i}" for i in range(1, 9)] + [f"E{i}" for i in range(1, 14)]
+        for crit in c["criteria"]:
+            assert set(crit) == {"id", "kind", "result", "missing", "values"}
+            assert crit["result"] in {"met", "not_met", "unknown", "not_applicable"}
+    assert by_id["0002"]["primary_reason"] == "I5"
+    i5 = next(x for x in by_id["0002"]["criteria"] if x["id"] == "I5")
+    assert i5["values"]["madrs_total"] == 12 and i5["result"] == "not_met"
+    pending = by_id["0005"]
+    assert pending["primary_reason"] is None
+    assert pending["still_needed"] == ["atrq", "current_ad_stable_date"]  # protocol order: I4 before I6
+    assert doc == to_document(report) | {}  # render_json is exactly the document
+
+
+def test_html_is_self_contained_and_printable(report):
+    html = render_html(report)
+    assert html.startswith("<!DOCTYPE html>")
+    # no network assets: no external scripts, styles, images or fonts (the SVG namespace is not fetched)
+    assert "<script" not in html
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert "@import" not in html and not re.search(r"url\((?!#)", html)  # only in-page references
+    assert "@media print" in html and "<svg" in html
+    assert 'viewBox="0 0' in html
+    # the funnel and the tables carry the counts
+    assert "Assessed for eligibility" in html and "(n = 5)" in html
+    assert "Excluded (n = 2)" in html and "Inclusion not met (n = 2)" in html
+    for rid in CANDIDATES:
+        assert f'id="c-{rid}"' in html
+    assert "2026-11-02" in html
+
+
+def test_html_escapes_data(run):
+    rep = build_report(run({"<b>x</b>": ({}, None)}))
+    html = render_html(rep)
+    assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html
+
+
+def test_screening_log_has_no_identifiers(report, study):
+    ids = identifier_fields(study)
+    assert {"first_name", "last_name", "dob", "email"} <= set(ids)
+    text = render_screening_log(report, identifiers=ids)
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert tuple(rows[0]) == LOG_COLUMNS
+    for secret in ("Pat", "Example", "pat@example.org", "1980-05-17", "1995-03-02"):
+        assert secret not in text
+    by_id = {r["screen_id"]: r for r in rows}
+    assert by_id["0002"]["disposition"] == "ineligible" and by_id["0002"]["all_reasons"] == "I5;E5"
+    assert by_id["0003"]["disposition"] == "pending_data"
+    assert by_id["0001"]["consent_date"] == "2026-10-24" and by_id["0001"]["screened_on"] == "2026-10-26"
+    assert all(r["ruleset"] == "kap_trd@" + report.screening.rules.stamp()["version"] for r in rows)
+
+
+def test_screening_log_drops_a_column_that_is_an_identifier(report):
+    rows = render_screening_log(report, identifiers=("consent_date",))
+    assert "2026-10-24" not in rows
