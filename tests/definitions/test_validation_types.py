@@ -92,3 +92,23 @@ def test_aliases_and_kinds():
     assert vt.get("date").name == "date_ymd"
     assert vt.kind_of("number_2dp") == "number" and vt.kind_of("") == "text" and vt.kind_of("nope") == "text"
     assert {t.kind for t in VALIDATION_TYPES.values()} == set(vt.KINDS)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fmt", "raw"),
+    [
+        ("date_dmy", "31/12/2024", "DMY", "2024-12-31"),
+        ("date_ymd", "12-31-2024", "MDY", "2024-12-31"),
+        ("date_ymd", "2024/1/5", "YMD", "2024-01-05"),
+        ("datetime_mdy", "1/5/2024 13:05", "MDY", "2024-01-05 13:05"),
+        ("integer", "12", "DMY", "12"),
+    ],
+)
+def test_to_raw_reads_the_api_date_formats(name, value, fmt, raw):
+    assert vt.to_raw(VALIDATION_TYPES[name], value, fmt) == raw
+
+
+@pytest.mark.parametrize(("value", "fmt"), [("31/12/2024", "MDY"), ("2024-02-30", "YMD"), ("x", "DMY"), ("1", "XYZ")])
+def test_to_raw_refuses_invalid(value, fmt):
+    with pytest.raises(ValueError):
+        vt.to_raw(VALIDATION_TYPES["date_ymd"], value, fmt)

@@ -197,6 +197,27 @@ SLIDER_VALIDATIONS = frozenset({"", "number"})
 FILE_VALIDATIONS = frozenset({"", "signature"})
 
 
+_DATE_INPUT = {
+    "MDY": re.compile(r"(?P<m>[0-9]{1,2})[-/](?P<d>[0-9]{1,2})[-/](?P<y>[0-9]{4})(?P<rest>( .*)?)"),
+    "DMY": re.compile(r"(?P<d>[0-9]{1,2})[-/](?P<m>[0-9]{1,2})[-/](?P<y>[0-9]{4})(?P<rest>( .*)?)"),
+    "YMD": re.compile(r"(?P<y>[0-9]{4})[-/](?P<m>[0-9]{1,2})[-/](?P<d>[0-9]{1,2})(?P<rest>( .*)?)"),
+}
+
+
+def to_raw(vt: ValidationType, value: str, date_format: str = "YMD") -> str:
+    """An imported value in REDCap's raw form: the API's `dateFormat` (YMD, MDY or DMY, with '-' or '/') turned
+    into ISO for date and datetime fields; other values unchanged. Raises ValueError when it is not valid."""
+    if vt.kind in ("date", "datetime"):
+        fmt = date_format.upper()
+        if fmt not in _DATE_INPUT:
+            raise ValueError(f"unknown date format {date_format!r} (YMD, MDY or DMY)")
+        m = _DATE_INPUT[fmt].fullmatch(value)
+        if m is not None:
+            value = f"{m['y']}-{int(m['m']):02d}-{int(m['d']):02d}{m['rest'] or ''}"
+    vt.parse(value)
+    return value
+
+
 def get(name: str) -> ValidationType | None:
     """The validation type called `name` (aliases resolved), or None if REDCap does not know it."""
     return VALIDATION_TYPES.get(ALIASES.get(name, name))
