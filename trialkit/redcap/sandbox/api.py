@@ -509,7 +509,7 @@ def _log(ctx: Context, request: ApiRequest) -> Reply:
             "timestamp": ts[:16],
             "username": username,
             "action": f"{action} {record}" + (f" ({event})" if event else ""),
-            "details": details,
+            "details": records.log_details(details),
         })
     return _list_reply(rows, params)
 

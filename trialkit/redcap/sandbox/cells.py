@@ -6,6 +6,7 @@ A check takes the raw cell text (never blank: blanks are handled by the caller) 
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable, Mapping
 
@@ -75,12 +76,20 @@ def checker_for(row: Mapping[str, str], choices: tuple[tuple[str, str], ...], mi
         vt = validation_types.get(validation)
         if vt is None:
             return lambda value, date_format: (value, None)
-        is_dated = vt.kind in ("date", "datetime")
-
-        def validated(value: str, date_format: str) -> tuple[object, str | None]:
-            if is_dated:
+        if vt.kind in ("date", "datetime"):
+            # the type's regex, then the calendar (2023-02-30) with the C date parser: strptime costs 30 us a cell
+            def validated(value: str, date_format: str) -> tuple[object, str | None]:
                 value = _to_ymd(value, date_format)
-            return (value, None) if vt.is_valid(value) else (None, FORMAT_MESSAGE)
+                if not vt.matches(value):
+                    return None, FORMAT_MESSAGE
+                try:
+                    dt.date.fromisoformat(value[:10])
+                except ValueError:
+                    return None, FORMAT_MESSAGE
+                return value, None
+        else:
+            def validated(value: str, date_format: str) -> tuple[object, str | None]:
+                return (value, None) if vt.is_valid(value) else (None, FORMAT_MESSAGE)
 
         return with_missing(validated)
     return lambda value, date_format: (value, None)
@@ -93,10 +102,3 @@ def _num(text: str, default: int) -> float:
         return default
 
 
-def checkbox_cell(value: str) -> str | None:
-    """'1' checked, '0' unchecked; anything else is invalid (None)."""
-    return value if value in ("0", "1") else None
-
-
-def complete_cell(value: str) -> str | None:
-    return value if value in ("0", "1", "2") else None

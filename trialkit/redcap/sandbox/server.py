@@ -11,9 +11,11 @@ carry that secret in the `X-Trialkit-Admin` header.
 
 from __future__ import annotations
 
+import binascii
 import datetime as dt
 import hmac
 import json
+import re
 import secrets
 import sys
 import threading
@@ -25,7 +27,7 @@ from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_to_bytes
 
 from trialkit.errors import UsageError
 from trialkit.redcap.sandbox import api, formats
@@ -201,7 +203,35 @@ def _decode(content_type: str, body: bytes) -> api.ApiRequest:
             elif name:
                 pairs.append((name, payload.decode("utf-8")))
         return api.ApiRequest.from_pairs(pairs, files)
-    return api.ApiRequest.from_pairs(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+    return api.ApiRequest.from_pairs(parse_form(body))
+
+
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+
+
+def parse_form(body: bytes) -> list[tuple[str, str]]:
+    """application/x-www-form-urlencoded pairs, as parse_qsl gives them, several times faster on large bodies.
+
+    A JSON import is mostly percent-escapes; urllib decodes them one by one in Python (about 1 s per 5 MB).
+    binascii.a2b_qp decodes `=XX` in C, so '%' is swapped for '=' when the value holds no raw '=', CR or LF
+    and no malformed escape (then the standard decoder is used).
+    """
+    pairs = []
+    for part in body.split(b"&"):
+        if not part:
+            continue
+        key, _, value = part.partition(b"=")
+        pairs.append((_unquote(key), _unquote(value)))
+    return pairs
+
+
+def _unquote(raw: bytes) -> str:
+    raw = raw.replace(b"+", b" ")
+    if b"%" not in raw:
+        return raw.decode("utf-8", "replace")
+    if b"=" in raw or b"\r" in raw or b"\n" in raw or _BAD_ESCAPE.search(raw):
+        return unquote_to_bytes(raw).decode("utf-8", "replace")
+    return binascii.a2b_qp(raw.replace(b"%", b"=")).decode("utf-8", "replace")
 
 
 class Sandbox:
