@@ -207,8 +207,12 @@ def build(
     nonrep_forms = _nonrepeating_forms(study)
     nonrep_cols = [c.name for c in columns if c.form in nonrep_forms and c.name != rid]
     keys = [rid, EVENT] if study.longitudinal else [rid]
-    nonrep_rows = typed.filter(pl.col(REPEAT_INSTRUMENT).is_null() & pl.col(rid).is_not_null())
-    record_events = nonrep_rows.select(keys + nonrep_cols).unique(subset=keys, keep="first", maintain_order=True)
+    record_events = _first_per_key(
+        typed.select(keys + nonrep_cols + [REPEAT_INSTRUMENT])
+        .filter(pl.col(REPEAT_INSTRUMENT).is_null() & pl.col(rid).is_not_null())
+        .drop(REPEAT_INSTRUMENT),
+        keys,
+    )
 
     if study.longitudinal:
         assert event is not None
@@ -248,8 +252,14 @@ def _instances(typed: pl.DataFrame, study: Study, form: str, columns: tuple[Colu
     rid = study.record_id_field
     keys = [rid, EVENT, REPEAT_INSTANCE] if study.longitudinal else [rid, REPEAT_INSTANCE]
     cols = [c.name for c in columns if c.form == form and c.name != rid]
-    return (
-        typed.filter((pl.col(REPEAT_INSTRUMENT) == form) & pl.col(rid).is_not_null())
-        .select(keys + cols)
-        .unique(subset=keys, keep="first", maintain_order=True)
+    rows = typed.select([*keys, *cols, REPEAT_INSTRUMENT]).filter(
+        (pl.col(REPEAT_INSTRUMENT) == form) & pl.col(rid).is_not_null()
     )
+    return _first_per_key(rows.drop(REPEAT_INSTRUMENT), keys)
+
+
+def _first_per_key(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Drop repeated keys (validation reports them), keeping the first row; cheap when there are none."""
+    if frame.height == 0 or not frame.select(pl.struct(keys).is_duplicated().any()).item():
+        return frame
+    return frame.unique(subset=keys, keep="first", maintain_order=True)

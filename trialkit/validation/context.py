@@ -140,10 +140,11 @@ def build_context(intake: IntakeData, *, as_of: _dt.date) -> Context:
     by_form: dict[str, list[Column]] = {}
     for c in columns:
         by_form.setdefault(c.form, []).append(c)
-    helper = [_scope_expr(study, form).alias(scope_name(form)) for form in by_form]
-    helper += [_started_expr(form, cols, present, rid).alias(started_name(form)) for form, cols in by_form.items()]
-    frame = base.hstack(intake.raw.select([pl.col(c.name) for c in columns if c.name in present]))
-    frame = frame.select([*base.columns, *helper])
+    scopes = base.select([_scope_expr(study, form).alias(scope_name(form)) for form in by_form])
+    started = intake.raw.select(
+        [_started_expr(form, cols, present, rid).alias(started_name(form)) for form, cols in by_form.items()]
+    )
+    frame = base.hstack(scopes).hstack(started)
     typed_cols = [
         pl.col(c.name).alias(typed_name(c.name))
         for c in columns

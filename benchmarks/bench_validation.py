@@ -1,0 +1,300 @@
+"""Validation at scale: generate a KAP-TRD-like intake file of N rows (default 1,000,000), then read and validate
+it, printing wall times and peak memory (ru_maxrss).
+
+The file is REDCap's flat export shape for the screening event: one non-repeating row per candidate with every
+screening form, plus 0-3 `atrq` (treatment history) instance rows per candidate, every cell text. Values are
+drawn per column with vectorised hashing (no Python loop per row); hidden fields are blanked and calculated
+fields filled by evaluating the study's own branching logic and calculations, so a clean row is clean. A small
+share of cells (--error-rate) is then made wrong in several ways (bad dates, out of range, unknown codes,
+wrong calc, hidden value) so the findings table is exercised too.
+
+Generation runs in a child process so that the peak memory printed is the validation's own.
+
+    python benchmarks/bench_validation.py                 # 1,000,000 rows, CSV
+    python benchmarks/bench_validation.py --rows 200000 --format parquet --keep /tmp/intake.parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENT = "screening_arm_1"
+AS_OF = dt.date(2026, 11, 26)
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+
+
+# ---- generation (child process) -----------------------------------------------------------------------------
+def _rnd(n: int, seed: int, k: int) -> pl.Expr:
+    """Pseudo-random integers 0..k-1, one per row, from a hash of the row number (vectorised, reproducible)."""
+    return (pl.int_range(n, dtype=pl.UInt64).hash(seed) % max(k, 1)).cast(pl.Int64)
+
+
+def _value_expr(col, n: int, seed: int) -> pl.Expr:  # type: ignore[no-untyped-def]
+    """A valid raw value for one data column."""
+    from trialkit.definitions.model import FieldType
+
+    f = col.field
+    name = col.name
+    r = _rnd(n, seed, 1_000_000)
+    if col.kind == "complete":
+        return pl.lit("2")
+    if col.kind == "checkbox":
+        return (_rnd(n, seed, 4) == 0).cast(pl.Int8).cast(pl.String)
+    if col.kind == "choice":
+        return _pick(list(col.codes or ("0",)), n, seed)
+    lo_hi = _bounds(f)
+    if col.kind == "date":
+        if name == "dob":
+            base, span = dt.date(1952, 1, 1), 365 * 55
+        else:
+            base, span = AS_OF - dt.timedelta(days=200), 150
+        return (pl.lit(base) + pl.duration(days=_rnd(n, seed, span))).dt.strftime("%Y-%m-%d")
+    if col.kind == "time":
+        return pl.format(
+            "{}:{}",
+            (8 + _rnd(n, seed, 10)).cast(pl.String).str.zfill(2),
+            _rnd(n, seed + 1, 60).cast(pl.String).str.zfill(2),
+        )
+    if col.kind == "integer" and f is not None and f.type is not FieldType.CALC:
+        lo, hi = lo_hi or (0, 100)
+        return (int(lo) + _rnd(n, seed, int(hi - lo) + 1)).cast(pl.String)
+    if col.kind == "number" and f is not None and f.type is not FieldType.CALC:
+        lo, hi = lo_hi or (0, 1000)
+        dp = int(f.validation[7]) if f.validation[:7] == "number_" and f.validation[7:8].isdigit() else 1
+        scale = 10**dp
+        units = int(lo * scale) + _rnd(n, seed, int((hi - lo) * scale) + 1)
+        return pl.format("{}.{}", (units // scale).cast(pl.String), (units % scale).cast(pl.String).str.zfill(dp))
+    if col.kind == "file":
+        return pl.format("scan_{}.pdf", r)
+    if f is not None and f.validation == "email":
+        return pl.format("person{}@example.org", r)
+    if f is not None and f.validation == "phone":
+        return pl.format("615-555-{}", (1000 + _rnd(n, seed, 8999)).cast(pl.String))
+    if f is not None and f.type is FieldType.CALC:
+        return pl.lit(None, dtype=pl.String)  # filled by evaluating the calculation below
+    return pl.format("{} {}", pl.lit(name), r)
+
+
+def _pick(codes: list[str], n: int, seed: int) -> pl.Expr:
+    mapping = dict(enumerate(codes))
+    return _rnd(n, seed, len(codes)).replace_strict(mapping, return_dtype=pl.String)
+
+
+def _bounds(f) -> tuple[float, float] | None:  # type: ignore[no-untyped-def]
+    if f is None:
+        return None
+    try:
+        return float(f.min), float(f.max)
+    except ValueError:
+        return None
+
+
+def _fill_logic(frame: pl.DataFrame, study, fields, rid: str) -> pl.DataFrame:  # type: ignore[no-untyped-def]
+    """Blank fields their branching logic hides and compute calculated fields, in dictionary order."""
+    from trialkit import logic
+    from trialkit.definitions.model import FieldType
+    from trialkit.records import study_columns
+
+    specs = study.field_specs()
+    cols_by_field: dict[str, list[str]] = {}
+    for c in study_columns(study):
+        if c.field is not None:
+            cols_by_field.setdefault(c.field.name, []).append(c.name)
+    for f in fields:
+        if f.type is FieldType.CALC and f.calculation.strip():
+            node = logic.parse(f.calculation)
+            value = logic.compile_expr(
+                node, frame, mode="redcap", as_of=AS_OF, fields=specs, record_id=rid, missing_columns="blank"
+            ).value
+            formatted = value.cast(pl.Float64, strict=False).round(4).cast(pl.String).str.replace(r"\.0$", "")
+            frame = frame.with_columns(formatted.alias(f.name))
+        if f.show_if.strip():
+            node = logic.parse(f.show_if)
+            shown = logic.compile_expr(
+                node, frame, mode="redcap", as_of=AS_OF, fields=specs, record_id=rid, missing_columns="blank"
+            ).value
+            frame = frame.with_columns(
+                [
+                    pl.when(shown).then(pl.col(c)).otherwise(None).alias(c)
+                    for c in cols_by_field.get(f.name, [])
+                    if c in frame.columns
+                ]
+            )
+    return frame
+
+
+def generate(path: Path, rows: int, fmt: str, error_rate: float) -> dict:
+    from trialkit.definitions.loader import load_study
+    from trialkit.records import study_columns
+
+    study = load_study(ROOT)
+    rid = study.record_id_field
+    screening = study.event(EVENT)
+    plain_forms = [f for f in screening.instruments if f not in screening.repeating]
+    rep_form = "atrq"
+    # 1 + (0..3) rows per candidate, mean 2.5: candidates = rows / 2.5
+    candidates = max(1, int(rows / 2.5))
+    columns = [c for c in study_columns(study) if c.name != rid]
+    base_cols = [c for c in columns if c.form in plain_forms]
+    rep_cols = [c for c in columns if c.form == rep_form]
+
+    ids = pl.int_range(1, candidates + 1).cast(pl.String).str.zfill(7)  # leading zeros on purpose
+    base = pl.select(
+        ids.alias(rid), *[_value_expr(c, candidates, 11 + i).alias(c.name) for i, c in enumerate(base_cols)]
+    )
+    base = base.with_columns(pl.lit("1").alias("consent_signed"), pl.lit("1").alias("mini_mde_current"))
+    base = _fill_logic(base, study, [f for inst in plain_forms for f in study.instrument(inst).fields], rid)
+
+    # instance rows: candidate i gets (hash % 4) of them, cut or padded to reach exactly `rows` rows in all
+    n_inst = rows - candidates
+    counts = pl.select(_rnd(candidates, 7, 4).alias("k")).get_column("k")
+    owners = pl.select(pl.int_range(candidates).repeat_by(counts).explode().drop_nulls().alias("o")).get_column("o")
+    if owners.len() >= n_inst:
+        owners = owners.head(n_inst)
+    else:
+        owners = pl.concat([owners, pl.Series("o", [candidates - 1] * (n_inst - owners.len()))])
+    m = owners.len()
+    rep = pl.select(
+        owners.alias("_owner"),
+        *[_value_expr(c, m, 501 + i).alias(c.name) for i, c in enumerate(rep_cols)],
+    )
+    rep = rep.with_columns(
+        (pl.col("_owner") + 1).cast(pl.String).str.zfill(7).alias(rid),
+        (pl.int_range(pl.len()).over("_owner") + 1).cast(pl.String).alias("redcap_repeat_instance"),
+    )
+    # instance calculations may read the record's own values (atrq_duration uses [screening_date])
+    borrowed = [c for c in ("screening_date",) if c in base.columns]
+    rep = rep.with_columns([base.get_column(c).gather(owners).alias(c) for c in borrowed])
+    rep = _fill_logic(rep, study, study.instrument(rep_form).fields, rid).drop(borrowed)
+
+    base = base.with_columns(
+        pl.lit(EVENT).alias("redcap_event_name"),
+        pl.lit(None, dtype=pl.String).alias("redcap_repeat_instrument"),
+        pl.lit(None, dtype=pl.String).alias("redcap_repeat_instance"),
+        pl.int_range(pl.len()).alias("_owner"),
+        pl.lit(0).alias("_order"),
+    )
+    rep = rep.with_columns(
+        pl.lit(EVENT).alias("redcap_event_name"),
+        pl.lit(rep_form).alias("redcap_repeat_instrument"),
+        pl.lit(1).alias("_order"),
+    )
+    header = [rid, "redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance"] + [
+        c.name for c in columns if c.form in plain_forms or c.form == rep_form
+    ]
+    frame = pl.concat([base, rep], how="diagonal_relaxed").sort(["_owner", "_order"], maintain_order=True)
+    frame = frame.select([pl.col(c) if c in frame.columns else pl.lit(None, dtype=pl.String).alias(c) for c in header])
+    frame = _inject_errors(frame, error_rate)
+    if fmt == "parquet":
+        frame.write_parquet(path)
+    else:
+        frame.write_csv(path)
+    return {"rows": frame.height, "columns": frame.width, "candidates": candidates, "bytes": path.stat().st_size}
+
+
+def _inject_errors(frame: pl.DataFrame, rate: float) -> pl.DataFrame:
+    n = frame.height
+    every = max(1, int(1 / rate)) if rate > 0 else 0
+    if not every:
+        return frame
+    hit = lambda seed: (_rnd(n, seed, every) == 0) & pl.col("redcap_repeat_instrument").is_null()  # noqa: E731
+    hit_rep = lambda seed: (_rnd(n, seed, every) == 0) & pl.col("redcap_repeat_instrument").is_not_null()  # noqa: E731
+    return frame.with_columns(
+        pl.when(hit(901)).then(pl.lit("2024-02-30")).otherwise(pl.col("screening_date")).alias("screening_date"),
+        pl.when(hit(902)).then(pl.lit("300")).otherwise(pl.col("vs_sbp_1")).alias("vs_sbp_1"),
+        pl.when(hit(903)).then(pl.lit("7")).otherwise(pl.col("sex")).alias("sex"),
+        pl.when(hit(904)).then(pl.lit("99")).otherwise(pl.col("madrs_total")).alias("madrs_total"),
+        pl.when(hit(905)).then(pl.lit("not-an-email")).otherwise(pl.col("email")).alias("email"),
+        pl.when(hit(906)).then(pl.lit(None, dtype=pl.String)).otherwise(pl.col("phq9_3")).alias("phq9_3"),
+        pl.when(hit_rep(907)).then(pl.lit("-5")).otherwise(pl.col("atrq_dose")).alias("atrq_dose"),
+        pl.when(hit_rep(908)).then(pl.lit("zoloft")).otherwise(pl.col("atrq_drug")).alias("atrq_drug"),
+    )
+
+
+# ---- measurement (parent process) ---------------------------------------------------------------------------
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    ap.add_argument("--error-rate", type=float, default=0.002, help="share of rows with each injected error")
+    ap.add_argument("--keep", type=Path, help="write the generated file here and keep it (reused if present)")
+    ap.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.generate:
+        info = generate(args.generate, args.rows, args.format, args.error_rate)
+        print(" ".join(f"{k}={v}" for k, v in info.items()))
+        return
+
+    tmpdir = None
+    path = args.keep
+    if path is None:
+        tmpdir = tempfile.TemporaryDirectory()
+        path = Path(tmpdir.name) / f"kap_intake.{args.format}"
+    if not path.exists():
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--generate",
+                str(path),
+                "--rows",
+                str(args.rows),
+                "--format",
+                args.format,
+                "--error-rate",
+                str(args.error_rate),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            sys.exit(f"generation failed:\n{proc.stderr}")
+        print(f"generated {path.name}: {proc.stdout.strip()} in {time.perf_counter() - t0:.1f} s")
+
+    from trialkit.definitions.loader import load_study
+    from trialkit.records import read_intake
+    from trialkit.validation import validate
+
+    study = load_study(ROOT)
+    base_rss = _rss_mb()
+    t0 = time.perf_counter()
+    intake = read_intake(path, study)
+    t1 = time.perf_counter()
+    findings = validate(intake, as_of=AS_OF)
+    t2 = time.perf_counter()
+    peak = _rss_mb()
+    print(
+        f"file: {path.stat().st_size / 1e6:.0f} MB {args.format}, {intake.raw.height:,} rows x "
+        f"{intake.raw.width - 1} columns, {intake.records.height:,} records, "
+        f"{intake.instances['atrq'].height:,} atrq instances"
+    )
+    print(f"cores: {os.cpu_count()}, polars threads: {pl.thread_pool_size()}")
+    print(f"read + type:  {t1 - t0:6.2f} s")
+    print(f"validate:     {t2 - t1:6.2f} s")
+    print(f"total:        {t2 - t0:6.2f} s")
+    print(f"findings: {findings.errors:,} errors, {findings.warnings:,} warnings")
+    print(findings.summary().head(12))
+    print(f"peak memory (ru_maxrss): {peak:,.0f} MB (after imports and study load: {base_rss:,.0f} MB)")
+    if tmpdir is not None:
+        tmpdir.cleanup()
+
+
+if __name__ == "__main__":
+    main()
