@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 from trialkit.records import read_intake
 from trialkit.screening.engine import screen

@@ -1,0 +1,32 @@
+"""Screening results as REDCap write-back records (the eligibility_result form)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from trialkit.screening.explain import candidates
+from trialkit.screening.writeback import WRITEBACK_FIELDS, result_records
+
+
+def test_result_records_match_the_explanations(run):
+    s = run(
+        {
+            "a": ({}, None),
+            "b": ({"madrs_total": "12", "vs_sbp_1": "170"}, None),
+            "c": ({"madrs_total": None, "inv_date": None}, None),
+        }
+    )
+    at = dt.datetime(2026, 11, 2, 3, 15, 0)
+    rows = {r["record_id"]: r for r in result_records(s, screened_at=at, event="screening_arm_1").to_dicts()}
+    assert set(rows["a"]) == {"record_id", "redcap_event_name", *WRITEBACK_FIELDS}
+    for cand in candidates(s):
+        r = rows[cand.record_id]
+        assert r["elig_disposition"] == cand.disposition
+        assert r["elig_primary_reason"] == (cand.primary_reason or "")
+        assert r["elig_reasons"] == " ".join(cand.reasons)
+        assert r["elig_still_needed"] == " ".join(cand.still_needed)
+        assert r["elig_as_of"] == "2026-11-02" and r["elig_screened_at"] == "2026-11-02 03:15:00"
+        assert r["elig_ruleset_sha256"] == s.rules.stamp()["sha256"]
+    assert rows["b"]["elig_reasons"] == "I5 E5"
+    assert rows["c"]["elig_still_needed"] == "madrs_total inv_date"
+    assert all(isinstance(v, str) for r in rows.values() for v in r.values())
