@@ -43,7 +43,7 @@ def test_clean_file_exits_0(clean_csv):
     proc = run(str(clean_csv), "--study", MINI, "--as-of", "2026-01-01")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("0 error(s), 0 warning(s)")
-    assert "as of 2026-01-01" in proc.stderr
+    assert "as of 2026-01-01" in proc.stdout
 
 
 def test_findings_exit_1_and_identifiers_masked(bad_csv):

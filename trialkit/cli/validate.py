@@ -95,8 +95,6 @@ def validate(
         )
     else:
         click.echo(text, nl=False)
-        if fmt == "table":
-            click.echo(f"(as of {as_of.isoformat()})", err=True)
     if findings.errors > 0 or (strict and findings.warnings > 0):
         # sys.exit, not ctx.exit: trialkit.cli.main runs click with standalone_mode=False, where click turns
         # ctx.exit(n) into a return value that main() does not pass on.

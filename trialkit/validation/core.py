@@ -106,7 +106,7 @@ def validate(
     except SchemaErrors as exc:
         failures = exc.failure_cases
     frame = _findings_frame(failures, plan, work, intake, ctx)
-    return Findings(frame=frame, source=intake.source, rows_checked=intake.raw.height)
+    return Findings(frame=frame, source=intake.source, rows_checked=intake.raw.height, as_of=as_of)
 
 
 # ---- which columns exist ------------------------------------------------------------------------------------

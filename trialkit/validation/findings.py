@@ -6,6 +6,7 @@ nothing downstream (logs, reports, CI output) can print them by accident.
 
 from __future__ import annotations
 
+import datetime as _dt
 import io
 import json
 from collections.abc import Iterator
@@ -47,6 +48,7 @@ class Findings:
     frame: pl.DataFrame
     source: str | None = None
     rows_checked: int = 0
+    as_of: _dt.date | None = None  # the date used as "today" (ranges such as max: today, date logic)
 
     def __len__(self) -> int:
         return self.frame.height
@@ -102,6 +104,7 @@ class Findings:
     def to_dict(self) -> dict:
         return {
             "source": self.source,
+            "as_of": self.as_of.isoformat() if self.as_of else None,
             "rows_checked": self.rows_checked,
             "errors": self.errors,
             "warnings": self.warnings,
@@ -119,8 +122,9 @@ class Findings:
         """A plain-text table for a terminal, with a summary line; at most `limit` rows (None: all)."""
         out = io.StringIO()
         where = f" in {self.source}" if self.source else ""
+        when = f", as of {self.as_of.isoformat()}" if self.as_of else ""
         out.write(
-            f"{self.errors} error(s), {self.warnings} warning(s){where} ({self.rows_checked} data rows checked)\n"
+            f"{self.errors} error(s), {self.warnings} warning(s){where} ({self.rows_checked} data rows checked{when})\n"
         )
         if self.frame.height == 0:
             return out.getvalue()
