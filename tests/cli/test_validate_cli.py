@@ -6,10 +6,13 @@ import importlib.util
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 import pytest
+
+from trialkit.cli import main
 
 _spec = importlib.util.spec_from_file_location(
     "intake_data", Path(__file__).parent.parent / "records" / "intake_data.py"
@@ -20,10 +23,38 @@ _spec.loader.exec_module(shared)
 MINI = str(shared.MINI_DIR)
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "trialkit", "validate", *args], capture_output=True, text=True, timeout=120
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run(capsys):
+    """Run `trialkit validate ...` in-process through the console entry point (exit code, stdout, stderr)."""
+
+    def call(*args: str) -> Result:
+        with pytest.raises(SystemExit) as exc:
+            main(["validate", *args])
+        captured = capsys.readouterr()
+        return Result(exc.value.code or 0, captured.out, captured.err)
+
+    return call
+
+
+def test_real_process_never_shows_a_traceback(tmp_path):
+    """One end-to-end run as a child process: unusable input, exit 2, a message and no traceback."""
+    path = tmp_path / "x.parquet"
+    path.write_bytes(b"not parquet")
+    proc = subprocess.run(
+        [sys.executable, "-m", "trialkit", "validate", str(path), "--study", MINI],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
+    assert proc.returncode == 2
+    assert "cannot read as parquet" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.fixture
@@ -39,14 +70,14 @@ def bad_csv(tmp_path) -> Path:
     return shared.write_csv(tmp_path / "bad.csv", rows)
 
 
-def test_clean_file_exits_0(clean_csv):
+def test_clean_file_exits_0(run, clean_csv):
     proc = run(str(clean_csv), "--study", MINI, "--as-of", "2026-01-01")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("0 error(s), 0 warning(s)")
     assert "as of 2026-01-01" in proc.stdout
 
 
-def test_findings_exit_1_and_identifiers_masked(bad_csv):
+def test_findings_exit_1_and_identifiers_masked(run, bad_csv):
     proc = run(str(bad_csv), "--study", MINI, "--as-of", "2026-01-01")
     assert proc.returncode == 1
     assert "outside the range 18 to 75" in proc.stdout
@@ -54,7 +85,7 @@ def test_findings_exit_1_and_identifiers_masked(bad_csv):
     assert "Traceback" not in proc.stderr
 
 
-def test_warnings_alone_pass_unless_strict(tmp_path):
+def test_warnings_alone_pass_unless_strict(run, tmp_path):
     rows = [dict(r) for r in shared.CLEAN_ROWS]
     rows[3].update(pregnant="0")
     path = shared.write_csv(tmp_path / "w.csv", rows)
@@ -62,7 +93,7 @@ def test_warnings_alone_pass_unless_strict(tmp_path):
     assert run(str(path), "--study", MINI, "--as-of", "2026-01-01", "--strict").returncode == 1
 
 
-def test_json_and_csv_output_to_file(bad_csv, tmp_path):
+def test_json_and_csv_output_to_file(run, bad_csv, tmp_path):
     out = tmp_path / "findings.json"
     proc = run(str(bad_csv), "--study", MINI, "--format", "json", "--out", str(out), "--as-of", "2026-01-01")
     assert proc.returncode == 1
@@ -90,7 +121,7 @@ def test_json_and_csv_output_to_file(bad_csv, tmp_path):
         ("", "empty.csv", "empty"),
     ],
 )
-def test_unusable_input_exits_2_without_traceback(tmp_path, content, name, expect):
+def test_unusable_input_exits_2_without_traceback(run, tmp_path, content, name, expect):
     path = tmp_path / name
     if isinstance(content, bytes):
         path.write_bytes(content)
@@ -102,7 +133,7 @@ def test_unusable_input_exits_2_without_traceback(tmp_path, content, name, expec
     assert "Traceback" not in proc.stderr
 
 
-def test_bad_options_exit_2(clean_csv, tmp_path):
+def test_bad_options_exit_2(run, clean_csv, tmp_path):
     assert run(str(clean_csv), "--study", MINI, "--as-of", "yesterday").returncode == 2
     assert run(str(clean_csv), "--study", MINI, "--format", "xml").returncode == 2
     assert run(str(clean_csv), "--study", str(tmp_path)).returncode == 2  # no study.yaml there
@@ -110,7 +141,7 @@ def test_bad_options_exit_2(clean_csv, tmp_path):
     assert proc.returncode == 2 and "cannot write" in proc.stderr
 
 
-def test_help_has_an_example():
+def test_help_has_an_example(run):
     proc = run("--help")
     assert proc.returncode == 0
     assert "trialkit validate intake.csv" in proc.stdout

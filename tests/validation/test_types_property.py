@@ -32,7 +32,7 @@ cells = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(sorted(FIELDS)), cells), min_size=1, max_size=12))
 def test_type_and_format_findings_match_per_cell_rules(mini_study, edits):
     rows = [dict(r) for r in shared.CLEAN_ROWS if r["redcap_repeat_instrument"] == ""]
