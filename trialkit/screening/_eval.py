@@ -118,6 +118,10 @@ def value_terms(node: ast.Node) -> tuple[tuple[str, ast.Node], ...]:
 REFERENCE_COLUMN = "__reference_date"
 
 
+def uses_today(node: ast.Node) -> bool:
+    return any(isinstance(n, ast.String) and n.value.strip().lower() == "today" for n in ast.walk(node))
+
+
 def with_reference_date(node: ast.Node) -> ast.Node:
     """The tree with every `'today'` turned into a read of the per-candidate reference date column."""
     if isinstance(node, ast.String) and node.value.strip().lower() == "today":

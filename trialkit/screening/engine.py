@@ -61,6 +61,7 @@ class CompiledCriterion:
     value_terms: tuple[tuple[str, Any], ...]  # (label, tree) of computed values worth showing
     signature_columns: tuple[str, ...] = ()
     requires_instances: tuple[str, ...] = ()
+    uses_today: bool = False  # reads 'today' (the candidate's reference date): reports show which date that was
     applies_bits: frozenset[int] = frozenset()  # items read by applies_if (named while applicability is unknown)
     logic_bits: frozenset[int] = frozenset()  # items read by the decision (named once the criterion applies)
 
@@ -110,6 +111,7 @@ def compile_rules(ruleset: RuleSet, study: Any = None, *, record_id: str | None 
             diags.extend(exc.diagnostics)
             continue
         labels = _eval.value_terms(logic) + (_eval.value_terms(applies) if applies is not None else ())
+        uses_today = _eval.uses_today(logic) or (applies is not None and _eval.uses_today(applies))
         if reference_field is not None:
             logic = _eval.with_reference_date(logic)
             applies = _eval.with_reference_date(applies) if applies is not None else None
@@ -156,6 +158,7 @@ def compile_rules(ruleset: RuleSet, study: Any = None, *, record_id: str | None 
                 applies_bits=applies_bits,
                 logic_bits=logic_bits,
                 requires_instances=crit.requires_instances,
+                uses_today=uses_today,
             )
         )
     if diags:

@@ -25,13 +25,16 @@ from trialkit.screening.outcomes import DISPOSITIONS, CandidateResult, Criterion
 
 
 def jsonable(value: Any) -> Any:
-    """A cell as JSON: dates as ISO text, NaN as null, whole floats kept as floats (90.0 stays a number)."""
+    """A cell as JSON: dates as ISO text, NaN as null, whole floats as integers (a MADRS total of 20.0 reads 20;
+    the evaluator computes in floats, REDCap shows whole numbers without a decimal point)."""
     if value is None:
         return None
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
         return None
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
     if isinstance(value, bool | int | float | str):
         return value
     return str(value)
@@ -54,6 +57,8 @@ def _value_columns(screening: Screening) -> dict[str, pl.Series]:
                 out[col] = data[col]
         for label, node in cc.value_terms:
             terms.setdefault(f"={label}", node)
+    if _eval.REFERENCE_COLUMN in data.columns:
+        out["today"] = data[_eval.REFERENCE_COLUMN]
     if terms and data.height:
         evaluated = _eval.evaluate_many(terms, data, ctx)
         for key in terms:
@@ -82,6 +87,8 @@ def candidates(screening: Screening) -> Iterator[CandidateResult]:
             missing = decode_mask(cc, row[missing_col(cc.id)] or 0)
             vals: dict[str, Any] = {}
             if i is not None:
+                if cc.uses_today and "today" in value_lists:
+                    vals["today"] = jsonable(value_lists["today"][i])
                 for col in cc.columns:
                     if col in value_lists:
                         vals[col] = jsonable(value_lists[col][i])
