@@ -147,6 +147,36 @@ def test_concurrent_imports_never_interleave(classic):
     assert tags in ({("A", "A")}, {("B", "B")})
 
 
+def test_imports_while_an_export_streams(classic):
+    """A long export holds a read snapshot; imports must still commit meanwhile (WAL), and the export sees
+    one consistent state."""
+    classic.import_records([{"record_id": str(i), "notes": "x" * 200} for i in range(1, 2001)])
+    results: dict[str, object] = {}
+
+    def exporter() -> None:
+        try:
+            results["rows"] = len(Project(classic.url, classic.token, timeout=30).export_records(format_type="csv")
+                                  .splitlines()) - 1
+        except BaseException as exc:
+            results["export_error"] = exc
+
+    def importer() -> None:
+        try:
+            for i in range(5):
+                Project(classic.url, classic.token, timeout=30).import_records([{"record_id": f"n{i}"}])
+        except BaseException as exc:
+            results["import_error"] = exc
+
+    threads = [threading.Thread(target=exporter), threading.Thread(target=importer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert "export_error" not in results and "import_error" not in results
+    assert 2000 <= results["rows"] <= 2005
+    assert len(classic.export_records(fields=["record_id"])) == 2005
+
+
 def test_data_survives_a_restart(tmp_path):
     db = tmp_path / "sandbox.db"
     with running_sandbox(classic_spec(), db=db) as sb:

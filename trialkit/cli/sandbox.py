@@ -69,6 +69,9 @@ def serve(host: str, port: int, db: Path, study: Path | None, dictionary: Path |
     env_token = os.environ.get(TOKEN_ENV) or None
     if env_token is not None and len(env_token) != 32:
         raise UsageError(f"${TOKEN_ENV} must hold a 32-character token")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: listening on {host}, not loopback: anyone who can reach it can use the token's "
+                   "project (the sandbox has no TLS)", err=True)
     extra = {"title": title} if title else {}
     spec = None
     if study is not None:

@@ -30,20 +30,12 @@ import polars as pl
 
 from trialkit.errors import RedcapError, UsageError
 from trialkit.redcap.client import RedcapClient
+from trialkit.screening.writeback import WRITEBACK_FIELDS
 
 RESULT_FORM = "eligibility_result"
-#: The result fields the job owns. The screening time stamp is informational and never by itself a change.
-RESULT_FIELDS = (
-    "elig_disposition",
-    "elig_primary_reason",
-    "elig_reasons",
-    "elig_still_needed",
-    "elig_as_of",
-    "elig_ruleset_id",
-    "elig_ruleset_version",
-    "elig_ruleset_sha256",
-)
 STAMP_FIELD = "elig_screened_at"
+#: The result fields compared with REDCap's; the screening time stamp alone is never a change.
+RESULT_FIELDS = tuple(name for name in WRITEBACK_FIELDS if name != STAMP_FIELD)
 _UNDECIDED = f"[{RESULT_FIELDS[0]}] <> 'eligible' and [{RESULT_FIELDS[0]}] <> 'ineligible'"
 
 
@@ -154,8 +146,7 @@ def run_nightly(
 ) -> NightlyResult:
     """One nightly pass. `now` is this machine's clock at start (the caller reads it; the core never does)."""
     from trialkit.records import IntakeData
-    from trialkit.screening.engine import screen
-    from trialkit.screening.explain import candidates
+    from trialkit.screening import result_records, screen
     from trialkit.validation import validate
 
     _require_result_fields(study)
@@ -186,27 +177,13 @@ def run_nightly(
         screening = screen(rules, intake, as_of=as_of)
 
         current = _current_results(rows, record_id, event)
-        stamp = rules.stamp()
-        to_write: list[dict[str, str]] = []
-        counts: dict[str, int] = {}
-        for cand in candidates(screening):
-            counts[cand.disposition] = counts.get(cand.disposition, 0) + 1
-            new = {
-                "elig_disposition": cand.disposition,
-                "elig_primary_reason": cand.primary_reason or "",
-                "elig_reasons": " ".join(cand.reasons),
-                "elig_still_needed": " ".join(cand.still_needed),
-                "elig_as_of": as_of.isoformat(),
-                "elig_ruleset_id": str(stamp["id"]),
-                "elig_ruleset_version": str(stamp["version"]),
-                "elig_ruleset_sha256": sha,
-            }
-            if current.get(cand.record_id) == new:
-                continue
-            row = {record_id: cand.record_id, **new, STAMP_FIELD: now.strftime("%Y-%m-%d %H:%M:%S")}
-            if event is not None:
-                row["redcap_event_name"] = event
-            to_write.append(row)
+        results = result_records(screening, screened_at=now, event=event)
+        counts = dict(results.group_by("elig_disposition").len().iter_rows())
+        to_write = [
+            row
+            for row in results.to_dicts()
+            if current.get(row[record_id]) != {name: row[name] for name in RESULT_FIELDS}
+        ]
 
         if to_write:
             client.import_records(to_write, overwrite=True)
@@ -228,7 +205,7 @@ def run_nightly(
 
 
 def _require_result_fields(study: Any) -> None:
-    missing = [name for name in (*RESULT_FIELDS, STAMP_FIELD) if name not in study.fields]
+    missing = [name for name in WRITEBACK_FIELDS if name not in study.fields]
     if missing:
         raise UsageError(
             f"the study has no field(s) {', '.join(missing)} to hold screening results: add the "

@@ -590,8 +590,8 @@ def _set_cell(ctx: Context, con: sqlite3.Connection, record: str, event: str, rf
               value: str) -> None:
     from trialkit.redcap.sandbox.storage import record_key
 
-    found = con.execute("SELECT data FROM rows WHERE pid=? AND record=? AND event=? AND rform=? AND inst=?",
-                        (ctx.pid, record, event, rform, inst)).fetchone()
+    found = con.execute("SELECT data FROM rows WHERE pid=? AND rkey=? AND event=? AND rform=? AND inst=?",
+                        (ctx.pid, record_key(record), event, rform, inst)).fetchone()
     data = json.loads(found[0]) if found else {}
     if value:
         data[column] = value

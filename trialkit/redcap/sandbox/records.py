@@ -130,22 +130,28 @@ def _as_list(lists: dict[str, list[str]], params: dict[str, str], key: str) -> l
     return [v.strip() for v in text.split(",") if v.strip()] if text else []
 
 
-def _row_query(pid: int, plan: ExportPlan, record_set: set[str] | None) -> tuple[str, list]:
-    sql = ["SELECT rows.record, rows.event, rows.rform, rows.inst, rows.data, records.dag FROM rows "
-           "JOIN records ON records.pid = rows.pid AND records.record = rows.record WHERE rows.pid = ?"]
+def _row_query(pid: int, plan: ExportPlan) -> tuple[str, list]:
+    """One ordered scan of the rows primary key; the records table is consulted only for a date range."""
+    dag = "(SELECT dag FROM records WHERE records.pid = rows.pid AND records.record = rows.record)" if \
+        plan.with_dag else "''"
+    sql = [f"SELECT rows.record, rows.event, rows.rform, rows.inst, rows.data, {dag} FROM rows WHERE rows.pid = ?"]
     args: list = [pid]
     if plan.events:
         sql.append(f"AND rows.event IN ({','.join('?' * len(plan.events))})")
         args.extend(plan.events)
     if plan.records is not None and len(plan.records) <= 500:
-        sql.append(f"AND rows.record IN ({','.join('?' * len(plan.records))})")
-        args.extend(plan.records)
-    if plan.begin:
-        sql.append("AND records.changed >= ?")
-        args.append(plan.begin)
-    if plan.end:
-        sql.append("AND records.changed <= ?")
-        args.append(plan.end)
+        sql.append(f"AND rows.rkey IN ({','.join('?' * len(plan.records))})")
+        args.extend(record_key(r) for r in plan.records)
+    if plan.begin or plan.end:
+        sql.append("AND rows.record IN (SELECT record FROM records WHERE pid = ?")
+        args.append(pid)
+        if plan.begin:
+            sql.append("AND changed >= ?")
+            args.append(plan.begin)
+        if plan.end:
+            sql.append("AND changed <= ?")
+            args.append(plan.end)
+        sql.append(")")
     sql.append("ORDER BY rows.rkey, rows.ev, rows.rform, rows.inst")
     return " ".join(sql), args
 
@@ -234,7 +240,7 @@ def export_records(storage: Storage, con: sqlite3.Connection, pid: int, plan: Ex
     contexts: dict[tuple[str, str], _Context] = {}
     label_maps = _label_maps(plan) if plan.labels else None
     json_out = plan.fmt == "json"
-    sql, args = _row_query(pid, plan, record_set)
+    sql, args = _row_query(pid, plan)
     cursor = con.execute(sql, args)
 
     def rows() -> Iterator[tuple[list, str, str, str, int, dict]]:
@@ -582,8 +588,8 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
         existing_records.update(r[0] for r in con.execute(
             f"SELECT record FROM records WHERE pid=? AND record IN ({marks})", (pid, *chunk)))
         for record, event, rform, inst, data in con.execute(
-                f"SELECT record, event, rform, inst, data FROM rows WHERE pid=? AND record IN ({marks})",
-                (pid, *chunk)):
+                f"SELECT record, event, rform, inst, data FROM rows WHERE pid=? AND rkey IN ({marks})",
+                (pid, *map(record_key, chunk))):
             existing[(record, event, rform, inst)] = json.loads(data)
     now = storage.now()
     changed_rows: dict[tuple[str, str, str, int], dict] = {}
@@ -718,7 +724,8 @@ def delete_records(storage: Storage, con: sqlite3.Connection, pid: int, schema: 
     log = []
     if not (instrument or event or arm):
         for record in records:
-            for table in ("rows", "files", "records"):
+            con.execute("DELETE FROM rows WHERE pid=? AND rkey=?", (pid, record_key(record)))
+            for table in ("files", "records"):
                 con.execute(f"DELETE FROM {table} WHERE pid=? AND record=?", (pid, record))
             log.append((pid, now, username, "Delete record", f"{schema.def_field} = '{record}'", record, ""))
         storage.log(con, log)
@@ -726,27 +733,29 @@ def delete_records(storage: Storage, con: sqlite3.Connection, pid: int, schema: 
     arm_events = {e for e, a in schema.event_arm.items() if str(a) == arm} if arm else None
     names = ({c.name for c in schema.columns if c.form == instrument} if instrument else None)
     for record in records:
+        rkey = record_key(record)
         for ev, rform, inst, data_text in con.execute(
-                "SELECT event, rform, inst, data FROM rows WHERE pid=? AND record=?", (pid, record)).fetchall():
+                "SELECT event, rform, inst, data FROM rows WHERE pid=? AND rkey=?", (pid, rkey)).fetchall():
             if arm_events is not None and ev not in arm_events:
                 continue
             if event and ev != event:
                 continue
             if instance and inst != int(instance):
                 continue
-            key = (pid, record, ev, rform, inst)
+            key = (pid, rkey, ev, rform, inst)
             if names is None:
-                con.execute("DELETE FROM rows WHERE pid=? AND record=? AND event=? AND rform=? AND inst=?", key)
-                con.execute("DELETE FROM files WHERE pid=? AND record=? AND event=? AND inst=?", (*key[:3], inst))
+                con.execute("DELETE FROM rows WHERE pid=? AND rkey=? AND event=? AND rform=? AND inst=?", key)
+                con.execute("DELETE FROM files WHERE pid=? AND record=? AND event=? AND inst=?",
+                            (pid, record, ev, inst))
                 continue
             data = json.loads(data_text)
             kept = {k: v for k, v in data.items() if k not in names}
             if not kept and rform:
-                con.execute("DELETE FROM rows WHERE pid=? AND record=? AND event=? AND rform=? AND inst=?", key)
+                con.execute("DELETE FROM rows WHERE pid=? AND rkey=? AND event=? AND rform=? AND inst=?", key)
             elif kept != data:
-                con.execute("UPDATE rows SET data=? WHERE pid=? AND record=? AND event=? AND rform=? AND inst=?",
+                con.execute("UPDATE rows SET data=? WHERE pid=? AND rkey=? AND event=? AND rform=? AND inst=?",
                             (json.dumps(kept, separators=(",", ":")), *key))
-        remaining = con.execute("SELECT 1 FROM rows WHERE pid=? AND record=? LIMIT 1", (pid, record)).fetchone()
+        remaining = con.execute("SELECT 1 FROM rows WHERE pid=? AND rkey=? LIMIT 1", (pid, rkey)).fetchone()
         if remaining is None:
             con.execute("DELETE FROM records WHERE pid=? AND record=?", (pid, record))
         else:

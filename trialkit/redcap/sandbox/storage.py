@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -58,20 +59,22 @@ class Storage:
     """The sandbox database. Thread-safe: each caller gets its own connection through `connect()`."""
 
     def __init__(self, path: str | Path | None = None, *, clock: Callable[[], dt.datetime] | None = None) -> None:
-        # ":memory:" cannot be shared between threads' connections, so an in-memory sandbox uses a shared-cache URI.
+        # No file given: a throw-away file in a temporary directory, not SQLite's shared-cache memory mode, whose
+        # table locks would make an import fail at once while an export is streaming (WAL lets both run).
+        self._tmpdir: tempfile.TemporaryDirectory | None = None
         if path is None or str(path) == ":memory:":
-            self._uri = f"file:trialkit-sandbox-{secrets.token_hex(6)}?mode=memory&cache=shared"
-            self._keeper: sqlite3.Connection | None = sqlite3.connect(self._uri, uri=True, check_same_thread=False)
-        else:
-            self._uri = Path(path).resolve().as_uri()
-            self._keeper = None
+            self._tmpdir = tempfile.TemporaryDirectory(prefix="trialkit-sandbox-")
+            path = Path(self._tmpdir.name) / "sandbox.db"
+        self._uri = Path(path).resolve().as_uri()
         self.write_lock = threading.RLock()
         self.clock = clock or (lambda: dt.datetime.now().replace(microsecond=0))
         self._schemas: dict[tuple[int, int], Schema] = {}
-        with self.connect() as con:
-            if self._keeper is None:
-                con.execute("PRAGMA journal_mode=WAL")
+        con = self.connect()
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
             con.executescript(_DDL)
+        finally:
+            con.close()
 
     def now(self) -> str:
         return self.clock().strftime(TIME_FORMAT)
@@ -98,9 +101,9 @@ class Storage:
                 con.close()
 
     def close(self) -> None:
-        if self._keeper is not None:
-            self._keeper.close()
-            self._keeper = None
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+            self._tmpdir = None
 
     # ---- projects ---------------------------------------------------------------------------------------
     def create_project(self, spec: ProjectSpec, token: str | None = None) -> str:
@@ -127,8 +130,11 @@ class Storage:
         return pid, schema, created
 
     def tokens(self) -> list[str]:
-        with self.connect() as con:
+        con = self.connect()
+        try:
             return [r[0] for r in con.execute("SELECT token FROM projects ORDER BY id")]
+        finally:
+            con.close()
 
     def update_spec(self, con: sqlite3.Connection, pid: int, spec: ProjectSpec) -> None:
         con.execute("UPDATE projects SET spec=?, version=version+1 WHERE id=?", (spec.to_json(), pid))
