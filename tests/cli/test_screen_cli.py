@@ -115,6 +115,14 @@ def test_unusable_data_exits_1(capsys, tmp_path):
     assert "Traceback" not in err
 
 
+def test_data_without_any_rule_field_exits_1(capsys, tmp_path):
+    other = tmp_path / "other.csv"
+    other.write_text("record_id,colour\n1,blue\n2,red\n")
+    code, _, err = run(capsys, str(other), "--rules", str(RULES), "--as-of", "2026-11-02")
+    assert code == 1
+    assert "none of the" in err and "fields the rules read" in err
+
+
 def test_usage_errors_exit_2(capsys, small_data, tmp_path):
     assert run(capsys, str(small_data), "--rules", str(RULES), "--as-of", "2026-02-30")[0] == 2
     assert run(capsys, str(small_data))[0] == 2  # --rules is required

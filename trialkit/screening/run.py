@@ -67,6 +67,12 @@ def screen_file(
     intake = read_intake(data, study, event=event, sheet=sheet)
     if intake.records.height == 0:
         raise DataError(f"{data}: no candidate records to screen")
+    given = set(intake.raw.columns)
+    read = set(rules.columns()) | {c for cc in rules.criteria for i in cc.missing_items if i.column for c in [i.column]}
+    if read and not read & given:
+        raise DataError(
+            f"{data}: none of the {len(read)} fields the rules read is in the data (wrong file or wrong study?)"
+        )
     return screen(rules, intake, as_of=as_of)
 
 
