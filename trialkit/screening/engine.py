@@ -185,6 +185,7 @@ class Screening:
     frame: pl.DataFrame  # record id, disposition, primary_reason, result:<id>..., missing:<id>...
     data: pl.DataFrame = field(repr=False)  # the candidates' record columns (for values in explanations)
     instances: Mapping[str, pl.DataFrame] = field(repr=False, default_factory=dict)
+    notes: tuple[str, ...] = ()  # how the input was read (shown in reports)
 
     @property
     def ruleset(self) -> RuleSet:
@@ -461,4 +462,4 @@ def select_candidates(screening: Screening, record_ids: Sequence[str]) -> Screen
     frame = screening.frame.filter(wanted)
     data = screening.data.filter(wanted)
     inst = {k: v.filter(wanted) for k, v in screening.instances.items()}
-    return Screening(screening.rules, screening.as_of, frame, data, inst)
+    return Screening(screening.rules, screening.as_of, frame, data, inst, screening.notes)

@@ -50,6 +50,7 @@ def to_document(report: Report) -> dict[str, Any]:
         "ruleset": s.rules.stamp(),
         "as_of": s.as_of.isoformat(),
         "reference_date": s.rules.reference_field,
+        "notes": list(s.notes),
         "summary": report.summary.to_dict(),
         "criteria": [
             {"id": cc.id, "kind": cc.kind.value, "text": cc.criterion.text, "attested": cc.criterion.is_attested}
@@ -245,6 +246,7 @@ def render_html(report: Report, *, generated_at: str | None = None, title: str |
         stamp=s.rules.stamp(),
         as_of=s.as_of.isoformat(),
         reference_field=s.rules.reference_field,
+        notes=s.notes,
         summary=report.summary,
         candidates=report.candidates,
         criteria=s.rules.criteria,

@@ -6,7 +6,7 @@ I/O stays here, at the edge: reading the study, the rule file and the intake dat
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,12 @@ def screen_file(
     from trialkit.records import read_intake
 
     intake = read_intake(data, study, event=event, sheet=sheet)
+    notes = list(getattr(intake, "notes", ()))
+    if hasattr(intake, "with_calculations"):
+        # A coordinator must not be asked for madrs_total when its ten items are there: blank calculated fields
+        # are computed from their expressions (stored values stay authoritative).
+        intake = intake.with_calculations()
+        notes.append("blank calculated fields were computed from their expressions; recorded values were kept")
     if intake.records.height == 0:
         raise DataError(f"{data}: no candidate records to screen")
     given = set(intake.raw.columns)
@@ -73,7 +79,8 @@ def screen_file(
         raise DataError(
             f"{data}: none of the {len(read)} fields the rules read is in the data (wrong file or wrong study?)"
         )
-    return screen(rules, intake, as_of=as_of)
+    result = screen(rules, intake, as_of=as_of)
+    return replace(result, notes=tuple(notes))
 
 
 def identifier_fields(study: Any) -> tuple[str, ...]:
