@@ -352,10 +352,9 @@ def load_study(path: str | Path = ".") -> Study:
     diagnostic when anything is an error; warnings do not stop loading."""
     result = check_study(path)
     if result.errors or result.study is None:
-        errors = result.errors or result.diagnostics
         raise DefinitionError(
             f"{len(result.errors)} error(s) in study definition {display_path(find_study_file(path))}",
-            diagnostics=result.diagnostics if result.diagnostics else errors,
+            diagnostics=result.diagnostics,
         )
     return result.study
 
