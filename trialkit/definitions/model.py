@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 
 from trialkit.definitions.validation_types import kind_of
 
@@ -210,16 +211,17 @@ class Study:
         for inst in self.instruments:
             yield from inst.fields
 
-    @property
+    @cached_property
     def fields(self) -> dict[str, Field]:
-        """Every field by name, in dictionary order."""
-        return {f.name: f for f in self.iter_fields()}
+        """Every field by name, in dictionary order (the first one where a name is defined twice). Cached: the
+        study is frozen; treat the dict as read-only."""
+        out: dict[str, Field] = {}
+        for f in self.iter_fields():
+            out.setdefault(f.name, f)
+        return out
 
     def field(self, name: str) -> Field:
-        for f in self.iter_fields():
-            if f.name == name:
-                return f
-        raise KeyError(name)
+        return self.fields[name]
 
     @property
     def record_id_field(self) -> str:
