@@ -280,6 +280,12 @@ def main() -> None:
     findings = validate(intake, as_of=AS_OF)
     t2 = time.perf_counter()
     peak = _rss_mb()
+    # How much of that is branching logic and calculations (trialkit.logic): the row context, run again apart.
+    from trialkit.validation.context import build_context
+
+    t3 = time.perf_counter()
+    build_context(intake, as_of=AS_OF)
+    t_ctx = time.perf_counter() - t3
     print(
         f"file: {path.stat().st_size / 1e6:.0f} MB {args.format}, {intake.raw.height:,} rows x "
         f"{intake.raw.width - 1} columns, {intake.records.height:,} records, "
@@ -287,7 +293,7 @@ def main() -> None:
     )
     print(f"cores: {os.cpu_count()}, polars threads: {pl.thread_pool_size()}")
     print(f"read + type:  {t1 - t0:6.2f} s")
-    print(f"validate:     {t2 - t1:6.2f} s")
+    print(f"validate:     {t2 - t1:6.2f} s  (row context incl. branching logic and calcs: {t_ctx:.2f} s)")
     print(f"total:        {t2 - t0:6.2f} s")
     print(f"findings: {findings.errors:,} errors, {findings.warnings:,} warnings")
     print(findings.summary().head(12))

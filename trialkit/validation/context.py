@@ -105,11 +105,14 @@ def _logic_frame(intake: IntakeData, needs: set[str]) -> pl.DataFrame:
     rid = study.record_id_field
     nonrep = {c.name for c in study_columns(study) if c.form in _nonrepeating_forms(study)}
     borrow = sorted((needs & nonrep) - {rid})
-    frame = typed
-    if borrow and typed.filter(pl.col(REPEAT_INSTRUMENT).is_not_null()).height:
+    # Only the columns the expressions read: joins below copy every column they carry.
+    keep = [rid, *([EVENT] if study.longitudinal else []), REPEAT_INSTRUMENT]
+    keep += sorted(c for c in needs if c in typed.columns and c not in keep)
+    frame = typed.select(keep)
+    if borrow and typed.get_column(REPEAT_INSTRUMENT).null_count() < typed.height:
         keys = [rid, EVENT] if study.longitudinal else [rid]
         base = intake.record_events.select(keys + borrow).rename({c: f"__base__{c}" for c in borrow})
-        joined = typed.join(base, on=keys, how="left", maintain_order="left")
+        joined = frame.join(base, on=keys, how="left", maintain_order="left")
         on_instance = pl.col(REPEAT_INSTRUMENT).is_not_null()
         frame = joined.with_columns(
             [pl.when(on_instance).then(pl.col(f"__base__{c}")).otherwise(pl.col(c)).alias(c) for c in borrow]
@@ -118,9 +121,9 @@ def _logic_frame(intake: IntakeData, needs: set[str]) -> pl.DataFrame:
     if event_refs and study.longitudinal:
         wanted = sorted({c.split(":", 1)[1] for c in event_refs} & set(intake.record_events.columns))
         wide = widen_events(intake.record_events, record_id=rid, columns=wanted)
-        keep = [c for c in event_refs if c in wide.columns]
-        if keep:
-            frame = frame.join(wide.select([rid, *keep]), on=rid, how="left", maintain_order="left")
+        widened = [c for c in event_refs if c in wide.columns]
+        if widened:
+            frame = frame.join(wide.select([rid, *widened]), on=rid, how="left", maintain_order="left")
     return frame
 
 
