@@ -598,6 +598,7 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
     log: list[tuple] = []
     logged: set[str] = set()
     kinds = {c.name: (_KIND_CODES[c.kind], c.form) for c in schema.columns}
+    encoded: dict[tuple[str, str, str, int], str] = {}
     encode = _ENCODE
     for row in rows:
         record = order[row.record]
@@ -630,13 +631,15 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
             changed_rows[key] = data
             # log details as JSON of what changed ('' = cleared); rendered REDCap-style by the log export
             if before is None:
-                changes = data
+                text = encoded[key] = encode(data)  # a new row: its log details are its data, encoded once
             else:
+                encoded.pop(key, None)
                 changes = {k: v for k, v in data.items() if before.get(k) != v}
                 changes.update((k, "") for k in before if k not in data)
+                text = encode(changes)
             created = record not in existing_records and record not in logged
             logged.add(record)
-            log.append((record, row.event, "Create record" if created else "Update record", encode(changes)))
+            log.append((record, row.event, "Create record" if created else "Update record", text))
         if row.dag is not None:
             dags[record] = row.dag
     changed_records = {k[0] for k in changed_rows} | set(dags)
@@ -657,7 +660,7 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
     con.executemany(
         "INSERT OR REPLACE INTO rows(pid, rkey, ev, rform, inst, record, event, data) VALUES (?,?,?,?,?,?,?,?)",
         [
-            (pid, record_key(k[0]), ev_order.get(k[1], 0), k[2], k[3], k[0], k[1], encode(v))
+            (pid, record_key(k[0]), ev_order.get(k[1], 0), k[2], k[3], k[0], k[1], encoded.get(k) or encode(v))
             for k, v in changed_rows.items()
         ],
     )
