@@ -98,6 +98,14 @@ def test_missing_data_makes_pending_with_the_fields_to_collect(run):
     assert cand.still_needed == ("madrs_total", "vs_bmi")
 
 
+def test_blank_calculated_fields_name_their_blank_inputs(run):
+    cand = _one(run({"0001": ({"madrs_total": None, "madrs_3": None, "vs_bmi": None, "vs_weight_kg": None}, None)}))
+    assert cand.disposition == "pending"
+    assert _result(cand, "I5").missing == ("madrs_3",)
+    assert _result(cand, "E8").missing == ("vs_weight_kg",)
+    assert cand.still_needed == ("madrs_3", "vs_weight_kg")
+
+
 def test_a_decided_failure_wins_over_unknowns(run):
     cand = _one(run({"0001": ({"madrs_total": None, "hx_aneurysm": "1"}, None)}))
     assert cand.disposition == "ineligible" and cand.primary_reason == "E11"
@@ -244,6 +252,7 @@ def test_summary_counts_and_missing_ranking(run):
     assert sm.by_result["I5"]["unknown"] == 2
     ranking = [(m.field, m.pending, m.sole) for m in sm.missing]
     assert ranking == [("madrs_total", 2, 1), ("vs_bmi", 1, 0)]
+    assert sm.missing_forms == (("madrs", 2), ("vital_signs", 1))
 
 
 def test_select_candidates_narrows_every_part(run):

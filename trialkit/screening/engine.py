@@ -44,6 +44,8 @@ class MissingItem:
     label: str  # what the coordinator reads: field name, or `form` for "no instance recorded"
     column: str | None = None
     form: str | None = None  # set for instance fields and for the no-instance item
+    via: str | None = None  # an input of this calculated field: named instead of the calc when it is blank
+    inputs: tuple[str, ...] = ()  # for a calculated field: its inputs (the calc is named only if they are all there)
 
     @property
     def is_instance(self) -> bool:
@@ -94,6 +96,9 @@ class CompiledRules:
         for c in self.criteria:
             for col in c.columns:
                 seen.setdefault(col, None)
+            for item in c.missing_items:
+                if item.form is None and item.column:
+                    seen.setdefault(item.column, None)
         return tuple(seen)
 
 
@@ -103,6 +108,7 @@ def compile_rules(ruleset: RuleSet, study: Any = None, *, record_id: str | None 
     compiled = []
     forms: dict[str, None] = {}
     reference_field = ruleset.reference_date
+    calc_inputs = _calc_inputs(study) if study is not None else {}
     for i, crit in enumerate(ruleset.criteria):
         try:
             logic = _eval.parse(crit.expression, crit.logic_pos)
@@ -127,13 +133,13 @@ def compile_rules(ruleset: RuleSet, study: Any = None, *, record_id: str | None 
         for form in crit.requires_instances:
             logic_refs = logic_refs.merge(_eval.Refs(instance_columns={form: ()}))
             refs = refs.merge(_eval.Refs(instance_columns={form: ()}))
-        items = [MissingItem(c, column=c) for c in refs.columns]
+        items = _record_items(refs.columns, calc_inputs)
         for form, cols in refs.instance_columns.items():
             forms.setdefault(form, None)
             items.append(MissingItem(form, form=form))
             items.extend(MissingItem(f"{form}.{c}", column=c, form=form) for c in cols)
-        applies_bits = frozenset(i for i, it in enumerate(items) if _reads(applies_refs, it))
-        logic_bits = frozenset(i for i, it in enumerate(items) if _reads(logic_refs, it))
+        applies_bits = frozenset(i for i, it in enumerate(items) if _reads(applies_refs, it, items))
+        logic_bits = frozenset(i for i, it in enumerate(items) if _reads(logic_refs, it, items))
         if len(items) > MAX_MISSING:
             diags.append(
                 Diagnostic(
@@ -168,7 +174,68 @@ def compile_rules(ruleset: RuleSet, study: Any = None, *, record_id: str | None 
     return CompiledRules(ruleset, tuple(compiled), specs, rid, tuple(forms), reference_field)
 
 
-def _reads(refs: _eval.Refs, item: MissingItem) -> bool:
+def _record_items(columns: tuple[str, ...], calc_inputs: Mapping[str, tuple[str, ...]]) -> list[MissingItem]:
+    """Missing items for record columns. A calculated field brings its inputs: a coordinator collects weight and
+    height, not 'BMI', so the blank inputs are named and the calc itself only when its inputs are all there."""
+    items: dict[str, MissingItem] = {}
+    for c in columns:
+        inputs = calc_inputs.get(c, ())
+        items[c] = MissingItem(c, column=c, inputs=inputs)
+    for c in columns:
+        for x in calc_inputs.get(c, ()):
+            if x not in items:
+                items[x] = MissingItem(x, column=x, via=c)
+    return list(items.values())
+
+
+def _calc_inputs(study: Any) -> dict[str, tuple[str, ...]]:
+    """Calculated field -> the non-calculated record fields it is computed from (through nested calcs), for calcs
+    whose inputs are plain fields of the same row (no events, instances or checkboxes)."""
+    from trialkit.logic.ast import FieldRef, walk
+    from trialkit.logic.parser import parse
+
+    fields = study.fields
+    direct: dict[str, tuple[str, ...] | None] = {}
+    for name, f in fields.items():
+        if str(f.type) != "calc" or not f.calculation.strip():
+            continue
+        try:
+            tree = parse(f.calculation)
+        except Exception:  # a broken calc is the definitions checker's business, not screening's
+            direct[name] = None
+            continue
+        refs = [n for n in walk(tree) if isinstance(n, FieldRef)]
+        if any(r.event or r.instance is not None or r.code is not None or r.name not in fields for r in refs):
+            direct[name] = None
+            continue
+        direct[name] = tuple(dict.fromkeys(r.name for r in refs))
+
+    def expand(name: str, seen: frozenset[str]) -> tuple[str, ...] | None:
+        parts: list[str] = []
+        for x in direct.get(name) or ():
+            if x in direct:
+                if x in seen or direct[x] is None:
+                    return None
+                sub = expand(x, seen | {x})
+                if sub is None:
+                    return None
+                parts.extend(sub)
+            else:
+                parts.append(x)
+        return tuple(dict.fromkeys(parts))
+
+    out = {}
+    for name, refs in direct.items():
+        if refs:
+            flat = expand(name, frozenset({name}))
+            if flat:
+                out[name] = flat
+    return out
+
+
+def _reads(refs: _eval.Refs, item: MissingItem, items: list[MissingItem] | None = None) -> bool:
+    if item.via is not None:
+        return item.via in refs.columns
     if item.form is None:
         return item.column in refs.columns
     if item.column is None:
@@ -389,6 +456,10 @@ def _missing_mask(cc: CompiledCriterion, bits: frozenset[int]) -> pl.Expr:
         if bit not in bits or item.form is not None:
             continue
         flag = pl.col(item.column).is_null()
+        if item.via is not None:  # an input is named only while its calc is blank
+            flag = flag & pl.col(item.via).is_null()
+        elif item.inputs:  # a blank calc is named only when none of its inputs is blank
+            flag = flag & pl.all_horizontal([pl.col(x).is_not_null() for x in item.inputs])
         terms.append(flag.fill_null(False).cast(MASK_DTYPE) * pl.lit(1 << bit, dtype=MASK_DTYPE))
     if not terms:
         return pl.lit(0, dtype=MASK_DTYPE)

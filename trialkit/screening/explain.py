@@ -122,6 +122,7 @@ class Summary:
     by_reason: dict[str, int]  # every deciding criterion counted (a candidate may count under several)
     by_result: dict[str, dict[str, int]]  # criterion -> result label -> count
     missing: tuple[MissingRank, ...]
+    missing_forms: tuple[tuple[str, int], ...] = ()  # (instrument, pending candidates needing something from it)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -140,6 +141,7 @@ class Summary:
                 }
                 for m in self.missing
             ],
+            "missing_by_form": [{"form": f, "pending_candidates": n} for f, n in self.missing_forms],
         }
 
 
@@ -166,27 +168,35 @@ def summarise(screening: Screening) -> Summary:
             by_result[cc.id] = {r.label: int(counts[f"{cc.id}|{r.label}"]) for r in Result}
             deciding = Result.NOT_MET if cc.kind.value == "inclusion" else Result.MET
             by_reason[cc.id] = by_result[cc.id][deciding.label]
+    missing, forms = _missing_ranking(screening)
     return Summary(
         total=frame.height,
         by_disposition=disp_counts,
         by_primary_reason={k: v for k, v in primary.items() if v},
         by_reason={k: v for k, v in by_reason.items() if v},  # protocol order
         by_result=by_result,
-        missing=_missing_ranking(screening),
+        missing=missing,
+        missing_forms=forms,
     )
 
 
-def _missing_ranking(screening: Screening) -> tuple[MissingRank, ...]:
+def _missing_ranking(screening: Screening) -> tuple[tuple[MissingRank, ...], tuple[tuple[str, int], ...]]:
+    """Missing fields ranked by the pending candidates that need them, and the same by instrument (a coordinator
+    schedules 'the MADRS', not ten items)."""
     crits = screening.rules.criteria
+    specs = screening.rules.specs
     holders: dict[str, list[tuple[CompiledCriterion, int]]] = {}
+    form_of: dict[str, str] = {}
     for cc in crits:
         for bit, item in enumerate(cc.missing_items):
             holders.setdefault(item.label, []).append((cc, bit))
+            spec = specs.get(item.column or "") if item.form is None else None
+            form_of[item.label] = item.form or getattr(spec, "form", None) or "other"
     if not holders:
-        return ()
+        return (), ()
     pending = screening.frame.filter(pl.col(DISPOSITION_COL) == Disposition.PENDING.value)
     if pending.height == 0:
-        return ()
+        return (), ()
     flags = {
         label: pl.any_horizontal(
             [(pl.col(missing_col(cc.id)) & pl.lit(1 << bit, dtype=pl.UInt64)) != 0 for cc, bit in places]
@@ -211,7 +221,14 @@ def _missing_ranking(screening: Screening) -> tuple[MissingRank, ...]:
     ]
     order = {lab: i for i, lab in enumerate(labels)}
     ranks.sort(key=lambda m: (-m.pending, -m.sole, order[m.field]))
-    return tuple(ranks)
+    by_form: dict[str, list[int]] = {}
+    for i, lab in enumerate(labels):
+        by_form.setdefault(form_of[lab], []).append(i)
+    form_counts = named.select(
+        [pl.any_horizontal([pl.col(f"f{i}") for i in idx]).sum().alias(form) for form, idx in by_form.items()]
+    ).row(0, named=True)
+    forms = sorted(((f, int(n)) for f, n in form_counts.items() if n), key=lambda x: (-x[1], list(by_form).index(x[0])))
+    return tuple(ranks), tuple(forms)
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,9 @@ def render_table(report: Report, *, limit: int | None = None) -> str:
     if sm.by_primary_reason:
         lines += ["", "Ineligible by primary reason:"]
         lines += [f"  {cid:<5} {n}" for cid, n in sm.by_primary_reason.items()]
+    if sm.missing_forms:
+        lines += ["", "Still needed by instrument (pending candidates):"]
+        lines += [f"  {form:<32} {n}" for form, n in sm.missing_forms]
     if sm.missing:
         lines += ["", "Missing fields, by pending candidates they would help decide:"]
         lines += [f"  {m.field:<32} {m.pending}" for m in sm.missing[:15]]
