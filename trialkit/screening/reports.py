@@ -203,8 +203,8 @@ def _funnel_svg(f: Funnel, kinds: dict[str, str]) -> dict[str, Any]:
     """Geometry of the CONSORT figure: the main column (assessed -> eligible) with two side boxes (excluded, by
     primary reason split into inclusion not met / exclusion met, and pending). Plain numbers keep the template
     declarative."""
-    incl = [(cid, n) for cid, _, n in f.excluded.items if kinds.get(cid) == "inclusion"]
-    excl = [(cid, n) for cid, _, n in f.excluded.items if kinds.get(cid) != "inclusion"]
+    incl = [(cid, n, text) for cid, text, n in f.excluded.items if kinds.get(cid) == "inclusion"]
+    excl = [(cid, n, text) for cid, text, n in f.excluded.items if kinds.get(cid) != "inclusion"]
     rows = max(len(incl), len(excl), 1)
     main_w, side_w = 300, 460
     x_main, x_side = 20, 400
@@ -229,8 +229,8 @@ def _funnel_svg(f: Funnel, kinds: dict[str, str]) -> dict[str, Any]:
         "mid_x": x_main + main_w // 2,
         "incl": incl,
         "excl": excl,
-        "n_incl": sum(n for _, n in incl),
-        "n_excl": sum(n for _, n in excl),
+        "n_incl": sum(n for _, n, _ in incl),
+        "n_excl": sum(n for _, n, _ in excl),
     }
 
 
