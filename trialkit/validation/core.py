@@ -94,8 +94,9 @@ def validate(
     work = intake.raw.hstack(ctx.frame.drop(ROW))
     helpers = [c for c in ctx.frame.columns if c != ROW]
     schema_columns: dict[str, pa.Column] = {}
+    data_columns = {c.name for c in study_columns(study)}
     for name in intake.raw.columns:
-        if name in plan.checks or _known_column(name, study):
+        if name in plan.checks or name in data_columns or _known_column(name, study):
             schema_columns[name] = pa.Column(None, checks=plan.checks.get(name, []), nullable=True, required=False)
     for name in helpers:
         schema_columns[name] = pa.Column(None, nullable=True, required=False)
@@ -111,6 +112,7 @@ def validate(
 
 # ---- which columns exist ------------------------------------------------------------------------------------
 def _known_column(name: str, study: Study) -> bool:
+    """REDCap's own columns that a flat export of this study may carry besides its data columns."""
     if name == ROW or name in (DAG, SURVEY_ID):
         return True
     if name == EVENT:
@@ -119,7 +121,7 @@ def _known_column(name: str, study: Study) -> bool:
         return bool(study.repeating_pairs)
     if name.endswith("_timestamp"):  # survey pseudo-field, ignored by REDCap on import
         return any(name == f"{inst.name}_timestamp" for inst in study.instruments)
-    return name in {c.name for c in study_columns(study)}
+    return False
 
 
 # ---- building the checks ------------------------------------------------------------------------------------
