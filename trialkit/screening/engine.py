@@ -138,8 +138,8 @@ def compile_rules(ruleset: RuleSet, study: Any = None, *, record_id: str | None 
             forms.setdefault(form, None)
             items.append(MissingItem(form, form=form))
             items.extend(MissingItem(f"{form}.{c}", column=c, form=form) for c in cols)
-        applies_bits = frozenset(i for i, it in enumerate(items) if _reads(applies_refs, it, items))
-        logic_bits = frozenset(i for i, it in enumerate(items) if _reads(logic_refs, it, items))
+        applies_bits = frozenset(i for i, it in enumerate(items) if _reads(applies_refs, it))
+        logic_bits = frozenset(i for i, it in enumerate(items) if _reads(logic_refs, it))
         if len(items) > MAX_MISSING:
             diags.append(
                 Diagnostic(
@@ -233,7 +233,7 @@ def _calc_inputs(study: Any) -> dict[str, tuple[str, ...]]:
     return out
 
 
-def _reads(refs: _eval.Refs, item: MissingItem, items: list[MissingItem] | None = None) -> bool:
+def _reads(refs: _eval.Refs, item: MissingItem) -> bool:
     if item.via is not None:
         return item.via in refs.columns
     if item.form is None:
