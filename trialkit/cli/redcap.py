@@ -1,0 +1,68 @@
+"""`trialkit redcap ...`: jobs against a REDCap project (the real one, or the sandbox)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import click
+
+from trialkit.redcap.client import DEFAULT_TOKEN_ENV
+
+
+@click.group()
+def redcap() -> None:
+    """Work with a REDCap project through its API (token from an environment variable or a 0600 file)."""
+
+
+@redcap.command()
+@click.option("--url", required=True, help="REDCap API URL, ending in /api/.")
+@click.option("--token-env", default=DEFAULT_TOKEN_ENV, show_default=True,
+              help="Environment variable holding the API token.")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="File holding the API token (must be chmod 600). Wins over --token-env.")
+@click.option("--rules", "rules_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Eligibility rule file.")
+@click.option("--study", "study_dir", type=click.Path(path_type=Path), default=None,
+              help="Study directory (default: the one the rule file names, else the current directory).")
+@click.option("--ledger", "ledger_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("trialkit-ledger.sqlite"), show_default=True, help="SQLite ledger of runs.")
+@click.option("--as-of", "as_of", default=None, help="Screening date YYYY-MM-DD (default: today).")
+@click.option("--full", is_flag=True, help="Pull and screen every record, not only changed or undecided ones.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds per HTTP request.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def nightly(url, token_env, token_file, rules_path, study_dir, ledger_path, as_of, full, timeout, fmt) -> None:
+    """Pull intake, validate, screen and write results back to REDCap; safe to rerun after any failure.
+
+    \b
+    Example:
+      REDCAP_API_TOKEN=... trialkit redcap nightly --url https://redcap.example.org/api/ \\
+          --rules eligibility_rules/kap_trd.yaml --ledger /var/lib/trialkit/kap.sqlite
+    """
+    from trialkit.redcap.client import RedcapClient, load_token
+    from trialkit.redcap.sync import Ledger, run_nightly
+    from trialkit.screening.engine import parse_as_of
+    from trialkit.screening.run import load_rules, resolve_study
+
+    token = load_token(token_env, token_file)
+    study = resolve_study(rules_path, study_dir)
+    rules = load_rules(rules_path, study)
+    day = parse_as_of(as_of, today=dt.date.today())
+    client = RedcapClient(url, token, timeout=timeout)
+    ledger = Ledger(ledger_path)
+    try:
+        result = run_nightly(client, study, rules, ledger=ledger, as_of=day, now=dt.datetime.now(), full=full)
+    finally:
+        ledger.close()
+    if fmt == "json":
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    counts = ", ".join(f"{n} {d}" for d, n in sorted(result.dispositions.items())) or "none"
+    click.echo(
+        f"as of {result.as_of}: run {result.run_id} ({'full' if result.full else 'incremental'}) "
+        f"screened {result.pulled} record(s): {counts}; wrote {result.written}, unchanged {result.unchanged}"
+    )
+    if result.invalid_records:
+        click.echo(f"{result.invalid_records} record(s) have validation errors: run `trialkit validate` on an export",
+                   err=True)
