@@ -223,7 +223,7 @@ class Schema:
                 label=row["field_label"],
                 choices=choices,
                 validation=row["text_validation_type_or_show_slider_number"],
-                check=checker_for(row, choices, frozenset(missing)),
+                check=checker_for(row, choices, frozenset(code for code, _ in missing)),
                 checkbox_columns=cb_cols,
             )
 

