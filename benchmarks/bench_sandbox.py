@@ -220,25 +220,33 @@ def run(n: int, spec, shape: Shape, workdir: Path) -> dict:
 
 
 def main() -> None:
+    global FIELDS_PER_FORM
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, nargs="*", default=[10_000, 100_000])
+    parser.add_argument("--fields-per-form", type=int, default=6,
+                        help="data fields filled in each form of a row (default %(default)s)")
     args = parser.parse_args()
+    FIELDS_PER_FORM = args.fields_per_form
     from trialkit.redcap.sandbox import ProjectSpec
 
     spec = ProjectSpec.from_study(ROOT)
     shape = Shape(spec)
-    print(f"KAP-TRD shape: {len(spec.metadata)} fields, {len(spec.events)} events, "
-          f"{len(shape.record('1', random.Random(0)))} rows per record; {os.cpu_count()} CPUs")
+    sample = shape.record("1", random.Random(0))
+    cells = sum(len(r) for r in sample)
+    print(f"KAP-TRD shape: {len(spec.metadata)} fields, {len(spec.events)} events, {len(sample)} rows and "
+          f"{cells} cells per record ({FIELDS_PER_FORM} fields per form); {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.records:
             r = run(n, spec, shape, Path(tmp))
             print(f"\n{r['records']:,} records ({r['rows']:,} rows)")
-            print(f"  import  {r['import_s']:7.1f} s  {r['import_rps']:8,.0f} records/s  (batches of {BATCH}; "
+            print(f"  import  {r['import_s']:7.1f} s  {r['import_rps']:8,.0f} records/s  "
+                  f"({r['rows'] / r['import_s']:,.0f} rows/s, batches of {BATCH}; "
                   f"server peak {r['import_peak_mb']:.0f} MB, idle {r['idle_mb']:.0f} MB)")
             print(f"          of which {r['encode_s']:.1f} s is PyCap/requests encoding {r['payload_mb']:.0f} MB of "
                   f"form data on the client; the rest: {r['server_import_rps']:,.0f} records/s")
             print(f"  export  {r['export_s']:7.1f} s  {r['export_rps']:8,.0f} records/s  (one CSV call, "
-                  f"{r['exported_rows']:,} rows, reply {r['reply_mb']:.0f} MB)")
+                  f"{r['exported_rows']:,} rows = {r['exported_rows'] / r['export_s']:,.0f} rows/s, "
+                  f"reply {r['reply_mb']:.0f} MB)")
             print(f"          server memory {r['before_export_mb']:.0f} MB before, peak {r['export_peak_mb']:.0f} MB "
                   f"during the export (+{r['export_peak_mb'] - r['before_export_mb']:.0f} MB)")
             print(f"  export  JSON, {r['json_records']:,} records in one call: {r['json_rps']:,.0f} records/s, "
