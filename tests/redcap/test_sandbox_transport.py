@@ -116,3 +116,11 @@ def test_unsupported_content_says_so(sandbox, classic):
     reply = post(sandbox.url, token=classic.token, content="report", format="json", report_id="1")
     assert reply.status_code == 501
     assert "does not support content=report" in reply.json()["error"]
+
+
+def test_admin_refuses_a_bad_project_definition(sandbox):
+    bad = {"metadata": [{"field_name": "Record ID", "form_name": "f", "field_type": "text"}]}
+    reply = requests.post(sandbox.url.replace("/api/", "/admin/create_project"), json={"spec": bad},
+                          headers={"X-Trialkit-Admin": ADMIN_SECRET}, timeout=10)
+    assert reply.status_code == 400
+    assert "Record ID" in reply.json()["error"]

@@ -183,7 +183,7 @@ def _record(ctx: Context, request: ApiRequest) -> Reply:
         matches = matching_rows(ctx.con, ctx.pid, ctx.schema, plan.filter_logic)
     # a read transaction: the export is one consistent snapshot even while imports run
     ctx.con.execute("BEGIN")
-    pieces = records.export_records(ctx.storage, ctx.con, ctx.pid, plan, matches)
+    pieces = records.export_records(ctx.con, ctx.pid, plan, matches)
     return Reply(200, _chunks(pieces), formats.CONTENT_TYPES[plan.fmt])
 
 
@@ -232,8 +232,8 @@ def _metadata(ctx: Context, request: ApiRequest) -> Reply:
         with ctx.storage.write() as con:
             ctx.storage.update_spec(con, ctx.pid, spec)
         return _count_reply(len(rows), params)
-    fields = records._as_list(request.lists, params, "fields")
-    forms = records._as_list(request.lists, params, "forms")
+    fields = records.as_list(request.lists, params, "fields")
+    forms = records.as_list(request.lists, params, "forms")
     bad = [f for f in fields if f not in ctx.schema.fields]
     if bad:
         raise invalid_values("fields", bad)
@@ -300,7 +300,7 @@ def _instrument(ctx: Context, request: ApiRequest) -> Reply:
 # ---- arms, events, mappings, repeats ------------------------------------------------------------------------------
 
 def _arms_filter(ctx: Context, request: ApiRequest) -> set[int] | None:
-    arms = records._as_list(request.lists, request.params, "arms")
+    arms = records.as_list(request.lists, request.params, "arms")
     if not arms:
         return None
     known = {int(a["arm_num"]) for a in ctx.spec.arms}
@@ -374,7 +374,7 @@ def _event(ctx: Context, request: ApiRequest) -> Reply:
         _save(ctx, events=tuple(events))
         return _count_reply(len(rows), params)
     if action == "delete":
-        wanted = records._as_list(request.lists, params, "events")
+        wanted = records.as_list(request.lists, params, "events")
         bad = [e for e in wanted if e not in ctx.schema.event_order]
         if bad or not wanted:
             raise invalid_values("events", bad)

@@ -122,8 +122,9 @@ class ProjectSpec:
     @classmethod
     def from_json(cls, text: str) -> ProjectSpec:
         data = json.loads(text)
-        for key in ("metadata", "arms", "events", "mappings", "repeating", "dags"):
+        for key in ("arms", "events", "mappings", "repeating", "dags"):
             data[key] = tuple(data.get(key) or ())
+        data["metadata"] = normalise_metadata(data.get("metadata") or ())
         data["form_labels"] = tuple(tuple(p) for p in data.get("form_labels") or ())
         return cls(**data)
 

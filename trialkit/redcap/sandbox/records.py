@@ -75,8 +75,8 @@ def plan_export(schema: Schema, params: dict[str, str], lists: dict[str, list[st
     raw_or_label = params.get("rawOrLabel", "raw").lower()
     if raw_or_label not in ("raw", "label", "both"):
         raise ApiError('The value of the parameter "rawOrLabel" is not valid')
-    fields = _as_list(lists, params, "fields")
-    forms = _as_list(lists, params, "forms")
+    fields = as_list(lists, params, "fields")
+    forms = as_list(lists, params, "forms")
     known = set(schema.fields) | set(schema.complete_fields)
     bad = [f for f in fields if f not in known]
     if bad:
@@ -84,7 +84,7 @@ def plan_export(schema: Schema, params: dict[str, str], lists: dict[str, list[st
     bad = [f for f in forms if f not in schema.form_fields]
     if bad:
         raise invalid_values("forms", bad)
-    events = _as_list(lists, params, "events") or None
+    events = as_list(lists, params, "events") or None
     if events and schema.is_longitudinal:
         bad = [e for e in events if e not in schema.event_order]
         if bad:
@@ -101,7 +101,7 @@ def plan_export(schema: Schema, params: dict[str, str], lists: dict[str, list[st
     else:
         columns = list(schema.columns)
         include_id = True
-    records = _as_list(lists, params, "records") or None
+    records = as_list(lists, params, "records") or None
     begin = parse_time(params["dateRangeBegin"], "dateRangeBegin") if params.get("dateRangeBegin") else None
     end = parse_time(params["dateRangeEnd"], "dateRangeEnd") if params.get("dateRangeEnd") else None
     return ExportPlan(
@@ -123,7 +123,7 @@ def plan_export(schema: Schema, params: dict[str, str], lists: dict[str, list[st
     )
 
 
-def _as_list(lists: dict[str, list[str]], params: dict[str, str], key: str) -> list[str]:
+def as_list(lists: dict[str, list[str]], params: dict[str, str], key: str) -> list[str]:
     """`key[0]=a&key[1]=b` or REDCap's older `key=a,b`."""
     if key in lists:
         return [v for v in lists[key] if v != ""]
@@ -220,7 +220,7 @@ def _headers(plan: ExportPlan, keys: list[str]) -> list[str]:
     return out
 
 
-def export_records(storage: Storage, con: sqlite3.Connection, pid: int, plan: ExportPlan,
+def export_records(con: sqlite3.Connection, pid: int, plan: ExportPlan,
                    matches: set | None = None) -> Iterator[str]:
     """The export as text pieces. `matches`: filterLogic result (record ids for classic, row keys otherwise)."""
     schema = plan.schema
@@ -703,7 +703,7 @@ def import_reply(pairs: list[tuple[str, str]], return_content: str, fmt: str) ->
 
 def delete_records(storage: Storage, con: sqlite3.Connection, pid: int, schema: Schema, params: dict[str, str],
                    lists: dict[str, list[str]], username: str) -> int:
-    records = _as_list(lists, params, "records")
+    records = as_list(lists, params, "records")
     if not records:
         raise ApiError('The parameter "records" is missing or empty')
     records = list(dict.fromkeys(records))

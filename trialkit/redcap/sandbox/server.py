@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from trialkit.errors import UsageError
+from trialkit.errors import TrialkitError, UsageError
 from trialkit.redcap.sandbox import api, formats
 from trialkit.redcap.sandbox.errors import OUT_OF_MEMORY
 from trialkit.redcap.sandbox.faults import PHP_FATAL, RATE_LIMIT_MESSAGE, FaultInjector, FaultPlan
-from trialkit.redcap.sandbox.project import ProjectSpec
+from trialkit.redcap.sandbox.project import ProjectSpec, check_metadata
 from trialkit.redcap.sandbox.storage import Storage
 
 ADMIN_HEADER = "X-Trialkit-Admin"
@@ -179,7 +179,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             data = json.loads(body or b"{}")
             result = sandbox.admin(action, data)
-        except (UsageError, ValueError, TypeError, KeyError) as exc:
+        except (TrialkitError, ValueError, TypeError, KeyError) as exc:
             self._send(400, json.dumps({"error": str(exc)}).encode(), "application/json")
             return
         self._send(200, json.dumps(result).encode(), "application/json")
@@ -296,6 +296,7 @@ class Sandbox:
     def admin(self, action: str, data: dict) -> dict:
         if action == "create_project":
             spec = ProjectSpec.from_json(json.dumps(data["spec"]))
+            check_metadata(spec.metadata)
             return {"token": self.create_project(spec, data.get("token"))}
         if action == "reset":
             self.reset(data.get("token"))
