@@ -136,6 +136,8 @@ def _format_value(value, kind: str, mode: str) -> str:
         if math.isfinite(value) and value.is_integer() and abs(value) < 1e15:
             return str(int(value))
         return format(value, ".15g")
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value.isoformat()
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M") if (value.hour, value.minute) != (0, 0) else value.strftime("%Y-%m-%d")
     return str(value)

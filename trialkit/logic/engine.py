@@ -10,7 +10,7 @@ import polars as pl
 
 from trialkit.errors import DataError, Location, LogicError
 from trialkit.logic.ast import Call, FieldRef, FormName, Node, walk
-from trialkit.logic.evaluate import _MAX_BITS, INSTANCE_COLUMN, Col, Compiler, _Aux, _label, _scalar
+from trialkit.logic.evaluate import _MAX_BITS, INSTANCE_COLUMN, Col, Compiler, _Aux, _label, _scalar, spread
 from trialkit.logic.fields import FieldSpec, checkbox_column
 from trialkit.logic.functions import INSTANCE_AGGREGATES
 
@@ -236,7 +236,7 @@ def frame_kinds(frame: pl.DataFrame) -> dict[str, str]:
             out[name] = "bool"
         elif dtype.is_numeric():
             out[name] = "num"
-        elif isinstance(dtype, pl.Datetime):
+        elif isinstance(dtype, pl.Datetime) or dtype == pl.Date:
             out[name] = "date"
         else:
             out[name] = "str"
@@ -288,15 +288,62 @@ def evaluate_many(
         aux=aux,
         missing_columns=missing_columns,
     )
+    lazy = _share_common_subexpressions(comp, nodes, frame.lazy())
+    # Two stages: values and masks first, then the missing-field lists read the materialised masks (expanding a
+    # mask expression into 64 list items inline would repeat the whole expression 64 times).
+    stage: list[pl.Expr] = []
     selects = [pl.col(rid)]
     names = list(bits)
-    for name, expr in exprs.items():
+    for i, (name, expr) in enumerate(exprs.items()):
         c = comp.compile(expr)
-        value = _final(c, mode).alias(name)
-        selects.append(value)
+        stage.append(_final(c, mode).alias(f"__tk_value{i}"))
+        selects.append(pl.col(f"__tk_value{i}").alias(name))
         if comp.explain:
-            selects.append(_missing_list(c.mask, _final(c, mode), names).alias(f"{name}__missing"))
-    return frame.select(selects)
+            mask = c.mask if c.mask is not None else pl.lit(0, pl.UInt64)
+            stage.append(mask.alias(f"__tk_mask{i}"))
+            missing = _missing_list(pl.col(f"__tk_mask{i}"), pl.col(f"__tk_value{i}"), names)
+            selects.append(missing.alias(f"{name}__missing"))
+    return lazy.with_columns(stage).select(selects).collect()
+
+
+def _shareable(node: Node) -> bool:
+    if isinstance(node, FormName) or _scalar(node):
+        return False
+    return not (isinstance(node, Call) and node.name in INSTANCE_AGGREGATES)
+
+
+def _share_common_subexpressions(comp: Compiler, nodes: Sequence[Node], lazy: pl.LazyFrame) -> pl.LazyFrame:
+    """Compute every sub-expression that occurs more than once (within or across expressions) into a column
+    first, smallest first, so the plan stays linear in the text and each is computed once."""
+    counts: dict[Node, int] = {}
+    for expr in nodes:
+        for node in _walk_main(expr):
+            if _shareable(node):
+                counts[node] = counts.get(node, 0) + 1
+    repeated = [n for n, c in counts.items() if c > 1]
+    repeated.sort(key=lambda n: sum(1 for _ in walk(n)))
+    for j, node in enumerate(repeated):
+        c = comp.compile(node)
+        name = f"__tk_s{j}"
+        exprs = [c.expr.alias(name)]
+        mask = None
+        if comp.explain and c.mask is not None:
+            exprs.append(c.mask.alias(f"{name}_m"))
+            mask = pl.col(f"{name}_m")
+        lazy = lazy.with_columns(exprs)
+        comp.shared[node] = Col(pl.col(name), c.kind, mask=mask, has_time=c.has_time)
+    return lazy
+
+
+def _walk_main(expr: Node):
+    """Nodes outside instance aggregates (their conditions run on instance frames)."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, Call) and node.name in INSTANCE_AGGREGATES:
+            continue
+        stack.extend(node.children())
 
 
 def _base_name(column: str) -> str:
@@ -396,7 +443,7 @@ def _aggregate_exprs(call: Call, comp: Compiler, name: str, kleene: bool, explai
         t = pl.lit(True)
         mask = None
     if cond_node is None or _scalar(cond_node):
-        t = pl.repeat(t, pl.len())  # a row-independent condition still counts every instance
+        t = spread(t)  # a row-independent condition still counts every instance
     yes = t.fill_null(False)
     maybe = t.fill_null(True)
     out: list[pl.Expr] = []

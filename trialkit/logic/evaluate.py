@@ -7,6 +7,7 @@ See the package docstring (trialkit/logic/__init__.py) for the blank semantics o
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -34,8 +35,11 @@ from trialkit.logic.functions import INSTANCE_AGGREGATES
 
 MODES = ("redcap", "kleene")
 _DATE_FORMATS = ("%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M")
+_DAY_FORMATS = ("%Y-%m-%d",)
+_TIME_FORMATS = ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d")
 _LEGACY_FORMATS = {"mdy": ("%m-%d-%Y", "%m/%d/%Y"), "dmy": ("%d-%m-%Y", "%d/%m/%Y"), "ymd": ("%Y/%m/%d",)}
 _UNIT_SECONDS = {"y": 365.2425 * 86400, "M": 30.44 * 86400, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+_INTEGER_CODE = re.compile(r"^-?\d{1,15}$")
 _NUMERIC_TEXT = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
 _INTEGER_TEXT = r"^\s*[+-]?\d+\s*$"
 _MAX_BITS = 64
@@ -110,6 +114,8 @@ class Compiler:
         self.aux = aux or _Aux()
         self.missing_columns = missing_columns
         self.in_instances = in_instances
+        # Sub-expressions already computed into a column (evaluate_many's common-subexpression stage).
+        self.shared: dict[Node, Col] = {}
 
     # ---- leaves ---------------------------------------------------------------------------------------
     def column_kind(self, column: str, spec: FieldSpec | None, is_option: bool) -> tuple[str, bool]:
@@ -126,9 +132,14 @@ class Compiler:
                 return "date", True
             return "str", False
         if is_option:
-            return "str", False
+            # Checkbox options export '1'/'0': read them as numbers unless the content says otherwise.
+            return ("str", False) if self.kinds.get(column) == "str" else ("num", False)
         if spec is not None:
             k = spec.kind
+            if k == "code" and spec.codes and all(_INTEGER_CODE.match(c) for c in spec.codes):
+                # Integer choice codes (yes/no, 0-3 item scores...) are typed once as numbers: every REDCap
+                # comparison with them ('1', 1, 1.0) then runs as a cheap numeric comparison.
+                return "num", column in self.schema and self.schema[column] == pl.String and not is_option
             if k == "num":
                 return "num", False
             if k in ("date", "datetime"):
@@ -149,7 +160,7 @@ class Compiler:
         else:
             kind, has_time = self.column_kind(column, spec, is_option)
             base = self._typed(pl.col(column), self.schema[column], kind, has_time)
-        col = Col(base, kind, has_time=has_time)
+        col = Col(base, kind, has_time=has_time and kind == "date")
         if self.explain:
             bit = self.bits.get(label)
             if bit is not None:
@@ -158,16 +169,22 @@ class Compiler:
 
     def _typed(self, e: pl.Expr, dtype: pl.DataType, kind: str, has_time: bool) -> pl.Expr:
         if dtype == pl.String or dtype == pl.Null:
+            # Values are taken as stored (REDCap exports them trimmed): no per-row stripping on the hot path.
             e = e.cast(pl.String)
+            if kind == "num" and has_time:  # integer choice codes: the fast integer parser
+                return e.str.to_integer(strict=False).cast(pl.Float64)
             if kind == "num":
-                return e.str.strip_chars().cast(pl.Float64, strict=False)
+                x = e.cast(pl.Float64, strict=False)
+                return pl.when(x.is_finite()).then(x)  # 'inf'/'nan' text is not a number
+            if kind == "date" and not has_time:
+                return e.str.strptime(pl.Date, "%Y-%m-%d", strict=False, exact=True)
             if kind == "date":
-                return _parse_dates(e.str.strip_chars())
-            return pl.when(e.str.strip_chars() == "").then(None).otherwise(e)
+                return _parse_dates(e, formats=_TIME_FORMATS)
+            return pl.when(e != "").then(e)
         if kind == "num":
             return e.cast(pl.Float64)
         if kind == "date":
-            return e.cast(pl.Datetime("us"))
+            return e if dtype == pl.Date else e.cast(pl.Datetime("us"))
         if isinstance(dtype, pl.Time):
             return e.dt.strftime("%H:%M")
         if kind == "str":
@@ -243,7 +260,7 @@ class Compiler:
         e = self.text(c)
         others = [a for i, a in enumerate(call.args) if i != index]
         if _scalar(call.args[index]) and not all(_scalar(a) for a in others):
-            return pl.repeat(e, pl.len())
+            return spread(e)
         return e
 
     @staticmethod
@@ -252,14 +269,25 @@ class Compiler:
             return "1" if c.const else "0"
         return _format_number(c.const) if c.kind == "num" else str(c.const)
 
-    def date(self, c: Col, legacy: str | None = None) -> pl.Expr:
+    def date(self, c: Col, legacy: str | None = None) -> tuple[pl.Expr, bool]:
+        """(expression, has_time): pl.Date for plain dates (cheaper calendar maths), pl.Datetime("us") otherwise."""
         if c.kind == "date":
-            return c.expr
+            return c.expr, c.has_time
         if c.kind == "str":
             if c.is_const:
-                return _lit(_parse_date_const(str(c.const), self.as_of, legacy), pl.Datetime("us"))
-            return _parse_dates(c.expr.str.strip_chars(), legacy)
-        return _lit(None, pl.Datetime("us"))
+                value, has_time = _parse_date_const(str(c.const), legacy)
+                if has_time:
+                    return _lit(value, pl.Datetime("us")), True
+                return _lit(value.date() if value else None, pl.Date), False
+            return _parse_dates(c.expr.str.strip_chars(), legacy), True
+        return _lit(None, pl.Date), False
+
+    @staticmethod
+    def align(x: tuple[pl.Expr, bool], y: tuple[pl.Expr, bool]) -> tuple[pl.Expr, pl.Expr, bool]:
+        """Two date values on one footing: both pl.Date, or both pl.Datetime("us") when either has a time."""
+        if x[1] or y[1]:
+            return x[0].cast(pl.Datetime("us")), y[0].cast(pl.Datetime("us")), True
+        return x[0], y[0], False
 
     def truth(self, c: Col) -> pl.Expr:
         """Boolean view (null = unknown). Numbers: non-zero; text: a number's truth, else non-blank."""
@@ -296,6 +324,9 @@ class Compiler:
 
     # ---- nodes ----------------------------------------------------------------------------------------
     def compile(self, node: Node) -> Col:
+        hit = self.shared.get(node) if self.shared else None
+        if hit is not None:
+            return hit
         method = getattr(self, f"_c_{type(node).__name__}", None)
         if method is None:
             raise _err(f"cannot evaluate {type(node).__name__}", node)
@@ -367,11 +398,19 @@ class Compiler:
         if a.bounds is not None or b.bounds is not None:
             return self._compare_bounds(op, a, b)
         if a.kind == "date" or b.kind == "date":
-            legacy = None
-            x, y = self.date(a, legacy), self.date(b, legacy)
+            x, y, _ = self.align(self.date(a), self.date(b))
             return self._finish(op, x, y)
         if a.kind in ("num", "bool") and b.kind in ("num", "bool"):
             return self._finish(op, self.num(a), self.num(b))
+        # A literal decides statically which comparison applies: numeric text compares as a number...
+        for const, other in ((b, a), (a, b)):
+            if const.is_const and const.kind == "str" and other.kind in ("num", "bool"):
+                if _to_float(const.const) is not None:
+                    return self._finish(op, self.num(a), self.num(b))
+                return self._finish(op, self.text(a), self.text(b))
+            # ...and non-numeric text can only compare as text.
+            if const.is_const and const.kind == "str" and _to_float(const.const) is None:
+                return self._finish(op, self.text(a), self.text(b))
         # Text involved: numbers compare as numbers when both sides read as numbers, otherwise as text.
         xn, yn = self.num(a), self.num(b)
         xs, ys = self.text(a), self.text(b)
@@ -448,7 +487,7 @@ class Compiler:
     def _f_if(self, node: Call) -> Col:
         c, a, b = self._args(node)
         t = self.truth(c)
-        kind, x, y = self._unify(a, b)
+        kind, x, y, has_time = self._unify(a, b)
         if self.kleene:
             e = pl.when(t.is_null()).then(None).when(t).then(x).otherwise(y)
         else:
@@ -459,20 +498,30 @@ class Compiler:
             cm, am, bm = (p.mask if p.mask is not None else z for p in (c, a, b))
             mask = pl.when(t.is_null()).then(cm).when(t).then(am).otherwise(bm)
             mask = pl.when(e.is_null()).then(mask).otherwise(z)
-        return Col(e, kind, mask=mask, has_time=a.has_time or b.has_time)
+        return Col(e, kind, mask=mask, has_time=has_time)
 
-    def _unify(self, a: Col, b: Col) -> tuple[str, pl.Expr, pl.Expr]:
+    def _unify(self, a: Col, b: Col) -> tuple[str, pl.Expr, pl.Expr, bool]:
         kinds = {a.kind, b.kind} - {"null"}
         if not kinds:
-            return "null", _lit(None, pl.String), _lit(None, pl.String)
+            return "null", _lit(None, pl.String), _lit(None, pl.String), False
+        if kinds == {"date"}:
+            da = self.date(a) if a.kind != "null" else None
+            db = self.date(b) if b.kind != "null" else None
+            has_time = any(d is not None and d[1] for d in (da, db))
+            dtype = pl.Datetime("us") if has_time else pl.Date
+            x = da[0].cast(dtype) if da is not None else _lit(None, dtype)
+            y = db[0].cast(dtype) if db is not None else _lit(None, dtype)
+            return "date", x, y, has_time
         if len(kinds) == 1:
             kind = kinds.pop()
         elif kinds <= {"num", "bool"}:
             kind = "num"
         else:
             kind = "str"
-        conv = {"num": self.num, "str": self.text, "date": self.date, "bool": self.truth}[kind]
-        return kind, conv(a) if a.kind != "null" else _null_of(kind), conv(b) if b.kind != "null" else _null_of(kind)
+        conv = {"num": self.num, "str": self.text, "bool": self.truth}[kind]
+        x = conv(a) if a.kind != "null" else _null_of(kind)
+        y = conv(b) if b.kind != "null" else _null_of(kind)
+        return kind, x, y, False
 
     def _today(self, node: Node, which: str) -> datetime:
         if self.as_of is None:
@@ -481,9 +530,13 @@ class Compiler:
             return datetime(self.as_of.year, self.as_of.month, self.as_of.day)
         return self.as_of.replace(tzinfo=None)
 
-    def _date_arg(self, node: Call, c: Col, arg: Node, legacy: str | None = None) -> pl.Expr:
+    def _date_arg(self, node: Call, c: Col, arg: Node, legacy: str | None = None) -> tuple[pl.Expr, bool]:
         if c.is_const and isinstance(c.const, str) and c.const.lower() in ("today", "now"):
-            return _lit(self._today(node, c.const.lower()), pl.Datetime("us"))
+            which = c.const.lower()
+            when = self._today(node, which)
+            if which == "today":
+                return _lit(when.date(), pl.Date), False
+            return _lit(when, pl.Datetime("us")), True
         return self.date(c, legacy)
 
     def _f_datediff(self, node: Call) -> Col:
@@ -501,8 +554,9 @@ class Compiler:
                 signed = bool(extra.const)
             else:
                 raise _err("datediff() takes a date format ('ymd', 'mdy', 'dmy') and/or true/false for signed", arg)
-        x = self._date_arg(node, d1, node.args[0], legacy)
-        y = self._date_arg(node, d2, node.args[1], legacy)
+        x, y, _ = self.align(
+            self._date_arg(node, d1, node.args[0], legacy), self._date_arg(node, d2, node.args[1], legacy)
+        )
         seconds = (y - x).dt.total_milliseconds().cast(pl.Float64) / 1000.0
         e = seconds / _UNIT_SECONDS[unit.const]
         if not signed:
@@ -511,22 +565,21 @@ class Compiler:
 
     def _f_age_at_date(self, node: Call) -> Col:
         args = self._args(node)
-        dob = self._date_arg(node, args[0], node.args[0])
-        at = self._date_arg(node, args[1], node.args[1])
+        dob, at, _ = self.align(
+            self._date_arg(node, args[0], node.args[0]), self._date_arg(node, args[1], node.args[1])
+        )
         decimal = len(args) > 2 and bool(args[2].const)
         if decimal:
             e = (at - dob).dt.total_milliseconds().cast(pl.Float64) / 1000.0 / _UNIT_SECONDS["y"]
         else:
             years = at.dt.year() - dob.dt.year()
-            before = (at.dt.month() < dob.dt.month()) | (
-                (at.dt.month() == dob.dt.month()) & (at.dt.day() < dob.dt.day())
-            )
+            before = _day_key(at) < _day_key(dob)
             e = (years - before.cast(pl.Int32)).cast(pl.Float64)
         return self._out(e, "num", args[:2])
 
     def _part(self, node: Call, part: str) -> Col:
         (c,) = self._args(node)
-        d = self._date_arg(node, c, node.args[0])
+        d, _ = self._date_arg(node, c, node.args[0])
         e = getattr(d.dt, part)().cast(pl.Float64)
         return self._out(e, "num", [c])
 
@@ -786,6 +839,11 @@ class Compiler:
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------
+def spread(e: pl.Expr) -> pl.Expr:
+    """A row-independent expression as a full column (one value per row of the frame or group)."""
+    return pl.when(pl.int_range(0, pl.len()) >= 0).then(e)
+
+
 def _scalar(node: Node) -> bool:
     """True when the value does not depend on the row (no field, smart variable or aggregate inside)."""
     return not any(isinstance(n, FieldRef | SmartVar | FormName) for n in walk(node))
@@ -805,8 +863,12 @@ def _null_of(kind: str) -> pl.Expr:
     return _lit(None, {"num": pl.Float64, "str": pl.String, "date": pl.Datetime("us"), "bool": pl.Boolean}[kind])
 
 
+_NOT_FINITE = [float("inf"), float("-inf"), float("nan")]
+
+
 def _finite(e: pl.Expr) -> pl.Expr:
-    return pl.when(e.is_finite()).then(e).otherwise(None)
+    """NaN and infinities become blank. Uses `e` once: repeating it would double the plan at every level."""
+    return e.replace(_NOT_FINITE, None)
 
 
 def _to_float(value) -> float | None:
@@ -821,6 +883,16 @@ def _to_float(value) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def _day_key(d: pl.Expr) -> pl.Expr:
+    """Month and day as one comparable number: 29 February (93) sorts after 28 February (92) and before
+    1 March (97), so that birthday is reached on 1 March in common years."""
+    return d.dt.month().cast(pl.Int32) * 32 + d.dt.day().cast(pl.Int32)
+
+
+def _is_number_text(text: str) -> bool:
+    return _to_float(text) is not None and text.strip() == text and text != ""
+
+
 def _format_number(value) -> str:
     f = float(value)
     if f.is_integer() and abs(f) < 1e15:
@@ -828,17 +900,19 @@ def _format_number(value) -> str:
     return repr(f)
 
 
-def _parse_dates(e: pl.Expr, legacy: str | None = None) -> pl.Expr:
-    formats = _DATE_FORMATS + (_LEGACY_FORMATS.get(legacy, ()) if legacy else ())
-    return pl.coalesce([e.str.strptime(pl.Datetime("us"), f, strict=False, exact=True) for f in formats])
+def _parse_dates(e: pl.Expr, legacy: str | None = None, formats: Sequence[str] = _DATE_FORMATS) -> pl.Expr:
+    formats = tuple(formats) + (_LEGACY_FORMATS.get(legacy, ()) if legacy else ())
+    parsed = [e.str.strptime(pl.Datetime("us"), f, strict=False, exact=True) for f in formats]
+    return parsed[0] if len(parsed) == 1 else pl.coalesce(parsed)
 
 
-def _parse_date_const(text: str, as_of, legacy: str | None) -> datetime | None:
+def _parse_date_const(text: str, legacy: str | None) -> tuple[datetime | None, bool]:
+    """(value, has_time) of a date literal; (None, False) when it is not a date."""
     text = text.strip()
     formats = _DATE_FORMATS + (_LEGACY_FORMATS.get(legacy, ()) if legacy else ())
     for fmt in formats:
         try:
-            return datetime.strptime(text, fmt)
+            return datetime.strptime(text, fmt), "%H" in fmt
         except ValueError:
             continue
-    return None
+    return None, False
