@@ -25,13 +25,14 @@ from trialkit.logic import FieldSpec, compile_expr, evaluate_many, parse
 
 AS_OF = date(2024, 3, 1)
 
+PHQ9 = [f"[phq9_{i}]" for i in range(1, 10)]
 EXPRESSIONS = {
     "I1_age": "age_at_date([dob], [screening_date]) >= 18 and age_at_date([dob], [screening_date]) <= 75",
     "I1_age_datediff": "rounddown(datediff([dob], 'today', 'y')) >= 18",
     "I5_madrs": "[madrs_total] >= 20 and datediff([madrs_date], [screening_date], 'd', true) >= 0"
     " and datediff([madrs_date], [screening_date], 'd', true) <= 14",
-    "phq9_sum": "sum([phq9_1], [phq9_2], [phq9_3], [phq9_4], [phq9_5], [phq9_6], [phq9_7], [phq9_8], [phq9_9]) >= 10",
-    "phq9_plus": "[phq9_1] + [phq9_2] + [phq9_3] + [phq9_4] + [phq9_5] + [phq9_6] + [phq9_7] + [phq9_8] + [phq9_9] >= 10",
+    "phq9_sum": f"sum({', '.join(PHQ9)}) >= 10",
+    "phq9_plus": f"{' + '.join(PHQ9)} >= 10",
     "I7_pregnancy": "if([sex] = '2' and [childbearing] = '1', [preg_test_result] = '0', true)",
     "conmed_any": "[conmeds(1)] = '1' or [conmeds(3)] = '1'",
     "conmed_none": "[conmeds(2)] = '0' and [conmeds(4)] = '0' and [conmeds(5)] = '0'",

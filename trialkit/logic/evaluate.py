@@ -442,6 +442,10 @@ class Compiler:
         return x >= y
 
     def _finish(self, op: str, x: pl.Expr, y: pl.Expr) -> pl.Expr:
+        if not self.kleene and op == "=":
+            return x.eq_missing(y)  # blank = blank is true, blank = value false
+        if not self.kleene and op == "<>":
+            return x.ne_missing(y)
         return self._finish_expr(op, self._cmp(op, x, y), x, y)
 
     def _finish_expr(self, op: str, out: pl.Expr, x: pl.Expr, y: pl.Expr) -> pl.Expr:
@@ -732,6 +736,16 @@ class Compiler:
 
     def _textpred(self, node: Call, how: str) -> Col:
         hay, needle = self._args(node)
+        if needle.is_const and needle.kind in ("str", "num") and not _scalar(node.args[0]):
+            # A literal needle becomes a case-insensitive regex: no lower-cased copy of every row.
+            lit = re.escape(self.text_const(needle))
+            pattern = {"contains": lit, "not_contain": lit, "starts": f"^{lit}", "ends": f"{lit}$"}[how]
+            e = self.text(hay).str.contains(f"(?i){pattern}")
+            if how == "not_contain":
+                e = e.not_()
+            if not self.kleene:
+                e = e.fill_null(False)
+            return self._out(e, "bool", [hay, needle])
         h, n = self.subject(hay, node, 0).str.to_lowercase(), self.text(needle).str.to_lowercase()
         if how == "contains":
             e = h.str.contains(n, literal=True)
