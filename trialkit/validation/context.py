@@ -112,18 +112,21 @@ def _logic_frame(intake: IntakeData, needs: set[str]) -> pl.DataFrame:
     if borrow and typed.get_column(REPEAT_INSTRUMENT).null_count() < typed.height:
         keys = [rid, EVENT] if study.longitudinal else [rid]
         base = intake.record_events.select(keys + borrow).rename({c: f"__base__{c}" for c in borrow})
-        joined = frame.join(base, on=keys, how="left", maintain_order="left")
-        on_instance = pl.col(REPEAT_INSTRUMENT).is_not_null()
-        frame = joined.with_columns(
-            [pl.when(on_instance).then(pl.col(f"__base__{c}")).otherwise(pl.col(c)).alias(c) for c in borrow]
-        ).drop([f"__base__{c}" for c in borrow])
+        # Join on the key columns alone and attach the results: joining `frame` itself would copy all its columns.
+        looked = frame.select(keys).join(base, on=keys, how="left", maintain_order="left")
+        on_instance = frame.get_column(REPEAT_INSTRUMENT).is_not_null()
+        frame = frame.with_columns(
+            [pl.when(on_instance).then(looked.get_column(f"__base__{c}")).otherwise(pl.col(c)).alias(c) for c in borrow]
+        )
     event_refs = sorted(c for c in needs if ":" in c)
     if event_refs and study.longitudinal:
         wanted = sorted({c.split(":", 1)[1] for c in event_refs} & set(intake.record_events.columns))
-        wide = widen_events(intake.record_events, record_id=rid, columns=wanted)
+        long = intake.record_events.select([rid, EVENT, *wanted])  # widen_events filters whole frames: keep them small
+        wide = widen_events(long, record_id=rid, columns=wanted)
         widened = [c for c in event_refs if c in wide.columns]
         if widened:
-            frame = frame.join(wide.select([rid, *widened]), on=rid, how="left", maintain_order="left")
+            looked = frame.select(rid).join(wide.select([rid, *widened]), on=rid, how="left", maintain_order="left")
+            frame = frame.with_columns([looked.get_column(c) for c in widened])
     return frame
 
 
