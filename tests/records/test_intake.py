@@ -74,11 +74,13 @@ class TestClassicStudy:
         got = rec.select("record_id", "age", "dob", "height", "sex").row(0)
         assert got == ("010", 41, dt.date(1984, 1, 2), 170.5, "1")
 
-    def test_whitespace_trimmed_and_blank_is_null(self, tmp_path, mini_study):
+    def test_keys_trimmed_values_verbatim_blank_is_null(self, tmp_path, mini_study):
         path = tmp_path / "ws.csv"
-        path.write_text('record_id,age,email\n 001 , 34 ,""\n')
+        path.write_text('record_id,age,email,sex\n 001 ,34,"", 1\n')
         intake = read_intake(path, mini_study)
         assert intake.records.select("record_id", "age", "email").row(0) == ("001", 34, None)
+        # a padded code is kept as written, so validation can show it rather than silently fix it
+        assert intake.raw.row(0, named=True)["sex"] == " 1"
 
 
 class TestLongitudinalStudy:

@@ -38,7 +38,7 @@ class IntakeData:
     - `record_events`: every non-repeating row, one per (record, event) (classic project: same as `records`).
     - `instances`: per repeating instrument, its rows keyed by record id, [`redcap_event_name`] and
       `redcap_repeat_instance` (Int64), with that form's fields typed and `<form>_complete`.
-    - `raw`: the input as read, every cell text (trimmed, blank -> null) plus `_row` (1-based data row).
+    - `raw`: the input as read, every cell text (blank -> null; key columns trimmed) plus `_row` (1-based row).
     - `typed`: the same rows as `raw`, typed, with the REDCap key columns; what validation checks.
     - `notes`: how the input was interpreted where it was not the exact REDCap shape.
     """
@@ -174,6 +174,12 @@ def build(
             f"{study.name!r} (columns: {shown}{more})",
             location=loc,
         )
+    # REDCap's key columns are trimmed (" 001" and "001" are one record); other cells stay as written.
+    keys_present = [c for c in (rid, EVENT, REPEAT_INSTRUMENT, REPEAT_INSTANCE) if c in raw.columns]
+    stripped = [pl.col(c).str.strip_chars() for c in keys_present]
+    raw = raw.with_columns(
+        [pl.when(e == "").then(None).otherwise(e).alias(c) for e, c in zip(stripped, keys_present, strict=True)]
+    )
     notes: list[str] = []
     if study.longitudinal:
         event = event or default_event(study)

@@ -161,7 +161,7 @@ def stringify(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def normalise(frame: pl.DataFrame) -> pl.DataFrame:
-    """Trim names and cells, blank -> null, refuse duplicate headers, add ROW."""
+    """Trim column names, blank cells -> null, refuse duplicate headers, add ROW."""
     names = [str(c).strip().lstrip("\ufeff") for c in frame.columns]
     seen: set[str] = set()
     for name in names:
@@ -174,24 +174,14 @@ def normalise(frame: pl.DataFrame) -> pl.DataFrame:
     frame = frame.rename(dict(zip(frame.columns, names, strict=True)))
     if any(dtype != pl.String for dtype in frame.schema.values()):
         frame = stringify(frame)
-    # Rewrite only the columns that need it: a 1M-row file has ~150M cells and every rewritten string column
-    # costs a full copy (16 bytes per cell in polars' string views).
+    # Cells are kept verbatim (a padded " 34" is reported by validation, never silently changed); only empty
+    # strings become null. Columns are rewritten only when they hold one: a 1M-row file has ~150M cells and a
+    # rewritten string column is a full copy (16 bytes per cell in polars' string views).
     if frame.width and frame.height:
-        flags = frame.select(
-            [
-                ((pl.col(c).str.strip_chars() != pl.col(c)) | (pl.col(c).str.len_bytes() == 0)).any().alias(c)
-                for c in frame.columns
-            ]
-        ).row(0)
+        flags = frame.select([(pl.col(c).str.len_bytes() == 0).any().alias(c) for c in frame.columns]).row(0)
         fix = [c for c, flagged in zip(frame.columns, flags, strict=True) if flagged]
         if fix:
             frame = frame.with_columns(
-                [
-                    pl.when(pl.col(c).str.strip_chars() == "")
-                    .then(None)
-                    .otherwise(pl.col(c).str.strip_chars())
-                    .alias(c)
-                    for c in fix
-                ]
+                [pl.when(pl.col(c).str.len_bytes() == 0).then(None).otherwise(pl.col(c)).alias(c) for c in fix]
             )
     return frame.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
