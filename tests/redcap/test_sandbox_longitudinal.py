@@ -56,7 +56,13 @@ def test_rows_per_event_and_repeat_instance_types(longitudinal):
     assert session1["ses_dose"] == "0.75" and session1["ae_term"] == "" and session1["phq_flags___1"] == ""
     assert rows[5]["fu_status"] == "1" and rows[5]["phq_1"] == ""
     csv_text = longitudinal.export_records(format_type="csv", fields=["record_id", "ses_dose"])
-    assert csv_text.splitlines()[1:] == ["1,treatment_arm_1,session,1,0.75", "1,treatment_arm_1,session,2,0.5"]
+    # the record id is in every row, so each row of the record comes back; other repeating instruments' do not
+    assert csv_text.splitlines()[1:] == ["1,screening_arm_1,,,", "1,baseline_arm_1,,,", "1,treatment_arm_1,,,",
+                                         "1,treatment_arm_1,session,1,0.75", "1,treatment_arm_1,session,2,0.5",
+                                         "1,followup_arm_1,,1,"]
+    no_sessions = longitudinal.export_records(fields=["record_id", "sbp"])
+    assert [(r["redcap_event_name"], r["redcap_repeat_instrument"]) for r in no_sessions] == [
+        ("screening_arm_1", ""), ("baseline_arm_1", ""), ("treatment_arm_1", ""), ("followup_arm_1", "")]
 
 
 def test_count_is_records_not_rows(longitudinal):

@@ -61,6 +61,17 @@ def test_kap_record_with_repeating_treatment_history(kap):
     assert '"K-002","ks_dose_mgkg","0.5"' in err.value.args[0]["error"]
 
 
+def test_kap_calculated_fields_are_computed_on_import(kap):
+    kap.import_records([{"record_id": "1", "redcap_event_name": "screening_arm_1", "dob": "1980-06-30",
+                         "screening_date": "2025-06-29", "vs_height_cm": "170.0", "vs_weight_kg": "80.0",
+                         **{f"phq9_{i}": "2" for i in range(1, 10)}}])
+    row = kap.export_records(fields=["record_id", "age_screening", "vs_bmi", "phq9_total"])[0]
+    assert (row["age_screening"], row["vs_bmi"], row["phq9_total"]) == ("44", "27.7", "18")
+    kap.import_records([{"record_id": "1", "redcap_event_name": "screening_arm_1", "phq9_9": ""}],
+                       overwrite="overwrite")
+    assert kap.export_records(fields=["record_id", "phq9_total"])[0]["phq9_total"] == ""  # '+' propagates blanks
+
+
 @pytest.mark.parametrize("name", ["redcapAPI_TestRedcapAPI_DataDictionary.csv",
                                   "bridge2ai_phq9_gad7_subset_DataDictionary.csv"])
 def test_real_dictionaries_round_trip_through_the_api(sandbox, shared_dictionaries, name):

@@ -81,9 +81,10 @@ def test_fields_and_forms_selection(classic):
     raw = post(classic.url, token=classic.token, content="record", format="json", **{"forms[0]": "labs"}).json()
     assert list(raw[0]) == ["weight", "height", "bmi", "visit_time", "site", "pain", "report", "notes",
                             "labs_complete"]
-    assert len(raw) == 1  # only record 1 has labs data
+    assert len(raw) == 1  # without the record id, only rows holding a value asked for
     rows = classic.export_records(forms=["labs"])
-    assert [r["record_id"] for r in rows] == ["1"]
+    assert [r["record_id"] for r in rows] == ["1", "2"]  # with it (PyCap adds it), every record's row
+    assert rows[1]["weight"] == "" and rows[1]["labs_complete"] == "0"
     assert list(rows[0]) == ["record_id", "weight", "height", "bmi", "visit_time", "site", "pain", "report", "notes",
                              "labs_complete"]
 
@@ -195,8 +196,12 @@ def test_cell_validation(classic, field, value, ok):
             classic.import_records(data)
 
 
-def test_calc_values_are_ignored_and_descriptive_fields_rejected(classic):
+def test_calc_values_are_computed_not_imported_and_descriptive_fields_rejected(classic):
     classic.import_records([{"record_id": "1", "weight": "70", "bmi": "22.1"}])
+    assert classic.export_records()[0]["bmi"] == ""  # the imported value is ignored; no height, no BMI
+    classic.import_records([{"record_id": "1", "height": "175.0"}])
+    assert classic.export_records()[0]["bmi"] == "22.8571428571"  # [weight]/(([height]/100)^(2))
+    classic.import_records([{"record_id": "1", "height": ""}], overwrite="overwrite")
     assert classic.export_records()[0]["bmi"] == ""
     with pytest.raises(RedcapError) as err:
         classic.import_records([{"record_id": "1", "intro": "x"}])

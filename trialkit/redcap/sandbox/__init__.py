@@ -21,8 +21,10 @@ REDCap's verbatim messages and 400/403 codes, flat and EAV rows in REDCap's colu
 
 Choices where REDCap's behaviour is not documented (`[?]` in the reference), kept in one place each:
 - records sort naturally (numeric ids as numbers, then text ids);
-- calc and file values in a record import are accepted and ignored (REDCap computes calcs; files go through
-  `content=file`); descriptive fields and checkbox base names are refused as import columns;
+- calc and file values in a record import are accepted and ignored; calc fields are then computed from the
+  record's data with trialkit.logic, as REDCap's auto-calculation on import does (`ProjectSpec(compute_calcs=
+  False)` leaves them blank); files go through `content=file`; descriptive fields and checkbox base names are
+  refused as import columns;
 - min/max of text validation are not enforced (soft in REDCap); missing-data codes pass every field check;
 - EAV export lists each checked checkbox option as (field, code); grey forms export `_complete` "0";
 - `redcap_repeat_instance` "1" on a non-repeating row is accepted and ignored (PyCap's own examples send it);

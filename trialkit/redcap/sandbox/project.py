@@ -54,6 +54,7 @@ class ProjectSpec:
     missing_data_codes: str = ""
     record_autonumbering: bool = True
     username: str = "sandbox_user"
+    compute_calcs: bool = True  # REDCap's auto-calculation on import; False leaves calc fields blank
 
     @property
     def is_longitudinal(self) -> bool:
@@ -347,6 +348,12 @@ class Schema:
     @cached_property
     def missing_codes(self) -> dict[str, str]:
         return dict(naming.parse_missing_codes(self.spec.missing_data_codes))
+
+    @cached_property
+    def calc_plan(self) -> Any:
+        from trialkit.redcap.sandbox.calcs import CalcPlan
+
+        return CalcPlan(self)
 
     def repeat_form_label(self, form: str) -> str:
         for r in self.spec.repeating:
