@@ -47,6 +47,9 @@ class CalcPlan:
         self.columns = columns
         self.specs = field_specs(schema) if self.calcs else {}
         self.filled = [c for c in columns if schema.column_by_name[c].kind in ("checkbox", "complete")]
+        # calcs that other calcs read: after computing one, the (widened) evaluation frame is rebuilt
+        names = {n for n, _, _ in self.calcs}
+        self.referenced_calcs = {r.name for _, _, node in self.calcs for r in logic.references(node)} & names
 
     def apply(self, rows: Mapping[Key, dict[str, str]], today: dt.date) -> dict[Key, dict[str, str]]:
         """New data for the rows whose calc values change (`rows`: every row of the touched records)."""
@@ -57,44 +60,58 @@ class CalcPlan:
         schema = self.schema
         def_field = schema.def_field
         keys = list(rows)
-        main = {(k[0], k[1]): rows[k] for k in keys if not k[2] and not k[3]}
-        table: dict[str, list] = {def_field: [k[0] for k in keys], "redcap_event_name": [k[1] for k in keys],
-                                  "redcap_repeat_instance": [k[3] or None for k in keys]}
-        for col in self.columns:
-            values = []
-            for k in keys:
-                value = rows[k].get(col)
-                if value is None and k[2]:
-                    value = main.get((k[0], k[1]), {}).get(col)
-                values.append(value)
-            table[col] = values
-        frame = pl.DataFrame(table, schema={**{c: pl.String for c in table}, "redcap_repeat_instance": pl.Int64})
+        # only the referenced columns leave the row dicts, in polars (no Python loop per cell)
+        frame = pl.from_dicts([rows[k] for k in keys], schema={c: pl.String for c in self.columns})
+        frame = frame.with_columns(
+            pl.Series(def_field, [k[0] for k in keys], dtype=pl.String),
+            pl.Series("redcap_event_name", [k[1] for k in keys], dtype=pl.String),
+            pl.Series("__rform", [k[2] for k in keys], dtype=pl.String),
+            pl.Series("redcap_repeat_instance", [k[3] or None for k in keys], dtype=pl.Int64),
+        )
+        if any(k[2] for k in keys):  # a repeating-instrument row also sees its event's non-repeating values
+            main = frame.filter((pl.col("__rform") == "") & pl.col("redcap_repeat_instance").is_null()).select(
+                [def_field, "redcap_event_name", *[pl.col(c).alias(f"__main_{c}") for c in self.columns]])
+            frame = frame.join(main, on=[def_field, "redcap_event_name"], how="left", maintain_order="left")
+            frame = frame.with_columns(
+                [pl.coalesce(pl.col(c), pl.col(f"__main_{c}")).alias(c) for c in self.columns]
+            ).drop([f"__main_{c}" for c in self.columns])
         if self.filled:
             frame = frame.with_columns([pl.col(c).fill_null("0") for c in self.filled])
-        allowed = {}
-        for k in keys:
+        contexts: dict[tuple[str, str], set[str]] = {}
+        where: dict[str, list[int]] = {}  # form -> indexes of the rows where its calcs apply
+        for i, k in enumerate(keys):
             ctx = (k[1], k[2])
-            if ctx not in allowed:
+            forms = contexts.get(ctx)
+            if forms is None:
                 if k[2]:
-                    allowed[ctx] = {k[2]}
+                    forms = {k[2]}
                 else:
                     repeating = schema.repeating_forms.get(k[1], set())
-                    allowed[ctx] = {f for f in schema.event_forms.get(k[1], ()) if f not in repeating}
+                    forms = {f for f in schema.event_forms.get(k[1], ()) if f not in repeating}
+                contexts[ctx] = forms
+            for form in forms:
+                where.setdefault(form, []).append(i)
         changed: dict[Key, dict[str, str]] = {}
+        data = None
         for name, form, node in self.calcs:
-            data = logic.widen_events(frame, record_id=def_field, columns=self.columns, keep_rows=True) \
-                if schema.is_longitudinal else frame
+            if form not in where:
+                continue
+            if data is None:
+                data = logic.widen_events(frame, record_id=def_field, columns=self.columns, keep_rows=True) \
+                    if schema.is_longitudinal else frame
             try:
                 result = logic.evaluate(node, data, mode="redcap", as_of=today, fields=self.specs, record_id=def_field)
             except LogicError:
                 continue
             texts = [_text(v) for v in result.values.to_list()]
             frame = frame.with_columns(pl.Series(name, texts, dtype=pl.String))
-            for k, text in zip(keys, texts, strict=True):
-                if form not in allowed[(k[1], k[2])]:
-                    continue
-                current = changed.get(k, rows[k])
-                if current.get(name) != (text or None):
+            if name in self.referenced_calcs:
+                data = None if schema.is_longitudinal else frame
+            for i in where[form]:
+                text = texts[i] or None
+                k = keys[i]
+                current = changed.get(k) or rows[k]
+                if current.get(name) != text:
                     new = dict(current)
                     if text:
                         new[name] = text
