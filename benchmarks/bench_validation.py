@@ -63,6 +63,10 @@ def _value_expr(col, n: int, seed: int) -> pl.Expr:  # type: ignore[no-untyped-d
         else:
             base, span = AS_OF - dt.timedelta(days=200), 150
         return (pl.lit(base) + pl.duration(days=_rnd(n, seed, span))).dt.strftime("%Y-%m-%d")
+    if col.kind == "datetime":
+        seconds = f is not None and f.validation.startswith("datetime_seconds")
+        stamp = pl.lit(dt.datetime(2026, 1, 5, 8, 0)) + pl.duration(minutes=_rnd(n, seed, 60 * 24 * 300))
+        return stamp.dt.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
     if col.kind == "time":
         return pl.format(
             "{}:{}",

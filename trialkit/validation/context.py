@@ -103,7 +103,8 @@ def _logic_frame(intake: IntakeData, needs: set[str]) -> pl.DataFrame:
     typed = intake.typed
     study = intake.study
     rid = study.record_id_field
-    nonrep = {c.name for c in study_columns(study) if c.form in _nonrepeating_forms(study)}
+    nonrep_forms = _nonrepeating_forms(study)
+    nonrep = {c.name for c in study_columns(study) if c.form in nonrep_forms}
     borrow = sorted((needs & nonrep) - {rid})
     # Only the columns the expressions read: joins below copy every column they carry.
     keep = [rid, *([EVENT] if study.longitudinal else []), REPEAT_INSTRUMENT]
