@@ -206,8 +206,11 @@ def instance_gaps(cc: Any, frame: pl.DataFrame, ctx: Context) -> dict[str, pl.Se
             (pl.col(i.column).is_null().any() if i.column in table.columns else pl.lit(True)).alias(i.label)
             for i in cols
         ]
-        per_record = table.with_columns(pl.col(rid).cast(pl.String)).group_by(rid).agg(aggs)
-        aligned = frame.select(pl.col(rid).cast(pl.String)).join(per_record, on=rid, how="left", maintain_order="left")
+        ids = frame.select(pl.col(rid).cast(pl.String))
+        # Only the instances of the records asked about: usually a few unknown candidates out of many.
+        mine = table.with_columns(pl.col(rid).cast(pl.String)).join(ids, on=rid, how="semi")
+        per_record = mine.group_by(rid).agg(aggs)
+        aligned = ids.join(per_record, on=rid, how="left", maintain_order="left")
         out[form] = aligned["__n"].is_null()
         for i in cols:
             out[i.label] = aligned[i.label].fill_null(False)

@@ -304,17 +304,11 @@ def screen(
         if cc.applies is not None:
             exprs[_applies_key(cc)] = cc.applies
     # One pass for every expression: the logic engine shares parsing of columns and instance aggregates.
-    evaluated = _eval.evaluate_many(exprs, frame, ctx).drop(rid)
+    # Only the columns the rules read go to the logic engine: it joins instance aggregates onto this frame.
+    needed = [rid, _eval.REFERENCE_COLUMN, *(c for c in rules.columns() if c not in (rid, _eval.REFERENCE_COLUMN))]
+    evaluated = _eval.evaluate_many(exprs, frame.select(needed), ctx).drop(rid)
     work = pl.concat([frame, evaluated], how="horizontal")
-    required = {form for cc in rules.criteria for form in cc.requires_instances}
-    if required:
-        work = work.with_columns(
-            pl.col(rid)
-            .cast(pl.String)
-            .is_in(instances[form][rid].cast(pl.String).unique().implode())
-            .alias(_has_key(form))
-            for form in sorted(required)
-        )
+    work = _with_instance_presence(rules, work, instances)
     results = work.select(
         pl.col(rid).cast(pl.String), *[_result_expr(cc).alias(result_col(cc.id)) for cc in rules.criteria]
     )
@@ -356,6 +350,26 @@ def _with_instance_gaps(
         current = masks[col].gather(rows)
         masks = masks.with_columns(masks[col].scatter(rows, current | extra))
     return masks
+
+
+def _with_instance_presence(
+    rules: CompiledRules, work: pl.DataFrame, instances: Mapping[str, pl.DataFrame]
+) -> pl.DataFrame:
+    """`has:<form>` for criteria with requires_instances. Only rows whose criterion came out false can lack
+    instances (true or unknown needs at least one), so only those are looked up; every other row is True."""
+    rid = rules.record_id
+    for form in sorted({form for cc in rules.criteria for form in cc.requires_instances}):
+        false_rows = pl.any_horizontal(
+            [pl.col(_logic_key(cc)) == False for cc in rules.criteria if form in cc.requires_instances]  # noqa: E712
+        ).fill_null(False)
+        rows = work.select(false_rows.arg_true()).to_series()
+        has = pl.repeat(True, work.height, eager=True)
+        if rows.len():
+            ids = work[rid].cast(pl.String).gather(rows)
+            present = ids.is_in(instances[form][rid].cast(pl.String).unique().implode())
+            has = has.scatter(rows, present)
+        work = work.with_columns(has.alias(_has_key(form)))
+    return work
 
 
 def _has_key(form: str) -> str:
