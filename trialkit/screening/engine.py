@@ -365,9 +365,9 @@ def _with_instance_presence(
         rows = work.select(false_rows.arg_true()).to_series()
         has = pl.repeat(True, work.height, eager=True)
         if rows.len():
-            ids = work[rid].cast(pl.String).gather(rows)
-            present = ids.is_in(instances[form][rid].cast(pl.String).unique().implode())
-            has = has.scatter(rows, present)
+            asked = pl.DataFrame({rid: work[rid].cast(pl.String).gather(rows), "__row": rows})
+            found = asked.join(instances[form].select(pl.col(rid).cast(pl.String)), on=rid, how="semi")["__row"]
+            has = has.scatter(rows, False).scatter(found, True)
         work = work.with_columns(has.alias(_has_key(form)))
     return work
 
