@@ -7,8 +7,9 @@ longitudinal); each repeating instrument becomes its own table keyed by record (
 
 from __future__ import annotations
 
+import datetime as _dt
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import polars as pl
 
 from trialkit.definitions.model import Study
 from trialkit.errors import DataError, Location, UsageError
+from trialkit.records.calculations import nonrepeating_forms
 from trialkit.records.convert import (
     EVENT,
     REPEAT_INSTANCE,
@@ -68,6 +70,24 @@ class IntakeData:
             return self.records
         _check_event(self.study, event)
         return _records_for_event(self.typed, self.record_events, self.record_id, event)
+
+    def with_calculations(self, *, as_of: _dt.date | None = None) -> IntakeData:
+        """A copy where every blank calculated field holds the value its expression gives (REDCap mode, in
+        dependency order, each row with its own form's data; an instance within its instance). Stored values
+        are kept: validation reports those that disagree. `as_of` is 'today' for expressions using it.
+        `raw` is unchanged; calculations that cannot be evaluated stay as stored and are listed in `notes`."""
+        from trialkit.records.calculations import fill_calculations
+
+        typed, problems = fill_calculations(self, as_of=as_of)
+        records, record_events, instances = _assemble(typed, self.study, self.event)
+        return replace(
+            self,
+            typed=typed,
+            records=records,
+            record_events=record_events,
+            instances=instances,
+            notes=(*self.notes, *problems),
+        )
 
     @classmethod
     def from_frame(
@@ -133,20 +153,6 @@ def default_event(study: Study) -> str | None:
     return events[0].name if events else None
 
 
-def _nonrepeating_forms(study: Study) -> set[str]:
-    """Forms that have non-repeating data somewhere (classic: not repeating; longitudinal: on some event
-    where they are not repeating, or on no event at all)."""
-    forms = {inst.name for inst in study.instruments}
-    if not study.longitudinal:
-        return forms - set(study.repeating_instruments)
-    out = set()
-    for form in forms:
-        events = [e for e in study.events if form in e.instruments]
-        if not events or any(form not in e.repeating for e in events):
-            out.add(form)
-    return out
-
-
 def _repeating_forms(study: Study) -> list[str]:
     seen: list[str] = []
     for _, form in study.repeating_pairs:
@@ -210,9 +216,30 @@ def build(
     value_exprs = [typed_expr(c) if c.name in present else null_column(c) for c in columns if c.name != rid]
     typed = raw.select(key_exprs + value_exprs)
 
-    nonrep_forms = _nonrepeating_forms(study)
-    nonrep_cols = [c.name for c in columns if c.form in nonrep_forms and c.name != rid]
+    records, record_events, instances = _assemble(typed, study, event)
+    return IntakeData(
+        study=study,
+        raw=raw,
+        typed=typed,
+        records=records,
+        record_events=record_events,
+        instances=instances,
+        event=event,
+        source=source,
+        format=fmt,
+        notes=tuple(notes),
+    )
+
+
+def _assemble(
+    typed: pl.DataFrame, study: Study, event: str | None
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, pl.DataFrame]]:
+    """records, record_events and instance tables from the typed rows."""
+    rid = study.record_id_field
+    columns = study_columns(study)
     keys = [rid, EVENT] if study.longitudinal else [rid]
+    nonrep_forms = nonrepeating_forms(study)
+    nonrep_cols = [c.name for c in columns if c.form in nonrep_forms and c.name != rid]
     record_events = _first_per_key(
         typed.select(keys + nonrep_cols + [REPEAT_INSTRUMENT])
         .filter(pl.col(REPEAT_INSTRUMENT).is_null() & pl.col(rid).is_not_null())
@@ -228,18 +255,7 @@ def build(
         record_events = records
 
     instances = {form: _instances(typed, study, form, columns) for form in _repeating_forms(study)}
-    return IntakeData(
-        study=study,
-        raw=raw,
-        typed=typed,
-        records=records,
-        record_events=record_events,
-        instances=instances,
-        event=event,
-        source=source,
-        format=fmt,
-        notes=tuple(notes),
-    )
+    return records, record_events, instances
 
 
 def _with_all_records(typed: pl.DataFrame, rows: pl.DataFrame, rid: str) -> pl.DataFrame:

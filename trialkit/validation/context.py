@@ -8,14 +8,13 @@ one pass.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import polars as pl
 
 from trialkit.definitions.model import Field, FieldType, Study
 from trialkit.records import EVENT, REPEAT_INSTANCE, REPEAT_INSTRUMENT, ROW, Column, IntakeData, study_columns
-from trialkit.records.intake import _nonrepeating_forms
+from trialkit.records.calculations import field_specs, form_scope, logic_frame
 
 RID = "__rid"
 EVT = "__event"
@@ -54,19 +53,7 @@ class Context:
 
 
 def _scope_expr(study: Study, form: str) -> pl.Expr:
-    """True on rows where `form` belongs: its own instance rows if it repeats, else the non-repeating rows
-    (of an event it is designated for, when longitudinal)."""
-    ri = pl.col(RI)
-    if not study.longitudinal:
-        return ((ri == form) if form in study.repeating_instruments else ri.is_null()).fill_null(False)
-    plain = [e.name for e in study.events if form in e.instruments and form not in e.repeating]
-    repeat = [e.name for e in study.events if form in e.repeating]
-    expr = pl.lit(False)
-    if plain:
-        expr = expr | (ri.is_null() & pl.col(EVT).is_in(plain))
-    if repeat:
-        expr = expr | ((ri == form) & pl.col(EVT).is_in(repeat))
-    return expr.fill_null(False)
+    return form_scope(study, form, instrument=RI, event=EVT)
 
 
 def _started_expr(form: str, columns: list[Column], present: set[str], rid: str) -> pl.Expr:
@@ -85,50 +72,6 @@ def _started_expr(form: str, columns: list[Column], present: set[str], rid: str)
     if not parts:
         return pl.lit(False)
     return pl.any_horizontal(parts).fill_null(False)
-
-
-def _field_specs(study: Study) -> Mapping | None:
-    try:
-        return study.field_specs()
-    except (ImportError, AttributeError):  # definitions without specs yet: logic infers from the frame
-        return None
-
-
-def _logic_frame(intake: IntakeData, needs: set[str]) -> pl.DataFrame:
-    """Typed rows as branching logic and calculations see them: instance rows also see the record's
-    non-repeating values they refer to (a rule in a repeating form may test [sex]), and `[event][field]`
-    references read `event:field` columns taken from that event's row of the same record."""
-    from trialkit.logic import widen_events
-
-    typed = intake.typed
-    study = intake.study
-    rid = study.record_id_field
-    nonrep_forms = _nonrepeating_forms(study)
-    nonrep = {c.name for c in study_columns(study) if c.form in nonrep_forms}
-    borrow = sorted((needs & nonrep) - {rid})
-    # Only the columns the expressions read: joins below copy every column they carry.
-    keep = [rid, *([EVENT] if study.longitudinal else []), REPEAT_INSTRUMENT]
-    keep += sorted(c for c in needs if c in typed.columns and c not in keep)
-    frame = typed.select(keep)
-    if borrow and typed.get_column(REPEAT_INSTRUMENT).null_count() < typed.height:
-        keys = [rid, EVENT] if study.longitudinal else [rid]
-        base = intake.record_events.select(keys + borrow).rename({c: f"__base__{c}" for c in borrow})
-        # Join on the key columns alone and attach the results: joining `frame` itself would copy all its columns.
-        looked = frame.select(keys).join(base, on=keys, how="left", maintain_order="left")
-        on_instance = frame.get_column(REPEAT_INSTRUMENT).is_not_null()
-        frame = frame.with_columns(
-            [pl.when(on_instance).then(looked.get_column(f"__base__{c}")).otherwise(pl.col(c)).alias(c) for c in borrow]
-        )
-    event_refs = sorted(c for c in needs if ":" in c)
-    if event_refs and study.longitudinal:
-        wanted = sorted({c.split(":", 1)[1] for c in event_refs} & set(intake.record_events.columns))
-        long = intake.record_events.select([rid, EVENT, *wanted])  # widen_events filters whole frames: keep them small
-        wide = widen_events(long, record_id=rid, columns=wanted)
-        widened = [c for c in event_refs if c in wide.columns]
-        if widened:
-            looked = frame.select(rid).join(wide.select([rid, *widened]), on=rid, how="left", maintain_order="left")
-            frame = frame.with_columns([looked.get_column(c) for c in widened])
-    return frame
 
 
 def build_context(intake: IntakeData, *, as_of: _dt.date) -> Context:
@@ -176,7 +119,7 @@ def _add_logic(ctx: Context, intake: IntakeData, *, as_of: _dt.date) -> None:
     except ImportError as exc:  # pragma: no cover - logic is part of the package
         ctx.problems.extend((f.name, f"logic evaluator unavailable: {exc}") for f in fields)
         return
-    specs = _field_specs(intake.study)
+    specs = field_specs(intake.study)
     parsed: list[tuple[Field, str, object]] = []
     needs: set[str] = set()
     for f in fields:
@@ -192,7 +135,7 @@ def _add_logic(ctx: Context, intake: IntakeData, *, as_of: _dt.date) -> None:
             needs.update(logic.reference_columns(node))
     if not parsed:
         return
-    frame = _logic_frame(intake, needs)
+    frame = logic_frame(intake, needs)
     rid = intake.study.record_id_field
     out: list[pl.Expr] = []
     names: list[tuple[Field, str]] = []

@@ -1,0 +1,71 @@
+"""IntakeData.with_calculations(): blank calculated fields filled from their expressions, stored values kept."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from conftest import shared
+
+from trialkit.records import read_intake
+from trialkit.records.calculations import calc_fields
+
+
+def test_blank_calc_filled_stored_kept(tmp_path, mini_study, clean_rows):
+    clean_rows[0]["bmi"] = ""  # 70.5 kg, 170 cm -> 24.4
+    clean_rows[3]["bmi"] = "30.0"  # disagrees with 24.7: kept (validation reports it)
+    intake = read_intake(shared.write_csv(tmp_path / "i.csv", clean_rows), mini_study)
+    filled = intake.with_calculations()
+    assert intake.records.get_column("bmi").to_list() == [None, 30.0]
+    assert filled.records.get_column("bmi").to_list() == pytest.approx([24.4, 30.0])
+    assert filled.raw.equals(intake.raw)
+
+
+def test_kap_totals_instances_and_dependency_order(tmp_path, kap_study):
+    madrs = {f"madrs_{i}": "3" for i in range(1, 11)}
+    phq = {f"phq9_{i}": "2" for i in range(1, 10)}
+    rows = [
+        {"record_id": "1", "redcap_event_name": "screening_arm_1", "screening_date": "2025-03-01", **madrs, **phq},
+        {
+            "record_id": "1",
+            "redcap_event_name": "screening_arm_1",
+            "redcap_repeat_instrument": "atrq",
+            "redcap_repeat_instance": "1",
+            "atrq_start_date": "2025-01-04",
+            "atrq_ongoing": "1",
+        },
+        {"record_id": "2", "redcap_event_name": "screening_arm_1", **madrs, **phq, "phq9_9": ""},
+    ]
+    intake = read_intake(shared.write_csv(tmp_path / "k.csv", rows), kap_study).with_calculations()
+    rec = intake.records
+    assert rec.get_column("madrs_total").to_list() == [30.0, 30.0]
+    # phq9_total uses '+': one blank item leaves it blank, as REDCap computes it
+    assert rec.get_column("phq9_total").to_list() == [18.0, None]
+    # phq9_severity reads phq9_total, so it is computed after it (moderately severe = 4)
+    assert rec.get_column("phq9_severity").to_list()[0] == 4.0
+    # an instance calc reads the record's screening_date from its non-repeating row: 8 weeks
+    assert intake.instances["atrq"].get_column("atrq_duration").to_list() == [8.0]
+
+
+def test_calc_order_puts_dependencies_first(kap_study):
+    order = [f.name for f in calc_fields(kap_study)]
+    assert order.index("phq9_total") < order.index("phq9_severity")
+    assert order.index("atrq_duration") < order.index("atrq_adequate")
+
+
+def test_expression_needing_today_without_as_of_is_noted_not_fatal(tmp_path, mini_study, clean_rows):
+    from dataclasses import replace
+
+    enrol = mini_study.instrument("enrol")
+    bmi = replace(enrol.field("bmi"), calculation="datediff([dob], 'today', 'y')")
+    study = replace(
+        mini_study,
+        instruments=(
+            replace(enrol, fields=tuple(bmi if f.name == "bmi" else f for f in enrol.fields)),
+            *mini_study.instruments[1:],
+        ),
+    )
+    clean_rows[0]["bmi"] = ""
+    intake = read_intake(shared.write_csv(tmp_path / "i.csv", clean_rows), study)
+    with_date = intake.with_calculations(as_of=dt.date(2000, 5, 2))
+    assert round(with_date.records.get_column("bmi").to_list()[0], 1) == 10.0

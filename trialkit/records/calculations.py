@@ -1,0 +1,170 @@
+"""Rows as REDCap logic sees them, and calculated fields filled from their expressions.
+
+Shared by validation (branching logic, calc checks) and by `IntakeData.with_calculations()` (screening needs
+madrs_total when the ten items are there but a spreadsheet has no total). Everything is one polars pass per
+expression over all rows; trialkit.logic compiles the expressions (REDCap mode).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from trialkit.definitions.model import Field, FieldType, Study
+from trialkit.records.convert import EVENT, REPEAT_INSTRUMENT, study_columns
+
+if TYPE_CHECKING:
+    from trialkit.records.intake import IntakeData
+
+
+def nonrepeating_forms(study: Study) -> set[str]:
+    """Forms that have non-repeating data somewhere (classic: not repeating; longitudinal: on some event
+    where they are not repeating, or on no event at all)."""
+    forms = {inst.name for inst in study.instruments}
+    if not study.longitudinal:
+        return forms - set(study.repeating_instruments)
+    out = set()
+    for form in forms:
+        events = [e for e in study.events if form in e.instruments]
+        if not events or any(form not in e.repeating for e in events):
+            out.add(form)
+    return out
+
+
+def form_scope(study: Study, form: str, *, instrument: str = REPEAT_INSTRUMENT, event: str = EVENT) -> pl.Expr:
+    """True on rows where `form` belongs: its own instance rows if it repeats, else the non-repeating rows
+    (of an event it is designated for, when longitudinal). `instrument`/`event` name the key columns."""
+    ri = pl.col(instrument)
+    if not study.longitudinal:
+        return ((ri == form) if form in study.repeating_instruments else ri.is_null()).fill_null(False)
+    plain = [e.name for e in study.events if form in e.instruments and form not in e.repeating]
+    repeat = [e.name for e in study.events if form in e.repeating]
+    expr = pl.lit(False)
+    if plain:
+        expr = expr | (ri.is_null() & pl.col(event).is_in(plain))
+    if repeat:
+        expr = expr | ((ri == form) & pl.col(event).is_in(repeat))
+    return expr.fill_null(False)
+
+
+def logic_frame(intake: IntakeData, needs: Iterable[str], typed: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Typed rows (same order as intake.typed) with the columns `needs` (logic.reference_columns) as REDCap
+    logic sees them: instance rows also see the record's non-repeating values they refer to (a rule in a
+    repeating form may test [sex]), and `[event][field]` references read `event:field` columns taken from that
+    event's row of the same record."""
+    from trialkit.logic import widen_events
+
+    needs = set(needs)
+    typed = intake.typed if typed is None else typed
+    study = intake.study
+    rid = study.record_id_field
+    nonrep_forms = nonrepeating_forms(study)
+    nonrep = {c.name for c in study_columns(study) if c.form in nonrep_forms}
+    borrow = sorted((needs & nonrep) - {rid})
+    # Only the columns the expressions read: joins below would copy every column they carry.
+    keep = [rid, *([EVENT] if study.longitudinal else []), REPEAT_INSTRUMENT]
+    keep += sorted(c for c in needs if c in typed.columns and c not in keep)
+    frame = typed.select(keep)
+    if borrow and typed.get_column(REPEAT_INSTRUMENT).null_count() < typed.height:
+        keys = [rid, EVENT] if study.longitudinal else [rid]
+        base = _first_rows(typed, keys, borrow).rename({c: f"__base__{c}" for c in borrow})
+        # Join on the key columns alone and attach the results: joining `frame` would copy all its columns.
+        looked = frame.select(keys).join(base, on=keys, how="left", maintain_order="left")
+        on_instance = frame.get_column(REPEAT_INSTRUMENT).is_not_null()
+        frame = frame.with_columns(
+            [pl.when(on_instance).then(looked.get_column(f"__base__{c}")).otherwise(pl.col(c)).alias(c) for c in borrow]
+        )
+    event_refs = sorted(c for c in needs if ":" in c)
+    if event_refs and study.longitudinal:
+        wanted = sorted({c.split(":", 1)[1] for c in event_refs} & set(typed.columns))
+        # widen_events filters whole frames: hand it a narrow one
+        long = _first_rows(typed, [rid, EVENT], wanted)
+        wide = widen_events(long, record_id=rid, columns=wanted)
+        widened = [c for c in event_refs if c in wide.columns]
+        if widened:
+            looked = frame.select(rid).join(wide.select([rid, *widened]), on=rid, how="left", maintain_order="left")
+            frame = frame.with_columns([looked.get_column(c) for c in widened])
+    return frame
+
+
+def _first_rows(typed: pl.DataFrame, keys: list[str], columns: list[str]) -> pl.DataFrame:
+    """`keys` + `columns` of the non-repeating rows, first row per key (duplicates are validation's business)."""
+    narrow = typed.select([*keys, *[c for c in columns if c not in keys], REPEAT_INSTRUMENT])
+    rows = narrow.filter(pl.col(REPEAT_INSTRUMENT).is_null() & pl.col(keys[0]).is_not_null()).drop(REPEAT_INSTRUMENT)
+    if rows.height and rows.select(pl.struct(keys).is_duplicated().any()).item():
+        rows = rows.unique(subset=keys, keep="first", maintain_order=True)
+    return rows
+
+
+def field_specs(study: Study) -> Any:
+    try:
+        return study.field_specs()
+    except (ImportError, AttributeError):  # a model without specs: logic infers kinds from the frame
+        return None
+
+
+def calc_fields(study: Study) -> list[Field]:
+    """Calculated fields in dependency order (a calc read by another comes first; dictionary order otherwise)."""
+    from trialkit import logic
+
+    calcs = [f for f in study.iter_fields() if f.type is FieldType.CALC and f.calculation.strip()]
+    names = {f.name for f in calcs}
+    deps: dict[str, set[str]] = {}
+    for f in calcs:
+        try:
+            refs = {r.name for r in logic.references(logic.parse(f.calculation))}
+        except Exception:  # a bad expression is reported by the definitions checker and by validation
+            refs = set()
+        deps[f.name] = (refs & names) - {f.name}
+    ordered: list[Field] = []
+    done: set[str] = set()
+    pending = list(calcs)
+    while pending:
+        ready = [f for f in pending if deps[f.name] <= done] or pending[:1]  # a cycle: dictionary order
+        for f in ready:
+            ordered.append(f)
+            done.add(f.name)
+        pending = [f for f in pending if f.name not in done]
+    return ordered
+
+
+def fill_calculations(intake: IntakeData, *, as_of: _dt.date | None = None) -> tuple[pl.DataFrame, list[str]]:
+    """intake.typed with every blank calculated value computed from its expression on the rows where its form
+    belongs (stored values win), and the problems met (expressions that cannot be evaluated stay as stored)."""
+    from trialkit import logic
+
+    study = intake.study
+    typed = intake.typed
+    calcs = calc_fields(study)
+    problems: list[str] = []
+    specs = field_specs(study)
+    missing_codes = tuple(c.code for c in study.missing_codes)
+    for f in calcs:
+        if f.name not in typed.columns:
+            continue
+        try:
+            node = logic.parse(f.calculation)
+            frame = logic_frame(intake, logic.reference_columns(node), typed=typed)
+            compiled = logic.compile_expr(
+                node,
+                frame,
+                mode="redcap",
+                as_of=as_of,
+                fields=specs,
+                record_id=study.record_id_field,
+                missing_codes=missing_codes,
+                missing_columns="blank",
+            )
+            computed = frame.select(compiled.value.cast(pl.Float64, strict=False).alias("v")).get_column("v")
+        except Exception as exc:  # never let one expression stop the others
+            lines = str(exc).strip().splitlines()
+            problems.append(f"calculation of {f.name} not computed: {lines[0][:200] if lines else type(exc).__name__}")
+            continue
+        scope = form_scope(study, f.form)
+        typed = typed.with_columns(
+            pl.when(scope & pl.col(f.name).is_null()).then(computed).otherwise(pl.col(f.name)).alias(f.name)
+        )
+    return typed, problems
