@@ -289,11 +289,9 @@ def evaluate_many(
         missing_columns=missing_columns,
     )
     lazy = _share_common_subexpressions(comp, nodes, frame.lazy())
-    # Two stages: values and masks first, then the missing-field lists read the materialised masks (expanding a
-    # mask expression into 64 list items inline would repeat the whole expression 64 times).
     stage: list[pl.Expr] = []
     selects = [pl.col(rid)]
-    names = list(bits)
+    explained: list[tuple[str, str]] = []
     for i, (name, expr) in enumerate(exprs.items()):
         c = comp.compile(expr)
         stage.append(_final(c, mode).alias(f"__tk_value{i}"))
@@ -301,9 +299,20 @@ def evaluate_many(
         if comp.explain:
             mask = c.mask if c.mask is not None else pl.lit(0, pl.UInt64)
             stage.append(mask.alias(f"__tk_mask{i}"))
-            missing = _missing_list(pl.col(f"__tk_mask{i}"), pl.col(f"__tk_value{i}"), names)
-            selects.append(missing.alias(f"{name}__missing"))
-    return lazy.with_columns(stage).select(selects).collect()
+            selects.append(pl.col(f"__tk_mask{i}").alias(f"{name}__missing"))
+            explained.append((f"{name}__missing", name))
+    out = lazy.with_columns(stage).select(selects).collect()
+    if explained:
+        # Masks hold few distinct values (combinations of missing fields): name them once per distinct value.
+        labels = {bit: label for label, bit in bits.items()}
+        out = out.with_columns(_mask_to_names(pl.col(col), out.get_column(col), labels) for col, _ in explained)
+    return out
+
+
+def _mask_to_names(col: pl.Expr, values: pl.Series, labels: Mapping[int, str]) -> pl.Expr:
+    distinct = [int(v) for v in values.unique().to_list() if v is not None]
+    mapping = {m: [labels[b] for b in sorted(labels) if m >> b & 1] for m in distinct}
+    return col.replace_strict(list(mapping), list(mapping.values()), default=[], return_dtype=pl.List(pl.String))
 
 
 def _shareable(node: Node) -> bool:
