@@ -1,0 +1,70 @@
+"""`trialkit redcap nightly` against the sandbox: token from the environment only, exit codes, no traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trialkit.definitions import load_study
+from trialkit.redcap.sandbox import ProjectSpec, running_sandbox
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "eligibility_rules" / "kap_trd.yaml"
+
+
+@pytest.fixture(scope="module")
+def kap_sandbox():
+    study = load_study(ROOT)
+    with running_sandbox(ProjectSpec.from_definition(study)) as sb:
+        rows = [
+            {"record_id": "0001", "redcap_event_name": "screening_arm_1", "screening_date": "2026-10-01",
+             "dob": "1980-05-05", "consent_signed": "1", "consent_date": "2026-09-30"},
+        ]
+        sb.project().import_records(rows)
+        yield sb
+
+
+def run(args, env_token=None, tmp_path=None):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    if env_token:
+        env["KAP_TOKEN"] = env_token
+    return subprocess.run([sys.executable, "-m", "trialkit", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=120)
+
+
+def test_nightly_runs_and_reports_json(kap_sandbox, tmp_path):
+    proc = run(["redcap", "nightly", "--url", kap_sandbox.url, "--token-env", "KAP_TOKEN", "--rules", str(RULES),
+                "--ledger", str(tmp_path / "l.sqlite"), "--as-of", "2026-10-01", "--format", "json"],
+               env_token=kap_sandbox.token, tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["pulled"] == 1 and out["written"] == 1 and out["dispositions"] == {"pending": 1}
+    assert kap_sandbox.token not in proc.stdout + proc.stderr
+
+
+def test_missing_token_is_a_usage_error(kap_sandbox, tmp_path):
+    proc = run(["redcap", "nightly", "--url", kap_sandbox.url, "--token-env", "KAP_TOKEN", "--rules", str(RULES),
+                "--ledger", str(tmp_path / "l.sqlite")], tmp_path=tmp_path)
+    assert proc.returncode == 2
+    assert "KAP_TOKEN" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_wrong_token_fails_cleanly_without_echoing_it(kap_sandbox, tmp_path):
+    wrong = "F" * 32
+    proc = run(["redcap", "nightly", "--url", kap_sandbox.url, "--token-env", "KAP_TOKEN", "--rules", str(RULES),
+                "--ledger", str(tmp_path / "l.sqlite")], env_token=wrong, tmp_path=tmp_path)
+    assert proc.returncode == 1
+    assert "permissions to use the API" in proc.stderr
+    assert wrong not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unreachable_server_fails_cleanly(tmp_path):
+    proc = run(["redcap", "nightly", "--url", "http://127.0.0.1:9/api/", "--token-env", "KAP_TOKEN",
+                "--rules", str(RULES), "--ledger", str(tmp_path / "l.sqlite"), "--timeout", "2"],
+               env_token="A" * 32, tmp_path=tmp_path)
+    assert proc.returncode == 1
+    assert "network" in proc.stderr and "Traceback" not in proc.stderr

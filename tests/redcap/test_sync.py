@@ -1,0 +1,150 @@
+"""The nightly job end to end: the KAP-TRD study in the sandbox, driven through PyCap over HTTP."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+import pytest
+from sandbox_data import Clock
+
+from trialkit.definitions import load_study
+from trialkit.errors import RedcapError
+from trialkit.redcap.client import RedcapClient, RetryPolicy, Token
+from trialkit.redcap.sandbox import FaultPlan, ProjectSpec
+from trialkit.redcap.sync import RESULT_FIELDS, Ledger, run_nightly
+from trialkit.screening.engine import screen
+from trialkit.screening.explain import candidates
+from trialkit.screening.run import DEMO_AS_OF, load_rules
+
+ROOT = Path(__file__).resolve().parents[2]
+AS_OF = DEMO_AS_OF
+NOW = dt.datetime(2026, 11, 2, 2, 0, 0)
+
+
+@pytest.fixture(scope="module")
+def study():
+    return load_study(ROOT)
+
+
+@pytest.fixture(scope="module")
+def rules(study):
+    return load_rules(ROOT / "eligibility_rules" / "kap_trd.yaml", study)
+
+
+@pytest.fixture(scope="module")
+def intake_rows() -> list[dict[str, str]]:
+    """A slice of the example intake (every row of the first 60 candidates) as REDCap flat rows."""
+    frame = pl.read_csv(ROOT / "examples" / "kap_trd_intake.csv", infer_schema=False)
+    keep = frame["record_id"].unique(maintain_order=True).head(60)
+    frame = frame.filter(pl.col("record_id").is_in(keep.implode()))
+    result_cols = [c for c in frame.columns if c.startswith("elig_") or c == "eligibility_result_complete"]
+    return [
+        {k: v for k, v in row.items() if v is not None and k not in result_cols}
+        for row in frame.drop(result_cols).to_dicts()
+    ]
+
+
+@pytest.fixture
+def kap(sandbox, study, intake_rows):
+    clock = Clock()
+    clock.now = dt.datetime(2026, 11, 1, 12, 0, 0)
+    sandbox.set_clock(clock)
+    token = sandbox.create_project(ProjectSpec.from_definition(study))
+    client = RedcapClient(sandbox.url, Token(token), chunk_size=25, retry=RetryPolicy(attempts=3, backoff=0.0))
+    client.import_records(intake_rows)
+    yield client, token, clock
+    sandbox.set_faults(None)
+    sandbox.set_clock(None)
+    sandbox.drop_project(token)
+
+
+def offline_results(study, rules, rows) -> dict[str, tuple[str, str | None]]:
+    from trialkit.records import IntakeData
+
+    frame = pl.DataFrame(rows, infer_schema_length=None)
+    intake = IntakeData.from_frame(frame, study)
+    return {c.record_id: (c.disposition, c.primary_reason) for c in candidates(screen(rules, intake, as_of=AS_OF))}
+
+
+def stored_results(client: RedcapClient) -> dict[str, tuple[str, str | None]]:
+    rows = client.export_records(fields=["record_id", *RESULT_FIELDS], events=["screening_arm_1"])
+    return {
+        r["record_id"]: (r["elig_disposition"], r["elig_primary_reason"] or None)
+        for r in rows
+        if not r.get("redcap_repeat_instrument")
+    }
+
+
+def test_first_run_writes_every_result_and_matches_offline_screening(kap, study, rules, intake_rows, tmp_path):
+    client, _, _ = kap
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    result = run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=NOW)
+    assert result.full and result.pulled == 60 and result.written == 60
+    offline = offline_results(study, rules, intake_rows)
+    assert stored_results(client) == offline
+    assert set(result.dispositions) == {"eligible", "ineligible", "pending"}
+    assert len(ledger.writes(result.run_id)) == 60
+
+
+def test_rerun_writes_nothing_and_an_edit_is_picked_up(kap, study, rules, tmp_path):
+    client, _, clock = kap
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    first = run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=NOW)
+    again = run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=NOW + dt.timedelta(days=1))
+    assert not again.full and again.written == 0
+    # only changed (within the overlap) or still-undecided records are pulled the second time
+    assert again.pulled <= first.pulled
+
+    # a coordinator records a positive pregnancy test for an eligible candidate with childbearing potential
+    before = stored_results(client)
+    rows = client.export_records(fields=["record_id", "childbearing_potential", "sex"], events=["screening_arm_1"])
+    target = next(
+        r["record_id"] for r in rows
+        if before[r["record_id"]][0] == "eligible" and r.get("childbearing_potential") == "1"
+    )
+    clock.now = dt.datetime(2026, 11, 3, 9, 0, 0)
+    client.import_records([{"record_id": target, "redcap_event_name": "screening_arm_1",
+                            "preg_test_result": "1", "pregnant": "1"}])
+    third = run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=dt.datetime(2026, 11, 4, 2, 0))
+    assert third.written == 1
+    assert stored_results(client)[target][0] == "ineligible"
+    assert [r["status"] for r in ledger.runs()] == ["ok", "ok", "ok"]
+
+
+def test_a_run_that_fails_midway_loses_and_duplicates_nothing(kap, sandbox, study, rules, intake_rows, tmp_path):
+    client, token, _ = kap
+    fragile = RedcapClient(sandbox.url, Token(token), chunk_size=10, retry=RetryPolicy(attempts=1))
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    # writes commit but their replies are lost, and nothing is retried: runs die part-way through
+    sandbox.set_faults(FaultPlan(kind="drop_after", share=0.3, seed=5, contents=("record",)))
+    failures = 0
+    for _ in range(10):
+        try:
+            run_nightly(fragile, study, rules, ledger=ledger, as_of=AS_OF, now=NOW)
+        except RedcapError:
+            failures += 1
+    sandbox.set_faults(None)
+    assert failures and "failed" in [r["status"] for r in ledger.runs()]
+    run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=NOW)
+    assert ledger.runs()[-1]["status"] == "ok"
+    assert stored_results(client) == offline_results(study, rules, intake_rows)
+    # one result row per record, in the screening event, never a repeat instance
+    rows = client.export_records(fields=["record_id", "elig_disposition"])
+    with_result = [r for r in rows if r.get("elig_disposition")]
+    assert len(with_result) == len({r["record_id"] for r in with_result}) == 60
+
+
+def test_a_clear_is_written_when_a_candidate_becomes_eligible(kap, study, rules, tmp_path):
+    client, _, clock = kap
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=NOW)
+    stored = stored_results(client)
+    # fake an old result on an eligible record: it must be cleared, not left behind
+    rid = next(r for r, (d, _) in stored.items() if d == "eligible")
+    clock.now = dt.datetime(2026, 11, 3, 9, 0, 0)
+    client.import_records([{"record_id": rid, "redcap_event_name": "screening_arm_1",
+                            "elig_disposition": "ineligible", "elig_primary_reason": "E5"}])
+    run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=dt.datetime(2026, 11, 4, 2, 0))
+    assert stored_results(client)[rid] == ("eligible", None)
