@@ -312,14 +312,30 @@ def screen(
     results = work.select(
         pl.col(rid).cast(pl.String), *[_result_expr(cc).alias(result_col(cc.id)) for cc in rules.criteria]
     )
-    masks = work.with_columns(results.drop(rid)).select(
-        [_mask_expr(cc).alias(missing_col(cc.id)) for cc in rules.criteria]
-    )
+    masks = _masks(rules, work, results)
     masks = _with_instance_gaps(rules, results, masks, work, ctx)
     out = pl.concat([results, masks], how="horizontal").with_columns(_disposition_exprs(rules))
     cols = [rid, DISPOSITION_COL, PRIMARY_COL]
     cols += [c for cc in rules.criteria for c in (result_col(cc.id), missing_col(cc.id))]
     return Screening(rules, as_of, out.select(cols), frame, instances)
+
+
+def _masks(rules: CompiledRules, work: pl.DataFrame, results: pl.DataFrame) -> pl.DataFrame:
+    """Missing-field bitmasks, computed only on the rows where some criterion is unknown (zero elsewhere)."""
+    names = [missing_col(cc.id) for cc in rules.criteria]
+    if not names:
+        return pl.DataFrame()
+    any_unknown = pl.any_horizontal([pl.col(result_col(cc.id)) == Result.UNKNOWN.value for cc in rules.criteria])
+    rows = results.select(any_unknown.arg_true()).to_series()
+    zeros = pl.repeat(0, work.height, dtype=MASK_DTYPE, eager=True)
+    if rows.len() == 0:
+        return pl.DataFrame([zeros.alias(n) for n in names])
+    rid = rules.record_id
+    cols = [c for c in rules.columns() if c in work.columns]
+    cols += [_applies_key(cc) for cc in rules.criteria if cc.applies is not None]
+    sub = work.select(cols).gather(rows).with_columns(results.drop(rid).gather(rows))
+    sub_masks = sub.select([_mask_expr(cc).alias(missing_col(cc.id)) for cc in rules.criteria])
+    return pl.DataFrame([zeros.scatter(rows, sub_masks[n]).alias(n) for n in names])
 
 
 def _with_instance_gaps(
