@@ -142,3 +142,17 @@ def test_help_has_an_example(capsys):
         main(["screen", "--help"])
     out = capsys.readouterr().out
     assert "Examples:" in out and "--as-of" in out
+
+
+def test_parquet_and_json_inputs_screen_like_csv(capsys, small_data, tmp_path):
+    import polars as pl
+
+    frame = pl.read_csv(small_data, infer_schema=False)
+    frame.write_parquet(tmp_path / "small.parquet")
+    frame.write_json(tmp_path / "small.json")
+    results = []
+    for path in (small_data, tmp_path / "small.parquet", tmp_path / "small.json"):
+        code, out, err = run(capsys, str(path), "--rules", str(RULES), "--as-of", "2026-11-02", "--format", "csv")
+        assert code == 0, err
+        results.append(out)
+    assert results[0] == results[1] == results[2]
