@@ -156,3 +156,14 @@ def test_parquet_and_json_inputs_screen_like_csv(capsys, small_data, tmp_path):
         assert code == 0, err
         results.append(out)
     assert results[0] == results[1] == results[2]
+
+
+def test_one_record_shows_its_checklist(capsys, small_data):
+    code, out, err = run(capsys, str(small_data), "--rules", str(RULES), "--as-of", "2026-11-02", "--record", "0005")
+    assert code == 0, err
+    assert "1 assessed" in out
+    assert "Record 0005: pending" in out
+    assert "MISSING: vs_sbp_1" in out
+    assert sum(line.startswith("  I") or line.startswith("  E") for line in out.splitlines()) == 21
+    code, _, err = run(capsys, str(small_data), "--rules", str(RULES), "--record", "9999")
+    assert code == 2 and "no candidate 9999" in err

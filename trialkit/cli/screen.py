@@ -15,6 +15,7 @@ Examples:
   trialkit screen examples/kap_trd_intake.csv --rules eligibility_rules/kap_trd.yaml --as-of 2026-11-02
   trialkit screen export.csv --rules eligibility_rules/kap_trd.yaml --format html --out report.html
   trialkit screen export.parquet --rules rules.yaml --format json --log screening_log.csv
+  trialkit screen examples/kap_trd_intake.csv --rules eligibility_rules/kap_trd.yaml --record 0005
 
 \b
 Exit codes: 0 screening ran (whatever the dispositions), 1 the data could not be screened (unreadable,
@@ -72,6 +73,12 @@ def _write(path: Path, text: str) -> None:
 @click.option("--event", help="Unique event name whose rows are the candidates (default: the first event).")
 @click.option("--sheet", help="Excel sheet name (default: the first sheet).")
 @click.option(
+    "--record",
+    "records",
+    multiple=True,
+    help="Only this candidate (repeatable); the table then shows each one's criterion checklist.",
+)
+@click.option(
     "--limit",
     type=click.IntRange(min=0),
     default=200,
@@ -88,6 +95,7 @@ def screen(
     log_path: Path | None,
     event: str | None,
     sheet: str | None,
+    records: tuple[str, ...],
     limit: int,
 ) -> None:
     """Screen every candidate in DATA against the rule set: each criterion met, not met, unknown (with the
@@ -100,8 +108,16 @@ def screen(
     study = resolve_study(rules_path, study_path)
     rules = load_rules(rules_path, study)
     screening = screen_file(data, rules, study, as_of=as_of, event=event, sheet=sheet)
+    if records:
+        from trialkit.screening.engine import select_candidates
+
+        unknown = sorted(set(records) - set(screening.frame[screening.record_id].to_list()))
+        if unknown:
+            raise UsageError(f"no candidate {', '.join(unknown)} in {data}")
+        screening = select_candidates(screening, records)
     report = build_report(screening)
-    text = render_table(report, limit=limit or None) if fmt == "table" else render(report, fmt)
+    details = bool(records)
+    text = render_table(report, limit=limit or None, details=details) if fmt == "table" else render(report, fmt)
     stamp = rules.stamp()
     sm = report.summary
     line = (

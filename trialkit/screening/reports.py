@@ -91,7 +91,8 @@ def render_csv(report: Report) -> str:
 # Plain-text table for the terminal
 
 
-def render_table(report: Report, *, limit: int | None = None) -> str:
+def render_table(report: Report, *, limit: int | None = None, details: bool = False) -> str:
+    """The terminal view: stamp, counts, one line per candidate; with `details`, each candidate's checklist."""
     s = report.screening
     stamp = s.rules.stamp()
     sm = report.summary
@@ -111,6 +112,17 @@ def render_table(report: Report, *, limit: int | None = None) -> str:
         lines.append("  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3])
     if limit is not None and len(report.candidates) > limit:
         lines.append(f"... {len(report.candidates) - limit} more")
+    if details:
+        for c in shown:
+            lines += [
+                "",
+                f"Record {c.record_id}: {c.disposition}"
+                + (f", primary reason {c.primary_reason}" if c.primary_reason else ""),
+            ]
+            for o in c.criteria:
+                vals = "; ".join(f"{k} = {'blank' if v is None else v}" for k, v in o.values.items())
+                miss = f"  MISSING: {', '.join(o.missing)}" if o.missing else ""
+                lines.append(f"  {o.id:<4} {o.kind:<9} {o.result:<14} {vals}{miss}")
     if sm.by_primary_reason:
         lines += ["", "Ineligible by primary reason:"]
         lines += [f"  {cid:<5} {n}" for cid, n in sm.by_primary_reason.items()]
