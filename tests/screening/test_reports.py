@@ -150,3 +150,10 @@ def test_screening_log_has_no_identifiers(report, study):
 def test_screening_log_drops_a_column_that_is_an_identifier(report):
     rows = render_screening_log(report, identifiers=("consent_date",))
     assert "2026-10-24" not in rows
+
+
+def test_html_caps_the_checklists_but_lists_every_candidate(report):
+    html = render_html(report, max_checklists=2)
+    assert html.count('class="candidate"') == 2
+    assert "Checklists of the first 2 of 5 candidates" in html
+    assert all(f">{rid}<" in html for rid in CANDIDATES)

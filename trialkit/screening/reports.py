@@ -246,7 +246,17 @@ def _funnel_svg(f: Funnel, kinds: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def render_html(report: Report, *, generated_at: str | None = None, title: str | None = None) -> str:
+#: Beyond this many candidates the HTML page keeps the table but not every checklist (it would weigh ~7 kB each).
+MAX_CHECKLISTS = 2000
+
+
+def render_html(
+    report: Report,
+    *,
+    generated_at: str | None = None,
+    title: str | None = None,
+    max_checklists: int = MAX_CHECKLISTS,
+) -> str:
     from jinja2 import Environment, select_autoescape
 
     env = Environment(
@@ -264,6 +274,7 @@ def render_html(report: Report, *, generated_at: str | None = None, title: str |
         notes=s.notes,
         summary=report.summary,
         candidates=report.candidates,
+        checklists=report.candidates[:max_checklists],
         criteria=s.rules.criteria,
         funnel=report.funnel,
         svg=_funnel_svg(report.funnel, {cc.id: cc.kind.value for cc in s.rules.criteria}),
