@@ -133,7 +133,7 @@ def make_data(n: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     cbp = pl.select(pl.when((sex == "1") & (rng.random(n) < 0.6)).then(pl.lit("1")).otherwise(pl.lit("0")))
     cols["childbearing_potential"] = _blank(rng, cbp.to_series().alias("childbearing_potential"))
     cols["consent_signed"] = _yesno(rng, n, "consent_signed", 0.97)
-    cols["consent_date"] = _days_before(rng, scr, -1, 3, "consent_date")
+    cols["consent_date"] = _days_before(rng, scr, 0, 3, "consent_date")
     for name, p in [
         ("mini_mdd", 0.99),
         ("mini_mde_current", 0.98),
@@ -168,16 +168,16 @@ def make_data(n: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     ]:
         cols[name] = _yesno(rng, n, name, p)
     for name in ("aud_severity", "sud_severity"):
-        cols[name] = _blank(rng, rng.choice(["0"] * 12 + ["1", "1", "2", "3"], n).alias(name))
+        cols[name] = _blank(rng, rng.choice(["0"] * 40 + ["1", "2", "3"], n).alias(name))
     cols["episode_start_date"] = _days_before(rng, scr, 14, 1500, "episode_start_date")
-    cols["madrs_total"] = _blank(rng, rng.integers(16, 46, n).cast(pl.Float64).alias("madrs_total"))
-    cols["madrs_date"] = _days_before(rng, scr, -1, 16, "madrs_date")
+    cols["madrs_total"] = _blank(rng, rng.integers(18, 46, n).cast(pl.Float64).alias("madrs_total"))
+    cols["madrs_date"] = _days_before(rng, scr, 0, 14, "madrs_date")
     cols["current_ad_stable_date"] = _days_before(rng, scr, 14, 300, "current_ad_stable_date")
     cols["preg_test_result"] = _blank(rng, rng.choice(["0"] * 99 + ["1"], n).alias("preg_test_result"))
     cols["preg_test_date"] = _days_before(rng, scr, 0, 3, "preg_test_date")
     cols["maoi_last_dose_date"] = _days_before(rng, scr, 1, 30, "maoi_last_dose_date")
     cols["benzo_lorazepam_eq"] = _blank(rng, rng.choice([0.5, 1.0, 1.0, 2.0, 2.0, 3.0], n).alias("benzo_lorazepam_eq"))
-    for name, lo, hi in [("vs_sbp_1", 100, 164), ("vs_sbp_2", 100, 164), ("vs_dbp_1", 60, 92), ("vs_dbp_2", 60, 92)]:
+    for name, lo, hi in [("vs_sbp_1", 100, 162), ("vs_sbp_2", 100, 162), ("vs_dbp_1", 60, 91), ("vs_dbp_2", 60, 91)]:
         cols[name] = _blank(rng, rng.integers(lo, hi, n).alias(name))
     cols["vs_bmi"] = _blank(rng, rng.uniform(18, 37, n).round(1).alias("vs_bmi"))
     cols["inv_name"] = _blank(rng, rng.choice(["Investigator 1", "Investigator 2"], n).alias("inv_name"))
@@ -194,13 +194,13 @@ def make_data(n: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     atrq = owners.with_columns(
         pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over("record_id").alias("redcap_repeat_instance"),
         drug.alias("atrq_drug"),
-        (min_dose * rng.uniform(0.8, 2.0, total)).round(0).alias("atrq_dose"),
+        (min_dose * rng.uniform(0.9, 2.0, total)).round(0).alias("atrq_dose"),
         min_dose.alias("atrq_min_dose"),
-        rng.uniform(4, 20, total).round(1).alias("atrq_duration"),
-        pl.select(pl.when(rng.random(total) < 0.85).then(pl.lit("1")).otherwise(pl.lit("0")))
+        rng.uniform(5, 20, total).round(1).alias("atrq_duration"),
+        pl.select(pl.when(rng.random(total) < 0.92).then(pl.lit("1")).otherwise(pl.lit("0")))
         .to_series()
         .alias("atrq_current_episode"),
-        rng.integers(0, 75, total).alias("atrq_improvement"),
+        rng.integers(0, 60, total).alias("atrq_improvement"),
     )
     atrq = atrq.with_columns(_blank(rng, atrq["atrq_improvement"], 0.01), _blank(rng, atrq["atrq_dose"], 0.005))
     return records, atrq
