@@ -167,3 +167,20 @@ def test_one_record_shows_its_checklist(capsys, small_data):
     assert sum(line.startswith("  I") or line.startswith("  E") for line in out.splitlines()) == 21
     code, _, err = run(capsys, str(small_data), "--rules", str(RULES), "--record", "9999")
     assert code == 2 and "no candidate 9999" in err
+
+
+def test_blank_calculated_fields_are_computed_before_screening(capsys, small_data, tmp_path):
+    import polars as pl
+
+    frame = pl.read_csv(small_data, infer_schema=False)
+    calcs = ["madrs_total", "vs_bmi", "atrq_duration", "atrq_adequate", "atrq_failed", "age_screening"]
+    stripped = tmp_path / "no_calcs.csv"
+    frame.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in calcs).write_csv(stripped)
+    outputs = []
+    for path in (small_data, stripped):
+        code, out, err = run(capsys, str(path), "--rules", str(RULES), "--as-of", "2026-11-02", "--format", "json")
+        assert code == 0, err
+        doc = json.loads(out)
+        outputs.append([(c["record_id"], c["disposition"], c["primary_reason"]) for c in doc["candidates"]])
+    assert outputs[0] == outputs[1]
+    assert any("calculated fields were computed" in n for n in doc["notes"])
