@@ -171,3 +171,20 @@ class TestUnusableFiles:
         path.write_text("record_id,age,age\n001,3,4\n")
         with pytest.raises(DataError, match="duplicate column 'age'"):
             read_intake(path, mini_study)
+
+
+def test_excel_sheet_by_name(tmp_path, mini_study):
+    wb = openpyxl.Workbook()
+    wb.active.title = "notes"
+    wb.active.append(["nothing here"])
+    data = wb.create_sheet("intake")
+    data.append(["record_id", "age"])
+    data.append(["0042", 51])
+    path = tmp_path / "book.xlsx"
+    wb.save(path)
+    rec = read_intake(path, mini_study, sheet="intake").records
+    assert rec.select("record_id", "age").row(0) == ("0042", 51)
+    with pytest.raises(DataError):
+        read_intake(path, mini_study)  # the first sheet is not intake data
+    with pytest.raises(DataError):
+        read_intake(path, mini_study, sheet="missing")
