@@ -9,6 +9,22 @@ REDCap mode). Each check is a polars expression; no Python code runs per row.
 Check ids (stable; users filter on them): type, format, range, choice, required, hidden_value, calc_mismatch,
 calc_missing, misplaced, record_id, duplicate_row, event, repeat_instrument, repeat_instance, unknown_column,
 logic, shape.
+
+Choices made where REDCap leaves room:
+- `required` applies where branching logic shows the field and the row holds some data of its form (a form
+  nobody started is not a list of missing required fields; screening reports what is still needed).
+  When a field's branching logic cannot be evaluated, a `logic` warning is given and no required/hidden check
+  is guessed for that field.
+- min/max violations are errors (REDCap's form only warns unless @FORCE-MINMAX; for trial data an impossible
+  blood pressure must not pass a nightly check). `today`/`now` bounds use `as_of`.
+- Project missing-data codes are accepted in any field and count as answered.
+- A stored calculated value agrees when it equals the recomputed value rounded to the stored number of
+  decimals (24 or 24.4 for 24.39...); blank while the calculation gives a value is a warning.
+- Values on rows where their form does not belong (another event, or a repeating form's field on a
+  non-repeating row) are errors, as REDCap refuses them on import; unchecked checkboxes ("0") and grey form
+  status ("0") there are not.
+- Columns that are not the study's (nor REDCap's own) are errors, as REDCap refuses them on import.
+- Identifier (PHI) values never enter the findings: `value` shows *** and messages never quote values.
 """
 
 from __future__ import annotations
