@@ -186,6 +186,12 @@ def test_treatment_history_counts_distinct_failed_adequate_drugs(run):
     assert "atrq" in got["none"].missing
     assert got["three"].result == "met"  # two definite failures decide despite the blank outcome
     assert got["same"].values["count_distinct_instances(atrq, [atrq_drug], ...)"] == 1
+    assert (
+        got["three"].values["atrq instances counted"]
+        == "#1 sertraline: yes; #2 venlafaxine: unknown; #3 bupropion: yes"
+    )
+    assert got["short"].values["atrq instances counted"] == "#1 sertraline: yes; #2 venlafaxine: no"
+    assert got["none"].values["atrq instances counted"] is None
 
 
 def test_windows_are_measured_from_the_screening_date_else_the_as_of_date(run):

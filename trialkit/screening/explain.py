@@ -63,7 +63,64 @@ def _value_columns(screening: Screening) -> dict[str, pl.Series]:
         evaluated = _eval.evaluate_many(terms, data, ctx)
         for key in terms:
             out[key] = evaluated[key]
+    for cc in screening.rules.criteria:
+        for label, node in cc.value_terms:
+            key = f"~{label}"
+            if key not in out:
+                detail = _instance_detail(node, screening, ctx)
+                if detail is not None:
+                    out[key] = detail
     return out
+
+
+_CONDITION_ARG = {
+    "count_instances": 1,
+    "any_instance": 1,
+    "count_distinct_instances": 2,
+    "sum_instances": 2,
+    "min_instances": 2,
+    "max_instances": 2,
+}
+
+
+def _instance_detail(node: Any, screening: Screening, ctx: _eval.Context) -> pl.Series | None:
+    """For an aggregate over instances with a condition: per candidate, each instance and whether it counted, e.g.
+    '#1 sertraline: yes; #2 bupropion: no'. Lets a coordinator see which trials decided I4."""
+    from trialkit.logic import ast
+
+    if not isinstance(node, ast.Call) or node.name not in _CONDITION_ARG:
+        return None
+    at = _CONDITION_ARG[node.name]
+    if len(node.args) <= at or not isinstance(node.args[0], ast.FormName):
+        return None
+    form = node.args[0].name
+    table = screening.instances.get(form)
+    rid = screening.record_id
+    data = screening.data
+    if table is None or data.height == 0:
+        return None
+    name_col = None
+    if node.name == "count_distinct_instances" and isinstance(node.args[1], ast.FieldRef):
+        name_col = _eval.column_of(node.args[1])
+    ids = data.select(pl.col(rid).cast(pl.String), pl.col(_eval.REFERENCE_COLUMN))
+    rows = table.with_columns(pl.col(rid).cast(pl.String)).join(ids, on=rid, how="inner")
+    if rows.height == 0:
+        return pl.Series([None] * data.height, dtype=pl.String)
+    truth = _eval.evaluate_many(
+        {"c": node.args[at]},
+        rows.with_row_index("__row").select(pl.col("__row").cast(pl.String), pl.all().exclude("__row")),
+        _eval.Context(ctx.as_of, ctx.specs, {}, "__row"),
+    )["c"]
+    words = {True: "yes", False: "no", None: "unknown"}
+    inst = (
+        rows["redcap_repeat_instance"].to_list() if "redcap_repeat_instance" in rows.columns else [None] * rows.height
+    )
+    names = rows[name_col].to_list() if name_col and name_col in rows.columns else [None] * rows.height
+    parts: dict[str, list[str]] = {}
+    for rec, n, nm, t in zip(rows[rid].to_list(), inst, names, truth.to_list(), strict=True):
+        head = f"#{n}" if n is not None else "#?"
+        parts.setdefault(rec, []).append(f"{head} {nm}: {words[t]}" if nm is not None else f"{head}: {words[t]}")
+    return pl.Series([("; ".join(parts[r]) if r in parts else None) for r in ids[rid].to_list()], dtype=pl.String)
 
 
 def candidates(screening: Screening) -> Iterator[CandidateResult]:
@@ -92,8 +149,10 @@ def candidates(screening: Screening) -> Iterator[CandidateResult]:
                 for col in cc.columns:
                     if col in value_lists:
                         vals[col] = jsonable(value_lists[col][i])
-                for label, _ in cc.value_terms:
+                for label, node in cc.value_terms:
                     vals[label] = jsonable(value_lists[f"={label}"][i])
+                    if f"~{label}" in value_lists:
+                        vals[f"{node.args[0].name} instances counted"] = value_lists[f"~{label}"][i]
             outcomes.append(CriterionOutcome(cc.id, cc.kind.value, code.label, missing, vals, cc.criterion.text))
         reasons = tuple(o.id for o in outcomes if o.decides_ineligible)
         disposition = str(row[DISPOSITION_COL])
