@@ -266,7 +266,11 @@ def _with_all_records(typed: pl.DataFrame, rows: pl.DataFrame, rid: str) -> pl.D
 
 
 def _records_for_event(typed: pl.DataFrame, record_events: pl.DataFrame, rid: str, event: str) -> pl.DataFrame:
-    rows = record_events.filter(pl.col(EVENT) == event).drop(EVENT)
+    events = record_events.get_column(EVENT)
+    if events.null_count() == 0 and (events == event).all():
+        rows = record_events.drop(EVENT)  # a one-event file (the usual screening export): no copy
+    else:
+        rows = record_events.filter(pl.col(EVENT) == event).drop(EVENT)
     return _with_all_records(typed, rows, rid)
 
 
