@@ -374,10 +374,14 @@ def _attach_instances(
     bits: Mapping[str, int],
     missing_columns: str,
 ) -> pl.DataFrame:
-    """Compute instance aggregates and [field][n] values per record and join them onto the frame."""
+    """Compute instance aggregates and [field][n] values per record and attach them to the frame.
+
+    Per repeating form: every aggregate's condition and value are first computed as row columns of the instance
+    table, then ONE group_by with plain aggregations (polars' fast path) serves all aggregates over that form,
+    and only the aggregated columns are joined to the record ids."""
     frames = {form: to_polars(df) for form, df in instances.items()}
     kleene = mode == "kleene"
-    n = 0
+    by_form: dict[str, list[Call]] = {}
     for expr in nodes:
         for call in _aggregates(expr):
             for inner in walk(call):
@@ -388,115 +392,152 @@ def _attach_instances(
                     )
             form_node = call.args[0]
             assert isinstance(form_node, FormName)
-            form = form_node.name
-            if form not in frames:
+            if form_node.name not in frames:
                 raise LogicError(
-                    f"{call.name}(): no instance data for repeating instrument '{form}'",
+                    f"{call.name}(): no instance data for repeating instrument '{form_node.name}'",
                     location=Location(line=call.line, col=call.col),
                 )
-            inst = frames[form]
-            if rid not in inst.columns:
-                raise DataError(f"instance data for '{form}' has no record id column {rid!r}")
-            used = [c for a in call.args[1:] for c in reference_columns(a)]
-            comp = Compiler(
-                inst.schema,
-                mode=mode,
-                as_of=as_of,
-                fields=fields,
-                record_id=rid,
-                missing_codes=missing_codes,
-                explain=explain,
-                kinds=infer_kinds(inst, [c for c in used if _base_name(c) not in fields]),
-                bits=bits,
-                missing_columns=missing_columns,
-                in_instances=form,
-            )
+            by_form.setdefault(form_node.name, []).append(call)
+    n = 0
+    keys = frame.select(pl.col(rid))
+    added: list[str] = []
+    for form, calls in by_form.items():
+        inst = frames[form]
+        if rid not in inst.columns:
+            raise DataError(f"instance data for '{form}' has no record id column {rid!r}")
+        used = [c for call in calls for a in call.args[1:] for c in reference_columns(a)]
+        comp = Compiler(
+            inst.schema,
+            mode=mode,
+            as_of=as_of,
+            fields=fields,
+            record_id=rid,
+            missing_codes=missing_codes,
+            explain=explain,
+            kinds=infer_kinds(inst, [c for c in used if _base_name(c) not in fields]),
+            bits=bits,
+            missing_columns=missing_columns,
+            in_instances=form,
+        )
+        first: list[pl.Expr] = []  # condition columns
+        rows: list[pl.Expr] = []  # columns derived from them
+        aggs: list[pl.Expr] = []
+        defaults: dict[str, object] = {}
+        for call in calls:
             n += 1
             name = f"__tk_agg{n}"
-            aggs, defaults = _aggregate_exprs(call, comp, name, kleene, explain and kleene)
-            grouped = inst.group_by(rid).agg(aggs)
-            grouped = grouped.with_columns(pl.col(rid).cast(frame.schema[rid]))
-            frame = frame.join(grouped, on=rid, how="left", maintain_order="left")
-            frame = frame.with_columns([pl.col(c).fill_null(v) for c, v in defaults.items()])
+            f, r, a, d = _aggregate_exprs(call, comp, name, kleene, explain and kleene)
+            first += f
+            rows += r
+            aggs += a
+            defaults.update(d)
             aux.columns[id(call)] = name
             if kleene and call.name in ("count_instances", "count_distinct_instances"):
                 aux.lo_hi[id(call)] = (f"{name}_lo", f"{name}_hi")
             if explain and kleene:
                 aux.masks[id(call)] = f"{name}_mask"
+        staged = inst.lazy().with_columns(first)
+        kept = [pl.col(e.meta.output_name()) for e in first]
+        grouped = staged.select([pl.col(rid).cast(frame.schema[rid]), *kept, *rows]).group_by(rid).agg(aggs)
+        joined = keys.lazy().join(grouped, on=rid, how="left", maintain_order="left")
+        joined = joined.with_columns([pl.col(c).fill_null(v) for c, v in defaults.items()]).collect()
+        keys = keys.hstack(joined.drop(rid))
+        added += [c for c in joined.columns if c != rid]
+    for expr in nodes:
         for ref in _main_refs(expr):
-            if ref.instance in (None, "current-instance"):
-                continue
-            if id(ref) in aux.columns:
+            if ref.instance in (None, "current-instance") or id(ref) in aux.columns:
                 continue
             n += 1
             name = f"__tk_inst{n}"
-            frame = _attach_instance_ref(frame, ref, frames, fields, rid, name)
+            keys = _attach_instance_ref(keys, ref, frames, fields, rid, name)
             aux.columns[id(ref)] = name
-    return frame
+            added.append(name)
+    if not added:
+        return frame
+    return frame.hstack(keys.select(added))
 
 
 def _aggregate_exprs(call: Call, comp: Compiler, name: str, kleene: bool, explain: bool):
+    """(row columns over the instance table, plain aggregations of them per record, defaults for records
+    without instances)."""
     args = call.args[1:]
-    cond_node = None
-    value_node = None
     if call.name in ("count_instances", "any_instance"):
-        cond_node = args[0] if args else None
+        value_node, cond_node = None, (args[0] if args else None)
     else:
-        value_node = args[0]
-        cond_node = args[1] if len(args) > 1 else None
-    if cond_node is not None:
+        value_node, cond_node = args[0], (args[1] if len(args) > 1 else None)
+    mask = None
+    if cond_node is not None and not _scalar(cond_node):
         cond = comp.compile(cond_node)
         t = comp.truth(cond)
         mask = cond.mask
+    elif cond_node is not None:
+        t = spread(comp.truth(comp.compile(cond_node)))  # a row-independent condition applies to every row
     else:
-        t = pl.lit(True)
-        mask = None
-    if cond_node is None or _scalar(cond_node):
-        t = spread(t)  # a row-independent condition still counts every instance
-    yes = t.fill_null(False)
-    maybe = t.fill_null(True)
-    out: list[pl.Expr] = []
+        t = spread(pl.lit(True))
+    yes, maybe, v = f"{name}_y", f"{name}_m", f"{name}_v"
+    first = [t.fill_null(False).alias(yes), t.fill_null(True).alias(maybe)]
+    rows: list[pl.Expr] = []
+    aggs: list[pl.Expr] = []
     defaults: dict[str, object] = {}
-    if call.name in ("count_instances", "any_instance"):
-        lo = yes.sum()
-        hi = maybe.sum()
-        if call.name == "count_instances":
-            value = lo.cast(pl.Float64) if not kleene else pl.when(lo == hi).then(lo.cast(pl.Float64))
-            defaults[name] = 0.0
-        else:
-            value = (lo > 0) if not kleene else pl.when(lo > 0).then(True).when(hi == 0).then(False)
-            defaults[name] = False
-        out.append(value.alias(name))
+    lo = pl.col(yes).sum().cast(pl.Int64)
+    hi = pl.col(maybe).sum().cast(pl.Int64)
+    if call.name == "count_instances":
+        value = lo.cast(pl.Float64) if not kleene else pl.when(lo == hi).then(lo.cast(pl.Float64))
+        aggs.append(value.alias(name))
+        defaults[name] = 0.0
         if kleene:
-            out += [lo.cast(pl.Int64).alias(f"{name}_lo"), hi.cast(pl.Int64).alias(f"{name}_hi")]
-            defaults[f"{name}_lo"] = 0
-            defaults[f"{name}_hi"] = 0
+            aggs += [lo.alias(f"{name}_lo"), hi.alias(f"{name}_hi")]
+    elif call.name == "any_instance":
+        value = (lo > 0) if not kleene else pl.when(lo > 0).then(True).when(hi == 0).then(False)
+        aggs.append(value.alias(name))
+        defaults[name] = False
     elif call.name == "count_distinct_instances":
-        v = comp.text(comp.compile(value_node))
-        lo = v.filter(yes).drop_nulls().n_unique()
-        hi = v.filter(maybe).drop_nulls().n_unique() + (v.is_null() & maybe).sum()
+        text = comp.text(comp.compile(value_node))
+        # Distinct values are counted on 64-bit hashes of the text: integer hashing beats string hashing.
+        text = pl.when(text.is_not_null()).then(text.hash(seed=0))
+        rows += [
+            pl.when(pl.col(yes)).then(text).alias(f"{v}_yes"),
+            pl.when(pl.col(maybe)).then(text).alias(f"{v}_maybe"),
+            (text.is_null() & pl.col(maybe)).alias(f"{v}_gap"),
+        ]
+
+        def distinct(col: str) -> pl.Expr:
+            # n_unique counts null as a value; take it back out when present (plain aggregations only).
+            return (pl.col(col).n_unique() - (pl.col(col).null_count() > 0).cast(pl.UInt32)).cast(pl.Int64)
+
+        d_lo = distinct(f"{v}_yes")
+        d_hi = distinct(f"{v}_maybe") + pl.col(f"{v}_gap").sum().cast(pl.Int64)
         if kleene:
-            out += [
-                pl.when(lo == hi).then(lo.cast(pl.Float64)).alias(name),
-                lo.cast(pl.Int64).alias(f"{name}_lo"),
-                hi.cast(pl.Int64).alias(f"{name}_hi"),
+            aggs += [
+                pl.when(d_lo == d_hi).then(d_lo.cast(pl.Float64)).alias(name),
+                d_lo.alias(f"{name}_lo"),
+                d_hi.alias(f"{name}_hi"),
             ]
-            defaults.update({name: 0.0, f"{name}_lo": 0, f"{name}_hi": 0})
         else:
-            out.append(lo.cast(pl.Float64).alias(name))
-            defaults[name] = 0.0
+            aggs.append(d_lo.cast(pl.Float64).alias(name))
+        defaults[name] = 0.0
     else:
-        v = comp.num(comp.compile(value_node)).filter(yes)
-        agg = {"sum_instances": v.sum(), "min_instances": v.min(), "max_instances": v.max()}[call.name]
-        value = pl.when(v.is_not_null().sum() > 0).then(agg.cast(pl.Float64))
+        rows.append(pl.when(pl.col(yes)).then(comp.num(comp.compile(value_node))).alias(v))
+        agg = {"sum_instances": pl.col(v).sum(), "min_instances": pl.col(v).min(), "max_instances": pl.col(v).max()}
+        value = pl.when(pl.col(v).count() > 0).then(agg[call.name].cast(pl.Float64))
         if kleene:
-            value = pl.when((t.is_null()).any()).then(None).otherwise(value)
-        out.append(value.alias(name))
+            value = pl.when(lo != hi).then(None).otherwise(value)
+        aggs.append(value.alias(name))
+    if kleene:
+        defaults.update({f"{name}_lo": 0, f"{name}_hi": 0} if f"{name}_lo" in _names(aggs) else {})
     if explain:
-        m = mask.filter(t.is_null()).bitwise_or().fill_null(0) if mask is not None else pl.lit(0, pl.UInt64)
-        out.append(m.cast(pl.UInt64).alias(f"{name}_mask"))
+        m = f"{name}_mk"
+        if mask is not None:
+            first.append(pl.when(t.is_null()).then(mask).otherwise(pl.lit(0, pl.UInt64)).alias(m))
+            aggs.append(pl.col(m).bitwise_or().fill_null(0).cast(pl.UInt64).alias(f"{name}_mask"))
+        else:
+            aggs.append(pl.lit(0, pl.UInt64).alias(f"{name}_mask"))
         defaults[f"{name}_mask"] = 0
-    return out, defaults
+    return first, rows, aggs, defaults
+
+
+def _names(exprs: Sequence[pl.Expr]) -> set[str]:
+    return {e.meta.output_name() for e in exprs}
 
 
 def _attach_instance_ref(
