@@ -64,13 +64,6 @@ def _located(code: str, message: str, where: Any, line: int | None, col: int | N
     return Diagnostic(code, message, where.file, fline, fcol)
 
 
-def relocate(diag: Diagnostic, where: Any, context: str | None = None) -> Diagnostic:
-    """A logic checker diagnostic (positions inside the expression) moved to the rule file."""
-    fline, fcol = where.locate(diag.line, diag.col)
-    message = f"{context}: {diag.message}" if context else diag.message
-    return Diagnostic(diag.code, message, where.file, fline, fcol, diag.severity)
-
-
 def column_of(ref: ast.FieldRef) -> str:
     name = f"{ref.name}___{ref.code}" if ref.code is not None else ref.name
     return f"{ref.event}:{name}" if ref.event else name

@@ -47,10 +47,6 @@ class MissingItem:
     via: str | None = None  # an input of this calculated field: named instead of the calc when it is blank
     inputs: tuple[str, ...] = ()  # for a calculated field: its inputs (the calc is named only if they are all there)
 
-    @property
-    def is_instance(self) -> bool:
-        return self.form is not None
-
 
 @dataclass(frozen=True)
 class CompiledCriterion:
@@ -523,18 +519,6 @@ def _disposition_exprs(rules: CompiledRules) -> list[pl.Expr]:
     return [disposition.alias(DISPOSITION_COL), primary.alias(PRIMARY_COL)]
 
 
-def reasons_expr(rules: CompiledRules) -> pl.Expr:
-    """All deciding criteria in protocol order, as a list column (for summaries; built only when asked)."""
-    parts = []
-    for cc in rules.criteria:
-        col = pl.col(result_col(cc.id))
-        bad = Result.NOT_MET.value if cc.kind is CriterionKind.INCLUSION else Result.MET.value
-        parts.append(pl.when(col == bad).then(pl.lit(cc.id)).otherwise(pl.lit(None, pl.String)))
-    if not parts:
-        return pl.lit([], dtype=pl.List(pl.String))
-    return pl.concat_list(parts).list.drop_nulls()
-
-
 def decode_mask(cc: CompiledCriterion, mask: int) -> tuple[str, ...]:
     return tuple(item.label for bit, item in enumerate(cc.missing_items) if mask >> bit & 1)
 
@@ -549,10 +533,6 @@ def parse_as_of(text: str | None, today: dt.date | None = None) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise UsageError(f"--as-of must be a date as YYYY-MM-DD, not {text!r}") from None
-
-
-def criteria_by_id(rules: CompiledRules) -> dict[str, CompiledCriterion]:
-    return {cc.id: cc for cc in rules.criteria}
 
 
 def select_candidates(screening: Screening, record_ids: Sequence[str]) -> Screening:

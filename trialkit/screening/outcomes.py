@@ -19,10 +19,6 @@ class Result(IntEnum):
     def label(self) -> str:
         return _RESULT_LABELS[self]
 
-    @classmethod
-    def from_label(cls, text: str) -> Result:
-        return {v: k for k, v in _RESULT_LABELS.items()}[text]
-
 
 _RESULT_LABELS = {
     Result.MET: "met",
