@@ -230,3 +230,10 @@ def test_no_dynamic_code_execution_in_the_logic_package():
     source = "\n".join(p.read_text() for p in Path(__file__).parents[2].joinpath("trialkit", "logic").glob("*.py"))
     pattern = r"(?<![\w.])(eval|exec)\s*\(|builtins|\.query\s*\(|\.eval\s*\(|__import__|import_module|getattr\(pl"
     assert not re.search(pattern, source)
+
+
+def test_padded_numbers_make_a_text_column_that_still_compares_as_numbers():
+    frame = pl.DataFrame({"record_id": ["1", "2"], "a": [" 5", "10"], "t": ["2024-01-01T10:00", "2024-01-01 12:00"]})
+    assert run("[a] = 5", frame).values.to_list() == [True, False]
+    assert run("[a] > 6", frame).values.to_list() == [False, True]
+    assert run("datediff([t], '2024-01-01 12:30', 'm')", frame).values.to_list() == [150, 30]

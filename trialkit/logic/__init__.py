@@ -20,9 +20,9 @@ Data shape: one row per record; a column per field; checkbox options as ``field_
 code lower-cased, other characters turned into ``_``); ``[event][field]`` reads the column ``"event:field"``
 (see ``widen_events``). Values may be REDCap's raw strings or typed columns; strings are typed by ``FieldSpec``
 when given (number/calc/slider fields and choice fields whose codes are all integers -> numbers, date fields ->
-dates), otherwise by content (all numbers -> number, all ISO dates -> date). ``''`` is blank; values are taken as
-stored (REDCap exports them trimmed), so ``' 5'`` is text, not a number. Plain dates stay ``pl.Date``; a value with
-a time makes the comparison use datetimes.
+dates), otherwise by content (all numbers -> number, all ISO dates -> date). ``''`` is blank. Values are taken
+as stored (REDCap exports them trimmed): a padded ``' 5'`` makes its column text, though comparisons still read
+it as 5. Plain dates stay ``pl.Date``; a value with a time makes the comparison use datetimes.
 
 Performance: ``evaluate_many`` compiles each sub-expression once (sub-expressions repeated within or across the
 expressions are computed into a column first), so 20 eligibility expressions over 1,000,000 records take about a

@@ -14,9 +14,10 @@ from trialkit.logic.evaluate import _MAX_BITS, INSTANCE_COLUMN, Col, Compiler, _
 from trialkit.logic.fields import FieldSpec, checkbox_column
 from trialkit.logic.functions import INSTANCE_AGGREGATES
 
-_NUM_RE = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
-_DATE_RE = r"^\s*\d{4}-\d{2}-\d{2}\s*$"
-_DATETIME_RE = r"^\s*\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?\s*$"
+# Content inference matches what the typed readers then parse: no surrounding spaces.
+_NUM_RE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+_DATE_RE = r"^\d{4}-\d{2}-\d{2}$"
+_DATETIME_RE = r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?$"
 
 
 def references(expr: Node) -> tuple[FieldRef, ...]:
@@ -75,7 +76,7 @@ def infer_kinds(frame: pl.DataFrame, columns: Sequence[str]) -> dict[str, str]:
         return {}
     exprs = []
     for i, c in enumerate(cols):
-        v = pl.col(c).str.strip_chars()
+        v = pl.col(c)
         present = v.is_not_null() & (v != "")
         exprs += [
             present.sum().alias(f"p{i}"),

@@ -36,7 +36,7 @@ from trialkit.logic.functions import INSTANCE_AGGREGATES
 MODES = ("redcap", "kleene")
 _DATE_FORMATS = ("%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M")
 _DAY_FORMATS = ("%Y-%m-%d",)
-_TIME_FORMATS = ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d")
+_TIME_FORMATS = ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
 _LEGACY_FORMATS = {"mdy": ("%m-%d-%Y", "%m/%d/%Y"), "dmy": ("%d-%m-%Y", "%d/%m/%Y"), "ymd": ("%Y/%m/%d",)}
 _UNIT_SECONDS = {"y": 365.2425 * 86400, "M": 30.44 * 86400, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 _INTEGER_CODE = re.compile(r"^-?\d{1,15}$")
