@@ -71,12 +71,16 @@ def logic_frame(intake: IntakeData, needs: Iterable[str], typed: pl.DataFrame | 
     if borrow and typed.get_column(REPEAT_INSTRUMENT).null_count() < typed.height:
         keys = [rid, EVENT] if study.longitudinal else [rid]
         base = _first_rows(typed, keys, borrow).rename({c: f"__base__{c}" for c in borrow})
-        # Join on the key columns alone and attach the results: joining `frame` would copy all its columns.
-        looked = frame.select(keys).join(base, on=keys, how="left", maintain_order="left")
-        on_instance = frame.get_column(REPEAT_INSTRUMENT).is_not_null()
-        frame = frame.with_columns(
-            [pl.when(on_instance).then(looked.get_column(f"__base__{c}")).otherwise(pl.col(c)).alias(c) for c in borrow]
-        )
+        # Look up the instance rows' keys only and scatter the values back: joining `frame` itself would copy
+        # every column it carries.
+        at = frame.get_column(REPEAT_INSTRUMENT).is_not_null().arg_true()
+        looked = frame.select(keys).gather(at).join(base, on=keys, how="left", maintain_order="left")
+        filled = []
+        for c in borrow:
+            column = frame.get_column(c).clone()
+            column.scatter(at, looked.get_column(f"__base__{c}").cast(column.dtype))
+            filled.append(column)
+        frame = frame.with_columns(filled)
     event_refs = sorted(c for c in needs if ":" in c)
     if event_refs and study.longitudinal:
         wanted = sorted({c.split(":", 1)[1] for c in event_refs} & set(typed.columns))
