@@ -283,3 +283,13 @@ def test_log_lists_record_changes(classic, clock):
     assert log[2]["timestamp"] == "2025-03-01 10:30"
     assert [e["action"] for e in classic.export_logging(log_type="record_add")] == ["Create record 1"]
     assert len(classic.export_logging(begin_time=dt.datetime(2025, 3, 2))) == 2
+
+
+def test_non_ascii_values_round_trip_and_are_escaped_in_json(classic):
+    classic.import_records([{"record_id": "1", "name": "José Ñúñez", "notes": 'a "quoted", line\nnext'}])
+    row = classic.export_records(fields=["name", "notes"])[0]
+    assert row["name"] == "José Ñúñez" and row["notes"] == 'a "quoted", line\nnext'
+    raw = post(classic.url, token=classic.token, content="record", format="json", **{"fields[0]": "name"}).text
+    assert "Jos\\u00e9" in raw  # as PHP's json_encode writes it
+    text = classic.export_records(format_type="csv", fields=["record_id", "name", "notes"])
+    assert text == 'record_id,name,notes\n1,"José Ñúñez","a ""quoted"", line\nnext"\n'

@@ -40,10 +40,9 @@ def csv_line(values: Iterable[object]) -> str:
     return ",".join(csv_cell(v) for v in values) + "\n"
 
 
-def fast_csv_line(values: Iterable[str]) -> str:
-    """csv_line for string cells; most cells of a flat export are blank and skip the quoting test."""
-    needs = _NEEDS_QUOTES.search
-    return ",".join([('"' + v.replace('"', '""') + '"') if v and needs(v) else v for v in values]) + "\n"
+def needs_quotes(value: str) -> bool:
+    """Whether PHP's fputcsv would quote this cell (space, comma, quote, CR/LF, tab or backslash)."""
+    return _NEEDS_QUOTES.search(value) is not None
 
 
 CONTENT_TYPES = {

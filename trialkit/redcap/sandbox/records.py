@@ -299,22 +299,37 @@ def export_records(con: sqlite3.Connection, pid: int, plan: ExportPlan,
 
 def _fast_flat(plan: ExportPlan, cursor: sqlite3.Cursor, keys: list[str], lead: list[str], data_cols: list[Column],
                record_set: set[str] | None, matches: set | None) -> Iterator[str]:
-    """Raw flat export with the record id: one C-level dict merge per row (`template | stored values`), then one
-    json.dumps or one join. About 4x faster than building each row cell by cell."""
+    """Raw flat export with the record id, the hot path of a large export.
+
+    Each kind of row (event x repeat instrument) has a prepared line of encoded defaults; a row copies it and
+    encodes only its stored values (a handful of a row's ~200 cells), then joins: no per-cell work for blanks.
+    JSON escapes non-ASCII (\\u00e9), as PHP's json_encode does by default.
+    """
     schema = plan.schema
     longitudinal = schema.is_longitudinal
-    def_field = schema.def_field
     repeating = schema.has_repeating
-    with_dag = plan.with_dag
     json_out = plan.fmt == "json"
     wanted_forms = {c.form for c in data_cols}
-    templates: dict[tuple[str, str], dict[str, str]] = {}
+    position = {k: i for i, k in enumerate(keys)}
+    if json_out:
+        prefixes = [json.dumps(k) + ":" for k in keys]
+        prefixes[0] = "{" + prefixes[0]
+        escape = encode_basestring_ascii
+
+        def encode(i: int, value: str) -> str:
+            return prefixes[i] + escape(value)
+    else:
+        needs = formats.needs_quotes
+
+        def encode(i: int, value: str) -> str:
+            return ('"' + value.replace('"', '""') + '"') if needs(value) else value
+
+    event_at = position.get(EVENT, -1)
+    rform_at = position.get(RFORM, -1)
+    inst_at = position.get(RINST, -1)
+    dag_at = position.get(DAG, -1)
+    bases: dict[tuple[str, str], list[str]] = {}
     loads = json.loads
-    # JSON rows through one %-template of the keys and C-escaped values: 3x faster than json.dumps of the dict.
-    # Non-ASCII is escaped (\u00e9), as PHP's json_encode does by default.
-    row_format = "{" + ",".join(f"{json.dumps(k)}:%s" for k in keys) + "}"
-    instance_at = keys.index(RINST) if repeating else -1
-    escape = encode_basestring_ascii
     if json_out:
         yield "["
     else:
@@ -325,33 +340,32 @@ def _fast_flat(plan: ExportPlan, cursor: sqlite3.Cursor, keys: list[str], lead: 
             continue
         if matches is not None and (record if not longitudinal else (record, event, rform, inst)) not in matches:
             continue
-        data = loads(data_text)
         if rform and rform not in wanted_forms:  # see export_records: the record id is in every other row
             continue
-        template = templates.get((event, rform))
-        if template is None:
-            ctx = _Context(plan, event, rform)
-            template = templates[(event, rform)] = {**dict.fromkeys(lead, ""), **dict(ctx.defaults)}
-        row = template | data
-        if len(row) != len(template):  # values of columns not exported (fields not asked for, or since removed)
-            row = {k: row[k] for k in template}
-        row[def_field] = record
+        base = bases.get((event, rform))
+        if base is None:
+            defaults = dict(_Context(plan, event, rform).defaults)
+            base = bases[(event, rform)] = [encode(i, defaults.get(k, "")) for i, k in enumerate(keys)]
+        cells = base.copy()
+        for name, value in loads(data_text).items():
+            i = position.get(name)
+            if i is not None:  # values of columns not exported (not asked for, or removed fields) are skipped
+                cells[i] = encode(i, value)
+        cells[0] = encode(0, record)
         if longitudinal:
-            row["redcap_event_name"] = event
+            cells[event_at] = encode(event_at, event)
         if repeating:
-            row[RFORM] = rform
-            row[RINST] = str(inst) if inst else ""
-        if with_dag:
-            row[DAG] = dag
+            cells[rform_at] = encode(rform_at, rform)
+            if inst:  # a JSON number, as REDCap sends it
+                cells[inst_at] = (prefixes[inst_at] + str(inst)) if json_out else str(inst)
+        if dag_at >= 0:
+            cells[dag_at] = encode(dag_at, dag)
         if json_out:
-            values = list(map(escape, row.values()))
-            if instance_at >= 0 and inst:
-                values[instance_at] = str(inst)  # a JSON number, as REDCap sends it
-            text = row_format % tuple(values)
+            text = ",".join(cells) + "}"
             yield text if first else "," + text
             first = False
         else:
-            yield formats.fast_csv_line(row.values())
+            yield ",".join(cells) + "\n"
     if json_out:
         yield "]"
 
