@@ -1,4 +1,5 @@
-"""Reply bodies in REDCap's three formats: JSON, CSV (PHP fputcsv quoting) and XML; error bodies likewise."""
+"""Reply bodies in REDCap's three formats: JSON (non-ASCII escaped, as PHP's json_encode does), CSV (PHP fputcsv
+quoting) and XML; error bodies likewise."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def table_chunks(keys: Sequence[str], rows: Iterable[Sequence[object]], fmt: str
         first = True
         yield "["
         for row in rows:
-            piece = json.dumps(dict(zip(keys, row, strict=True)), ensure_ascii=False, separators=(",", ":"))
+            piece = json.dumps(dict(zip(keys, row, strict=True)), separators=(",", ":"))
             yield piece if first else "," + piece
             first = False
         yield "]"
@@ -86,14 +87,14 @@ def render_rows(rows: list[dict], fmt: str) -> str:
     if not rows:
         return "[]" if fmt == "json" else ("\n" if fmt == "csv" else f"{XML_HEAD}<records></records>")
     if fmt == "json":
-        return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(rows, separators=(",", ":"))
     keys = list(rows[0])
     return "".join(table_chunks(keys, ([r.get(k, "") for k in keys] for r in rows), fmt))
 
 
 def render_object(obj: dict, fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(obj, separators=(",", ":"))
     if fmt == "csv":
         return csv_line(obj.keys()) + csv_line(obj.values())
     cells = "".join(f"<{k}><![CDATA[{v}]]></{k}>" for k, v in obj.items())
