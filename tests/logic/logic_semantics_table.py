@@ -143,6 +143,8 @@ TABLE = [
     ("[d] <= '2024-03-01'", {"d": "2024-02-29"}, "both", True),
     ("[d1] < [d2]", {"d1": "2024-01-05", "d2": "2023-12-31"}, "both", False),
     ("[d] = '2024-02-29'", {"d": "2024-02-29"}, "both", True),
+    ("[d] = 'soon'", {"d": B}, "redcap", False),  # text that is no date compares as text: blank <> 'soon'
+    ("[d] <> 'soon'", {"d": "2024-02-29"}, "both", True),
     # ---- rounding: half away from zero
     ("round(2.5)", {"a": "1"}, "both", 3),
     ("round(-2.5)", {"a": "1"}, "both", -3),

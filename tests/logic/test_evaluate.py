@@ -237,3 +237,10 @@ def test_padded_numbers_make_a_text_column_that_still_compares_as_numbers():
     assert run("[a] = 5", frame).values.to_list() == [True, False]
     assert run("[a] > 6", frame).values.to_list() == [False, True]
     assert run("datediff([t], '2024-01-01 12:30', 'm')", frame).values.to_list() == [150, 30]
+
+
+def test_text_that_is_not_a_date_is_not_read_as_blank():
+    frame = pl.DataFrame({"record_id": ["1", "2"], "d": [None, date(2024, 2, 29)]})
+    assert run("[d] = 'soon'", frame).values.to_list() == [False, False]
+    assert run("[d] = ''", frame).values.to_list() == [True, False]
+    assert run("[d] < '2024-03-01'", frame).values.to_list() == [False, True]

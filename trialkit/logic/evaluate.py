@@ -397,7 +397,10 @@ class Compiler:
             return _NULL_BOOL if self.kleene else _lit(False, pl.Boolean)
         if a.bounds is not None or b.bounds is not None:
             return self._compare_bounds(op, a, b)
-        if a.kind == "date" or b.kind == "date":
+        not_a_date = [
+            c for c in (a, b) if c.is_const and c.kind == "str" and _parse_date_const(str(c.const), None)[0] is None
+        ]
+        if (a.kind == "date" or b.kind == "date") and not not_a_date:
             x, y, _ = self.align(self.date(a), self.date(b))
             return self._finish(op, x, y)
         if a.kind in ("num", "bool") and b.kind in ("num", "bool"):
