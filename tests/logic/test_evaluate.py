@@ -244,3 +244,29 @@ def test_text_that_is_not_a_date_is_not_read_as_blank():
     assert run("[d] = 'soon'", frame).values.to_list() == [False, False]
     assert run("[d] = ''", frame).values.to_list() == [True, False]
     assert run("[d] < '2024-03-01'", frame).values.to_list() == [False, True]
+
+
+@pytest.mark.parametrize("mode", ["redcap", "kleene"])
+def test_shared_subexpressions_give_the_same_results_as_separate_evaluation(mode):
+    n = 400
+    i = pl.int_range(0, n, dtype=pl.UInt64)
+
+    def col(seed, k):
+        return pl.when(i.hash(seed) % 7 == 0).then(None).otherwise((i.hash(seed + 50) % k).cast(pl.String))
+
+    frame = pl.select(record_id=i.cast(pl.String), a=col(1, 5), b=col(2, 5), c=col(3, 3), d=col(4, 40))
+    texts = {
+        "x": "[a] + [b] > 3 and ([c] = 1 or [a] + [b] < 2)",
+        "y": "if([a] + [b] > 3, [d], [a] + [b]) >= 4",
+        "z": "sum([a], [b], [c]) = [a] + [b] + [c]",
+        "w": "not ([c] = 1 or [a] + [b] < 2) or [d] > 20",
+    }
+    exprs = {k: parse(t) for k, t in texts.items()}
+    many = evaluate_many(exprs, frame, mode=mode, explain=True)
+    kinds = infer_kinds(frame, ["a", "b", "c", "d"])
+    for name, expr in exprs.items():
+        alone = compile_expr(expr, frame, mode=mode, kinds=kinds, explain=True)
+        assert frame.select(alone.value).to_series().to_list() == many.get_column(name).to_list(), name
+        if mode == "kleene":
+            expected = frame.select(alone.missing).to_series().to_list()
+            assert many.get_column(f"{name}__missing").to_list() == expected, name

@@ -292,7 +292,7 @@ def evaluate_many(
     lazy = _share_common_subexpressions(comp, nodes, frame.lazy())
     stage: list[pl.Expr] = []
     selects = [pl.col(rid)]
-    explained: list[tuple[str, str]] = []
+    explained: list[tuple[str, Node]] = []
     for i, (name, expr) in enumerate(exprs.items()):
         c = comp.compile(expr)
         stage.append(_final(c, mode).alias(f"__tk_value{i}"))
@@ -301,18 +301,25 @@ def evaluate_many(
             mask = c.mask if c.mask is not None else pl.lit(0, pl.UInt64)
             stage.append(mask.alias(f"__tk_mask{i}"))
             selects.append(pl.col(f"__tk_mask{i}").alias(f"{name}__missing"))
-            explained.append((f"{name}__missing", name))
+            explained.append((f"{name}__missing", expr))
     out = lazy.with_columns(stage).select(selects).collect()
     if explained:
         # Masks hold few distinct values (combinations of missing fields): name them once per distinct value.
-        labels = {bit: label for label, bit in bits.items()}
-        out = out.with_columns(_mask_to_names(pl.col(col), out.get_column(col), labels) for col, _ in explained)
+        out = out.with_columns(
+            _mask_to_names(pl.col(col), out.get_column(col), _ordered_bits(expr, bits)) for col, expr in explained
+        )
     return out
 
 
-def _mask_to_names(col: pl.Expr, values: pl.Series, labels: Mapping[int, str]) -> pl.Expr:
+def _ordered_bits(expr: Node, bits: Mapping[str, int]) -> list[tuple[int, str]]:
+    """(bit, label) of the expression's references, in the order the expression first mentions them."""
+    labels = dict.fromkeys(_label(r) for r in references(expr))
+    return [(bits[label], label) for label in labels if label in bits]
+
+
+def _mask_to_names(col: pl.Expr, values: pl.Series, labels: Sequence[tuple[int, str]]) -> pl.Expr:
     distinct = [int(v) for v in values.unique().to_list() if v is not None]
-    mapping = {m: [labels[b] for b in sorted(labels) if m >> b & 1] for m in distinct}
+    mapping = {m: [label for bit, label in labels if m >> bit & 1] for m in distinct}
     return col.replace_strict(list(mapping), list(mapping.values()), default=[], return_dtype=pl.List(pl.String))
 
 
