@@ -293,3 +293,10 @@ def test_non_ascii_values_round_trip_and_are_escaped_in_json(classic):
     assert "Jos\\u00e9" in raw  # as PHP's json_encode writes it
     text = classic.export_records(format_type="csv", fields=["record_id", "name", "notes"])
     assert text == 'record_id,name,notes\n1,"José Ñúñez","a ""quoted"", line\nnext"\n'
+
+
+def test_long_records_list_is_exported_in_record_order(classic):
+    classic.import_records([{"record_id": str(i), "age": str(i % 90)} for i in range(1, 1201)])
+    wanted = [str(i) for i in range(1200, 0, -2)] + ["nope"]  # 600 ids, backwards, and one unknown
+    rows = classic.export_records(records=wanted, fields=["age"])
+    assert [r["record_id"] for r in rows] == [str(i) for i in range(2, 1201, 2)]

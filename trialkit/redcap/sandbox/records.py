@@ -131,7 +131,18 @@ def as_list(lists: dict[str, list[str]], params: dict[str, str], key: str) -> li
     return [v.strip() for v in text.split(",") if v.strip()] if text else []
 
 
-def _row_query(pid: int, plan: ExportPlan) -> tuple[str, list]:
+def _row_cursor(con: sqlite3.Connection, pid: int, plan: ExportPlan) -> Iterator[tuple]:
+    """The rows to export in REDCap order. A long `records` list is read in key-ordered slices of 500 ids, each
+    an index lookup, instead of one scan of the whole project."""
+    if plan.records is None or len(plan.records) <= 500:
+        yield from con.execute(*_row_query(pid, plan, plan.records))
+        return
+    wanted = sorted(set(plan.records), key=record_key)
+    for i in range(0, len(wanted), 500):
+        yield from con.execute(*_row_query(pid, plan, wanted[i:i + 500]))
+
+
+def _row_query(pid: int, plan: ExportPlan, records: list[str] | None) -> tuple[str, list]:
     """One ordered scan of the rows primary key; the records table is consulted only for a date range."""
     dag = "(SELECT dag FROM records WHERE records.pid = rows.pid AND records.record = rows.record)" if \
         plan.with_dag else "''"
@@ -140,9 +151,9 @@ def _row_query(pid: int, plan: ExportPlan) -> tuple[str, list]:
     if plan.events:
         sql.append(f"AND rows.event IN ({','.join('?' * len(plan.events))})")
         args.extend(plan.events)
-    if plan.records is not None and len(plan.records) <= 500:
-        sql.append(f"AND rows.rkey IN ({','.join('?' * len(plan.records))})")
-        args.extend(record_key(r) for r in plan.records)
+    if records is not None:
+        sql.append(f"AND rows.rkey IN ({','.join('?' * len(records))})")
+        args.extend(record_key(r) for r in records)
     if plan.begin or plan.end:
         sql.append("AND rows.record IN (SELECT record FROM records WHERE pid = ?")
         args.append(pid)
@@ -225,7 +236,6 @@ def export_records(con: sqlite3.Connection, pid: int, plan: ExportPlan,
     """The export as text pieces. `matches`: filterLogic result (record ids for classic, row keys otherwise)."""
     schema = plan.schema
     longitudinal = schema.is_longitudinal
-    record_set = set(plan.records) if plan.records is not None else None
     lead: list[str] = []
     if plan.include_id:
         lead.append(schema.def_field)
@@ -241,13 +251,10 @@ def export_records(con: sqlite3.Connection, pid: int, plan: ExportPlan,
     contexts: dict[tuple[str, str], _Context] = {}
     label_maps = _label_maps(plan) if plan.labels else None
     json_out = plan.fmt == "json"
-    sql, args = _row_query(pid, plan)
-    cursor = con.execute(sql, args)
+    cursor = _row_cursor(con, pid, plan)
 
     def rows() -> Iterator[tuple[list, str, str, str, int, dict]]:
         for record, event, rform, inst, data_text, dag in cursor:
-            if record_set is not None and record not in record_set:
-                continue
             if matches is not None:
                 key = record if not longitudinal else (record, event, rform, inst)
                 if key not in matches:
@@ -275,7 +282,7 @@ def export_records(con: sqlite3.Connection, pid: int, plan: ExportPlan,
 
     keys = lead + [c.name for c in data_cols]
     if not plan.labels and plan.include_id and plan.fmt in ("json", "csv"):
-        yield from _fast_flat(plan, cursor, keys, lead, data_cols, record_set, matches)
+        yield from _fast_flat(plan, cursor, keys, lead, data_cols, matches)
         return
 
     def flat() -> Iterator[list]:
@@ -297,8 +304,8 @@ def export_records(con: sqlite3.Connection, pid: int, plan: ExportPlan,
                                     else None)
 
 
-def _fast_flat(plan: ExportPlan, cursor: sqlite3.Cursor, keys: list[str], lead: list[str], data_cols: list[Column],
-               record_set: set[str] | None, matches: set | None) -> Iterator[str]:
+def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead: list[str], data_cols: list[Column],
+               matches: set | None) -> Iterator[str]:
     """Raw flat export with the record id, the hot path of a large export.
 
     Each kind of row (event x repeat instrument) has a prepared line of encoded defaults; a row copies it and
@@ -336,8 +343,6 @@ def _fast_flat(plan: ExportPlan, cursor: sqlite3.Cursor, keys: list[str], lead: 
         yield formats.csv_line(_headers(plan, keys))
     first = True
     for record, event, rform, inst, data_text, dag in cursor:
-        if record_set is not None and record not in record_set:
-            continue
         if matches is not None and (record if not longitudinal else (record, event, rform, inst)) not in matches:
             continue
         if rform and rform not in wanted_forms:  # see export_records: the record id is in every other row
