@@ -190,3 +190,48 @@ def test_evaluation_gives_one_value_per_record_or_a_trialkit_error(tree, mode):
     assert result.values.len() == FRAME.height
     if result.kind == "bool" and mode == "redcap":
         assert result.values.null_count() == 0
+
+
+VALUE_FUNCTIONS = ["sum", "min", "max", "mean", "abs", "round", "length", "upper", "left", "concat", "datediff"]
+value_trees = st.recursive(
+    EVAL_LEAVES.filter(lambda n: not isinstance(n, Bool)),
+    lambda c: st.one_of(
+        st.builds(Unary, st.just("-"), c),
+        st.builds(Binary, st.sampled_from(ARITH), c, c),
+        st.builds(
+            lambda name, args: Call(name, tuple(args[: FUNCTIONS[name].max_args or len(args)])),
+            st.sampled_from(VALUE_FUNCTIONS).filter(lambda n: n != "datediff"),
+            st.lists(c, min_size=2, max_size=3),
+        ),
+        st.builds(lambda a, b: Call("datediff", (a, b, String("d"))), c, c),
+    ),
+    max_leaves=6,
+)
+condition_trees = st.recursive(
+    st.one_of(
+        st.builds(Binary, st.sampled_from(COMPARE), value_trees, value_trees),
+        st.builds(lambda f: Call("isblankormissingcode", (f,)), st.sampled_from([FieldRef("a"), FieldRef("b")])),
+    ),
+    lambda c: st.one_of(
+        st.builds(Unary, st.just("not"), c),
+        st.builds(BoolOp, st.sampled_from(["and", "or"]), st.lists(c, min_size=2, max_size=3).map(tuple)),
+        st.builds(lambda k, a, b: Call("if", (k, a, b)), c, c, c),
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(condition_trees)
+def test_where_kleene_decides_redcap_agrees(tree):
+    """Eligibility-shaped conditions (and/or/not/if over comparisons of field values): Kleene logic decides a row
+    only when the unknowns cannot matter, so REDCap's two-valued reading must agree there."""
+    try:
+        kleene = evaluate(tree, FRAME, mode="kleene", as_of=date(2024, 3, 1))
+        redcap = evaluate(tree, FRAME, mode="redcap", as_of=date(2024, 3, 1))
+    except (LogicError, TrialkitError):
+        return
+    assert kleene.kind == "bool"
+    for k, r in zip(kleene.values.to_list(), redcap.values.to_list(), strict=True):
+        if k is not None:
+            assert k == r

@@ -245,7 +245,7 @@ class Compiler:
             x = c.expr
             return (
                 pl.when(x.is_finite() & (x == x.round(0)) & (x.abs() < 1e15))
-                .then(x.cast(pl.Int64).cast(pl.String))
+                .then(x.cast(pl.Int64, strict=False).cast(pl.String))
                 .otherwise(x.cast(pl.String))
             )
         if c.kind == "bool":
@@ -392,7 +392,10 @@ class Compiler:
             other = b if a.kind == "null" else a
             if op in ("=", "<>"):
                 blank = self._is_blank(other)
-                return blank if op == "=" else blank.not_()
+                out = blank if op == "=" else blank.not_()
+                if self.kleene and other.kind == "bool" and not other.is_const:
+                    return pl.when(other.expr.is_null()).then(None).otherwise(out)  # an unknown truth is not blank
+                return out
             # Ordering against the blank literal decides nothing.
             return _NULL_BOOL if self.kleene else _lit(False, pl.Boolean)
         if a.bounds is not None or b.bounds is not None:
@@ -695,20 +698,26 @@ class Compiler:
     def _f_stdev(self, node: Call) -> Col:
         return self._horizontal(node, "stdev")
 
-    def _test(self, e: pl.Expr) -> Col:
-        return Col(e.fill_null(False), "bool")  # tests of blankness are never unknown
+    def _test(self, e: pl.Expr, of: Col) -> Col:
+        """Tests of data (blank, number, missing code) are never unknown. A truth value is not data: in kleene
+        mode an unknown condition under test stays unknown."""
+        e = e.fill_null(False)
+        if self.kleene and of.kind == "bool" and not of.is_const:
+            e = pl.when(of.expr.is_null()).then(None).otherwise(e)
+            return Col(e, "bool", mask=self._merge(e, [of]))
+        return Col(e, "bool")
 
     def _f_isnumber(self, node: Call) -> Col:
         (c,) = self._args(node)
         if c.kind == "num":
-            return self._test(c.expr.is_not_null() & c.expr.is_finite())
-        return self._test(self.text(c).str.contains(_NUMERIC_TEXT))
+            return self._test(c.expr.is_not_null() & c.expr.is_finite(), c)
+        return self._test(self.text(c).str.contains(_NUMERIC_TEXT), c)
 
     def _f_isinteger(self, node: Call) -> Col:
         (c,) = self._args(node)
         if c.kind == "num":
-            return self._test(c.expr.is_finite() & (c.expr == c.expr.round(0)))
-        return self._test(self.text(c).str.contains(_INTEGER_TEXT))
+            return self._test(c.expr.is_finite() & (c.expr == c.expr.round(0)), c)
+        return self._test(self.text(c).str.contains(_INTEGER_TEXT), c)
 
     def _codes(self, c: Col, codes: Sequence[str] | None = None) -> pl.Expr:
         allowed = list(self.missing_codes if codes is None else [x for x in codes if x in self.missing_codes])
@@ -718,15 +727,15 @@ class Compiler:
 
     def _f_isblankormissingcode(self, node: Call) -> Col:
         (c,) = self._args(node)
-        return self._test(self._is_blank(c) | self._codes(c))
+        return self._test(self._is_blank(c) | self._codes(c), c)
 
     def _f_isblanknotmissingcode(self, node: Call) -> Col:
         (c,) = self._args(node)
-        return self._test(self._is_blank(c))
+        return self._test(self._is_blank(c), c)
 
     def _f_ismissingcode(self, node: Call) -> Col:
         (c,) = self._args(node)
-        return self._test(self._codes(c))
+        return self._test(self._codes(c), c)
 
     def _f_hasmissingcode(self, node: Call) -> Col:
         args = self._args(node)
@@ -735,7 +744,7 @@ class Compiler:
             if not args[1].is_const:
                 raise _err("hasmissingcode() takes its code list as a quoted text, e.g. 'UNK,NA'", node.args[1])
             codes = [x.strip() for x in str(args[1].const or "").split(",") if x.strip()]
-        return self._test(self._codes(args[0], codes))
+        return self._test(self._codes(args[0], codes), args[0])
 
     def _textpred(self, node: Call, how: str) -> Col:
         hay, needle = self._args(node)
@@ -775,7 +784,7 @@ class Compiler:
         return self._textpred(node, "ends")
 
     def _count(self, c: Col) -> pl.Expr:
-        return pl.max_horizontal(self.num(c).floor(), _lit(0.0, pl.Float64)).cast(pl.Int64)
+        return self.num(c).floor().clip(0.0, 1e9).cast(pl.Int64, strict=False)
 
     def _f_left(self, node: Call) -> Col:
         s, n = self._args(node)
@@ -787,7 +796,7 @@ class Compiler:
 
     def _f_mid(self, node: Call) -> Col:
         s, start, n = self._args(node)
-        offset = pl.max_horizontal(self.num(start).floor() - 1, _lit(0.0, pl.Float64)).cast(pl.Int64)
+        offset = (self.num(start).floor() - 1).clip(0.0, 1e9).cast(pl.Int64, strict=False)
         return self._out(self.subject(s, node, 0).str.slice(offset, self._count(n)), "str", [s, start, n])
 
     def _f_length(self, node: Call) -> Col:
