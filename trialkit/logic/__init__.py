@@ -56,7 +56,10 @@ Semantics, mode ``"redcap"`` (what REDCap computes; booleans are never unknown):
 Mode ``"kleene"`` (eligibility): same values, but a comparison with a blank operand is **unknown** (null) rather
 than true/false (except the blank tests ``= ''`` / ``<> ''`` and the ``is*`` functions, which are never unknown);
 ``and``/``or``/``not`` follow Kleene logic (``false and unknown`` = false, ``true or unknown`` = true); an unknown
-``if`` condition gives unknown. Text tests with a blank operand are unknown. With ``explain`` (default in kleene)
+``if`` condition gives unknown. Text tests with a blank operand are unknown. Values keep REDCap's rules in
+both modes: ``sum()`` & co. skip blanks and ``+`` propagates them, so a criterion that must not score a partial
+form should test completeness explicitly. An unknown truth value used as a number or text is blank (the blank
+tests ``= ''`` and ``is*`` of an unknown *condition* stay unknown). With ``explain`` (default in kleene)
 each unknown row lists the referenced fields whose absence made it unknown (up to 64 distinct references).
 
 Extensions (trialkit only; ``render`` refuses them, ``check(..., allow_extensions=False)`` reports them): aggregates
