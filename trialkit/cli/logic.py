@@ -79,7 +79,7 @@ def check_command(expression: str, instruments: str | None, fmt: str) -> None:
 
     \b
     Example:
-      trialkit logic check "datediff([dob], 'today', 'y') >= 18 and [consent(1)] = '1'" --instruments .
+      trialkit logic check "datediff([dob], 'today', 'y') >= 18 and [consent_signed] = '1'" --instruments .
     """
     expr = _parse_or_exit(expression, fmt)
     diags: list[Diagnostic] = []
