@@ -302,34 +302,42 @@ def screen(
     # One pass for every expression: the logic engine shares parsing of columns and instance aggregates.
     # Only the columns the rules read go to the logic engine: it joins instance aggregates onto this frame.
     needed = [rid, _eval.REFERENCE_COLUMN, *(c for c in rules.columns() if c not in (rid, _eval.REFERENCE_COLUMN))]
-    evaluated = _eval.evaluate_many(exprs, frame.select(needed), ctx).drop(rid)
-    work = pl.concat([frame, evaluated], how="horizontal")
-    work = _with_instance_presence(rules, work, instances)
-    results = work.select(
+    narrow = frame.select(needed)
+    # Frames mixing columns of different chunk layouts (Parquet row groups vs. computed columns) are re-aligned,
+    # i.e. copied whole, by every select: keep the evaluated columns and the few record columns they need together
+    # in one single-chunk frame, and touch the record columns only on the rows that need them.
+    signatures = sorted({c for cc in rules.criteria for c in cc.signature_columns})
+    evaluated = _eval.evaluate_many(exprs, narrow, ctx).drop(rid)
+    ev = pl.concat([narrow.select(rid, *signatures), evaluated], how="horizontal").rechunk()
+    ev = _with_instance_presence(rules, ev, instances)
+    results = ev.select(
         pl.col(rid).cast(pl.String), *[_result_expr(cc).alias(result_col(cc.id)) for cc in rules.criteria]
     )
-    masks = _masks(rules, work, results)
-    masks = _with_instance_gaps(rules, results, masks, work, ctx)
-    out = pl.concat([results, masks], how="horizontal").with_columns(_disposition_exprs(rules))
+    masks = _masks(rules, narrow, ev, results)
+    masks = _with_instance_gaps(rules, results, masks, ev, ctx)
+    out = _with_disposition(rules, pl.concat([results, masks], how="horizontal"))
     cols = [rid, DISPOSITION_COL, PRIMARY_COL]
     cols += [c for cc in rules.criteria for c in (result_col(cc.id), missing_col(cc.id))]
     return Screening(rules, as_of, out.select(cols), frame, instances)
 
 
-def _masks(rules: CompiledRules, work: pl.DataFrame, results: pl.DataFrame) -> pl.DataFrame:
+def _masks(rules: CompiledRules, narrow: pl.DataFrame, ev: pl.DataFrame, results: pl.DataFrame) -> pl.DataFrame:
     """Missing-field bitmasks, computed only on the rows where some criterion is unknown (zero elsewhere)."""
     names = [missing_col(cc.id) for cc in rules.criteria]
     if not names:
         return pl.DataFrame()
     any_unknown = pl.any_horizontal([pl.col(result_col(cc.id)) == Result.UNKNOWN.value for cc in rules.criteria])
     rows = results.select(any_unknown.arg_true()).to_series()
-    zeros = pl.repeat(0, work.height, dtype=MASK_DTYPE, eager=True)
+    zeros = pl.repeat(0, results.height, dtype=MASK_DTYPE, eager=True)
     if rows.len() == 0:
         return pl.DataFrame([zeros.alias(n) for n in names])
     rid = rules.record_id
-    cols = [c for c in rules.columns() if c in work.columns]
-    cols += [_applies_key(cc) for cc in rules.criteria if cc.applies is not None]
-    sub = work.select(cols).gather(rows).with_columns(results.drop(rid).gather(rows))
+    cols = [c for c in rules.columns() if c in narrow.columns and c != rid]
+    applies = [_applies_key(cc) for cc in rules.criteria if cc.applies is not None]
+    sub = pl.concat(
+        [narrow.select(cols).gather(rows), ev.select(applies).gather(rows), results.drop(rid).gather(rows)],
+        how="horizontal",
+    )
     sub_masks = sub.select([_mask_expr(cc).alias(missing_col(cc.id)) for cc in rules.criteria])
     return pl.DataFrame([zeros.scatter(rows, sub_masks[n]).alias(n) for n in names])
 
@@ -436,29 +444,24 @@ def _empty_instances(rules: CompiledRules, form: str) -> pl.DataFrame:
 
 
 def _result_expr(cc: CompiledCriterion) -> pl.Expr:
-    """The result code of one criterion, over the frame of evaluated expressions."""
-    logic = pl.col(_logic_key(cc))
-    decided = (
-        pl.when(logic.is_null())
-        .then(pl.lit(Result.UNKNOWN.value))
-        .when(logic)
-        .then(pl.lit(Result.MET.value))
-        .otherwise(pl.lit(Result.NOT_MET.value))
-    )
+    """The result code of one criterion, over the frame of evaluated expressions. Arithmetic on small integers
+    rather than when/then chains: a million rows times twenty criteria makes the difference measurable."""
+    # true -> 0 (met), false -> 1 (not met), null -> 2 (unknown)
+    decided = (~pl.col(_logic_key(cc))).cast(RESULT_DTYPE).fill_null(Result.UNKNOWN.value)
+    undecidable = []
     if cc.signature_columns:
-        unsigned = pl.any_horizontal([pl.col(c).is_null() for c in cc.signature_columns])
-        decided = pl.when(unsigned).then(pl.lit(Result.UNKNOWN.value)).otherwise(decided)
+        undecidable += [pl.col(c).is_null() for c in cc.signature_columns]
     if cc.requires_instances:
-        empty = pl.any_horizontal([~pl.col(_has_key(form)) for form in cc.requires_instances])
-        decided = pl.when(empty).then(pl.lit(Result.UNKNOWN.value)).otherwise(decided)
-    if cc.applies is not None:
-        applies = pl.col(_applies_key(cc))
+        undecidable += [~pl.col(_has_key(form)) for form in cc.requires_instances]
+    if undecidable:
         decided = (
-            pl.when(applies.is_null())
-            .then(pl.lit(Result.UNKNOWN.value))
-            .when(applies)
-            .then(decided)
-            .otherwise(pl.lit(Result.NOT_APPLICABLE.value))
+            pl.when(pl.any_horizontal(undecidable)).then(pl.lit(Result.UNKNOWN.value, RESULT_DTYPE)).otherwise(decided)
+        )
+    if cc.applies is not None:
+        # applies true -> decided, false -> 3 (not applicable), null -> 2 (unknown)
+        a = pl.col(_applies_key(cc)).cast(RESULT_DTYPE)
+        decided = (decided * a + pl.lit(Result.NOT_APPLICABLE.value, RESULT_DTYPE) * (1 - a)).fill_null(
+            Result.UNKNOWN.value
         )
     return decided.cast(RESULT_DTYPE)
 
@@ -492,31 +495,36 @@ def _missing_mask(cc: CompiledCriterion, bits: frozenset[int]) -> pl.Expr:
     return pl.sum_horizontal(terms)
 
 
-def _disposition_exprs(rules: CompiledRules) -> list[pl.Expr]:
-    fails = []
-    oks = []
-    for cc in rules.criteria:
+def _with_disposition(rules: CompiledRules, frame: pl.DataFrame) -> pl.DataFrame:
+    """Disposition and primary reason from the result codes. Deciding criteria are bits of one integer in protocol
+    order, so the primary reason is its lowest set bit; two plain steps keep polars on its fast paths."""
+    crits = rules.criteria
+    if not crits:
+        return frame.with_columns(
+            pl.lit(Disposition.ELIGIBLE.value).alias(DISPOSITION_COL), pl.lit(None, pl.String).alias(PRIMARY_COL)
+        )
+    fail_bits = []
+    unknown = []
+    for i, cc in enumerate(crits):
         col = pl.col(result_col(cc.id))
-        if cc.kind is CriterionKind.INCLUSION:
-            fails.append((cc.id, col == Result.NOT_MET.value))
-            oks.append(col.is_in([Result.MET.value, Result.NOT_APPLICABLE.value]))
-        else:
-            fails.append((cc.id, col == Result.MET.value))
-            oks.append(col.is_in([Result.NOT_MET.value, Result.NOT_APPLICABLE.value]))
-    if not fails:
-        return [pl.lit(Disposition.ELIGIBLE.value).alias(DISPOSITION_COL), pl.lit(None, pl.String).alias(PRIMARY_COL)]
-    ineligible = pl.any_horizontal([f for _, f in fails])
-    eligible = pl.all_horizontal(oks)
-    disposition = (
-        pl.when(ineligible)
-        .then(pl.lit(Disposition.INELIGIBLE.value))
-        .when(eligible)
-        .then(pl.lit(Disposition.ELIGIBLE.value))
-        .otherwise(pl.lit(Disposition.PENDING.value))
-        .cast(pl.Enum(list(d.value for d in Disposition)))
+        bad = Result.NOT_MET.value if cc.kind is CriterionKind.INCLUSION else Result.MET.value
+        fail_bits.append((col == bad).cast(pl.UInt64) * (1 << i))
+        unknown.append(col == Result.UNKNOWN.value)
+    counts = frame.select(pl.sum_horizontal(fail_bits).alias("f"), pl.any_horizontal(unknown).alias("u"))
+    enum = pl.Enum([d.value for d in Disposition])
+    f, u = pl.col("f"), pl.col("u")
+    out = counts.select(
+        pl.when(f > 0)
+        .then(pl.lit(Disposition.INELIGIBLE.value, enum))
+        .when(u)
+        .then(pl.lit(Disposition.PENDING.value, enum))
+        .otherwise(pl.lit(Disposition.ELIGIBLE.value, enum))
+        .alias(DISPOSITION_COL),
+        (f & (~f + 1))  # two's complement: only the lowest set bit is left
+        .replace_strict({1 << i: cc.id for i, cc in enumerate(crits)}, default=None, return_dtype=pl.String)
+        .alias(PRIMARY_COL),
     )
-    primary = pl.coalesce([pl.when(f).then(pl.lit(cid)) for cid, f in fails]).cast(pl.String)
-    return [disposition.alias(DISPOSITION_COL), primary.alias(PRIMARY_COL)]
+    return frame.with_columns(out)
 
 
 def decode_mask(cc: CompiledCriterion, mask: int) -> tuple[str, ...]:
