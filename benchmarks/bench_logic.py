@@ -183,7 +183,7 @@ def main() -> None:
         results[label] = (min(times), statistics.median(times), out)
         print(
             f"columnar {label:16s}: best {min(times):.3f} s, median {statistics.median(times):.3f} s "
-            f"(all 20 expressions, {frame.height:,} records, incl. parse-free compile); "
+            f"(all 20 expressions, {frame.height:,} records; compile included, parse done once before); "
             f"peak RSS now {peak_rss_mb():.0f} MB"
         )
 
