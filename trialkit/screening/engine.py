@@ -299,6 +299,9 @@ def screen(
         exprs[_logic_key(cc)] = cc.logic
         if cc.applies is not None:
             exprs[_applies_key(cc)] = cc.applies
+    for form in sorted({form for cc in rules.criteria for form in cc.requires_instances}):
+        # "has at least one instance", counted by the logic engine in its pass over that form's instances
+        exprs[_has_key(form)] = _eval.parse(f"count_instances({form}) > 0")
     # One pass for every expression: the logic engine shares parsing of columns and instance aggregates.
     # Only the columns the rules read go to the logic engine: it joins instance aggregates onto this frame.
     needed = [rid, _eval.REFERENCE_COLUMN, *(c for c in rules.columns() if c not in (rid, _eval.REFERENCE_COLUMN))]
@@ -309,7 +312,6 @@ def screen(
     signatures = sorted({c for cc in rules.criteria for c in cc.signature_columns})
     evaluated = _eval.evaluate_many(exprs, narrow, ctx).drop(rid)
     ev = pl.concat([narrow.select(rid, *signatures), evaluated], how="horizontal").rechunk()
-    ev = _with_instance_presence(rules, ev, instances)
     results = ev.select(
         pl.col(rid).cast(pl.String), *[_result_expr(cc).alias(result_col(cc.id)) for cc in rules.criteria]
     )
@@ -322,24 +324,29 @@ def screen(
 
 
 def _masks(rules: CompiledRules, narrow: pl.DataFrame, ev: pl.DataFrame, results: pl.DataFrame) -> pl.DataFrame:
-    """Missing-field bitmasks, computed only on the rows where some criterion is unknown (zero elsewhere)."""
-    names = [missing_col(cc.id) for cc in rules.criteria]
-    if not names:
+    """Missing-field bitmasks: blank-field bits from the record columns (one pass over them), then, per row, the
+    applicability or decision bits as the criterion requires, kept only where the criterion is unknown."""
+    crits = rules.criteria
+    if not crits:
         return pl.DataFrame()
-    any_unknown = pl.any_horizontal([pl.col(result_col(cc.id)) == Result.UNKNOWN.value for cc in rules.criteria])
-    rows = results.select(any_unknown.arg_true()).to_series()
-    zeros = pl.repeat(0, results.height, dtype=MASK_DTYPE, eager=True)
-    if rows.len() == 0:
-        return pl.DataFrame([zeros.alias(n) for n in names])
-    rid = rules.record_id
-    cols = [c for c in rules.columns() if c in narrow.columns and c != rid]
-    applies = [_applies_key(cc) for cc in rules.criteria if cc.applies is not None]
-    sub = pl.concat(
-        [narrow.select(cols).gather(rows), ev.select(applies).gather(rows), results.drop(rid).gather(rows)],
-        how="horizontal",
-    )
-    sub_masks = sub.select([_mask_expr(cc).alias(missing_col(cc.id)) for cc in rules.criteria])
-    return pl.DataFrame([zeros.scatter(rows, sub_masks[n]).alias(n) for n in names])
+    raw = []
+    for i, cc in enumerate(crits):
+        raw.append(_missing_mask(cc, cc.logic_bits).alias(f"L{i}"))
+        if cc.applies is not None:
+            raw.append(_missing_mask(cc, cc.applies_bits).alias(f"A{i}"))
+    bits = narrow.select(raw).rechunk()
+    applies = [_applies_key(cc) for cc in crits if cc.applies is not None]
+    combo = pl.concat([bits, ev.select(applies), results.drop(rules.record_id)], how="horizontal")
+    out = []
+    for i, cc in enumerate(crits):
+        mask = pl.col(f"L{i}")
+        if cc.applies is not None:
+            mask = pl.when(pl.col(_applies_key(cc)).is_null()).then(pl.col(f"A{i}")).otherwise(mask)
+        unknown = pl.col(result_col(cc.id)) == Result.UNKNOWN.value
+        out.append(
+            pl.when(unknown).then(mask).otherwise(pl.lit(0, MASK_DTYPE)).cast(MASK_DTYPE).alias(missing_col(cc.id))
+        )
+    return combo.select(out)
 
 
 def _with_instance_gaps(
@@ -370,26 +377,6 @@ def _with_instance_gaps(
         current = masks[col].gather(rows)
         masks = masks.with_columns(masks[col].scatter(rows, current | extra))
     return masks
-
-
-def _with_instance_presence(
-    rules: CompiledRules, work: pl.DataFrame, instances: Mapping[str, pl.DataFrame]
-) -> pl.DataFrame:
-    """`has:<form>` for criteria with requires_instances. Only rows whose criterion came out false can lack
-    instances (true or unknown needs at least one), so only those are looked up; every other row is True."""
-    rid = rules.record_id
-    for form in sorted({form for cc in rules.criteria for form in cc.requires_instances}):
-        false_rows = pl.any_horizontal(
-            [pl.col(_logic_key(cc)) == False for cc in rules.criteria if form in cc.requires_instances]  # noqa: E712
-        ).fill_null(False)
-        rows = work.select(false_rows.arg_true()).to_series()
-        has = pl.repeat(True, work.height, eager=True)
-        if rows.len():
-            asked = pl.DataFrame({rid: work[rid].cast(pl.String).gather(rows), "__row": rows})
-            found = asked.join(instances[form].select(pl.col(rid).cast(pl.String)), on=rid, how="semi")["__row"]
-            has = has.scatter(rows, False).scatter(found, True)
-        work = work.with_columns(has.alias(_has_key(form)))
-    return work
 
 
 def _has_key(form: str) -> str:
@@ -464,17 +451,6 @@ def _result_expr(cc: CompiledCriterion) -> pl.Expr:
             Result.UNKNOWN.value
         )
     return decided.cast(RESULT_DTYPE)
-
-
-def _mask_expr(cc: CompiledCriterion) -> pl.Expr:
-    """Missing-field bits (record columns only) where the criterion is unknown. While applicability is unknown,
-    only what decides applicability is needed; after that, what decides the criterion (an attestation stays
-    unknown while unsigned even when its yes/no is recorded)."""
-    mask = _missing_mask(cc, cc.logic_bits)
-    if cc.applies is not None:
-        mask = pl.when(pl.col(_applies_key(cc)).is_null()).then(_missing_mask(cc, cc.applies_bits)).otherwise(mask)
-    unknown = pl.col(result_col(cc.id)) == Result.UNKNOWN.value
-    return pl.when(unknown).then(mask).otherwise(pl.lit(0, dtype=MASK_DTYPE)).cast(MASK_DTYPE)
 
 
 def _missing_mask(cc: CompiledCriterion, bits: frozenset[int]) -> pl.Expr:
