@@ -270,3 +270,23 @@ def test_shared_subexpressions_give_the_same_results_as_separate_evaluation(mode
         if mode == "kleene":
             expected = frame.select(alone.missing).to_series().to_list()
             assert many.get_column(f"{name}__missing").to_list() == expected, name
+
+
+def test_distinct_count_takes_any_value_expression():
+    # 'other' drugs are told apart by their free-text name
+    atrq = pl.DataFrame(
+        {
+            "record_id": ["1", "1", "1"],
+            "redcap_repeat_instance": [1, 2, 3],
+            "atrq_drug": ["other", "other", "sertraline"],
+            "atrq_drug_other": ["Vortioxetine ", "agomelatine", None],
+        }
+    )
+    records = pl.DataFrame({"record_id": ["1"]})
+    plain = run("count_distinct_instances(atrq, [atrq_drug])", records, instances={"atrq": atrq})
+    named = run(
+        "count_distinct_instances(atrq, if([atrq_drug] = 'other', lower(trim([atrq_drug_other])), [atrq_drug]))",
+        records,
+        instances={"atrq": atrq},
+    )
+    assert plain.values.to_list() == [2] and named.values.to_list() == [3]
