@@ -65,12 +65,13 @@ def screen_file(
     from trialkit.records import read_intake
 
     intake = read_intake(data, study, event=event, sheet=sheet)
-    notes = list(getattr(intake, "notes", ()))
-    if hasattr(intake, "with_calculations"):
-        # A coordinator must not be asked for madrs_total when its ten items are there: blank calculated fields
-        # are computed from their expressions (stored values stay authoritative).
-        intake = intake.with_calculations()
-        notes.append("blank calculated fields were computed from their expressions; recorded values were kept")
+    # A coordinator must not be asked for madrs_total when its ten items are there: blank calculated fields are
+    # computed from their expressions (stored values stay authoritative; calcs that cannot be computed are noted).
+    before = len(intake.notes)
+    intake = intake.with_calculations(as_of=as_of)
+    notes = list(intake.notes[:before])
+    notes.append("blank calculated fields were computed from their expressions; recorded values were kept")
+    notes += list(intake.notes[before:])
     if intake.records.height == 0:
         raise DataError(f"{data}: no candidate records to screen")
     given = set(intake.raw.columns)
