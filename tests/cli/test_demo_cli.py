@@ -31,3 +31,24 @@ def test_demo_with_missing_data_file_is_a_usage_error(capsys, tmp_path):
         main(["demo", "--out-dir", str(tmp_path), "--data", str(tmp_path / "none.csv")])
     assert info.value.code == 2
     assert "demo data not found" in capsys.readouterr().err
+
+
+def test_demo_through_the_sandbox_agrees_with_offline_screening_and_writes_results_back(capsys, tmp_path):
+    import polars as pl
+
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--out-dir", str(tmp_path / "redcap")])
+    out, err = capsys.readouterr()
+    assert info.value.code == 0, err
+    assert "embedded REDCap sandbox at http://127.0.0.1:" in out and "wrote 300 results back" in out
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--offline", "--out-dir", str(tmp_path / "offline")])
+    assert info.value.code == 0
+    via_redcap = json.loads((tmp_path / "redcap" / "screening.json").read_text())
+    offline = json.loads((tmp_path / "offline" / "screening.json").read_text())
+    assert via_redcap["summary"] == offline["summary"]
+    # what REDCap holds afterwards: one written-back disposition per candidate, equal to the report's
+    export = pl.read_csv(tmp_path / "redcap" / "redcap_export.csv", infer_schema=False)
+    stored = dict(export.filter(pl.col("elig_disposition").is_not_null())
+                  .select("record_id", "elig_disposition").iter_rows())
+    assert stored == {c["record_id"]: c["disposition"] for c in via_redcap["candidates"]}

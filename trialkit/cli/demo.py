@@ -1,4 +1,9 @@
-"""`trialkit demo`: screen the synthetic KAP-TRD data set and write the HTML report."""
+"""`trialkit demo`: the nightly job end to end on the embedded REDCap sandbox, then the HTML report.
+
+By default the demo starts the local REDCap-compatible server with the KAP-TRD project, loads the synthetic
+intake into it through PyCap, runs the nightly job (pull, validate, screen, write results back, ledger) and
+writes the report from what REDCap then holds. `--offline` screens the file directly instead.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,11 @@ EXAMPLE = """
 Examples:
   trialkit demo
   trialkit demo --out-dir /tmp/kap-demo
-  trialkit demo --data my_export.csv --as-of 2026-11-26
+  trialkit demo --offline --data my_export.csv --as-of 2026-11-26
 
 \b
-Writes report.html (open it in a browser), screening.json and screening_log.csv into the output folder.
+Writes report.html (open it in a browser), screening.json, screening_log.csv, and (through the sandbox)
+redcap_export.csv and ledger.sqlite into the output folder.
 Exit codes: 0 done, 1 the data could not be screened, 2 usage or definition errors.
 """
 
@@ -54,12 +60,16 @@ def _parse_date(ctx: click.Context, param: click.Parameter, value: str | None) -
     callback=_parse_date,
     help="Screening reference date (default: 2026-11-02, the example data set's).",
 )
-def demo(out_dir: Path, data: Path | None, rules_path: Path | None, as_of: _dt.date | None) -> None:
-    """Screen the example KAP-TRD candidates (a seeded synthetic data set) against the protocol's eligibility
-    rules and write a self-contained HTML report with the CONSORT-style funnel and every candidate's checklist."""
+@click.option("--offline", is_flag=True, help="Screen the data file directly, without the embedded REDCap sandbox.")
+def demo(out_dir: Path, data: Path | None, rules_path: Path | None, as_of: _dt.date | None, offline: bool) -> None:
+    """Run the KAP-TRD nightly job on the embedded REDCap sandbox with the example candidates (a seeded
+    synthetic data set), then write a self-contained HTML report with the CONSORT-style funnel and every
+    candidate's checklist."""
     from trialkit.screening.run import DEMO_AS_OF, run_demo
 
     as_of = as_of or DEMO_AS_OF
+    if not offline:
+        data = _through_sandbox(out_dir, data, rules_path, as_of)
     result = run_demo(
         out_dir,
         data=data,
@@ -77,3 +87,52 @@ def demo(out_dir: Path, data: Path | None, rules_path: Path | None, as_of: _dt.d
     click.echo(f"report:        {result.html}")
     click.echo(f"results:       {result.json}")
     click.echo(f"screening log: {result.log}")
+
+
+def _through_sandbox(out_dir: Path, data: Path | None, rules_path: Path | None, as_of: _dt.date) -> Path:
+    """Load the intake into a fresh sandbox project, run the nightly job, and export what REDCap holds."""
+    import polars as pl
+
+    from trialkit.errors import UsageError
+    from trialkit.redcap.client import RedcapClient, Token
+    from trialkit.redcap.sandbox import ProjectSpec, running_sandbox
+    from trialkit.redcap.sync import Ledger, run_nightly
+    from trialkit.screening.run import load_rules, project_root, resolve_study
+
+    root = project_root()
+    data = data or root / "examples" / "kap_trd_intake.csv"
+    rules_path = rules_path or root / "eligibility_rules" / "kap_trd.yaml"
+    if not data.is_file():
+        raise UsageError(f"demo data not found: {data} (run `python examples/generate_intake.py`)")
+    study = resolve_study(rules_path, root if (root / "study.yaml").is_file() else None)
+    rules = load_rules(rules_path, study)
+    # REDCap's flat export shape: every cell text, blanks left out of the import
+    intake = pl.read_csv(data, infer_schema=False)
+    rows = [{k: v for k, v in row.items() if v is not None} for row in intake.iter_rows(named=True)]
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ledger_path = out_dir / "ledger.sqlite"
+    ledger_path.unlink(missing_ok=True)  # each demo starts a fresh REDCap project, so a fresh ledger
+    with running_sandbox(ProjectSpec.from_definition(study)) as sandbox:
+        click.echo(f"embedded REDCap sandbox at {sandbox.url} (project {study.name}, {len(study.instruments)} forms)")
+        client = RedcapClient(sandbox.url, Token(sandbox.token))
+        written = client.import_records(rows)
+        click.echo(f"imported {len(set(written))} candidates ({len(rows)} rows) through PyCap")
+        ledger = Ledger(ledger_path)
+        try:
+            night = run_nightly(client, study, rules, ledger=ledger, as_of=as_of, now=_dt.datetime.now())
+        finally:
+            ledger.close()
+        click.echo(
+            f"nightly job: pulled {night.pulled}, wrote {night.written} results back to REDCap, "
+            f"{night.invalid_records} record(s) with validation errors (ledger: {ledger_path})"
+        )
+        exported = client.export_records()
+    export_path = out_dir / "redcap_export.csv"
+    columns = list(dict.fromkeys(k for row in exported for k in row))
+    pl.DataFrame(
+        # blanks as empty unquoted cells, as REDCap's CSV export writes them
+        [{c: None if row.get(c) in (None, "") else str(row[c]) for c in columns} for row in exported],
+        schema=dict.fromkeys(columns, pl.String),
+    ).write_csv(export_path)
+    return export_path
