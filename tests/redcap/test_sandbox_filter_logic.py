@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from redcap import RedcapError
 
@@ -56,3 +58,19 @@ def test_filter_logic_on_repeating_rows(longitudinal):
     ])
     rows = longitudinal.export_records(filter_logic="[ses_dose] > 0.75")
     assert [r["redcap_repeat_instance"] for r in rows] == [2, 3]
+
+
+def test_filter_logic_today_and_now_follow_the_server_clock(classic, clock):
+    clock.now = dt.datetime(2025, 1, 1, 9, 0, 0)
+    classic.import_records([
+        {"record_id": "1", "dob": "2007-01-01", "visit_time": "2024-12-31 10:00"},  # 18 today; 23 h ago
+        {"record_id": "2", "dob": "2007-01-02", "visit_time": "2024-12-31 08:00"},  # 18 tomorrow; 25 h ago
+        {"record_id": "3"},
+    ])
+    ids = lambda logic: [r["record_id"] for r in classic.export_records(filter_logic=logic)]  # noqa: E731
+    assert ids("datediff([dob], 'today', 'y') >= 18") == ["1"]
+    assert ids("datediff([visit_time], 'now', 'h') < 24") == ["1"]
+    assert ids("datediff([visit_time], 'now', 'h') >= 24") == ["2"]
+    clock.now = dt.datetime(2025, 1, 2, 0, 30, 0)
+    assert ids("datediff([dob], 'today', 'y') >= 18") == ["1", "2"]
+    assert ids("datediff([visit_time], 'now', 'h') < 24") == []

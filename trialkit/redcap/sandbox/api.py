@@ -180,7 +180,7 @@ def _record(ctx: Context, request: ApiRequest) -> Reply:
     if plan.filter_logic:
         from trialkit.redcap.sandbox.filtering import matching_rows
 
-        matches = matching_rows(ctx.con, ctx.pid, ctx.schema, plan.filter_logic)
+        matches = matching_rows(ctx.con, ctx.pid, ctx.schema, plan.filter_logic, now=ctx.storage.clock())
     # a read transaction: the export is one consistent snapshot even while imports run
     ctx.con.execute("BEGIN")
     pieces = records.export_records(ctx.con, ctx.pid, plan, matches)

@@ -8,6 +8,7 @@ Classic projects: a record matches when any of its rows is true. Longitudinal pr
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 
 import polars as pl
@@ -44,8 +45,13 @@ def field_specs(schema: Schema) -> dict:
     return specs
 
 
-def matching_rows(con: sqlite3.Connection, pid: int, schema: Schema, text: str) -> set:
-    """Record ids (classic) or (record, event, repeat instrument, instance) keys (longitudinal) where `text` holds."""
+def matching_rows(
+    con: sqlite3.Connection, pid: int, schema: Schema, text: str, *, now: dt.datetime | None = None
+) -> set:
+    """Record ids (classic) or (record, event, repeat instrument, instance) keys (longitudinal) where `text` holds.
+
+    `now` is the server clock's time: 'today' is its date and 'now' the datetime, as on a REDCap server.
+    """
     from trialkit import logic
 
     try:
@@ -91,7 +97,7 @@ def matching_rows(con: sqlite3.Connection, pid: int, schema: Schema, text: str) 
     if schema.is_longitudinal:
         frame = logic.widen_events(frame, record_id=def_field, columns=columns, keep_rows=True)
     try:
-        result = logic.evaluate(node, frame, mode="redcap", fields=specs, record_id=def_field)
+        result = logic.evaluate(node, frame, mode="redcap", fields=specs, record_id=def_field, as_of=now)
     except LogicError as exc:
         raise ApiError(f"The filter logic is not valid: {exc}") from None
     hits = frame.select([def_field, "redcap_event_name", *_ROWKEYS]).filter(result.values.fill_null(False))
