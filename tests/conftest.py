@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import intake_data  # tests/intake_data.py: a small classic study and clean REDCap-shaped rows
 import pytest
+
+from trialkit.definitions.loader import load_study
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -22,3 +25,23 @@ def shared_dictionaries() -> Path:
     if not path.is_dir():
         pytest.skip("../shared/data/redcap-dictionaries is not present")
     return path
+
+
+@pytest.fixture(scope="session")
+def mini_study():
+    return load_study(intake_data.MINI_DIR)
+
+
+@pytest.fixture(scope="session")
+def kap_study(repo_root):
+    return load_study(repo_root)
+
+
+@pytest.fixture
+def clean_rows() -> list[dict]:
+    return [dict(r) for r in intake_data.CLEAN_ROWS]
+
+
+@pytest.fixture
+def clean_csv(tmp_path, clean_rows) -> Path:
+    return intake_data.write_csv(tmp_path / "intake.csv", clean_rows)

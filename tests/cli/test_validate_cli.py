@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import intake_data as shared
 import polars as pl
 import pytest
 
 from trialkit.cli import main
-
-_spec = importlib.util.spec_from_file_location(
-    "intake_data", Path(__file__).parent.parent / "records" / "intake_data.py"
-)
-shared = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(shared)
 
 MINI = str(shared.MINI_DIR)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import intake_data as shared
 import pytest
-from conftest import shared
 
 from trialkit.records import read_intake
 from trialkit.records.calculations import calc_fields

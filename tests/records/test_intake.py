@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import ClassVar
 
+import intake_data as shared
 import polars as pl
 import pytest
-from conftest import shared
 
 from trialkit.errors import UsageError
 from trialkit.records import IntakeData, read_intake

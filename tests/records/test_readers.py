@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import intake_data as shared
 import openpyxl
 import polars as pl
 import pytest
-from conftest import shared
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

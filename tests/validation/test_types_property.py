@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import intake_data as shared
 import polars as pl
-from conftest import shared
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import intake_data as shared
 import polars as pl
 import pytest
-from conftest import shared
 
 from trialkit.records import IntakeData, read_intake
 from trialkit.validation import COLUMNS, MASK, validate

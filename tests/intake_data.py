@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-MINI_DIR = Path(__file__).parent / "data" / "mini"
+MINI_DIR = Path(__file__).parent / "records" / "data" / "mini"
 
 _META = {"redcap_repeat_instrument": "", "redcap_repeat_instance": ""}
 
