@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from trialkit.cli.options import parse_date
+
 EXAMPLE = """
 \b
 Examples:
@@ -24,15 +26,6 @@ Writes report.html (open it in a browser), screening.json, screening_log.csv, an
 redcap_export.csv and ledger.sqlite into the output folder.
 Exit codes: 0 done, 1 the data could not be screened, 2 usage or definition errors.
 """
-
-
-def _parse_date(ctx: click.Context, param: click.Parameter, value: str | None) -> _dt.date | None:
-    if value is None:
-        return None
-    try:
-        return _dt.date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
 
 
 @click.command("demo", epilog=EXAMPLE)
@@ -57,7 +50,7 @@ def _parse_date(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option(
     "--as-of",
     "as_of",
-    callback=_parse_date,
+    callback=parse_date,
     help="Screening reference date (default: 2026-11-02, the example data set's).",
 )
 @click.option("--offline", is_flag=True, help="Screen the data file directly, without the embedded REDCap sandbox.")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from trialkit.cli.options import parse_date
 from trialkit.redcap.client import DEFAULT_TOKEN_ENV
 
 
@@ -28,7 +29,7 @@ def redcap() -> None:
               help="Study directory (default: the one the rule file names, else the current directory).")
 @click.option("--ledger", "ledger_path", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("trialkit-ledger.sqlite"), show_default=True, help="SQLite ledger of runs.")
-@click.option("--as-of", "as_of", default=None, help="Screening date YYYY-MM-DD (default: today).")
+@click.option("--as-of", "as_of", callback=parse_date, help="Screening date YYYY-MM-DD (default: today).")
 @click.option("--full", is_flag=True, help="Pull and screen every record, not only changed or undecided ones.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds per HTTP request.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
@@ -42,13 +43,12 @@ def nightly(url, token_env, token_file, rules_path, study_dir, ledger_path, as_o
     """
     from trialkit.redcap.client import RedcapClient, load_token
     from trialkit.redcap.sync import Ledger, run_nightly
-    from trialkit.screening.engine import parse_as_of
     from trialkit.screening.run import load_rules, resolve_study
 
     token = load_token(token_env, token_file)
     study = resolve_study(rules_path, study_dir)
     rules = load_rules(rules_path, study)
-    day = parse_as_of(as_of, today=dt.date.today())
+    day = as_of or dt.date.today()  # the CLI is the edge: the library never reads the clock
     client = RedcapClient(url, token, timeout=timeout)
     ledger = Ledger(ledger_path)
     try:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from trialkit.cli.options import parse_date
 from trialkit.errors import UsageError
 
 EXAMPLE = """
@@ -23,15 +24,6 @@ wrong shape, no records), 2 usage or definition errors (bad options, rule file o
 """
 
 FORMATS = ("table", "csv", "json", "html")
-
-
-def _parse_date(ctx: click.Context, param: click.Parameter, value: str | None) -> _dt.date | None:
-    if value is None:
-        return None
-    try:
-        return _dt.date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
 
 
 def _write(path: Path, text: str) -> None:
@@ -59,7 +51,7 @@ def _write(path: Path, text: str) -> None:
 @click.option(
     "--as-of",
     "as_of",
-    callback=_parse_date,
+    callback=parse_date,
     help="Screening reference date where a candidate has none recorded, YYYY-MM-DD (default: today).",
 )
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)

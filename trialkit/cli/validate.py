@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from trialkit.cli.options import parse_date
 from trialkit.errors import DataError, UsageError
 from trialkit.validation.findings import OUTPUT_FORMATS
 
@@ -22,15 +23,6 @@ Examples:
 Exit codes: 0 no errors (warnings alone do not fail unless --strict), 1 findings, 2 unusable input
 (unreadable file, not this study's data, bad options or study definition).
 """
-
-
-def _parse_date(ctx: click.Context, param: click.Parameter, value: str | None) -> _dt.date | None:
-    if value is None:
-        return None
-    try:
-        return _dt.date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
 
 
 @click.command("validate", epilog=EXAMPLE)
@@ -50,7 +42,7 @@ def _parse_date(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option(
     "--as-of",
     "as_of",
-    callback=_parse_date,
+    callback=parse_date,
     help="Date used as 'today' for ranges such as max: today and date logic (default: today).",
 )
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
