@@ -171,3 +171,40 @@ def test_file_fields_in_events(sandbox, longitudinal):
     reply = post(sandbox.url, token=longitudinal.token, content="file", action="export", record="1", field="sbp",
                  event="screening_arm_1")
     assert "The field 'sbp' does not exist or is not a 'file' field" in reply.text
+
+
+def test_calcs_chain_and_read_other_events(sandbox):
+    from sandbox_data import (
+        LONGITUDINAL_EVENTS,
+        LONGITUDINAL_MAPPINGS,
+        LONGITUDINAL_METADATA,
+        LONGITUDINAL_REPEATING,
+        _row,
+    )
+
+    from trialkit.redcap.sandbox import ProjectSpec
+
+    at = [r["field_name"] for r in LONGITUDINAL_METADATA].index("dbp") + 1
+    calcs = [
+        _row("sbp_change", "vitals", "calc", choices="[sbp] - [screening_arm_1][sbp]"),
+        _row("sbp_double", "vitals", "calc", choices="[sbp_change] * 2"),  # reads the calc just before it
+        _row("baseline_change", "vitals", "calc", choices="[baseline_arm_1][sbp_change]"),  # a calc of another event
+    ]
+    spec = ProjectSpec.classic(LONGITUDINAL_METADATA[:at] + calcs + LONGITUDINAL_METADATA[at:],
+                               arms=({"arm_num": 1, "name": "Arm 1"},), events=LONGITUDINAL_EVENTS,
+                               mappings=LONGITUDINAL_MAPPINGS, repeating=LONGITUDINAL_REPEATING)
+    token = sandbox.create_project(spec)
+    try:
+        proj = sandbox.project(token)
+        proj.import_records([
+            {"record_id": "1", "redcap_event_name": "screening_arm_1", "sbp": "150"},
+            {"record_id": "1", "redcap_event_name": "baseline_arm_1", "sbp": "120"},
+            {"record_id": "2", "redcap_event_name": "screening_arm_1", "sbp": "110"},
+        ])
+        rows = proj.export_records(fields=["record_id", "sbp_change", "sbp_double", "baseline_change"])
+        got = [(r["record_id"], r["redcap_event_name"], r["sbp_change"], r["sbp_double"], r["baseline_change"])
+               for r in rows]
+        assert got == [("1", "screening_arm_1", "0", "0", "-30"), ("1", "baseline_arm_1", "-30", "-60", "-30"),
+                       ("2", "screening_arm_1", "0", "0", "")]
+    finally:
+        sandbox.drop_project(token)

@@ -49,7 +49,18 @@ class CalcPlan:
         self.filled = [c for c in columns if schema.column_by_name[c].kind in ("checkbox", "complete")]
         # calcs that other calcs read: after computing one, the (widened) evaluation frame is rebuilt
         names = {n for n, _, _ in self.calcs}
-        self.referenced_calcs = {r.name for _, _, node in self.calcs for r in logic.references(node)} & names
+        self.refs = {n: {r.name for r in logic.references(node)} & names for n, _, node in self.calcs}
+        # only [event][field] references need the widened frame, and only of the columns they name
+        widened: list[str] = []
+        for _, _, node in self.calcs:
+            for ref in logic.references(node):
+                if ref.event is None:
+                    continue
+                info = schema.fields.get(ref.name)
+                cols = [c for _, c in info.checkbox_columns] if info is not None and info.checkbox_columns else (
+                    [ref.name] if ref.name in schema.column_by_name else [])
+                widened.extend(c for c in cols if c not in widened)
+        self.widened = widened
 
     def apply(self, rows: Mapping[Key, dict[str, str]], today: dt.date) -> dict[Key, dict[str, str]]:
         """New data for the rows whose calc values change (`rows`: every row of the touched records)."""
@@ -91,34 +102,66 @@ class CalcPlan:
                 contexts[ctx] = forms
             for form in forms:
                 where.setdefault(form, []).append(i)
+        # Calcs run in dictionary order, each seeing those before it: consecutive calcs that do not read one
+        # another are evaluated together in one pass (a later calc read by an earlier one keeps its stored value).
+        groups: list[list[tuple[str, str, object]]] = []
+        current: set[str] = set()
+        for calc in self.calcs:
+            if calc[1] not in where:
+                continue
+            if not groups or self.refs[calc[0]] & current:
+                groups.append([])
+                current = set()
+            groups[-1].append(calc)
+            current.add(calc[0])
         changed: dict[Key, dict[str, str]] = {}
         data = None
-        for name, form, node in self.calcs:
-            if form not in where:
-                continue
+        for group in groups:
             if data is None:
-                data = logic.widen_events(frame, record_id=def_field, columns=self.columns, keep_rows=True) \
-                    if schema.is_longitudinal else frame
-            try:
-                result = logic.evaluate(node, data, mode="redcap", as_of=today, fields=self.specs, record_id=def_field)
-            except LogicError:
-                continue
-            texts = [_text(v) for v in result.values.to_list()]
-            frame = frame.with_columns(pl.Series(name, texts, dtype=pl.String))
-            if name in self.referenced_calcs:
-                data = None if schema.is_longitudinal else frame
-            for i in where[form]:
-                text = texts[i] or None
-                k = keys[i]
-                current = changed.get(k) or rows[k]
-                if current.get(name) != text:
-                    new = dict(current)
-                    if text:
-                        new[name] = text
-                    else:
-                        new.pop(name, None)
-                    changed[k] = new
+                data = logic.widen_events(frame, record_id=def_field, columns=self.widened, keep_rows=True) \
+                    if schema.is_longitudinal and self.widened else frame
+            results = self._evaluate(group, data, today, def_field)
+            computed = []
+            for name, form, _ in group:
+                if name not in results:
+                    continue
+                texts = results[name]
+                computed.append(pl.Series(name, texts, dtype=pl.String))
+                for i in where[form]:
+                    text = texts[i] or None
+                    k = keys[i]
+                    current_row = changed.get(k) or rows[k]
+                    if current_row.get(name) != text:
+                        new = dict(current_row)
+                        if text:
+                            new[name] = text
+                        else:
+                            new.pop(name, None)
+                        changed[k] = new
+            if computed:
+                frame = frame.with_columns(computed)
+                if data is not frame and any(s.name in self.widened for s in computed):
+                    data = None  # an [event][calc] reference: widen again
+                else:
+                    data = data.with_columns(computed)  # widening keeps the rows, in order
         return changed
+
+
+    def _evaluate(self, group: list, data: pl.DataFrame, today: dt.date, def_field: str) -> dict[str, list[str]]:
+        """Texts per calc of the group; a calc trialkit cannot evaluate is left out (its stored value stays)."""
+        from trialkit import logic
+
+        try:
+            out = logic.evaluate_many({name: node for name, _, node in group}, data, mode="redcap", as_of=today,
+                                      fields=self.specs, record_id=def_field)
+            return {name: [_text(v) for v in out.get_column(name).to_list()] for name, _, _ in group}
+        except LogicError:
+            if len(group) == 1:
+                return {}
+        results: dict[str, list[str]] = {}
+        for calc in group:
+            results.update(self._evaluate([calc], data, today, def_field))
+        return results
 
 
 def _text(value: object) -> str:
