@@ -34,12 +34,7 @@ def _expressions(study: Study):
 
 def check_expressions(study: Study, sources: SourceMap, *, standalone: bool = False) -> list[Diagnostic]:
     """LOG001 for syntax errors; the logic checker's own codes for unknown fields, types and choice codes."""
-    from trialkit.logic.parser import parse
-
-    try:
-        from trialkit.logic import check
-    except ImportError:  # the checker is not there yet: syntax only
-        check = None
+    from trialkit.logic import check, parse
 
     specs = study.field_specs()
     events = frozenset(e.name for e in study.events) if study.longitudinal else None
@@ -66,8 +61,6 @@ def check_expressions(study: Study, sources: SourceMap, *, standalone: bool = Fa
         except LogicError as exc:
             file, line, col = at(1, 1)
             out.append(Diagnostic("LOG001", f"{what} of '{f.name}': {exc.message}", file, line, col))
-            continue
-        if check is None:
             continue
         for d in check(tree, specs, events=events, repeating_forms=repeating, allow_extensions=False):
             if standalone and d.code in _UNKNOWN_FIELD_CODES:

@@ -299,12 +299,8 @@ def _unfold(text: str) -> str:
 def check_ruleset(ruleset: RuleSet, study: Any) -> list[Diagnostic]:
     """Every expression checked against the study's fields; every problem located in the rule file."""
     from trialkit.errors import LogicError, LogicSyntaxError
-    from trialkit.logic.parser import parse
-
-    try:
-        from trialkit.logic import check as logic_check
-    except ImportError:  # the checker is not there yet: syntax only
-        logic_check = None
+    from trialkit.logic import check as logic_check
+    from trialkit.logic import parse
 
     specs = study.field_specs()
     events = frozenset(e.name for e in study.events) if study.longitudinal else None
@@ -320,8 +316,6 @@ def check_ruleset(ruleset: RuleSet, study: Any) -> list[Diagnostic]:
             return
         except LogicError as exc:
             diags.append(_at(where, "LOG001", f"{context}: {exc.message}", None, None))
-            return
-        if logic_check is None:
             return
         for d in logic_check(tree, specs, events=events, repeating_forms=repeating, allow_extensions=True):
             diags.append(_at(where, d.code, f"{context}: {d.message}", d.line, d.col, d.severity))
