@@ -142,6 +142,7 @@ def test_server_memory_error_halves_the_chunk(sandbox, project_token, sleeps):
     sandbox.set_faults(FaultPlan(kind="html_fatal", next_n=1, contents=("record",)))
     assert len(client.export_records(["1", "2", "3", "4", "5", "6"])) == 6
     assert sandbox.faults.injected == 1
+    assert sleeps == [], "an out-of-memory page is answered by asking for less, not by waiting and resending"
 
 
 def test_redcap_error_replies_are_not_retried_and_carry_no_token(client, sandbox, project_token, sleeps):
@@ -178,3 +179,10 @@ def test_verify_reports_cells_that_differ(client, sandbox, project_token):
     )
     problems = client.verify(rows)
     assert problems == ["record 2: field sbp holds '99', sent '122'"]
+
+
+def test_out_of_memory_reply_outside_a_chunked_export_is_a_redcap_error(client, sandbox, project_token):
+    sandbox.set_faults(FaultPlan(kind="html_fatal", share=1.0, contents=("record",)))
+    with pytest.raises(RedcapError, match="ran out of server memory") as info:
+        client.record_ids()
+    assert project_token not in str(info.value)

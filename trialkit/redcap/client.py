@@ -131,11 +131,17 @@ class RedcapClient:
 
     # -- the retry loop -------------------------------------------------------------------------------
 
-    def _call(self, what: str, fn: Callable[[], T], *, retry: bool = True) -> T:
+    def _call(self, what: str, fn: Callable[[], T], *, retry: bool = True, shrinkable: bool = False) -> T:
+        """Run one API call with retries. `shrinkable` callers handle REDCap's out-of-memory reply themselves
+        (by asking for less); for everyone else it is a plain RedcapError."""
         delays = self._retry.delays() if retry else iter(())
         while True:
             try:
                 return self._classify(what, fn)
+            except _ServerMemory as exc:
+                if shrinkable:
+                    raise
+                raise RedcapError(f"REDCap {what} failed: {exc}") from None
             except _Transient as exc:
                 delay = next(delays, None)
                 if delay is None:
@@ -145,11 +151,19 @@ class RedcapClient:
     def _classify(self, what: str, fn: Callable[[], T]) -> T:
         try:
             return fn()
-        except requests.exceptions.JSONDecodeError:
-            # a 200 or 5xx whose body is not JSON: an HTML fatal-error page, a proxy error page
+        except requests.exceptions.JSONDecodeError as exc:
+            # A 200 or 5xx whose body is not JSON: a proxy error page, or REDCap's PHP fatal-error block
+            # followed by its out-of-memory JSON error (what too large a request gets).
+            if _MEMORY_ERROR in (getattr(exc, "doc", "") or "").lower():
+                raise _ServerMemory("REDCap ran out of server memory (PHP fatal error page)") from None
             raise _Transient("the server's reply was not valid JSON (server error page?)") from None
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise _Transient(f"network: {type(exc).__name__}") from None
+        except (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,  # the connection dropped part-way through the reply
+            requests.exceptions.ContentDecodingError,
+        ) as exc:
+            raise _Transient(f"network: {type(exc).__name__} talking to {self.url}") from None
         except requests.RequestException as exc:
             message = self._token.scrub(_error_text(exc))
             if _MEMORY_ERROR in message.lower():
@@ -215,6 +229,7 @@ class RedcapClient:
                             forms=list(forms) if forms else None,
                             events=list(events) if events else None,
                         ),
+                        shrinkable=True,
                     )
                 )
             except _ServerMemory as exc:
@@ -237,18 +252,15 @@ class RedcapClient:
         written: list[str] = []
         for chunk in _chunks_by_record(rows, def_field, self.chunk_size):
             replayable = all(str(row.get("redcap_repeat_instance", "")) != "new" for row in chunk)
-            try:
-                ids = self._call(
-                    "record import",
-                    lambda chunk=chunk: self._project.import_records(
-                        [dict(row) for row in chunk],
-                        overwrite="overwrite" if overwrite else "normal",
-                        return_content="ids",
-                    ),
-                    retry=replayable,
-                )
-            except _ServerMemory as exc:
-                raise RedcapError(f"REDCap record import failed: {exc}") from None
+            ids = self._call(
+                "record import",
+                lambda chunk=chunk: self._project.import_records(
+                    [dict(row) for row in chunk],
+                    overwrite="overwrite" if overwrite else "normal",
+                    return_content="ids",
+                ),
+                retry=replayable,
+            )
             written.extend(str(i) for i in ids)
         return written
 
