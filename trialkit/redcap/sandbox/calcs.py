@@ -50,6 +50,7 @@ class CalcPlan:
         # calcs that other calcs read: after computing one, the (widened) evaluation frame is rebuilt
         names = {n for n, _, _ in self.calcs}
         self.refs = {n: {r.name for r in logic.references(node)} & names for n, _, node in self.calcs}
+        self.read_calcs = set().union(*self.refs.values()) if self.refs else set()
         # only [event][field] references need the widened frame, and only of the columns they name
         widened: list[str] = []
         for _, _, node in self.calcs:
@@ -125,8 +126,13 @@ class CalcPlan:
             for name, form, _ in group:
                 if name not in results:
                     continue
-                texts = results[name]
-                computed.append(pl.Series(name, texts, dtype=pl.String))
+                values = results[name]
+                if name in self.read_calcs:  # later calcs read it as text, on every row
+                    texts = [_text(v) for v in values]
+                    computed.append(pl.Series(name, texts, dtype=pl.String))
+                else:
+                    texts = dict.fromkeys(where[form], "")
+                    texts.update((i, _text(values[i])) for i in where[form])
                 for i in where[form]:
                     text = texts[i] or None
                     k = keys[i]
@@ -146,15 +152,14 @@ class CalcPlan:
                     data = data.with_columns(computed)  # widening keeps the rows, in order
         return changed
 
-
-    def _evaluate(self, group: list, data: pl.DataFrame, today: dt.date, def_field: str) -> dict[str, list[str]]:
-        """Texts per calc of the group; a calc trialkit cannot evaluate is left out (its stored value stays)."""
+    def _evaluate(self, group: list, data: pl.DataFrame, today: dt.date, def_field: str) -> dict[str, list]:
+        """Values per calc of the group; a calc trialkit cannot evaluate is left out (its stored value stays)."""
         from trialkit import logic
 
         try:
             out = logic.evaluate_many({name: node for name, _, node in group}, data, mode="redcap", as_of=today,
                                       fields=self.specs, record_id=def_field)
-            return {name: [_text(v) for v in out.get_column(name).to_list()] for name, _, _ in group}
+            return {name: out.get_column(name).to_list() for name, _, _ in group}
         except LogicError:
             if len(group) == 1:
                 return {}
