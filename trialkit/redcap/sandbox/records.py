@@ -481,17 +481,20 @@ def validate_import(schema: Schema, raw_rows: list[dict[str, str]], date_format:
         raise ApiError("The following fields were not found in the project as real data fields: " + EVENT)
     by_name = {k: c for k, c in schema.column_by_name.items() if k != schema.def_field}
     checks = {c.name: schema.fields[c.name].check for c in by_name.values() if c.kind == "value"}
-    allowed_by_context: dict[tuple[str, str], set[str]] = {}
+    # per (event, repeat instrument): column -> (kind, None) where it may be set, (None, message) where not
+    plans: dict[tuple[str, str], dict[str, tuple[str | None, str | None]]] = {}
     memo: dict[tuple[str, str], tuple[object, str | None]] = {}
     dags = set(schema.dag_names)
     out: list[_Row] = []
+    longitudinal = schema.is_longitudinal
+    def_field = schema.def_field
     for raw in raw_rows:
-        record = raw.get(schema.def_field, "")
+        record = raw.get(def_field, "")
         if record == "":
-            errors.append(_error_line("", schema.def_field, "", "The record ID is blank. Every row must have one."))
+            errors.append(_error_line("", def_field, "", "The record ID is blank. Every row must have one."))
             continue
         event = ""
-        if schema.is_longitudinal:
+        if longitudinal:
             event = raw.get(EVENT, "")
             if event not in schema.event_order:
                 errors.append(_error_line(record, EVENT, event, "The value is not a valid unique event name"
@@ -532,50 +535,36 @@ def validate_import(schema: Schema, raw_rows: list[dict[str, str]], date_format:
             errors.append(_error_line(record, RINST, "", f"The event '{event}' is a repeating event, so "
                                       "redcap_repeat_instance must be provided"))
             continue
-        allowed_forms = allowed_by_context.get((event, rform))
-        if allowed_forms is None:
-            if rform:
-                allowed_forms = {rform}
-            else:
-                repeating = schema.repeating_forms.get(event, set())
-                allowed_forms = {f for f in schema.event_forms.get(event, ()) if f not in repeating}
-            allowed_by_context[(event, rform)] = allowed_forms
+        plan = plans.get((event, rform))
+        if plan is None:
+            plan = plans[(event, rform)] = _cell_plan(schema, by_name, event, rform)
         values: dict[str, str] = {}
         for name, value in raw.items():
-            col = by_name.get(name)
-            if col is None:  # record id, pseudo and survey columns
+            step = plan.get(name)
+            if step is None:  # record id, pseudo and survey columns
                 continue
+            kind, message = step
             if value == "":
-                if overwrite and col.form in allowed_forms:
+                if overwrite and kind is not None:
                     values[name] = ""
                 continue
-            if col.form not in allowed_forms:
-                if rform:
-                    message = f"This field is not on the repeating instrument '{rform}'"
-                elif col.form in schema.repeating_forms.get(event, set()):
-                    message = ("This field is on a repeating instrument, so redcap_repeat_instrument and "
-                               "redcap_repeat_instance must be provided")
-                else:
-                    message = f"This field's instrument ('{col.form}') is not designated for the event '{event}'"
+            if kind is None:
                 errors.append(_error_line(record, name, value, message))
-                continue
-            kind = col.kind
-            if kind == "value":
+            elif kind == "value":
                 # most cells repeat (choice codes, yes/no, common numbers): check each (field, value) once
-                memo_key = (name, value)
-                checked = memo.get(memo_key)
+                checked = memo.get((name, value))
                 if checked is None:
-                    checked = memo[memo_key] = checks[name](value, date_format)
+                    checked = memo[(name, value)] = checks[name](value, date_format)
                 result, message = checked
                 if message is not None:
                     errors.append(_error_line(record, name, value, message))
                 elif result is not IGNORED:
                     values[name] = result
-            elif value in ("0", "1") or (kind == "complete" and value == "2"):
+            elif value == "0" or value == "1" or (kind == "complete" and value == "2"):
                 values[name] = value
             else:
                 errors.append(_error_line(record, name, value, "The value is not a valid category for "
-                                          f"{col.field if kind == 'checkbox' else name}"))
+                                          f"{by_name[name].field if kind == 'checkbox' else name}"))
         dag = None
         if DAG in raw and raw[DAG] != "":
             if raw[DAG] not in dags:
@@ -584,6 +573,24 @@ def validate_import(schema: Schema, raw_rows: list[dict[str, str]], date_format:
             dag = raw[DAG]
         out.append(_Row(record, event, rform, inst, values, dag))
     return out, errors
+
+
+def _cell_plan(schema: Schema, by_name: dict, event: str, rform: str) -> dict[str, tuple[str | None, str | None]]:
+    """What a cell of each column means in a row of (event, repeat instrument): its kind, or why it is refused."""
+    repeating = schema.repeating_forms.get(event, set())
+    allowed_forms = {rform} if rform else {f for f in schema.event_forms.get(event, ()) if f not in repeating}
+    plan: dict[str, tuple[str | None, str | None]] = {}
+    for name, col in by_name.items():
+        if col.form in allowed_forms:
+            plan[name] = (col.kind, None)
+        elif rform:
+            plan[name] = (None, f"This field is not on the repeating instrument '{rform}'")
+        elif col.form in repeating:
+            plan[name] = (None, "This field is on a repeating instrument, so redcap_repeat_instrument and "
+                                "redcap_repeat_instance must be provided")
+        else:
+            plan[name] = (None, f"This field's instrument ('{col.form}') is not designated for the event '{event}'")
+    return plan
 
 
 _KIND_CODES = {"value": 0, "checkbox": 1, "complete": 2}
