@@ -8,7 +8,7 @@ expression over all rows; trialkit.logic compiles the expressions (REDCap mode).
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -103,11 +103,30 @@ def _first_rows(typed: pl.DataFrame, keys: list[str], columns: list[str]) -> pl.
     return rows
 
 
-def field_specs(study: Study) -> Any:
-    try:
-        return study.field_specs()
-    except (ImportError, AttributeError):  # a model without specs: logic infers kinds from the frame
-        return None
+def compile_redcap(
+    node: Any, frame: pl.DataFrame, study: Study, *, as_of: _dt.date | None, specs: Mapping[str, Any]
+) -> pl.Expr:
+    """A branching-logic or calc tree as one polars expression over `frame` (a `logic_frame`), in REDCap mode:
+    blanks as REDCap reads them, the study's missing-data codes, absent columns blank. `specs` is
+    study.field_specs(), built once by the caller for all its expressions."""
+    from trialkit import logic
+
+    return logic.compile_expr(
+        node,
+        frame,
+        mode="redcap",
+        as_of=as_of,
+        fields=specs,
+        record_id=study.record_id_field,
+        missing_codes=tuple(c.code for c in study.missing_codes),
+        missing_columns="blank",
+    ).value
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an error, for a note or a finding (parser errors carry a caret line below)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__
 
 
 def calc_fields(study: Study) -> list[Field]:
@@ -144,28 +163,17 @@ def fill_calculations(intake: IntakeData, *, as_of: _dt.date | None = None) -> t
     typed = intake.typed
     calcs = calc_fields(study)
     problems: list[str] = []
-    specs = field_specs(study)
-    missing_codes = tuple(c.code for c in study.missing_codes)
+    specs = study.field_specs()
     for f in calcs:
         if f.name not in typed.columns:
             continue
         try:
             node = logic.parse(f.calculation)
             frame = logic_frame(intake, logic.reference_columns(node), typed=typed)
-            compiled = logic.compile_expr(
-                node,
-                frame,
-                mode="redcap",
-                as_of=as_of,
-                fields=specs,
-                record_id=study.record_id_field,
-                missing_codes=missing_codes,
-                missing_columns="blank",
-            )
-            computed = frame.select(compiled.value.cast(pl.Float64, strict=False).alias("v")).get_column("v")
+            value = compile_redcap(node, frame, study, as_of=as_of, specs=specs)
+            computed = frame.select(value.cast(pl.Float64, strict=False).alias("v")).get_column("v")
         except Exception as exc:  # never let one expression stop the others
-            lines = str(exc).strip().splitlines()
-            problems.append(f"calculation of {f.name} not computed: {lines[0][:200] if lines else type(exc).__name__}")
+            problems.append(f"calculation of {f.name} not computed: {one_line(exc, 200)}")
             continue
         scope = form_scope(study, f.form)
         typed = typed.with_columns(

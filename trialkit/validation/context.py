@@ -14,7 +14,7 @@ import polars as pl
 
 from trialkit.definitions.model import Field, FieldType, Study
 from trialkit.records import EVENT, REPEAT_INSTANCE, REPEAT_INSTRUMENT, ROW, Column, IntakeData, study_columns
-from trialkit.records.calculations import field_specs, form_scope, logic_frame
+from trialkit.records.calculations import compile_redcap, form_scope, logic_frame, one_line
 
 RID = "__rid"
 EVT = "__event"
@@ -119,7 +119,7 @@ def _add_logic(ctx: Context, intake: IntakeData, *, as_of: _dt.date) -> None:
     except ImportError as exc:  # pragma: no cover - logic is part of the package
         ctx.problems.extend((f.name, f"logic evaluator unavailable: {exc}") for f in fields)
         return
-    specs = field_specs(intake.study)
+    specs = intake.study.field_specs()
     parsed: list[tuple[Field, str, object]] = []
     needs: set[str] = set()
     for f in fields:
@@ -136,25 +136,14 @@ def _add_logic(ctx: Context, intake: IntakeData, *, as_of: _dt.date) -> None:
     if not parsed:
         return
     frame = logic_frame(intake, needs)
-    rid = intake.study.record_id_field
     out: list[pl.Expr] = []
     names: list[tuple[Field, str]] = []
     for f, what, node in parsed:
         try:
-            compiled = logic.compile_expr(
-                node,
-                frame,
-                mode="redcap",
-                as_of=as_of,
-                fields=specs,
-                record_id=rid,
-                missing_codes=tuple(c.code for c in intake.study.missing_codes),
-                missing_columns="blank",
-            )
+            value = compile_redcap(node, frame, intake.study, as_of=as_of, specs=specs)
         except Exception as exc:
-            ctx.problems.append((f.name, f"{_what(what)} cannot be evaluated: {_one_line(exc)}"))
+            ctx.problems.append((f.name, f"{_what(what)} cannot be evaluated: {one_line(exc)}"))
             continue
-        value = compiled.value
         if what == "show_if":
             out.append(value.cast(pl.Boolean, strict=False).alias(shown_name(f.name)))
         else:
@@ -171,7 +160,7 @@ def _add_logic(ctx: Context, intake: IntakeData, *, as_of: _dt.date) -> None:
             try:
                 kept.append(frame.select(expr))
             except Exception as exc:
-                ctx.problems.append((f.name, f"{_what(what)} cannot be evaluated: {_one_line(exc)}"))
+                ctx.problems.append((f.name, f"{_what(what)} cannot be evaluated: {one_line(exc)}"))
         if not kept:
             return
         values = pl.concat(kept, how="horizontal")
@@ -184,7 +173,3 @@ def _add_logic(ctx: Context, intake: IntakeData, *, as_of: _dt.date) -> None:
 def _what(what: str) -> str:
     return "branching logic" if what == "show_if" else "calculation"
 
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__
