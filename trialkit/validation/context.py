@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from trialkit import logic
 from trialkit.definitions.model import Field, FieldType, Study
 from trialkit.records import EVENT, REPEAT_INSTANCE, REPEAT_INSTRUMENT, ROW, Column, IntakeData, study_columns
 from trialkit.records.calculations import compile_redcap, form_scope, logic_frame, one_line
@@ -113,11 +114,6 @@ def _logic_fields(study: Study) -> list[Field]:
 def _add_logic(ctx: Context, intake: IntakeData, *, as_of: _dt.date) -> None:
     fields = _logic_fields(intake.study)
     if not fields:
-        return
-    try:
-        from trialkit import logic
-    except ImportError as exc:  # pragma: no cover - logic is part of the package
-        ctx.problems.extend((f.name, f"logic evaluator unavailable: {exc}") for f in fields)
         return
     specs = intake.study.field_specs()
     parsed: list[tuple[Field, str, object]] = []
