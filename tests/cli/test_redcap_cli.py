@@ -38,12 +38,18 @@ def run(args, env_token=None, tmp_path=None):
 
 def test_nightly_runs_and_reports_json(kap_sandbox, tmp_path):
     proc = run(["redcap", "nightly", "--url", kap_sandbox.url, "--token-env", "KAP_TOKEN", "--rules", str(RULES),
-                "--ledger", str(tmp_path / "l.sqlite"), "--as-of", "2026-10-01", "--format", "json"],
+                "--ledger", str(tmp_path / "l.sqlite"), "--as-of", "2026-10-01", "--format", "json",
+                "--findings", str(tmp_path / "findings.csv")],
                env_token=kap_sandbox.token, tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["pulled"] == 1 and out["written"] == 1 and out["dispositions"] == {"pending": 1}
     assert kap_sandbox.token not in proc.stdout + proc.stderr
+    findings = (tmp_path / "findings.csv").read_text().splitlines()
+    header = findings[0].split(",")
+    assert {"record", "field", "check", "message"} <= set(header)
+    # the partly filled screening forms leave required fields blank: reported against record 0001
+    assert any(line.split(",")[header.index("record")] == "0001" for line in findings[1:])
 
 
 def test_missing_token_is_a_usage_error(kap_sandbox, tmp_path):

@@ -32,8 +32,11 @@ def redcap() -> None:
 @click.option("--as-of", "as_of", callback=parse_date, help="Screening date YYYY-MM-DD (default: today).")
 @click.option("--full", is_flag=True, help="Pull and screen every record, not only changed or undecided ones.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds per HTTP request.")
+@click.option("--findings", "findings_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the validation findings of the pulled records here (CSV; identifier values masked).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def nightly(url, token_env, token_file, rules_path, study_dir, ledger_path, as_of, full, timeout, fmt) -> None:
+def nightly(url, token_env, token_file, rules_path, study_dir, ledger_path, as_of, full, timeout, findings_path,
+            fmt) -> None:
     """Pull intake, validate, screen and write results back to REDCap; safe to rerun after any failure.
 
     \b
@@ -52,9 +55,12 @@ def nightly(url, token_env, token_file, rules_path, study_dir, ledger_path, as_o
     client = RedcapClient(url, token, timeout=timeout)
     ledger = Ledger(ledger_path)
     try:
-        result = run_nightly(client, study, rules, ledger=ledger, as_of=day, now=dt.datetime.now(), full=full)
+        result = run_nightly(client, study, rules, ledger=ledger, as_of=day, now=dt.datetime.now(), full=full,
+                             clock=dt.datetime.now)
     finally:
         ledger.close()
+    if findings_path is not None and result.findings is not None:
+        result.findings.to_csv(findings_path)
     if fmt == "json":
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
@@ -64,5 +70,5 @@ def nightly(url, token_env, token_file, rules_path, study_dir, ledger_path, as_o
         f"screened {result.pulled} record(s): {counts}; wrote {result.written}, unchanged {result.unchanged}"
     )
     if result.invalid_records:
-        click.echo(f"{result.invalid_records} record(s) have validation errors: run `trialkit validate` on an export",
-                   err=True)
+        where = f"see {findings_path}" if findings_path else "use --findings FILE to list them"
+        click.echo(f"{result.invalid_records} record(s) have validation errors ({where})", err=True)

@@ -21,7 +21,7 @@ import datetime as dt
 import hashlib
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ class NightlyResult:
     unchanged: int
     invalid_records: int  # records with validation errors (screened all the same; reported)
     dispositions: Mapping[str, int] = field(default_factory=dict)
+    findings: Any = field(default=None, repr=False)  # trialkit.validation.Findings of the pulled records
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -143,8 +144,11 @@ def run_nightly(
     now: dt.datetime,
     full: bool = False,
     overlap: dt.timedelta = dt.timedelta(hours=24),
+    clock: Callable[[], dt.datetime] | None = None,
 ) -> NightlyResult:
-    """One nightly pass. `now` is this machine's clock at start (the caller reads it; the core never does)."""
+    """One nightly pass. `now` stamps the run's start (and the pull watermark); `clock`, when given, stamps its
+    end in the ledger (else the start time is used, which keeps tests deterministic)."""
+    finished = clock or (lambda: now)
     from trialkit.records import IntakeData
     from trialkit.screening import result_records, screen
     from trialkit.validation import validate
@@ -165,7 +169,7 @@ def run_nightly(
             ids = list(dict.fromkeys([*changed, *undecided]))
         rows = client.export_records(ids) if ids else []
         if not rows:
-            ledger.finish(run_id, "ok", at=now)
+            ledger.finish(run_id, "ok", at=finished())
             return NightlyResult(run_id, as_of, full, 0, 0, 0, 0, {})
 
         frame = pl.DataFrame(
@@ -195,13 +199,13 @@ def run_nightly(
                 )
             ledger.record_writes(run_id, to_write, record_id, now)
         invalid = findings.records_with_errors().n_unique()
-        ledger.finish(run_id, "ok", at=now, pulled=len(current), written=len(to_write))
+        ledger.finish(run_id, "ok", at=finished(), pulled=len(current), written=len(to_write))
         return NightlyResult(
-            run_id, as_of, full, len(current), len(to_write), len(current) - len(to_write), invalid, counts
+            run_id, as_of, full, len(current), len(to_write), len(current) - len(to_write), invalid, counts, findings
         )
     except BaseException as exc:
         message = exc.message if isinstance(exc, RedcapError | UsageError) else type(exc).__name__
-        ledger.finish(run_id, "failed", at=now, message=message)
+        ledger.finish(run_id, "failed", at=finished(), message=message)
         raise
 
 
