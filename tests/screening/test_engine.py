@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import polars as pl
 import pytest
 
+from trialkit.definitions.rules import Criterion, CriterionKind
 from trialkit.errors import UsageError
-from trialkit.screening.engine import screen, select_candidates
+from trialkit.screening.engine import compile_rules, screen, select_candidates
 from trialkit.screening.explain import candidates, summarise
 
 from .conftest import AS_OF, TRIALS
@@ -234,6 +236,27 @@ def test_pandas_input_and_missing_columns(rules, study):
     cand = _one(s, "x")
     assert cand.disposition == "pending"
     assert "dob" in cand.still_needed  # absent columns count as missing, not as errors
+
+
+def test_checkbox_codes_and_event_refs_read_the_columns_the_logic_engine_reads(rules):
+    # REDCap exports option 'A' of checkbox 'flags' as flags___a: a rule on [flags(A)] must read that column,
+    # not a made-up flags___A that is blank for everyone (which left every candidate pending).
+    crit = (
+        Criterion("X1", CriterionKind.INCLUSION, "flag A ticked", logic="[flags(A)] = '1'"),
+        Criterion("X2", CriterionKind.EXCLUSION, "flag at baseline", logic="[baseline_arm_1][flag] = '1'"),
+    )
+    ruleset = dataclasses.replace(rules.ruleset, criteria=crit, reference_date=None)
+    compiled = compile_rules(ruleset, None)
+    frame = pl.DataFrame(
+        {"record_id": ["1", "2", "3"], "flags___a": ["1", "0", "1"], "baseline_arm_1:flag": ["0", "0", "1"]}
+    )
+    s = screen(compiled, frame, as_of=AS_OF)
+    got = {c.record_id: (c.disposition, c.primary_reason, c.criteria[0].values) for c in candidates(s)}
+    assert got == {
+        "1": ("eligible", None, {"flags___a": "1"}),
+        "2": ("ineligible", "X1", {"flags___a": "0"}),
+        "3": ("ineligible", "X2", {"flags___a": "1"}),
+    }
 
 
 def test_bad_inputs_are_usage_errors(rules):

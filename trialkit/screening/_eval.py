@@ -12,6 +12,7 @@ import polars as pl
 
 from trialkit.errors import DefinitionError, Diagnostic, LogicError, LogicSyntaxError
 from trialkit.logic import ast
+from trialkit.logic.fields import checkbox_column, event_column
 from trialkit.logic.functions import INSTANCE_AGGREGATES
 from trialkit.logic.parser import parse as _parse
 from trialkit.logic.render import render as _render
@@ -65,8 +66,10 @@ def _located(code: str, message: str, where: Any, line: int | None, col: int | N
 
 
 def column_of(ref: ast.FieldRef) -> str:
-    name = f"{ref.name}___{ref.code}" if ref.code is not None else ref.name
-    return f"{ref.event}:{name}" if ref.event else name
+    """The data column a reference reads, named as the logic engine names it (checkbox codes normalised as in
+    REDCap's export, `[event-name]` = the current row), so the columns screening selects are the ones it reads."""
+    name = ref.name if ref.code is None else checkbox_column(ref.name, ref.code)
+    return event_column(ref.event, name) if ref.event is not None and ref.event != "event-name" else name
 
 
 def references(node: ast.Node) -> Refs:
