@@ -157,6 +157,13 @@ def test_deep_nesting_and_long_input_give_clean_errors():
     assert "too long" in str(err)
 
 
+def test_quotes_and_parentheses_in_comments_do_not_hide_or_add_nesting():
+    deep = "(" * 10_000 + "1" + ")" * 10_000
+    for comment in ("# patient's age\n", "// it's\n"):
+        assert "nested too deeply" in str(syntax_error(comment + deep))
+    assert parse("# " + "(" * (MAX_DEPTH + 1) + "\n[a] = 1") == parse("[a] = 1")
+
+
 def test_nesting_up_to_the_limit_parses_and_renders():
     depth = MAX_DEPTH - 2
     text = "(" * depth + "[a]" + ")" * depth

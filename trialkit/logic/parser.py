@@ -338,14 +338,21 @@ def _check_shape(text: str, ctx: _Ctx) -> None:
         raise ctx.error(f"expression is too long ({len(text)} characters; the limit is {MAX_LENGTH})", 1, 1)
     depth = 0
     quote = None
+    comment = False
     line, col = 1, 0
-    for ch in text:
+    for i, ch in enumerate(text):
         col += 1
         if ch == "\n":
             line, col = line + 1, 0
+            comment = False
+        if comment:
+            continue
         if quote:
             if ch == quote:
                 quote = None
+        elif ch == "#" or (ch == "/" and text.startswith("//", i)):
+            # Quotes and parentheses in a comment (`# patient's age (years)`) are not code.
+            comment = True
         elif ch in "'\"":
             quote = ch
         elif ch == "(":
