@@ -73,3 +73,9 @@ def test_random_documents_never_raise(tmp_path, study, inst):
     make_study(root, {"base": _dump(inst)}, _dump(study))
     result = check_study(root)
     assert all(d.code and d.message for d in result.diagnostics)
+
+
+def test_deep_nesting_is_a_diagnostic_not_a_crash():
+    doc = parse_yaml("a: " + "[" * 5000 + "]" * 5000 + "\n", "x.yaml")
+    assert [(d.code, d.message) for d in doc.diagnostics] == [("YAML001", "not valid YAML: nested too deeply")]
+    assert not doc.ok

@@ -195,10 +195,17 @@ def parse_yaml(text: str, path: str) -> YamlDoc:
     except (YAMLError, ValueError, TypeError) as exc:  # e.g. multiple documents, bad characters
         doc.diagnostics.append(Diagnostic("YAML001", f"not valid YAML: {exc}".splitlines()[0], path, 1, 1))
         return doc
+    except RecursionError:  # ruamel composes recursively: a few hundred nested [ or { exhaust the stack
+        doc.diagnostics.append(Diagnostic("YAML001", "not valid YAML: nested too deeply", path, 1, 1))
+        return doc
     if root is None:
         doc.data = None
         return doc
-    doc.data = _Builder(doc).build(root, ())
+    try:
+        doc.data = _Builder(doc).build(root, ())
+    except RecursionError:
+        doc.diagnostics.append(Diagnostic("YAML001", "not valid YAML: nested too deeply", path, 1, 1))
+        doc.data = None
     return doc
 
 
