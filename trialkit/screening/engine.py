@@ -18,7 +18,7 @@ import polars as pl
 from trialkit.definitions.rules import Criterion, CriterionKind, RuleSet
 from trialkit.errors import DefinitionError, Diagnostic, UsageError
 from trialkit.screening import _eval
-from trialkit.screening.outcomes import Disposition, Result
+from trialkit.screening.outcomes import Disposition, Result, deciding_result
 
 RESULT_DTYPE = pl.UInt8
 MASK_DTYPE = pl.UInt64
@@ -483,8 +483,7 @@ def _with_disposition(rules: CompiledRules, frame: pl.DataFrame) -> pl.DataFrame
     unknown = []
     for i, cc in enumerate(crits):
         col = pl.col(result_col(cc.id))
-        bad = Result.NOT_MET.value if cc.kind is CriterionKind.INCLUSION else Result.MET.value
-        fail_bits.append((col == bad).cast(pl.UInt64) * (1 << i))
+        fail_bits.append((col == deciding_result(cc.kind).value).cast(pl.UInt64) * (1 << i))
         unknown.append(col == Result.UNKNOWN.value)
     counts = frame.select(pl.sum_horizontal(fail_bits).alias("f"), pl.any_horizontal(unknown).alias("u"))
     enum = pl.Enum([d.value for d in Disposition])

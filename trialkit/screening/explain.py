@@ -21,7 +21,14 @@ from trialkit.screening.engine import (
     missing_col,
     result_col,
 )
-from trialkit.screening.outcomes import DISPOSITIONS, CandidateResult, CriterionOutcome, Disposition, Result
+from trialkit.screening.outcomes import (
+    DISPOSITIONS,
+    CandidateResult,
+    CriterionOutcome,
+    Disposition,
+    Result,
+    deciding_result,
+)
 
 
 def jsonable(value: Any) -> Any:
@@ -225,8 +232,7 @@ def summarise(screening: Screening) -> Summary:
         counts = frame.select(exprs).row(0, named=True)
         for cc in crits:
             by_result[cc.id] = {r.label: int(counts[f"{cc.id}|{r.label}"]) for r in Result}
-            deciding = Result.NOT_MET if cc.kind.value == "inclusion" else Result.MET
-            by_reason[cc.id] = by_result[cc.id][deciding.label]
+            by_reason[cc.id] = by_result[cc.id][deciding_result(cc.kind).label]
     missing, forms = _missing_ranking(screening)
     return Summary(
         total=frame.height,

@@ -38,6 +38,11 @@ class Disposition(StrEnum):
 DISPOSITIONS = tuple(d.value for d in Disposition)
 
 
+def deciding_result(kind: str) -> Result:
+    """The result of a criterion of this kind ('inclusion' or 'exclusion') that makes a candidate ineligible."""
+    return Result.NOT_MET if kind == "inclusion" else Result.MET
+
+
 @dataclass(frozen=True)
 class CriterionOutcome:
     """One criterion for one candidate, as reports show it."""
@@ -51,9 +56,7 @@ class CriterionOutcome:
 
     @property
     def decides_ineligible(self) -> bool:
-        return (self.kind == "inclusion" and self.result == "not_met") or (
-            self.kind == "exclusion" and self.result == "met"
-        )
+        return self.result == deciding_result(self.kind).label
 
     def to_dict(self) -> dict[str, Any]:
         return {

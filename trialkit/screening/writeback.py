@@ -10,7 +10,7 @@ import datetime as dt
 import polars as pl
 
 from trialkit.screening.engine import DISPOSITION_COL, PRIMARY_COL, Screening, decode_mask, missing_col, result_col
-from trialkit.screening.outcomes import Result
+from trialkit.screening.outcomes import deciding_result
 
 WRITEBACK_FIELDS = (
     "elig_disposition",
@@ -36,8 +36,7 @@ def result_records(screening: Screening, *, screened_at: dt.datetime, event: str
     frame = screening.frame
     reasons = []
     for cc in rules.criteria:
-        bad = Result.NOT_MET.value if cc.kind.value == "inclusion" else Result.MET.value
-        reasons.append(pl.when(pl.col(result_col(cc.id)) == bad).then(pl.lit(cc.id)))
+        reasons.append(pl.when(pl.col(result_col(cc.id)) == deciding_result(cc.kind).value).then(pl.lit(cc.id)))
     reason_text = pl.concat_str(reasons, separator=" ", ignore_nulls=True) if reasons else pl.lit("")
     needed = _still_needed(screening)
     stamp = rules.stamp()
