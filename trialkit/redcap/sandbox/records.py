@@ -636,6 +636,9 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
     log: list[tuple] = []
     logged: set[str] = set()
     kinds = {c.name: (_KIND_CODES[c.kind], c.form) for c in schema.columns}
+    form_of = {c.name: c.form for c in schema.columns}
+    checkbox_names = {c.name for c in schema.columns if c.kind == "checkbox"}
+    complete_names = {c.name for c in schema.columns if c.kind == "complete"}
     encoded: dict[tuple[str, str, str, int], str] = {}
     encode = _ENCODE
     for row in rows:
@@ -650,17 +653,20 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
             next_inst[base] += 1
         key = (record, row.event, row.rform, int(inst))
         before = changed_rows.get(key, existing.get(key))
-        data = dict(before) if before is not None else {}
-        touched_forms: set[str] = set()
-        for name, value in row.values.items():
-            kind, form = kinds[name]
-            if value == "" or (kind == 1 and value == "0"):  # blank (overwrite) or unchecked: nothing stored
-                if before is not None:
+        if before is None:  # a new row, the bulk of a large import: blanks and unchecked boxes are not stored
+            data = {k: v for k, v in row.values.items() if v != "" and (v != "0" or k not in checkbox_names)}
+            touched_forms = {form_of[k] for k in data if k not in complete_names}
+        else:
+            data = dict(before)
+            touched_forms = set()
+            for name, value in row.values.items():
+                kind, form = kinds[name]
+                if value == "" or (kind == 1 and value == "0"):  # blank (overwrite) or unchecked: nothing stored
                     data.pop(name, None)
-                continue
-            data[name] = value
-            if kind != 2:
-                touched_forms.add(form)
+                    continue
+                data[name] = value
+                if kind != 2:
+                    touched_forms.add(form)
         for form in touched_forms:
             complete = f"{form}_complete"
             if complete not in data:
