@@ -290,3 +290,9 @@ def test_distinct_count_takes_any_value_expression():
         instances={"atrq": atrq},
     )
     assert plain.values.to_list() == [2] and named.values.to_list() == [3]
+
+
+def test_huge_rounding_places_are_clamped_not_a_crash():
+    frame = pl.DataFrame({"record_id": ["1"], "a": ["1.25"]})
+    assert run("round([a], " + "9" * 400 + ")", frame).values.to_list() == [1.25]
+    assert run("round([a], -" + "9" * 400 + ")", frame).values.to_list() == [0]

@@ -608,7 +608,8 @@ class Compiler:
         if len(args) > 1:
             digits = args[1]
             if digits.is_const:
-                places = max(-15, min(15, int(_to_float(digits.const) or 0)))
+                # Clamp before int(): a literal of 400 digits reads as float infinity.
+                places = int(max(-15.0, min(15.0, _to_float(digits.const) or 0.0)))
                 factor = _lit(10.0**places, pl.Float64)
             else:
                 factor = pl.lit(10.0).pow(self.num(digits).floor().clip(-15, 15))
