@@ -7,7 +7,7 @@ one clear line and exit with the right code, without a traceback.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -112,18 +112,6 @@ class LogicError(TrialkitError):
     """A REDCap logic expression is wrong (syntax or meaning)."""
 
 
-@dataclass(frozen=True)
-class _Caret:
-    text: str
-    line: int
-    col: int
-
-    def render(self) -> str:
-        lines = self.text.splitlines() or [""]
-        src = lines[self.line - 1] if 0 < self.line <= len(lines) else ""
-        return f"{src}\n{' ' * max(self.col - 1, 0)}^"
-
-
 class LogicSyntaxError(LogicError):
     """Syntax error at a position of an expression; `caret()` shows the line with a caret under it."""
 
@@ -134,7 +122,9 @@ class LogicSyntaxError(LogicError):
         self.col = col
 
     def caret(self) -> str:
-        return _Caret(self.text, self.line, self.col).render()
+        lines = self.text.splitlines() or [""]
+        src = lines[self.line - 1] if 0 < self.line <= len(lines) else ""
+        return f"{src}\n{' ' * max(self.col - 1, 0)}^"
 
     def __str__(self) -> str:
         return f"{self.line}:{self.col}: {self.message}"
@@ -163,4 +153,4 @@ class Finding:
     value: str | None = None
     event: str | None = None
     instance: int | None = None
-    severity: Severity = field(default=Severity.ERROR)
+    severity: Severity = Severity.ERROR
