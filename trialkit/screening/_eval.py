@@ -17,12 +17,12 @@ from trialkit.logic.functions import INSTANCE_AGGREGATES
 from trialkit.logic.parser import parse as _parse
 from trialkit.logic.render import render as _render
 
+# FieldSpec.kind -> the dtype of a column the data lacks (codes and text stay strings, as intake keeps them)
 _DTYPES = {
     "date": pl.Date,
     "datetime": pl.Datetime("us"),
     "time": pl.Time,
-    "integer": pl.Int64,
-    "number": pl.Float64,
+    "num": pl.Float64,
 }
 
 
@@ -153,16 +153,9 @@ def _short_label(call: ast.Call, limit: int = 60) -> str:
     return f"{call.name}({', '.join(head)}, ...)"
 
 
-def field_specs(study: Any) -> Mapping[str, Any]:
-    return study.field_specs()
-
-
 def dtype_of(specs: Mapping[str, Any], column: str) -> pl.DataType:
     spec = specs.get(column.split(":")[-1])
-    kind = getattr(spec, "kind", None) or getattr(spec, "value_kind", None)
-    if callable(kind):
-        kind = kind()
-    return _DTYPES.get(kind, pl.String)
+    return _DTYPES.get(spec.kind, pl.String) if spec is not None else pl.String
 
 
 def evaluate_many(exprs: Mapping[str, ast.Node], frame: pl.DataFrame, ctx: Context) -> pl.DataFrame:

@@ -165,7 +165,7 @@ def compile_rules(ruleset: RuleSet, study: Any = None, *, record_id: str | None 
         )
     if diags:
         raise DefinitionError(f"{ruleset.source or ruleset.id}: rule set cannot be compiled", diagnostics=diags)
-    specs = _eval.field_specs(study) if study is not None else {}
+    specs = study.field_specs() if study is not None else {}
     rid = record_id or (study.record_id_field if study is not None else "record_id")
     return CompiledRules(ruleset, tuple(compiled), specs, rid, tuple(forms), reference_field)
 
