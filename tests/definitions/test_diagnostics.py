@@ -219,3 +219,12 @@ def test_malformed_files_give_diagnostics_not_exceptions(text):
     diags = _diags({"base": text})
     assert any(d.is_error for d in diags)
     assert all(d.file and d.line for d in diags if d.code != "IO001")
+
+
+def test_a_long_chain_of_calculations_does_not_exhaust_the_stack():
+    from trialkit.definitions.checks import _cycles
+
+    chain = {f"c{i}": {f"c{i + 1}"} for i in range(5000)}
+    assert _cycles(chain | {"c5000": set()}) == []
+    (cycle,) = _cycles(chain | {"c5000": {"c0"}})
+    assert cycle[:2] == ["c0", "c1"] and cycle[-1] == "c5000" and len(cycle) == 5001

@@ -5,6 +5,8 @@ Codes are stable; each is listed in CODES with what it means (tests cover each o
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from trialkit.definitions import validation_types
 from trialkit.definitions.loader import SourceMap
 from trialkit.definitions.model import CHOICE_TYPES, Field, FieldType, Study
@@ -290,40 +292,51 @@ def _check_calc_graph(study: Study, out: _Out) -> None:
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Each strongly connected component with more than one node, as a list starting at its first-defined node."""
+    """Each strongly connected component with more than one node, as a list starting at its first-defined node.
+
+    Tarjan's algorithm with an explicit stack: a long chain of calculations must not exhaust Python's recursion
+    limit (a 1,000-calc chain is a plausible generated study).
+    """
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
     on: set[str] = set()
     result: list[list[str]] = []
-    counter = [0]
     order = {n: i for i, n in enumerate(graph)}
 
-    def visit(v: str) -> None:  # recursion depth is bounded by the number of calc fields
-        index[v] = low[v] = counter[0]
-        counter[0] += 1
+    def enter(v: str) -> tuple[str, Iterator[str]]:
+        index[v] = low[v] = len(index)
         stack.append(v)
         on.add(v)
-        for w in sorted(graph.get(v, ()), key=lambda n: order.get(n, 0)):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            comp = []
-            while True:
-                w = stack.pop()
-                on.discard(w)
-                comp.append(w)
-                if w == v:
-                    break
-            if len(comp) > 1:
-                result.append(_cycle_path(graph, sorted(comp, key=lambda n: order.get(n, 0))))
+        return v, iter(sorted(graph.get(v, ()), key=lambda n: order.get(n, 0)))
 
-    for v in graph:
-        if v not in index:
-            visit(v)
+    for root in graph:
+        if root in index:
+            continue
+        work = [enter(root)]
+        while work:
+            v, successors = work[-1]
+            for w in successors:
+                if w not in index:
+                    work.append(enter(w))
+                    break
+                if w in on:
+                    low[v] = min(low[v], index[w])
+            else:  # every successor done: v is finished
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[v])
+                if low[v] == index[v]:
+                    comp = []
+                    while True:
+                        w = stack.pop()
+                        on.discard(w)
+                        comp.append(w)
+                        if w == v:
+                            break
+                    if len(comp) > 1:
+                        result.append(_cycle_path(graph, sorted(comp, key=lambda n: order.get(n, 0))))
     return result
 
 
