@@ -292,6 +292,12 @@ def test_distinct_count_takes_any_value_expression():
     assert plain.values.to_list() == [2] and named.values.to_list() == [3]
 
 
+def test_number_literals_used_as_text_read_as_written():
+    frame = pl.DataFrame({"record_id": ["1", "2"], "a": ["x", "999"], "b": ["y", ""]})
+    assert run("concat_ws(1, [a], [b])", frame).values.to_list() == ["x1y", "999"]
+    assert run("hasmissingcode([a], 999)", frame, missing_codes=["999"]).values.to_list() == [False, True]
+
+
 def test_huge_rounding_places_are_clamped_not_a_crash():
     frame = pl.DataFrame({"record_id": ["1"], "a": ["1.25"]})
     assert run("round([a], " + "9" * 400 + ")", frame).values.to_list() == [1.25]

@@ -744,7 +744,8 @@ class Compiler:
         if len(args) > 1:
             if not args[1].is_const:
                 raise _err("hasmissingcode() takes its code list as a quoted text, e.g. 'UNK,NA'", node.args[1])
-            codes = [x.strip() for x in str(args[1].const or "").split(",") if x.strip()]
+            listed = "" if args[1].const is None else self.text_const(args[1])
+            codes = [x.strip() for x in listed.split(",") if x.strip()]
         return self._test(self._codes(args[0], codes), args[0])
 
     def _textpred(self, node: Call, how: str) -> Col:
@@ -844,7 +845,7 @@ class Compiler:
         args = self._args(node)
         if not args[0].is_const:
             raise _err("concat_ws() takes its separator as a quoted text", node.args[0])
-        sep = "" if args[0].const is None else str(args[0].const)
+        sep = "" if args[0].const is None else self.text_const(args[0])
         parts = [self.text(a) for a in args[1:]]
         e = pl.concat_str(parts, separator=sep, ignore_nulls=True)
         return Col(pl.when(pl.any_horizontal([p.is_not_null() for p in parts])).then(e).otherwise(None), "str")
