@@ -302,3 +302,11 @@ def test_huge_rounding_places_are_clamped_not_a_crash():
     frame = pl.DataFrame({"record_id": ["1"], "a": ["1.25"]})
     assert run("round([a], " + "9" * 400 + ")", frame).values.to_list() == [1.25]
     assert run("round([a], -" + "9" * 400 + ")", frame).values.to_list() == [0]
+
+
+def test_instance_record_ids_that_fit_no_record_are_ignored():
+    atrq = pl.DataFrame({"record_id": ["abc", "1"], "redcap_repeat_instance": [1, 1], "v": ["1", "2"]})
+    records = pl.DataFrame({"record_id": [1, 2]})
+    kw = {"instances": {"atrq": atrq}}
+    assert run("count_instances(atrq)", records, **kw).values.to_list() == [1, 0]
+    assert run("[v][1]", records, **kw).values.to_list() == [2, None]

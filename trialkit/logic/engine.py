@@ -446,7 +446,7 @@ def _attach_instances(
                 aux.masks[id(call)] = f"{name}_mask"
         staged = inst.lazy().with_columns(first)
         kept = [pl.col(e.meta.output_name()) for e in first]
-        grouped = staged.select([pl.col(rid).cast(frame.schema[rid]), *kept, *rows]).group_by(rid).agg(aggs)
+        grouped = staged.select([_record_ids(rid, frame), *kept, *rows]).group_by(rid).agg(aggs)
         joined = keys.lazy().join(grouped, on=rid, how="left", maintain_order="left")
         joined = joined.with_columns([pl.col(c).fill_null(v) for c, v in defaults.items()]).collect()
         keys = keys.hstack(joined.drop(rid))
@@ -548,6 +548,12 @@ def _names(exprs: Sequence[pl.Expr]) -> set[str]:
     return {e.meta.output_name() for e in exprs}
 
 
+def _record_ids(rid: str, frame: pl.DataFrame) -> pl.Expr:
+    """Instance rows' record ids in the record frame's dtype. Not strict: an id that cannot be one of the frame's
+    (text 'abc' against integer ids) becomes null and joins no record, instead of stopping the run."""
+    return pl.col(rid).cast(frame.schema[rid], strict=False)
+
+
 def _attach_instance_ref(
     frame: pl.DataFrame, ref: FieldRef, frames: Mapping[str, pl.DataFrame], fields, rid: str, name: str
 ) -> pl.DataFrame:
@@ -573,7 +579,5 @@ def _attach_instance_ref(
             f"[{ref.instance}] is only meaningful inside a repeating instrument's own rows",
             location=Location(line=ref.line, col=ref.col),
         )
-    picked = picked.unique(subset=[rid], keep="first").select(
-        pl.col(rid).cast(frame.schema[rid]), pl.col(column).alias(name)
-    )
+    picked = picked.unique(subset=[rid], keep="first").select(_record_ids(rid, frame), pl.col(column).alias(name))
     return frame.join(picked, on=rid, how="left", maintain_order="left")
