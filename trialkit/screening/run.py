@@ -75,7 +75,7 @@ def screen_file(
     if intake.records.height == 0:
         raise DataError(f"{data}: no candidate records to screen")
     given = set(intake.raw.columns)
-    read = set(rules.columns()) | {c for cc in rules.criteria for i in cc.missing_items if i.column for c in [i.column]}
+    read = set(rules.columns()) | {i.column for cc in rules.criteria for i in cc.missing_items if i.column}
     if read and not read & given:
         raise DataError(
             f"{data}: none of the {len(read)} fields the rules read is in the data (wrong file or wrong study?)"
