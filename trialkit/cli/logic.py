@@ -39,11 +39,10 @@ def _load_study(instruments: str | None):
     return load_study(instruments)
 
 
-def _study_context(study) -> tuple[dict[str, FieldSpec], list[str] | None, list[str]]:
-    fields = study.field_specs()
+def _study_context(study) -> tuple[dict[str, FieldSpec], list[str] | None]:
+    """Field specs and (longitudinal) event names; check() finds the repeating forms in the specs itself."""
     events = [e.name for e in study.events] if study.longitudinal else None
-    repeating = sorted({s.form for s in fields.values() if s.repeating and s.form})
-    return fields, events, repeating
+    return study.field_specs(), events
 
 
 def _parse_or_exit(expression: str, fmt: str):
@@ -85,8 +84,8 @@ def check_command(expression: str, instruments: str | None, fmt: str) -> None:
     diags: list[Diagnostic] = []
     study = _load_study(instruments)
     if study is not None:
-        fields, events, repeating = _study_context(study)
-        diags = check(expr, fields, events=events, repeating_forms=repeating)
+        fields, events = _study_context(study)
+        diags = check(expr, fields, events=events)
     errors = [d for d in diags if d.is_error]
     if fmt == "json":
         click.echo(json.dumps({"valid": not errors, "diagnostics": [d.to_dict() for d in diags]}, indent=2))
@@ -193,7 +192,7 @@ def eval_command(
     fields = None
     study = _load_study(instruments)
     if study is not None:
-        fields, _, _ = _study_context(study)
+        fields = study.field_specs()
     key_cols = [rid]
     if "redcap_event_name" in frame.columns:
         key_cols.append("redcap_event_name")
