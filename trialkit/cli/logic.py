@@ -207,10 +207,10 @@ def eval_command(
     for extra in ("redcap_repeat_instrument", "redcap_repeat_instance"):
         if extra in frame.columns:
             key_cols.append(extra)
-    result = evaluate(expr, frame, mode=mode, as_of=when, fields=fields, record_id=rid, explain=explain or None)
+    result = evaluate(expr, frame, mode=mode, as_of=when, fields=fields, record_id=rid, explain=explain)
     keys = frame.select(key_cols)
     values = [_format_value(v, result.kind, mode) for v in result.values.to_list()]
-    missing = result.missing.to_list() if (explain and result.missing is not None) else None
+    missing = result.missing.to_list() if result.missing is not None else None
     if fmt == "json":
         rows = []
         for i, row in enumerate(keys.iter_rows(named=True)):
