@@ -70,7 +70,7 @@ def logic_frame(intake: IntakeData, needs: Iterable[str], typed: pl.DataFrame | 
     frame = typed.select(keep)
     if borrow and typed.get_column(REPEAT_INSTRUMENT).null_count() < typed.height:
         keys = [rid, EVENT] if study.longitudinal else [rid]
-        base = _first_rows(typed, keys, borrow).rename({c: f"__base__{c}" for c in borrow})
+        base = first_rows(typed, keys, borrow).rename({c: f"__base__{c}" for c in borrow})
         # Look up the instance rows' keys only and scatter the values back: joining `frame` itself would copy
         # every column it carries.
         at = frame.get_column(REPEAT_INSTRUMENT).is_not_null().arg_true()
@@ -85,7 +85,7 @@ def logic_frame(intake: IntakeData, needs: Iterable[str], typed: pl.DataFrame | 
     if event_refs and study.longitudinal:
         wanted = sorted({c.split(":", 1)[1] for c in event_refs} & set(typed.columns))
         # widen_events filters whole frames: hand it a narrow one
-        long = _first_rows(typed, [rid, EVENT], wanted)
+        long = first_rows(typed, [rid, EVENT], wanted)
         wide = widen_events(long, record_id=rid, columns=wanted)
         widened = [c for c in event_refs if c in wide.columns]
         if widened:
@@ -94,13 +94,18 @@ def logic_frame(intake: IntakeData, needs: Iterable[str], typed: pl.DataFrame | 
     return frame
 
 
-def _first_rows(typed: pl.DataFrame, keys: list[str], columns: list[str]) -> pl.DataFrame:
+def first_rows(typed: pl.DataFrame, keys: list[str], columns: list[str]) -> pl.DataFrame:
     """`keys` + `columns` of the non-repeating rows, first row per key (duplicates are validation's business)."""
     narrow = typed.select([*keys, *[c for c in columns if c not in keys], REPEAT_INSTRUMENT])
     rows = narrow.filter(pl.col(REPEAT_INSTRUMENT).is_null() & pl.col(keys[0]).is_not_null()).drop(REPEAT_INSTRUMENT)
-    if rows.height and rows.select(pl.struct(keys).is_duplicated().any()).item():
-        rows = rows.unique(subset=keys, keep="first", maintain_order=True)
-    return rows
+    return first_per_key(rows, keys)
+
+
+def first_per_key(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Drop repeated keys (validation reports them), keeping the first row; cheap when there are none."""
+    if frame.height == 0 or not frame.select(pl.struct(keys).is_duplicated().any()).item():
+        return frame
+    return frame.unique(subset=keys, keep="first", maintain_order=True)
 
 
 def compile_redcap(

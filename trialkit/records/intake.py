@@ -17,7 +17,7 @@ import polars as pl
 
 from trialkit.definitions.model import Study
 from trialkit.errors import DataError, Location, UsageError
-from trialkit.records.calculations import nonrepeating_forms
+from trialkit.records.calculations import first_per_key, first_rows, nonrepeating_forms
 from trialkit.records.convert import (
     EVENT,
     REPEAT_INSTANCE,
@@ -240,12 +240,7 @@ def _assemble(
     keys = [rid, EVENT] if study.longitudinal else [rid]
     nonrep_forms = nonrepeating_forms(study)
     nonrep_cols = [c.name for c in columns if c.form in nonrep_forms and c.name != rid]
-    record_events = _first_per_key(
-        typed.select(keys + nonrep_cols + [REPEAT_INSTRUMENT])
-        .filter(pl.col(REPEAT_INSTRUMENT).is_null() & pl.col(rid).is_not_null())
-        .drop(REPEAT_INSTRUMENT),
-        keys,
-    )
+    record_events = first_rows(typed, keys, nonrep_cols)
 
     if study.longitudinal:
         assert event is not None
@@ -281,11 +276,4 @@ def _instances(typed: pl.DataFrame, study: Study, form: str, columns: tuple[Colu
     rows = typed.select([*keys, *cols, REPEAT_INSTRUMENT]).filter(
         (pl.col(REPEAT_INSTRUMENT) == form) & pl.col(rid).is_not_null()
     )
-    return _first_per_key(rows.drop(REPEAT_INSTRUMENT), keys)
-
-
-def _first_per_key(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    """Drop repeated keys (validation reports them), keeping the first row; cheap when there are none."""
-    if frame.height == 0 or not frame.select(pl.struct(keys).is_duplicated().any()).item():
-        return frame
-    return frame.unique(subset=keys, keep="first", maintain_order=True)
+    return first_per_key(rows.drop(REPEAT_INSTRUMENT), keys)
