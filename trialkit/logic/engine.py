@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -10,6 +10,7 @@ import polars as pl
 
 from trialkit.errors import DataError, Location, LogicError
 from trialkit.logic.ast import Call, FieldRef, FormName, Node, walk
+from trialkit.logic.checker import extensions_used
 from trialkit.logic.evaluate import _MAX_BITS, INSTANCE_COLUMN, Col, Compiler, _Aux, _label, _scalar, spread
 from trialkit.logic.fields import FieldSpec, checkbox_column
 from trialkit.logic.functions import INSTANCE_AGGREGATES
@@ -40,21 +41,8 @@ def reference_columns(expr: Node) -> tuple[str, ...]:
 
 
 def _main_refs(expr: Node) -> list[FieldRef]:
-    """Field references outside instance aggregates (iterative walk that does not enter aggregates)."""
-    out = []
-    stack = [expr]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, FieldRef):
-            out.append(node)
-        if isinstance(node, Call) and node.name in INSTANCE_AGGREGATES:
-            continue
-        stack.extend(reversed(node.children()))
-    return out
-
-
-def _aggregates(expr: Node) -> list[Call]:
-    return [n for n in walk(expr) if isinstance(n, Call) and n.name in INSTANCE_AGGREGATES]
+    """Field references outside instance aggregates, in document order."""
+    return [n for n in _walk_main(expr) if isinstance(n, FieldRef)]
 
 
 def to_polars(data) -> pl.DataFrame:
@@ -155,7 +143,7 @@ def compile_expr(
     """Compile for a frame shape, without running it. Instance aggregates and [field][n] need evaluate()."""
     if isinstance(schema, pl.DataFrame):
         schema = schema.schema
-    if _aggregates(expr) or any(r.instance not in (None, "current-instance") for r in _main_refs(expr)):
+    if extensions_used(expr) or any(r.instance not in (None, "current-instance") for r in _main_refs(expr)):
         raise LogicError("instance aggregates and [field][instance] need evaluate()/evaluate_many() with instances")
     bits = _bits([expr])
     comp = Compiler(
@@ -352,15 +340,15 @@ def _share_common_subexpressions(comp: Compiler, nodes: Sequence[Node], lazy: pl
     return lazy
 
 
-def _walk_main(expr: Node):
-    """Nodes outside instance aggregates (their conditions run on instance frames)."""
+def _walk_main(expr: Node) -> Iterator[Node]:
+    """Nodes outside instance aggregates (their conditions run on instance frames), pre-order, without recursion."""
     stack = [expr]
     while stack:
         node = stack.pop()
         yield node
         if isinstance(node, Call) and node.name in INSTANCE_AGGREGATES:
             continue
-        stack.extend(node.children())
+        stack.extend(reversed(node.children()))
 
 
 def _base_name(column: str) -> str:
@@ -391,7 +379,7 @@ def _attach_instances(
     kleene = mode == "kleene"
     by_form: dict[str, list[Call]] = {}
     for expr in nodes:
-        for call in _aggregates(expr):
+        for call in extensions_used(expr):
             for inner in walk(call):
                 if inner is not call and isinstance(inner, Call) and inner.name in INSTANCE_AGGREGATES:
                     raise LogicError(
