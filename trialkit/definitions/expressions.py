@@ -1,7 +1,9 @@
-"""Branching logic and calculations of a study, checked with the logic checker, positions mapped into YAML."""
+"""Expressions of a study (branching logic, calculations, eligibility criteria) checked with the logic checker,
+each problem placed in the YAML file it came from."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from trialkit.definitions.model import FieldType, Study
@@ -10,6 +12,11 @@ from trialkit.errors import Diagnostic, LogicError, LogicSyntaxError
 
 if TYPE_CHECKING:
     from trialkit.definitions.loader import SourceMap
+
+Place = tuple[str | None, int | None, int | None]  # file, line, col
+#: (line, col) inside an expression, or (None, None) for the expression as a whole -> its place in the file.
+Locate = Callable[[int | None, int | None], Place]
+ExpressionCheck = Callable[..., list[Diagnostic]]
 
 
 def referenced_fields(text: str) -> set[str] | None:
@@ -24,6 +31,33 @@ def referenced_fields(text: str) -> set[str] | None:
     return {n.name for n in walk(tree) if isinstance(n, FieldRef)}
 
 
+def expression_checker(study: Study, *, allow_extensions: bool) -> ExpressionCheck:
+    """A function that checks one expression against the study's fields:
+    `check(text, context, locate, skip=codes)` -> LOG001 for a syntax error, else the logic checker's own codes
+    (unknown field, wrong type, checkbox code not a choice...), each message prefixed with `context`."""
+    from trialkit.logic import check, parse
+
+    specs = study.field_specs()
+    events = frozenset(e.name for e in study.events) if study.longitudinal else None
+    repeating = frozenset(r for _, r in study.repeating_pairs)
+
+    def check_one(text: str, context: str, locate: Locate, *, skip: frozenset[str] = frozenset()) -> list[Diagnostic]:
+        try:
+            tree = parse(text)
+        except LogicSyntaxError as exc:
+            line, col = getattr(exc, "rel_line", exc.line), getattr(exc, "rel_col", exc.col)
+            return [Diagnostic("LOG001", f"{context}: {exc.message}", *locate(line, col))]
+        except LogicError as exc:
+            return [Diagnostic("LOG001", f"{context}: {exc.message}", *locate(None, None))]
+        return [
+            Diagnostic(d.code, f"{context}: {d.message}", *locate(d.line, d.col), d.severity)
+            for d in check(tree, specs, events=events, repeating_forms=repeating, allow_extensions=allow_extensions)
+            if d.code not in skip
+        ]
+
+    return check_one
+
+
 def _expressions(study: Study):
     for f in study.iter_fields():
         if f.show_if.strip():
@@ -33,42 +67,22 @@ def _expressions(study: Study):
 
 
 def check_expressions(study: Study, sources: SourceMap, *, standalone: bool = False) -> list[Diagnostic]:
-    """LOG001 for syntax errors; the logic checker's own codes for unknown fields, types and choice codes."""
-    from trialkit.logic import check, parse
-
-    specs = study.field_specs()
-    events = frozenset(e.name for e in study.events) if study.longitudinal else None
-    repeating = frozenset(r for _, r in study.repeating_pairs)
+    """Every branching logic and calculation of the study, checked (no trialkit extensions: REDCap runs these)."""
+    check = expression_checker(study, allow_extensions=False)
+    # Without the rest of the study, references to other instruments or events cannot be judged.
+    skip = _UNKNOWN_FIELD_CODES if standalone else frozenset()
     out: list[Diagnostic] = []
     for f, attr, text, what in _expressions(study):
         hit = sources.field_doc(f)
 
-        def at(line: int, col: int, f=f, hit=hit, attr=attr) -> tuple[str | None, int | None, int | None]:
+        def locate(line: int | None, col: int | None, f=f, hit=hit, attr=attr) -> Place:
             if hit is None:
                 return f.position.file, f.position.line, f.position.col
             doc, path = hit
-            ln, cl = expression_position(doc, (*path, attr), line, col)
-            return doc.path, ln, cl
+            return (doc.path, *expression_position(doc, (*path, attr), line or 1, col or 1))
 
-        try:
-            tree = parse(text)
-        except LogicSyntaxError as exc:
-            rel_line = getattr(exc, "rel_line", exc.line)
-            rel_col = getattr(exc, "rel_col", exc.col)
-            file, line, col = at(rel_line, rel_col)
-            out.append(Diagnostic("LOG001", f"{what} of '{f.name}': {exc.message}", file, line, col))
-            continue
-        except LogicError as exc:
-            file, line, col = at(1, 1)
-            out.append(Diagnostic("LOG001", f"{what} of '{f.name}': {exc.message}", file, line, col))
-            continue
-        for d in check(tree, specs, events=events, repeating_forms=repeating, allow_extensions=False):
-            if standalone and d.code in _UNKNOWN_FIELD_CODES:
-                continue  # the field may live in another instrument of the study
-            file, line, col = at(d.line or 1, d.col or 1)
-            out.append(Diagnostic(d.code, f"{what} of '{f.name}': {d.message}", file, line, col, d.severity))
+        out += check(text, f"{what} of '{f.name}'", locate, skip=skip)
     return out
 
 
-# Without the rest of the study, references to other instruments or events cannot be judged.
 _UNKNOWN_FIELD_CODES = frozenset({"LOGIC001", "LOGIC005", "LOGIC006", "LOGIC012", "LOGIC013"})

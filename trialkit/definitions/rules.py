@@ -71,6 +71,10 @@ class ExprPos:
             return self.line, self.col
         return self.to_file(line, col)
 
+    def place(self, line: int | None, col: int | None) -> tuple[str | None, int | None, int | None]:
+        """`locate` with the file: (file, line, col)."""
+        return (self.file, *self.locate(line, col))
+
 
 @dataclass(frozen=True)
 class Criterion:
@@ -298,33 +302,16 @@ def _unfold(text: str) -> str:
 
 def check_ruleset(ruleset: RuleSet, study: Any) -> list[Diagnostic]:
     """Every expression checked against the study's fields; every problem located in the rule file."""
-    from trialkit.errors import LogicError, LogicSyntaxError
-    from trialkit.logic import check as logic_check
-    from trialkit.logic import parse
+    from trialkit.definitions.expressions import expression_checker
 
-    specs = study.field_specs()
-    events = frozenset(e.name for e in study.events) if study.longitudinal else None
+    check = expression_checker(study, allow_extensions=True)
     repeating = frozenset(form for _, form in study.repeating_pairs)
     diags: list[Diagnostic] = []
-
-    def check(text: str, where: ExprPos, context: str) -> None:
-        try:
-            tree = parse(text)
-        except LogicSyntaxError as exc:
-            line, col = getattr(exc, "rel_line", exc.line), getattr(exc, "rel_col", exc.col)
-            diags.append(_at(where, "LOG001", f"{context}: {exc.message}", line, col))
-            return
-        except LogicError as exc:
-            diags.append(_at(where, "LOG001", f"{context}: {exc.message}", None, None))
-            return
-        for d in logic_check(tree, specs, events=events, repeating_forms=repeating, allow_extensions=True):
-            diags.append(_at(where, d.code, f"{context}: {d.message}", d.line, d.col, d.severity))
-
     for c in ruleset.criteria:
         if c.logic is not None and c.logic_pos is not None:
-            check(c.logic, c.logic_pos, f"criterion {c.id}")
+            diags += check(c.logic, f"criterion {c.id}", c.logic_pos.place)
         if c.applies_if is not None and c.applies_pos is not None:
-            check(c.applies_if, c.applies_pos, f"criterion {c.id} applies_if")
+            diags += check(c.applies_if, f"criterion {c.id} applies_if", c.applies_pos.place)
         if c.attested is not None:
             diags.extend(_check_attestation(c, study))
         for form in c.requires_instances:
@@ -357,13 +344,6 @@ def check_ruleset(ruleset: RuleSet, study: Any) -> list[Diagnostic]:
             )
         )
     return diags
-
-
-def _at(
-    where: ExprPos, code: str, message: str, line: int | None, col: int | None, severity: Severity = Severity.ERROR
-) -> Diagnostic:
-    fline, fcol = where.locate(line, col)
-    return Diagnostic(code, message, where.file, fline, fcol, severity)
 
 
 _YES_NO_TYPES = ("yesno", "truefalse")
