@@ -12,7 +12,7 @@ from trialkit.errors import DataError, Location, LogicError
 from trialkit.logic.ast import Call, FieldRef, FormName, Node, walk
 from trialkit.logic.checker import extensions_used
 from trialkit.logic.evaluate import _MAX_BITS, INSTANCE_COLUMN, Col, Compiler, _Aux, _label, _scalar, spread
-from trialkit.logic.fields import FieldSpec, checkbox_column
+from trialkit.logic.fields import FieldSpec, checkbox_column, ref_column
 from trialkit.logic.functions import INSTANCE_AGGREGATES
 
 # Content inference matches what the typed readers then parse: no surrounding spaces.
@@ -32,9 +32,7 @@ def reference_columns(expr: Node) -> tuple[str, ...]:
     for ref in _main_refs(expr):
         if ref.instance not in (None, "current-instance"):
             continue
-        col = ref.name if ref.code is None else checkbox_column(ref.name, ref.code)
-        if ref.event is not None and ref.event != "event-name":
-            col = f"{ref.event}:{col}"
+        col = ref_column(ref)
         if col not in out:
             out.append(col)
     return tuple(out)

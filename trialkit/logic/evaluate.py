@@ -17,6 +17,7 @@ import polars as pl
 from trialkit.errors import DataError, Location, LogicError
 from trialkit.logic.ast import (
     COMPARISONS,
+    EVENT_SMART,
     Binary,
     Bool,
     BoolOp,
@@ -30,7 +31,7 @@ from trialkit.logic.ast import (
     Unary,
     walk,
 )
-from trialkit.logic.fields import FieldSpec, checkbox_column, event_column
+from trialkit.logic.fields import FieldSpec, ref_column
 from trialkit.logic.functions import INSTANCE_AGGREGATES
 
 MODES = ("redcap", "kleene")
@@ -202,14 +203,11 @@ class Compiler:
                 node = FieldRef(node.name, node.code, event=node.event, line=node.line, col=node.col)
             else:
                 raise _err(f"{_label(node)}: instance references need `instances` data for the field's form", node)
-        column = node.name if node.code is None else checkbox_column(node.name, node.code)
-        if node.event is not None and node.event != "event-name":
-            if node.event in ("previous-event-name", "next-event-name", "first-event-name", "last-event-name"):
-                raise _err(f"[{node.event}] is not supported by the evaluator (it needs the event schedule)", node)
-            column = event_column(node.event, column)
+        if node.event in EVENT_SMART and node.event != "event-name":
+            raise _err(f"[{node.event}] is not supported by the evaluator (it needs the event schedule)", node)
         if spec is not None and spec.field_type == "checkbox" and node.code is None:
             raise _err(f"checkbox field [{node.name}] needs an option: [{node.name}(code)]", node)
-        return self.leaf(column, spec, node.code is not None, node, _label(node))
+        return self.leaf(ref_column(node), spec, node.code is not None, node, _label(node))
 
     def smart(self, node: SmartVar) -> Col:
         column = {

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from trialkit.logic.ast import FieldRef
+
 FIELD_TYPES = frozenset(
     {
         "text",
@@ -87,6 +89,15 @@ def checkbox_column(field: str, code: str) -> str:
 def event_column(event: str, column: str) -> str:
     """Column holding `column` (a field or checkbox column) of another event in a widened frame."""
     return f"{event}:{column}"
+
+
+def ref_column(ref: FieldRef) -> str:
+    """The data column a reference reads in the record frame: its field or checkbox-option column, under another
+    event's name when prefixed ([event-name] is the row's own event)."""
+    column = ref.name if ref.code is None else checkbox_column(ref.name, ref.code)
+    if ref.event is not None and ref.event != "event-name":
+        column = event_column(ref.event, column)
+    return column
 
 
 def widen_events(
