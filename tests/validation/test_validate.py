@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 
@@ -167,6 +168,23 @@ class TestIdentifiers:
         for text in (f.to_table(), f.to_csv(), f.to_json(), str(list(f))):
             assert "1890-07-14" not in text and "secret-person" not in text
         assert json.loads(f.to_json())["findings"][0]["value"] == MASK
+
+    def test_a_calculated_identifier_keeps_its_recomputed_value_out_of_the_message(
+        self, tmp_path, mini_study, clean_rows
+    ):
+        # A calc flagged as identifier: its stored value is masked, and so is the value the calculation gives.
+        enrol = next(i for i in mini_study.instruments if i.name == "enrol")
+        fields = tuple(dataclasses.replace(f, identifier=True) if f.name == "bmi" else f for f in enrol.fields)
+        instruments = tuple(
+            dataclasses.replace(i, fields=fields) if i.name == "enrol" else i for i in mini_study.instruments
+        )
+        study = dataclasses.replace(mini_study, instruments=instruments)
+        clean_rows[0].update(bmi="31.9")
+        f = run(tmp_path, study, clean_rows)
+        (row,) = [r for r in f.frame.iter_rows(named=True) if r["check"] == "calc_mismatch"]
+        assert (row["field"], row["value"]) == ("bmi", MASK)
+        assert row["message"] == "stored value differs from the calculation"
+        assert "31.9" not in f.to_json() and "24.4" not in f.to_json()
 
 
 class TestLongitudinal:

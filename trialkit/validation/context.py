@@ -168,4 +168,3 @@ def _add_logic(ctx: Context, intake: IntakeData, *, as_of: _dt.date) -> None:
 
 def _what(what: str) -> str:
     return "branching logic" if what == "show_if" else "calculation"
-

@@ -508,7 +508,10 @@ def _from_failures(failures: pl.DataFrame, plan: _Plan, work: pl.DataFrame, inta
         .alias("value"),
         pl.col("_check").fill_null(pl.col("check")).alias("check"),
         pl.col("_severity").fill_null(pl.lit(ERROR)).alias("severity"),
-        pl.when(pl.col("_dv").is_not_null() & pl.col("_check").is_in(["calc_mismatch", "calc_missing"]))
+        # the recomputed value of an identifier calc is as private as the stored one
+        pl.when(pl.col("_mask").fill_null(False))
+        .then(pl.col("_message"))
+        .when(pl.col("_dv").is_not_null() & pl.col("_check").is_in(["calc_mismatch", "calc_missing"]))
         .then(
             pl.concat_str([pl.col("_message"), pl.lit(" (calculated: "), pl.col("_dv").fill_null("blank"), pl.lit(")")])
         )
