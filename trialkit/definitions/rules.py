@@ -9,12 +9,13 @@ a field name is a located error before anyone is screened.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from trialkit.definitions.model import Position
 from trialkit.errors import DefinitionError, Diagnostic, Severity, sorted_diagnostics
 
 #: value of a yes/no field that means "yes" (REDCap's yesno and truefalse code).
@@ -24,15 +25,6 @@ YES = "1"
 class CriterionKind(StrEnum):
     INCLUSION = "inclusion"
     EXCLUSION = "exclusion"
-
-
-@dataclass(frozen=True)
-class SourcePos:
-    """Where a node sits in its file (1-based), so later stages can still point at the YAML."""
-
-    file: str | None = None
-    line: int | None = None
-    col: int | None = None
 
 
 @dataclass(frozen=True)
@@ -86,7 +78,7 @@ class Criterion:
     attested: Attestation | None = None
     notes: str | None = None
     requires_instances: tuple[str, ...] = ()
-    pos: SourcePos = SourcePos()
+    pos: Position = field(default=Position())  # where it sits in its file, so later stages can point at it
     logic_pos: ExprPos | None = field(default=None, compare=False, repr=False)
     applies_pos: ExprPos | None = field(default=None, compare=False, repr=False)
 
@@ -144,12 +136,6 @@ class RuleSet:
             return None
         base = Path(self.source).parent if self.source else Path.cwd()
         return (base / self.study).resolve()
-
-
-def ruleset_schema() -> dict[str, Any]:
-    from trialkit.definitions.schemas import load_schema
-
-    return load_schema("ruleset")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -211,9 +197,7 @@ def parse_ruleset(data: bytes | str, file: str | None = None) -> tuple[RuleSet |
 def _schema_check(doc: Any) -> None:
     from trialkit.definitions.schema_check import validate
 
-    # validate() yields diagnostics, or (diagnostic, json path) pairs: we only need the diagnostics.
-    for item in validate(doc, "ruleset"):
-        doc.diagnostics.append(item[0] if isinstance(item, tuple) else item)
+    doc.diagnostics.extend(d for d, _ in validate(doc, "ruleset"))
 
 
 def _build(doc: Any, digest: str) -> RuleSet:
@@ -227,7 +211,7 @@ def _build(doc: Any, digest: str) -> RuleSet:
         here = ("criteria", i)
         cid = str(node["id"])
         line, col = doc.where(here)
-        pos = SourcePos(file, line, col)
+        pos = Position(file, line, col)
         if cid in seen:
             doc.diag("RULE001", f"criterion id '{cid}' already used at line {seen[cid]}", (*here, "id"))
         seen.setdefault(cid, doc.where((*here, "id"))[0])
@@ -260,11 +244,11 @@ def _build(doc: Any, digest: str) -> RuleSet:
             Criterion(
                 id=cid,
                 kind=CriterionKind(node["kind"]),
-                text=" ".join(_unfold(str(node["text"])).split()),
+                text=" ".join(str(node["text"]).split()),
                 logic=_expr(logic),
                 applies_if=_expr(node.get("applies_if")),
                 attested=attested,
-                notes=_unfold(node["notes"]) if node.get("notes") is not None else None,
+                notes=node.get("notes"),
                 requires_instances=tuple(node.get("requires_instances") or ()),
                 pos=pos,
                 logic_pos=locate("logic") if logic is not None else None,
@@ -288,12 +272,7 @@ def _build(doc: Any, digest: str) -> RuleSet:
 
 def _expr(value: Any) -> str | None:
     # Block scalars end with a newline; the expression itself must keep its inner line breaks (comments).
-    return None if value is None else _unfold(str(value)).rstrip("\n")
-
-
-def _unfold(text: str) -> str:
-    # ruamel's composer marks the fold points of `>` scalars with BEL characters; they are not part of the value.
-    return text.replace("\a", "")
+    return None if value is None else str(value).rstrip("\n")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -398,7 +377,3 @@ def _check_attestation(c: Criterion, study: Any) -> list[Diagnostic]:
             )
         )
     return out
-
-
-def diagnostics_json(diags: Sequence[Diagnostic]) -> list[Mapping[str, Any]]:
-    return [d.to_dict() for d in sorted_diagnostics(diags)]
