@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
+from dataclasses import replace
 
 import intake_data as shared
 import polars as pl
 import pytest
 
+from trialkit.errors import UsageError
 from trialkit.records import IntakeData, read_intake
 from trialkit.validation import COLUMNS, MASK, validate
 
@@ -174,11 +175,9 @@ class TestIdentifiers:
     ):
         # A calc flagged as identifier: its stored value is masked, and so is the value the calculation gives.
         enrol = next(i for i in mini_study.instruments if i.name == "enrol")
-        fields = tuple(dataclasses.replace(f, identifier=True) if f.name == "bmi" else f for f in enrol.fields)
-        instruments = tuple(
-            dataclasses.replace(i, fields=fields) if i.name == "enrol" else i for i in mini_study.instruments
-        )
-        study = dataclasses.replace(mini_study, instruments=instruments)
+        fields = tuple(replace(f, identifier=True) if f.name == "bmi" else f for f in enrol.fields)
+        instruments = tuple(replace(i, fields=fields) if i.name == "enrol" else i for i in mini_study.instruments)
+        study = replace(mini_study, instruments=instruments)
         clean_rows[0].update(bmi="31.9")
         f = run(tmp_path, study, clean_rows)
         (row,) = [r for r in f.frame.iter_rows(named=True) if r["check"] == "calc_mismatch"]
@@ -247,8 +246,6 @@ class TestApi:
         assert [x.field for x in f] == ["age"]
 
     def test_logic_that_cannot_be_evaluated_is_reported_not_fatal(self, mini_study, clean_rows):
-        from dataclasses import replace
-
         enrol = mini_study.instrument("enrol")
         broken = replace(enrol.field("pregnant"), show_if="[sex] = = '1'")
         fields = tuple(broken if fl.name == "pregnant" else fl for fl in enrol.fields)
@@ -262,3 +259,8 @@ class TestApi:
 def test_render_empty(tmp_path, mini_study, clean_rows, fmt):
     text = run(tmp_path, mini_study, clean_rows).render(fmt)
     assert "Traceback" not in text and text
+
+
+def test_render_refuses_an_unknown_format_as_a_usage_error(tmp_path, mini_study, clean_rows):
+    with pytest.raises(UsageError, match="unknown format 'xml'"):
+        run(tmp_path, mini_study, clean_rows).render("xml")

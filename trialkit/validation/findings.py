@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from trialkit.errors import Finding, Severity
+from trialkit.errors import Finding, Severity, UsageError
 
 MASK = "***"  # shown instead of an identifier field's value
 
@@ -151,7 +151,7 @@ class Findings:
             return self.to_json() or ""
         if fmt == "table":
             return self.to_table()
-        raise ValueError(f"unknown format {fmt!r}")
+        raise UsageError(f"unknown format {fmt!r}; expected one of {', '.join(OUTPUT_FORMATS)}")
 
 
 def _cell(value: object) -> str:
