@@ -426,9 +426,9 @@ def _attach_instances(
             aggs += a
             defaults.update(d)
             aux.columns[id(call)] = name
-            if kleene and call.name in ("count_instances", "count_distinct_instances"):
+            if f"{name}_lo" in d:
                 aux.lo_hi[id(call)] = (f"{name}_lo", f"{name}_hi")
-            if explain and kleene:
+            if f"{name}_mask" in d:
                 aux.masks[id(call)] = f"{name}_mask"
         staged = inst.lazy().with_columns(first)
         kept = [pl.col(e.meta.output_name()) for e in first]
@@ -453,7 +453,8 @@ def _attach_instances(
 
 def _aggregate_exprs(call: Call, comp: Compiler, name: str, kleene: bool, explain: bool):
     """(row columns over the instance table, plain aggregations of them per record, defaults for records
-    without instances)."""
+    without instances). Kleene counts add `<name>_lo`/`<name>_hi` bounds and explain a `<name>_mask`, each with
+    its default."""
     args = call.args[1:]
     if call.name in ("count_instances", "any_instance"):
         value_node, cond_node = None, (args[0] if args else None)
@@ -481,6 +482,7 @@ def _aggregate_exprs(call: Call, comp: Compiler, name: str, kleene: bool, explai
         defaults[name] = 0.0
         if kleene:
             aggs += [lo.alias(f"{name}_lo"), hi.alias(f"{name}_hi")]
+            defaults.update({f"{name}_lo": 0, f"{name}_hi": 0})
     elif call.name == "any_instance":
         value = (lo > 0) if not kleene else pl.when(lo > 0).then(True).when(hi == 0).then(False)
         aggs.append(value.alias(name))
@@ -507,6 +509,7 @@ def _aggregate_exprs(call: Call, comp: Compiler, name: str, kleene: bool, explai
                 d_lo.alias(f"{name}_lo"),
                 d_hi.alias(f"{name}_hi"),
             ]
+            defaults.update({f"{name}_lo": 0, f"{name}_hi": 0})
         else:
             aggs.append(d_lo.cast(pl.Float64).alias(name))
         defaults[name] = 0.0
@@ -517,8 +520,6 @@ def _aggregate_exprs(call: Call, comp: Compiler, name: str, kleene: bool, explai
         if kleene:
             value = pl.when(lo != hi).then(None).otherwise(value)
         aggs.append(value.alias(name))
-    if kleene:
-        defaults.update({f"{name}_lo": 0, f"{name}_hi": 0} if f"{name}_lo" in _names(aggs) else {})
     if explain:
         m = f"{name}_mk"
         if mask is not None:
@@ -528,10 +529,6 @@ def _aggregate_exprs(call: Call, comp: Compiler, name: str, kleene: bool, explai
             aggs.append(pl.lit(0, pl.UInt64).alias(f"{name}_mask"))
         defaults[f"{name}_mask"] = 0
     return first, rows, aggs, defaults
-
-
-def _names(exprs: Sequence[pl.Expr]) -> set[str]:
-    return {e.meta.output_name() for e in exprs}
 
 
 def _record_ids(rid: str, frame: pl.DataFrame) -> pl.Expr:
