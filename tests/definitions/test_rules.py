@@ -198,3 +198,16 @@ def test_unreadable_and_non_mapping_files(tmp_path):
     path.write_text("- a\n- b\n")
     ruleset, diags = read_ruleset(path)
     assert ruleset is None and _codes(diags) == ["RULE005"]
+
+
+def test_a_checkbox_cannot_be_an_attested_decision(study):
+    text = _rules(
+        """\
+          - {id: I1, kind: inclusion, text: t, logic: "[mini_mdd] = '1'"}
+          - {id: E1, kind: exclusion, text: a, attested: {field: race, signed_by: inv_name, signed_on: inv_date}}
+          - {id: E2, kind: exclusion, text: b, attested: {field: sex, signed_by: inv_name, signed_on: inv_date}}
+        """
+    )
+    ruleset, _ = parse_ruleset(text, file="r.yaml")
+    found = [(d.code, d.line) for d in check_ruleset(ruleset, study)]
+    assert found == [("RULE011", 7)]  # race is a checkbox; sex is a radio with a '1' code

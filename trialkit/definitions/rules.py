@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from trialkit.definitions.model import Position
+from trialkit.definitions.model import FieldType, Position
 from trialkit.errors import DefinitionError, Diagnostic, Severity, sorted_diagnostics
 
 #: value of a yes/no field that means "yes" (REDCap's yesno and truefalse code).
@@ -325,9 +325,6 @@ def check_ruleset(ruleset: RuleSet, study: Any) -> list[Diagnostic]:
     return diags
 
 
-_YES_NO_TYPES = ("yesno", "truefalse")
-
-
 def _check_attestation(c: Criterion, study: Any) -> list[Diagnostic]:
     assert c.attested is not None
     fields = study.fields
@@ -344,7 +341,9 @@ def _check_attestation(c: Criterion, study: Any) -> list[Diagnostic]:
                 pos.col,
             )
         )
-    elif str(decision.type) not in _YES_NO_TYPES and YES not in decision.choice_codes:
+    elif YES not in decision.choice_codes or decision.type is FieldType.CHECKBOX:
+        # yesno/truefalse, or a choice field with a '1' code: `[field] = '1'` decides it. A checkbox cannot be
+        # compared so (REDCap reads [field(code)]), and screening would fail on it.
         out.append(
             Diagnostic(
                 "RULE011",
