@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from trialkit.errors import UsageError
 from trialkit.screening.reports import (
     LOG_COLUMNS,
     build_report,
@@ -25,6 +26,7 @@ from trialkit.screening.reports import (
     render_table,
     to_document,
 )
+from trialkit.screening.reports import render as render_format
 from trialkit.screening.run import identifier_fields
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -157,3 +159,8 @@ def test_html_caps_the_checklists_but_lists_every_candidate(report):
     assert html.count('class="candidate"') == 2
     assert "Checklists of the first 2 of 5 candidates" in html
     assert all(f">{rid}<" in html for rid in CANDIDATES)
+
+
+def test_render_refuses_an_unknown_format(report):
+    with pytest.raises(UsageError, match="unknown format 'pdf'"):
+        render_format(report, "pdf")

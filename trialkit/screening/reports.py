@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from trialkit.errors import UsageError
 from trialkit.screening.engine import Screening
 from trialkit.screening.explain import Funnel, Summary, candidates, funnel, summarise
 from trialkit.screening.outcomes import CandidateResult
@@ -289,4 +290,6 @@ def render(report: Report, fmt: str, **kwargs: Any) -> str:
         return render_csv(report)
     if fmt == "html":
         return render_html(report, **kwargs)
-    return render_table(report)
+    if fmt == "table":
+        return render_table(report)
+    raise UsageError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
