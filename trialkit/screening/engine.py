@@ -352,9 +352,9 @@ def _masks(rules: CompiledRules, narrow: pl.DataFrame, ev: pl.DataFrame, results
 def _with_instance_gaps(
     rules: CompiledRules, results: pl.DataFrame, masks: pl.DataFrame, frame: pl.DataFrame, ctx: _eval.Context
 ) -> pl.DataFrame:
-    # `frame` holds the record columns and the evaluated expressions, in input row order.
     """Add the bits of instance items (no instance recorded, an instance field blank) to the masks, for the rows
-    whose criterion is unknown only: aggregating instances per record is the costly part, and rarely needed."""
+    whose criterion is unknown only: aggregating instances per record is the costly part, and rarely needed.
+    `frame` holds the record ids and the evaluated expressions, in input row order."""
     for cc in rules.criteria:
         inst_bits = [(bit, item) for bit, item in enumerate(cc.missing_items) if item.form is not None]
         if not inst_bits:
