@@ -354,7 +354,7 @@ def _with_instance_gaps(
 ) -> pl.DataFrame:
     """Add the bits of instance items (no instance recorded, an instance field blank) to the masks, for the rows
     whose criterion is unknown only: aggregating instances per record is the costly part, and rarely needed.
-    `frame` holds the record ids and the evaluated expressions, in input row order."""
+    `frame` holds the record ids, signature columns and evaluated expressions, in input row order."""
     for cc in rules.criteria:
         inst_bits = [(bit, item) for bit, item in enumerate(cc.missing_items) if item.form is not None]
         if not inst_bits:
