@@ -310,3 +310,16 @@ def test_instance_record_ids_that_fit_no_record_are_ignored():
     kw = {"instances": {"atrq": atrq}}
     assert run("count_instances(atrq)", records, **kw).values.to_list() == [1, 0]
     assert run("[v][1]", records, **kw).values.to_list() == [2, None]
+
+
+def test_kleene_unknown_aggregates_stay_unknown_for_records_with_instances():
+    # record 1: one instance false for [v] = 2, one blank; record 3 has no instances (defaults apply)
+    atrq = pl.DataFrame({"record_id": ["1", "1", "2"], "redcap_repeat_instance": [1, 2, 1], "v": ["1", "", "2"]})
+    records = pl.DataFrame({"record_id": ["1", "2", "3"]})
+    kw = {"mode": "kleene", "instances": {"atrq": atrq}}
+    assert run("any_instance(atrq, [v] = 2)", records, **kw).values.to_list() == [None, True, False]
+    assert run("not any_instance(atrq, [v] = 2)", records, **kw).values.to_list() == [None, False, True]
+    assert run("count_instances(atrq, [v] = 1) + 1", records, **kw).values.to_list() == [None, 1, 1]
+    result = run("if(any_instance(atrq, [v] = 2), 1, 0)", records, **kw)
+    assert result.values.to_list() == [None, 1, 0]
+    assert result.missing.to_list() == [["v"], [], []]

@@ -432,9 +432,14 @@ def _attach_instances(
                 aux.masks[id(call)] = f"{name}_mask"
         staged = inst.lazy().with_columns(first)
         kept = [pl.col(e.meta.output_name()) for e in first]
-        grouped = staged.select([_record_ids(rid, frame), *kept, *rows]).group_by(rid).agg(aggs)
+        has = "__tk_has_instances"
+        grouped = staged.select([_record_ids(rid, frame), *kept, *rows]).group_by(rid).agg([*aggs, pl.len().alias(has)])
         joined = keys.lazy().join(grouped, on=rid, how="left", maintain_order="left")
-        joined = joined.with_columns([pl.col(c).fill_null(v) for c, v in defaults.items()]).collect()
+        # Defaults are for records without instances only: a null value of a record that has some is a kleene
+        # unknown (any_instance, a count between its bounds) and must stay null.
+        none = pl.col(has).is_null()
+        joined = joined.with_columns([pl.col(c).fill_null(pl.when(none).then(v)) for c, v in defaults.items()])
+        joined = joined.drop(has).collect()
         keys = keys.hstack(joined.drop(rid))
         added += [c for c in joined.columns if c != rid]
     for expr in nodes:
