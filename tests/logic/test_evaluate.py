@@ -319,6 +319,7 @@ def test_kleene_unknown_aggregates_stay_unknown_for_records_with_instances():
     kw = {"mode": "kleene", "instances": {"atrq": atrq}}
     assert run("any_instance(atrq, [v] = 2)", records, **kw).values.to_list() == [None, True, False]
     assert run("not any_instance(atrq, [v] = 2)", records, **kw).values.to_list() == [None, False, True]
+    assert run("count_instances(atrq, [v] = 1)", records, **kw).values.to_list() == [None, 0, 0]
     assert run("count_instances(atrq, [v] = 1) + 1", records, **kw).values.to_list() == [None, 1, 1]
     result = run("if(any_instance(atrq, [v] = 2), 1, 0)", records, **kw)
     assert result.values.to_list() == [None, 1, 0]

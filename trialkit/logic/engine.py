@@ -119,9 +119,6 @@ def _final(c: Col, mode: str) -> pl.Expr:
         return c.expr.fill_null(False)
     if c.kind == "null":
         return pl.lit(None, pl.String)
-    if c.bounds is not None:
-        lo, hi = c.bounds
-        return pl.when(lo == hi).then(lo.cast(pl.Float64)).otherwise(None)
     return c.expr
 
 
