@@ -149,3 +149,16 @@ def test_json_of_a_clean_study_is_an_empty_list(repo_root, capsys, monkeypatch):
     monkeypatch.chdir(repo_root)
     code, out, _ = run(["check", "--format", "json"], capsys)
     assert (code, json.loads(out)) == (0, [])
+
+
+def test_an_instrument_file_the_study_does_not_list_is_still_checked(tmp_path, capsys, monkeypatch):
+    make(tmp_path, {"base": BASE}, "study: demo\ninstruments: [base]\n")
+    stray = BASE.replace("base", "stray") + "  - name: x\n    type: radio\n"
+    (tmp_path / "instruments" / "stray.yaml").write_text(stray)
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(["check", "instruments/stray.yaml"], capsys)
+    assert code == 2
+    assert out.splitlines() == [
+        "instruments/stray.yaml:1:1: warning DEF003 instrument file is not listed in study.yaml 'instruments'",
+        "instruments/stray.yaml:6:11: DEF005 radio field 'x' has no choices",
+    ]

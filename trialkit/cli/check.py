@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from trialkit.errors import Diagnostic, sorted_diagnostics
+
+if TYPE_CHECKING:
+    from trialkit.definitions.model import Study
 
 RULES_DIR = "eligibility_rules"
 
@@ -26,21 +30,13 @@ def _top_keys(path: Path) -> set[str]:
     return set(doc.data) if isinstance(doc.data, dict) else set()
 
 
-def _check_rules(paths: list[Path], study_dir: Path | None) -> list[Diagnostic]:
-    try:
-        from trialkit.definitions.rules import check_ruleset, read_ruleset
-    except ImportError:  # rule support not installed in this build
-        return []
-    study = None
-    if study_dir is not None:
-        from trialkit.definitions.loader import check_study
+def _check_rules(paths: list[Path], study: Study | None) -> list[Diagnostic]:
+    """Each rule file read and schema-checked; its expressions checked too when the study is usable."""
+    from trialkit.definitions.loader import display_path
+    from trialkit.definitions.rules import check_ruleset, read_ruleset
 
-        result = check_study(study_dir)
-        study = result.study if result.ok else None
     diags: list[Diagnostic] = []
     for p in paths:
-        from trialkit.definitions.loader import display_path
-
         ruleset, found = read_ruleset(display_path(p))
         diags += found
         if ruleset is not None and study is not None:
@@ -57,7 +53,7 @@ def _study_dir_for(path: Path) -> Path | None:
 
 def collect(paths: tuple[str, ...]) -> list[Diagnostic]:
     """Diagnostics for the given paths (default: the study in the current directory and its rule files)."""
-    from trialkit.definitions.loader import check_instrument_file, check_study, display_path
+    from trialkit.definitions.loader import check_instrument_file, check_study, display_path, unique_diagnostics
 
     diags: list[Diagnostic] = []
     targets = [Path(p) for p in paths] or [Path(".")]
@@ -66,38 +62,35 @@ def collect(paths: tuple[str, ...]) -> list[Diagnostic]:
             diags.append(Diagnostic("IO001", "no such file or directory", display_path(target)))
             continue
         if target.is_dir():
-            diags += check_study(target).diagnostics
+            result = check_study(target)
+            diags += result.diagnostics
             rules = _yaml_files(target / RULES_DIR)
             if rules and (target / "study.yaml").is_file():
-                diags += _check_rules(rules, target)
+                diags += _check_rules(rules, result.study if result.ok else None)
             continue
         keys = _top_keys(target)
         if "criteria" in keys or target.parent.name == RULES_DIR:
-            diags += _check_rules([target], _study_dir_for(target))
+            study_dir = _study_dir_for(target)
+            result = check_study(study_dir) if study_dir is not None else None
+            diags += _check_rules([target], result.study if result is not None and result.ok else None)
         elif target.name == "study.yaml" or "study" in keys:
             diags += check_study(target).diagnostics
         elif "instrument" in keys:
+            # An instrument of the study is checked with the study (its expressions may use other instruments'
+            # fields); one the study does not list is checked on its own as well.
             study_dir = _study_dir_for(target)
+            shown = display_path(target)
+            listed = False
             if study_dir is not None and target.parent.name == "instruments":
-                shown = display_path(target)
-                diags += [d for d in check_study(study_dir).diagnostics if d.file == shown]
-            else:
+                result = check_study(study_dir)
+                diags += [d for d in result.diagnostics if d.file == shown]
+                listed = any(doc.path == shown for doc in result.sources.instrument_docs.values())
+            if not listed:
                 diags += check_instrument_file(target)[1]
         else:
             # Not recognisable: check it as an instrument, which reports YAML and schema problems with places.
             diags += check_instrument_file(target)[1]
-    return sorted_diagnostics(_unique(diags))
-
-
-def _unique(diags: list[Diagnostic]) -> list[Diagnostic]:
-    seen = set()
-    out = []
-    for d in diags:
-        key = (d.code, d.message, d.file, d.line, d.col, d.severity)
-        if key not in seen:
-            seen.add(key)
-            out.append(d)
-    return out
+    return sorted_diagnostics(unique_diagnostics(diags))
 
 
 @click.command(

@@ -327,7 +327,7 @@ def check_study(path: str | Path = ".") -> CheckResult:
             )
     study = build_study(sdoc, instruments, sources, shown)
     diags += check_semantics(study, sources)
-    return CheckResult(study, sorted_diagnostics(_dedupe(diags)), sources)
+    return CheckResult(study, sorted_diagnostics(unique_diagnostics(diags)), sources)
 
 
 def _reform(inst: Instrument) -> Instrument:
@@ -336,15 +336,9 @@ def _reform(inst: Instrument) -> Instrument:
     return replace(inst, fields=tuple(replace(f, form=inst.name) for f in inst.fields))
 
 
-def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
-    seen = set()
-    out = []
-    for d in diags:
-        key = (d.code, d.message, d.file, d.line, d.col)
-        if key not in seen:
-            seen.add(key)
-            out.append(d)
-    return out
+def unique_diagnostics(diags: list[Diagnostic]) -> list[Diagnostic]:
+    """`diags` without repeats (the same problem reached twice, e.g. by two checks of one file), order kept."""
+    return list(dict.fromkeys(diags))
 
 
 def load_study(path: str | Path = ".") -> Study:
@@ -374,4 +368,4 @@ def check_instrument_file(path: str | Path) -> tuple[Instrument | None, list[Dia
     sources.instrument_docs[inst.name] = doc
     study = Study(name="standalone", instruments=(inst,))
     diags += check_semantics(study, sources, standalone=True)
-    return inst, sorted_diagnostics(_dedupe(diags))
+    return inst, sorted_diagnostics(unique_diagnostics(diags))
