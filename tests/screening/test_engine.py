@@ -259,6 +259,26 @@ def test_checkbox_codes_and_event_refs_read_the_columns_the_logic_engine_reads(r
     }
 
 
+def test_rule_sets_with_more_criteria_than_one_integer_has_bits(rules):
+    # Deciding criteria are bits of integers: a 130-criterion rule set (oncology protocols run that long) used to
+    # overflow at the 64th criterion.
+    crit = tuple(
+        Criterion(f"X{i}", CriterionKind.INCLUSION if i < 60 else CriterionKind.EXCLUSION, "t", logic=f"[f{i}] = '1'")
+        for i in range(130)
+    )
+    compiled = compile_rules(dataclasses.replace(rules.ruleset, criteria=crit, reference_date=None), None)
+    data = {"record_id": ["a", "b", "c", "d"], **{f"f{i}": ["1" if i < 60 else "0"] * 4 for i in range(130)}}
+    data["f66"], data["f128"], data["f61"] = ["0", "1", None, "0"], ["0", "1", "0", "1"], ["0", "0", "0", "1"]
+    s = screen(compiled, pl.DataFrame(data), as_of=AS_OF)
+    got = {c.record_id: (c.disposition, c.primary_reason, c.reasons) for c in candidates(s)}
+    assert got == {
+        "a": ("eligible", None, ()),
+        "b": ("ineligible", "X66", ("X66", "X128")),
+        "c": ("pending", None, ()),
+        "d": ("ineligible", "X61", ("X61", "X128")),
+    }
+
+
 def test_bad_inputs_are_usage_errors(rules):
     with pytest.raises(UsageError):
         screen(rules, pl.DataFrame({"id": ["1"]}), as_of=AS_OF)

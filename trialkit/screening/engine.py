@@ -471,33 +471,43 @@ def _missing_mask(cc: CompiledCriterion, bits: frozenset[int]) -> pl.Expr:
     return pl.sum_horizontal(terms)
 
 
+_BITS = 62  # deciding criteria per integer: 1 << 62 is still a plain Int64 literal for polars
+
+
 def _with_disposition(rules: CompiledRules, frame: pl.DataFrame) -> pl.DataFrame:
-    """Disposition and primary reason from the result codes. Deciding criteria are bits of one integer in protocol
-    order, so the primary reason is its lowest set bit; two plain steps keep polars on its fast paths."""
+    """Disposition and primary reason from the result codes. Deciding criteria are bits of an integer in protocol
+    order (one integer per _BITS criteria), so the primary reason is the lowest set bit of the first integer that
+    has one; two plain steps keep polars on its fast paths."""
     crits = rules.criteria
     if not crits:
         return frame.with_columns(
             pl.lit(Disposition.ELIGIBLE.value).alias(DISPOSITION_COL), pl.lit(None, pl.String).alias(PRIMARY_COL)
         )
-    fail_bits = []
-    unknown = []
-    for i, cc in enumerate(crits):
-        col = pl.col(result_col(cc.id))
-        fail_bits.append((col == deciding_result(cc.kind).value).cast(pl.UInt64) * (1 << i))
-        unknown.append(col == Result.UNKNOWN.value)
-    counts = frame.select(pl.sum_horizontal(fail_bits).alias("f"), pl.any_horizontal(unknown).alias("u"))
+    chunks = [crits[at : at + _BITS] for at in range(0, len(crits), _BITS)]
+    sums = []
+    for k, chunk in enumerate(chunks):
+        bits = [
+            (pl.col(result_col(cc.id)) == deciding_result(cc.kind).value).cast(pl.UInt64) * (1 << i)
+            for i, cc in enumerate(chunk)
+        ]
+        sums.append(pl.sum_horizontal(bits).alias(f"f{k}"))
+    unknown = pl.any_horizontal([pl.col(result_col(cc.id)) == Result.UNKNOWN.value for cc in crits])
+    counts = frame.select(*sums, unknown.alias("u"))
     enum = pl.Enum([d.value for d in Disposition])
-    f, u = pl.col("f"), pl.col("u")
+    failed = pl.any_horizontal([pl.col(f"f{k}") > 0 for k in range(len(chunks))])
+    primary = [
+        (pl.col(f"f{k}") & (~pl.col(f"f{k}") + 1))  # two's complement: only the lowest set bit is left
+        .replace_strict({1 << i: cc.id for i, cc in enumerate(chunk)}, default=None, return_dtype=pl.String)
+        for k, chunk in enumerate(chunks)
+    ]
     out = counts.select(
-        pl.when(f > 0)
+        pl.when(failed)
         .then(pl.lit(Disposition.INELIGIBLE.value, enum))
-        .when(u)
+        .when(pl.col("u"))
         .then(pl.lit(Disposition.PENDING.value, enum))
         .otherwise(pl.lit(Disposition.ELIGIBLE.value, enum))
         .alias(DISPOSITION_COL),
-        (f & (~f + 1))  # two's complement: only the lowest set bit is left
-        .replace_strict({1 << i: cc.id for i, cc in enumerate(crits)}, default=None, return_dtype=pl.String)
-        .alias(PRIMARY_COL),
+        (primary[0] if len(primary) == 1 else pl.coalesce(primary)).alias(PRIMARY_COL),
     )
     return frame.with_columns(out)
 
