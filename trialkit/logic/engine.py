@@ -371,7 +371,6 @@ def _attach_instances(
     table, then ONE group_by with plain aggregations (polars' fast path) serves all aggregates over that form,
     and only the aggregated columns are joined to the record ids."""
     frames = {form: to_polars(df) for form, df in instances.items()}
-    kleene = mode == "kleene"
     by_form: dict[str, list[Call]] = {}
     for expr in nodes:
         for call in extensions_used(expr):
@@ -417,7 +416,7 @@ def _attach_instances(
         for call in calls:
             n += 1
             name = f"__tk_agg{n}"
-            f, r, a, d = _aggregate_exprs(call, comp, name, kleene, explain and kleene)
+            f, r, a, d = _aggregate_exprs(call, comp, name)
             first += f
             rows += r
             aggs += a
@@ -453,10 +452,11 @@ def _attach_instances(
     return frame.hstack(keys.select(added))
 
 
-def _aggregate_exprs(call: Call, comp: Compiler, name: str, kleene: bool, explain: bool):
+def _aggregate_exprs(call: Call, comp: Compiler, name: str):
     """(row columns over the instance table, plain aggregations of them per record, defaults for records
     without instances). Kleene counts add `<name>_lo`/`<name>_hi` bounds and explain a `<name>_mask`, each with
     its default."""
+    kleene, explain = comp.kleene, comp.explain
     args = call.args[1:]
     if call.name in ("count_instances", "any_instance"):
         value_node, cond_node = None, (args[0] if args else None)
