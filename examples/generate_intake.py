@@ -4,9 +4,10 @@
 
 Every person is made up: names, dates and scores come from a seeded random generator, so the same arguments
 always give the same file. The mix is chosen so that screening shows all three dispositions and most criteria
-as reasons: roughly a third plausible eligible referrals, a third with one or two protocol failures, and a third
-with data still to collect (MADRS not done, vitals missing, an unsigned investigator review, a treatment-history
-trial whose outcome is not recorded yet, ...). Dates are relative to AS_OF, the screening reference date the demo
+as reasons: each candidate draws a protocol failure (FAILURES: about half do) and a data gap still to collect
+(GAPS: about two in five; MADRS not done, vitals missing, an unsigned investigator review, a treatment-history
+trial whose outcome is not recorded yet, ...). A failure decides whatever is missing, so the default file screens
+as 87 eligible, 162 ineligible and 51 pending. Dates are relative to AS_OF, the screening reference date the demo
 uses (`trialkit demo` screens the file as of that date).
 """
 
