@@ -162,3 +162,11 @@ def test_an_instrument_file_the_study_does_not_list_is_still_checked(tmp_path, c
         "instruments/stray.yaml:1:1: warning DEF003 instrument file is not listed in study.yaml 'instruments'",
         "instruments/stray.yaml:6:11: DEF005 radio field 'x' has no choices",
     ]
+
+
+def test_a_standalone_instrument_need_not_start_with_a_record_id(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    form = "instrument: form\nfields:\n  - name: q1\n    type: yesno\n    show_if: \"[q0] = '1'\"\n"
+    Path("form.yaml").write_text(form)
+    code, out, _ = run(["check", "form.yaml"], capsys)
+    assert (code, out) == (0, "")

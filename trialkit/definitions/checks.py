@@ -85,10 +85,11 @@ class _Out:
 
 
 def check_semantics(study: Study, sources: SourceMap | None = None, *, standalone: bool = False) -> list[Diagnostic]:
-    """Every semantic problem of `study`. `standalone`: one instrument checked without its study (no schedule
-    checks; references to fields of other instruments are not errors)."""
+    """Every semantic problem of `study`. `standalone`: one instrument checked without its study (no schedule or
+    record id checks: it need not be the first instrument; references to fields of other instruments are not
+    errors)."""
     out = _Out(sources or SourceMap())
-    _check_names(study, out)
+    _check_names(study, out, standalone=standalone)
     for f in study.iter_fields():
         _check_field(f, out)
     _check_matrix_groups(study, out)
@@ -109,7 +110,7 @@ def _name_problem(name: str, from_yaml: bool) -> str | None:
     return name_problem(name)
 
 
-def _check_names(study: Study, out: _Out) -> None:
+def _check_names(study: Study, out: _Out, *, standalone: bool = False) -> None:
     from_yaml = bool(out.sources.instrument_docs)
     first: dict[str, Field] = {}
     columns: dict[str, str] = {}  # export column -> what makes it
@@ -140,7 +141,7 @@ def _check_names(study: Study, out: _Out) -> None:
             else:
                 columns[col] = f"field '{f.name}'"
     record_id = study.record_id_field
-    if study.instruments and study.instruments[0].fields:
+    if not standalone and study.instruments and study.instruments[0].fields:
         rid = study.instruments[0].fields[0]
         if rid.type is not FieldType.TEXT:
             out.field(rid, "DEF017", f"the record id field '{record_id}' (first field of the first instrument) "
