@@ -36,7 +36,6 @@ from trialkit.logic.functions import INSTANCE_AGGREGATES
 
 MODES = ("redcap", "kleene")
 _DATE_FORMATS = ("%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M")
-_DAY_FORMATS = ("%Y-%m-%d",)
 _TIME_FORMATS = ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
 _LEGACY_FORMATS = {"mdy": ("%m-%d-%Y", "%m/%d/%Y"), "dmy": ("%d-%m-%Y", "%d/%m/%Y"), "ymd": ("%Y/%m/%d",)}
 _UNIT_SECONDS = {"y": 365.2425 * 86400, "M": 30.44 * 86400, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
@@ -120,7 +119,8 @@ class Compiler:
 
     # ---- leaves ---------------------------------------------------------------------------------------
     def column_kind(self, column: str, spec: FieldSpec | None, is_option: bool) -> tuple[str, bool]:
-        """(kind, has_time) of a data column, from the FieldSpec, the dtype, or content inference."""
+        """(kind, flag) of a data column, from the FieldSpec, the dtype, or content inference. The flag is
+        has_time for 'date'; for 'num' it marks text holding integer choice codes (read by the integer parser)."""
         dtype = self.schema.get(column)
         if dtype is not None and dtype != pl.String and dtype != pl.Null:
             if dtype == pl.Boolean:
@@ -140,7 +140,7 @@ class Compiler:
             if k == "code" and spec.codes and all(_INTEGER_CODE.match(c) for c in spec.codes):
                 # Integer choice codes (yes/no, 0-3 item scores...) are typed once as numbers: every REDCap
                 # comparison with them ('1', 1, 1.0) then runs as a cheap numeric comparison.
-                return "num", column in self.schema and self.schema[column] == pl.String and not is_option
+                return "num", dtype == pl.String
             if k == "num":
                 return "num", False
             if k in ("date", "datetime"):
@@ -425,8 +425,6 @@ class Compiler:
         return self._finish_expr(op, out, xs, ys)
 
     def _is_blank(self, c: Col) -> pl.Expr:
-        if c.kind == "str":
-            return c.expr.is_null()
         if c.kind == "num" and c.is_const:
             return _lit(False, pl.Boolean)
         return c.expr.is_null()
@@ -823,7 +821,7 @@ class Compiler:
     def _f_replace_text(self, node: Call) -> Col:
         hay, search, repl = self._args(node)
         h, r = self.subject(hay, node, 0), self.text(repl).fill_null("")
-        if search.is_const and (search.const is None or search.kind == "null"):
+        if search.is_const and search.const is None:
             e = h
         elif search.is_const and repl.is_const:
             e = h.str.replace_all(
@@ -913,10 +911,6 @@ def _day_key(d: pl.Expr) -> pl.Expr:
     """Month and day as one comparable number: 29 February (93) sorts after 28 February (92) and before
     1 March (97), so that birthday is reached on 1 March in common years."""
     return d.dt.month().cast(pl.Int32) * 32 + d.dt.day().cast(pl.Int32)
-
-
-def _is_number_text(text: str) -> bool:
-    return _to_float(text) is not None and text.strip() == text and text != ""
 
 
 def _format_number(value) -> str:
