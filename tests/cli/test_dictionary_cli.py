@@ -84,3 +84,13 @@ def test_export_of_a_broken_study_is_refused(tmp_path, capsys):
     (tmp_path / "study.yaml").write_text("study: x\ninstruments: [a]\n")
     code, _, err = run(["dictionary", "export", "--study", str(tmp_path)], capsys)
     assert code == 2 and "DEF003" in err
+
+
+def test_unwritable_outputs_are_errors_not_crashes(repo_root, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, err = run(["dictionary", "export", "--study", str(repo_root), "--out", str(blocker / "dd.csv")], capsys)
+    assert code == 2 and err.startswith(f"error: cannot write {blocker / 'dd.csv'}")
+    src = GOLDEN / "all_types_DataDictionary.csv"
+    code, _, err = run(["dictionary", "import", str(src), "--out", str(blocker / "p")], capsys)
+    assert code == 2 and err.startswith("error: cannot write") and "internal error" not in err

@@ -38,6 +38,7 @@ def export_cmd(study_path: str, out: str | None, fmt: str, bom: bool) -> None:
 
     from trialkit.definitions import load_study
     from trialkit.definitions.dictionary import export_dictionary, metadata_rows
+    from trialkit.errors import UsageError
 
     study = load_study(study_path)
     if fmt == "json":
@@ -47,7 +48,10 @@ def export_cmd(study_path: str, out: str | None, fmt: str, bom: bool) -> None:
     if out is None:
         sys.stdout.write(text)
         return
-    Path(out).write_text(text, encoding="utf-8", newline="")
+    try:
+        Path(out).write_text(text, encoding="utf-8", newline="")
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
     click.echo(f"wrote {out} ({len(study.fields)} fields, {len(study.instruments)} instruments)", err=True)
 
 

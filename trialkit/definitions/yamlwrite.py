@@ -206,7 +206,10 @@ def write_study(study: Study, directory: Path, *, overwrite: bool = False) -> li
     texts = {targets[0]: study_yaml(study, target=targets[0])}
     for inst, path in zip(study.instruments, targets[1:], strict=True):
         texts[path] = instrument_text(inst, path)
-    inst_dir.mkdir(parents=True, exist_ok=True)
-    for path, text in texts.items():
-        path.write_text(text, encoding="utf-8")
+    try:
+        inst_dir.mkdir(parents=True, exist_ok=True)
+        for path, text in texts.items():
+            path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {exc.filename or directory}: {exc.strerror or exc}") from None
     return targets
