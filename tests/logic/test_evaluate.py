@@ -9,6 +9,7 @@ import pytest
 
 from trialkit.errors import DataError, LogicError
 from trialkit.logic import (
+    FieldSpec,
     compile_expr,
     evaluate,
     evaluate_many,
@@ -324,3 +325,19 @@ def test_kleene_unknown_aggregates_stay_unknown_for_records_with_instances():
     result = run("if(any_instance(atrq, [v] = 2), 1, 0)", records, **kw)
     assert result.values.to_list() == [None, 1, 0]
     assert result.missing.to_list() == [["v"], [], []]
+
+
+def test_missing_codes_in_number_and_coded_fields_are_seen_with_field_specs():
+    frame = pl.DataFrame({"record_id": ["1", "2", "3"], "sex": ["1", "UNK", ""], "w": ["70", "NA", ""]})
+    specs = {"sex": FieldSpec("sex", "radio", choices=("1", "2")), "w": FieldSpec("w", "text", "number")}
+    expected = {
+        "ismissingcode([sex])": [False, True, False],
+        "ismissingcode([w])": [False, True, False],
+        "hasmissingcode([w], 'NA')": [False, True, False],
+        "isblanknotmissingcode([w])": [False, False, True],
+        "isblankormissingcode([sex])": [False, True, True],
+    }
+    for expr, values in expected.items():
+        for fields in (None, specs):
+            got = run(expr, frame, fields=fields, missing_codes=["UNK", "NA"]).values.to_list()
+            assert got == values, (expr, fields is not None)

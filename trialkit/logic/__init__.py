@@ -22,7 +22,9 @@ code lower-cased, other characters turned into ``_``); ``[event][field]`` reads 
 when given (number/calc/slider fields and choice fields whose codes are all integers -> numbers, date fields ->
 dates), otherwise by content (all numbers -> number, all ISO dates -> date). ``''`` is blank. Values are taken
 as stored (REDCap exports them trimmed): a padded ``' 5'`` makes its column text, though comparisons still read
-it as 5. Plain dates stay ``pl.Date``; a value with a time makes the comparison use datetimes.
+it as 5. Plain dates stay ``pl.Date``; a value with a time makes the comparison use datetimes. Typing reads a
+missing-data code in a number or coded field as blank; the missing-code tests (``ismissingcode`` & co.) read the
+stored text, so they see it.
 
 Performance: ``evaluate_many`` compiles each sub-expression once (sub-expressions repeated within or across the
 expressions are computed into a column first), so 20 eligibility expressions over 1,000,000 records take about a

@@ -331,7 +331,7 @@ def _share_common_subexpressions(comp: Compiler, nodes: Sequence[Node], lazy: pl
             exprs.append(c.mask.alias(f"{name}_m"))
             mask = pl.col(f"{name}_m")
         lazy = lazy.with_columns(exprs)
-        comp.shared[node] = Col(pl.col(name), c.kind, mask=mask, has_time=c.has_time)
+        comp.shared[node] = Col(pl.col(name), c.kind, mask=mask, has_time=c.has_time, stored=c.stored)
     return lazy
 
 
