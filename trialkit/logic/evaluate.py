@@ -760,20 +760,16 @@ class Compiler:
             lit = re.escape(self.text_const(needle))
             pattern = {"contains": lit, "not_contain": lit, "starts": f"^{lit}", "ends": f"{lit}$"}[how]
             e = self.text(hay).str.contains(f"(?i){pattern}")
-            if how == "not_contain":
-                e = e.not_()
-            if not self.kleene:
-                e = e.fill_null(False)
-            return self._out(e, "bool", [hay, needle])
-        h, n = self.subject(hay, node, 0).str.to_lowercase(), self.text(needle).str.to_lowercase()
-        if how == "contains":
-            e = h.str.contains(n, literal=True)
-        elif how == "not_contain":
-            e = h.str.contains(n, literal=True).not_()
-        elif how == "starts":
-            e = h.str.starts_with(n)
         else:
-            e = h.str.ends_with(n)
+            h, n = self.subject(hay, node, 0).str.to_lowercase(), self.text(needle).str.to_lowercase()
+            if how == "starts":
+                e = h.str.starts_with(n)
+            elif how == "ends":
+                e = h.str.ends_with(n)
+            else:
+                e = h.str.contains(n, literal=True)
+        if how == "not_contain":
+            e = e.not_()
         if not self.kleene:
             e = e.fill_null(False)
         return self._out(e, "bool", [hay, needle])
