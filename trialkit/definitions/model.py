@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 
+from trialkit.definitions.redcap_names import complete_field
 from trialkit.definitions.validation_types import kind_of
 
 
@@ -144,7 +145,7 @@ class Instrument:
 
     @property
     def complete_field(self) -> str:
-        return f"{self.name}_complete"
+        return complete_field(self.name)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from trialkit.definitions.model import Event, Study
+    from trialkit.definitions.model import Field, Study
 
 FIELD_NAME = re.compile(r"[a-z][a-z0-9_]*")
 RESERVED_COLUMNS = (
@@ -63,31 +63,24 @@ def unique_event_name(label: str, arm: int, taken: set[str] | frozenset[str] = f
     raise ValueError(f"cannot make a unique event name for {label!r}")
 
 
-def field_export_columns(study: Study, field_name: str) -> list[str]:
-    """The columns one field exports as: the field itself, one per checkbox choice, none for descriptive."""
+def field_columns(f: Field) -> list[tuple[str, str]]:
+    """(choice value, export column) of each column one field exports: one per checkbox choice, else the field
+    itself with choice value '', none for a descriptive field."""
     from trialkit.definitions.model import FieldType
 
-    f = study.field(field_name)
     if f.type is FieldType.CHECKBOX:
-        return [checkbox_column(f.name, c.code) for c in f.choices]
-    if not f.has_data:
-        return []
-    return [f.name]
+        return [(c.code, checkbox_column(f.name, c.code)) for c in f.choices]
+    return [("", f.name)] if f.has_data else []
 
 
 def export_field_names(study: Study, *, with_complete: bool = True) -> list[str]:
     """Every data column of a flat record export, in REDCap's order (without the event/repeat columns):
     fields in dictionary order, checkbox choices expanded, `<form>_complete` right after each form's last field.
     """
-    from trialkit.definitions.model import FieldType
-
     out: list[str] = []
     for inst in study.instruments:
         for f in inst.fields:
-            if f.type is FieldType.CHECKBOX:
-                out.extend(checkbox_column(f.name, c.code) for c in f.choices)
-            elif f.has_data:
-                out.append(f.name)
+            out += [column for _, column in field_columns(f)]
         if with_complete:
             out.append(complete_field(inst.name))
     return out
@@ -95,22 +88,11 @@ def export_field_names(study: Study, *, with_complete: bool = True) -> list[str]
 
 def export_field_names_rows(study: Study) -> list[dict[str, str]]:
     """REDCap's exportFieldNames reply: original_field_name, choice_value, export_field_name (no _complete)."""
-    from trialkit.definitions.model import FieldType
-
-    rows = []
-    for f in study.iter_fields():
-        if f.type is FieldType.CHECKBOX:
-            for c in f.choices:
-                rows.append(
-                    {
-                        "original_field_name": f.name,
-                        "choice_value": c.code,
-                        "export_field_name": checkbox_column(f.name, c.code),
-                    }
-                )
-        elif f.has_data:
-            rows.append({"original_field_name": f.name, "choice_value": "", "export_field_name": f.name})
-    return rows
+    return [
+        {"original_field_name": f.name, "choice_value": value, "export_field_name": column}
+        for f in study.iter_fields()
+        for value, column in field_columns(f)
+    ]
 
 
 def record_columns(study: Study) -> list[str]:
@@ -121,11 +103,3 @@ def record_columns(study: Study) -> list[str]:
     if study.repeating_pairs:
         cols += ["redcap_repeat_instrument", "redcap_repeat_instance"]
     return cols
-
-
-def event_names(study: Study) -> list[str]:
-    return [e.name for e in study.events]
-
-
-def events_by_name(study: Study) -> dict[str, Event]:
-    return {e.name: e for e in study.events}
