@@ -411,15 +411,14 @@ class Compiler:
             return self._finish(op, x, y)
         if a.kind in ("num", "bool") and b.kind in ("num", "bool"):
             return self._finish(op, self.num(a), self.num(b))
-        # A literal decides statically which comparison applies: numeric text compares as a number...
+        # A text literal decides statically which comparison applies: non-numeric text can only compare as text,
+        # numeric text against a number compares as a number.
         for const, other in ((b, a), (a, b)):
-            if const.is_const and const.kind == "str" and other.kind in ("num", "bool"):
-                if _to_float(const.const) is not None:
+            if const.is_const and const.kind == "str":
+                if _to_float(const.const) is None:
+                    return self._finish(op, self.text(a), self.text(b))
+                if other.kind in ("num", "bool"):
                     return self._finish(op, self.num(a), self.num(b))
-                return self._finish(op, self.text(a), self.text(b))
-            # ...and non-numeric text can only compare as text.
-            if const.is_const and const.kind == "str" and _to_float(const.const) is None:
-                return self._finish(op, self.text(a), self.text(b))
         # Text involved: numbers compare as numbers when both sides read as numbers, otherwise as text.
         xn, yn = self.num(a), self.num(b)
         xs, ys = self.text(a), self.text(b)
