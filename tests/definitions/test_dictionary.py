@@ -194,6 +194,15 @@ def test_bad_dictionaries_are_located(text, code, line, col):
     assert (d.file, d.line, d.col) == ("dd.csv", line, col), d.format()
 
 
+def test_a_header_mixing_titles_and_api_keys_names_the_first_odd_column():
+    mixed = ",".join([f'"{HEADERS[0]}"', *KEYS[1:]]) + "\n"
+    with pytest.raises(DefinitionError) as info:
+        import_dictionary(mixed, path="dd.csv")
+    assert [d.format() for d in info.value.diagnostics] == [
+        "dd.csv:1:2: DICT002 column 2 is 'form_name', expected 'Form Name'"
+    ]
+
+
 def test_write_study_never_replaces_files_without_overwrite(tmp_path):
     study = import_dictionary(HEADER + _row())
     write_study(study, tmp_path)

@@ -224,11 +224,13 @@ def read_dictionary_csv(text: str, path: str = "<dictionary>") -> list[Dictionar
         raise DefinitionError("empty dictionary", diagnostics=[Diagnostic("DICT001", "file is empty", path, 1, 1)])
     stripped = [h.strip() for h in header]
     if tuple(stripped) not in (HEADERS, KEYS):
+        # the first cell tells which of the two header styles the file means to use
+        expected = KEYS if stripped[:1] == [KEYS[0]] else HEADERS
         col = len(HEADERS) + 1
         message = f"expected {len(HEADERS)} columns, found {len(stripped)}"
-        for i, want in enumerate(HEADERS):
+        for i, want in enumerate(expected):
             got = stripped[i] if i < len(stripped) else None
-            if got not in (want, KEYS[i]):
+            if got != want:
                 col = i + 1
                 message = f"column {col} is missing, expected {want!r}" if got is None else \
                     f"column {col} is {got!r}, expected {want!r}"
