@@ -6,7 +6,7 @@ from jsonschema import Draft202012Validator
 from trialkit.definitions.schemas import load_schema, schema_path
 
 
-@pytest.mark.parametrize("kind", ["study", "instrument"])
+@pytest.mark.parametrize("kind", ["study", "instrument", "ruleset"])
 def test_schemas_are_valid_2020_12_and_ship_in_the_package(kind):
     schema = load_schema(kind)
     Draft202012Validator.check_schema(schema)
@@ -15,7 +15,11 @@ def test_schemas_are_valid_2020_12_and_ship_in_the_package(kind):
 
 
 def test_repository_files_name_their_schema(repo_root):
-    files = [repo_root / "study.yaml", *sorted((repo_root / "instruments").glob("*.yaml"))]
+    files = [
+        repo_root / "study.yaml",
+        *sorted((repo_root / "instruments").glob("*.yaml")),
+        *sorted((repo_root / "eligibility_rules").glob("*.yaml")),
+    ]
     for path in files:
         first = path.read_text(encoding="utf-8").splitlines()[0]
         assert first.startswith("# yaml-language-server: $schema="), path.name
