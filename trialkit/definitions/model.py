@@ -249,7 +249,7 @@ class Study:
 
     # ---- bridges to other parts (imported lazily to keep the model import-light) --------------------------
     def field_specs(self) -> dict:
-        """FieldSpec for every field (and checkbox/complete pseudo-field) for the logic checker/evaluator."""
+        """FieldSpec for every field, and each form's `<form>_complete` status, for the logic checker/evaluator."""
         from trialkit.definitions.specs import field_specs
 
         return field_specs(self)
