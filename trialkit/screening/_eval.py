@@ -12,7 +12,7 @@ import polars as pl
 
 from trialkit.errors import DefinitionError, Diagnostic, LogicError, LogicSyntaxError
 from trialkit.logic import ast
-from trialkit.logic.fields import checkbox_column, event_column
+from trialkit.logic.fields import ref_column
 from trialkit.logic.functions import INSTANCE_AGGREGATES
 from trialkit.logic.parser import parse as _parse
 from trialkit.logic.render import render as _render
@@ -65,13 +65,6 @@ def _located(code: str, message: str, where: Any, line: int | None, col: int | N
     return Diagnostic(code, message, where.file, fline, fcol)
 
 
-def column_of(ref: ast.FieldRef) -> str:
-    """The data column a reference reads, named as the logic engine names it (checkbox codes normalised as in
-    REDCap's export, `[event-name]` = the current row), so the columns screening selects are the ones it reads."""
-    name = ref.name if ref.code is None else checkbox_column(ref.name, ref.code)
-    return event_column(ref.event, name) if ref.event is not None and ref.event != "event-name" else name
-
-
 def references(node: ast.Node) -> Refs:
     """Record columns and per-form instance columns that an expression reads, in reading order."""
     cols: dict[str, None] = {}
@@ -81,9 +74,9 @@ def references(node: ast.Node) -> Refs:
         current, form = stack.pop()
         if isinstance(current, ast.FieldRef):
             if form is None:
-                cols.setdefault(column_of(current), None)
+                cols.setdefault(ref_column(current), None)
             else:
-                inst[form].setdefault(column_of(current), None)
+                inst[form].setdefault(ref_column(current), None)
             continue
         if isinstance(current, ast.Call) and current.name in INSTANCE_AGGREGATES and current.args:
             first = current.args[0]

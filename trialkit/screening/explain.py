@@ -11,6 +11,7 @@ from typing import Any
 
 import polars as pl
 
+from trialkit.logic.fields import ref_column
 from trialkit.screening import _eval
 from trialkit.screening.engine import (
     DISPOSITION_COL,
@@ -108,7 +109,7 @@ def _instance_detail(node: Any, screening: Screening, ctx: _eval.Context) -> pl.
         return None
     name_col = None
     if node.name == "count_distinct_instances" and isinstance(node.args[1], ast.FieldRef):
-        name_col = _eval.column_of(node.args[1])
+        name_col = ref_column(node.args[1])
     ids = data.select(pl.col(rid).cast(pl.String), pl.col(_eval.REFERENCE_COLUMN))
     rows = table.with_columns(pl.col(rid).cast(pl.String)).join(ids, on=rid, how="inner")
     if rows.height == 0:
