@@ -170,7 +170,8 @@ def test_reference_date_must_be_a_date_field(study):
     )
     ruleset, diags = parse_ruleset(text, file="r.yaml")
     assert diags == []
-    assert "RULE013" in _codes(check_ruleset(ruleset, study))
+    d = next(d for d in check_ruleset(ruleset, study) if d.code == "RULE013")
+    assert (d.file, d.line, d.col) == ("r.yaml", 5, 17)  # the value of reference_date
 
 
 def test_load_ruleset_raises_with_every_diagnostic(tmp_path, study):

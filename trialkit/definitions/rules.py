@@ -115,6 +115,7 @@ class RuleSet:
     study: str | None = None
     reference_date: str | None = None
     source: str | None = None
+    reference_date_pos: Position = field(default=Position(), compare=False, repr=False)
 
     def criterion(self, cid: str) -> Criterion:
         for c in self.criteria:
@@ -267,6 +268,7 @@ def _build(doc: Any, digest: str) -> RuleSet:
         study=data.get("study"),
         reference_date=data.get("reference_date"),
         source=file,
+        reference_date_pos=Position(file, *doc.where(("reference_date",))),
     )
 
 
@@ -308,9 +310,9 @@ def check_ruleset(ruleset: RuleSet, study: Any) -> list[Diagnostic]:
         ref = study.fields.get(ruleset.reference_date)
         if ref is None or ref.value_kind not in ("date", "datetime"):
             what = "is not in the study" if ref is None else f"is not a date field ({ref.value_kind})"
-            diags.append(
-                Diagnostic("RULE013", f"reference_date '{ruleset.reference_date}' {what}", ruleset.source, 1, 1)
-            )
+            at = ruleset.reference_date_pos
+            diags.append(Diagnostic("RULE013", f"reference_date '{ruleset.reference_date}' {what}", at.file, at.line,
+                                    at.col))
     if CriterionKind.INCLUSION not in {c.kind for c in ruleset.criteria}:
         diags.append(
             Diagnostic(
