@@ -516,18 +516,6 @@ def decode_mask(cc: CompiledCriterion, mask: int) -> tuple[str, ...]:
     return tuple(item.label for bit, item in enumerate(cc.missing_items) if mask >> bit & 1)
 
 
-def parse_as_of(text: str | None, today: dt.date | None = None) -> dt.date:
-    """`YYYY-MM-DD` to a date; None means `today` (the CLI passes the clock's date: the library reads no clock)."""
-    if text is None:
-        if today is None:
-            raise UsageError("an as-of date is required")
-        return today
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"--as-of must be a date as YYYY-MM-DD, not {text!r}") from None
-
-
 def select_candidates(screening: Screening, record_ids: Sequence[str]) -> Screening:
     """The same screening narrowed to some candidates (for explaining a few out of many)."""
     rid = screening.record_id

@@ -17,16 +17,8 @@ class Result(IntEnum):
 
     @property
     def label(self) -> str:
-        return _RESULT_LABELS[self]
-
-
-_RESULT_LABELS = {
-    Result.MET: "met",
-    Result.NOT_MET: "not_met",
-    Result.UNKNOWN: "unknown",
-    Result.NOT_APPLICABLE: "not_applicable",
-}
-RESULT_LABELS = tuple(_RESULT_LABELS[r] for r in Result)
+        """As reports write it: met, not_met, unknown, not_applicable."""
+        return self.name.lower()
 
 
 class Disposition(StrEnum):
