@@ -4,7 +4,7 @@ Prints the columnar time (all 20 in one pass, per mode), the peak memory of the 
 ratio against evaluating the same compiled expressions one record at a time (a one-row frame per record),
 measured on a sample of records in the same run and extrapolated to the full count (the output says so).
 
-    python benchmarks/bench_logic.py [--records 1000000] [--sample 2000] [--raw]
+    python benchmarks/bench_logic.py [--records 1000000] [--sample 2000] [--repeat 3] [--raw]
 
 --raw feeds REDCap export strings instead of typed columns (the evaluator types them on the fly).
 """
