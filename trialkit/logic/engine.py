@@ -99,6 +99,7 @@ class Compiled:
 def _missing_list(mask: pl.Expr | None, value: pl.Expr, names: Sequence[str]) -> pl.Expr:
     empty = pl.lit([], dtype=pl.List(pl.String))
     if mask is None or not names:
+        # Both branches alike, but tied to `value` so the lists come one per row of it, not as a single literal.
         return pl.when(value.is_null()).then(empty).otherwise(empty)
     items = [pl.when((mask & pl.lit(1 << i, pl.UInt64)) != 0).then(pl.lit(n)) for i, n in enumerate(names)]
     return pl.when(value.is_null()).then(pl.concat_list(items).list.drop_nulls()).otherwise(empty)
