@@ -75,9 +75,13 @@ def import_cmd(file: str, out: str, name: str | None, force: bool) -> None:
 
     from trialkit.definitions.dictionary import import_dictionary
     from trialkit.definitions.loader import check_study, display_path
+    from trialkit.definitions.redcap_names import FIELD_NAME
     from trialkit.definitions.yamlwrite import write_study
-    from trialkit.errors import DataError, DefinitionError, Diagnostic
+    from trialkit.errors import DataError, DefinitionError, Diagnostic, UsageError
 
+    if name is not None and not FIELD_NAME.fullmatch(name):
+        # written into study.yaml as is: it must be a valid study id (and plain YAML)
+        raise UsageError(f"--name {name!r}: a study id is lowercase letters, digits and _, starting with a letter")
     path = Path(file)
     try:
         raw = path.read_bytes()
