@@ -164,3 +164,28 @@ def test_html_caps_the_checklists_but_lists_every_candidate(report):
 def test_render_refuses_an_unknown_format(report):
     with pytest.raises(UsageError, match="unknown format 'pdf'"):
         render_format(report, "pdf")
+
+
+def test_identifier_values_never_reach_a_report(repo_root):
+    """A report may be printed or mailed: identifier (PHI) fields show as *** (blank stays blank)."""
+    import polars as pl
+
+    from trialkit.definitions import load_study
+    from trialkit.screening import build_report, load_rules, render_html, render_json, screen_file
+    from trialkit.screening.run import DEMO_AS_OF
+
+    study = load_study(repo_root)
+    data = repo_root / "examples" / "kap_trd_intake.csv"
+    rules = load_rules(repo_root / "eligibility_rules" / "kap_trd.yaml", study)
+    report = build_report(screen_file(data, rules, study, as_of=DEMO_AS_OF))
+    text = render_json(report) + render_html(report)
+    identifiers = [f.name for f in study.iter_fields() if f.identifier]
+    assert "dob" in identifiers and "dob" in rules.identifiers
+    raw = pl.read_csv(data, infer_schema=False)
+    leaked = {
+        (name, value)
+        for name in identifiers if name in raw.columns
+        for value in raw[name].drop_nulls().unique().to_list()
+        if len(value) >= 6 and value in text
+    }
+    assert not leaked, sorted(leaked)[:5]

@@ -82,6 +82,7 @@ class CompiledRules:
     record_id: str = "record_id"
     forms: tuple[str, ...] = ()  # repeating instruments the rules aggregate over
     reference_field: str | None = None  # per-candidate 'today' (else the as-of date for everyone)
+    identifiers: frozenset[str] = frozenset()  # PHI fields: their values never reach a report
 
     def stamp(self) -> dict[str, str]:
         return self.ruleset.stamp()
@@ -167,7 +168,8 @@ def compile_rules(ruleset: RuleSet, study: Any = None, *, record_id: str | None 
         raise DefinitionError(f"{ruleset.source or ruleset.id}: rule set cannot be compiled", diagnostics=diags)
     specs = study.field_specs() if study is not None else {}
     rid = record_id or (study.record_id_field if study is not None else "record_id")
-    return CompiledRules(ruleset, tuple(compiled), specs, rid, tuple(forms), reference_field)
+    identifiers = frozenset(f.name for f in study.iter_fields() if f.identifier) if study is not None else frozenset()
+    return CompiledRules(ruleset, tuple(compiled), specs, rid, tuple(forms), reference_field, identifiers)
 
 
 def _record_items(columns: tuple[str, ...], calc_inputs: Mapping[str, tuple[str, ...]]) -> list[MissingItem]:

@@ -131,6 +131,9 @@ def _instance_detail(node: Any, screening: Screening, ctx: _eval.Context) -> pl.
     return pl.Series([("; ".join(parts[r]) if r in parts else None) for r in ids[rid].to_list()], dtype=pl.String)
 
 
+MASK = "***"
+
+
 def candidates(screening: Screening) -> Iterator[CandidateResult]:
     """One `CandidateResult` per candidate, in input order. Meant for reports on hundreds or thousands of rows;
     for a million, summarise the frame instead (`summarise`)."""
@@ -142,6 +145,7 @@ def candidates(screening: Screening) -> Iterator[CandidateResult]:
     pos = {r: i for i, r in enumerate(data_ids)}
     value_lists = {k: v.to_list() for k, v in values.items()}
     crits = screening.rules.criteria
+    masked = screening.rules.identifiers
     rows = frame.to_dicts()
     for row in rows:
         record = row[rid]
@@ -156,7 +160,9 @@ def candidates(screening: Screening) -> Iterator[CandidateResult]:
                     vals["today"] = jsonable(value_lists["today"][i])
                 for col in cc.columns:
                     if col in value_lists:
-                        vals[col] = jsonable(value_lists[col][i])
+                        value = jsonable(value_lists[col][i])
+                        # a report may be printed or mailed: PHI shows only whether it is there
+                        vals[col] = MASK if col in masked and value is not None else value
                 for label, node in cc.value_terms:
                     vals[label] = jsonable(value_lists[f"={label}"][i])
                     if f"~{label}" in value_lists:
