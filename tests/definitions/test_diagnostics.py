@@ -228,3 +228,16 @@ def test_a_long_chain_of_calculations_does_not_exhaust_the_stack():
     assert _cycles(chain | {"c5000": set()}) == []
     (cycle,) = _cycles(chain | {"c5000": {"c0"}})
     assert cycle[:2] == ["c0", "c1"] and cycle[-1] == "c5000" and len(cycle) == 5001
+
+
+def test_an_unreadable_instruments_folder_is_reported_not_raised(monkeypatch):
+    from pathlib import Path
+
+    make_study(Path("."), {"base": BASE})
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    d = _one(check_study(".").diagnostics, "DEF003")
+    assert d.is_error and "base" in d.message

@@ -17,12 +17,6 @@ if TYPE_CHECKING:
 RULES_DIR = "eligibility_rules"
 
 
-def _yaml_files(directory: Path) -> list[Path]:
-    if not directory.is_dir():
-        return []
-    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml"))
-
-
 def _top_keys(path: Path) -> set[str]:
     from trialkit.definitions.yamlio import read_yaml
 
@@ -53,7 +47,13 @@ def _study_dir_for(path: Path) -> Path | None:
 
 def collect(paths: tuple[str, ...]) -> list[Diagnostic]:
     """Diagnostics for the given paths (default: the study in the current directory and its rule files)."""
-    from trialkit.definitions.loader import check_instrument_file, check_study, display_path, unique_diagnostics
+    from trialkit.definitions.loader import (
+        check_instrument_file,
+        check_study,
+        display_path,
+        unique_diagnostics,
+        yaml_files,
+    )
 
     diags: list[Diagnostic] = []
     targets = [Path(p) for p in paths] or [Path(".")]
@@ -64,7 +64,7 @@ def collect(paths: tuple[str, ...]) -> list[Diagnostic]:
         if target.is_dir():
             result = check_study(target)
             diags += result.diagnostics
-            rules = _yaml_files(target / RULES_DIR)
+            rules = yaml_files(target / RULES_DIR)
             if rules and (target / "study.yaml").is_file():
                 diags += _check_rules(rules, result.study if result.ok else None)
             continue

@@ -245,13 +245,18 @@ def find_study_file(path: str | Path) -> Path:
     return p / STUDY_FILE if p.is_dir() else p
 
 
+def yaml_files(directory: Path) -> list[Path]:
+    """The YAML files in `directory`, sorted; none when it is not a readable directory."""
+    try:
+        return sorted(p for p in directory.iterdir() if p.suffix in YAML_SUFFIXES and p.is_file())
+    except OSError:  # missing, not a directory, or unreadable: the files it should hold are reported missing
+        return []
+
+
 def _instrument_files(directory: Path) -> dict[str, Path]:
-    if not directory.is_dir():
-        return {}
-    out = {}
-    for p in sorted(directory.iterdir()):
-        if p.suffix in YAML_SUFFIXES and p.is_file():
-            out.setdefault(p.stem, p)
+    out: dict[str, Path] = {}
+    for p in yaml_files(directory):
+        out.setdefault(p.stem, p)
     return out
 
 
