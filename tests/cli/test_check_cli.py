@@ -170,3 +170,17 @@ def test_a_standalone_instrument_need_not_start_with_a_record_id(tmp_path, capsy
     Path("form.yaml").write_text(form)
     code, out, _ = run(["check", "form.yaml"], capsys)
     assert (code, out) == (0, "")
+
+
+def test_a_rule_file_is_checked_against_the_study_it_names(repo_root, tmp_path, capsys, monkeypatch):
+    rules = repo_root / "eligibility_rules" / "kap_trd.yaml"
+    if not rules.is_file():
+        pytest.skip("no KAP rule file in this checkout")
+    shutil.copytree(repo_root / "instruments", tmp_path / "proj" / "instruments")
+    shutil.copy(repo_root / "study.yaml", tmp_path / "proj" / "study.yaml")
+    (tmp_path / "elsewhere").mkdir()
+    text = rules.read_text(encoding="utf-8").replace("study: ../study.yaml", "study: ../proj/study.yaml")
+    (tmp_path / "elsewhere" / "kap.yaml").write_text(text.replace("[madrs_total]", "[madrs_totl]", 1))
+    monkeypatch.chdir(tmp_path)  # no study here or beside the rule file: only `study:` leads to it
+    code, out, _ = run(["check", "elsewhere/kap.yaml"], capsys)
+    assert code == 2 and "elsewhere/kap.yaml:" in out and "madrs_totl" in out

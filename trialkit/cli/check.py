@@ -12,7 +12,7 @@ import click
 from trialkit.errors import Diagnostic, sorted_diagnostics
 
 if TYPE_CHECKING:
-    from trialkit.definitions.model import Study
+    from trialkit.definitions.loader import CheckResult
 
 RULES_DIR = "eligibility_rules"
 
@@ -24,17 +24,29 @@ def _top_keys(path: Path) -> set[str]:
     return set(doc.data) if isinstance(doc.data, dict) else set()
 
 
-def _check_rules(paths: list[Path], study: Study | None) -> list[Diagnostic]:
-    """Each rule file read and schema-checked; its expressions checked too when the study is usable."""
-    from trialkit.definitions.loader import display_path
+def _check_rules(
+    paths: list[Path], study_dir: Path | None, checked: dict[Path, CheckResult] | None = None
+) -> list[Diagnostic]:
+    """Each rule file read and schema-checked; its expressions checked too, against the study the file names
+    (`study:`, as screening uses it) or else the one at `study_dir`, when that study is usable. `checked`: studies
+    already checked, by resolved study file."""
+    from trialkit.definitions.loader import check_study, display_path, find_study_file
     from trialkit.definitions.rules import check_ruleset, read_ruleset
 
+    studies = dict(checked or {})
     diags: list[Diagnostic] = []
     for p in paths:
         ruleset, found = read_ruleset(display_path(p))
         diags += found
-        if ruleset is not None and study is not None:
-            diags += check_ruleset(ruleset, study)
+        named = ruleset.study_path() if ruleset is not None else None
+        where = named if named is not None and find_study_file(named).is_file() else study_dir
+        if ruleset is None or where is None:
+            continue
+        key = find_study_file(where).resolve()
+        if key not in studies:
+            studies[key] = check_study(where)
+        if studies[key].ok and studies[key].study is not None:
+            diags += check_ruleset(ruleset, studies[key].study)
     return diags
 
 
@@ -51,6 +63,7 @@ def collect(paths: tuple[str, ...]) -> list[Diagnostic]:
         check_instrument_file,
         check_study,
         display_path,
+        find_study_file,
         unique_diagnostics,
         yaml_files,
     )
@@ -66,13 +79,11 @@ def collect(paths: tuple[str, ...]) -> list[Diagnostic]:
             diags += result.diagnostics
             rules = yaml_files(target / RULES_DIR)
             if rules and (target / "study.yaml").is_file():
-                diags += _check_rules(rules, result.study if result.ok else None)
+                diags += _check_rules(rules, target, {find_study_file(target).resolve(): result})
             continue
         keys = _top_keys(target)
         if "criteria" in keys or target.parent.name == RULES_DIR:
-            study_dir = _study_dir_for(target)
-            result = check_study(study_dir) if study_dir is not None else None
-            diags += _check_rules([target], result.study if result is not None and result.ok else None)
+            diags += _check_rules([target], _study_dir_for(target))
         elif target.name == "study.yaml" or "study" in keys:
             diags += check_study(target).diagnostics
         elif "instrument" in keys:
