@@ -65,3 +65,11 @@ def test_kap_export_columns(repo_root):
         "redcap_repeat_instrument",
         "redcap_repeat_instance",
     ]
+
+
+def test_unique_event_names_never_run_out():
+    taken: set[str] = set()
+    for _ in range(60):
+        taken.add(unique_event_name("Visit", 1, taken))
+    assert len(taken) == 60
+    assert {"visit_arm_1", "visit_a_arm_1", "visit_z_arm_1", "visit_aa_arm_1"} <= taken

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import re
+import string
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -48,7 +50,8 @@ def unique_event_name(label: str, arm: int, taken: set[str] | frozenset[str] = f
 
     Lowercase, characters other than letters, digits, spaces and '_' dropped, spaces turned into '_', cut to
     18 characters, then `_arm_<n>` ("Screening & Enrollm..." -> `screening__enrollm_arm_1`, as observed).
-    A clash with a name in `taken` gets a letter before the arm suffix (`screening_a_arm_1`), REDCap-like.
+    A clash with a name in `taken` gets a letter before the arm suffix (`screening_a_arm_1`), REDCap-like; after
+    `z`, two letters (`screening_aa_arm_1`) and so on: there is always a free name.
     """
     base = re.sub(r"[^a-z0-9 _]", "", label.lower()).replace(" ", "_")[:18]
     if not base:
@@ -56,11 +59,12 @@ def unique_event_name(label: str, arm: int, taken: set[str] | frozenset[str] = f
     name = f"{base}_arm_{arm}"
     if name not in taken:
         return name
-    for letter in "abcdefghijklmnopqrstuvwxyz":
-        candidate = f"{base[:16]}_{letter}_arm_{arm}"
-        if candidate not in taken:
-            return candidate
-    raise ValueError(f"cannot make a unique event name for {label!r}")
+    for width in itertools.count(1):
+        for letters in itertools.product(string.ascii_lowercase, repeat=width):
+            candidate = f"{base[:17 - width]}_{''.join(letters)}_arm_{arm}"
+            if candidate not in taken:
+                return candidate
+    raise AssertionError("unreachable")  # itertools.count never ends
 
 
 def field_columns(f: Field) -> list[tuple[str, str]]:
