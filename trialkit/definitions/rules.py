@@ -174,15 +174,10 @@ def read_ruleset(path: str | Path) -> tuple[RuleSet | None, list[Diagnostic]]:
 
 def parse_ruleset(data: bytes | str, file: str | None = None) -> tuple[RuleSet | None, list[Diagnostic]]:
     """Parse rule-file content. The hash is over the bytes as given, so it identifies the file, not the model."""
-    from trialkit.definitions.yamlio import parse_yaml
+    from trialkit.definitions.yamlio import parse_yaml_bytes
 
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    shown = file or "<rules>"
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        return None, [Diagnostic("IO002", f"not UTF-8 text (byte {exc.start})", shown, 1, 1)]
-    doc = parse_yaml(text, shown)
+    doc = parse_yaml_bytes(raw, file or "<rules>")
     if not doc.ok:
         return None, list(doc.diagnostics)
     if not isinstance(doc.data, dict):

@@ -218,13 +218,18 @@ def read_yaml(path: str | Path, display: str | None = None) -> YamlDoc:
         doc = YamlDoc(path=shown, text="")
         doc.diagnostics.append(Diagnostic("IO001", f"cannot read file: {exc.strerror or exc}", shown, None, None))
         return doc
+    return parse_yaml_bytes(raw, shown)
+
+
+def parse_yaml_bytes(raw: bytes, path: str) -> YamlDoc:
+    """Decode (UTF-8, with or without BOM) and parse; text that is not UTF-8 is an IO002 diagnostic."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        doc = YamlDoc(path=shown, text="")
-        doc.diagnostics.append(Diagnostic("IO002", f"not UTF-8 text (byte {exc.start})", shown, 1, 1))
+        doc = YamlDoc(path=path, text="")
+        doc.diagnostics.append(Diagnostic("IO002", f"not UTF-8 text (byte {exc.start})", path, 1, 1))
         return doc
-    return parse_yaml(text, shown)
+    return parse_yaml(text, path)
 
 
 def expression_position(doc: YamlDoc, path: JsonPath, line: int, col: int) -> tuple[int, int]:
