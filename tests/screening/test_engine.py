@@ -309,3 +309,15 @@ def test_select_candidates_narrows_every_part(run):
     sub = select_candidates(s, ["b"])
     assert [c.record_id for c in candidates(sub)] == ["b"]
     assert sub.data.height == 1 and all(v["record_id"].to_list() == ["b"] * v.height for v in sub.instances.values())
+
+
+def test_pregnancy_exclusion_applies_to_anyone_of_childbearing_potential(run):
+    s = run(
+        {
+            "female": ({"sex": "1", "childbearing_potential": "0", "pregnant": "1"}, None),
+            "intersex_cbp": ({"sex": "3", "childbearing_potential": "1", "pregnant": "1"}, None),
+            "male": ({"sex": "2", "childbearing_potential": "0", "pregnant": None, "breastfeeding": None}, None),
+        }
+    )
+    got = {c.record_id: _result(c, "E6").result for c in candidates(s)}
+    assert got == {"female": "met", "intersex_cbp": "met", "male": "not_applicable"}
