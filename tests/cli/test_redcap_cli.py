@@ -70,7 +70,8 @@ def test_wrong_token_fails_cleanly_without_echoing_it(kap_sandbox, tmp_path):
 
 def test_unreachable_server_fails_cleanly(tmp_path):
     proc = run(["redcap", "nightly", "--url", "http://127.0.0.1:9/api/", "--token-env", "KAP_TOKEN",
-                "--rules", str(RULES), "--ledger", str(tmp_path / "l.sqlite"), "--timeout", "2"],
+                "--rules", str(RULES), "--ledger", str(tmp_path / "l.sqlite"), "--timeout", "2", "--attempts", "2"],
                env_token="A" * 32, tmp_path=tmp_path)
     assert proc.returncode == 1
-    assert "network" in proc.stderr and "Traceback" not in proc.stderr
+    assert "failed after 2 attempts" in proc.stderr and "network" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -32,11 +32,13 @@ def redcap() -> None:
 @click.option("--as-of", "as_of", callback=parse_date, help="Screening date YYYY-MM-DD (default: today).")
 @click.option("--full", is_flag=True, help="Pull and screen every record, not only changed or undecided ones.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds per HTTP request.")
+@click.option("--attempts", default=5, show_default=True, type=click.IntRange(1, 20),
+              help="Tries per request on network failures and server error pages (backoff 0.5 s, doubling).")
 @click.option("--findings", "findings_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the validation findings of the pulled records here (CSV; identifier values masked).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def nightly(url, token_env, token_file, rules_path, study_dir, ledger_path, as_of, full, timeout, findings_path,
-            fmt) -> None:
+def nightly(url, token_env, token_file, rules_path, study_dir, ledger_path, as_of, full, timeout, attempts,
+            findings_path, fmt) -> None:
     """Pull intake, validate, screen and write results back to REDCap; safe to rerun after any failure.
 
     \b
@@ -44,7 +46,7 @@ def nightly(url, token_env, token_file, rules_path, study_dir, ledger_path, as_o
       REDCAP_API_TOKEN=... trialkit redcap nightly --url https://redcap.example.org/api/ \\
           --rules eligibility_rules/kap_trd.yaml --ledger /var/lib/trialkit/kap.sqlite
     """
-    from trialkit.redcap.client import RedcapClient, load_token
+    from trialkit.redcap.client import RedcapClient, RetryPolicy, load_token
     from trialkit.redcap.sync import Ledger, run_nightly
     from trialkit.screening.run import load_rules, resolve_study
 
@@ -52,7 +54,7 @@ def nightly(url, token_env, token_file, rules_path, study_dir, ledger_path, as_o
     study = resolve_study(rules_path, study_dir)
     rules = load_rules(rules_path, study)
     day = as_of or dt.date.today()  # the CLI is the edge: the library never reads the clock
-    client = RedcapClient(url, token, timeout=timeout)
+    client = RedcapClient(url, token, timeout=timeout, retry=RetryPolicy(attempts=attempts))
     ledger = Ledger(ledger_path)
     try:
         result = run_nightly(client, study, rules, ledger=ledger, as_of=day, now=dt.datetime.now(), full=full,
