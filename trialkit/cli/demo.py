@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -61,12 +62,14 @@ def demo(out_dir: Path, data: Path | None, rules_path: Path | None, as_of: _dt.d
     from trialkit.screening.run import DEMO_AS_OF, run_demo
 
     as_of = as_of or DEMO_AS_OF
+    study = None
     if not offline:
-        data = _through_sandbox(out_dir, data, rules_path, as_of)
+        data, study = _through_sandbox(out_dir, data, rules_path, as_of)
     result = run_demo(
         out_dir,
         data=data,
         rules=rules_path,
+        study=study,
         as_of=as_of,
         generated_at=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     )
@@ -82,8 +85,11 @@ def demo(out_dir: Path, data: Path | None, rules_path: Path | None, as_of: _dt.d
     click.echo(f"screening log: {result.log}")
 
 
-def _through_sandbox(out_dir: Path, data: Path | None, rules_path: Path | None, as_of: _dt.date) -> Path:
-    """Load the intake into a fresh sandbox project, run the nightly job, and export what REDCap holds."""
+def _through_sandbox(
+    out_dir: Path, data: Path | None, rules_path: Path | None, as_of: _dt.date
+) -> tuple[Path, Any]:
+    """Load the intake into a fresh sandbox project, run the nightly job, and export what REDCap holds.
+    Returns the export file and the study it was checked against."""
     import polars as pl
 
     from trialkit.errors import UsageError
@@ -128,4 +134,4 @@ def _through_sandbox(out_dir: Path, data: Path | None, rules_path: Path | None, 
         [{c: None if row.get(c) in (None, "") else str(row[c]) for c in columns} for row in exported],
         schema=dict.fromkeys(columns, pl.String),
     ).write_csv(export_path)
-    return export_path
+    return export_path, study

@@ -267,9 +267,7 @@ class RedcapClient:
     def verify(self, rows: Sequence[Mapping[str, Any]], *, blanks_clear: bool = False) -> list[str]:
         """Read written rows back; return one message per cell REDCap does not hold as sent."""
         def_field = self.def_field
-        wanted = {}
-        for row in rows:
-            wanted[_row_key(row, def_field)] = row
+        wanted = {_row_key(row, def_field): row for row in rows}
         fields = sorted({k for row in rows for k in row if not k.startswith("redcap_")} - {def_field})
         have = {
             _row_key(row, def_field): row
