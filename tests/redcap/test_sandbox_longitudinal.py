@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from redcap import RedcapError
 from sandbox_data import post
@@ -164,6 +166,22 @@ def test_import_arms_events_mappings_and_repeats(longitudinal):
     assert longitudinal.export_records(records=["9"]) == []
     assert longitudinal.delete_arms(["2"]) == 1
     assert longitudinal.export_arms() == [{"arm_num": 1, "name": "Arm 1"}]
+
+
+@pytest.mark.parametrize("content, rows, message", [
+    ("arm", [{"name": "No number"}], "The arm number '' is not valid"),
+    ("arm", [{"arm_num": "two", "name": "Bad"}], "The arm number 'two' is not valid"),
+    ("arm", [{"arm_num": 2}], 'The "name" of each row'),
+    ("event", [{"event_name": "Week 4", "arm_num": "x"}], "The arm number 'x' is not valid"),
+    ("event", [{"arm_num": 1}], 'The "event_name" of each row'),
+])
+def test_malformed_arm_and_event_rows_are_refused_not_crashed(sandbox, longitudinal, content, rows, message):
+    reply = post(sandbox.url, token=longitudinal.token, content=content, action="import", format="json",
+                 returnFormat="json", data=json.dumps(rows))
+    assert reply.status_code == 400
+    assert reply.json()["error"].startswith(message)
+    assert longitudinal.export_arms() == [{"arm_num": 1, "name": "Arm 1"}]
+    assert len(longitudinal.export_events()) == 4
 
 
 def test_file_fields_in_events(sandbox, longitudinal):

@@ -319,7 +319,10 @@ def _arm(ctx: Context, request: ApiRequest) -> Reply:
         raise ApiError("You cannot export arms for classic projects")
     if action == "import":
         rows = _parse_data(params)
-        new = {int(r["arm_num"]): {"arm_num": int(r["arm_num"]), "name": str(r["name"])} for r in rows}
+        new = {}
+        for r in rows:
+            arm = _arm_number(r.get("arm_num"))
+            new[arm] = {"arm_num": arm, "name": _required_text(r, "name")}
         if params.get("override", "0") in ("1", "true", "True"):
             arms = dict(new)
             events = [e for e in ctx.spec.events if int(e["arm_num"]) in arms]
@@ -354,20 +357,21 @@ def _event(ctx: Context, request: ApiRequest) -> Reply:
         events = [] if override else [dict(e) for e in ctx.spec.events]
         arms = {int(a["arm_num"]) for a in ctx.spec.arms}
         for r in rows:
-            arm = int(r.get("arm_num") or 1)
+            arm = _arm_number(r.get("arm_num") or 1)
+            name = _required_text(r, "event_name")
             if arm not in arms:
                 raise ApiError(f"The arm number {arm} does not exist in the project")
             unique = str(r.get("unique_event_name") or "")
             existing = next((e for e in events if e["unique_event_name"] == unique), None) if unique else None
             if existing is not None:
-                existing["event_name"] = str(r["event_name"])
+                existing["event_name"] = name
                 existing["custom_event_label"] = str(r.get("custom_event_label") or "")
                 continue
             taken = {e["unique_event_name"] for e in events}
             events.append({
-                "event_name": str(r["event_name"]),
+                "event_name": name,
                 "arm_num": arm,
-                "unique_event_name": unique_event_name(str(r["event_name"]), arm, taken),
+                "unique_event_name": unique_event_name(name, arm, taken),
                 "custom_event_label": str(r.get("custom_event_label") or ""),
                 "event_id": max([int(e.get("event_id") or 0) for e in events] + [40000]) + 1,
             })
@@ -448,6 +452,21 @@ def _repeating(ctx: Context, request: ApiRequest) -> Reply:
         item = {"form_name": r.get("form_name", ""), "custom_form_label": r.get("custom_form_label", "")}
         rows.append({"event_name": r.get("event_name", ""), **item} if longitudinal else item)
     return _list_reply(rows, params)
+
+
+def _arm_number(value: object) -> int:
+    # a malformed import row is a 400 like any other bad input, not a KeyError/ValueError turned into a 500
+    text = str(value if value is not None else "").strip()
+    if not text.isdigit():
+        raise ApiError(f"The arm number '{text}' is not valid: it must be a whole number")
+    return int(text)
+
+
+def _required_text(row: dict, key: str) -> str:
+    value = row.get(key)
+    if value is None or str(value).strip() == "":
+        raise ApiError(f'The "{key}" of each row being imported must not be blank')
+    return str(value)
 
 
 def _save(ctx: Context, **changes: object) -> None:
