@@ -124,3 +124,20 @@ def test_admin_refuses_a_bad_project_definition(sandbox):
                           headers={"X-Trialkit-Admin": ADMIN_SECRET}, timeout=10)
     assert reply.status_code == 400
     assert "Record ID" in reply.json()["error"]
+
+
+def test_internal_error_is_a_500_error_reply_and_its_log_line_quotes_no_request_value(sandbox, classic, capsys,
+                                                                                       monkeypatch):
+    from trialkit.redcap.sandbox import server
+
+    def broken(storage, request):
+        raise ValueError(f"invalid literal for int(): {request.params['token']} {request.params['data']}")
+
+    monkeypatch.setattr(server.api, "handle", broken)
+    reply = post(sandbox.url, token=classic.token, content="record", format="json", data="Jane Doe")
+    assert reply.status_code == 500
+    assert reply.json() == {"error": "Internal error in the trialkit sandbox: ValueError"}
+    err = capsys.readouterr().err
+    assert "internal error: ValueError at test_sandbox_transport.py:" in err
+    assert classic.token not in err
+    assert "Jane Doe" not in err

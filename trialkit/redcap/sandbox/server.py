@@ -20,6 +20,7 @@ import secrets
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from email.parser import BytesParser
@@ -55,7 +56,20 @@ class _Server(ThreadingHTTPServer):
         exc = sys.exc_info()[1]
         if isinstance(exc, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):
             return
-        print(f"trialkit sandbox: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        _report_internal_error(exc)
+
+
+def _report_internal_error(exc: BaseException | None) -> None:
+    """One stderr line for a sandbox bug: the exception type and where it was raised, never its message.
+
+    The message of a KeyError/ValueError/sqlite error can quote a request value (a token, an identifier field).
+    """
+    where = ""
+    tb = exc.__traceback__ if exc is not None else None
+    if tb is not None:
+        frame = traceback.extract_tb(tb)[-1]
+        where = f" at {Path(frame.filename).name}:{frame.lineno} in {frame.name}"
+    print(f"trialkit sandbox: internal error: {type(exc).__name__}{where}", file=sys.stderr)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -121,7 +135,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             reply = api.handle(sandbox.storage, request)
         except Exception as exc:  # a sandbox bug must still produce a REDCap-shaped answer, not a hang-up
-            print(f"trialkit sandbox: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            _report_internal_error(exc)
             reply = api.Reply.error(f"Internal error in the trialkit sandbox: {type(exc).__name__}", fmt, 500)
         if fault == "drop_after":
             if not isinstance(reply.body, bytes):
