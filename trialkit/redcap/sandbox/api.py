@@ -483,9 +483,7 @@ def _dag(ctx: Context, request: ApiRequest) -> Reply:
 # ---- small things ----------------------------------------------------------------------------------------------
 
 def _next_record_name(ctx: Context, request: ApiRequest) -> Reply:
-    last = ctx.con.execute("SELECT record FROM records WHERE pid=? AND rkey < '1' ORDER BY rkey DESC LIMIT 1",
-                           (ctx.pid,)).fetchone()
-    return Reply.text(str(int(last[0]) + 1 if last else 1), "csv")
+    return Reply.text(str(records.next_record_number(ctx.con, ctx.pid)), "csv")
 
 
 def _version(ctx: Context, request: ApiRequest) -> Reply:

@@ -604,6 +604,13 @@ def log_details(stored: str) -> str:
     return ", ".join(f"{k} = '{v}'" for k, v in json.loads(stored).items())
 
 
+def next_record_number(con: sqlite3.Connection, pid: int) -> int:
+    """The highest numeric record id + 1 (text ids ignored), as generateNextRecordName and forceAutoNumber give."""
+    last = con.execute("SELECT record FROM records WHERE pid=? AND rkey < '1' ORDER BY rkey DESC LIMIT 1",
+                       (pid,)).fetchone()
+    return int(last[0]) + 1 if last else 1
+
+
 def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Schema, rows: list[_Row], *,
                  overwrite: bool, auto_number: bool, username: str) -> list[tuple[str, str]]:
     """Write validated rows inside the caller's transaction. Returns (new id, id in the data) per distinct record."""
@@ -611,9 +618,7 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
     for row in rows:
         order.setdefault(row.record, row.record)
     if auto_number:
-        last = con.execute("SELECT record FROM records WHERE pid=? AND rkey < '1' ORDER BY rkey DESC LIMIT 1",
-                           (pid,)).fetchone()
-        nxt = int(last[0]) + 1 if last else 1
+        nxt = next_record_number(con, pid)
         for old in order:
             order[old] = str(nxt)
             nxt += 1
