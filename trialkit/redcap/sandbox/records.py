@@ -304,6 +304,9 @@ def export_records(con: sqlite3.Connection, pid: int, plan: ExportPlan,
                                     else None)
 
 
+_MEMO_LIMIT = 10_000  # encoded values remembered per column: free text rarely repeats, codes always do
+
+
 def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead: list[str], data_cols: list[Column],
                matches: set | None) -> Iterator[str]:
     """Raw flat export with the record id, the hot path of a large export.
@@ -336,7 +339,9 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
     inst_at = position.get(RINST, -1)
     dag_at = position.get(DAG, -1)
     bases: dict[tuple[str, str], list[str]] = {}
-    loads = json.loads
+    # most stored values repeat (choice codes, dates, numbers): each column remembers its encoded values
+    memos: list[dict[str, str]] = [{} for _ in keys]
+    loads = json.JSONDecoder().raw_decode  # stored rows are compact JSON objects: no whitespace to skip
     if json_out:
         yield "["
     else:
@@ -352,10 +357,16 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
             defaults = dict(_Context(plan, event, rform).defaults)
             base = bases[(event, rform)] = [encode(i, defaults.get(k, "")) for i, k in enumerate(keys)]
         cells = base.copy()
-        for name, value in loads(data_text).items():
+        for name, value in loads(data_text)[0].items():
             i = position.get(name)
             if i is not None:  # values of columns not exported (not asked for, or removed fields) are skipped
-                cells[i] = encode(i, value)
+                memo = memos[i]
+                text = memo.get(value)
+                if text is None:
+                    text = encode(i, value)
+                    if len(memo) < _MEMO_LIMIT:
+                        memo[value] = text
+                cells[i] = text
         cells[0] = encode(0, record)
         if longitudinal:
             cells[event_at] = encode(event_at, event)
