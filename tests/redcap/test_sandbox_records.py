@@ -300,3 +300,21 @@ def test_long_records_list_is_exported_in_record_order(classic):
     wanted = [str(i) for i in range(1200, 0, -2)] + ["nope"]  # 600 ids, backwards, and one unknown
     rows = classic.export_records(records=wanted, fields=["age"])
     assert [r["record_id"] for r in rows] == [str(i) for i in range(2, 1201, 2)]
+
+
+def test_an_exported_csv_imports_back_and_blank_cells_follow_the_overwrite_behavior(classic):
+    classic.import_records([{"record_id": "1", "age": "5", "email": "a@b.org", "race___1": "1"}])
+    text = classic.export_records(format_type="csv")
+    assert classic.import_records(text, import_format="csv") == {"count": 1}
+    assert classic.export_records(format_type="csv") == text
+    blanks = "record_id,age,email,race___1\n1,,c@d.org,\n"
+    classic.import_records(blanks, import_format="csv")
+    row = classic.export_records()[0]
+    assert (row["age"], row["email"], row["race___1"]) == ("5", "c@d.org", "1")
+    classic.import_records(blanks, import_format="csv", overwrite="overwrite")
+    row = classic.export_records()[0]
+    assert (row["age"], row["email"], row["race___1"]) == ("", "c@d.org", "0")
+    # a column named in the header is checked even when every cell under it is blank
+    with pytest.raises(RedcapError) as err:
+        classic.import_records("record_id,nosuch\n1,\n", import_format="csv")
+    assert "nosuch" in err.value.args[0]["error"]

@@ -201,7 +201,7 @@ def _import_records(ctx: Context, request: ApiRequest) -> Reply:
         raise ApiError('The value of the parameter "dateFormat" is not valid')
     if params.get("type", "flat").lower() != "flat":
         raise ApiError("The sandbox imports flat records only (type=flat)")
-    rows = records.parse_import_data(params)
+    rows = records.parse_import_data(params, keep_blank=overwrite == "overwrite")
     if rows is None:  # REDCap answers a JSON object or string with a count of 0 (PyCap#103)
         return Reply.text(records.import_reply([], return_content, fmt), fmt)
     valid, errors = records.validate_import(ctx.schema, rows, date_format, overwrite == "overwrite")

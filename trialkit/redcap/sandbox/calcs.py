@@ -136,14 +136,17 @@ class CalcPlan:
                 for i in where[form]:
                     text = texts[i] or None
                     k = keys[i]
-                    current_row = changed.get(k) or rows[k]
-                    if current_row.get(name) != text:
-                        new = dict(current_row)
-                        if text:
-                            new[name] = text
-                        else:
-                            new.pop(name, None)
-                        changed[k] = new
+                    row = changed.get(k)
+                    if row is None:  # a row is copied once, at its first changed value
+                        if rows[k].get(name) == text:
+                            continue
+                        row = changed[k] = dict(rows[k])
+                    elif row.get(name) == text:
+                        continue
+                    if text:
+                        row[name] = text
+                    else:
+                        row.pop(name, None)
             if computed:
                 frame = frame.with_columns(computed)
                 if data is not frame and any(s.name in self.widened for s in computed):

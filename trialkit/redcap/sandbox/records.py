@@ -439,8 +439,18 @@ def _cell_text(value: object) -> str:
     return str(value).strip()
 
 
-def parse_import_data(params: dict[str, str]) -> list[dict[str, str]] | None:
-    """The `data` parameter as rows of text; None when REDCap would silently import nothing (not a list)."""
+@dataclass
+class ImportData:
+    rows: list[dict[str, str]]  # cells as text, stripped
+    columns: list[str]  # every column the data names, also those left blank in every row
+
+
+def parse_import_data(params: dict[str, str], *, keep_blank: bool) -> ImportData | None:
+    """The `data` parameter as rows of text; None when REDCap would silently import nothing (not a list).
+
+    Without `keep_blank` (overwriteBehavior=normal, where a blank cell changes nothing) blank cells are left out
+    of the rows: an export-shaped CSV is mostly blanks, and every later step would step over them one by one.
+    """
     fmt = params.get("format", "xml").lower()
     text = params.get("data", "")
     if fmt == "json":
@@ -452,19 +462,23 @@ def parse_import_data(params: dict[str, str]) -> list[dict[str, str]] | None:
         if not isinstance(data, list):
             return None
         rows = []
+        columns: dict[str, None] = {}
         for item in data:
             if not isinstance(item, dict):
                 raise ApiError("The data being imported is not formatted correctly. The JSON must be an array "
                                "of objects.")
-            rows.append({k: (v.strip() if type(v) is str else _cell_text(v)) for k, v in item.items()})
-        return rows
+            columns.update(dict.fromkeys(item))
+            rows.append({k: c for k, v in item.items()
+                         if (c := v.strip() if type(v) is str else _cell_text(v)) or keep_blank})
+        return ImportData(rows, list(columns))
     if fmt == "csv":
         reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
         header = next(reader, None)
         if header is None:
-            return []
+            return ImportData([], [])
         header = [h.strip() for h in header]
-        return [{k: v.strip() for k, v in zip(header, row, strict=False)} for row in reader if any(row)]
+        return ImportData([{k: c for k, v in zip(header, row, strict=False) if (c := v.strip()) or keep_blank}
+                           for row in reader if any(row)], list(dict.fromkeys(header)))
     raise ApiError('The value of the parameter "format" is not valid for import (use json or csv)')
 
 
@@ -472,13 +486,12 @@ def _error_line(record: str, field: str, value: str, message: str) -> str:
     return ",".join('"' + str(x).replace('"', '""') + '"' for x in (record, field, value, message))
 
 
-def validate_import(schema: Schema, raw_rows: list[dict[str, str]], date_format: str,
+def validate_import(schema: Schema, data: ImportData, date_format: str,
                     overwrite: bool) -> tuple[list[_Row], list[str]]:
     """Check every cell; returns the rows to apply (values normalised) and REDCap's error lines."""
     errors: list[str] = []
-    keys: dict[str, None] = {}
-    for row in raw_rows:
-        keys.update(dict.fromkeys(row))
+    raw_rows = data.rows
+    keys = data.columns
     allowed = set(schema.column_by_name) | {schema.def_field, *PSEUDO}
     unknown = [k for k in keys if k not in allowed and k != SURVEY_PSEUDO and not
                (k.endswith("_timestamp") and k[:-10] in schema.form_fields)]
