@@ -6,10 +6,15 @@ end of series, 2 maintenance sessions and the three follow-ups: 18 rows per reco
 gets its first 6 data fields filled with valid values (choices, integers, numbers, dates by validation type).
 
 The server runs as its own process (`trialkit sandbox serve`), so its memory is measured alone: VmHWM is reset
-(/proc/PID/clear_refs) before each phase and read after it. Imports go in batches of 500 records (JSON, the
-PyCap default), as a sync client sends them. The export is ONE call for all N records: CSV (PyCap returns the
-text; JSON for 100,000 records x 18 rows x 186 columns would be ~5 GB of reply that PyCap must decode) plus a
-JSON export of 5,000 records, so both encoders are measured.
+(/proc/PID/clear_refs) before each phase and read after it. Imports go in batches of 500 records, as a sync client
+sends them, once as JSON (the PyCap default) and once as CSV text (`import_format="csv"`, the columns of a REDCap
+export), each into its own project. The export is ONE call for all N records: CSV (PyCap returns the text; JSON
+for 100,000 records x 18 rows x 186 columns would be ~7 GB of reply that PyCap must decode) plus a JSON export of
+5,000 records, so both encoders are measured.
+
+Last, the same PyCap calls against a server that does no work (it reads each request and answers a stored reply:
+`{"count": 500}`, or the sandbox's own export bytes) give the ceiling PyCap itself sets on this machine, whatever
+the server does.
 
     python benchmarks/bench_sandbox.py                 # 10,000 and 100,000
     python benchmarks/bench_sandbox.py --records 2000  # a quick run
@@ -19,7 +24,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
+import io
 import json
+import multiprocessing
 import os
 import random
 import subprocess
@@ -27,9 +35,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import urlencode
 
+import requests
 from redcap import Project
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,36 +169,72 @@ class PeakWatcher:
         return max(self.peak, _hwm_mb(self.pid))
 
 
-def run(n: int, spec, shape: Shape, workdir: Path) -> dict:
-    db = workdir / f"bench_{n}.db"
-    token = "BE" * 16
+def csv_text(spec, batch: list[dict]) -> str:
+    """A batch as the CSV a REDCap export gives: every column of the project, in export order."""
+    from trialkit.redcap.sandbox.project import Schema
+
+    schema = Schema(spec)
+    columns = [schema.def_field, "redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance",
+               *(c.name for c in schema.columns if c.name != schema.def_field)]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(batch)
+    return buf.getvalue()
+
+
+def batches(n: int, shape: Shape, seed: int) -> Iterator[tuple[int, list[dict]]]:
+    """(records in the batch, its rows); generating test data is never timed."""
+    rnd = random.Random(seed)
+    for start in range(1, n + 1, BATCH):
+        batch: list[dict] = []
+        for i in range(start, min(start + BATCH, n + 1)):
+            batch.extend(shape.record(str(i), rnd))
+        yield min(BATCH, n + 1 - start), batch
+
+
+def import_all(proj: Project, n: int, spec, shape: Shape, fmt: str, *, check: bool = True) -> tuple[float, int, float]:
+    """Seconds spent in PyCap's import_records, rows sent, MB of form data."""
+    seconds = 0.0
+    rows = 0
+    payload_mb = 0.0
+    for count, batch in batches(n, shape, seed=n):
+        rows += len(batch)
+        data = batch if fmt == "json" else csv_text(spec, batch)
+        t0 = time.perf_counter()
+        reply = proj.import_records(data, import_format=fmt)
+        seconds += time.perf_counter() - t0
+        if check:
+            assert reply == {"count": count}, reply
+        text = json.dumps(batch, separators=(",", ":")) if fmt == "json" else data
+        payload_mb += len(urlencode({"data": text})) / 2**20
+    return seconds, rows, payload_mb
+
+
+def start_server(db: Path, token: str) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "TRIALKIT_SANDBOX_TOKEN": token}
     proc = subprocess.Popen([sys.executable, "-m", "trialkit", "sandbox", "serve", "--study", str(ROOT), "--db",
                              str(db), "--format", "json"], stdout=subprocess.PIPE, text=True, env=env)
+    return proc, json.loads(proc.stdout.readline())["url"]
+
+
+def run(n: int, spec, shape: Shape, workdir: Path) -> dict:
+    token = "BE" * 16
+    # CSV import first, into a project of its own, then the JSON import whose project the exports read
+    proc, url = start_server(workdir / f"bench_{n}_csv.db", token)
     try:
-        url = json.loads(proc.stdout.readline())["url"]
+        proj = Project(url, token, timeout=600)
+        t_csv, _, csv_mb = import_all(proj, n, spec, shape, "csv")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    proc, url = start_server(workdir / f"bench_{n}.db", token)
+    try:
         proj = Project(url, token, timeout=600)
         proj.export_metadata()  # warm PyCap's metadata cache outside the timings
-        rnd = random.Random(n)
         idle = _rss_mb(proc.pid)
         watch = PeakWatcher(proc.pid)
-        rows_total = 0
-        t_import = t_encode = 0.0
-        payload_mb = 0.0
-        for start in range(1, n + 1, BATCH):
-            batch = []
-            for i in range(start, min(start + BATCH, n + 1)):
-                batch.extend(shape.record(str(i), rnd))  # generating test data is not timed
-            rows_total += len(batch)
-            t0 = time.perf_counter()
-            reply = proj.import_records(batch)
-            t_import += time.perf_counter() - t0
-            assert reply == {"count": min(BATCH, n + 1 - start)}, reply
-            # what PyCap + requests spend encoding the same batch on the client (JSON, then form-urlencoding)
-            t0 = time.perf_counter()
-            body = urlencode({"data": json.dumps(batch, separators=(",", ":"))})
-            t_encode += time.perf_counter() - t0
-            payload_mb += len(body) / 2**20
+        t_import, rows_total, payload_mb = import_all(proj, n, spec, shape, "json")
         import_peak = watch.stop()
 
         before = _rss_mb(proc.pid)
@@ -209,7 +257,7 @@ def run(n: int, spec, shape: Shape, workdir: Path) -> dict:
         del rows
         return {
             "records": n, "rows": rows_total, "import_s": t_import, "import_rps": n / t_import,
-            "encode_s": t_encode, "payload_mb": payload_mb, "server_import_rps": n / max(t_import - t_encode, 1e-9),
+            "payload_mb": payload_mb, "csv_import_s": t_csv, "csv_import_rps": n / t_csv, "csv_mb": csv_mb,
             "export_s": t_export, "export_rps": n / t_export, "exported_rows": exported_rows, "reply_mb": reply_mb,
             "idle_mb": idle, "import_peak_mb": import_peak, "before_export_mb": before, "export_peak_mb": export_peak,
             "json_records": m, "json_rps": m / t_json, "json_peak_mb": json_peak,
@@ -219,12 +267,81 @@ def run(n: int, spec, shape: Shape, workdir: Path) -> dict:
         proc.wait(timeout=30)
 
 
+class _NullHandler(BaseHTTPRequestHandler):
+    """Reads the request, answers a stored reply: no parsing, no validation, no storage."""
+
+    protocol_version = "HTTP/1.1"
+    replies: ClassVar[dict[str, bytes]] = {}
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if b"content=metadata" in body:
+            reply, ctype = self.replies["metadata"], "application/json"
+        elif b"&data=" in body or body.startswith(b"data="):
+            reply, ctype = b'{"count": 500}', "application/json"
+        elif b"format=csv" in body:
+            reply, ctype = self.replies["csv"], "text/csv; charset=utf-8"
+        else:
+            reply, ctype = self.replies["json"], "application/json; charset=utf-8"
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+
+def _serve_null(replies: dict[str, bytes], port: multiprocessing.Value) -> None:
+    _NullHandler.replies = replies
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NullHandler)
+    port.value = server.server_address[1]
+    server.serve_forever()
+
+
+def pycap_floor(n: int, spec, shape: Shape, workdir: Path) -> dict:
+    """Records per second PyCap reaches against a server that does no work: the ceiling for any server."""
+    token = "BF" * 16
+    proc, url = start_server(workdir / "floor.db", token)
+    try:
+        proj = Project(url, token, timeout=600)
+        import_all(proj, n, spec, shape, "json")
+        replies = {fmt: requests.post(url, data={"token": token, "content": "record", "format": fmt},
+                                      timeout=600).content for fmt in ("json", "csv")}
+        replies["metadata"] = json.dumps(proj.export_metadata()).encode()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    port = multiprocessing.Value("i", 0)
+    server = multiprocessing.get_context("fork").Process(target=_serve_null, args=(replies, port), daemon=True)
+    server.start()
+    try:
+        while not port.value:
+            time.sleep(0.01)
+        proj = Project(f"http://127.0.0.1:{port.value}/api/", token, timeout=600)
+        out = {"records": n, "json_reply_kb": len(replies["json"]) / n / 1024,
+               "csv_reply_kb": len(replies["csv"]) / n / 1024}
+        for fmt in ("json", "csv"):
+            seconds, _, _ = import_all(proj, n, spec, shape, fmt, check=False)
+            out[f"import_{fmt}"] = n / seconds
+            t0 = time.perf_counter()
+            proj.export_records(format_type=fmt)
+            out[f"export_{fmt}"] = n / (time.perf_counter() - t0)
+        return out
+    finally:
+        server.terminate()
+        server.join()
+
+
 def main() -> None:
     global FIELDS_PER_FORM
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, nargs="*", default=[10_000, 100_000])
     parser.add_argument("--fields-per-form", type=int, default=6,
                         help="data fields filled in each form of a row (default %(default)s)")
+    parser.add_argument("--floor-records", type=int, default=5000,
+                        help="records for PyCap's ceiling against a do-nothing server (0: skip; default %(default)s)")
     args = parser.parse_args()
     FIELDS_PER_FORM = args.fields_per_form
     from trialkit.redcap.sandbox import ProjectSpec
@@ -239,11 +356,11 @@ def main() -> None:
         for n in args.records:
             r = run(n, spec, shape, Path(tmp))
             print(f"\n{r['records']:,} records ({r['rows']:,} rows)")
-            print(f"  import  {r['import_s']:7.1f} s  {r['import_rps']:8,.0f} records/s  "
-                  f"({r['rows'] / r['import_s']:,.0f} rows/s, batches of {BATCH}; "
-                  f"server peak {r['import_peak_mb']:.0f} MB, idle {r['idle_mb']:.0f} MB)")
-            print(f"          of which {r['encode_s']:.1f} s is PyCap/requests encoding {r['payload_mb']:.0f} MB of "
-                  f"form data on the client; the rest: {r['server_import_rps']:,.0f} records/s")
+            print(f"  import  {r['import_s']:7.1f} s  {r['import_rps']:8,.0f} records/s  JSON "
+                  f"({r['rows'] / r['import_s']:,.0f} rows/s, batches of {BATCH}, {r['payload_mb']:.0f} MB of form "
+                  f"data; server peak {r['import_peak_mb']:.0f} MB, idle {r['idle_mb']:.0f} MB)")
+            print(f"  import  {r['csv_import_s']:7.1f} s  {r['csv_import_rps']:8,.0f} records/s  CSV "
+                  f"({r['rows'] / r['csv_import_s']:,.0f} rows/s, {r['csv_mb']:.0f} MB of form data)")
             print(f"  export  {r['export_s']:7.1f} s  {r['export_rps']:8,.0f} records/s  (one CSV call, "
                   f"{r['exported_rows']:,} rows = {r['exported_rows'] / r['export_s']:,.0f} rows/s, "
                   f"reply {r['reply_mb']:.0f} MB)")
@@ -251,6 +368,13 @@ def main() -> None:
                   f"during the export (+{r['export_peak_mb'] - r['before_export_mb']:.0f} MB)")
             print(f"  export  JSON, {r['json_records']:,} records in one call: {r['json_rps']:,.0f} records/s, "
                   f"server peak {r['json_peak_mb']:.0f} MB")
+        if args.floor_records:
+            f = pycap_floor(args.floor_records, spec, shape, Path(tmp))
+            print(f"\nPyCap's own ceiling: {f['records']:,} records against a server that only reads the request "
+                  "and answers a stored reply")
+            print(f"  import  JSON {f['import_json']:8,.0f} records/s   CSV {f['import_csv']:8,.0f} records/s")
+            print(f"  export  JSON {f['export_json']:8,.0f} records/s   CSV {f['export_csv']:8,.0f} records/s   "
+                  f"(replies of {f['json_reply_kb']:.0f} KB and {f['csv_reply_kb']:.0f} KB per record)")
 
 
 if __name__ == "__main__":
