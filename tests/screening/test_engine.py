@@ -155,6 +155,9 @@ def test_attested_criterion_needs_a_signature(run):
     assert got["unsigned_yes"] == ("pending", "unknown", ("inv_date",))
 
 
+I4_COUNT = "count_distinct_instances(atrq, if(...), ...)"
+
+
 def test_treatment_history_counts_distinct_failed_adequate_drugs(run):
     same_drug = [TRIALS[0], {**TRIALS[0], "atrq_dose": "150"}]
     too_short = [TRIALS[0], {**TRIALS[1], "atrq_duration": "5.9"}]
@@ -167,6 +170,10 @@ def test_treatment_history_counts_distinct_failed_adequate_drugs(run):
         {**TRIALS[1], "atrq_improvement": None},
         {**TRIALS[1], "atrq_drug": "bupropion", "atrq_min_dose": "300", "atrq_dose": "300"},
     ]
+    other = {**TRIALS[1], "atrq_drug": "other", "atrq_drug_other": "Agomelatine"}
+    two_others = [other, {**other, "atrq_drug_other": "Tianeptine"}]
+    one_other_twice = [other, {**other, "atrq_drug_other": " agomelatine "}]
+    other_unnamed = [TRIALS[0], {**other, "atrq_drug_other": None}]
     s = run(
         {
             "same": ({}, same_drug),
@@ -177,6 +184,9 @@ def test_treatment_history_counts_distinct_failed_adequate_drugs(run):
             "blank": ({}, outcome_blank),
             "none": ({}, []),
             "three": ({}, [{k: v for k, v in t.items() if v is not None} for t in three]),
+            "others": ({}, two_others),
+            "other_twice": ({}, one_other_twice),
+            "unnamed": ({}, [{k: v for k, v in t.items() if v is not None} for t in other_unnamed]),
         }
     )
     got = {c.record_id: _result(c, "I4") for c in candidates(s)}
@@ -187,13 +197,23 @@ def test_treatment_history_counts_distinct_failed_adequate_drugs(run):
     assert got["none"].result == "unknown"  # no treatment history recorded yet: not 'no failed trials'
     assert "atrq" in got["none"].missing
     assert got["three"].result == "met"  # two definite failures decide despite the blank outcome
-    assert got["same"].values["count_distinct_instances(atrq, [atrq_drug], ...)"] == 1
+    assert got["same"].values[I4_COUNT] == 1
+    # 'other' drugs are told apart by the name written down: two different ones are two failed trials
+    assert got["others"].result == "met"
+    assert got["other_twice"].result == "not_met"
+    assert got["other_twice"].values[I4_COUNT] == 1
+    # an 'other' drug without its name could be a second drug: unknown, and its name is what is missing; the
+    # name field is hidden (branching logic) on the rows of named drugs, so the blank cells there are not asked for
+    assert got["unnamed"].result == "unknown"
+    assert got["unnamed"].missing == ("atrq.atrq_drug_other",)
+    assert got["blank"].missing == ("atrq.atrq_improvement",)
     assert (
         got["three"].values["atrq instances counted"]
         == "#1 sertraline: yes; #2 venlafaxine: unknown; #3 bupropion: yes"
     )
     assert got["short"].values["atrq instances counted"] == "#1 sertraline: yes; #2 venlafaxine: no"
     assert got["none"].values["atrq instances counted"] is None
+    assert got["others"].values["atrq instances counted"] == "#1 agomelatine: yes; #2 tianeptine: yes"
 
 
 def test_windows_are_measured_from_the_screening_date_else_the_as_of_date(run):

@@ -140,9 +140,11 @@ def _short_label(call: ast.Call, limit: int = 60) -> str:
     head = []
     for arg in call.args[:2]:
         try:
-            head.append(_render(arg, extensions=True))
+            part = _render(arg, extensions=True)
         except LogicError:
             break
+        # a long argument that is itself a call (the I4 drug: if(... 'other' ...)) is named, not spelled out
+        head.append(f"{arg.name}(...)" if isinstance(arg, ast.Call) and len(part) > 24 else part)
     return f"{call.name}({', '.join(head)}, ...)"
 
 
@@ -168,6 +170,21 @@ def evaluate_many(exprs: Mapping[str, ast.Node], frame: pl.DataFrame, ctx: Conte
     )
 
 
+def _shown(items: list[Any], table: pl.DataFrame, ctx: Context) -> dict[str, pl.Series]:
+    """Per instance item with branching logic, per row of `table`: false where the logic hides the field."""
+    exprs = {i.label: i.shown_if for i in items if i.shown_if is not None and i.column in table.columns}
+    if not exprs or table.height == 0:
+        return {}
+    from trialkit import logic
+
+    try:
+        out = logic.evaluate_many(exprs, table, mode="kleene", as_of=ctx.as_of, fields=ctx.specs,
+                                  record_id=ctx.record_id, missing_columns="blank")
+    except LogicError:
+        return {}  # logic reading other events or instances: keep counting every blank
+    return {label: out.get_column(label).fill_null(True) for label in exprs}
+
+
 def instance_gaps(cc: Any, frame: pl.DataFrame, ctx: Context) -> dict[str, pl.Series]:
     """Per record of `frame`, for each instance item of the criterion: is it missing? (no instance of the form, or
     some instance with that field blank), aligned to `frame`'s row order."""
@@ -184,13 +201,18 @@ def instance_gaps(cc: Any, frame: pl.DataFrame, ctx: Context) -> dict[str, pl.Se
                 if i.form == form:
                     out[i.label] = pl.repeat(i.column is None, frame.height, eager=True)
             continue
-        aggs = [pl.len().alias("__n")] + [
-            (pl.col(i.column).is_null().any() if i.column in table.columns else pl.lit(True)).alias(i.label)
-            for i in cols
-        ]
         ids = frame.select(pl.col(rid).cast(pl.String))
         # Only the instances of the records asked about: usually a few unknown candidates out of many.
         mine = table.with_columns(pl.col(rid).cast(pl.String)).join(ids, on=rid, how="semi")
+        # A field its branching logic hides (atrq_drug_other unless the drug is 'other') is not missing there;
+        # where the logic is unknown the field may be shown, so a blank still counts.
+        shown = _shown(cols, mine, ctx)
+        mine = mine.with_columns(pl.Series(f"__shown:{label}", values) for label, values in shown.items())
+        aggs = [pl.len().alias("__n")] + [
+            ((pl.col(i.column).is_null() & (pl.col(f"__shown:{i.label}") if i.label in shown else True)).any()
+             if i.column in table.columns else pl.lit(True)).alias(i.label)
+            for i in cols
+        ]
         per_record = mine.group_by(rid).agg(aggs)
         aligned = ids.join(per_record, on=rid, how="left", maintain_order="left")
         out[form] = aligned["__n"].is_null()

@@ -46,6 +46,7 @@ class MissingItem:
     form: str | None = None  # set for instance fields and for the no-instance item
     via: str | None = None  # an input of this calculated field: named instead of the calc when it is blank
     inputs: tuple[str, ...] = ()  # for a calculated field: its inputs (the calc is named only if they are all there)
+    shown_if: Any | None = None  # an instance field's branching logic: where it hides the field, a blank is no gap
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def compile_rules(ruleset: RuleSet, study: Any = None, *, record_id: str | None 
         for form, cols in refs.instance_columns.items():
             forms.setdefault(form, None)
             items.append(MissingItem(form, form=form))
-            items.extend(MissingItem(f"{form}.{c}", column=c, form=form) for c in cols)
+            items.extend(MissingItem(f"{form}.{c}", column=c, form=form, shown_if=_branching(study, c)) for c in cols)
         applies_bits = frozenset(i for i, it in enumerate(items) if _reads(applies_refs, it))
         logic_bits = frozenset(i for i, it in enumerate(items) if _reads(logic_refs, it))
         if len(items) > MAX_MISSING:
@@ -184,6 +185,17 @@ def _record_items(columns: tuple[str, ...], calc_inputs: Mapping[str, tuple[str,
             if x not in items:
                 items[x] = MissingItem(x, column=x, via=c)
     return list(items.values())
+
+
+def _branching(study: Any, name: str) -> Any | None:
+    """The parsed branching logic of a field, None when it has none (or it does not parse: the checker says so)."""
+    field = study.fields.get(name) if study is not None else None
+    if field is None or not field.show_if.strip():
+        return None
+    try:
+        return _eval.parse(field.show_if)
+    except DefinitionError:
+        return None
 
 
 def _calc_inputs(study: Any) -> dict[str, tuple[str, ...]]:

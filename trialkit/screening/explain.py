@@ -11,7 +11,6 @@ from typing import Any
 
 import polars as pl
 
-from trialkit.logic.fields import ref_column
 from trialkit.screening import _eval
 from trialkit.screening.engine import (
     DISPOSITION_COL,
@@ -107,28 +106,38 @@ def _instance_detail(node: Any, screening: Screening, ctx: _eval.Context) -> pl.
     data = screening.data
     if table is None or data.height == 0:
         return None
-    name_col = None
-    if node.name == "count_distinct_instances" and isinstance(node.args[1], ast.FieldRef):
-        name_col = ref_column(node.args[1])
     ids = data.select(pl.col(rid).cast(pl.String), pl.col(_eval.REFERENCE_COLUMN))
     rows = table.with_columns(pl.col(rid).cast(pl.String)).join(ids, on=rid, how="inner")
     if rows.height == 0:
         return pl.Series([None] * data.height, dtype=pl.String)
-    truth = _eval.evaluate_many(
-        {"c": node.args[at]},
+    # the condition per instance and, for a distinct count, what is counted (the drug), named in the detail
+    exprs = {"c": node.args[at]}
+    if node.name == "count_distinct_instances":
+        exprs["v"] = node.args[1]
+    evaluated = _eval.evaluate_many(
+        exprs,
         rows.with_row_index("__row").select(pl.col("__row").cast(pl.String), pl.all().exclude("__row")),
         _eval.Context(ctx.as_of, ctx.specs, {}, "__row"),
-    )["c"]
+    )
+    truth = evaluated["c"]
     words = {True: "yes", False: "no", None: "unknown"}
     inst = (
         rows["redcap_repeat_instance"].to_list() if "redcap_repeat_instance" in rows.columns else [None] * rows.height
     )
-    names = rows[name_col].to_list() if name_col and name_col in rows.columns else [None] * rows.height
+    names = [_instance_name(v) for v in evaluated["v"].to_list()] if "v" in exprs else [None] * rows.height
     parts: dict[str, list[str]] = {}
     for rec, n, nm, t in zip(rows[rid].to_list(), inst, names, truth.to_list(), strict=True):
         head = f"#{n}" if n is not None else "#?"
         parts.setdefault(rec, []).append(f"{head} {nm}: {words[t]}" if nm is not None else f"{head}: {words[t]}")
     return pl.Series([("; ".join(parts[r]) if r in parts else None) for r in ids[rid].to_list()], dtype=pl.String)
+
+
+def _instance_name(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 MASK = "***"
