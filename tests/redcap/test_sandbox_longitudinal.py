@@ -84,6 +84,15 @@ def test_event_labels_in_label_mode_and_events_filter(longitudinal):
     assert "\"events\" are not valid: 'nope_arm_1'" in err.value.args[0]["error"]
 
 
+def test_label_mode_names_a_repeating_instrument_by_its_label_not_its_piping_template(longitudinal):
+    longitudinal.import_records([{"record_id": "1", "redcap_event_name": "treatment_arm_1",
+                                  "redcap_repeat_instrument": "session", "redcap_repeat_instance": 1,
+                                  "ses_date": "2025-01-02"}])
+    labels = {i["instrument_name"]: i["instrument_label"] for i in longitudinal.export_instruments()}
+    rows = longitudinal.export_records(raw_or_label="label")
+    assert [r["redcap_repeat_instrument"] for r in rows] == [labels["session"]]
+
+
 def test_repeat_instance_new_appends(longitudinal):
     row = {"record_id": "1", "redcap_event_name": "treatment_arm_1", "redcap_repeat_instrument": "session",
            "redcap_repeat_instance": "new", "ses_dose": "1"}
@@ -166,6 +175,60 @@ def test_import_arms_events_mappings_and_repeats(longitudinal):
     assert longitudinal.export_records(records=["9"]) == []
     assert longitudinal.delete_arms(["2"]) == 1
     assert longitudinal.export_arms() == [{"arm_num": 1, "name": "Arm 1"}]
+
+
+def test_a_deleted_event_takes_its_mappings_repeat_settings_and_data_with_it(longitudinal):
+    longitudinal.import_records([
+        {"record_id": "1", "redcap_event_name": "screening_arm_1", "phq_1": "1"},
+        {"record_id": "1", "redcap_event_name": "treatment_arm_1", "redcap_repeat_instrument": "session",
+         "redcap_repeat_instance": 1, "ses_date": "2025-01-02"},
+    ])
+    assert longitudinal.delete_events(["treatment_arm_1"]) == 1
+    assert "treatment_arm_1" not in {m["unique_event_name"] for m in longitudinal.export_instrument_event_mappings()}
+    assert "treatment_arm_1" not in {r["event_name"] for r in longitudinal.export_repeating_instruments_events()}
+    assert {r["redcap_event_name"] for r in longitudinal.export_records()} == {"screening_arm_1"}
+    # the event name is free again, with no data left behind
+    assert longitudinal.import_events([{"event_name": "Treatment", "arm_num": 1}]) == 1
+    assert [r["redcap_event_name"] for r in longitudinal.export_records()] == ["screening_arm_1"]
+
+
+def test_deleting_an_arm_deletes_its_events_mappings_and_data(longitudinal):
+    longitudinal.import_arms([{"arm_num": 2, "name": "Open label"}])
+    longitudinal.import_events([{"event_name": "Week 12", "arm_num": 2}])
+    longitudinal.import_instrument_event_mappings([{"arm_num": 2, "unique_event_name": "week_12_arm_2", "form": "phq"}])
+    longitudinal.import_records([{"record_id": "10", "redcap_event_name": "week_12_arm_2", "phq_1": "2"}])
+    assert longitudinal.delete_arms(["2"]) == 1
+    assert [m for m in longitudinal.export_instrument_event_mappings() if m["arm_num"] == 2] == []
+    assert longitudinal.export_records(records=["10"]) == []
+
+
+def test_override_replaces_the_whole_schedule(longitudinal):
+    longitudinal.import_records([{"record_id": "1", "redcap_event_name": "baseline_arm_1", "phq_1": "1"}])
+    # arms with override: every arm, event and mapping goes, then the import (redcap-api.md §1.3)
+    assert longitudinal.import_arms([{"arm_num": 1, "name": "Only arm"}], override=1) == 1
+    assert longitudinal.export_arms() == [{"arm_num": 1, "name": "Only arm"}]
+    assert longitudinal.export_events() == []
+    assert longitudinal.export_records() == []
+    longitudinal.import_events([{"event_name": "Baseline", "arm_num": 1}, {"event_name": "Week 4", "arm_num": 1}])
+    longitudinal.import_instrument_event_mappings(
+        [{"arm_num": 1, "unique_event_name": "baseline_arm_1", "form": "phq"},
+         {"arm_num": 1, "unique_event_name": "week_4_arm_1", "form": "phq"}])
+    longitudinal.import_records([{"record_id": "1", "redcap_event_name": "week_4_arm_1", "phq_1": "2"}])
+    # events with override: the events not imported again lose their mappings and data
+    assert longitudinal.import_events([{"event_name": "Baseline", "arm_num": 1}], override=1) == 1
+    assert [e["unique_event_name"] for e in longitudinal.export_events()] == ["baseline_arm_1"]
+    assert longitudinal.export_instrument_event_mappings() == [
+        {"arm_num": 1, "unique_event_name": "baseline_arm_1", "form": "phq"}]
+    assert longitudinal.export_records() == []
+
+
+def test_a_partial_delete_keeps_the_record(longitudinal):
+    longitudinal.import_records([{"record_id": "1", "redcap_event_name": "screening_arm_1", "phq_1": "1"}])
+    assert longitudinal.delete_records(["1"], event="screening_arm_1") == 1
+    assert longitudinal.export_records() == []
+    assert longitudinal.generate_next_record_name() == "2"  # the record still exists, with no data
+    assert longitudinal.delete_records(["1"]) == 1
+    assert longitudinal.generate_next_record_name() == "1"
 
 
 @pytest.mark.parametrize("content, rows, message", [

@@ -318,3 +318,37 @@ def test_an_exported_csv_imports_back_and_blank_cells_follow_the_overwrite_behav
     with pytest.raises(RedcapError) as err:
         classic.import_records("record_id,nosuch\n1,\n", import_format="csv")
     assert "nosuch" in err.value.args[0]["error"]
+
+
+@pytest.mark.parametrize("fmt, body", [("json", "1"), ("csv", "1"), ("xml", "1")])
+def test_delete_answers_the_count_as_plain_text_in_every_format(sandbox, classic, fmt, body):
+    classic.import_records([{"record_id": "1", "age": "5"}])
+    reply = post(sandbox.url, token=classic.token, content="record", action="delete", returnFormat=fmt,
+                 **{"records[0]": "1"})
+    assert (reply.status_code, reply.text) == (200, body)
+
+
+def test_instance_1_on_a_row_that_does_not_repeat_is_accepted_and_ignored(classic):
+    # PyCap's own import example sends it (redcap/methods/records.py doctest); any other instance is refused
+    assert classic.import_records([{"record_id": "3", "redcap_repeat_instance": 1, "age": "7"}]) == {"count": 1}
+    assert classic.export_records(records=["3"], fields=["age"]) == [{"record_id": "3", "age": "7"}]
+    with pytest.raises(RedcapError) as err:
+        classic.import_records([{"record_id": "3", "redcap_repeat_instance": 2, "age": "7"}])
+    assert "redcap_repeat_instance must be blank" in err.value.args[0]["error"]
+
+
+def test_survey_columns_are_ignored_on_import_and_refused_in_fields(classic):
+    reply = classic.import_records([{"record_id": "1", "redcap_survey_identifier": "x",
+                                     "demographics_timestamp": "2024-01-01 10:00", "age": "3"}])
+    assert reply == {"count": 1}
+    assert classic.export_records(fields=["age"]) == [{"record_id": "1", "age": "3"}]
+    with pytest.raises(RedcapError) as err:
+        classic.export_records(fields=["demographics_timestamp"])
+    assert "demographics_timestamp" in err.value.args[0]["error"]
+
+
+def test_log_filters_by_user_and_record(classic):
+    classic.import_records([{"record_id": "1", "age": "5"}, {"record_id": "2", "age": "6"}])
+    assert {e["username"] for e in classic.export_logging()} == {"sandbox_user"}
+    assert classic.export_logging(user="somebody_else") == []
+    assert [e["action"] for e in classic.export_logging(record="2")] == ["Create record 2"]

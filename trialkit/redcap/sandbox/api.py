@@ -172,7 +172,8 @@ def _record(ctx: Context, request: ApiRequest) -> Reply:
     if action == "delete":
         with ctx.storage.write() as con:
             n = records.delete_records(ctx.storage, con, ctx.pid, ctx.schema, params, request.lists, ctx.username)
-        return _count_reply(n, params)
+        fmt = formats.reply_format(params)
+        return Reply.text(str(n), fmt)  # the number as plain text in every format, also xml (redcap-api.md §1.3)
     if "data" in params or action == "import":
         return _import_records(ctx, request)
     plan = records.plan_export(ctx.schema, params, request.lists)
@@ -323,20 +324,20 @@ def _arm(ctx: Context, request: ApiRequest) -> Reply:
         for r in rows:
             arm = _arm_number(r.get("arm_num"))
             new[arm] = {"arm_num": arm, "name": _required_text(r, "name")}
-        if params.get("override", "0") in ("1", "true", "True"):
+        if records.flag(params, "override"):  # every arm, event and mapping goes, then the import
             arms = dict(new)
-            events = [e for e in ctx.spec.events if int(e["arm_num"]) in arms]
+            events: list[dict] = []
         else:
             arms = {int(a["arm_num"]): dict(a) for a in ctx.spec.arms} | new
             events = list(ctx.spec.events)
-        _save(ctx, arms=tuple(arms[k] for k in sorted(arms)), events=tuple(events))
+        _save_schedule(ctx, arms=tuple(arms[k] for k in sorted(arms)), events=tuple(events))
         return _count_reply(len(rows), params)
     if action == "delete":
         wanted = _arms_filter(ctx, request) or set()
         if not wanted:
             raise ApiError('The parameter "arms" is missing')
-        _save(ctx, arms=tuple(a for a in ctx.spec.arms if int(a["arm_num"]) not in wanted),
-              events=tuple(e for e in ctx.spec.events if int(e["arm_num"]) not in wanted))
+        _save_schedule(ctx, arms=tuple(a for a in ctx.spec.arms if int(a["arm_num"]) not in wanted),
+                       events=tuple(e for e in ctx.spec.events if int(e["arm_num"]) not in wanted))
         return _count_reply(len(wanted), params)
     wanted = _arms_filter(ctx, request)
     rows = [{"arm_num": int(a["arm_num"]), "name": a["name"]} for a in ctx.spec.arms
@@ -353,8 +354,7 @@ def _event(ctx: Context, request: ApiRequest) -> Reply:
         raise ApiError("You cannot export events for classic projects")
     if action == "import":
         rows = _parse_data(params)
-        override = params.get("override", "0") in ("1", "true", "True")
-        events = [] if override else [dict(e) for e in ctx.spec.events]
+        events = [] if records.flag(params, "override") else [dict(e) for e in ctx.spec.events]
         arms = {int(a["arm_num"]) for a in ctx.spec.arms}
         for r in rows:
             arm = _arm_number(r.get("arm_num") or 1)
@@ -375,16 +375,14 @@ def _event(ctx: Context, request: ApiRequest) -> Reply:
                 "custom_event_label": str(r.get("custom_event_label") or ""),
                 "event_id": max([int(e.get("event_id") or 0) for e in events] + [40000]) + 1,
             })
-        _save(ctx, events=tuple(events))
+        _save_schedule(ctx, events=tuple(events))
         return _count_reply(len(rows), params)
     if action == "delete":
         wanted = records.as_list(request.lists, params, "events")
         bad = [e for e in wanted if e not in ctx.schema.event_order]
         if bad or not wanted:
             raise invalid_values("events", bad)
-        _save(ctx, events=tuple(e for e in ctx.spec.events if e["unique_event_name"] not in wanted))
-        with ctx.storage.write() as con:
-            con.executemany("DELETE FROM rows WHERE pid=? AND event=?", [(ctx.pid, e) for e in wanted])
+        _save_schedule(ctx, events=tuple(e for e in ctx.spec.events if e["unique_event_name"] not in wanted))
         return _count_reply(len(wanted), params)
     arms = _arms_filter(ctx, request)
     rows = [
@@ -472,6 +470,23 @@ def _required_text(row: dict, key: str) -> str:
 def _save(ctx: Context, **changes: object) -> None:
     with ctx.storage.write() as con:
         ctx.storage.update_spec(con, ctx.pid, ctx.spec.with_(**changes))
+
+
+def _save_schedule(ctx: Context, *, events: tuple[dict, ...], arms: tuple[dict, ...] | None = None) -> None:
+    """New arms/events; an event that is gone takes its form mappings, repeat settings, data and files with it
+    (as deleting an event does in REDCap), in one transaction. Records stay, even with no data left."""
+    kept = {e["unique_event_name"] for e in events}
+    gone = [e for e in ctx.schema.events if e not in kept]
+    changes: dict[str, object] = {"events": events, "longitudinal": ctx.schema.is_longitudinal or None}
+    if arms is not None:
+        changes["arms"] = arms
+    if gone:
+        changes["mappings"] = tuple(m for m in ctx.spec.mappings if m["unique_event_name"] in kept)
+        changes["repeating"] = tuple(r for r in ctx.spec.repeating if r.get("event_name", "") in kept)
+    with ctx.storage.write() as con:
+        ctx.storage.update_spec(con, ctx.pid, ctx.spec.with_(**changes))
+        for table in ("rows", "files"):
+            con.executemany(f"DELETE FROM {table} WHERE pid=? AND event=?", [(ctx.pid, e) for e in gone])
 
 
 def _dag(ctx: Context, request: ApiRequest) -> Reply:

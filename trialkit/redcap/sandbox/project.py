@@ -55,10 +55,12 @@ class ProjectSpec:
     record_autonumbering: bool = True
     username: str = "sandbox_user"
     compute_calcs: bool = True  # REDCap's auto-calculation on import; False leaves calc fields blank
+    # A project is longitudinal when it has events; it stays so while they are redefined (an override empties them)
+    longitudinal: bool | None = None
 
     @property
     def is_longitudinal(self) -> bool:
-        return bool(self.events)
+        return self.longitudinal if self.longitudinal is not None else bool(self.events)
 
     # ---- construction -------------------------------------------------------------------------------------
     @classmethod
@@ -356,7 +358,6 @@ class Schema:
         return CalcPlan(self)
 
     def repeat_form_label(self, form: str) -> str:
-        for r in self.spec.repeating:
-            if r.get("form_name") == form and r.get("custom_form_label"):
-                return r["custom_form_label"]
+        """The instrument's label, as a label export names a repeating instrument; the repeat setting's custom
+        label is a piping template for each instance's title in the data entry pages (`Session [ses_date]`)."""
         return self.form_labels.get(form, form)

@@ -836,11 +836,8 @@ def delete_records(storage: Storage, con: sqlite3.Connection, pid: int, schema: 
             elif kept != data:
                 con.execute("UPDATE rows SET data=? WHERE pid=? AND rkey=? AND event=? AND rform=? AND inst=?",
                             (json.dumps(kept, separators=(",", ":")), *key))
-        remaining = con.execute("SELECT 1 FROM rows WHERE pid=? AND rkey=? LIMIT 1", (pid, rkey)).fetchone()
-        if remaining is None:
-            con.execute("DELETE FROM records WHERE pid=? AND record=?", (pid, record))
-        else:
-            con.execute("UPDATE records SET changed=? WHERE pid=? AND record=?", (now, pid, record))
+        # a partial delete removes data, never the record, even when no data is left (redcap-api.md §1.3)
+        con.execute("UPDATE records SET changed=? WHERE pid=? AND record=?", (now, pid, record))
         what = ", ".join(p for p in (f"instrument = '{instrument}'" if instrument else "",
                                      f"event = '{event}'" if event else "", f"arm = '{arm}'" if arm else "",
                                      f"instance = '{instance}'" if instance else "") if p)
