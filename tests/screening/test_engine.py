@@ -139,6 +139,26 @@ def test_applicable_criterion_names_its_own_fields(run):
     assert i6.result == "unknown" and i6.missing == ("current_ad_stable_date",)
 
 
+def test_still_needed_follows_branching_logic(run):
+    s = run(
+        {
+            # 'MAOI in the past month?' blank: its date stays hidden until it is answered, so only the question
+            "gate_blank": ({"maoi_past_month": None, "maoi_last_dose_date": None}, None),
+            # the question answered yes: now the date is what is missing
+            "gate_open": ({"maoi_past_month": "1", "maoi_last_dose_date": None}, None),
+            # no benzodiazepine: the hidden dose is not asked for, only what can still decide E9
+            "dose_hidden": ({"maoi_past_month": None, "benzo_current": "0", "benzo_lorazepam_eq": None}, None),
+        }
+    )
+    got = {c.record_id: _result(c, "E9") for c in candidates(s)}
+    assert got["gate_blank"].result == "unknown"
+    assert got["gate_blank"].missing == ("maoi_past_month",)
+    assert got["gate_open"].result == "unknown"
+    assert got["gate_open"].missing == ("maoi_last_dose_date",)
+    assert got["dose_hidden"].result == "unknown"
+    assert got["dose_hidden"].missing == ("maoi_past_month",)
+
+
 def test_attested_criterion_needs_a_signature(run):
     s = run(
         {

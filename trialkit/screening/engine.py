@@ -16,7 +16,7 @@ from typing import Any
 import polars as pl
 
 from trialkit.definitions.rules import Criterion, CriterionKind, RuleSet
-from trialkit.errors import DefinitionError, Diagnostic, UsageError
+from trialkit.errors import DefinitionError, Diagnostic, LogicError, UsageError
 from trialkit.screening import _eval
 from trialkit.screening.outcomes import Disposition, Result, deciding_result
 
@@ -131,7 +131,7 @@ def compile_rules(ruleset: RuleSet, study: Any = None, *, record_id: str | None 
         for form in crit.requires_instances:
             logic_refs = logic_refs.merge(_eval.Refs(instance_columns={form: ()}))
             refs = refs.merge(_eval.Refs(instance_columns={form: ()}))
-        items = _record_items(refs.columns, calc_inputs)
+        items = _record_items(refs.columns, calc_inputs, study)
         for form, cols in refs.instance_columns.items():
             forms.setdefault(form, None)
             items.append(MissingItem(form, form=form))
@@ -173,17 +173,19 @@ def compile_rules(ruleset: RuleSet, study: Any = None, *, record_id: str | None 
     return CompiledRules(ruleset, tuple(compiled), specs, rid, tuple(forms), reference_field, identifiers)
 
 
-def _record_items(columns: tuple[str, ...], calc_inputs: Mapping[str, tuple[str, ...]]) -> list[MissingItem]:
+def _record_items(
+    columns: tuple[str, ...], calc_inputs: Mapping[str, tuple[str, ...]], study: Any
+) -> list[MissingItem]:
     """Missing items for record columns. A calculated field brings its inputs: a coordinator collects weight and
     height, not 'BMI', so the blank inputs are named and the calc itself only when its inputs are all there."""
     items: dict[str, MissingItem] = {}
     for c in columns:
         inputs = calc_inputs.get(c, ())
-        items[c] = MissingItem(c, column=c, inputs=inputs)
+        items[c] = MissingItem(c, column=c, inputs=inputs, shown_if=_branching(study, c))
     for c in columns:
         for x in calc_inputs.get(c, ()):
             if x not in items:
-                items[x] = MissingItem(x, column=x, via=c)
+                items[x] = MissingItem(x, column=x, via=c, shown_if=_branching(study, x))
     return list(items.values())
 
 
@@ -330,6 +332,7 @@ def screen(
         pl.col(rid).cast(pl.String), *[_result_expr(cc).alias(result_col(cc.id)) for cc in rules.criteria]
     )
     masks = _masks(rules, narrow, ev, results)
+    masks = _with_gates(rules, masks, frame, ctx)
     masks = _with_instance_gaps(rules, results, masks, ev, ctx)
     out = _with_disposition(rules, pl.concat([results, masks], how="horizontal"))
     cols = [rid, DISPOSITION_COL, PRIMARY_COL]
@@ -361,6 +364,68 @@ def _masks(rules: CompiledRules, narrow: pl.DataFrame, ev: pl.DataFrame, results
             pl.when(unknown).then(mask).otherwise(pl.lit(0, MASK_DTYPE)).cast(MASK_DTYPE).alias(missing_col(cc.id))
         )
     return combo.select(out)
+
+
+def _with_gates(rules: CompiledRules, masks: pl.DataFrame, frame: pl.DataFrame, ctx: _eval.Context) -> pl.DataFrame:
+    """Branching logic in the still-needed lists: a field its form hides is not asked for, and a field whose
+    branching logic is still undecided (MAOI date, while 'MAOI in the past month?' is blank) is replaced by the
+    blank fields that decide it, when the criterion reads those too. A list is never emptied this way."""
+    gates: dict[str, Any] = {}
+    for cc in rules.criteria:
+        for item in cc.missing_items:
+            if item.form is None and item.shown_if is not None:
+                gates.setdefault(item.column, item.shown_if)
+    if not gates or masks.width == 0:
+        return masks
+    shown = _gate_truths(gates, frame, ctx)
+    if not shown:
+        return masks
+    fields = sorted({c for tree in gates.values() for c in _eval.references(tree).columns if c in frame.columns})
+    combo = pl.concat([masks, pl.DataFrame(shown), frame.select(fields)], how="horizontal")
+    out = []
+    for cc in rules.criteria:
+        col = missing_col(cc.id)
+        index = {it.column: b for b, it in enumerate(cc.missing_items) if it.form is None}
+        original = pl.col(col)
+        mask = original
+        for bit, item in enumerate(cc.missing_items):
+            if item.form is not None or f"gate:{item.column}" not in shown:
+                continue
+            deciders = list(_eval.references(item.shown_if).columns)
+            truth = pl.col(f"gate:{item.column}")
+            hidden = truth.eq_missing(False)
+            if all(c in index and c in frame.columns for c in deciders):
+                undecided = truth.is_null()
+                add = pl.sum_horizontal(
+                    [pl.col(c).is_null().cast(MASK_DTYPE) * pl.lit(1 << index[c], MASK_DTYPE) for c in deciders]
+                ) if deciders else pl.lit(0, MASK_DTYPE)
+            else:
+                undecided, add = pl.lit(False), pl.lit(0, MASK_DTYPE)
+            has = (mask & pl.lit(1 << bit, MASK_DTYPE)) != 0
+            without = mask & pl.lit(~(1 << bit) & ((1 << 64) - 1), MASK_DTYPE)
+            mask = (
+                pl.when(has & hidden).then(without)
+                .when(has & undecided).then(without | add)
+                .otherwise(mask)
+            )
+        out.append(pl.when(mask == 0).then(original).otherwise(mask).cast(MASK_DTYPE).alias(col))
+    return combo.select(out)
+
+
+def _gate_truths(gates: Mapping[str, Any], frame: pl.DataFrame, ctx: _eval.Context) -> dict[str, pl.Series]:
+    """Kleene truth of each field's branching logic per candidate; logic that cannot be read here is left out."""
+    try:
+        out = _eval.evaluate_many({f"gate:{k}": v for k, v in gates.items()}, frame, ctx)
+        return {f"gate:{k}": out.get_column(f"gate:{k}") for k in gates}
+    except LogicError:
+        pass
+    truths = {}
+    for k, v in gates.items():
+        try:
+            truths[f"gate:{k}"] = _eval.evaluate_many({"g": v}, frame, ctx).get_column("g").alias(f"gate:{k}")
+        except LogicError:
+            continue
+    return truths
 
 
 def _with_instance_gaps(
