@@ -157,6 +157,11 @@ def test_still_needed_follows_branching_logic(run):
     assert got["gate_open"].missing == ("maoi_last_dose_date",)
     assert got["dose_hidden"].result == "unknown"
     assert got["dose_hidden"].missing == ("maoi_past_month",)
+    # C-SSRS: q4 and q5 both open on q2 (one decider for two fields); q6 in the past 3 months on lifetime q6
+    s = run({"q2_blank": ({"cssrs_q2": None, "cssrs_q6_lifetime": None}, None)})
+    (e7,) = [_result(c, "E7") for c in candidates(s)]
+    assert e7.result == "unknown"
+    assert e7.missing == ("cssrs_q2", "cssrs_q6_lifetime")
 
 
 def test_attested_criterion_needs_a_signature(run):

@@ -9,6 +9,8 @@ never builds a Python object per candidate.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -368,48 +370,58 @@ def _masks(rules: CompiledRules, narrow: pl.DataFrame, ev: pl.DataFrame, results
 
 def _with_gates(rules: CompiledRules, masks: pl.DataFrame, frame: pl.DataFrame, ctx: _eval.Context) -> pl.DataFrame:
     """Branching logic in the still-needed lists: a field its form hides is not asked for, and a field whose
-    branching logic is still undecided (MAOI date, while 'MAOI in the past month?' is blank) is replaced by the
-    blank fields that decide it, when the criterion reads those too. A list is never emptied this way."""
-    gates: dict[str, Any] = {}
+    branching logic is still undecided (MAOI date, while 'MAOI in the past month?' is blank) gives way to the
+    blank fields that decide it, when the criterion reads those too. A list is never emptied this way.
+    Only the candidates with a gated field in a list are evaluated (in batch screening, few are)."""
+    gated: list[tuple[CompiledCriterion, list[tuple[int, MissingItem]]]] = []
     for cc in rules.criteria:
-        for item in cc.missing_items:
-            if item.form is None and item.shown_if is not None:
-                gates.setdefault(item.column, item.shown_if)
-    if not gates or masks.width == 0:
+        items = [(b, it) for b, it in enumerate(cc.missing_items) if it.form is None and it.shown_if is not None]
+        if items:
+            gated.append((cc, items))
+    if not gated or masks.height == 0:
         return masks
-    shown = _gate_truths(gates, frame, ctx)
+    touched = masks.select(pl.any_horizontal(
+        (pl.col(missing_col(cc.id)) & pl.lit(sum(1 << b for b, _ in items), MASK_DTYPE)) != 0 for cc, items in gated
+    )).to_series()
+    rows = touched.arg_true()
+    if rows.len() == 0:
+        return masks
+    subset = frame.gather(rows)
+    gates = {it.column: it.shown_if for _, items in gated for _, it in items}
+    shown = _gate_truths(gates, subset, ctx)
     if not shown:
         return masks
     fields = sorted({c for tree in gates.values() for c in _eval.references(tree).columns if c in frame.columns})
-    combo = pl.concat([masks, pl.DataFrame(shown), frame.select(fields)], how="horizontal")
+    combo = pl.concat([masks.gather(rows), pl.DataFrame(shown), subset.select(fields)], how="horizontal")
     out = []
-    for cc in rules.criteria:
-        col = missing_col(cc.id)
+    for cc, items in gated:
         index = {it.column: b for b, it in enumerate(cc.missing_items) if it.form is None}
-        original = pl.col(col)
-        mask = original
-        for bit, item in enumerate(cc.missing_items):
-            if item.form is not None or f"gate:{item.column}" not in shown:
+        original = pl.col(missing_col(cc.id))
+        clear: list[pl.Expr] = []
+        add: list[pl.Expr] = []
+        for bit, item in items:
+            if f"gate:{item.column}" not in shown:
                 continue
-            deciders = list(_eval.references(item.shown_if).columns)
+            has = (original & pl.lit(1 << bit, MASK_DTYPE)) != 0
             truth = pl.col(f"gate:{item.column}")
-            hidden = truth.eq_missing(False)
-            if all(c in index and c in frame.columns for c in deciders):
-                undecided = truth.is_null()
-                add = pl.sum_horizontal(
-                    [pl.col(c).is_null().cast(MASK_DTYPE) * pl.lit(1 << index[c], MASK_DTYPE) for c in deciders]
-                ) if deciders else pl.lit(0, MASK_DTYPE)
-            else:
-                undecided, add = pl.lit(False), pl.lit(0, MASK_DTYPE)
-            has = (mask & pl.lit(1 << bit, MASK_DTYPE)) != 0
-            without = mask & pl.lit(~(1 << bit) & ((1 << 64) - 1), MASK_DTYPE)
-            mask = (
-                pl.when(has & hidden).then(without)
-                .when(has & undecided).then(without | add)
-                .otherwise(mask)
-            )
-        out.append(pl.when(mask == 0).then(original).otherwise(mask).cast(MASK_DTYPE).alias(col))
-    return combo.select(out)
+            deciders = _eval.references(item.shown_if).columns
+            # undecided: replaced by its blank deciders, only when the criterion reads them (else it stays)
+            swap = has & truth.is_null() if all(c in index and c in frame.columns for c in deciders) else None
+            gone = has & truth.eq_missing(False)
+            if swap is not None:
+                gone = gone | swap
+                add += [(swap & pl.col(c).is_null()).cast(MASK_DTYPE) * pl.lit(1 << index[c], MASK_DTYPE)
+                        for c in deciders]
+            clear.append(gone.cast(MASK_DTYPE) * pl.lit(1 << bit, MASK_DTYPE))
+        if not clear:
+            continue
+        cleared = original - (original & pl.sum_horizontal(clear))
+        new = functools.reduce(operator.or_, add, cleared)  # OR: two fields can share a decider (C-SSRS q2)
+        out.append(pl.when(new == 0).then(original).otherwise(new).cast(MASK_DTYPE).alias(missing_col(cc.id)))
+    if not out:
+        return masks
+    updated = combo.select(out)
+    return masks.with_columns(masks[c].scatter(rows, updated[c]) for c in updated.columns)
 
 
 def _gate_truths(gates: Mapping[str, Any], frame: pl.DataFrame, ctx: _eval.Context) -> dict[str, pl.Series]:
