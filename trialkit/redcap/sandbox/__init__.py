@@ -28,7 +28,11 @@ Choices where REDCap's behaviour is not documented (`[?]` in the reference), kep
 - min/max of text validation are not enforced (soft in REDCap); missing-data codes pass every field check;
 - EAV export lists each checked checkbox option as (field, code); grey forms export `_complete` "0";
 - `redcap_repeat_instance` "1" on a non-repeating row is accepted and ignored (PyCap's own examples send it);
-- rawOrLabel=both is treated as label; eventName is ignored (the event column follows rawOrLabel).
+- rawOrLabel=both is treated as label; eventName is ignored (the event column follows rawOrLabel); a label export
+  names a repeating instrument by its label, not by its custom (piped) instance label;
+- deleting an event, or replacing the schedule with `override=1`, deletes the gone events' mappings, repeat
+  settings, data and files; a partial record delete keeps the record even with no data left (it still counts for
+  `generateNextRecordName`); the delete count is plain text in every format.
 Not implemented: reports, PDFs, surveys, user roles, the file repository (answered HTTP 501 "does not support"),
 DAG import/switch, XML imports, record locking; `decimalCharacter` and `exportSurveyFields` are accepted and
 ignored (there are no surveys).
