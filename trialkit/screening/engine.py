@@ -48,7 +48,7 @@ class MissingItem:
     form: str | None = None  # set for instance fields and for the no-instance item
     via: str | None = None  # an input of this calculated field: named instead of the calc when it is blank
     inputs: tuple[str, ...] = ()  # for a calculated field: its inputs (the calc is named only if they are all there)
-    shown_if: Any | None = None  # an instance field's branching logic: where it hides the field, a blank is no gap
+    shown_if: Any | None = None  # the field's branching logic: where it hides the field, a blank is not missing
 
 
 @dataclass(frozen=True)
@@ -386,12 +386,12 @@ def _with_gates(rules: CompiledRules, masks: pl.DataFrame, frame: pl.DataFrame, 
     rows = touched.arg_true()
     if rows.len() == 0:
         return masks
-    subset = frame.gather(rows)
     gates = {it.column: it.shown_if for _, items in gated for _, it in items}
+    fields = sorted({c for tree in gates.values() for c in _eval.references(tree).columns if c in frame.columns})
+    subset = frame.select(rules.record_id, *(c for c in fields if c != rules.record_id)).gather(rows)
     shown = _gate_truths(gates, subset, ctx)
     if not shown:
         return masks
-    fields = sorted({c for tree in gates.values() for c in _eval.references(tree).columns if c in frame.columns})
     combo = pl.concat([masks.gather(rows), pl.DataFrame(shown), subset.select(fields)], how="horizontal")
     out = []
     for cc, items in gated:
