@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from redcap import Project
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,6 +67,16 @@ def test_serve_without_a_project_is_a_usage_error(tmp_path):
     assert done.returncode == 2
     assert "holds no project yet" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("where", ["missing/folder/x.db", "not_a_database.db"])
+def test_an_unusable_database_file_is_a_usage_error(tmp_path, where):
+    (tmp_path / "not_a_database.db").write_text("plain text, not SQLite\n" * 100)
+    done = subprocess.run([sys.executable, "-m", "trialkit", "sandbox", "serve", "--study", str(ROOT), "--db",
+                           str(tmp_path / where)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "cannot use it as the sandbox database" in done.stderr
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr
 
 
 def test_help_has_an_example():

@@ -69,12 +69,15 @@ class Storage:
         self.write_lock = threading.RLock()
         self.clock = clock or (lambda: dt.datetime.now().replace(microsecond=0))
         self._schemas: dict[tuple[int, int], Schema] = {}
-        con = self.connect()
         try:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(_DDL)
-        finally:
-            con.close()
+            con = self.connect()
+            try:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.executescript(_DDL)
+            finally:
+                con.close()
+        except sqlite3.Error as exc:  # a missing folder, no write permission, a file that is not a database
+            raise UsageError(f"{path}: cannot use it as the sandbox database ({exc})") from None
 
     def now(self) -> str:
         return self.clock().strftime(TIME_FORMAT)
