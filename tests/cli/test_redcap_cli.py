@@ -75,3 +75,50 @@ def test_unreachable_server_fails_cleanly(tmp_path):
     assert proc.returncode == 1
     assert "failed after 2 attempts" in proc.stderr and "network" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_stopped_run_is_recorded_as_stopped_not_running(kap_sandbox, tmp_path):
+    import signal
+    import sqlite3
+    import time
+
+    from trialkit.redcap.sandbox import FaultPlan
+
+    ledger = tmp_path / "l.sqlite"
+    kap_sandbox.set_faults(FaultPlan(kind="slow", delay=3.0, share=1.0))
+    try:
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KAP_TOKEN": kap_sandbox.token}
+        proc = subprocess.Popen([sys.executable, "-m", "trialkit", "redcap", "nightly", "--url", kap_sandbox.url,
+                                 "--token-env", "KAP_TOKEN", "--rules", str(RULES), "--ledger", str(ledger)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _has_a_run(ledger):  # then it waits on the slow server
+            time.sleep(0.1)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        kap_sandbox.set_faults(None)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "Traceback" not in err
+    db = sqlite3.connect(ledger)
+    try:
+        assert db.execute("SELECT status, message FROM runs").fetchall() == [
+            ("failed", "stopped (interrupt or termination signal)")]
+    finally:
+        db.close()
+
+
+def _has_a_run(ledger: Path) -> bool:
+    import sqlite3
+
+    if not ledger.exists():
+        return False
+    try:
+        db = sqlite3.connect(ledger)
+        try:
+            return db.execute("SELECT count(*) FROM runs").fetchone()[0] > 0
+        finally:
+            db.close()
+    except sqlite3.Error:  # created but not set up yet
+        return False

@@ -10,7 +10,7 @@ import pytest
 from sandbox_data import Clock
 
 from trialkit.definitions import load_study
-from trialkit.errors import RedcapError
+from trialkit.errors import RedcapError, UsageError
 from trialkit.redcap.client import RedcapClient, RetryPolicy, Token
 from trialkit.redcap.sandbox import FaultPlan, ProjectSpec
 from trialkit.redcap.sync import RESULT_FIELDS, Ledger, run_nightly
@@ -148,3 +148,70 @@ def test_a_clear_is_written_when_a_candidate_becomes_eligible(kap, study, rules,
                             "elig_disposition": "ineligible", "elig_primary_reason": "E5"}])
     run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=dt.datetime(2026, 11, 4, 2, 0))
     assert stored_results(client)[rid] == ("eligible", None)
+
+
+class _DeletesBeforeWriting(RedcapClient):
+    """A real client whose project loses a record between the pull and the write-back (a withdrawal)."""
+
+    victim: str = ""
+
+    def export_records(self, records=None, *, fields=None, forms=None, events=None):
+        if fields == [self.def_field] and records and self.victim in records:
+            self._project.delete_records([self.victim])
+            self.victim = ""
+        return super().export_records(records, fields=fields, forms=forms, events=events)
+
+
+def test_a_record_deleted_since_the_pull_is_not_brought_back(kap, sandbox, study, rules, tmp_path):
+    _, token, _ = kap
+    client = _DeletesBeforeWriting(sandbox.url, Token(token), chunk_size=25, retry=RetryPolicy(attempts=1))
+    client.victim = "0001"
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    result = run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=NOW)
+    assert result.deleted == 1 and result.written == 59
+    assert "0001" not in client.record_ids()  # no shell record holding only a result
+    assert "0001" not in {w["record_id"] for w in ledger.writes()}
+
+
+def test_results_that_landed_before_a_failure_are_in_the_ledger_after_the_rerun(kap, sandbox, study, rules,
+                                                                               tmp_path):
+    client, token, _ = kap
+    class LosesTheImportReply(RedcapClient):
+        def import_records(self, rows, **kwargs):
+            sandbox.set_faults(FaultPlan(kind="drop_after", next_n=1, contents=("record",)))
+            return super().import_records(rows, **kwargs)
+
+    fragile = LosesTheImportReply(sandbox.url, Token(token), chunk_size=100, retry=RetryPolicy(attempts=1))
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    # the write-back is saved by REDCap but its reply is lost: the run fails with every result in REDCap
+    with pytest.raises(RedcapError):
+        run_nightly(fragile, study, rules, ledger=ledger, as_of=AS_OF, now=NOW)
+    sandbox.set_faults(None)
+    assert ledger.writes() == []
+    again = run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=NOW + dt.timedelta(hours=1))
+    assert again.written == 0
+    notes = {w["record_id"]: w["note"] for w in ledger.writes(again.run_id)}
+    assert len(notes) == 60 and set(notes.values()) == {"found"}
+    # a third run finds nothing new to record
+    third = run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=NOW + dt.timedelta(hours=2))
+    assert ledger.writes(third.run_id) == []
+
+
+def test_a_run_that_never_finished_is_marked_interrupted_and_one_run_at_a_time(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    ledger = Ledger(path)
+    ledger.begin(NOW, AS_OF, "0" * 64, True)  # then the machine dies: no finish()
+    with pytest.raises(UsageError, match="another nightly run is using the ledger"):
+        Ledger(path)
+    ledger.close()
+    later = Ledger(path)
+    assert [(r["status"], r["message"]) for r in later.runs()] == [
+        ("interrupted", "did not finish (killed or stopped)")]
+    later.close()
+
+
+@pytest.mark.parametrize("where", ["missing/folder/ledger.sqlite", "not_a_database.sqlite"])
+def test_an_unusable_ledger_is_a_usage_error(tmp_path, where):
+    (tmp_path / "not_a_database.sqlite").write_text("plain text\n" * 100)
+    with pytest.raises(UsageError, match="ledger"):
+        Ledger(tmp_path / where)

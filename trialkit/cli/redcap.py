@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
 from pathlib import Path
 
 import click
@@ -41,6 +42,10 @@ def nightly(url, token_env, token_file, rules_path, study_dir, ledger_path, as_o
             findings_path, fmt) -> None:
     """Pull intake, validate, screen and write results back to REDCap; safe to rerun after any failure.
 
+    Exit status: 0 when the run completed (records with validation errors are screened all the same and
+    counted on stderr), 1 when REDCap or the network failed (rerun: what landed is not written twice), 2 for
+    usage or definition errors (including a ledger that another run is using).
+
     \b
     Example:
       REDCAP_API_TOKEN=... trialkit redcap nightly --url https://redcap.example.org/api/ \\
@@ -56,10 +61,13 @@ def nightly(url, token_env, token_file, rules_path, study_dir, ledger_path, as_o
     day = as_of or dt.date.today()  # the CLI is the edge: the library never reads the clock
     client = RedcapClient(url, token, timeout=timeout, retry=RetryPolicy(attempts=attempts))
     ledger = Ledger(ledger_path)
+    # a scheduler's stop (SIGTERM) unwinds like Ctrl-C, so the ledger records the run as stopped, not running
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
         result = run_nightly(client, study, rules, ledger=ledger, as_of=day, now=dt.datetime.now(), full=full,
                              clock=dt.datetime.now)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         ledger.close()
     if findings_path is not None and result.findings is not None:
         result.findings.to_csv(findings_path)
@@ -71,6 +79,13 @@ def nightly(url, token_env, token_file, rules_path, study_dir, ledger_path, as_o
         f"as of {result.as_of}: run {result.run_id} ({'full' if result.full else 'incremental'}) "
         f"screened {result.pulled} record(s): {counts}; wrote {result.written}, unchanged {result.unchanged}"
     )
+    if result.deleted:
+        click.echo(f"{result.deleted} record(s) deleted in REDCap since the pull: their results were not written",
+                   err=True)
     if result.invalid_records:
         where = f"see {findings_path}" if findings_path else "use --findings FILE to list them"
         click.echo(f"{result.invalid_records} record(s) have validation errors ({where})", err=True)
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)

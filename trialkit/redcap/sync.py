@@ -12,11 +12,20 @@ Guarantees, and how they are kept:
   eligible) is written with overwrite behaviour, and the payload holds only the result fields, so nothing
   else in the record can be cleared.
 
-The ledger is a small SQLite file: one row per run, one row per record written, with a content hash.
+- *Nothing resurrected.* REDCap's import creates a record that does not exist: a record deleted in REDCap
+  between the pull and the write-back (a withdrawn participant) would come back as a shell holding only the
+  result. The ids are read again just before writing and such records are left out and counted (a few
+  seconds of race remain: REDCap has no update-only import).
+
+The ledger is a small SQLite file: one row per run, and one row per record result that reached REDCap, with a
+content hash (`note` 'written' by the run, or 'found' there by a later run: the write of a run that was killed
+or lost its reply). Only one run at a time uses a ledger (a lock file next to it); a run that never finished
+(killed, power cut) is marked 'interrupted' by the next one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -50,6 +59,7 @@ class NightlyResult:
     invalid_records: int  # records with validation errors (screened all the same; reported)
     dispositions: Mapping[str, int] = field(default_factory=dict)
     findings: Any = field(default=None, repr=False)  # trialkit.validation.Findings of the pulled records
+    deleted: int = 0  # records deleted in REDCap between the pull and the write-back: not written
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +70,7 @@ class NightlyResult:
             "written": self.written,
             "unchanged": self.unchanged,
             "invalid_records": self.invalid_records,
+            "deleted": self.deleted,
             "dispositions": dict(self.dispositions),
         }
 
@@ -69,22 +80,40 @@ class Ledger:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._db = sqlite3.connect(self.path)
-        self._db.executescript(
-            """
-            CREATE TABLE IF NOT EXISTS runs (
-                id INTEGER PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL,
-                as_of TEXT NOT NULL, ruleset_sha256 TEXT NOT NULL, full INTEGER NOT NULL,
-                pulled INTEGER, written INTEGER, message TEXT);
-            CREATE TABLE IF NOT EXISTS writes (
-                run_id INTEGER NOT NULL REFERENCES runs(id), record_id TEXT NOT NULL,
-                content_sha256 TEXT NOT NULL, written_at TEXT NOT NULL, PRIMARY KEY (run_id, record_id));
-            """
-        )
-        self._db.commit()
+        self._lock = _lock_file(Path(f"{self.path}.lock"))
+        try:
+            self._db = sqlite3.connect(self.path)
+            self._db.executescript(
+                """
+                CREATE TABLE IF NOT EXISTS runs (
+                    id INTEGER PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL,
+                    as_of TEXT NOT NULL, ruleset_sha256 TEXT NOT NULL, full INTEGER NOT NULL,
+                    pulled INTEGER, written INTEGER, message TEXT);
+                CREATE TABLE IF NOT EXISTS writes (
+                    run_id INTEGER NOT NULL REFERENCES runs(id), record_id TEXT NOT NULL,
+                    content_sha256 TEXT NOT NULL, written_at TEXT NOT NULL, PRIMARY KEY (run_id, record_id));
+                """
+            )
+            if "note" not in {row[1] for row in self._db.execute("PRAGMA table_info(writes)")}:
+                self._db.execute("ALTER TABLE writes ADD COLUMN note TEXT NOT NULL DEFAULT 'written'")
+            # this process holds the lock: a run still 'running' is one that was killed or lost its machine
+            self._db.execute(
+                "UPDATE runs SET status = 'interrupted', message = 'did not finish (killed or stopped)' "
+                "WHERE status = 'running'"
+            )
+            self._db.commit()
+        except sqlite3.Error as exc:
+            self._release()
+            raise UsageError(f"{self.path}: cannot use it as the nightly ledger ({exc})") from None
 
     def close(self) -> None:
         self._db.close()
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file drops the lock
+            self._lock = None
 
     def last_success(self) -> tuple[dt.datetime, str] | None:
         row = self._db.execute(
@@ -100,12 +129,21 @@ class Ledger:
         self._db.commit()
         return int(cur.lastrowid)
 
-    def record_writes(self, run_id: int, rows: Sequence[Mapping[str, str]], record_id: str, at: dt.datetime) -> None:
+    def record_writes(self, run_id: int, rows: Sequence[Mapping[str, str]], record_id: str, at: dt.datetime,
+                      *, note: str = "written") -> None:
         self._db.executemany(
-            "INSERT OR REPLACE INTO writes VALUES (?, ?, ?, ?)",
-            [(run_id, row[record_id], content_hash(row), at.isoformat(timespec="seconds")) for row in rows],
+            "INSERT OR REPLACE INTO writes (run_id, record_id, content_sha256, written_at, note) VALUES (?,?,?,?,?)",
+            [(run_id, row[record_id], content_hash(row), at.isoformat(timespec="seconds"), note) for row in rows],
         )
         self._db.commit()
+
+    def latest_hashes(self) -> dict[str, str]:
+        """The content hash of each record's last result in the ledger."""
+        rows = self._db.execute(
+            "SELECT record_id, content_sha256 FROM writes WHERE rowid IN "
+            "(SELECT max(rowid) FROM writes GROUP BY record_id)"
+        )
+        return dict(rows.fetchall())
 
     def finish(self, run_id: int, status: str, *, at: dt.datetime, pulled: int = 0, written: int = 0,
                message: str = "") -> None:
@@ -127,6 +165,26 @@ class Ledger:
         cur = self._db.execute(sql + " ORDER BY run_id, record_id", args)
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _lock_file(path: Path) -> Any:
+    """Hold an exclusive lock on `path` for as long as the returned file is open (POSIX; elsewhere no lock)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: one run at a time is then the operator's business
+        return None
+    try:
+        handle = path.open("a")
+    except OSError as exc:
+        raise UsageError(f"{path.parent}: cannot keep the nightly ledger there ({exc.strerror})") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise UsageError(
+            f"another nightly run is using the ledger {path.with_suffix('')}: wait for it to end"
+        ) from None
+    return handle
 
 
 def content_hash(row: Mapping[str, str]) -> str:
@@ -190,6 +248,21 @@ def run_nightly(
             if current.get(row[record_id]) != {name: row[name] for name in RESULT_FIELDS}
         ]
 
+        # results already in REDCap that the ledger does not hold: written by a run that was killed, or whose
+        # reply was lost, after REDCap saved them. The ledger records where each result came from.
+        known = ledger.latest_hashes()
+        writing = {row[record_id] for row in to_write}
+        found = [row for row in results.to_dicts()
+                 if row[record_id] not in writing and known.get(row[record_id]) != content_hash(row)]
+        if found:
+            ledger.record_writes(run_id, found, record_id, now, note="found")
+        deleted = 0
+        if to_write:
+            ids_now = client.export_records([row[record_id] for row in to_write], fields=[record_id])
+            still_there = {str(row[record_id]) for row in ids_now}
+            kept = [row for row in to_write if row[record_id] in still_there]
+            deleted = len(to_write) - len(kept)
+            to_write = kept
         if to_write:
             client.import_records(to_write, overwrite=True)
             problems = client.verify(to_write, blanks_clear=True)
@@ -200,12 +273,19 @@ def run_nightly(
             ledger.record_writes(run_id, to_write, record_id, now)
         invalid = findings.records_with_errors().n_unique()
         ledger.finish(run_id, "ok", at=finished(), pulled=len(current), written=len(to_write))
+        unchanged = len(current) - len(to_write) - deleted
         return NightlyResult(
-            run_id, as_of, full, len(current), len(to_write), len(current) - len(to_write), invalid, counts, findings
+            run_id, as_of, full, len(current), len(to_write), unchanged, invalid, counts, findings, deleted=deleted
         )
     except BaseException as exc:
-        message = exc.message if isinstance(exc, RedcapError | UsageError) else type(exc).__name__
-        ledger.finish(run_id, "failed", at=finished(), message=message)
+        if isinstance(exc, RedcapError | UsageError):
+            message = exc.message
+        elif isinstance(exc, KeyboardInterrupt | SystemExit):
+            message = "stopped (interrupt or termination signal)"
+        else:
+            message = type(exc).__name__
+        with contextlib.suppress(sqlite3.Error):  # the ledger itself failing must not hide the first error
+            ledger.finish(run_id, "failed", at=finished(), message=message)
         raise
 
 
