@@ -7,7 +7,10 @@ one typed conversion (trialkit.records.convert) serves every format.
 
 from __future__ import annotations
 
+import csv
+import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +51,9 @@ def detect_format(path: Path) -> str:
 def read_text_frame(path: str | Path, *, sheet: str | int | None = None) -> tuple[pl.DataFrame, str]:
     """Read `path` as text cells. Returns the frame (with ROW) and the detected format name.
 
-    Raises DataError for a missing, unreadable or non-tabular file.
+    Raises DataError for a missing, unreadable or non-tabular file. Messages never quote file content: a
+    parser's own error text repeats the offending cells (names, dates of birth...), so a failed read is
+    explained by a second, cheap pass over the file that finds the line and the kind of problem.
     """
     path = Path(path)
     fmt = detect_format(path)
@@ -60,27 +65,30 @@ def read_text_frame(path: str | Path, *, sheet: str | int | None = None) -> tupl
         elif fmt == "xlsx":
             frame = _read_excel(path, sheet)
         elif fmt == "json":
-            frame = stringify(_read_json(path))
+            frame = _read_json(path)
         elif fmt == "ndjson":
-            frame = stringify(pl.read_ndjson(path, infer_schema_length=None))
+            frame = _read_ndjson(path)
         else:
-            frame = stringify(pl.read_parquet(path))
+            frame = _read_parquet(path)
+        frame = normalise(frame)
     except DataError as exc:
         if exc.location is None:
-            raise DataError(exc.message, location=Location(file=str(path))) from exc
+            # Header problems (duplicate or reserved column) are on line 1 of a delimited file.
+            line = 1 if fmt in ("csv", "tsv") and exc.message.startswith(("duplicate column", "column name")) else None
+            raise DataError(exc.message, location=Location(file=str(path), line=line)) from exc
         raise
-    except (pl.exceptions.PolarsError, OSError, ValueError, UnicodeError) as exc:
-        raise DataError(f"cannot read as {fmt}: {_short(exc)}", location=Location(file=str(path))) from exc
-    except Exception as exc:  # fastexcel/pyarrow raise their own classes for corrupt files
-        raise DataError(
-            f"cannot read as {fmt}: {type(exc).__name__}: {_short(exc)}", location=Location(file=str(path))
-        ) from exc
-    return normalise(frame), fmt
+    return frame, fmt
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+def _unreadable(path: Path, message: str, line: int | None = None, col: int | None = None) -> DataError:
+    return DataError(message, location=Location(file=str(path), line=line, col=col))
+
+
+def _os_error(path: Path, exc: OSError) -> DataError:
+    return _unreadable(path, f"cannot open the file: {(exc.strerror or type(exc).__name__).lower()}")
+
+
+# --- CSV / TSV -------------------------------------------------------------------------------------------
 
 
 def _read_csv(path: Path, separator: str) -> pl.DataFrame:
@@ -88,12 +96,71 @@ def _read_csv(path: Path, separator: str) -> pl.DataFrame:
         return pl.read_csv(
             path, separator=separator, infer_schema=False, encoding="utf8", raise_if_empty=True, null_values=[""]
         )
-    except pl.exceptions.ComputeError as exc:
-        if "utf-8" in str(exc).lower() or "utf8" in str(exc).lower():
-            raise DataError("file is not UTF-8 text (save it as 'CSV UTF-8')") from exc
-        raise
-    except pl.exceptions.NoDataError as exc:
-        raise DataError("file is empty (no header row)") from exc
+    except pl.exceptions.NoDataError:
+        raise _unreadable(path, "file is empty (no header row)") from None
+    except OSError as exc:
+        raise _os_error(path, exc) from None
+    except Exception as exc:
+        # `from None`: the parser's message quotes the offending text; not even --debug tracebacks show it.
+        text = str(exc).lower()
+        if "utf-8" in text or "utf8" in text:
+            raise _unreadable(path, "file is not UTF-8 text (save it as 'CSV UTF-8')", _bad_utf8_line(path)) from None
+        raise _csv_problem(path, separator, more_fields="more fields" in text) from None
+
+
+def _bad_utf8_line(path: Path) -> int | None:
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return None
+
+
+def _csv_problem(path: Path, separator: str, *, more_fields: bool) -> DataError:
+    """Locate what made the fast reader fail with Python's strict csv reader (error path only)."""
+    kind = "CSV" if separator == "," else "TSV"
+    width: int | None = None
+    start = 1  # first physical line of the record being read (a quoted field may span lines)
+    try:
+        with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
+            reader = csv.reader(handle, delimiter=separator, strict=True)
+            try:
+                for row in reader:
+                    if width is None:
+                        width = len(row)
+                    elif len(row) > width:
+                        message = f"a line with {len(row)} fields where the header has {width}"
+                        if reader.line_num > start:
+                            message += f" (it runs on to line {reader.line_num}: unbalanced quote?)"
+                        return _unreadable(path, message, start)
+                    start = reader.line_num + 1
+            except csv.Error as exc:
+                return _quote_problem(path, str(exc), start, reader.line_num)
+    except OSError as exc:
+        return _os_error(path, exc)
+    if more_fields:
+        return _unreadable(path, f"a line has more fields than the header (malformed {kind})")
+    return _unreadable(path, f"malformed {kind}: cannot be read as a table")
+
+
+def _quote_problem(path: Path, error: str, start: int, end: int) -> DataError:
+    # Only our own wording: csv's messages are fixed strings today, but nothing of the file may leak.
+    if "unexpected end of data" in error:
+        return _unreadable(path, "unbalanced quote: a quoted field opened on this line is never closed", start)
+    if "field larger than field limit" in error:
+        return _unreadable(path, "unbalanced quote: a quoted field opened on this line runs on past 128 KB", start)
+    if "expected after" in error:
+        if end > start:
+            return _unreadable(
+                path, f"unbalanced quote: the quoted field opened on this line only closes on line {end}", start
+            )
+        return _unreadable(path, 'text after a closing quote (a quote inside a quoted field is written "")', end)
+    return _unreadable(path, "malformed quoting", end)
+
+
+# --- Excel / Parquet ---------------------------------------------------------------------------------------
 
 
 def _read_excel(path: Path, sheet: str | int | None) -> pl.DataFrame:
@@ -102,18 +169,188 @@ def _read_excel(path: Path, sheet: str | int | None) -> pl.DataFrame:
         kwargs["sheet_id"] = sheet
     elif sheet:
         kwargs["sheet_name"] = sheet
-    frame = pl.read_excel(path, **kwargs)
+    try:
+        frame = pl.read_excel(path, **kwargs)
+    except Exception as exc:  # fastexcel raises its own classes; their text may quote cells
+        if sheet is not None and "no matching sheet" in str(exc):
+            raise _unreadable(path, f"no sheet {sheet!r} in this workbook{_sheet_list(path)}") from None
+        raise _unreadable(path, "cannot read as xlsx: damaged, password-protected or not an Excel workbook") from None
     if not isinstance(frame, pl.DataFrame):  # several sheets requested
         raise DataError("choose one sheet")
     return frame
 
 
+def _sheet_list(path: Path) -> str:
+    try:
+        import fastexcel
+
+        names = fastexcel.read_excel(path).sheet_names
+    except Exception:
+        return ""
+    return "; its sheets are: " + ", ".join(repr(n) for n in names)
+
+
+def _read_parquet(path: Path) -> pl.DataFrame:
+    try:
+        frame = pl.read_parquet(path)
+    except OSError as exc:
+        raise _os_error(path, exc) from None
+    except Exception:  # polars/arrow classes for corrupt files vary; their text may quote values
+        raise _unreadable(path, "cannot read as parquet: damaged, truncated or not a Parquet file") from None
+    return stringify(frame)
+
+
+# --- JSON / NDJSON ------------------------------------------------------------------------------------------
+
+_FLAT = "expected flat records (REDCap's flat export)"
+
+
 def _read_json(path: Path) -> pl.DataFrame:
     try:
-        frame = pl.read_json(path, infer_schema_length=None)
-    except pl.exceptions.PolarsError as exc:
-        raise DataError(f"not a JSON list of flat records (REDCap's flat export): {_short(exc)}") from exc
-    return frame
+        return stringify(pl.read_json(path, infer_schema_length=None))
+    except OSError as exc:
+        raise _os_error(path, exc) from None
+    except Exception:
+        raise _json_problem(path) from None
+
+
+def _read_ndjson(path: Path) -> pl.DataFrame:
+    try:
+        return stringify(pl.read_ndjson(path, infer_schema_length=None))
+    except OSError as exc:
+        raise _os_error(path, exc) from None
+    except Exception:
+        raise _ndjson_problem(path) from None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)  # true / false / null: fixed words, never content
+    return "a number"
+
+
+def _nested_field(record: dict) -> str | None:
+    for key, value in record.items():
+        if isinstance(value, dict | list):
+            return f"field {str(key)!r} holds {_kind(value)}; {_FLAT}"
+    return None
+
+
+def _line_of(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
+
+
+class _NotAList(Exception):
+    pass
+
+
+def _json_problem(path: Path) -> DataError:
+    """Locate what made the fast JSON reader fail, one top-level item at a time (error path only)."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return _unreadable(path, "file is not UTF-8 text", raw.count(b"\n", 0, exc.start) + 1)
+    if not text.strip():
+        return _unreadable(path, "file is empty (no JSON)")
+    try:
+        for pos, number, item in _json_items(text):
+            if not isinstance(item, dict):
+                return _unreadable(
+                    path, f"record {number} is {_kind(item)}, not a JSON object; {_FLAT}", _line_of(text, pos)
+                )
+            nested = _nested_field(item)
+            if nested:
+                return _unreadable(path, f"record {number}: {nested}", _line_of(text, pos))
+    except json.JSONDecodeError as exc:
+        return _unreadable(path, _json_syntax(exc, text, "the file"), exc.lineno, exc.colno)
+    except _NotAList as exc:
+        return _unreadable(path, f"the file holds {exc.args[0]}, not a list of records; {_FLAT}")
+    return _unreadable(path, f"not a JSON list of flat records; {_FLAT}")
+
+
+def _json_syntax(exc: json.JSONDecodeError, text: str, what: str = "the line") -> str:
+    # exc.msg is the decoder's fixed wording ("Expecting value"); the position goes into the location.
+    if exc.pos >= len(text.rstrip()):
+        return f"invalid JSON: {what} ends too early (truncated?)"
+    return f"invalid JSON: {exc.msg[:1].lower()}{exc.msg[1:]}"
+
+
+def _json_items(text: str) -> Iterator[tuple[int, int, Any]]:
+    """(offset, 1-based number, value) of each item of the top-level list, decoded one at a time so a
+    large file is never held as Python objects. A single top-level object counts as a list of one."""
+    decode = json.JSONDecoder().raw_decode
+    end = len(text)
+    pos = _skip_ws(text, 0)
+    if text[pos] != "[":
+        item, after = decode(text, pos)
+        if not isinstance(item, dict):
+            raise _NotAList(_kind(item))
+        yield pos, 1, item
+        pos = _skip_ws(text, after)
+        if pos < end:
+            raise json.JSONDecodeError("Extra data after the JSON value", text, pos)
+        return
+    pos = _skip_ws(text, pos + 1)
+    number = 0
+    if pos < end and text[pos] == "]":
+        pos += 1
+    else:
+        while True:
+            number += 1
+            item, after = decode(text, pos)
+            yield pos, number, item
+            pos = _skip_ws(text, after)
+            if pos >= end:
+                raise json.JSONDecodeError("Expecting ',' or ']'", text, pos)
+            if text[pos] == "]":
+                pos += 1
+                break
+            if text[pos] != ",":
+                raise json.JSONDecodeError("Expecting ',' delimiter", text, pos)
+            pos = _skip_ws(text, pos + 1)
+    pos = _skip_ws(text, pos)
+    if pos < end:
+        raise json.JSONDecodeError("Extra data after the list", text, pos)
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+def _ndjson_problem(path: Path) -> DataError:
+    """Find the first NDJSON line that is not a flat JSON object (error path only)."""
+    seen = False
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                return _unreadable(path, "line is not UTF-8 text", number)
+            if not line.strip():
+                continue
+            seen = True
+            line = line.rstrip("\r\n")
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                return _unreadable(path, _json_syntax(exc, line), number, exc.colno)
+            if not isinstance(item, dict):
+                return _unreadable(path, f"this line is {_kind(item)}, not a JSON object; {_FLAT}", number)
+            nested = _nested_field(item)
+            if nested:
+                return _unreadable(path, nested, number)
+    if not seen:
+        return _unreadable(path, "file is empty (no JSON lines)")
+    return _unreadable(path, f"not NDJSON flat records; {_FLAT}")
 
 
 def stringify(frame: pl.DataFrame) -> pl.DataFrame:
