@@ -156,3 +156,15 @@ class TestLongitudinalStudy:
         intake = read_intake(path, kap_study)
         assert intake.records.get_column("madrs_total").to_list() == [30.0]
         assert intake.notes and "screening_arm_1" in intake.notes[0]
+
+
+def test_parquet_date_times_at_midnight_in_date_fields_are_dates(tmp_path, kap_study):
+    # a typed source (Parquet, Excel) may only hold a date as a date-time: midnight is the date itself
+    path = tmp_path / "i.parquet"
+    pl.DataFrame({
+        "record_id": ["1", "2"],
+        "redcap_event_name": ["screening_arm_1"] * 2,
+        "screening_date": [dt.datetime(2026, 10, 13), dt.datetime(2026, 10, 13, 14, 30)],
+    }).write_parquet(path)
+    intake = read_intake(path, kap_study)
+    assert intake.records.get_column("screening_date").to_list() == [dt.date(2026, 10, 13), None]

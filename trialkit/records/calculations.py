@@ -101,6 +101,34 @@ def first_rows(typed: pl.DataFrame, keys: list[str], columns: list[str]) -> pl.D
     return first_per_key(rows, keys)
 
 
+def merge_per_key(frame: pl.DataFrame, keys: list[str]) -> tuple[pl.DataFrame, list[tuple[tuple, list[str]]]]:
+    """One row per key. Rows repeating a key are merged cell by cell: values that agree (or are blank in all but
+    one row) are kept, and a cell where the rows disagree becomes blank, so no value is trusted over the other
+    (validation lists the rows). Returns the frame, first-appearance order, and per merged key the columns that
+    disagreed. Cheap when no key repeats."""
+    if frame.height == 0 or not frame.select(pl.struct(keys).is_duplicated().any()).item():
+        return frame, []
+    order = "__merge_order"
+    indexed = frame.with_row_index(order)
+    repeated = pl.struct(keys).is_duplicated()
+    single = indexed.filter(~repeated)
+    values = [c for c in frame.columns if c not in keys]
+    merged = indexed.filter(repeated).group_by(keys, maintain_order=True).agg(
+        pl.col(order).min(),
+        *[pl.when(pl.col(c).drop_nulls().n_unique() <= 1).then(pl.col(c).drop_nulls().first()).alias(c)
+          for c in values],
+        *[(pl.col(c).drop_nulls().n_unique() > 1).alias(f"__differs:{c}") for c in values],
+    )
+    conflicts = []
+    flags = [f"__differs:{c}" for c in values]
+    for row in merged.select(*keys, *flags).iter_rows():
+        differs = [c for c, flag in zip(values, row[len(keys):], strict=True) if flag]
+        if differs:
+            conflicts.append((row[: len(keys)], differs))
+    out = pl.concat([single, merged.drop(flags).select(single.columns)], how="vertical_relaxed")
+    return out.sort(order).drop(order), conflicts
+
+
 def first_per_key(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     """Drop repeated keys (validation reports them), keeping the first row; cheap when there are none."""
     if frame.height == 0 or not frame.select(pl.struct(keys).is_duplicated().any()).item():

@@ -108,10 +108,15 @@ def study_columns(study: Study) -> tuple[Column, ...]:
         return _columns_cached.__wrapped__(study)
 
 
-def typed_expr(column: Column, raw: pl.Expr | None = None) -> pl.Expr:
-    """The typed value of `column` from its raw text (null where the text does not parse)."""
+def typed_expr(column: Column, raw: pl.Expr | None = None, *, missing_codes: tuple[str, ...] = ()) -> pl.Expr:
+    """The typed value of `column` from its raw text (null where the text does not parse). A coded field keeps
+    its code, or the study's missing-data code, and is null for anything else: "2" in a yes/no field is not an
+    answer, and screening must not read it as "not yes"."""
     raw = pl.col(column.name) if raw is None else raw
     kind = column.kind
+    codes = column.codes
+    if codes is not None:
+        return pl.when(raw.is_in([*codes, *missing_codes])).then(raw).otherwise(None).alias(column.name)
     vt = column.validation
     if kind in ("date", "datetime", "time"):
         if vt is None or vt.strptime is None:  # a calc date or similar: accept REDCap's ISO raw form
@@ -138,12 +143,10 @@ def typed_expr(column: Column, raw: pl.Expr | None = None) -> pl.Expr:
         comma = vt is not None and vt.decimal_comma
         number = validation_types.get("number_comma_decimal" if comma else "number")
         assert number is not None
-        text = raw.str.replace(",", ".", literal=True) if comma else raw
-        return (
-            pl.when(raw.str.contains(number.anchored))
-            .then(text.cast(pl.Float64, strict=False))
-            .otherwise(None)
-            .alias(column.name)
+        value = (raw.str.replace(",", ".", literal=True) if comma else raw).cast(pl.Float64, strict=False)
+        # "1e400" matches the number form but is no number (infinity): it must not pass every threshold
+        return pl.when(raw.str.contains(number.anchored) & value.is_finite()).then(value).otherwise(None).alias(
+            column.name
         )
     return raw.alias(column.name)
 

@@ -17,7 +17,7 @@ import polars as pl
 
 from trialkit.definitions.model import Study
 from trialkit.errors import DataError, Location, UsageError
-from trialkit.records.calculations import first_per_key, first_rows, nonrepeating_forms
+from trialkit.records.calculations import merge_per_key, nonrepeating_forms
 from trialkit.records.convert import (
     EVENT,
     REPEAT_INSTANCE,
@@ -79,7 +79,7 @@ class IntakeData:
         from trialkit.records.calculations import fill_calculations
 
         typed, problems = fill_calculations(self, as_of=as_of)
-        records, record_events, instances = _assemble(typed, self.study, self.event)
+        records, record_events, instances, _ = _assemble(typed, self.study, self.event)
         return replace(
             self,
             typed=typed,
@@ -102,8 +102,9 @@ class IntakeData:
         if not isinstance(frame, pl.DataFrame):
             try:
                 frame = pl.from_pandas(frame) if hasattr(frame, "to_numpy") else pl.DataFrame(frame)
-            except Exception as exc:  # pandas/pyarrow conversion errors vary by version
-                raise DataError(f"cannot use this frame as intake data: {exc}") from exc
+            except Exception as exc:  # pandas/pyarrow conversion errors vary by version; their text may quote cells
+                kind = type(frame).__name__
+                raise DataError(f"cannot use this {kind} as intake data ({type(exc).__name__})") from None
         if ROW in frame.columns:
             frame = frame.drop(ROW)
         return build(normalise(frame), study, event=event, source=source)
@@ -120,7 +121,7 @@ def read_intake(
     record) and type it by the study's fields. Raises DataError when the file is unreadable or not tabular
     intake data for this study (no record id column)."""
     raw, fmt = read_text_frame(path, sheet=sheet)
-    if fmt == "xlsx":
+    if fmt in ("xlsx", "parquet"):  # typed sources: a date may only exist as a date-time at midnight there
         raw = _excel_dates(raw, study)
     return build(raw, study, event=event, source=str(path), fmt=fmt)
 
@@ -132,15 +133,16 @@ def _check_event(study: Study, event: str) -> None:
 
 
 def _excel_dates(raw: pl.DataFrame, study: Study) -> pl.DataFrame:
-    """Excel stores dates as date-times: a date cell reads as `2024-01-05 00:00:00`. Give date and minute
-    datetime fields REDCap's raw form back; anything else is left for validation to judge."""
+    """Excel stores dates as date-times: a date cell reads as `2024-01-05 00:00:00` (a Parquet date-time column
+    as `2024-01-05 00:00`). Give date and minute datetime fields REDCap's raw form back; anything else is left
+    for validation to judge."""
     fixes = []
     for col in study_columns(study):
         if col.name not in raw.columns:
             continue
         seconds = col.validation is not None and col.validation.name.startswith("datetime_seconds")
         if col.kind == "date":
-            fixes.append(pl.col(col.name).str.replace(r"^(\d{4}-\d{2}-\d{2}) 00:00:00$", "$1"))
+            fixes.append(pl.col(col.name).str.replace(r"^(\d{4}-\d{2}-\d{2}) 00:00(?::00)?$", "$1"))
         elif col.kind == "datetime" and not seconds:
             fixes.append(pl.col(col.name).str.replace(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}):00$", "$1"))
         elif col.kind == "time" and col.validation is not None and col.validation.name == "time":
@@ -213,10 +215,16 @@ def build(
     )
     columns = study_columns(study)
     present = set(raw.columns)
-    value_exprs = [typed_expr(c) if c.name in present else null_column(c) for c in columns if c.name != rid]
+    missing = tuple(m.code for m in study.missing_codes)
+    value_exprs = [
+        typed_expr(c, missing_codes=missing) if c.name in present else null_column(c) for c in columns if c.name != rid
+    ]
     typed = raw.select(key_exprs + value_exprs)
+    typed, numbered = _number_instances(typed, study)
+    notes += numbered
 
-    records, record_events, instances = _assemble(typed, study, event)
+    records, record_events, instances, conflicts = _assemble(typed, study, event)
+    notes += _conflict_notes(conflicts)
     return IntakeData(
         study=study,
         raw=raw,
@@ -231,16 +239,62 @@ def build(
     )
 
 
+_NOTES_LIMIT = 10  # conflicts and renumbered instances named one by one; beyond that, counted
+
+
+def _number_instances(typed: pl.DataFrame, study: Study) -> tuple[pl.DataFrame, list[str]]:
+    """Rows of a repeating instrument with no usable instance number (blank, 'new', 0, not a whole number) are
+    numbered in file order after the record's highest number, as REDCap numbers 'new' instances: merged into
+    one, two trials would count as one."""
+    rid = study.record_id_field
+    bad = pl.col(REPEAT_INSTRUMENT).is_not_null() & (
+        pl.col(REPEAT_INSTANCE).is_null() | (pl.col(REPEAT_INSTANCE) < 1)
+    )
+    if not typed.select(bad.any()).item():
+        return typed, []
+    group = [rid, EVENT, REPEAT_INSTRUMENT] if study.longitudinal else [rid, REPEAT_INSTRUMENT]
+    highest = pl.when(~bad).then(pl.col(REPEAT_INSTANCE)).max().over(group).fill_null(0)
+    rank = bad.cast(pl.Int64).cum_sum().over(group)
+    counts = typed.filter(bad & pl.col(rid).is_not_null()).group_by(rid, REPEAT_INSTRUMENT, maintain_order=True).len()
+    typed = typed.with_columns(
+        pl.when(bad).then(highest + rank).otherwise(pl.col(REPEAT_INSTANCE)).alias(REPEAT_INSTANCE)
+    )
+    notes = [
+        f"record {r}: {n} {form} row(s) without a usable {REPEAT_INSTANCE} were numbered in file order"
+        for r, form, n in counts.head(_NOTES_LIMIT).iter_rows()
+    ]
+    if counts.height > _NOTES_LIMIT:
+        notes.append(f"... and {counts.height - _NOTES_LIMIT} more record(s) with unnumbered repeating rows")
+    return typed, notes
+
+
+def _conflict_notes(conflicts: list[tuple[str, tuple, list[str]]]) -> list[str]:
+    """Which records had rows that disagree, and on which fields (never the values: they may identify)."""
+    notes = []
+    for where, key, columns in conflicts[:_NOTES_LIMIT]:
+        place = " ".join(str(k) for k in key if k is not None)
+        notes.append(
+            f"{where} {place}: rows disagree on {', '.join(columns)}; those values are treated as missing "
+            "(trialkit validate lists the rows)"
+        )
+    if len(conflicts) > _NOTES_LIMIT:
+        notes.append(f"... and {len(conflicts) - _NOTES_LIMIT} more with rows that disagree")
+    return notes
+
+
 def _assemble(
     typed: pl.DataFrame, study: Study, event: str | None
-) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, pl.DataFrame]]:
-    """records, record_events and instance tables from the typed rows."""
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, pl.DataFrame], list[tuple[str, tuple, list[str]]]]:
+    """records, record_events and instance tables from the typed rows, and the repeated rows that disagreed."""
     rid = study.record_id_field
     columns = study_columns(study)
     keys = [rid, EVENT] if study.longitudinal else [rid]
     nonrep_forms = nonrepeating_forms(study)
     nonrep_cols = [c.name for c in columns if c.form in nonrep_forms and c.name != rid]
-    record_events = first_rows(typed, keys, nonrep_cols)
+    narrow = typed.select([*keys, *[c for c in nonrep_cols if c not in keys], REPEAT_INSTRUMENT])
+    rows = narrow.filter(pl.col(REPEAT_INSTRUMENT).is_null() & pl.col(rid).is_not_null()).drop(REPEAT_INSTRUMENT)
+    record_events, differ = merge_per_key(rows, keys)
+    conflicts = [("record", key, cols) for key, cols in differ]
 
     if study.longitudinal:
         assert event is not None
@@ -249,8 +303,11 @@ def _assemble(
         records = _with_all_records(typed, record_events, rid)
         record_events = records
 
-    instances = {form: _instances(typed, study, form, columns) for form in _repeating_forms(study)}
-    return records, record_events, instances
+    instances = {}
+    for form in _repeating_forms(study):
+        instances[form], differ = _instances(typed, study, form, columns)
+        conflicts += [(f"record ({form} instance)", key, cols) for key, cols in differ]
+    return records, record_events, instances, conflicts
 
 
 def _with_all_records(typed: pl.DataFrame, rows: pl.DataFrame, rid: str) -> pl.DataFrame:
@@ -269,11 +326,13 @@ def _records_for_event(typed: pl.DataFrame, record_events: pl.DataFrame, rid: st
     return _with_all_records(typed, rows, rid)
 
 
-def _instances(typed: pl.DataFrame, study: Study, form: str, columns: tuple[Column, ...]) -> pl.DataFrame:
+def _instances(
+    typed: pl.DataFrame, study: Study, form: str, columns: tuple[Column, ...]
+) -> tuple[pl.DataFrame, list[tuple[tuple, list[str]]]]:
     rid = study.record_id_field
     keys = [rid, EVENT, REPEAT_INSTANCE] if study.longitudinal else [rid, REPEAT_INSTANCE]
     cols = [c.name for c in columns if c.form == form and c.name != rid]
     rows = typed.select([*keys, *cols, REPEAT_INSTRUMENT]).filter(
         (pl.col(REPEAT_INSTRUMENT) == form) & pl.col(rid).is_not_null()
     )
-    return first_per_key(rows.drop(REPEAT_INSTRUMENT), keys)
+    return merge_per_key(rows.drop(REPEAT_INSTRUMENT), keys)

@@ -134,6 +134,9 @@ def compile_rules(ruleset: RuleSet, study: Any = None, *, record_id: str | None 
             logic_refs = logic_refs.merge(_eval.Refs(instance_columns={form: ()}))
             refs = refs.merge(_eval.Refs(instance_columns={form: ()}))
         items = _record_items(refs.columns, calc_inputs, study)
+        if reference_field is not None and uses_today:
+            # 'today' is the candidate's reference date: unknown when that date is recorded but unreadable
+            items.append(MissingItem(reference_field, column=_eval.REFERENCE_COLUMN))
         for form, cols in refs.instance_columns.items():
             forms.setdefault(form, None)
             items.append(MissingItem(form, form=form))
@@ -297,15 +300,17 @@ def screen(
     """
     if not isinstance(as_of, dt.date) or isinstance(as_of, dt.datetime):
         raise UsageError(f"as_of must be a date, not {type(as_of).__name__}")
+    unreadable: pl.Series | None = None
     if hasattr(records, "records") and hasattr(records, "instances"):
         instances = records.instances if instances is None else instances
+        unreadable = _unreadable_reference(records, rules.reference_field)
         records = records.records
     frame = _as_polars(records)
     rid = rules.record_id
     if rid not in frame.columns:
         raise UsageError(f"the data has no record id column '{rid}'")
     frame = _with_missing_columns(frame, rules)
-    frame = frame.with_columns(_reference_date(rules, frame, as_of).alias(_eval.REFERENCE_COLUMN))
+    frame = frame.with_columns(_reference_date(rules, frame, as_of, unreadable).alias(_eval.REFERENCE_COLUMN))
     instances = {k: _as_polars(v) for k, v in (instances or {}).items()}
     for form in rules.forms:
         if form not in instances:
@@ -482,16 +487,38 @@ def _applies_key(cc: CompiledCriterion) -> str:
     return f"applies:{cc.id}"
 
 
-def _reference_date(rules: CompiledRules, frame: pl.DataFrame, as_of: dt.date) -> pl.Expr:
+def _reference_date(
+    rules: CompiledRules, frame: pl.DataFrame, as_of: dt.date, unreadable: pl.Series | None = None
+) -> pl.Expr:
     """'today' for each candidate: the reference date field where recorded (the protocol's screening date), else the
-    as-of date. Kept a Date so datediff and age_at_date see a real date."""
+    as-of date. Kept a Date so datediff and age_at_date see a real date. A date that is recorded but cannot be
+    read (2026-02-30) leaves 'today' unknown: the as-of date would silently measure every window from the wrong
+    day, and the coordinator is asked for the date instead. `unreadable`: record ids whose raw date was bad."""
     today = pl.lit(as_of, dtype=pl.Date)
     if rules.reference_field is None:
         return today
-    col = pl.col(rules.reference_field)
-    if frame.schema[rules.reference_field] == pl.String:
-        col = col.str.to_date("%Y-%m-%d", strict=False)
-    return pl.coalesce(col.cast(pl.Date, strict=False), today)
+    given = pl.col(rules.reference_field)
+    col = given.str.to_date("%Y-%m-%d", strict=False) if frame.schema[rules.reference_field] == pl.String else given
+    parsed = col.cast(pl.Date, strict=False)
+    bad = given.is_not_null() & parsed.is_null()
+    if unreadable is not None and unreadable.len():
+        bad = bad | pl.col(rules.record_id).cast(pl.String).is_in(unreadable.implode())
+    return pl.when(bad).then(None).otherwise(pl.coalesce(parsed, today))
+
+
+def _unreadable_reference(intake: Any, field_name: str | None) -> pl.Series | None:
+    """Record ids whose reference date was written in the input but did not read as a date."""
+    raw = getattr(intake, "raw", None)
+    if field_name is None or raw is None or field_name not in raw.columns:
+        return None
+    rid = intake.record_id
+    rows = raw.filter(pl.col(field_name).is_not_null())
+    if "redcap_repeat_instrument" in rows.columns:
+        rows = rows.filter(pl.col("redcap_repeat_instrument").is_null())
+    if getattr(intake, "event", None) and "redcap_event_name" in rows.columns:
+        rows = rows.filter(pl.col("redcap_event_name") == intake.event)
+    blank = intake.records.filter(pl.col(field_name).is_null()).select(pl.col(rid).cast(pl.String))
+    return rows.select(pl.col(rid).cast(pl.String)).join(blank, on=rid, how="semi").to_series()
 
 
 def _as_polars(frame: Any) -> pl.DataFrame:

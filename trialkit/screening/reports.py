@@ -133,6 +133,9 @@ def render_table(report: Report, *, limit: int | None = None, details: bool = Fa
     if sm.missing:
         lines += ["", "Missing fields, by pending candidates they would help decide:"]
         lines += [f"  {m.field:<32} {m.pending}" for m in sm.missing[:15]]
+    if s.notes:  # how the data was read where it was not plain (rows that disagree, unnumbered instances, ...)
+        lines += ["", "Notes:"]
+        lines += [f"  - {note}" for note in s.notes]
     return "\n".join(lines) + "\n"
 
 
