@@ -168,3 +168,23 @@ def test_parquet_date_times_at_midnight_in_date_fields_are_dates(tmp_path, kap_s
     }).write_parquet(path)
     intake = read_intake(path, kap_study)
     assert intake.records.get_column("screening_date").to_list() == [dt.date(2026, 10, 13), None]
+
+
+def test_rows_with_no_cell_at_all_are_no_data(tmp_path, kap_study):
+    path = tmp_path / "i.csv"
+    path.write_text("record_id,redcap_event_name,dob\n1,screening_arm_1,1980-01-01\n,,\n,,\n", encoding="utf-8")
+    intake = read_intake(path, kap_study)
+    assert intake.raw.height == 1 and intake.records.get_column("record_id").to_list() == ["1"]
+
+
+@pytest.mark.parametrize("content, encoding, hint", [
+    ("record_id;redcap_event_name\n1;screening_arm_1\n", "utf-8", "separated by another character"),
+    ("record_id,redcap_event_name\n1,screening_arm_1\n", "utf-16-le", "another encoding"),
+])
+def test_a_file_in_the_wrong_shape_says_what_to_do(tmp_path, kap_study, content, encoding, hint):
+    from trialkit.errors import DataError
+
+    path = tmp_path / "i.csv"
+    path.write_bytes(content.encode(encoding))
+    with pytest.raises(DataError, match=hint):
+        read_intake(path, kap_study)

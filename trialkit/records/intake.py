@@ -175,11 +175,18 @@ def build(
     rid = study.record_id_field
     loc = Location(file=source) if source else None
     if rid not in raw.columns:
-        shown = ", ".join(c for c in raw.columns[:8] if c != ROW)
-        more = ", ..." if len(raw.columns) > 9 else ""
+        names = [c for c in raw.columns if c != ROW]
+        header = "".join(names)
+        if any(sep in header for sep in (";", "\t", "|")) and any(rid in c for c in names):
+            hint = "; the columns seem to be separated by another character than a comma: save it as CSV"
+        elif "\x00" in header or "\ufffd" in header:
+            hint = "; the text seems to be in another encoding (UTF-16?): save it as UTF-8"
+        else:
+            shown = ", ".join(names[:8])
+            hint = f" (columns: {shown}{', ...' if len(names) > 8 else ''})"
         raise DataError(
             f"no {rid!r} column (the study's record id field); this is not intake data for study "
-            f"{study.name!r} (columns: {shown}{more})",
+            f"{study.name!r}{hint}",
             location=loc,
         )
     # REDCap's key columns are trimmed (" 001" and "001" are one record); other cells stay as written.

@@ -421,4 +421,10 @@ def normalise(frame: pl.DataFrame) -> pl.DataFrame:
             frame = frame.with_columns(
                 [pl.when(pl.col(c).str.len_bytes() == 0).then(None).otherwise(pl.col(c)).alias(c) for c in fix]
             )
-    return frame.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+    frame = frame.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+    # A row with no cell at all (",,,,", trailing lines of a spreadsheet export) is no data: REDCap skips it too.
+    if frame.width > 1 and frame.height:
+        empty = pl.all_horizontal(pl.all().exclude(ROW).is_null())
+        if frame.select(empty.any()).item():
+            frame = frame.filter(~empty)
+    return frame
