@@ -1,4 +1,4 @@
-"""IntakeData.with_calculations(): blank calculated fields filled from their expressions, stored values kept."""
+"""IntakeData.with_calculations(): calculated fields computed from their inputs where these give a value."""
 
 from __future__ import annotations
 
@@ -11,14 +11,23 @@ from trialkit.records import read_intake
 from trialkit.records.calculations import calc_fields
 
 
-def test_blank_calc_filled_stored_kept(tmp_path, mini_study, clean_rows):
+def test_blank_calc_filled_and_a_contradicted_one_replaced_with_a_note(tmp_path, mini_study, clean_rows):
     clean_rows[0]["bmi"] = ""  # 70.5 kg, 170 cm -> 24.4
-    clean_rows[3]["bmi"] = "30.0"  # disagrees with 24.7: kept (validation reports it)
+    clean_rows[3]["bmi"] = "30.0"  # its inputs give 24.7: a typing error, replaced and counted
     intake = read_intake(shared.write_csv(tmp_path / "i.csv", clean_rows), mini_study)
     filled = intake.with_calculations()
     assert intake.records.get_column("bmi").to_list() == [None, 30.0]
-    assert filled.records.get_column("bmi").to_list() == pytest.approx([24.4, 30.0])
+    assert filled.records.get_column("bmi").to_list() == pytest.approx([24.4, 24.7])
+    assert any(n.startswith("1 stored value(s) of bmi disagree") for n in filled.notes)
     assert filled.raw.equals(intake.raw)
+
+
+def test_a_stored_calc_stays_when_its_inputs_are_incomplete(tmp_path, mini_study, clean_rows):
+    clean_rows[3]["bmi"] = "30.0"
+    clean_rows[3]["weight"] = ""  # no weight: nothing to recompute from
+    intake = read_intake(shared.write_csv(tmp_path / "i.csv", clean_rows), mini_study).with_calculations()
+    assert intake.records.get_column("bmi").to_list()[1] == 30.0
+    assert not any("disagree" in n for n in intake.notes)
 
 
 def test_kap_totals_instances_and_dependency_order(tmp_path, kap_study):

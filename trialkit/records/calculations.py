@@ -188,8 +188,11 @@ def calc_fields(study: Study) -> list[Field]:
 
 
 def fill_calculations(intake: IntakeData, *, as_of: _dt.date | None = None) -> tuple[pl.DataFrame, list[str]]:
-    """intake.typed with every blank calculated value computed from its expression on the rows where its form
-    belongs (stored values win), and the problems met (expressions that cannot be evaluated stay as stored)."""
+    """intake.typed with every calculated value computed from its expression on the rows where its form belongs,
+    and notes: expressions that cannot be evaluated (the stored values stay), and stored values that disagree with
+    their inputs. Where the inputs give a value it wins over the stored one: a MADRS total of 999 typed over ten
+    items summing to 25 is a typing error, and REDCap itself recomputes calcs on import and in its data quality
+    rule H. Where they give none (an input blank), the stored value stays."""
     from trialkit import logic
 
     study = intake.study
@@ -209,7 +212,14 @@ def fill_calculations(intake: IntakeData, *, as_of: _dt.date | None = None) -> t
             problems.append(f"calculation of {f.name} not computed: {one_line(exc, 200)}")
             continue
         scope = form_scope(study, f.form)
-        typed = typed.with_columns(
-            pl.when(scope & pl.col(f.name).is_null()).then(computed).otherwise(pl.col(f.name)).alias(f.name)
-        )
+        stored = pl.col(f.name).cast(pl.Float64, strict=False)
+        use = scope & computed.is_not_null()
+        differs = use & stored.is_not_null() & ((stored - computed).abs() > 1e-9 * (computed.abs() + 1))
+        disagree = typed.select(differs.sum()).item()
+        if disagree:
+            problems.append(
+                f"{disagree} stored value(s) of {f.name} disagree with the fields it is calculated from; the "
+                "calculated value is used (trialkit validate lists them as calc_mismatch)"
+            )
+        typed = typed.with_columns(pl.when(use).then(computed).otherwise(pl.col(f.name)).alias(f.name))
     return typed, problems

@@ -72,10 +72,11 @@ class IntakeData:
         return _records_for_event(self.typed, self.record_events, self.record_id, event)
 
     def with_calculations(self, *, as_of: _dt.date | None = None) -> IntakeData:
-        """A copy where every blank calculated field holds the value its expression gives (REDCap mode, in
-        dependency order, each row with its own form's data; an instance within its instance). Stored values
-        are kept: validation reports those that disagree. `as_of` is 'today' for expressions using it.
-        `raw` is unchanged; calculations that cannot be evaluated stay as stored and are listed in `notes`."""
+        """A copy where every calculated field holds the value its expression gives (REDCap mode, in dependency
+        order, each row with its own form's data; an instance within its instance) wherever its inputs give one;
+        elsewhere the stored value stays. Stored values that disagree are counted in `notes` (validation lists
+        them). `as_of` is 'today' for expressions using it. `raw` is unchanged; calculations that cannot be
+        evaluated stay as stored and are listed in `notes`."""
         from trialkit.records.calculations import fill_calculations
 
         typed, problems = fill_calculations(self, as_of=as_of)

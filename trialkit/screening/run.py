@@ -65,12 +65,14 @@ def screen_file(
     from trialkit.records import read_intake
 
     intake = read_intake(data, study, event=event, sheet=sheet)
-    # A coordinator must not be asked for madrs_total when its ten items are there: blank calculated fields are
-    # computed from their expressions (stored values stay authoritative; calcs that cannot be computed are noted).
+    # A coordinator must not be asked for madrs_total when its ten items are there, nor screened on a total that
+    # its items contradict: calculated fields are computed from their expressions wherever the inputs allow
+    # (stored values that disagree and calcs that cannot be computed are noted).
     before = len(intake.notes)
     intake = intake.with_calculations(as_of=as_of)
     notes = list(intake.notes[:before])
-    notes.append("blank calculated fields were computed from their expressions; recorded values were kept")
+    notes.append("calculated fields were computed from their inputs where all were there; elsewhere the recorded "
+                 "value was used")
     notes += list(intake.notes[before:])
     if intake.records.height == 0:
         raise DataError(f"{data}: no candidate records to screen")
