@@ -73,3 +73,13 @@ def test_an_unreadable_screening_date_leaves_today_unknown(study, rules):
     # a blank screening date still means the as-of date, as documented
     _, got = _screen(study, rules, flat_rows({"c": ({**ELIGIBLE, "screening_date": None}, TRIALS)}))
     assert "screening_date" not in got["c"].still_needed
+
+
+def test_a_record_id_written_as_a_formula_is_defused_in_csv_outputs(study, rules):
+    from trialkit.screening.reports import build_report, render_csv, render_screening_log
+
+    frame = flat_rows({"=cmd|' /C calc'!A0": (ELIGIBLE, TRIALS)})
+    intake = IntakeData.from_frame(frame, study)
+    report = build_report(screen(rules, intake, as_of=AS_OF))
+    for text in (render_csv(report), render_screening_log(report)):
+        assert "'=cmd|" in text and "\n=cmd" not in text and ",=cmd" not in text

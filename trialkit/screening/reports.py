@@ -18,6 +18,7 @@ from trialkit.errors import UsageError
 from trialkit.screening.engine import Screening
 from trialkit.screening.explain import Funnel, Summary, candidates, funnel, summarise
 from trialkit.screening.outcomes import CandidateResult
+from trialkit.spreadsheet import safe_cell
 
 FORMATS = ("table", "csv", "json", "html")
 
@@ -81,7 +82,8 @@ def render_csv(report: Report) -> str:
     stamp = report.screening.rules.stamp()
     for c in report.candidates:
         w.writerow(
-            [c.record_id, c.disposition, c.primary_reason or "", ";".join(c.reasons), ";".join(c.still_needed)]
+            [safe_cell(c.record_id), c.disposition, c.primary_reason or "", ";".join(c.reasons),
+             ";".join(c.still_needed)]
             + [o.result for o in c.criteria]
             + [stamp["id"], stamp["version"], stamp["sha256"], report.screening.as_of.isoformat()]
         )
@@ -207,7 +209,8 @@ def render_screening_log(report: Report, *, identifiers: Sequence[str] = ()) -> 
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(LOG_COLUMNS), lineterminator="\n")
     w.writeheader()
-    w.writerows(screening_log_rows(report, identifiers=identifiers))
+    rows = screening_log_rows(report, identifiers=identifiers)
+    w.writerows({k: safe_cell(v) for k, v in row.items()} for row in rows)
     return buf.getvalue()
 
 

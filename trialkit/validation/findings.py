@@ -96,10 +96,14 @@ class Findings:
 
     # ---- renderings -----------------------------------------------------------------------------------
     def to_csv(self, path: str | Path | None = None) -> str | None:
+        """CSV for a spreadsheet: a cell a spreadsheet would run as a formula (`=...`) gets a leading apostrophe."""
+        from trialkit.spreadsheet import safe_frame
+
+        frame = safe_frame(self.frame)
         if path is not None:
-            self.frame.write_csv(path)
+            frame.write_csv(path)
             return None
-        return self.frame.write_csv()
+        return frame.write_csv()
 
     def to_dict(self) -> dict:
         return {
