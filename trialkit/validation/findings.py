@@ -146,6 +146,8 @@ class Findings:
             out.write("  ".join(_fit(v, w) for v, w in zip(r, widths, strict=True)).rstrip() + "\n")
         if limit is not None and self.frame.height > limit:
             out.write(f"... {self.frame.height - limit} more (use --format csv or json for all)\n")
+        # the row a coordinator looks up is the spreadsheet's, one more than the data row (the header is row 1)
+        out.write("row: the data row, 1 = the first row under the header (spreadsheet row = row + 1)\n")
         return out.getvalue()
 
     def render(self, fmt: str) -> str:
