@@ -3,6 +3,7 @@ polars expressions in Kleene mode, and the per-record instance gaps used for 'st
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -170,19 +171,27 @@ def evaluate_many(exprs: Mapping[str, ast.Node], frame: pl.DataFrame, ctx: Conte
     )
 
 
+def branching_truths(gates: Mapping[str, ast.Node], frame: pl.DataFrame, ctx: Context) -> dict[str, pl.Series]:
+    """Kleene truth of each named branching logic per row of `frame` (true, false, or null where undecided). Logic
+    that cannot be evaluated here (reading other events or instances) is left out: its field counts as shown."""
+    if not gates or frame.height == 0:
+        return {}
+    try:
+        out = evaluate_many(gates, frame, ctx)
+        return {name: out.get_column(name) for name in gates}
+    except LogicError:
+        pass
+    truths = {}
+    for name, node in gates.items():
+        with contextlib.suppress(LogicError):
+            truths[name] = evaluate_many({name: node}, frame, ctx).get_column(name)
+    return truths
+
+
 def _shown(items: list[Any], table: pl.DataFrame, ctx: Context) -> dict[str, pl.Series]:
     """Per instance item with branching logic, per row of `table`: false where the logic hides the field."""
-    exprs = {i.label: i.shown_if for i in items if i.shown_if is not None and i.column in table.columns}
-    if not exprs or table.height == 0:
-        return {}
-    from trialkit import logic
-
-    try:
-        out = logic.evaluate_many(exprs, table, mode="kleene", as_of=ctx.as_of, fields=ctx.specs,
-                                  record_id=ctx.record_id, missing_columns="blank")
-    except LogicError:
-        return {}  # logic reading other events or instances: keep counting every blank
-    return {label: out.get_column(label).fill_null(True) for label in exprs}
+    gates = {i.label: i.shown_if for i in items if i.shown_if is not None and i.column in table.columns}
+    return {label: truth.fill_null(True) for label, truth in branching_truths(gates, table, ctx).items()}
 
 
 def instance_gaps(cc: Any, frame: pl.DataFrame, ctx: Context) -> dict[str, pl.Series]:

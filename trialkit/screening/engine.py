@@ -18,7 +18,8 @@ from typing import Any
 import polars as pl
 
 from trialkit.definitions.rules import Criterion, CriterionKind, RuleSet
-from trialkit.errors import DefinitionError, Diagnostic, LogicError, UsageError
+from trialkit.errors import DefinitionError, Diagnostic, UsageError
+from trialkit.records.convert import EVENT, REPEAT_INSTRUMENT
 from trialkit.screening import _eval
 from trialkit.screening.outcomes import Disposition, Result, deciding_result
 
@@ -394,7 +395,7 @@ def _with_gates(rules: CompiledRules, masks: pl.DataFrame, frame: pl.DataFrame, 
     gates = {it.column: it.shown_if for _, items in gated for _, it in items}
     fields = sorted({c for tree in gates.values() for c in _eval.references(tree).columns if c in frame.columns})
     subset = frame.select(rules.record_id, *(c for c in fields if c != rules.record_id)).gather(rows)
-    shown = _gate_truths(gates, subset, ctx)
+    shown = _eval.branching_truths({f"gate:{k}": v for k, v in gates.items()}, subset, ctx)
     if not shown:
         return masks
     combo = pl.concat([masks.gather(rows), pl.DataFrame(shown), subset.select(fields)], how="horizontal")
@@ -427,22 +428,6 @@ def _with_gates(rules: CompiledRules, masks: pl.DataFrame, frame: pl.DataFrame, 
         return masks
     updated = combo.select(out)
     return masks.with_columns(masks[c].scatter(rows, updated[c]) for c in updated.columns)
-
-
-def _gate_truths(gates: Mapping[str, Any], frame: pl.DataFrame, ctx: _eval.Context) -> dict[str, pl.Series]:
-    """Kleene truth of each field's branching logic per candidate; logic that cannot be read here is left out."""
-    try:
-        out = _eval.evaluate_many({f"gate:{k}": v for k, v in gates.items()}, frame, ctx)
-        return {f"gate:{k}": out.get_column(f"gate:{k}") for k in gates}
-    except LogicError:
-        pass
-    truths = {}
-    for k, v in gates.items():
-        try:
-            truths[f"gate:{k}"] = _eval.evaluate_many({"g": v}, frame, ctx).get_column("g").alias(f"gate:{k}")
-        except LogicError:
-            continue
-    return truths
 
 
 def _with_instance_gaps(
@@ -513,10 +498,10 @@ def _unreadable_reference(intake: Any, field_name: str | None) -> pl.Series | No
         return None
     rid = intake.record_id
     rows = raw.filter(pl.col(field_name).is_not_null())
-    if "redcap_repeat_instrument" in rows.columns:
-        rows = rows.filter(pl.col("redcap_repeat_instrument").is_null())
-    if getattr(intake, "event", None) and "redcap_event_name" in rows.columns:
-        rows = rows.filter(pl.col("redcap_event_name") == intake.event)
+    if REPEAT_INSTRUMENT in rows.columns:
+        rows = rows.filter(pl.col(REPEAT_INSTRUMENT).is_null())
+    if getattr(intake, "event", None) and EVENT in rows.columns:
+        rows = rows.filter(pl.col(EVENT) == intake.event)
     blank = intake.records.filter(pl.col(field_name).is_null()).select(pl.col(rid).cast(pl.String))
     return rows.select(pl.col(rid).cast(pl.String)).join(blank, on=rid, how="semi").to_series()
 
