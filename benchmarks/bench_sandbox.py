@@ -44,6 +44,9 @@ from urllib.parse import urlencode
 import requests
 from redcap import Project
 
+from trialkit.definitions.redcap_names import checkbox_column
+from trialkit.redcap.sandbox.project import Schema
+
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 500
 FIELDS_PER_FORM = 6
@@ -99,6 +102,12 @@ class Shape:
         for m in spec.mappings:
             self.event_forms.setdefault(m["unique_event_name"], []).append(m["form"])
         self.repeating = {(r["event_name"], r["form_name"]) for r in spec.repeating}
+        schema = Schema(spec)
+        # the columns of a REDCap export, in order: what a CSV import batch carries
+        self.export_columns = [
+            schema.def_field, "redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance",
+            *(c.name for c in schema.columns if c.name != schema.def_field),
+        ]
 
     def _fill(self, row: dict, forms: list[str], rnd: random.Random) -> dict:
         for form in forms:
@@ -108,8 +117,6 @@ class Shape:
                     continue
                 if meta["field_type"] == "checkbox":
                     first = meta["select_choices_or_calculations"].split("|")[0].split(",")[0].strip()
-                    from trialkit.definitions.redcap_names import checkbox_column
-
                     row[checkbox_column(meta["field_name"], first)] = "1"
                 else:
                     row[meta["field_name"]] = value
@@ -169,13 +176,9 @@ class PeakWatcher:
         return max(self.peak, _hwm_mb(self.pid))
 
 
-def csv_text(spec, batch: list[dict]) -> str:
+def csv_text(shape: Shape, batch: list[dict]) -> str:
     """A batch as the CSV a REDCap export gives: every column of the project, in export order."""
-    from trialkit.redcap.sandbox.project import Schema
-
-    schema = Schema(spec)
-    columns = [schema.def_field, "redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance",
-               *(c.name for c in schema.columns if c.name != schema.def_field)]
+    columns = shape.export_columns
     buf = io.StringIO()
     writer = csv.DictWriter(buf, columns, lineterminator="\n")
     writer.writeheader()
@@ -200,7 +203,7 @@ def import_all(proj: Project, n: int, spec, shape: Shape, fmt: str, *, check: bo
     payload_mb = 0.0
     for count, batch in batches(n, shape, seed=n):
         rows += len(batch)
-        data = batch if fmt == "json" else csv_text(spec, batch)
+        data = batch if fmt == "json" else csv_text(shape, batch)
         t0 = time.perf_counter()
         reply = proj.import_records(data, import_format=fmt)
         seconds += time.perf_counter() - t0

@@ -123,7 +123,7 @@ def read_intake(
     intake data for this study (no record id column)."""
     raw, fmt = read_text_frame(path, sheet=sheet)
     if fmt in ("xlsx", "parquet"):  # typed sources: a date may only exist as a date-time at midnight there
-        raw = _excel_dates(raw, study)
+        raw = _midnight_dates(raw, study)
     return build(raw, study, event=event, source=str(path), fmt=fmt)
 
 
@@ -133,7 +133,7 @@ def _check_event(study: Study, event: str) -> None:
         raise UsageError(f"unknown event {event!r}; the study's events are: {', '.join(names)}")
 
 
-def _excel_dates(raw: pl.DataFrame, study: Study) -> pl.DataFrame:
+def _midnight_dates(raw: pl.DataFrame, study: Study) -> pl.DataFrame:
     """Excel stores dates as date-times: a date cell reads as `2024-01-05 00:00:00` (a Parquet date-time column
     as `2024-01-05 00:00`). Give date and minute datetime fields REDCap's raw form back; anything else is left
     for validation to judge."""
