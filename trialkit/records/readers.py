@@ -17,6 +17,7 @@ from typing import Any
 import polars as pl
 
 from trialkit.errors import DataError, Location
+from trialkit.records.limits import check_delimited, check_xlsx
 
 ROW = "_row"  # 1-based data row number (the CSV line is ROW + 1 because of the header)
 
@@ -35,6 +36,7 @@ FORMATS = {
 
 _DUPLICATED = re.compile(r"^(.*)_duplicated_\d+$")
 _SAFE_INT = 2**53  # floats above this are not exact integers any more
+_DIAGNOSE_BYTES = 64 << 20  # a second, precise pass over a malformed delimited file only up to this size
 
 
 def detect_format(path: Path) -> str:
@@ -93,6 +95,14 @@ def _os_error(path: Path, exc: OSError) -> DataError:
 
 def _read_csv(path: Path, separator: str) -> pl.DataFrame:
     try:
+        check_delimited(path, separator)  # polars pads a short row with blanks and aborts on huge cells
+    except DataError as exc:
+        # Python's strict csv reader names quoting problems more precisely; too slow for a large file
+        precise = None
+        if exc.message.startswith(("a line with", "unbalanced quote")) and path.stat().st_size <= _DIAGNOSE_BYTES:
+            precise = _csv_problem(path, separator)
+        raise (precise or exc) from None
+    try:
         return pl.read_csv(
             path, separator=separator, infer_schema=False, encoding="utf8", raise_if_empty=True, null_values=[""]
         )
@@ -105,7 +115,10 @@ def _read_csv(path: Path, separator: str) -> pl.DataFrame:
         text = str(exc).lower()
         if "utf-8" in text or "utf8" in text:
             raise _unreadable(path, "file is not UTF-8 text (save it as 'CSV UTF-8')", _bad_utf8_line(path)) from None
-        raise _csv_problem(path, separator, more_fields="more fields" in text) from None
+        kind = "CSV" if separator == "," else "TSV"
+        raise (
+            _csv_problem(path, separator) or _unreadable(path, f"malformed {kind}: cannot be read as a table")
+        ) from None
 
 
 def _bad_utf8_line(path: Path) -> int | None:
@@ -118,9 +131,8 @@ def _bad_utf8_line(path: Path) -> int | None:
     return None
 
 
-def _csv_problem(path: Path, separator: str, *, more_fields: bool) -> DataError:
-    """Locate what made the fast reader fail with Python's strict csv reader (error path only)."""
-    kind = "CSV" if separator == "," else "TSV"
+def _csv_problem(path: Path, separator: str) -> DataError | None:
+    """Locate what made a read fail with Python's strict csv reader (error path only); None if it finds nothing."""
     width: int | None = None
     start = 1  # first physical line of the record being read (a quoted field may span lines)
     try:
@@ -130,19 +142,20 @@ def _csv_problem(path: Path, separator: str, *, more_fields: bool) -> DataError:
                 for row in reader:
                     if width is None:
                         width = len(row)
-                    elif len(row) > width:
-                        message = f"a line with {len(row)} fields where the header has {width}"
+                    elif row and len(row) != width:
+                        fields = f"{len(row)} field{'s' if len(row) != 1 else ''}"
+                        message = f"a line with {fields} where the header has {width}"
                         if reader.line_num > start:
                             message += f" (it runs on to line {reader.line_num}: unbalanced quote?)"
+                        elif len(row) < width:
+                            message += " (fewer fields than the header: cut off?)"
                         return _unreadable(path, message, start)
                     start = reader.line_num + 1
             except csv.Error as exc:
                 return _quote_problem(path, str(exc), start, reader.line_num)
     except OSError as exc:
         return _os_error(path, exc)
-    if more_fields:
-        return _unreadable(path, f"a line has more fields than the header (malformed {kind})")
-    return _unreadable(path, f"malformed {kind}: cannot be read as a table")
+    return None
 
 
 def _quote_problem(path: Path, error: str, start: int, end: int) -> DataError:
@@ -169,6 +182,7 @@ def _read_excel(path: Path, sheet: str | int | None) -> pl.DataFrame:
         kwargs["sheet_id"] = sheet
     elif sheet:
         kwargs["sheet_name"] = sheet
+    check_xlsx(path)  # calamine holds a whole sheet in memory and aborts the process past what it can allocate
     try:
         frame = pl.read_excel(path, **kwargs)
     except Exception as exc:  # fastexcel raises its own classes; their text may quote cells
