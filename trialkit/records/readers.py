@@ -273,6 +273,7 @@ def _json_problem(path: Path) -> DataError:
         return _unreadable(path, "file is not UTF-8 text", raw.count(b"\n", 0, exc.start) + 1)
     if not text.strip():
         return _unreadable(path, "file is empty (no JSON)")
+    pos = 0
     try:
         for pos, number, item in _json_items(text):
             if not isinstance(item, dict):
@@ -284,6 +285,8 @@ def _json_problem(path: Path) -> DataError:
                 return _unreadable(path, f"record {number}: {nested}", _line_of(text, pos))
     except json.JSONDecodeError as exc:
         return _unreadable(path, _json_syntax(exc, text, "the file"), exc.lineno, exc.colno)
+    except RecursionError:  # the decoder recurses per level: [[[[... thousands deep
+        return _unreadable(path, f"a value nested too deeply to read; {_FLAT}", _line_of(text, pos))
     except _NotAList as exc:
         return _unreadable(path, f"the file holds {exc.args[0]}, not a list of records; {_FLAT}")
     return _unreadable(path, f"not a JSON list of flat records; {_FLAT}")
@@ -357,6 +360,8 @@ def _ndjson_problem(path: Path) -> DataError:
                 item = json.loads(line)
             except json.JSONDecodeError as exc:
                 return _unreadable(path, _json_syntax(exc, line), number, exc.colno)
+            except RecursionError:  # the decoder recurses per level: [[[[... thousands deep
+                return _unreadable(path, f"a value nested too deeply to read; {_FLAT}", number)
             if not isinstance(item, dict):
                 return _unreadable(path, f"this line is {_kind(item)}, not a JSON object; {_FLAT}", number)
             nested = _nested_field(item)

@@ -91,11 +91,14 @@ def build_context(intake: IntakeData, *, as_of: _dt.date) -> Context:
     by_form: dict[str, list[Column]] = {}
     for c in columns:
         by_form.setdefault(c.form, []).append(c)
-    scopes = base.select([_scope_expr(study, form).alias(scope_name(form)) for form in by_form])
-    started = intake.raw.select(
+    # with_columns, not select: an expression may be a bare literal (no column of the form in this file, e.g.
+    # another project's export), and select would make it a frame of one row instead of one value per row
+    frame = base.with_columns([_scope_expr(study, form).alias(scope_name(form)) for form in by_form])
+    started_names = [started_name(form) for form in by_form]
+    started = intake.raw.with_columns(
         [_started_expr(form, cols, present, rid).alias(started_name(form)) for form, cols in by_form.items()]
-    )
-    frame = base.hstack(scopes).hstack(started)
+    ).select(started_names)
+    frame = frame.hstack(started)
     typed_cols = [
         pl.col(c.name).alias(typed_name(c.name))
         for c in columns

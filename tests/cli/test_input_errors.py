@@ -1,0 +1,81 @@
+"""Damaged or foreign intake files through `trialkit validate` and `trialkit screen`: a located error and a
+clean exit code (validate: 2 = unusable input, screen: 1 = data error), never a padded row, never an internal
+error, never a quoted cell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trialkit.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "kap_trd_intake.csv"
+RULES = ROOT / "eligibility_rules" / "kap_trd.yaml"
+
+
+def _run(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out = capsys.readouterr()
+    return exc.value.code or 0, out.out, out.err
+
+
+def _both(capsys, path: Path) -> list[tuple[int, str, str]]:
+    return [
+        _run(capsys, "validate", str(path), "--study", str(ROOT)),
+        _run(capsys, "screen", str(path), "--rules", str(RULES), "--as-of", "2026-11-02"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def cut_export(tmp_path_factory) -> Path:
+    """The example export with its last row cut inside a value: 68 of 199 fields, the last one shortened."""
+    lines = EXAMPLE.read_text(encoding="utf-8").splitlines(keepends=True)
+    fields = lines[-1].split(",")
+    assert len(fields) == 199
+    cut = ",".join(fields[:67]) + "," + fields[67][:1]
+    path = tmp_path_factory.mktemp("cut") / "export.csv"
+    path.write_text("".join(lines[:-1]) + cut, encoding="utf-8")
+    return path
+
+
+def test_a_row_cut_off_mid_value_is_an_error_naming_the_line(capsys, cut_export):
+    line = len(EXAMPLE.read_text(encoding="utf-8").splitlines())
+    for (code, out, err), expected in zip(_both(capsys, cut_export), (2, 1), strict=True):
+        assert code == expected, err
+        assert f"export.csv:{line}: a line with 68 fields where the header has 199" in err
+        assert "internal error" not in err and "Traceback" not in err
+        assert out == ""  # no findings table, no screening report from a damaged file
+
+
+@pytest.mark.parametrize("separator, suffix", [(",", ".csv"), ("\t", ".tsv"), ("\t", ".txt")])
+def test_a_short_or_long_row_in_any_delimited_file_is_an_error(capsys, tmp_path, separator, suffix):
+    header = separator.join(["record_id", "redcap_event_name", "age_screening"])
+    for row, fields in ((["0001", "screening_arm_1"], 2), (["0001", "screening_arm_1", "34", "x"], 4)):
+        path = tmp_path / f"intake{suffix}"
+        path.write_text(header + "\n" + separator.join(row) + "\n", encoding="utf-8")
+        for code, _, err in _both(capsys, path):
+            assert code in (1, 2)
+            assert f"intake{suffix}:2: a line with {fields} fields where the header has 3" in err
+
+
+def test_another_projects_export_is_findings_not_an_internal_error(capsys, tmp_path):
+    path = tmp_path / "other.csv"
+    path.write_text("record_id,age,hamd_total\n1,30,20\n2,40,22\n3,50,18\n", encoding="utf-8")
+    code, out, err = _run(capsys, "validate", str(path), "--study", str(ROOT))
+    assert code == 1, err  # findings: its columns are not this study's fields
+    assert "unknown_column" in out and "column is not a field of study" in out
+    assert "internal error" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("suffix", [".json", ".ndjson"])
+def test_json_nested_past_any_stack_is_a_data_error(capsys, tmp_path, suffix):
+    deep = "[" * 100_000 + "]" * 100_000
+    path = tmp_path / f"deep{suffix}"
+    path.write_text(f'[{{"record_id": {deep}}}]' if suffix == ".json" else f'{{"record_id": {deep}}}\n')
+    for (code, _, err), expected in zip(_both(capsys, path), (2, 1), strict=True):
+        assert code == expected, err
+        assert "internal error" not in err and "Recursion" not in err
+        assert "nested" in err
