@@ -26,6 +26,7 @@ CODES = {
     "YAML002": "duplicate key",
     "YAML003": "unsupported YAML construct (complex key, merge key)",
     "YAML004": "file is empty",
+    "YAML005": "file too large, or aliases expanding too far (limits for definition files)",
     "SCH001": "wrong type",
     "SCH002": "missing required key",
     "SCH003": "unknown key",

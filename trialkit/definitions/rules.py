@@ -163,10 +163,12 @@ def load_ruleset(path: str | Path, study: Any = None) -> RuleSet:
 
 def read_ruleset(path: str | Path) -> tuple[RuleSet | None, list[Diagnostic]]:
     """Read a rule file: YAML (with positions) then JSON Schema then structure. No study needed."""
+    from trialkit.definitions.yamlio import read_limited
+
     path = Path(path)
     file = str(path)
     try:
-        data = path.read_bytes()
+        data = read_limited(path)
     except OSError as exc:
         return None, [Diagnostic("IO001", f"cannot read rule file: {exc.strerror or exc}", file=file)]
     return parse_ruleset(data, file=file)

@@ -4,6 +4,12 @@ We compose (not construct) with ruamel.yaml and build plain Python values oursel
 the default loaders do not: every key and value keeps its line and column, duplicate keys become diagnostics
 (not silent overwrites or exceptions), and timestamps stay the text the author wrote. Each scalar's source text
 is kept too, so `min: 0.50` stays "0.50" and choice code `01` stays "01".
+
+Limits, for every YAML file trialkit reads (study, instruments, rule sets): a file holds at most
+`MAX_YAML_BYTES` (8 MiB; the largest real REDCap project's whole dictionary is well under 2 MB as YAML), and
+aliases (`*name`, repeating the part of the file anchored `&name`) may add at most `MAX_ALIAS_NODES` (10,000)
+values in all. Aliases nested in aliases multiply: twenty lines of them ("billion laughs") stand for billions
+of values and ran the checker out of memory. Either limit is a YAML005 diagnostic that names it.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from trialkit.errors import Diagnostic
 
 JsonPath = tuple[str | int, ...]
+
+MAX_YAML_BYTES = 8 << 20
+MAX_ALIAS_NODES = 10_000
 
 _SCHEMA_COMMENT = re.compile(r"^#\s*yaml-language-server:\s*\$schema=(\S+)", re.MULTILINE)
 
@@ -118,11 +127,38 @@ def _scalar(node: ScalarNode) -> Any:
     return text  # str, timestamp (dates stay text), anything else
 
 
+class _AliasLimit(Exception):
+    def __init__(self, where: JsonPath) -> None:
+        self.where = where  # the mapping or list that holds the alias being expanded
+
+
 class _Builder:
     def __init__(self, doc: YamlDoc) -> None:
         self.doc = doc
+        self.seen: set[int] = set()  # composed nodes already built once: meeting one again is an alias
+        self.aliased = 0  # values built again through aliases
+        self.in_alias = 0
+        self.alias_at: JsonPath = ()
 
     def build(self, node: Node, path: JsonPath) -> Any:
+        # The composer resolves `*name` to the very node anchored `&name`; building it again copies it.
+        again = id(node) in self.seen
+        self.seen.add(id(node))
+        if again or self.in_alias:
+            self.aliased += 1
+            if self.aliased > MAX_ALIAS_NODES:
+                raise _AliasLimit(self.alias_at)
+        if again:
+            if not self.in_alias:
+                self.alias_at = path[:-1]
+            self.in_alias += 1
+            try:
+                return self._build(node, path)
+            finally:
+                self.in_alias -= 1
+        return self._build(node, path)
+
+    def _build(self, node: Node, path: JsonPath) -> Any:
         info = ScalarInfo(
             node.start_mark.line + 1,
             node.start_mark.column + 1,
@@ -203,6 +239,11 @@ def parse_yaml(text: str, path: str) -> YamlDoc:
         return doc
     try:
         doc.data = _Builder(doc).build(root, ())
+    except _AliasLimit as exc:
+        line, col = doc.where(exc.where)
+        message = f"aliases (*name) expand to more than {MAX_ALIAS_NODES:,} values, the limit for a definition file"
+        doc.diagnostics.append(Diagnostic("YAML005", message, path, line, col))
+        doc.data = None
     except RecursionError:
         doc.diagnostics.append(Diagnostic("YAML001", "not valid YAML: nested too deeply", path, 1, 1))
         doc.data = None
@@ -213,7 +254,7 @@ def read_yaml(path: str | Path, display: str | None = None) -> YamlDoc:
     """Read and parse a file; an unreadable or non-UTF-8 file is a diagnostic too."""
     shown = display or str(path)
     try:
-        raw = Path(path).read_bytes()
+        raw = read_limited(path)
     except OSError as exc:
         doc = YamlDoc(path=shown, text="")
         doc.diagnostics.append(Diagnostic("IO001", f"cannot read file: {exc.strerror or exc}", shown, None, None))
@@ -221,8 +262,19 @@ def read_yaml(path: str | Path, display: str | None = None) -> YamlDoc:
     return parse_yaml_bytes(raw, shown)
 
 
+def read_limited(path: str | Path) -> bytes:
+    """The file's bytes, but never more than MAX_YAML_BYTES + 1 (enough for parse_yaml_bytes to refuse it)."""
+    with Path(path).open("rb") as handle:
+        return handle.read(MAX_YAML_BYTES + 1)
+
+
 def parse_yaml_bytes(raw: bytes, path: str) -> YamlDoc:
     """Decode (UTF-8, with or without BOM) and parse; text that is not UTF-8 is an IO002 diagnostic."""
+    if len(raw) > MAX_YAML_BYTES:
+        doc = YamlDoc(path=path, text="")
+        message = f"file is larger than {MAX_YAML_BYTES >> 20} MB, the limit for a definition file"
+        doc.diagnostics.append(Diagnostic("YAML005", message, path, None, None))
+        return doc
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
