@@ -39,6 +39,13 @@ CASES = {
     "YAML002": ({"base": BASE + "    label: again\n"}, None, ("instruments/base.yaml", 6, 5)),
     "YAML003": ({"base": BASE + "    ? [a, b]\n    : 1\n"}, None, ("instruments/base.yaml", 6, 7)),
     "YAML004": ({"base": "# nothing here\n"}, None, ("instruments/base.yaml", 1, 1)),
+    # nine-fold aliases, six deep: 531,441 values; the limit is reached expanding the list on line 5
+    "YAML005": (
+        {"base": "l0: &l0 [a, a, a, a, a, a, a, a, a]\n"
+         + "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 6))},
+        None,
+        ("instruments/base.yaml", 5, 4),
+    ),
     "SCH001": ({"base": BASE + "    required: 'yes'\n"}, None, ("instruments/base.yaml", 6, 15)),
     "SCH002": ({"base": BASE + "  - name: age\n    label: Age\n"}, None, ("instruments/base.yaml", 6, 5)),
     "SCH003": ({"base": BASE + "    lable: typo\n"}, None, ("instruments/base.yaml", 6, 5)),
