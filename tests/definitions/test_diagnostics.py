@@ -44,7 +44,7 @@ CASES = {
         {"base": "l0: &l0 [a, a, a, a, a, a, a, a, a]\n"
          + "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 6))},
         None,
-        ("instruments/base.yaml", 5, 4),
+        ("instruments/base.yaml", 5, 5),
     ),
     "SCH001": ({"base": BASE + "    required: 'yes'\n"}, None, ("instruments/base.yaml", 6, 15)),
     "SCH002": ({"base": BASE + "  - name: age\n    label: Age\n"}, None, ("instruments/base.yaml", 6, 5)),
