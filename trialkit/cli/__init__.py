@@ -14,6 +14,7 @@ import traceback
 import click
 
 from trialkit import __version__
+from trialkit.cli.argv import scrub_argv
 from trialkit.errors import TrialkitError
 
 # name -> "module:attribute" of a click command or group.
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("Aborted.", err=True)
         sys.exit(130)
     except click.exceptions.ClickException as exc:
+        shown = scrub_argv(exc.format_message(), args)
+        exc.format_message = lambda: shown  # type: ignore[method-assign]
         exc.show()
         sys.exit(2 if exc.exit_code == 2 else exc.exit_code)
     except click.exceptions.Exit as exc:
@@ -78,9 +81,9 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         for diag in exc.diagnostics:
-            click.echo(diag.format(), err=True)
+            click.echo(scrub_argv(diag.format(), args), err=True)
         if not exc.diagnostics:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(scrub_argv(f"error: {exc}", args), err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
@@ -89,10 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         else:
-            click.echo(
-                f"internal error: {type(exc).__name__}: {exc}\n(re-run with --debug for the traceback)",
-                err=True,
-            )
+            # the exception's own text may quote input (a parser's message, a value): only its class is shown
+            click.echo(f"internal error: {type(exc).__name__}\n(re-run with --debug for the traceback)", err=True)
         sys.exit(3)
     sys.exit(rv if isinstance(rv, int) else 0)
 

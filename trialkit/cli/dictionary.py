@@ -81,7 +81,7 @@ def import_cmd(file: str, out: str, name: str | None, force: bool) -> None:
 
     if name is not None and not FIELD_NAME.fullmatch(name):
         # written into study.yaml as is: it must be a valid study id (and plain YAML)
-        raise UsageError(f"--name {name!r}: a study id is lowercase letters, digits and _, starting with a letter")
+        raise UsageError("--name: a study id is lowercase letters, digits and _, starting with a letter")
     path = Path(file)
     try:
         raw = path.read_bytes()

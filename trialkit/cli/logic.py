@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import polars as pl
 
-from trialkit.errors import DataError, Diagnostic, LogicSyntaxError, UsageError
+from trialkit.errors import DataError, Diagnostic, Location, LogicSyntaxError, UsageError
 from trialkit.logic import (
     FieldSpec,
     check,
@@ -21,6 +21,7 @@ from trialkit.logic import (
     reference_columns,
     widen_events,
 )
+from trialkit.records.readers import read_delimited
 
 SYNTAX_CODE = "LOG001"  # the code `trialkit check` (definitions) uses for logic syntax errors
 
@@ -101,17 +102,17 @@ def check_command(expression: str, instruments: str | None, fmt: str) -> None:
 
 
 def _read_flat_csv(path: str) -> pl.DataFrame:
-    """A REDCap flat export: every cell text, blank = ''. Stays text; logic types it."""
-    try:
-        frame = pl.read_csv(path, infer_schema=False, encoding="utf8-lossy")
-    except (pl.exceptions.PolarsError, OSError, UnicodeError) as exc:
-        raise DataError(f"{path}: cannot read as CSV: {exc}") from None
+    """A REDCap flat export: every cell text, blank = ''. Stays text; logic types it.
+
+    Read by the intake reader: a damaged file is a located error that quotes nothing of it (polars' own
+    messages repeat the offending line), and a row cut off short is refused rather than padded with blanks."""
+    frame = read_delimited(Path(path), ",")
     if frame.width == 0:
-        raise DataError(f"{path}: no columns")
+        raise DataError("no columns", location=Location(file=path))
     first = frame.columns[0]
     if first.startswith("\ufeff"):
         frame = frame.rename({first: first.lstrip("\ufeff")})
-    return frame
+    return frame.with_columns(pl.all().fill_null(""))
 
 
 def _parse_as_of(text: str | None) -> date | datetime:
@@ -123,7 +124,7 @@ def _parse_as_of(text: str | None) -> date | datetime:
         except ValueError:
             continue
         return parsed.date() if fmt == "%Y-%m-%d" else parsed
-    raise UsageError(f"--as-of {text!r}: expected YYYY-MM-DD or 'YYYY-MM-DD HH:MM'")
+    raise UsageError("--as-of: expected YYYY-MM-DD or 'YYYY-MM-DD HH:MM'")
 
 
 def _format_value(value, kind: str, mode: str) -> str:

@@ -14,4 +14,5 @@ def parse_date(ctx: click.Context, param: click.Parameter, value: str | None) ->
     try:
         return _dt.date.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
+        # the value is not repeated: argv may hold a secret pasted in the wrong place
+        raise click.BadParameter("not a date (YYYY-MM-DD)") from None

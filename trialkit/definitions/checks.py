@@ -17,6 +17,7 @@ from trialkit.definitions.redcap_names import (
     complete_field,
     name_problem,
 )
+from trialkit.definitions.shown import mask_quoted
 from trialkit.errors import Diagnostic, Severity
 
 CODES = {
@@ -82,7 +83,8 @@ class _Out:
 
     def add(self, code: str, message: str, file: str | None, line: int | None, col: int | None,
             warning: bool = False) -> None:
-        self.items.append(Diagnostic(code, message, file, line, col, Severity.WARNING if warning else Severity.ERROR))
+        severity = Severity.WARNING if warning else Severity.ERROR
+        self.items.append(Diagnostic(code, mask_quoted(message), file, line, col, severity))
 
 
 def check_semantics(study: Study, sources: SourceMap | None = None, *, standalone: bool = False) -> list[Diagnostic]:

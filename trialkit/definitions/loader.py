@@ -14,6 +14,7 @@ from typing import Any
 from trialkit.definitions import schema_check
 from trialkit.definitions.model import Arm, Choice, Event, Field, FieldType, Instrument, Position, Study
 from trialkit.definitions.redcap_names import unique_event_name
+from trialkit.definitions.shown import mask_quoted
 from trialkit.definitions.yamlio import JsonPath, YamlDoc, read_yaml
 from trialkit.errors import DefinitionError, Diagnostic, Severity, sorted_diagnostics
 
@@ -306,7 +307,8 @@ def check_study(path: str | Path = ".") -> CheckResult:
             diags.append(
                 Diagnostic(
                     "DEF020",
-                    f"instrument name '{inst.name}' differs from its file name '{fpath.name}' (listed as '{name}')",
+                    mask_quoted(f"instrument name '{inst.name}' differs from its file name '{fpath.name}' (listed as "
+                                f"'{name}')"),
                     idoc.path,
                     line,
                     col,

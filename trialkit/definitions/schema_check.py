@@ -6,6 +6,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from trialkit.definitions.schemas import load_schema
+from trialkit.definitions.shown import kind_of as _describe
+from trialkit.definitions.shown import shown_name
 from trialkit.definitions.yamlio import JsonPath, YamlDoc
 from trialkit.errors import Diagnostic
 
@@ -32,20 +34,25 @@ def _where(path: JsonPath) -> str:
     return "".join(parts) or "document"
 
 
-def _describe(value: object) -> str:
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, bool):
-        return f"{str(value).lower()}"
-    if value is None:
-        return "empty"
-    return repr(value)
+_LIMIT_WORDS = {
+    "minLength": "is shorter than {v} characters",
+    "maxLength": "is longer than {v} characters",
+    "minimum": "is less than {v}",
+    "maximum": "is more than {v}",
+    "exclusiveMinimum": "is not more than {v}",
+    "exclusiveMaximum": "is not less than {v}",
+    "minItems": "has fewer than {v} items",
+    "maxItems": "has more than {v} items",
+    "minProperties": "has fewer than {v} keys",
+    "uniqueItems": "has repeated items",
+    "format": "is not in the {v} format",
+    "multipleOf": "is not a multiple of {v}",
+}
 
 
 def _message(err: ValidationError) -> tuple[str, JsonPath, bool]:
-    """(message, path to locate, locate the key rather than the value)."""
+    """(message, path to locate, locate the key rather than the value). Only our words, the schema's names and
+    the kind of the offending value: jsonschema's own messages repeat the value."""
     path: JsonPath = tuple(err.absolute_path)
     where = _where(path)
     kw = err.validator
@@ -57,18 +64,21 @@ def _message(err: ValidationError) -> tuple[str, JsonPath, bool]:
         extra = [k for k in err.instance if k not in allowed]
         key = extra[0] if extra else "?"
         hint = f" (allowed: {', '.join(sorted(allowed))})" if allowed else ""
-        return f"{where}: unknown key '{key}'{hint}", (*path, key), True
+        return f"{where}: unknown key {shown_name(key)}{hint}", (*path, key), True
     if kw == "type":
         expected = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
         names = " or ".join(_TYPE_NAMES.get(t, t) for t in expected)
         return f"{where}: expected {names}, got {_describe(err.instance)}", path, False
     if kw == "pattern":
-        return f"{where}: {err.instance!r} is not a valid name (lowercase letters, digits and _, starting with a " \
-               f"letter)", path, False
-    if kw == "enum":
-        options = ", ".join(str(v) for v in err.validator_value if v != "")
-        return f"{where}: {_describe(err.instance)} is not one of: {options}", path, False
-    return f"{where}: {err.message}", path, False
+        return f"{where}: {shown_name(err.instance)} is not a valid name (lowercase letters, digits and _, " \
+               f"starting with a letter)", path, False
+    if kw in ("enum", "const"):
+        allowed = err.validator_value if kw == "enum" else [err.validator_value]
+        options = ", ".join(str(v) for v in allowed if v != "")
+        return f"{where}: {shown_name(err.instance)} is not one of: {options}", path, False
+    if kw in _LIMIT_WORDS:
+        return f"{where}: {_describe(err.instance)} {_LIMIT_WORDS[kw].format(v=err.validator_value)}", path, False
+    return f"{where}: {_describe(err.instance)} does not fit the schema ({kw})", path, False
 
 
 def validate(doc: YamlDoc, kind: str) -> list[tuple[Diagnostic, JsonPath]]:

@@ -24,6 +24,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from trialkit.definitions.shown import scrub, shown_name
 from trialkit.errors import Diagnostic
 
 JsonPath = tuple[str | int, ...]
@@ -199,7 +200,7 @@ class _Builder:
                     self.doc.diagnostics.append(
                         Diagnostic(
                             "YAML002",
-                            f"duplicate key '{key}' (first at line {first.line})",
+                            f"duplicate key {shown_name(key)} (first at line {first.line})",
                             self.doc.path,
                             kinfo.line,
                             kinfo.col,
@@ -226,10 +227,12 @@ def parse_yaml(text: str, path: str) -> YamlDoc:
         col = mark.column + 1 if mark else 1
         problem = exc.problem or exc.context or "invalid YAML"
         context = f" ({exc.context})" if exc.context and exc.problem else ""
-        doc.diagnostics.append(Diagnostic("YAML001", f"not valid YAML: {problem}{context}", path, line, col))
+        message = scrub(f"not valid YAML: {problem}{context}")
+        doc.diagnostics.append(Diagnostic("YAML001", message, path, line, col))
         return doc
     except (YAMLError, ValueError, TypeError) as exc:  # e.g. multiple documents, bad characters
-        doc.diagnostics.append(Diagnostic("YAML001", f"not valid YAML: {exc}".splitlines()[0], path, 1, 1))
+        message = scrub(f"not valid YAML: {exc}".splitlines()[0])
+        doc.diagnostics.append(Diagnostic("YAML001", message, path, 1, 1))
         return doc
     except RecursionError:  # ruamel composes recursively: a few hundred nested [ or { exhaust the stack
         doc.diagnostics.append(Diagnostic("YAML001", "not valid YAML: nested too deeply", path, 1, 1))

@@ -93,6 +93,12 @@ def _os_error(path: Path, exc: OSError) -> DataError:
 # --- CSV / TSV -------------------------------------------------------------------------------------------
 
 
+def read_delimited(path: Path, separator: str = ",") -> pl.DataFrame:
+    """A CSV/TSV file as text cells (null for blank), held to the same shape checks as `read_text_frame`, with
+    the same content-free errors; no ROW column and no header clean-up."""
+    return _read_csv(path, separator)
+
+
 def _read_csv(path: Path, separator: str) -> pl.DataFrame:
     try:
         check_delimited(path, separator)  # polars pads a short row with blanks and aborts on huge cells
