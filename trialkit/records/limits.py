@@ -196,6 +196,35 @@ def check_delimited(path: Path, separator: str, *, exact: bool = False) -> None:
     scan.finish(base, tail)
 
 
+# --- JSON ------------------------------------------------------------------------------------------------
+
+_OPEN = np.zeros(256, dtype=np.int8)
+_OPEN[[ord("["), ord("{")]] = 1
+_OPEN[[ord("]"), ord("}")]] = -1
+
+
+def json_depth_over(path: Path, limit: int) -> bool:
+    """True if brackets in the file nest deeper than `limit`, counting brackets inside strings too (so True
+    may be a false alarm, never a miss). Flat records nest 2 deep (JSON) or 1 (NDJSON); polars spends minutes
+    on a few hundred levels and crashes the process (a stack overflow, not an exception) on a thousand."""
+    depth = 0
+    buffer = bytearray(_CHUNK)
+    try:
+        with path.open("rb", buffering=0) as handle:
+            while n := handle.readinto(buffer):
+                block = np.frombuffer(buffer, dtype=np.uint8, count=n)
+                where = np.flatnonzero(_OPEN[block])
+                if not len(where):
+                    continue
+                steps = np.cumsum(_OPEN[block[where]], dtype=np.int64) + depth
+                if int(steps.max()) > limit:
+                    return True
+                depth = int(steps[-1])
+    except OSError:
+        return False  # the reader reports an unreadable file in its own words
+    return False
+
+
 # --- xlsx --------------------------------------------------------------------------------------------------
 
 _DIMENSION = re.compile(rb"<(?:\w+:)?dimension\s+ref=\"[A-Z]*\d*:?[A-Z]*(\d+)\"")

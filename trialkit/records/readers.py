@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 
 from trialkit.errors import DataError, Location
-from trialkit.records.limits import check_delimited, check_xlsx
+from trialkit.records.limits import check_delimited, check_xlsx, json_depth_over
 
 ROW = "_row"  # 1-based data row number (the CSV line is ROW + 1 because of the header)
 
@@ -226,21 +226,29 @@ _FLAT = "expected flat records (REDCap's flat export)"
 
 
 def _read_json(path: Path) -> pl.DataFrame:
+    if json_depth_over(path, 2):  # [ {flat record}, ... ]: anything deeper is refused; polars could crash on it
+        problem = _json_problem(path)
+        if problem is not None:
+            raise problem
     try:
         return stringify(pl.read_json(path, infer_schema_length=None))
     except OSError as exc:
         raise _os_error(path, exc) from None
     except Exception:
-        raise _json_problem(path) from None
+        raise _json_problem(path) or _unreadable(path, f"not a JSON list of flat records; {_FLAT}") from None
 
 
 def _read_ndjson(path: Path) -> pl.DataFrame:
+    if json_depth_over(path, 1):  # one flat object per line
+        problem = _ndjson_problem(path)
+        if problem is not None:
+            raise problem
     try:
         return stringify(pl.read_ndjson(path, infer_schema_length=None))
     except OSError as exc:
         raise _os_error(path, exc) from None
     except Exception:
-        raise _ndjson_problem(path) from None
+        raise _ndjson_problem(path) or _unreadable(path, f"not NDJSON flat records; {_FLAT}") from None
 
 
 def _kind(value: Any) -> str:
@@ -270,8 +278,9 @@ class _NotAList(Exception):
     pass
 
 
-def _json_problem(path: Path) -> DataError:
-    """Locate what made the fast JSON reader fail, one top-level item at a time (error path only)."""
+def _json_problem(path: Path) -> DataError | None:
+    """Locate what made the fast JSON reader fail, one top-level item at a time (error path only); None if
+    every item is a flat record."""
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
@@ -295,7 +304,7 @@ def _json_problem(path: Path) -> DataError:
         return _unreadable(path, f"a value nested too deeply to read; {_FLAT}", _line_of(text, pos))
     except _NotAList as exc:
         return _unreadable(path, f"the file holds {exc.args[0]}, not a list of records; {_FLAT}")
-    return _unreadable(path, f"not a JSON list of flat records; {_FLAT}")
+    return None
 
 
 def _json_syntax(exc: json.JSONDecodeError, text: str, what: str = "the line") -> str:
@@ -349,8 +358,8 @@ def _skip_ws(text: str, pos: int) -> int:
     return pos
 
 
-def _ndjson_problem(path: Path) -> DataError:
-    """Find the first NDJSON line that is not a flat JSON object (error path only)."""
+def _ndjson_problem(path: Path) -> DataError | None:
+    """Find the first NDJSON line that is not a flat JSON object (error path only); None if there is none."""
     seen = False
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, 1):
@@ -375,7 +384,7 @@ def _ndjson_problem(path: Path) -> DataError:
                 return _unreadable(path, nested, number)
     if not seen:
         return _unreadable(path, "file is empty (no JSON lines)")
-    return _unreadable(path, f"not NDJSON flat records; {_FLAT}")
+    return None
 
 
 def stringify(frame: pl.DataFrame) -> pl.DataFrame:
