@@ -58,6 +58,7 @@ def test_definition_paths_pointing_at_other_files(capsys, token_file, passwd_lik
     _assert_silent(*_run(capsys, "screen", str(EXAMPLE), "--rules", path, "--as-of", "2026-11-02"))
     _assert_silent(*_run(capsys, "check", path))
     _assert_silent(*_run(capsys, "validate", str(EXAMPLE), "--study", path))
+    _assert_silent(*_run(capsys, "dictionary", "import", path, "--out", str(token_file.parent / "out")))
 
 
 @pytest.mark.parametrize(

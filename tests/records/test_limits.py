@@ -119,3 +119,32 @@ def test_a_part_that_unpacks_past_the_limit_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(limits, "MAX_XLSX_SHEET_BYTES", 10_000)
     with pytest.raises(DataError, match="unpacks to"):
         limits.check_xlsx(_xlsx(tmp_path, b"<worksheet>" + b" " * 20_000 + b"</worksheet>"))
+
+
+def test_read_text_frame_checks_an_openpyxl_workbook_before_reading_it(tmp_path, monkeypatch):
+    from openpyxl import Workbook
+
+    from trialkit.records.readers import read_text_frame
+
+    wb = Workbook()
+    for i in range(30):
+        wb.active.append([f"{i:04d}", "screening_arm_1"])
+    path = tmp_path / "book.xlsx"
+    wb.save(path)
+    frame, fmt = read_text_frame(path)  # a real workbook passes the check
+    assert fmt == "xlsx" and frame.height == 29
+    monkeypatch.setattr(limits, "MAX_XLSX_ROWS", 20)
+    with pytest.raises(DataError, match="holds 30 rows, more than the limit of 20") as err:
+        read_text_frame(path)
+    assert err.value.location.file == str(path)
+
+
+def test_read_text_frame_refuses_a_huge_line_before_polars(tmp_path, monkeypatch):
+    from trialkit.records.readers import read_text_frame
+
+    monkeypatch.setattr(limits, "MAX_LINE_BYTES", 1000)
+    path = tmp_path / "f.csv"
+    path.write_text('record_id,notes\n0001,"' + "x" * 5000)
+    with pytest.raises(DataError, match=r"a line longer than .* \(an unbalanced quote\?\)") as err:
+        read_text_frame(path)
+    assert err.value.location.line == 2

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from trialkit.definitions.model import Choice, Field, FieldType, Instrument, Position, Study
+from trialkit.definitions.shown import shown_name
 from trialkit.errors import DefinitionError, Diagnostic
 
 # (API key, data dictionary CSV header), in REDCap's column order (reference §3.1).
@@ -233,7 +234,7 @@ def read_dictionary_csv(text: str, path: str = "<dictionary>") -> list[Dictionar
             if got != want:
                 col = i + 1
                 message = f"column {col} is missing, expected {want!r}" if got is None else \
-                    f"column {col} is {got!r}, expected {want!r}"
+                    f"column {col} is {shown_name(got)}, expected {want!r}"  # a file given by mistake: no content
                 break
         raise DefinitionError(
             "not a REDCap data dictionary", diagnostics=[Diagnostic("DICT002", message, path, 1, col)]

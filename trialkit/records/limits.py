@@ -91,7 +91,7 @@ class _Scan:
                 self._too_long(int(starts[int((lines - starts).argmax())]) + base)
         tail_start = int(lines[-1]) + 1 if len(lines) else self.record_start - base
         if len(block) - tail_start > MAX_LINE_BYTES:
-            self._too_long(tail_start + base)
+            self._too_long(tail_start + base, quoted=bool((len(quotes) + self.inside) & 1))
         if len(quotes) or self.inside or self.width is None or self.exact:
             seps = self._seps_per_record(block, is_sep, quotes, lines)
         else:
@@ -141,8 +141,8 @@ class _Scan:
             first = int(np.flatnonzero(bad)[0])
             self._ragged(int(starts[first]) + base, int(seps[first]) + 1)
 
-    def _too_long(self, start: int) -> None:
-        hint = " (an unbalanced quote?)" if self.inside else ""
+    def _too_long(self, start: int, *, quoted: bool = False) -> None:
+        hint = " (an unbalanced quote?)" if quoted else ""
         raise _error(
             self.path,
             f"a line longer than {MAX_LINE_BYTES >> 20} MB, the most one line may hold{hint}",
