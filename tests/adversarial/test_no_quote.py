@@ -153,3 +153,22 @@ def test_a_copied_study_with_a_token_in_an_instrument_file(capsys, tmp_path):
     (study / "instruments" / "demographics.yaml").write_text(TOKEN + "\n")
     _assert_silent(*_run(capsys, "check", str(study)))
     _assert_silent(*_run(capsys, "validate", str(EXAMPLE), "--study", str(study)))
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("dup.csv", f"{TOKEN},{TOKEN}\n1,2\n"),
+        ("nested.json", f'[{{"{TOKEN}": {{"a": 1}}}}]'),
+        ("nested.ndjson", f'{{"{TOKEN}": [1]}}\n'),
+        ("ragged.csv", f"record_id,{TOKEN}\n1,2,3\n"),
+    ],
+)
+def test_reader_errors_name_columns_only_when_they_read_as_names(tmp_path, name, content):
+    from trialkit.errors import DataError
+    from trialkit.records.readers import read_text_frame
+
+    path = _intake(tmp_path, name, content)
+    with pytest.raises(DataError) as err:
+        read_text_frame(path)
+    assert TOKEN not in str(err.value)

@@ -16,6 +16,7 @@ from typing import Any
 
 import polars as pl
 
+from trialkit.definitions.shown import shown_name
 from trialkit.errors import DataError, Location
 from trialkit.records.limits import check_delimited, check_xlsx, json_depth_over
 
@@ -266,7 +267,7 @@ def _kind(value: Any) -> str:
 def _nested_field(record: dict) -> str | None:
     for key, value in record.items():
         if isinstance(value, dict | list):
-            return f"field {str(key)!r} holds {_kind(value)}; {_FLAT}"
+            return f"field {shown_name(str(key))} holds {_kind(value)}; {_FLAT}"
     return None
 
 
@@ -427,7 +428,7 @@ def stringify(frame: pl.DataFrame) -> pl.DataFrame:
                 .alias(name)
             )
         else:
-            raise DataError(f"column {name!r} holds nested or binary values ({dtype}); expected flat records")
+            raise DataError(f"column {shown_name(name)} holds nested or binary values; expected flat records")
     return frame.select(exprs) if exprs else frame
 
 
@@ -438,7 +439,7 @@ def normalise(frame: pl.DataFrame) -> pl.DataFrame:
     for name in names:
         dup = _DUPLICATED.match(name)
         if name in seen or (dup and dup.group(1) in names):
-            raise DataError(f"duplicate column {dup.group(1) if dup else name!r}")
+            raise DataError(f"duplicate column {shown_name(dup.group(1) if dup else name)}")
         seen.add(name)
     if ROW in seen:
         raise DataError(f"column name {ROW!r} is reserved")
