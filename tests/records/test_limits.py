@@ -148,3 +148,15 @@ def test_read_text_frame_refuses_a_huge_line_before_polars(tmp_path, monkeypatch
     with pytest.raises(DataError, match=r"a line longer than .* \(an unbalanced quote\?\)") as err:
         read_text_frame(path)
     assert err.value.location.line == 2
+
+
+@pytest.mark.parametrize("diagnose_bytes", [10, 64 << 20])  # a large file is located by the exact scan
+def test_a_short_and_a_long_row_that_cancel_out_are_still_located(tmp_path, monkeypatch, diagnose_bytes):
+    from trialkit.records import readers
+
+    monkeypatch.setattr(readers, "_DIAGNOSE_BYTES", diagnose_bytes)
+    path = tmp_path / "f.csv"
+    path.write_text("a,b,c\n1,2,3\n4,5\n6,7,8,9\n")  # the chunk's separator total is right
+    with pytest.raises(DataError, match="a line with 2 fields where the header has 3") as err:
+        readers.read_text_frame(path)
+    assert err.value.location.line == 3

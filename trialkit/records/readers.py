@@ -124,8 +124,18 @@ def _read_csv(path: Path, separator: str) -> pl.DataFrame:
             raise _unreadable(path, "file is not UTF-8 text (save it as 'CSV UTF-8')", _bad_utf8_line(path)) from None
         kind = "CSV" if separator == "," else "TSV"
         raise (
-            _csv_problem(path, separator) or _unreadable(path, f"malformed {kind}: cannot be read as a table")
+            _located_problem(path, separator) or _unreadable(path, f"malformed {kind}: cannot be read as a table")
         ) from None
+
+
+def _located_problem(path: Path, separator: str) -> DataError | None:
+    if path.stat().st_size <= _DIAGNOSE_BYTES:
+        return _csv_problem(path, separator)
+    try:  # too large for Python's csv reader: the scan again, counting every record's fields
+        check_delimited(path, separator, exact=True)
+    except DataError as exc:
+        return exc
+    return None
 
 
 def _bad_utf8_line(path: Path) -> int | None:
