@@ -72,9 +72,10 @@ def test_bad_shapes_are_located(tmp_path, monkeypatch, chunk, content, line, wor
     assert err.value.location.line == line
 
 
+@pytest.mark.parametrize("chunk", range(2, 13))  # every way a CRLF pair can straddle two chunks
 @pytest.mark.parametrize("content", ["a,b\n1,2\n\n3,4\n", "a,b\r\n1,2\r\n\r\n3,4", 'a,b\n"x\n\ny",2\n', "a\n\n1\n"])
-def test_blank_lines_and_quoted_line_ends_are_fine(tmp_path, monkeypatch, content):
-    monkeypatch.setattr(limits, "_CHUNK", 3)
+def test_blank_lines_and_quoted_line_ends_are_fine(tmp_path, monkeypatch, content, chunk):
+    monkeypatch.setattr(limits, "_CHUNK", chunk)
     path = tmp_path / "f.csv"
     path.write_text(content, newline="")
     limits.check_delimited(path, ",")

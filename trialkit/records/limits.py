@@ -72,6 +72,7 @@ class _Scan:
         self.record_start = 0  # offset where the current (unfinished) record begins
         self.seps = 0  # separators (outside quotes) seen so far in the current record
         self.width: int | None = None  # fields in the header
+        self.last_byte = -1  # the previous chunk's last byte (a blank CRLF line may straddle two chunks)
 
     def chunk(self, block: np.ndarray, base: int) -> None:
         quotes = np.flatnonzero(block == _QUOTE)
@@ -112,6 +113,7 @@ class _Scan:
         if len(quotes):
             self.inside = (len(quotes) + self.inside) & 1
         self.record_start = tail_start + base
+        self.last_byte = int(block[-1])
 
     def _seps_per_record(self, block: np.ndarray, is_sep: np.ndarray, quotes: np.ndarray, lines: np.ndarray):
         """Separators outside quotes in each record ending in this chunk, and (last item) in the unfinished one."""
@@ -129,6 +131,8 @@ class _Scan:
         one = np.flatnonzero((length == 1) & (starts >= 0))
         if len(one):
             blank[one] = block[starts[one]] == _CR
+        if len(starts) and starts[0] == -1 and length[0] == 1:
+            blank[0] = self.last_byte == _CR
         return blank
 
     def _check(self, block: np.ndarray, base: int, starts: np.ndarray, lines: np.ndarray, seps: np.ndarray) -> None:
