@@ -102,6 +102,15 @@ class CompiledRules:
                     seen.setdefault(item.column, None)
         return tuple(seen)
 
+    def read_columns(self) -> tuple[str, ...]:
+        """Every column screening reads: record columns and the repeating instruments' fields."""
+        seen = dict.fromkeys(self.columns())
+        for c in self.criteria:
+            for item in c.missing_items:
+                if item.column and item.column != _eval.REFERENCE_COLUMN:
+                    seen.setdefault(item.column, None)
+        return tuple(seen)
+
 
 def compile_rules(ruleset: RuleSet, study: Any = None, *, record_id: str | None = None) -> CompiledRules:
     """Parse every expression of the rule set once. Syntax errors raise `DefinitionError` with located messages."""
@@ -271,6 +280,9 @@ class Screening:
     data: pl.DataFrame = field(repr=False)  # the candidates' record columns (for values in explanations)
     instances: Mapping[str, pl.DataFrame] = field(repr=False, default_factory=dict)
     notes: tuple[str, ...] = ()  # how the input was read (shown in reports)
+    #: cells that held a value screening did not use (trialkit.records.usable): record, event, instance, field,
+    #: check, problem. Their criteria are unknown; reports say what to correct.
+    problems: pl.DataFrame | None = field(repr=False, default=None)
 
     @property
     def ruleset(self) -> RuleSet:
@@ -302,7 +314,11 @@ def screen(
     if not isinstance(as_of, dt.date) or isinstance(as_of, dt.datetime):
         raise UsageError(f"as_of must be a date, not {type(as_of).__name__}")
     unreadable: pl.Series | None = None
+    problems: pl.DataFrame | None = None
     if hasattr(records, "records") and hasattr(records, "instances"):
+        if hasattr(records, "for_screening"):  # intake data: a value that fails its checks never decides
+            records = records.for_screening(as_of=as_of, columns=rules.read_columns())
+            problems = records.problems
         instances = records.instances if instances is None else instances
         unreadable = _unreadable_reference(records, rules.reference_field)
         records = records.records
@@ -345,7 +361,7 @@ def screen(
     out = _with_disposition(rules, pl.concat([results, masks], how="horizontal"))
     cols = [rid, DISPOSITION_COL, PRIMARY_COL]
     cols += [c for cc in rules.criteria for c in (result_col(cc.id), missing_col(cc.id))]
-    return Screening(rules, as_of, out.select(cols), frame, instances)
+    return Screening(rules, as_of, out.select(cols), frame, instances, problems=problems)
 
 
 def _masks(rules: CompiledRules, narrow: pl.DataFrame, ev: pl.DataFrame, results: pl.DataFrame) -> pl.DataFrame:
@@ -627,4 +643,7 @@ def select_candidates(screening: Screening, record_ids: Sequence[str]) -> Screen
     frame = screening.frame.filter(wanted)
     data = screening.data.filter(wanted)
     inst = {k: v.filter(wanted) for k, v in screening.instances.items()}
-    return Screening(screening.rules, screening.as_of, frame, data, inst, screening.notes)
+    problems = screening.problems
+    if problems is not None:
+        problems = problems.filter(pl.col("record").is_in(ids.implode()))
+    return Screening(screening.rules, screening.as_of, frame, data, inst, screening.notes, problems)
