@@ -17,6 +17,7 @@ from typing import Any
 
 import polars as pl
 
+from trialkit.definitions.privacy import identifying_fields
 from trialkit.definitions.rules import Criterion, CriterionKind, RuleSet
 from trialkit.errors import DefinitionError, Diagnostic, UsageError
 from trialkit.records.convert import EVENT, REPEAT_INSTRUMENT
@@ -184,7 +185,7 @@ def compile_rules(ruleset: RuleSet, study: Any = None, *, record_id: str | None 
         raise DefinitionError(f"{ruleset.source or ruleset.id}: rule set cannot be compiled", diagnostics=diags)
     specs = study.field_specs() if study is not None else {}
     rid = record_id or (study.record_id_field if study is not None else "record_id")
-    identifiers = frozenset(f.name for f in study.iter_fields() if f.identifier) if study is not None else frozenset()
+    identifiers = identifying_fields(study) if study is not None else frozenset()
     return CompiledRules(ruleset, tuple(compiled), specs, rid, tuple(forms), reference_field, identifiers)
 
 

@@ -178,9 +178,15 @@ def candidates(screening: Screening) -> Iterator[CandidateResult]:
                         # a report may be printed or mailed: PHI shows only whether it is there
                         vals[col] = MASK if col in masked and value is not None else value
                 for label, node in cc.value_terms:
-                    vals[label] = jsonable(value_lists[f"={label}"][i])
+                    # a value computed from an identifier (year of birth, initials, a phone prefix) is one too
+                    private = bool(masked) and _reads_any(node, masked)
+                    value = jsonable(value_lists[f"={label}"][i])
+                    vals[label] = MASK if private and value is not None else value
                     if f"~{label}" in value_lists:
-                        vals[f"{node.args[0].name} instances counted"] = value_lists[f"~{label}"][i]
+                        detail = value_lists[f"~{label}"][i]
+                        vals[f"{node.args[0].name} instances counted"] = (
+                            MASK if private and detail is not None else detail
+                        )
             outcomes.append(
                 CriterionOutcome(cc.id, cc.kind.value, code.label, missing, vals, cc.criterion.text, to_correct)
             )
@@ -198,6 +204,12 @@ def candidates(screening: Screening) -> Iterator[CandidateResult]:
         yield CandidateResult(
             record, disposition, row[PRIMARY_COL], reasons, tuple(needed), tuple(outcomes), tuple(correct)
         )
+
+
+def _reads_any(node: Any, fields: frozenset[str]) -> bool:
+    refs = _eval.references(node)
+    read = set(refs.columns).union(*refs.instance_columns.values()) if refs.instance_columns else set(refs.columns)
+    return any(c.split(":", 1)[-1].split("___", 1)[0] in fields for c in read)
 
 
 def _problems_by_record(screening: Screening) -> dict[str, dict[str, list[str]]]:

@@ -109,7 +109,11 @@ def problem_notes(problems: pl.DataFrame | None, limit: int = 10) -> list[str]:
 
 
 def identifier_fields(study: Any) -> tuple[str, ...]:
-    return tuple(f.name for f in study.iter_fields() if f.identifier)
+    """Identifier fields and the calcs derived from them (trialkit.definitions.privacy)."""
+    from trialkit.definitions.privacy import identifying_fields
+
+    private = identifying_fields(study)
+    return tuple(f.name for f in study.iter_fields() if f.name in private)
 
 
 @dataclass(frozen=True)

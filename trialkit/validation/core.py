@@ -37,6 +37,7 @@ import polars as pl
 from pandera.errors import SchemaErrors
 
 from trialkit.definitions.model import FieldType, Study
+from trialkit.definitions.privacy import identifying_fields
 from trialkit.errors import Severity
 from trialkit.records import EVENT, REPEAT_INSTANCE, REPEAT_INSTRUMENT, ROW, Column, IntakeData, study_columns
 from trialkit.records.cellchecks import cell_checks, listing
@@ -148,6 +149,7 @@ def _plan(intake: IntakeData, ctx: Context, as_of: _dt.date) -> _Plan:
     present = set(intake.raw.columns)
     rid = study.record_id_field
     missing_codes = [c.code for c in study.missing_codes]
+    private = identifying_fields(study)  # values never shown: identifiers and calcs derived from them
     _meta_checks(plan, study, present)
     checkbox_groups: dict[str, list[Column]] = {}
     for col in study_columns(study):
@@ -156,7 +158,7 @@ def _plan(intake: IntakeData, ctx: Context, as_of: _dt.date) -> _Plan:
     for col in study_columns(study):
         if col.name not in present or col.name == rid:
             continue
-        _column_checks(plan, col, ctx, as_of, missing_codes)
+        _column_checks(plan, col, ctx, as_of, missing_codes, private)
     for name, cols in checkbox_groups.items():
         first = next((c for c in cols if c.name in present), None)
         if first is None:
@@ -216,10 +218,12 @@ def _meta_checks(plan: _Plan, study: Study, present: set[str]) -> None:
         )
 
 
-def _column_checks(plan: _Plan, col: Column, ctx: Context, as_of: _dt.date, missing_codes: list[str]) -> None:
+def _column_checks(
+    plan: _Plan, col: Column, ctx: Context, as_of: _dt.date, missing_codes: list[str], private: frozenset[str]
+) -> None:
     raw = pl.col(col.name)
     name = col.name
-    mask = col.identifier
+    mask = col.field_name in private
     scope = pl.col(scope_name(col.form))
     typed = pl.col(typed_name(name))
     # The same checks decide what screening may read (trialkit.records.cellchecks).
