@@ -156,6 +156,8 @@ def candidates(screening: Screening) -> Iterator[CandidateResult]:
     crits = screening.rules.criteria
     masked = screening.rules.identifiers
     problems = _problems_by_record(screening)
+    # a value computed from an identifier (year of birth, initials, a phone prefix) is one too
+    private = {(cc.id, label) for cc in crits for label, node in cc.value_terms if masked and _reads_any(node, masked)}
     rows = frame.to_dicts()
     for row in rows:
         record = row[rid]
@@ -178,15 +180,12 @@ def candidates(screening: Screening) -> Iterator[CandidateResult]:
                         # a report may be printed or mailed: PHI shows only whether it is there
                         vals[col] = MASK if col in masked and value is not None else value
                 for label, node in cc.value_terms:
-                    # a value computed from an identifier (year of birth, initials, a phone prefix) is one too
-                    private = bool(masked) and _reads_any(node, masked)
+                    hide = (cc.id, label) in private
                     value = jsonable(value_lists[f"={label}"][i])
-                    vals[label] = MASK if private and value is not None else value
+                    vals[label] = MASK if hide and value is not None else value
                     if f"~{label}" in value_lists:
                         detail = value_lists[f"~{label}"][i]
-                        vals[f"{node.args[0].name} instances counted"] = (
-                            MASK if private and detail is not None else detail
-                        )
+                        vals[f"{node.args[0].name} instances counted"] = MASK if hide and detail is not None else detail
             outcomes.append(
                 CriterionOutcome(cc.id, cc.kind.value, code.label, missing, vals, cc.criterion.text, to_correct)
             )
