@@ -115,15 +115,19 @@ def _apply(client: RedcapClient, local: ProjectDefinition, remote: ProjectDefini
     if list(local.metadata) != list(remote.metadata):
         client.import_metadata(local.metadata)
         steps.append(f"data dictionary: {len(local.metadata)} field(s) imported")
-    if local.longitudinal and local.mappings != remote.mappings:
+    # the mappings of events about to be deleted go with them
+    local_events = {e for e, _, _ in local.events}
+    kept_mappings = frozenset(m for m in remote.mappings if m[1] in local_events)
+    if local.longitudinal and local.mappings != kept_mappings:
         # an import replaces the mappings of the arms it names, so send each changed arm's whole set
-        changed_arms = {a for a, _, _ in local.mappings ^ remote.mappings}
+        changed_arms = {a for a, _, _ in local.mappings ^ kept_mappings}
         rows = [{"arm_num": a, "unique_event_name": e, "form": f} for a, e, f in sorted(local.mappings)
                 if a in changed_arms]
         if rows:
             client.import_form_event_mappings(rows)
             steps.append(f"form-event mappings: {len(rows)} for arm(s) {', '.join(map(str, sorted(changed_arms)))}")
-    if local.repeating != remote.repeating:
+    kept_repeats = frozenset(r for r in remote.repeating if not local.longitudinal or r[0] in local_events)
+    if local.repeating != kept_repeats:
         order = {e: i for i, (e, _, _) in enumerate(local.events)}
         pairs = sorted(local.repeating, key=lambda p: (order.get(p[0], 0), p[1]))
         rows = [({"event_name": e} if local.longitudinal else {}) | {"form_name": f, "custom_form_label": ""}
@@ -131,7 +135,6 @@ def _apply(client: RedcapClient, local: ProjectDefinition, remote: ProjectDefini
         client.import_repeating(rows)
         steps.append(f"repeating set-up: {len(rows)} instrument(s)")
     if local.longitudinal:
-        local_events = {e for e, _, _ in local.events}
         local_arms = {n for n, _ in local.arms}
         gone_arms = [n for n, _ in remote.arms if n not in local_arms]
         gone = [e for e, _, arm in remote.events if e not in local_events and arm not in gone_arms]
