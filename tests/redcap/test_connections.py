@@ -92,7 +92,7 @@ def test_resolution_and_command_line_overrides(tmp_path):
                                                                          Path("t.token"), 5)
     with pytest.raises(UsageError, match=r"no connection \[redcap.prod\] in .* \(dev\)"):
         resolve_connection("prod", config=path)
-    with pytest.raises(UsageError, match="no trialkit.toml"):
+    with pytest.raises(UsageError, match=r"no trialkit\.toml"):
         resolve_connection("dev", config=None)
     with pytest.raises(UsageError, match="--connection NAME"):
         resolve_connection(None)
@@ -133,16 +133,17 @@ def test_commands_take_a_named_connection(sandbox, tmp_path, capsys, monkeypatch
         monkeypatch.setenv("KAP_DEV_TOKEN", token)
         monkeypatch.delenv("REDCAP_API_TOKEN", raising=False)
         code, out, err = run_cli(["redcap", "diff", "--connection", "dev", "--study", str(tmp_path)], capsys)
-        assert code == 0, err
+        assert (code, out) == (0, "no differences: the project matches the study\n"), err
+        assert token not in out + err
         monkeypatch.chdir(tmp_path)  # the working directory's trialkit.toml, for commands without --study
         code, out, err = run_cli(["redcap", "pull-definitions", "--connection", "dev", "--out", "pulled"], capsys)
-        assert code == 0, err
+        assert (code, out) == (0, "wrote 4 file(s) under pulled\n"), err
         code, out, err = run_cli(["redcap", "diff", "--connection", "dev", "--study", "pulled"], capsys)
-        assert code == 0, err
+        assert (code, out) == (0, "no differences: the project matches the study\n"), err
         monkeypatch.delenv("KAP_DEV_TOKEN")
-        code, out, err = run_cli(["redcap", "diff", "--connection", "dev", "--study", str(tmp_path)], capsys)
+        code, _, err = run_cli(["redcap", "diff", "--connection", "dev", "--study", str(tmp_path)], capsys)
         assert code == 2 and "KAP_DEV_TOKEN" in err
-        code, out, err = run_cli(["redcap", "nightly", "--connection", "dev", "--rules", "missing.yaml"], capsys)
+        code, _, err = run_cli(["redcap", "nightly", "--connection", "dev", "--rules", "missing.yaml"], capsys)
         assert code == 2 and "KAP_DEV_TOKEN" in err and "Traceback" not in err
     finally:
         sandbox.drop_project(token)
