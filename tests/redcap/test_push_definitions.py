@@ -177,3 +177,56 @@ def test_push_cli_plan_yes_and_exit_status(sandbox, tmp_path, capsys, monkeypatc
         assert token not in out
     finally:
         sandbox.drop_project(token)
+
+
+def test_a_new_arm_is_pushed_and_removing_it_counts_only_its_own_data(sandbox, kap_study):
+    token, client = new_project(sandbox, kap_study)
+    try:
+        waitlist = replace(kap_study.arms[0], number=2, name="Waitlist", events=(
+            Event(name="screening_arm_2", label="Screening", arm=2, instruments=("consent", "phq9")),
+            Event(name="week_4_arm_2", label="Week 4", arm=2, instruments=("phq9",)),
+        ))
+        two_arms = replace(kap_study, arms=(kap_study.arms[0], waitlist))
+        result = push_definitions(client, from_study(two_arms), apply=True)
+        assert result.status == "applied"
+        assert imports(client.calls) == ["arm import", "event import", "form-event mapping import"]
+        client.import_records([
+            {"record_id": "1", "redcap_event_name": "baseline_arm_1", "phq9_1": "1"},
+            {"record_id": "2", "redcap_event_name": "week_4_arm_2", "phq9_1": "2"},
+        ])
+        client.calls.clear()
+        refused = push_definitions(client, from_study(kap_study), apply=True)
+        assert refused.status == "refused"
+        (change,) = refused.diff.data_loss
+        assert (change.area, change.target, change.records) == ("arm", "2", 1)  # record 1's phq9 is in arm 1
+        assert push_definitions(client, from_study(kap_study), apply=True, allow_data_loss=True).status == "applied"
+        assert imports(client.calls) == ["arm delete"]
+        assert [a["arm_num"] for a in client.arms()] == [1]
+    finally:
+        sandbox.drop_project(token)
+
+
+def test_sandbox_serve_sets_the_project_status_at_start_up(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from redcap import Project
+
+    token = "ABCDEF0123456789ABCDEF0123456789"
+
+    def serve(*args: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "trialkit", "sandbox", "serve", "--format", "json",
+                                 "--db", str(tmp_path / "s.db"), *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, "TRIALKIT_SANDBOX_TOKEN": token})
+
+    for args, expected in ((("--study", str(ROOT), "--status", "production"), 1), ((), 1),
+                           (("--status", "development"), 0)):
+        proc = serve(*args)
+        try:
+            url = json.loads(proc.stdout.readline())["url"]
+            assert Project(url, token, timeout=10).export_project_info()["in_production"] == expected, args
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=10)

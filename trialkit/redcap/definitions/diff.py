@@ -34,11 +34,11 @@ _CHOICE_TYPES = {"dropdown", "radio", "checkbox"}
 
 @dataclass(frozen=True)
 class Probe:
-    """Where a critical change lands: records holding a value in any of `fields` (at `event`, when given;
-    only the values in `codes`, when given) are affected."""
+    """Where a critical change lands: records holding a value in any of `fields` (in one of `events`, when
+    given; only the values in `codes`, when given) are affected."""
 
     fields: tuple[str, ...]
-    event: str | None = None
+    events: tuple[str, ...] = ()
     codes: tuple[str, ...] = ()
 
 
@@ -192,7 +192,7 @@ def _schedule(local: ProjectDefinition, remote: ProjectDefinition) -> list[Chang
             continue
         out.append(Change("mapping", f"{event} / {form}", "removed", Severity.CRITICAL,
                           "form no longer designated for the event (its data there is lost)", screening=True,
-                          probe=Probe(tuple(remote.form_fields(form)), event)))
+                          probe=Probe(tuple(remote.form_fields(form)), (event,))))
     return out + _repeats(local, remote, gone_events)
 
 
@@ -206,18 +206,14 @@ def _repeats(local: ProjectDefinition, remote: ProjectDefinition, gone_events: s
             continue
         out.append(Change("repeating", f"{event} / {form}" if event else form, "removed", Severity.CRITICAL,
                           "instrument no longer repeating (its instances are stranded)", screening=True,
-                          probe=Probe(tuple(remote.form_fields(form)), event or None)))
+                          probe=Probe(tuple(remote.form_fields(form)), (event,) if event else ())))
     return out
 
 
 def _events_probe(remote: ProjectDefinition, events: Iterable[str]) -> Probe | None:
-    events = list(events)
-    if len(events) == 1:
-        fields = [f for form in remote.event_forms(events[0]) for f in remote.form_fields(form)]
-        return Probe(tuple(fields), events[0])
-    # several events (an arm): any field of any form mapped there; counted without an event filter per event
+    events = tuple(events)
     fields = [f for e in events for form in remote.event_forms(e) for f in remote.form_fields(form)]
-    return Probe(tuple(dict.fromkeys(fields)), None) if fields else None
+    return Probe(tuple(dict.fromkeys(fields)), events) if fields else None
 
 
 def _dictionary(local: ProjectDefinition, remote: ProjectDefinition) -> list[Change]:
@@ -415,7 +411,7 @@ def count_affected(client: RedcapClient, diff: DefinitionsDiff, remote: ProjectD
 
 
 def _holds(row: dict[str, Any], probe: Probe, remote: ProjectDefinition) -> bool:
-    if probe.event is not None and str(row.get("redcap_event_name", "")) != probe.event:
+    if probe.events and str(row.get("redcap_event_name", "")) not in probe.events:
         return False
     meta = remote.fields
     for name in probe.fields:
