@@ -140,11 +140,16 @@ def read_intake(
     *,
     event: str | None = None,
     sheet: str | int | None = None,
+    records: Collection[str] | None = None,
 ) -> IntakeData:
     """Read an intake file (CSV/TSV, Excel, JSON, NDJSON, Parquet; REDCap flat export shape or one row per
     record) and type it by the study's fields. Raises DataError when the file is unreadable or not tabular
-    intake data for this study (no record id column)."""
+    intake data for this study (no record id column). `records`: keep only these record ids (before any
+    typing, so one candidate out of a large file costs little more than reading it)."""
     raw, fmt = read_text_frame(path, sheet=sheet)
+    rid = study.record_id_field
+    if records is not None and rid in raw.columns:
+        raw = raw.filter(pl.col(rid).str.strip_chars().is_in(list(records)))
     if fmt in ("xlsx", "parquet"):  # typed sources: a date may only exist as a date-time at midnight there
         raw = _midnight_dates(raw, study)
     return build(raw, study, event=event, source=str(path), fmt=fmt)
