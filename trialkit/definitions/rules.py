@@ -280,7 +280,8 @@ def check_ruleset(ruleset: RuleSet, study: Any) -> list[Diagnostic]:
     """Every expression checked against the study's fields; every problem located in the rule file."""
     from trialkit.definitions.expressions import expression_checker
 
-    check = expression_checker(study, allow_extensions=True)
+    # a value that is none of the field's codes is an error here: the criterion would silently decide everyone
+    check = expression_checker(study, allow_extensions=True, strict_codes=True)
     repeating = frozenset(form for _, form in study.repeating_pairs)
     diags: list[Diagnostic] = []
     for c in ruleset.criteria:
