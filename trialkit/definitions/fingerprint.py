@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 #: Attributes that say where a definition came from, not what it is.
-_WHERE = frozenset({"position", "pos", "logic_pos", "applies_pos", "reference_date_pos", "source", "sha256"})
+_WHERE = frozenset({"position", "pos", "logic_pos", "applies_pos", "reference_date_pos", "study_pos", "source",
+                    "sha256"})
 #: Attributes holding REDCap logic: compared by their canonical rendering.
 _EXPRESSIONS = frozenset({"show_if", "calculation", "logic", "applies_if"})
 

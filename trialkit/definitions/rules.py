@@ -116,6 +116,7 @@ class RuleSet:
     reference_date: str | None = None
     source: str | None = None
     reference_date_pos: Position = field(default=Position(), compare=False, repr=False)
+    study_pos: Position = field(default=Position(), compare=False, repr=False)
 
     def criterion(self, cid: str) -> Criterion:
         for c in self.criteria:
@@ -264,6 +265,7 @@ def _build(doc: Any, digest: str) -> RuleSet:
         reference_date=data.get("reference_date"),
         source=file,
         reference_date_pos=Position(file, *doc.where(("reference_date",))),
+        study_pos=Position(file, *doc.where(("study",))),
     )
 
 
