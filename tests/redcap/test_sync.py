@@ -234,14 +234,14 @@ def load_copy(root: Path):
     return copy, load_rules(root / "eligibility_rules" / "kap_trd.yaml", copy)
 
 
-def screened_offline(study, rules, rows) -> dict[str, tuple[str, str | None]]:
+def screened_offline(study, rules, rows, as_of: dt.date = AS_OF) -> dict[str, tuple[str, str | None]]:
     """What offline screening gives for these rows: calculated fields computed from their inputs, as `screen` and
     the nightly job do."""
     from trialkit.records import IntakeData
 
     frame = pl.DataFrame(rows, infer_schema_length=None)
-    intake = IntakeData.from_frame(frame, study).with_calculations(as_of=AS_OF)
-    return {c.record_id: (c.disposition, c.primary_reason) for c in candidates(screen(rules, intake, as_of=AS_OF))}
+    intake = IntakeData.from_frame(frame, study).with_calculations(as_of=as_of)
+    return {c.record_id: (c.disposition, c.primary_reason) for c in candidates(screen(rules, intake, as_of=as_of))}
 
 
 def edit(path: Path, old: str, new: str) -> None:
@@ -327,3 +327,48 @@ def test_an_old_ledger_is_migrated_in_place_and_its_next_run_is_full(kap, study,
     assert result.full and "older trialkit" in result.full_reason
     assert ledger.runs()[-1]["fingerprint"] is not None
     assert not run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=NOW + dt.timedelta(hours=1)).full
+
+
+LATER = AS_OF + dt.timedelta(days=20)
+
+
+def test_a_new_run_date_rescreens_every_record_when_the_rules_measure_from_it(kap, intake_rows, tmp_path):
+    client, _, _ = kap
+    root = copy_definitions(tmp_path)
+    # without a reference_date, 'today' in every criterion is the run's as-of date
+    edit(root / "eligibility_rules" / "kap_trd.yaml", "reference_date: screening_date\n", "")
+    study, rules = load_copy(root)
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=NOW + dt.timedelta(days=2))
+    same_day = run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=NOW + dt.timedelta(days=3))
+    assert not same_day.full
+
+    later = run_nightly(client, study, rules, ledger=ledger, as_of=LATER, now=NOW + dt.timedelta(days=4))
+    assert later.full and later.pulled == 60
+    assert later.full_reason == f"the run date changed ({AS_OF} -> {LATER}) and the rules measure from it"
+    expected = screened_offline(study, rules, intake_rows, LATER)
+    assert expected != screened_offline(study, rules, intake_rows, AS_OF)
+    assert stored_results(client) == expected
+
+
+def test_candidates_without_a_reference_date_are_rescreened_on_a_new_run_date(kap, study, rules, intake_rows,
+                                                                              tmp_path):
+    client, _, _ = kap
+    # three candidates whose screening date is not recorded: 'today' is the run date for them only
+    undated = ["0002", "0003", "0004"]
+    client.import_records([{"record_id": r, "redcap_event_name": "screening_arm_1", "screening_date": ""}
+                           for r in undated], overwrite=True)
+    rows = [{k: v for k, v in row.items() if not (k == "screening_date" and row["record_id"] in undated)}
+            for row in intake_rows]
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    first = run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=NOW + dt.timedelta(days=2))
+    assert stored_results(client) == screened_offline(study, rules, rows, AS_OF)
+    undecided = first.dispositions.get("pending", 0)
+
+    later = run_nightly(client, study, rules, ledger=ledger, as_of=LATER, now=NOW + dt.timedelta(days=3))
+    assert not later.full
+    expected = screened_offline(study, rules, rows, LATER)
+    moved = [r for r in undated if expected[r] != screened_offline(study, rules, rows, AS_OF)[r]]
+    assert moved  # a decided result that the new run date overturns
+    assert stored_results(client) == expected
+    assert later.pulled <= undecided + len(undated)  # the undecided and the undated, not everyone

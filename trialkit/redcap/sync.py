@@ -53,7 +53,13 @@ RESULT_FORM = "eligibility_result"
 STAMP_FIELD = "elig_screened_at"
 #: The result fields compared with REDCap's; the screening time stamp alone is never a change.
 RESULT_FIELDS = tuple(name for name in WRITEBACK_FIELDS if name != STAMP_FIELD)
-_UNDECIDED = f"[{RESULT_FIELDS[0]}] <> 'eligible' and [{RESULT_FIELDS[0]}] <> 'ineligible'"
+
+
+def _undecided(event: str | None) -> str:
+    """Filter logic for records without a decided result. In a longitudinal project the result event is named:
+    unprefixed, REDCap tests every event's row, and a record with any other row would always match."""
+    ref = f"[{event}][{RESULT_FIELDS[0]}]" if event else f"[{RESULT_FIELDS[0]}]"
+    return f"{ref} <> 'eligible' and {ref} <> 'ineligible'"
 
 
 @dataclass(frozen=True)
@@ -261,6 +267,9 @@ def run_nightly(
     definitions = fingerprint(study, rules.ruleset, options={"event": event, **(options or {})})
     previous = ledger.last_success()
     reason = _full_reason(full, previous, definitions)
+    dated = _run_date_dependence(rules, study)
+    if not reason and previous is not None and previous.as_of != as_of and dated == "all":
+        reason = f"the run date changed ({previous.as_of} -> {as_of}) and the rules measure from it"
     full = bool(reason)
     run_id = ledger.begin(now, as_of, sha, full, definitions=definitions, full_reason=reason)
     try:
@@ -270,8 +279,13 @@ def run_nightly(
         else:
             assert previous is not None
             changed = client.record_ids(changed_since=previous.started_at - overlap)
-            undecided = client.record_ids(filter_logic=_UNDECIDED)
-            ids = list(dict.fromkeys([*changed, *undecided]))
+            undecided = client.record_ids(filter_logic=_undecided(event))
+            undated: list[str] = []
+            if dated == "undated" and previous.as_of != as_of:
+                # 'today' is the run date for candidates without a reference date: their results move with it
+                ref = f"[{event}][{rules.reference_field}]" if event else f"[{rules.reference_field}]"
+                undated = client.record_ids(filter_logic=f"{ref} = ''")
+            ids = list(dict.fromkeys([*changed, *undecided, *undated]))
         rows = client.export_records(ids) if ids else []
         if not rows:
             ledger.finish(run_id, "ok", at=finished())
@@ -346,6 +360,50 @@ def _full_reason(asked: bool, previous: PreviousRun | None, definitions: Fingerp
     if previous.fingerprint is None:
         return "no definitions fingerprint in the ledger (run recorded by an older trialkit)"
     return "; ".join(definitions.changes(previous.fingerprint))
+
+
+def _run_date_dependence(rules: Any, study: Any) -> str:
+    """Whose results can change with the run's as-of date alone: "all" (a criterion reads 'now', or 'today'
+    without a per-candidate reference date, or reads a calculated field that does), "undated" (only candidates
+    whose reference date is blank: 'today' is the as-of date for them), or "" (nobody)."""
+    from trialkit.logic import parse
+    from trialkit.logic.ast import FieldRef, String, walk
+
+    def dated(text: str | None, words: tuple[str, ...]) -> bool:
+        if not text:
+            return False
+        try:
+            tree = parse(text)
+        except Exception:  # a compiled rule set parses; a broken calc is the checker's business
+            return False
+        return any(isinstance(n, String) and n.value.strip().lower() in words for n in walk(tree))
+
+    def calc_refs(text: str) -> set[str]:
+        try:
+            return {n.name for n in walk(parse(text)) if isinstance(n, FieldRef)}
+        except Exception:
+            return set()
+
+    exprs = [x for cc in rules.criteria for x in (cc.criterion.expression, cc.criterion.applies_if) if x]
+    if any(dated(x, ("now",)) for x in exprs):
+        return "all"
+    # calculated fields are computed as of the run date (with_calculations), whatever the reference date
+    seen: set[str] = set()
+    todo = [c for c in rules.columns() if c in study.fields]
+    todo += [i.column for cc in rules.criteria for i in cc.missing_items if i.column and i.column in study.fields]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        f = study.fields.get(name)
+        if f is not None and str(f.type) == "calc" and f.calculation:
+            if dated(f.calculation, ("today", "now")):
+                return "all"
+            todo += [r for r in calc_refs(f.calculation) if r in study.fields]
+    if any(dated(x, ("today",)) for x in exprs):
+        return "undated" if rules.reference_field else "all"
+    return ""
 
 
 def _require_result_fields(study: Any) -> None:
