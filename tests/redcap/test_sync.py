@@ -283,19 +283,6 @@ def test_a_changed_calculation_rescreens_every_record(kap, study, rules, intake_
     assert not third.full and third.full_reason == "" and third.written == 0
 
 
-def test_comment_and_layout_edits_do_not_force_a_full_run(kap, tmp_path):
-    client, _, _ = kap
-    root = copy_definitions(tmp_path)
-    ledger = Ledger(tmp_path / "ledger.sqlite")
-    run_nightly(client, *load_copy(root), ledger=ledger, as_of=AS_OF, now=NOW + dt.timedelta(days=2))
-    # a comment in the instrument, and the calculation laid out on other lines
-    edit(root / "instruments" / "madrs.yaml", "  - name: madrs_total\n", "  # the sum\n  - name: madrs_total\n")
-    edit(root / "instruments" / "madrs.yaml", "+ [madrs_5]\n      + [madrs_6]", "+ [madrs_5] +\n      [madrs_6]")
-    again = run_nightly(client, *load_copy(root), ledger=ledger, as_of=AS_OF, now=NOW + dt.timedelta(days=3))
-    assert not again.full and again.full_reason == ""
-    assert again.pulled < 60  # the undecided ones only
-
-
 def test_an_old_ledger_is_migrated_in_place_and_its_next_run_is_full(kap, study, rules, tmp_path):
     import sqlite3
 
