@@ -12,6 +12,8 @@ from sandbox_data import Clock
 from trialkit.definitions import load_study
 from trialkit.errors import RedcapError, UsageError
 from trialkit.redcap.client import RedcapClient, RetryPolicy, Token
+from trialkit.redcap.definitions.project import from_study
+from trialkit.redcap.definitions.push import push_definitions
 from trialkit.redcap.sandbox import FaultPlan, ProjectSpec
 from trialkit.redcap.sync import RESULT_FIELDS, Ledger, run_nightly
 from trialkit.screening.engine import screen
@@ -265,6 +267,8 @@ def test_a_changed_calculation_rescreens_every_record(kap, study, rules, intake_
     edit(root / "instruments" / "madrs.yaml", "+ [madrs_9] + [madrs_10]", "+ [madrs_9] + [madrs_10])")
     new_study, new_rules = load_copy(root)
     assert new_rules.stamp() == first_rules.stamp()  # same rule file bytes
+    # the amendment reaches REDCap first (the nightly job refuses to screen against definitions REDCap lacks)
+    assert push_definitions(client, from_study(new_study), apply=True).status == "applied"
     expected = screened_offline(new_study, new_rules, intake_rows)
     flipped = [r for r, (d, _) in expected.items() if before[r][0] == "eligible" and d == "ineligible"]
     assert flipped  # decided records whose result the change overturns
