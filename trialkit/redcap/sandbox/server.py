@@ -182,12 +182,27 @@ class Sandbox:
             self._shutdown()
 
     def _shutdown(self) -> None:
-        # in the loop's own thread (or after it): waitress's socket map is not thread-safe
+        # In the loop's own thread (or after it): waitress's socket map is not thread-safe. New connections are no
+        # longer accepted; the worker threads finish what they are answering while the loop still sends their
+        # output and wakes on their trigger; only then are the connections and the trigger closed.
+        self._server.accepting = False
+        stopped = threading.Event()
+
+        def stop_workers() -> None:
+            self._server.task_dispatcher.shutdown(timeout=5)
+            stopped.set()
+            with suppress(OSError):
+                self._server.pull_trigger()  # wake the loop below at once
+
+        workers = threading.Thread(target=stop_workers, name="trialkit-sandbox-stop", daemon=True)
+        workers.start()
+        while not stopped.is_set() and self._map:
+            wasyncore.loop(timeout=0.5, map=self._map, use_poll=True, count=1)
+        workers.join()
         for channel in list(self._map.values()):
             with suppress(OSError):
                 channel.close()
         self._map.clear()
-        self._server.task_dispatcher.shutdown(timeout=5)
 
     def _log_request(self, content: str, status: int) -> None:
         if self.log_requests:

@@ -63,7 +63,7 @@ class Limits:
     token_window: int = 64 << 10  # the token must come within the body's first bytes; nothing more is read before
     channel_timeout: int = 30  # seconds a connection may stay silent (a partial request, an idle keep-alive)
     connection_limit: int = 200  # open connections; beyond, new ones wait in the listen backlog
-    threads: int = 8  # requests answered at once (a partial request holds no thread: waitress reads it)
+    threads: int = 4  # requests answered at once (a partial request holds no thread: waitress reads it)
 
     def __post_init__(self) -> None:
         for name in ("max_body", "max_header", "max_fields", "token_window", "channel_timeout", "connection_limit",
