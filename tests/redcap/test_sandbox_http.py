@@ -255,3 +255,16 @@ def test_a_dropped_connection_sends_not_one_byte(sandbox, classic):
     finally:
         sandbox.set_faults(None)
     assert classic.export_version() is not None
+
+
+def test_the_request_log_prints_no_request_text_but_a_plain_content_name(capsys):
+    with running_sandbox(classic_spec(), log_requests=True) as sb:
+        requests.post(sb.url, data={"token": sb.token, "content": "version"}, timeout=10)
+        requests.post(sb.url, data={"token": sb.token, "content": "x\n12:00:00 POST /api/ content=fake -> 200"},
+                      timeout=10)
+        requests.post(sb.url, data={"token": "0" * 32, "content": "record"}, timeout=10)
+        token = sb.token
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "POST /api/ content=version -> 200", "POST /api/ content=? -> 400", "POST /api/ content=record -> 403"]
+    assert token not in "".join(lines)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import secrets
 import sys
 import threading
@@ -36,6 +37,8 @@ from trialkit.redcap.sandbox.faults import FaultInjector, FaultPlan
 from trialkit.redcap.sandbox.project import ProjectSpec, check_metadata
 from trialkit.redcap.sandbox.storage import Storage
 from trialkit.redcap.sandbox.wsgi import ADMIN_HEADER, Limits, SandboxApp, parse_form, report_internal_error
+
+_CONTENT_NAME = re.compile(r"\w{1,40}")
 
 __all__ = ["ADMIN_HEADER", "Limits", "Sandbox", "new_admin_secret", "parse_form", "report_internal_error",
            "running_sandbox"]
@@ -208,7 +211,9 @@ class Sandbox:
         if self.log_requests:
             stamp = dt.datetime.now().strftime("%H:%M:%S")
             shown = status if status else "dropped"
-            print(f"{stamp} POST /api/ content={content or '-'} -> {shown}", file=sys.stderr, flush=True)
+            # the content parameter is request text: only a plain name is printed
+            name = (content if _CONTENT_NAME.fullmatch(content) else "?") if content else "-"
+            print(f"{stamp} POST /api/ content={name} -> {shown}", file=sys.stderr, flush=True)
 
 
 @contextmanager

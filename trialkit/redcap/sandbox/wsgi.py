@@ -91,15 +91,19 @@ class SandboxApp:
         if environ.get("REQUEST_METHOD") != "POST":
             return _send(start_response, 405, b"The REDCap API accepts POST requests only",
                          "text/plain; charset=utf-8")
-        if path.startswith("/admin/"):
-            return self._admin(environ, start_response, path[len("/admin/"):])
-        if path != "/api/":
+        if path != "/api/" and not path.startswith("/admin/"):
             return _send(start_response, 404, b"Not Found", "text/plain; charset=utf-8")
         try:
+            if path.startswith("/admin/"):
+                return self._admin(environ, start_response, path[len("/admin/"):])
             return self._api(environ, start_response)
         except _Refused as refused:
             body, ctype = formats.error_body(refused.message, "xml")
             return _send(start_response, refused.status, body, ctype)
+        except Exception as exc:  # never a traceback from the server (its messages may quote the request)
+            report_internal_error(exc)
+            body, ctype = formats.error_body(f"Internal error in the trialkit sandbox: {type(exc).__name__}", "xml")
+            return _send(start_response, 500, body, ctype)
 
     # ---- /api/ ---------------------------------------------------------------------------------------------
     def _api(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
