@@ -268,3 +268,23 @@ def test_the_request_log_prints_no_request_text_but_a_plain_content_name(capsys)
     assert [line.split(" ", 1)[1] for line in lines] == [
         "POST /api/ content=version -> 200", "POST /api/ content=? -> 400", "POST /api/ content=record -> 403"]
     assert token not in "".join(lines)
+
+
+def test_an_export_that_fails_midway_drops_the_connection_and_logs_one_line(sandbox, classic, capsys, monkeypatch):
+    from trialkit.redcap.sandbox import records
+
+    classic.import_records([{"record_id": str(i), "notes": "n" * 100} for i in range(1, 3001)])
+    real = records.export_records
+
+    def failing(*args, **kwargs):
+        for i, piece in enumerate(real(*args, **kwargs)):
+            if i == 1000:
+                raise ValueError("invalid literal: Jane Doe")
+            yield piece
+
+    monkeypatch.setattr(records, "export_records", failing)
+    with pytest.raises(requests.exceptions.RequestException):  # never a complete-looking truncated export
+        classic.export_records(format_type="csv")
+    err = capsys.readouterr().err
+    assert "internal error: ValueError at test_sandbox_http.py:" in err
+    assert "Jane Doe" not in err and "Traceback" not in err

@@ -28,7 +28,7 @@ import sys
 import time
 import traceback
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -172,7 +172,7 @@ class SandboxApp:
             return _send(start_response, reply.status, reply.body, reply.content_type, headers=reply.headers)
         # no Content-Length: waitress sends the export with chunked transfer coding as it is produced
         start_response(_status(reply.status), _headers({"Content-Type": reply.content_type, **reply.headers}))
-        return reply.body
+        return _guarded(reply.body, environ)
 
     def _decode(self, rest: _Rest, mimetype: str, options: dict[str, str], length: int) -> api.ApiRequest:
         limits = self.limits
@@ -379,6 +379,20 @@ def _send(start_response: StartResponse, status: int, body: bytes, ctype: str, *
     out = {"Content-Type": ctype, "Content-Length": str(len(body)), **(headers or {})}
     start_response(_status(status), _headers(out))
     return [body]
+
+
+def _guarded(pieces: Iterator[bytes], environ: dict[str, Any]) -> Iterator[bytes]:
+    """A streamed reply that fails midway ends with the connection dropped, so the client cannot take the part it
+    got for the whole export; the failure is reported in one line, without the server's traceback."""
+    try:
+        yield from pieces
+    except Exception as exc:
+        report_internal_error(exc)
+        _drop(environ)
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()
 
 
 def _drop(environ: dict[str, Any]) -> None:
