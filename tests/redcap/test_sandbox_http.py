@@ -288,3 +288,24 @@ def test_an_export_that_fails_midway_drops_the_connection_and_logs_one_line(sand
     err = capsys.readouterr().err
     assert "internal error: ValueError at test_sandbox_http.py:" in err
     assert "Jane Doe" not in err and "Traceback" not in err
+
+
+def test_a_request_trickling_in_is_closed_after_the_request_timeout():
+    with running_sandbox(classic_spec(), limits=Limits(channel_timeout=2, request_timeout=2)) as sb, \
+            _connect(sb.url) as sock:
+        sock.settimeout(0.3)
+        start = time.monotonic()
+        header = b"POST /api/ HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
+        closed = False
+        for byte in header:  # one byte every 0.3 s: never silent long enough for the idle timeout
+            try:
+                sock.sendall(bytes([byte]))
+                closed = sock.recv(100) == b""
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+            if closed or time.monotonic() - start > 10:
+                break
+        assert closed
+        assert 2 <= time.monotonic() - start < 6

@@ -23,6 +23,7 @@ import re
 import secrets
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -178,11 +179,39 @@ class Sandbox:
         self.storage.close()
 
     def _loop(self) -> None:
+        reading: dict[Any, tuple[Any, float]] = {}
+        next_check = 0.0
         try:
             while not self._stop.is_set() and self._map:
                 wasyncore.loop(timeout=1.0, map=self._map, use_poll=True, count=1)
+                now = time.monotonic()
+                if now >= next_check:
+                    reading = self._close_overdue(reading, now)
+                    next_check = now + 1.0
         finally:
             self._shutdown()
+
+    def _close_overdue(self, reading: dict[Any, tuple[Any, float]], now: float) -> dict[Any, tuple[Any, float]]:
+        """Close connections whose current request has been arriving for longer than `limits.request_timeout`.
+
+        waitress's channel_timeout counts silence only, so a client sending a byte now and then would keep a
+        connection for ever; this bounds the whole request. `channel.request` is the request waitress is still
+        reading (None between requests); a channel with a request being answered is left alone.
+        """
+        still: dict[Any, tuple[Any, float]] = {}
+        for channel in list(self._map.values()):
+            request = getattr(channel, "request", None)
+            if request is None or getattr(channel, "requests", None):
+                continue
+            seen, since = reading.get(channel, (None, now))
+            if seen is not request:
+                since = now
+            if now - since > self.limits.request_timeout:
+                with suppress(OSError):
+                    channel.handle_close()
+                continue
+            still[channel] = (request, since)
+        return still
 
     def _shutdown(self) -> None:
         # In the loop's own thread (or after it): waitress's socket map is not thread-safe. New connections are no

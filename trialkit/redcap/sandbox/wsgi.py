@@ -62,12 +62,13 @@ class Limits:
     max_fields: int = 100_000  # form fields (pairs, or multipart parts); PyCap sends `records[i]` one field each
     token_window: int = 64 << 10  # the token must come within the body's first bytes; nothing more is read before
     channel_timeout: int = 30  # seconds a connection may stay silent (a partial request, an idle keep-alive)
+    request_timeout: int = 120  # seconds to receive one whole request once it has begun, however it trickles in
     connection_limit: int = 100  # open connections (each may spool up to max_body to disk); beyond, new ones wait
     threads: int = 4  # requests answered at once (a partial request holds no thread: waitress reads it)
 
     def __post_init__(self) -> None:
-        for name in ("max_body", "max_header", "max_fields", "token_window", "channel_timeout", "connection_limit",
-                     "threads"):
+        for name in ("max_body", "max_header", "max_fields", "token_window", "channel_timeout", "request_timeout",
+                     "connection_limit", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
 
