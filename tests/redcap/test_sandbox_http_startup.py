@@ -153,3 +153,13 @@ def test_an_existing_file_survives_a_failed_start(tmp_path):
             Sandbox(db=db, port=busy.getsockname()[1])
     with running_sandbox(db=db) as sb:
         assert len(sb.project().export_records()) == 1
+
+
+def test_replacing_a_design_keeps_the_project_status(tmp_path):
+    db = tmp_path / "x.db"
+    with running_sandbox(classic_spec(in_production=True), db=db):
+        pass
+    with running_sandbox(db=db) as sb:
+        sb.open_project(classic_spec(title="Another"), replace=True)
+        info = sb.project().export_project_info()
+        assert (info["project_title"], info["in_production"]) == ("Another", 1)

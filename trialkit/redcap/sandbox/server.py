@@ -36,7 +36,7 @@ from trialkit.errors import UsageError
 from trialkit.redcap.sandbox import api  # noqa: F401  (tests patch server.api.handle)
 from trialkit.redcap.sandbox.faults import FaultInjector, FaultPlan
 from trialkit.redcap.sandbox.project import ProjectSpec, check_metadata
-from trialkit.redcap.sandbox.storage import Storage
+from trialkit.redcap.sandbox.storage import DESIGN_FIELDS, Storage
 from trialkit.redcap.sandbox.wsgi import ADMIN_HEADER, Limits, SandboxApp, parse_form, report_internal_error
 
 _CONTENT_NAME = re.compile(r"\w{1,40}")
@@ -107,7 +107,9 @@ class Sandbox:
                     raise UsageError(
                         f"{self.storage.path}: holds the project {title!r} ({records} records) with a different "
                         "design; replacing its design needs --replace (replace=True); its records are kept")
-                self.redefine(spec, chosen)
+                # the design is replaced; what is not design (the project's status, its user) stays as stored
+                stored = self.storage.stored_spec(chosen)
+                self.redefine(stored.with_(**{k: getattr(spec, k) for k in DESIGN_FIELDS}), chosen)
         elif spec is not None:
             chosen = self.create_project(spec, chosen)
         else:

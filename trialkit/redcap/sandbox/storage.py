@@ -56,7 +56,7 @@ def record_key(record: str) -> str:
 
 # What makes two definitions the same project design (the rest, like a status, may change while it is served)
 DESIGN_FIELDS = ("metadata", "title", "arms", "events", "mappings", "repeating", "form_labels", "dags",
-                 "missing_data_codes", "record_autonumbering", "compute_calcs")
+                 "missing_data_codes", "record_autonumbering", "compute_calcs", "longitudinal")
 _SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
@@ -175,15 +175,18 @@ class Storage:
         finally:
             con.close()
 
-    def same_design(self, token: str, spec: ProjectSpec) -> bool:
-        """Whether the stored project of `token` has the design of `spec` (compared as stored, in JSON)."""
+    def stored_spec(self, token: str) -> ProjectSpec:
         con = self.connect()
         try:
             (stored,) = con.execute("SELECT spec FROM projects WHERE token=?", (token,)).fetchone()
         finally:
             con.close()
+        return ProjectSpec.from_json(stored)
+
+    def same_design(self, token: str, spec: ProjectSpec) -> bool:
+        """Whether the stored project of `token` has the design of `spec` (DESIGN_FIELDS; not its status)."""
         # both through the same JSON round trip, so tuples/lists and metadata defaults compare alike
-        old = json.loads(ProjectSpec.from_json(stored).to_json())
+        old = json.loads(self.stored_spec(token).to_json())
         new = json.loads(ProjectSpec.from_json(spec.to_json()).to_json())
         return all(old.get(k) == new.get(k) for k in DESIGN_FIELDS)
 
