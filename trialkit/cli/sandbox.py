@@ -47,16 +47,23 @@ def sandbox() -> None:
 @click.option("--status", type=click.Choice(["development", "production"]), default=None,
               help="Project status (default: development for a new project, else as stored). In production, "
               "dictionary, arm and event imports are refused, as REDCap does.")
+@click.option("--replace", is_flag=True, help="Replace the design of the project stored in --db by the one from "
+              "--study/--dictionary (its records are kept). Without it a different design is refused.")
+@click.option("--max-body-mb", type=click.IntRange(1, 1024), default=64, show_default=True,
+              help="Largest request body accepted (HTTP 413 beyond).")
 @click.option("--log-requests", is_flag=True, help="Print one line per request (content and status, never data).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="How to print the URL and token at start-up (json: one line for scripts).")
 def serve(host: str, port: int, db: Path, study: Path | None, dictionary: Path | None, title: str | None,
           fault: str | None, fault_share: float, fault_next: int, fault_seed: int, fault_delay: float,
-          rate_limit: int, status: str | None, log_requests: bool, fmt: str) -> None:
+          rate_limit: int, status: str | None, replace: bool, max_body_mb: int, log_requests: bool,
+          fmt: str) -> None:
     """Serve the REDCap API at http://HOST:PORT/api/ until interrupted.
 
     The token is taken from $TRIALKIT_SANDBOX_TOKEN when set (32 characters; then it is not printed), else the
-    project's stored token, else a new one, printed once. With $TRIALKIT_SANDBOX_ADMIN_SECRET set, the admin
+    project's stored token, else a new one, printed once. A --study or --dictionary whose design differs from the
+    project already stored in --db is refused unless --replace is given. The database file is created readable by
+    its owner only. With $TRIALKIT_SANDBOX_ADMIN_SECRET set, the admin
     endpoint (/admin/..., header X-Trialkit-Admin) lets a test harness reset projects and set faults.
 
     \b
@@ -66,6 +73,7 @@ def serve(host: str, port: int, db: Path, study: Path | None, dictionary: Path |
       TRIALKIT_SANDBOX_TOKEN=... trialkit sandbox serve --db kap.db --format json
     """
     from trialkit.redcap.sandbox import FaultPlan, ProjectSpec, Sandbox
+    from trialkit.redcap.sandbox.wsgi import Limits
 
     if study is not None and dictionary is not None:
         raise UsageError("give either --study or --dictionary, not both")
@@ -85,22 +93,13 @@ def serve(host: str, port: int, db: Path, study: Path | None, dictionary: Path |
         spec = spec.with_(in_production=status == "production")
     try:
         server = Sandbox(db=db, host=host, port=port, admin_secret=os.environ.get(ADMIN_ENV) or None,
-                         log_requests=log_requests)
+                         log_requests=log_requests, limits=Limits(max_body=max_body_mb << 20))
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    started = False
     try:
-        existing = server.storage.tokens()
-        token = env_token if env_token is not None else (existing[0] if existing else None)
-        if token is not None and token in existing:
-            if spec is not None:
-                server.redefine(spec, token)
-            server.token = token
-        elif spec is not None:
-            token = server.create_project(spec, token)
-        else:
-            raise UsageError(f"{db} holds no project yet: give --study or --dictionary to create one")
-        server.token = token
-        if status is not None and spec is None:
+        token = server.open_project(spec, env_token, replace=replace)
+        if status is not None:  # also for a stored project served as it is (its design unchanged)
             _set_status(server, token, status == "production")
         if fault is not None or rate_limit:
             server.set_faults(FaultPlan(kind=fault or "error", share=fault_share, next_n=fault_next,
@@ -113,12 +112,15 @@ def serve(host: str, port: int, db: Path, study: Path | None, dictionary: Path |
             click.echo(f"  database: {db}")
             click.echo(f"  token:    {shown}")
             click.echo("  stop with Ctrl-C")
+        started = True
         try:
             server.serve_forever()
         except KeyboardInterrupt:
             click.echo("trialkit sandbox: stopped", err=True)
     finally:
         server.close()
+        if not started:
+            server.storage.close(remove_created=True)  # a failed start leaves no new database file behind
 
 
 def _set_status(server: object, token: str, production: bool) -> None:

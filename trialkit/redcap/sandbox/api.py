@@ -140,7 +140,7 @@ def _parse_data(params: dict[str, str]) -> list[dict]:
     if fmt == "json":
         try:
             data = json.loads(text)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise ApiError("The data being imported is not formatted correctly (not valid JSON)") from None
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise ApiError("The data being imported is not formatted correctly. The JSON must be an array of objects.")
@@ -316,7 +316,7 @@ def _arms_filter(ctx: Context, request: ApiRequest) -> set[int] | None:
     if not arms:
         return None
     known = {int(a["arm_num"]) for a in ctx.spec.arms}
-    bad = [a for a in arms if not a.isdigit() or int(a) not in known]
+    bad = [a for a in arms if not records.whole_number(a) or int(a) not in known]
     if bad:
         raise invalid_values("arms", bad)
     return {int(a) for a in arms}
@@ -470,7 +470,7 @@ def _repeating(ctx: Context, request: ApiRequest) -> Reply:
 def _arm_number(value: object) -> int:
     # a malformed import row is a 400 like any other bad input, not a KeyError/ValueError turned into a 500
     text = str(value if value is not None else "").strip()
-    if not text.isdigit():
+    if not records.whole_number(text):
         raise ApiError(f"The arm number '{text}' is not valid: it must be a whole number")
     return int(text)
 
@@ -600,7 +600,7 @@ def _file(ctx: Context, request: ApiRequest) -> Reply:
         event = ""
     instance_text = params.get("repeat_instance", "")
     rform = info.form if info.form in ctx.schema.repeating_forms.get(event, set()) else ""
-    if instance_text and not instance_text.isdigit():
+    if instance_text and not records.whole_number(instance_text):
         raise ApiError('The value of the parameter "repeat_instance" is not valid')
     inst = int(instance_text) if instance_text else (1 if rform or event in ctx.schema.repeating_events else 0)
     key = (ctx.pid, record, event, inst, name)

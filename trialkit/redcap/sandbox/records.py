@@ -456,7 +456,7 @@ def parse_import_data(params: dict[str, str], *, keep_blank: bool) -> ImportData
     if fmt == "json":
         try:
             data = json.loads(text)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # RecursionError: nested deeper than Python's stack
             raise ApiError("The data being imported is not formatted correctly. The JSON must be an array, "
                            "as in [{ ... }].") from None
         if not isinstance(data, list):
@@ -534,7 +534,7 @@ def validate_import(schema: Schema, data: ImportData, date_format: str,
                 continue
             if inst_text.lower() == "new":
                 inst = "new"
-            elif inst_text.isdigit() and int(inst_text) >= 1:
+            elif whole_number(inst_text) and int(inst_text) >= 1:
                 inst = int(inst_text)
             else:
                 errors.append(_error_line(record, RINST, inst_text, "The repeat instance must be a whole number "
@@ -544,7 +544,7 @@ def validate_import(schema: Schema, data: ImportData, date_format: str,
             if event in schema.repeating_events:
                 if inst_text.lower() == "new":
                     inst = "new"
-                elif inst_text.isdigit() and int(inst_text) >= 1:
+                elif whole_number(inst_text) and int(inst_text) >= 1:
                     inst = int(inst_text)
                 else:
                     errors.append(_error_line(record, RINST, inst_text, "The repeat instance must be a whole "
@@ -747,6 +747,11 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
     return [(new, old) for old, new in order.items()]
 
 
+def whole_number(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes "²", which int() refuses, and REDCap (PHP) reads neither."""
+    return text.isascii() and text.isdigit()
+
+
 def import_reply(pairs: list[tuple[str, str]], return_content: str, fmt: str) -> str:
     if return_content == "nothing":
         return ""
@@ -756,14 +761,14 @@ def import_reply(pairs: list[tuple[str, str]], return_content: str, fmt: str) ->
             return json.dumps(ids)
         if fmt == "csv":
             return "id\n" + "".join(f"{i}\n" for i in ids)
-        return formats.XML_HEAD + "<ids>" + "".join(f"<id>{i}</id>" for i in ids) + "</ids>"
+        return formats.XML_HEAD + "<ids>" + "".join(f"<id>{formats.xml_text(i)}</id>" for i in ids) + "</ids>"
     if return_content == "auto_ids":
         items = [f"{new},{old}" for new, old in pairs]
         if fmt == "json":
             return json.dumps(items)
         if fmt == "csv":
             return "id,original_id\n" + "".join(f"{i}\n" for i in items)
-        return formats.XML_HEAD + "<ids>" + "".join(f"<id>{i}</id>" for i in items) + "</ids>"
+        return formats.XML_HEAD + "<ids>" + "".join(f"<id>{formats.xml_text(i)}</id>" for i in items) + "</ids>"
     if fmt == "json":
         return json.dumps({"count": len(pairs)})
     return formats.render_count(len(pairs), fmt)
@@ -790,7 +795,7 @@ def delete_records(storage: Storage, con: sqlite3.Connection, pid: int, schema: 
     instrument = params.get("instrument", "")
     event = params.get("event", "")
     instance = params.get("repeat_instance", "")
-    if arm and (not schema.is_longitudinal or not arm.isdigit()
+    if arm and (not schema.is_longitudinal or not whole_number(arm)
                 or int(arm) not in {int(a["arm_num"]) for a in schema.spec.arms}):
         raise ApiError('The value of the parameter "arm" is not valid')
     if instrument and instrument not in schema.form_fields:
@@ -799,7 +804,7 @@ def delete_records(storage: Storage, con: sqlite3.Connection, pid: int, schema: 
         raise ApiError('The value of the parameter "event" is not valid')
     if instrument and schema.is_longitudinal and not event:
         raise ApiError('The parameter "event" is required when "instrument" is given in a longitudinal project')
-    if instance and not instance.isdigit():
+    if instance and not whole_number(instance):
         raise ApiError('The value of the parameter "repeat_instance" is not valid')
     now = storage.now()
     log = []
