@@ -743,13 +743,17 @@ def _file(ctx: Context, request: ApiRequest) -> Reply:
 
 
 def _download_type(name: str, mime: str) -> str:
-    """REDCap's Content-Type of a file download: the file's own type (from its name when the upload sent none),
-    with `charset=UTF-8` for text files."""
+    """REDCap's Content-Type of a file download: the file's own type, with `charset=UTF-8` for text files.
+
+    The type comes from the file name first: PyCap uploads send no part type, which a multipart parser reads as
+    text/plain, so the upload's type is used only when it says more than that."""
     import mimetypes
 
-    if not mime or mime == "application/octet-stream":
-        mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    return f"{mime}; charset=UTF-8" if mime.startswith("text/") else mime
+    guessed = mimetypes.guess_type(name)[0]
+    if guessed is None:
+        guessed = mime if mime and mime not in ("text/plain", "application/octet-stream") else \
+            "application/octet-stream"
+    return f"{guessed}; charset=UTF-8" if guessed.startswith("text/") else guessed
 
 
 def _set_cell(ctx: Context, con: sqlite3.Connection, record: str, event: str, rform: str, inst: int, column: str,
