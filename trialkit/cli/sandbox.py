@@ -96,6 +96,7 @@ def serve(host: str, port: int, db: Path, study: Path | None, dictionary: Path |
             raise UsageError(f"cannot read {project_xml}: {exc.strerror or exc}") from None
         parsed = odm.parse_project(text, path=str(project_xml), **extra)
         spec, odm_rows = parsed.spec, parsed.rows
+        odm.check_rows(spec, odm_rows, path=str(project_xml))  # before anything is created
     if spec is not None and status is not None:
         spec = spec.with_(in_production=status == "production")
     try:

@@ -540,19 +540,33 @@ def import_rows(storage: Any, token: str, rows: list[dict[str, str]], *, path: s
     if found is None:
         raise DataError("no sandbox project has that token")
     pid, schema, _ = found
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    data = records.ImportData([{k: v for k, v in r.items() if v != ""} for r in rows], columns)
-    try:
-        valid, errors = records.validate_import(schema, data, "YMD", False)
-    except records.ApiError as exc:
-        raise DataError(f"{path}: the data does not fit the project: {exc.message}") from None
-    if errors:
-        where = "; ".join(_where(e) for e in errors[:5])
-        raise DataError(f"{path}: {len(errors)} value(s) the project refuses ({where})")
+    valid = _validated(schema, rows, path)
     with storage.write() as con:
         pairs = records.apply_import(storage, con, pid, schema, valid, overwrite=False, auto_number=False,
                                      username=schema.spec.username)
     return len(pairs)
+
+
+def check_rows(spec: ProjectSpec, rows: list[dict[str, str]], *, path: str = "<project xml>") -> None:
+    """Raise DataError when the project would refuse the data: called before a project is created from the
+    file, so a bad file leaves nothing behind."""
+    _validated(Schema(spec), rows, path)
+
+
+def _validated(schema: Schema, rows: list[dict[str, str]], path: str) -> list:
+    from trialkit.redcap.sandbox import records
+    from trialkit.redcap.sandbox.errors import ApiError
+
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    data = records.ImportData([{k: v for k, v in r.items() if v != ""} for r in rows], columns)
+    try:
+        valid, errors = records.validate_import(schema, data, "YMD", False)
+    except ApiError as exc:
+        raise DataError(f"{path}: the data does not fit the project: {exc.message}") from None
+    if errors:
+        where = "; ".join(_where(e) for e in errors[:5])
+        raise DataError(f"{path}: {len(errors)} value(s) the project refuses ({where})")
+    return valid
 
 
 def _where(error_line: str) -> str:
