@@ -165,3 +165,41 @@ def test_data_the_project_refuses_stops_the_load_without_quoting_values(tmp_path
     assert done.returncode == 1
     assert "record 101, field weight" in done.stderr
     assert "eighty-secret" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_classic_project_round_trips_through_the_library(sandbox):
+    """Classic projects: slider labels, descriptive and file fields, odd checkbox codes, a repeating instrument."""
+    from sandbox_data import CLASSIC_METADATA
+
+    from trialkit.redcap.sandbox import odm
+    from trialkit.redcap.sandbox.project import ProjectSpec
+
+    spec = ProjectSpec.classic(CLASSIC_METADATA, title="Classic", dags=dag_rows(["North"]),
+                               repeating=({"form_name": "labs", "custom_form_label": "Lab [weight]"},),
+                               form_labels=(("demographics", "Demographics"), ("labs", "Lab results")))
+    token = sandbox.create_project(spec)
+    source = sandbox.project(token)
+    copy_token = None
+    try:
+        source.import_records([
+            {"record_id": "1", "name": "A", "race____4": "1", "race___k__9": "1", "smoker": "0",
+             "redcap_data_access_group": "north"},
+            {"record_id": "1", "redcap_repeat_instrument": "labs", "redcap_repeat_instance": 1, "weight": "70",
+             "height": "175.0", "pain": "40", "site": "b", "notes": "line 1\nline 2 <b>&amp;</b>"},
+        ])
+        xml = post(source.url, token=token, content="project_xml", exportDataAccessGroups="1",
+                   returnFormat="json").content
+        parsed = odm.parse_project(xml)
+        assert parsed.spec.metadata == spec.metadata
+        assert parsed.spec.repeating == spec.repeating and parsed.spec.form_labels == spec.form_labels
+        assert parsed.spec.events == () and not parsed.spec.is_longitudinal
+        copy_token = sandbox.create_project(parsed.spec)
+        assert odm.import_rows(sandbox.storage, copy_token, parsed.rows) == 1
+        copy = sandbox.project(copy_token)
+        assert copy.export_records(export_data_access_groups=True) == \
+            source.export_records(export_data_access_groups=True)
+        assert copy.export_metadata() == source.export_metadata()
+    finally:
+        sandbox.drop_project(token)
+        if copy_token:
+            sandbox.drop_project(copy_token)

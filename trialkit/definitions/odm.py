@@ -53,6 +53,9 @@ def study_from_project_xml(text: str | bytes, *, name: str = "study", path: str 
                     name=e["unique_event_name"],
                     label=e["event_name"],
                     arm=number,
+                    day_offset=project.event_offsets.get(e["unique_event_name"], (0, 0, 0))[0],
+                    offset_min=project.event_offsets.get(e["unique_event_name"], (0, 0, 0))[1],
+                    offset_max=project.event_offsets.get(e["unique_event_name"], (0, 0, 0))[2],
                     instruments=tuple(f for f in order if f in mapped.get(e["unique_event_name"], ())),
                     repeating=tuple(f for f in order if f in repeats.get(e["unique_event_name"], ())),
                 )

@@ -307,6 +307,8 @@ class OdmProject:
     spec: ProjectSpec
     rows: list[dict[str, str]]
     form_labels: dict[str, str]
+    # unique event name -> (day offset, offset min, offset max): REDCap's schedule, kept for the study YAML
+    event_offsets: dict[str, tuple[int, int, int]]
 
 
 def _local(name: str) -> str:
@@ -401,6 +403,7 @@ def parse_project(text: str | bytes, *, path: str = "<project xml>", **kwargs: A
 
     arms: dict[int, str] = {}
     events: list[dict[str, Any]] = []
+    offsets: dict[str, tuple[int, int, int]] = {}
     mappings: list[dict[str, Any]] = []
     order = [r.get("StudyEventOID") for p in mdv.children("Protocol") for r in p.children("StudyEventRef")]
     event_defs = {e.get("OID"): e for e in mdv.children("StudyEventDef")}
@@ -408,9 +411,10 @@ def parse_project(text: str | bytes, *, path: str = "<project xml>", **kwargs: A
         ev = event_defs.get(oid)
         if ev is None:
             raise fail(f"the protocol names an event that is not defined ({oid})")
-        arm = int(ev.get("ArmNum") or 1)
+        arm = _whole(ev.get("ArmNum") or "1") or 1
         arms.setdefault(arm, ev.get("ArmName") or f"Arm {arm}")
         unique = ev.get("UniqueEventName") or oid.removeprefix("Event.")
+        offsets[unique] = (_whole(ev.get("DayOffset")), _whole(ev.get("OffsetMin")), _whole(ev.get("OffsetMax")))
         events.append({"event_name": ev.get("EventName") or ev.get("Name"), "arm_num": arm,
                        "unique_event_name": unique, "custom_event_label": ev.get("CustomEventLabel"),
                        "event_id": 40001 + len(events)})
@@ -451,7 +455,14 @@ def parse_project(text: str | bytes, *, path: str = "<project xml>", **kwargs: A
         raise DefinitionError(f"{path}: the project's fields are not a valid REDCap project",
                               diagnostics=[Diagnostic("ODM002", p, path, 1, 1) for p in problems])
     data_rows = _clinical_rows(root, Schema(spec))
-    return OdmProject(spec=spec, rows=data_rows, form_labels=form_labels)
+    return OdmProject(spec=spec, rows=data_rows, form_labels=form_labels, event_offsets=offsets)
+
+
+def _whole(text: str) -> int:
+    try:
+        return round(float(text or "0"))
+    except ValueError:
+        return 0
 
 
 def _metadata_row(item: _El, variable: str, form: str, code_lists: dict[str, _El]) -> dict[str, str]:
