@@ -7,7 +7,7 @@ import io
 
 import pytest
 from redcap import RedcapError
-from sandbox_data import longitudinal_spec, post
+from sandbox_data import post
 
 
 def test_a_mapping_import_replaces_the_whole_mapping_of_every_arm(longitudinal):
@@ -96,7 +96,3 @@ def test_file_download_sends_the_files_type_with_a_charset_for_text(with_file, n
     else:
         assert "charset" not in info
 
-
-def test_longitudinal_spec_is_single_arm():
-    # the fixture the single-arm tests rely on
-    assert len(longitudinal_spec().arms) == 1

@@ -63,6 +63,8 @@ def test_a_user_in_a_group_sees_and_changes_only_its_records(sites):
     assert sites.export_user_dag_assignment() == [{"username": "sandbox_user", "redcap_data_access_group": ""}]
     assert sites.switch_dag("site_a") == "1"
     assert sites.export_user_dag_assignment() == [{"username": "sandbox_user", "redcap_data_access_group": "site_a"}]
+    user = sites.export_users()[0]
+    assert (user["data_access_group"], user["data_access_group_id"]) == ("site_a", 1)
     assert [r["record_id"] for r in sites.export_records()] == ["1"]
     # no group column for a user in a group, even when asked
     assert "redcap_data_access_group" not in sites.export_records(export_data_access_groups=True)[0]

@@ -674,9 +674,11 @@ def _user(ctx: Context, request: ApiRequest) -> Reply:
     if request.params.get("action", "export").lower() != "export" or "data" in request.params:
         raise ApiError("The sandbox has one user per project; users cannot be imported or deleted")
     forms = {f: 1 for f in ctx.schema.forms}
+    group = next((d for d in ctx.spec.dags if d["unique_group_name"] == ctx.spec.user_dag), None)
     user = {
         "username": ctx.username, "email": f"{ctx.username}@localhost", "firstname": "Sandbox", "lastname": "User",
-        "expiration": "", "data_access_group": "", "data_access_group_id": "", "design": 1, "alerts": 1,
+        "expiration": "", "data_access_group": group["unique_group_name"] if group else "",
+        "data_access_group_id": group["data_access_group_id"] if group else "", "design": 1, "alerts": 1,
         "user_rights": 1, "data_access_groups": 1, "reports": 1, "stats_and_charts": 1,
         "manage_survey_participants": 1, "calendar": 1, "data_import_tool": 1, "data_comparison_tool": 1,
         "logging": 1, "email_logging": 1, "file_repository": 1, "data_quality_create": 1, "data_quality_execute": 1,
