@@ -203,3 +203,14 @@ def test_a_classic_project_round_trips_through_the_library(sandbox):
         sandbox.drop_project(token)
         if copy_token:
             sandbox.drop_project(copy_token)
+
+
+def test_characters_xml_cannot_carry_are_left_out_not_written_into_a_broken_file():
+    from sandbox_data import classic_spec
+
+    from trialkit.redcap.sandbox import odm
+
+    xml = odm.render(classic_spec(title="Trial\x01 <one>"), [("1", "", "", 0, {"name": "a\x02b\nc & d"}, "")])
+    parsed = odm.parse_project(xml)
+    assert parsed.spec.title == "Trial <one>"
+    assert parsed.rows == [{"record_id": "1", "name": "ab\nc & d"}]

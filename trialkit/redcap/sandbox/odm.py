@@ -46,8 +46,17 @@ _PSEUDO = {"redcap_data_access_group", "redcap_survey_identifier"}
 
 # ---- writing --------------------------------------------------------------------------------------------------
 
+# characters XML 1.0 cannot carry at all (not even escaped): left out rather than writing a file nothing can read
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
 def _a(name: str, value: object) -> str:
-    return f" {name}={quoteattr(str(value), {chr(10): '&#10;', chr(13): '&#13;', chr(9): '&#9;'})}"
+    text = _NOT_XML.sub("", str(value))
+    return f" {name}={quoteattr(text, {chr(10): '&#10;', chr(13): '&#13;', chr(9): '&#9;'})}"
+
+
+def _t(value: str) -> str:
+    return escape(_NOT_XML.sub("", value))
 
 
 def _oid(title: str) -> str:
@@ -84,13 +93,13 @@ def render(spec: ProjectSpec, rows: Iterable[tuple[str, str, str, int, dict[str,
                f'AsOfDateTime="{stamp}" CreationDateTime="{stamp}" SourceSystem="REDCap" '
                f'SourceSystemVersion="{SOURCE_VERSION}">\n')
     out.append(f'<Study OID="{study_oid}">\n<GlobalVariables>\n')
-    out.append(f"\t<StudyName>{escape(spec.title)}</StudyName>\n")
+    out.append(f"\t<StudyName>{_t(spec.title)}</StudyName>\n")
     out.append(f"\t<StudyDescription>This file contains the metadata, events, and data for REDCap project "
-               f"{escape(json.dumps(spec.title, ensure_ascii=False))}.</StudyDescription>\n")
-    out.append(f"\t<ProtocolName>{escape(spec.title)}</ProtocolName>\n")
+               f"{_t(json.dumps(spec.title, ensure_ascii=False))}.</StudyDescription>\n")
+    out.append(f"\t<ProtocolName>{_t(spec.title)}</ProtocolName>\n")
     out.append(f"\t<redcap:RecordAutonumberingEnabled>{int(spec.record_autonumbering)}"
                "</redcap:RecordAutonumberingEnabled>\n")
-    out.append(f"\t<redcap:MissingDataCodes>{escape(spec.missing_data_codes)}</redcap:MissingDataCodes>\n")
+    out.append(f"\t<redcap:MissingDataCodes>{_t(spec.missing_data_codes)}</redcap:MissingDataCodes>\n")
     if spec.repeating:
         out.append("\t<redcap:RepeatingInstrumentsAndEvents>\n")
         default_event = schema.events[0] if schema.is_longitudinal else "event_1_arm_1"
@@ -205,7 +214,7 @@ def _item_def(row: dict[str, str], oid: str, codes: list[str]) -> str:
         attrs.append(_a("redcap:Calculation", row["select_choices_or_calculations"]))
     attrs += [_a(f"redcap:{attr}", row[key]) for key, attr in _ATTRS if row[key]]
     attrs += [_a(f"redcap:{attr}", "y") for key, attr in _FLAGS if row[key] == "y"]
-    body = [f"\t\t<Question><TranslatedText>{escape(row['field_label'])}</TranslatedText></Question>\n"]
+    body = [f"\t\t<Question><TranslatedText>{_t(row['field_label'])}</TranslatedText></Question>\n"]
     choices: tuple[tuple[str, str], ...] = ()
     if ftype in ("dropdown", "radio", "checkbox"):
         choices = parse_choices(row["select_choices_or_calculations"])
@@ -223,7 +232,7 @@ def _item_def(row: dict[str, str], oid: str, codes: list[str]) -> str:
     for comparator, key in (("GE", "text_validation_min"), ("LE", "text_validation_max")):
         if row[key]:
             body.append(f'\t\t<RangeCheck Comparator="{comparator}" SoftHard="Soft">\n'
-                        f"\t\t\t<CheckValue>{escape(row[key])}</CheckValue>\n\t\t</RangeCheck>\n")
+                        f"\t\t\t<CheckValue>{_t(row[key])}</CheckValue>\n\t\t</RangeCheck>\n")
     return (f'\t<ItemDef OID="{oid}" Name="{oid}" DataType="{_data_type(row)}" Length="999"{"".join(attrs)}>\n'
             + "".join(body) + "\t</ItemDef>\n")
 
@@ -233,7 +242,7 @@ def _code_list(oid: str, variable: str, data_type: str, choices: Iterable[tuple[
     extra = _a("redcap:CheckboxChoices", checkbox) if checkbox else ""
     out = [f'\t<CodeList OID="{oid}.choices" Name="{oid}" DataType="{data_type}" redcap:Variable="{variable}"'
            f"{extra}>\n"]
-    out += [f"\t\t<CodeListItem{_a('CodedValue', code)}><Decode><TranslatedText>{escape(label)}</TranslatedText>"
+    out += [f"\t\t<CodeListItem{_a('CodedValue', code)}><Decode><TranslatedText>{_t(label)}</TranslatedText>"
             "</Decode></CodeListItem>\n" for code, label in choices]
     out.append("\t</CodeList>\n")
     return "".join(out)
