@@ -214,3 +214,16 @@ def test_characters_xml_cannot_carry_are_left_out_not_written_into_a_broken_file
     parsed = odm.parse_project(xml)
     assert parsed.spec.title == "Trial <one>"
     assert parsed.rows == [{"record_id": "1", "name": "ab\nc & d"}]
+
+
+def test_data_of_a_form_no_longer_designated_is_not_written(longitudinal):
+    from trialkit.redcap.sandbox import odm
+
+    longitudinal.import_records([{"record_id": "1", "redcap_event_name": "screening_arm_1", "sbp": "120",
+                                  "phq_1": "2"}])
+    mappings = [m for m in longitudinal.export_instrument_event_mappings() if m["form"] != "vitals"]
+    longitudinal.import_instrument_event_mappings(mappings)
+    xml = post(longitudinal.url, token=longitudinal.token, content="project_xml", returnFormat="json").content
+    parsed = odm.parse_project(xml)
+    assert parsed.rows[0]["phq_1"] == "2" and "sbp" not in parsed.rows[0]  # REDCap skips such values too
+    odm.check_rows(parsed.spec, parsed.rows)  # so the file loads again

@@ -260,10 +260,17 @@ def _clinical(schema: Schema, rows: Iterable[tuple[str, str, str, int, dict[str,
             yield (f"\t<SubjectData{_a('SubjectKey', record)}{_a('redcap:RecordIdField', schema.def_field)}>\n")
             current = record
             dag_pending = with_dags and bool(dag)
+        # as REDCap's export: only the forms this row can hold (stored values of a form no longer designated for
+        # the event, or of a form that became repeating, stay in the database but are not written)
+        if rform:
+            allowed = {rform}
+        else:
+            repeating = schema.repeating_forms.get(event, set())
+            allowed = {f for f in schema.event_forms.get(event, ()) if f not in repeating}
         by_form: dict[str, list[tuple[str, str]]] = {}
         for name, value in data.items():
             form = form_of.get(name)
-            if form is not None and name != schema.def_field:
+            if form in allowed and name != schema.def_field:
                 by_form.setdefault(form, []).append((name, value))
         if dag_pending:
             target = next((f for f in schema.forms if f in by_form), rform or schema.forms[0])
