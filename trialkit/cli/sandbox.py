@@ -33,6 +33,9 @@ def sandbox() -> None:
               "study (directory with study.yaml, or the file): longitudinal design included.")
 @click.option("--dictionary", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Create a classic project from a REDCap data dictionary CSV.")
+@click.option("--project-xml", "project_xml", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Create the project from REDCap's project XML export (CDISC ODM): metadata, arms, events, "
+              "mappings, repeating set-up, Data Access Groups and, when the file holds it, the data.")
 @click.option("--title", default=None, help="Project title (default: the study's title).")
 @click.option("--fault", type=click.Choice(["error", "http500", "html_fatal", "slow", "drop", "drop_after"]),
               help="Inject this failure into a share of requests (see --fault-share / --fault-next).")
@@ -54,7 +57,8 @@ def sandbox() -> None:
 @click.option("--log-requests", is_flag=True, help="Print one line per request (content and status, never data).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="How to print the URL and token at start-up (json: one line for scripts).")
-def serve(host: str, port: int, db: Path, study: Path | None, dictionary: Path | None, title: str | None,
+def serve(host: str, port: int, db: Path, study: Path | None, dictionary: Path | None, project_xml: Path | None,
+          title: str | None,
           fault: str | None, fault_share: float, fault_next: int, fault_seed: int, fault_delay: float,
           rate_limit: int, status: str | None, replace: bool, max_body_mb: int, log_requests: bool,
           fmt: str) -> None:
@@ -70,13 +74,14 @@ def serve(host: str, port: int, db: Path, study: Path | None, dictionary: Path |
     Examples:
       trialkit sandbox serve --study . --db kap.db --port 8765
       trialkit sandbox serve --dictionary dd.csv --fault error --fault-share 0.1 --fault-seed 3
+      trialkit sandbox serve --project-xml MyProject.REDCap.xml --db rehearsal.db
       TRIALKIT_SANDBOX_TOKEN=... trialkit sandbox serve --db kap.db --format json
     """
     from trialkit.redcap.sandbox import FaultPlan, ProjectSpec, Sandbox
     from trialkit.redcap.sandbox.wsgi import Limits
 
-    if study is not None and dictionary is not None:
-        raise UsageError("give either --study or --dictionary, not both")
+    if sum(x is not None for x in (study, dictionary, project_xml)) > 1:
+        raise UsageError("give one of --study, --dictionary and --project-xml")
     env_token = os.environ.get(TOKEN_ENV) or None
     if env_token is not None and len(env_token) != 32:
         raise UsageError(f"${TOKEN_ENV} must hold a 32-character token")
@@ -89,6 +94,17 @@ def serve(host: str, port: int, db: Path, study: Path | None, dictionary: Path |
         spec = ProjectSpec.from_study(study, **extra)
     elif dictionary is not None:
         spec = ProjectSpec.from_dictionary_csv(dictionary, **extra)
+    odm_rows: list[dict[str, str]] = []
+    if project_xml is not None:
+        from trialkit.redcap.sandbox import odm
+
+        try:
+            text = project_xml.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read {project_xml}: {exc.strerror or exc}") from None
+        parsed = odm.parse_project(text, path=str(project_xml), **extra)
+        spec, odm_rows = parsed.spec, parsed.rows
+        odm.check_rows(spec, odm_rows, path=str(project_xml))  # before anything is created
     if spec is not None and status is not None:
         spec = spec.with_(in_production=status == "production")
     try:
@@ -99,6 +115,11 @@ def serve(host: str, port: int, db: Path, study: Path | None, dictionary: Path |
     started = False
     try:
         token = server.open_project(spec, env_token, replace=replace)
+        if odm_rows:
+            from trialkit.redcap.sandbox import odm
+
+            n = odm.import_rows(server.storage, token, odm_rows, path=str(project_xml))
+            click.echo(f"trialkit sandbox: loaded {n} records from {project_xml}", err=True)
         if status is not None:  # also for a stored project served as it is (its design unchanged)
             _set_status(server, token, status == "production")
         if fault is not None or rate_limit:

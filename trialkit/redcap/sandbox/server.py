@@ -113,7 +113,8 @@ class Sandbox:
         elif spec is not None:
             chosen = self.create_project(spec, chosen)
         else:
-            raise UsageError(f"{self.storage.path} holds no project yet: give --study or --dictionary to create one")
+            raise UsageError(f"{self.storage.path} holds no project yet: give --study, --dictionary or "
+                             "--project-xml to create one")
         self.token = chosen
         return chosen
 

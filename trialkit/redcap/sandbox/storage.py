@@ -45,6 +45,8 @@ CREATE INDEX IF NOT EXISTS log_pid ON log(pid, ts);
 """
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+# REDCap logs project design changes under this action; the API's `logtype=manage` returns them
+DESIGN_ACTION = "Manage/Design"
 
 
 def record_key(record: str) -> str:
@@ -150,10 +152,11 @@ class Storage:
         if len(token) != 32:
             raise UsageError("a REDCap API token must be 32 characters long")
         with self.write() as con:
-            con.execute(
+            cur = con.execute(
                 "INSERT INTO projects(token, spec, version, created) VALUES (?,?,1,?)",
                 (token, spec.to_json(), self.now()),
             )
+            self.log_design(con, cur.lastrowid, spec.username, "Create project")
         return token
 
     def project_for_token(self, con: sqlite3.Connection, token: str) -> tuple[int, Schema, str] | None:
@@ -239,6 +242,10 @@ class Storage:
             for table in ("records", "rows", "files", "log"):
                 con.execute(f"DELETE FROM {table} WHERE pid=?", found)
             con.execute("DELETE FROM projects WHERE id=?", found)
+
+    def log_design(self, con: sqlite3.Connection, pid: int, username: str, details: str) -> None:
+        """One design change (project created, dictionary, arms, events, mappings, repeats, DAGs) in the log."""
+        self.log(con, [(pid, self.now(), username, DESIGN_ACTION, details, "", "")])
 
     def log(self, con: sqlite3.Connection, entries: list[tuple[int, str, str, str, str, str, str]]) -> None:
         con.executemany(
