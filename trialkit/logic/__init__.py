@@ -47,8 +47,12 @@ Semantics, mode ``"redcap"`` (what REDCap computes; booleans are never unknown):
   come from ``as_of``; the evaluator never reads the clock.
 - ``age_at_date(dob, date[, decimal])``: completed years (calendar age; a 29 February birthday is reached on
   1 March in common years); with a true third argument, ``datediff`` years.
-- ``round`` is half away from zero (2.5 -> 3, -2.5 -> -3), ``roundup`` rounds towards +infinity, ``rounddown``
-  towards -infinity, all after shedding binary noise at 9 decimals (1.1 * 100 is 110).
+- ``round`` is PHP's (REDCap's) decimal rounding, half away from zero (2.5 -> 3, -2.5 -> -3, 1.005 -> 1.01),
+  ``roundup`` rounds towards +infinity, ``rounddown`` towards -infinity, all after reading the value at 15
+  significant digits (1.1 * 100 is 110); the result is the double nearest the decimal result (24.2, never
+  24.200000000000003). See trialkit/logic/rounding.py.
+- Division is IEEE division in every row (242 / 10 is 24.2), so a record's values never depend on how many records
+  are evaluated with it (tests/adversarial/test_batch_independence.py).
 - ``mod(a, b)`` has the sign of ``a``; ``log(x[, base])`` natural by default; invalid maths gives blank.
 - Text tests ``contains``, ``not_contain``, ``starts_with``, ``ends_with`` and ``find`` are case-insensitive;
   blank text makes them false. ``concat`` reads blank as ''; ``concat_ws`` skips blanks.
