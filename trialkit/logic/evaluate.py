@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
+import numpy as np
 import polars as pl
 
 from trialkit.errors import DataError, Location, LogicError
@@ -227,6 +228,17 @@ class Compiler:
         kind = "num" if node.name == "current-instance" else "str"
         return Col(self._typed(pl.col(column), self.schema[column], kind, False), kind)
 
+    def div(self, x: pl.Expr, y: pl.Expr) -> pl.Expr:
+        """x / y by IEEE division in every row, whatever the operands' lengths.
+
+        polars divides a column by a constant by multiplying with its reciprocal (242 * 0.1 = 24.200000000000003,
+        where 242 / 10 = 24.2) and picks that kernel when an operand has length 1, so a record's value depended on
+        how many records were evaluated with it. Adding a column of zeros makes the divisor a full column: every row
+        then takes the element-wise kernel, correctly rounded as REDCap's PHP and JavaScript divide. `x` is used
+        once (nested divisions do not double the plan)."""
+        zero = pl.col(ZERO_COLUMN) if ZERO_COLUMN in self.schema else _ROW_ZERO
+        return x / (y + zero)
+
     # ---- conversions ----------------------------------------------------------------------------------
     def num(self, c: Col) -> pl.Expr:
         if c.kind == "num":
@@ -381,7 +393,7 @@ class Compiler:
         elif node.op == "*":
             e = x * y
         elif node.op == "/":
-            e = _div(x, y)  # x / 0 is infinite or NaN: blank, like every non-finite result below
+            e = self.div(x, y)  # x / 0 is infinite or NaN: blank, like every non-finite result below
         else:
             e = x.pow(y)
         e = _finite(e)
@@ -566,7 +578,7 @@ class Compiler:
             self._date_arg(node, d1, node.args[0], legacy), self._date_arg(node, d2, node.args[1], legacy)
         )
         milliseconds = (y - x).dt.total_milliseconds().cast(pl.Float64)
-        e = _div(milliseconds, _lit(_UNIT_SECONDS[unit.const] * 1000.0, pl.Float64))
+        e = self.div(milliseconds, _lit(_UNIT_SECONDS[unit.const] * 1000.0, pl.Float64))
         if not signed:
             e = e.abs()
         return self._out(e, "num", [d1, d2])
@@ -578,7 +590,8 @@ class Compiler:
         )
         decimal = len(args) > 2 and bool(args[2].const)
         if decimal:
-            e = _div((at - dob).dt.total_milliseconds().cast(pl.Float64), _lit(_UNIT_SECONDS["y"] * 1000.0, pl.Float64))
+            milliseconds = (at - dob).dt.total_milliseconds().cast(pl.Float64)
+            e = self.div(milliseconds, _lit(_UNIT_SECONDS["y"] * 1000.0, pl.Float64))
         else:
             years = at.dt.year() - dob.dt.year()
             before = _day_key(at) < _day_key(dob)
@@ -651,16 +664,16 @@ class Compiler:
         def fn(x, base=None):
             # log of 0 or less is -inf or NaN, and a base of 1 divides by 0: all blank through _finite.
             ln = x.log()
-            return ln if base is None else _div(ln, base.log())
+            return ln if base is None else self.div(ln, base.log())
 
         return self._math(node, fn)
 
     def _f_mod(self, node: Call) -> Col:
-        def fn(a, b):
-            q = _div(a, b)  # blank for b = 0
-            return a - b * pl.when(q >= 0).then(q.floor()).otherwise(q.ceil())
-
-        return self._math(node, fn)
+        # C's fmod, exact like JavaScript's % (the sign of a; blank for b = 0), one numpy call per column.
+        a, b = self._args(node)
+        pair = pl.struct(self.num(a).alias("a"), self.num(b).alias("b"))
+        e = pair.map_batches(_fmod, pl.Float64, is_elementwise=True)
+        return self._out(e, "num", [a, b])
 
     def _horizontal(self, node: Call, how: str) -> Col:
         args = self._args(node)
@@ -899,30 +912,32 @@ def _null_of(kind: str) -> pl.Expr:
     return _lit(None, {"num": pl.Float64, "str": pl.String, "date": pl.Datetime("us"), "bool": pl.Boolean}[kind])
 
 
-_NOT_FINITE = [float("inf"), float("-inf"), float("nan")]
-
-
 def _finite(e: pl.Expr) -> pl.Expr:
-    """NaN and infinities become blank. Uses `e` once: repeating it would double the plan at every level."""
-    return e.replace(_NOT_FINITE, None)
+    """NaN and infinities become blank. Not `replace([inf, -inf, nan], None)`: polars' optimiser is quadratic in the
+    number of replace() calls (a sum of 400 divisions took 2.4 s). `e` is used twice, which nesting would double at
+    every level: evaluate_many computes such nests into columns first (engine._heavy_nodes)."""
+    return pl.when(e.is_finite()).then(e)
 
 
-# A column of zeros as long as the frame (or group): adding it to a divisor makes the divisor a real column.
+ZERO_COLUMN = "__tk_zero"
+# Zeros as long as the frame (or group), for compile_expr, whose caller's frame has no ZERO_COLUMN. polars' optimiser
+# is quadratic in the number of copies of this expression, so evaluate_many adds ZERO_COLUMN instead.
 _ROW_ZERO = pl.int_range(0, pl.len(), dtype=pl.Int32).cast(pl.Float64) * 0.0
 
 
-def _div(x: pl.Expr, y: pl.Expr) -> pl.Expr:
-    """x / y by IEEE division in every row, whatever the operands' lengths.
+def zero_column(height: int) -> pl.Series:
+    """A real (materialised) column of zeros: polars treats a literal or repeat() as a constant."""
+    return pl.Series(ZERO_COLUMN, np.zeros(height), dtype=pl.Float64)
 
-    polars divides a column by a constant by multiplying with its reciprocal (242 * 0.1 = 24.200000000000003,
-    where 242 / 10 = 24.2) and picks that kernel when an operand has length 1, so a record's value depended on how
-    many records were evaluated with it. With the divisor a full column every row takes the element-wise kernel,
-    correctly rounded as REDCap's PHP and JavaScript divide. `x` is used once (no doubling of nested divisions)."""
-    return x / (y + _ROW_ZERO)
+
+def _fmod(pair: pl.Series) -> pl.Series:
+    with np.errstate(all="ignore"):  # b = 0 gives NaN: blank
+        return _from_numpy(np.fmod(pair.struct.field("a").to_numpy(), pair.struct.field("b").to_numpy()))
 
 
 def _from_numpy(values) -> pl.Series:
-    return pl.Series(values, dtype=pl.Float64, nan_to_null=True)
+    with np.errstate(all="ignore"):
+        return pl.Series(values, dtype=pl.Float64, nan_to_null=True)
 
 
 def _to_float(value) -> float | None:
