@@ -126,3 +126,14 @@ def test_wide_expressions_compile_shallow(text, mode):
     assert _nesting(compiled.value) < 40
     if compiled.missing is not None:
         assert _nesting(compiled.missing) < 60
+
+
+@pytest.mark.parametrize("op", ["+", "-", "*", "/"])
+def test_compile_expr_arithmetic_chains_stay_linear(op):
+    """compile_expr (calculated fields) has no staging: each operator must use its operands once. A chain of
+    8 `+` once compiled to 2^8 copies of its first field."""
+    def size(n: int) -> int:
+        text = f" {op} ".join(f"[f{i}]" for i in range(n))
+        return len(str(compile_expr(parse(text), _frame(n), mode="kleene").value))
+
+    assert size(40) < 2.6 * size(20)

@@ -38,10 +38,10 @@ from trialkit.logic.functions import FUNCTIONS, INSTANCE_AGGREGATES
 MAX_LENGTH = 100_000  # characters
 MAX_DEPTH = 120  # nesting of parentheses / tree levels
 # Terms (tree nodes: values, field references, operators, calls). Evaluation time grows linearly with them; the
-# slowest shape measured (a sum of round([f] / 3, 1) terms, kleene mode with explain) took about 1 s of CPU per
-# 1,000 terms on 1,000 records on a busy 2-core machine, or/and chains and sum() 0.1-0.4 s
+# slowest shapes measured (text comparisons, sums of rounded divisions; kleene mode with explain) cost about 0.5-0.8 s
+# of CPU per 1,000 terms on 1,000 records on a busy 2-core machine (load 6), or/and chains 0.15 s
 # (benchmarks/bench_wide_logic.py). 2,000 bounds what one expression (one filterLogic request) can cost to about
-# 2 s at worst, while a 500-condition `and` chain (1,501 terms) and sum() over 1,000 fields still fit.
+# 1.5 s at worst, while a 500-condition `and` chain (1,501 terms) and sum() over 1,000 fields still fit.
 MAX_NODES = 2_000
 
 _FIELD_PART = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)(?:\(([^()]*)\))?(?::(value|raw))?$")
