@@ -33,8 +33,10 @@ GOLDEN = Path(__file__).parent / "golden"
 
 CANDIDATES = {
     "0001": ({}, None),  # eligible
-    "0002": ({"madrs_total": "12", "vs_sbp_2": "175"}, None),  # ineligible: I5 (and E5)
-    "0003": ({"madrs_total": None, "inv_name": None, "inv_date": None}, None),  # pending
+    # ineligible: I5 (and E5); the total is computed from the items
+    "0002": ({**{f"madrs_{i}": "2" if i <= 6 else "0" for i in range(1, 11)}, "madrs_total": "12", "vs_sbp_2": "175"},
+             None),
+    "0003": ({"madrs_total": None, "madrs_10": None, "inv_name": None, "inv_date": None}, None),  # pending
     "0004": (
         {
             "sex": "1",
@@ -100,7 +102,7 @@ def test_json_has_the_shape_the_issue_fixes(report):
         assert c["disposition"] in {"eligible", "ineligible", "pending"}
         assert [x["id"] for x in c["criteria"]] == [f"I{i}" for i in range(1, 9)] + [f"E{i}" for i in range(1, 14)]
         for crit in c["criteria"]:
-            assert set(crit) == {"id", "kind", "result", "missing", "values"}
+            assert set(crit) == {"id", "kind", "result", "missing", "to_correct", "values"}
             assert crit["result"] in {"met", "not_met", "unknown", "not_applicable"}
     assert by_id["0002"]["primary_reason"] == "I5"
     i5 = next(x for x in by_id["0002"]["criteria"] if x["id"] == "I5")
@@ -189,3 +191,32 @@ def test_identifier_values_never_reach_a_report(repo_root):
         if len(value) >= 6 and value in text
     }
     assert not leaked, sorted(leaked)[:5]
+
+
+def test_the_result_table_says_what_each_checklist_says(run):
+    from trialkit.screening.explain import candidates
+    from trialkit.screening.table import result_table
+
+    s = run({**CANDIDATES, "0006": ({"vs_sbp_1": "16", "mini_mdd": "Yes"}, None)})
+    table = {row["record_id"]: row for row in result_table(s).iter_rows(named=True)}
+    for c in candidates(s):
+        row = table[c.record_id]
+        assert (row["disposition"], row["primary_reason"] or None) == (c.disposition, c.primary_reason)
+        assert (row["reasons"].split(";") if row["reasons"] else []) == list(c.reasons)
+        assert (row["still_needed"].split(";") if row["still_needed"] else []) == list(c.still_needed)
+        assert (row["to_correct"].split(";") if row["to_correct"] else []) == list(c.to_correct)
+        assert [row[o.id] for o in c.criteria] == [o.result for o in c.criteria]
+
+
+def test_checklists_are_built_for_a_bounded_number_of_candidates(run):
+    report = build_report(run(CANDIDATES), checklists=2)
+    assert len(report.candidates) == 2 and report.total == 5
+    doc = json.loads(render_json(report))
+    assert doc["checklists"] == 2 and len(doc["candidates"]) == 5
+    assert [("criteria" in c) for c in doc["candidates"]] == [True, True, False, False, False]
+    full = json.loads(render_json(build_report(run(CANDIDATES))))
+    for slim, whole in zip(doc["candidates"], full["candidates"], strict=True):
+        assert slim == {k: v for k, v in whole.items() if k != "criteria" or "criteria" in slim}
+    assert render_csv(report) == render_csv(build_report(run(CANDIDATES)))
+    html = render_html(report)
+    assert "Checklists of the first 2 of 5 candidates" in html

@@ -4,8 +4,9 @@ Public API (import from here):
 
 - ``parse(text, *, file=None, line=1, col=1) -> Node``: syntax tree with positions. Raises
   ``trialkit.errors.LogicSyntaxError`` (position, what was expected, ``caret()``). Unknown function names and
-  wrong argument counts are syntax errors. Input longer than 100,000 characters or nested deeper than 120 levels
-  is refused with a clean error (never RecursionError).
+  wrong argument counts are syntax errors. Input longer than 100,000 characters, nested deeper than 120 levels or
+  holding more than 2,000 terms (``MAX_NODES``: evaluation time is linear in them, at most about 1 s per 1,000
+  on 1,000 records for the slowest shape measured) is refused with a clean error (never RecursionError).
 - ``render(node, *, extensions=False) -> str``: canonical REDCap text; ``parse(render(t)) == t``. Trialkit
   extensions raise ``LogicError`` unless ``extensions=True``.
 - ``references(node)`` / ``reference_columns(node)``: field references used, and the data columns they read.
@@ -47,8 +48,12 @@ Semantics, mode ``"redcap"`` (what REDCap computes; booleans are never unknown):
   come from ``as_of``; the evaluator never reads the clock.
 - ``age_at_date(dob, date[, decimal])``: completed years (calendar age; a 29 February birthday is reached on
   1 March in common years); with a true third argument, ``datediff`` years.
-- ``round`` is half away from zero (2.5 -> 3, -2.5 -> -3), ``roundup`` rounds towards +infinity, ``rounddown``
-  towards -infinity, all after shedding binary noise at 9 decimals (1.1 * 100 is 110).
+- ``round`` is PHP's (REDCap's) decimal rounding, half away from zero (2.5 -> 3, -2.5 -> -3, 1.005 -> 1.01),
+  ``roundup`` rounds towards +infinity, ``rounddown`` towards -infinity, all after reading the value at 15
+  significant digits (1.1 * 100 is 110); the result is the double nearest the decimal result (24.2, never
+  24.200000000000003). See trialkit/logic/rounding.py.
+- Division is IEEE division in every row (242 / 10 is 24.2), so a record's values never depend on how many records
+  are evaluated with it (tests/adversarial/test_batch_independence.py).
 - ``mod(a, b)`` has the sign of ``a``; ``log(x[, base])`` natural by default; invalid maths gives blank.
 - Text tests ``contains``, ``not_contain``, ``starts_with``, ``ends_with`` and ``find`` are case-insensitive;
   blank text makes them false. ``concat`` reads blank as ''; ``concat_ws`` skips blanks.
@@ -104,7 +109,7 @@ from trialkit.logic.engine import (
 )
 from trialkit.logic.fields import FieldSpec, checkbox_column, event_column, widen_events
 from trialkit.logic.functions import FUNCTIONS, INSTANCE_AGGREGATES, FunctionSpec
-from trialkit.logic.parser import MAX_DEPTH, MAX_LENGTH, parse
+from trialkit.logic.parser import MAX_DEPTH, MAX_LENGTH, MAX_NODES, parse
 from trialkit.logic.render import render
 
 __all__ = [
@@ -112,6 +117,7 @@ __all__ = [
     "INSTANCE_AGGREGATES",
     "MAX_DEPTH",
     "MAX_LENGTH",
+    "MAX_NODES",
     "Binary",
     "Bool",
     "BoolOp",

@@ -9,9 +9,19 @@ from datetime import date, datetime
 import polars as pl
 
 from trialkit.errors import DataError, Location, LogicError
-from trialkit.logic.ast import Call, FieldRef, FormName, Node, walk
+from trialkit.logic.ast import BoolOp, Call, FieldRef, FormName, Node, walk
 from trialkit.logic.checker import extensions_used
-from trialkit.logic.evaluate import _MAX_BITS, INSTANCE_COLUMN, Col, Compiler, _Aux, _label, _scalar, spread
+from trialkit.logic.evaluate import (
+    _MAX_BITS,
+    INSTANCE_COLUMN,
+    Col,
+    Compiler,
+    _Aux,
+    _label,
+    _scalar,
+    spread,
+    zero_column,
+)
 from trialkit.logic.fields import FieldSpec, checkbox_column, ref_column
 from trialkit.logic.functions import INSTANCE_AGGREGATES
 
@@ -57,7 +67,8 @@ def to_polars(data) -> pl.DataFrame:
 def infer_kinds(frame: pl.DataFrame, columns: Sequence[str]) -> dict[str, str]:
     """For text columns: 'num' when every non-blank value is a number, 'date'/'datetime' when every one is an ISO
     date(time), else 'str'. One pass over the named columns."""
-    cols = [c for c in dict.fromkeys(columns) if c in frame.columns and frame.schema[c] == pl.String]
+    schema = frame.schema  # built once: frame.schema is rebuilt on every access (quadratic over 1,000 columns)
+    cols = [c for c in dict.fromkeys(columns) if schema.get(c) == pl.String]
     if not cols or frame.height == 0:
         return {}
     exprs = []
@@ -260,6 +271,7 @@ def evaluate_many(
     needed = [c for e in nodes for c in reference_columns(e)]
     needed += [aux.columns[k] for k in aux.columns]
     kinds = infer_kinds(frame, [c for c in needed if _base_name(c) not in fields])
+    frame = frame.with_columns(zero_column(frame.height))
     comp = Compiler(
         frame.schema,
         mode=mode,
@@ -313,19 +325,58 @@ def _shareable(node: Node) -> bool:
     return not (isinstance(node, Call) and node.name in INSTANCE_AGGREGATES)
 
 
+# Compiled nodes may use an operand's expression several times (a comparison of text reads each side as a number
+# and as text; `if` tests its condition twice in kleene mode). Nested, that doubles the polars plan at every level,
+# and polars' optimiser walks the plan as a tree: ten nested `if` conditions took seconds. A node whose expanded
+# size would pass _STAGE_WEIGHT is computed into a column first, so every plan stays linear in the text.
+_USES = 10  # upper bound on how often a compiled node repeats an operand's expression
+_STAGE_WEIGHT = 1_000
+
+
+def _heavy_nodes(nodes: Sequence[Node], walk_nodes=None) -> list[Node]:
+    """Nodes to compute into a column because their parents would repeat a large expression."""
+    walk_nodes = walk_nodes or _walk_main
+    weight: dict[int, int] = {}
+    heavy: list[Node] = []
+    for expr in nodes:
+        order = list(walk_nodes(expr))
+        for node in reversed(order):  # children before parents
+            if id(node) in weight:
+                continue
+            kids = [] if isinstance(node, Call) and node.name in INSTANCE_AGGREGATES else node.children()
+            uses = 2 if isinstance(node, BoolOp) or len(kids) > 3 else _USES
+            total = 1
+            for kid in kids:
+                w = weight.get(id(kid), 1)
+                if w * uses > _STAGE_WEIGHT and _shareable(kid):
+                    heavy.append(kid)
+                    w = weight[id(kid)] = 1
+                total += uses * w
+            weight[id(node)] = total
+    return heavy
+
+
 def _share_common_subexpressions(comp: Compiler, nodes: Sequence[Node], lazy: pl.LazyFrame) -> pl.LazyFrame:
-    """Compute every sub-expression that occurs more than once (within or across expressions) into a column
-    first, smallest first, so the plan stays linear in the text and each is computed once."""
+    """Compute every sub-expression that occurs more than once (within or across expressions), and every one that
+    would make its parent's plan too large, into a column first, smallest first, so the plan stays linear in the
+    text and each is computed once."""
     counts: dict[Node, int] = {}
     for expr in nodes:
         for node in _walk_main(expr):
             if _shareable(node):
                 counts[node] = counts.get(node, 0) + 1
-    repeated = [n for n, c in counts.items() if c > 1]
-    repeated.sort(key=lambda n: sum(1 for _ in walk(n)))
-    for j, node in enumerate(repeated):
+    staged = [n for n, c in counts.items() if c > 1]
+    staged += [n for n in dict.fromkeys(_heavy_nodes(nodes)) if counts.get(n, 0) <= 1]
+    return _stage(comp, staged, lazy)
+
+
+def _stage(comp: Compiler, staged: Sequence[Node], lazy: pl.LazyFrame) -> pl.LazyFrame:
+    staged = sorted(staged, key=lambda n: sum(1 for _ in walk(n)))
+    for node in staged:
+        if node in comp.shared:
+            continue
         c = comp.compile(node)
-        name = f"__tk_s{j}"
+        name = f"__tk_s{len(comp.shared)}"
         exprs = [c.expr.alias(name)]
         mask = None
         if comp.explain and c.mask is not None:
@@ -394,6 +445,7 @@ def _attach_instances(
     added: list[str] = []
     for form, calls in by_form.items():
         inst = frames[form]
+        inst = inst.with_columns(zero_column(inst.height))
         if rid not in inst.columns:
             raise DataError(f"instance data for '{form}' has no record id column {rid!r}")
         used = [c for call in calls for a in call.args[1:] for c in reference_columns(a)]
@@ -410,6 +462,8 @@ def _attach_instances(
             missing_columns=missing_columns,
             in_instances=form,
         )
+        # Heavy sub-expressions of the conditions and values are computed into columns first, as in the main frame.
+        inst_lazy = _stage(comp, _heavy_nodes([a for call in calls for a in call.args[1:]], walk), inst.lazy())
         first: list[pl.Expr] = []  # condition columns
         rows: list[pl.Expr] = []  # columns derived from them
         aggs: list[pl.Expr] = []
@@ -427,7 +481,7 @@ def _attach_instances(
                 aux.lo_hi[id(call)] = (f"{name}_lo", f"{name}_hi")
             if f"{name}_mask" in d:
                 aux.masks[id(call)] = f"{name}_mask"
-        staged = inst.lazy().with_columns(first)
+        staged = inst_lazy.with_columns(first)
         kept = [pl.col(e.meta.output_name()) for e in first]
         has = "__tk_has_instances"
         grouped = staged.select([_record_ids(rid, frame), *kept, *rows]).group_by(rid).agg([*aggs, pl.len().alias(has)])

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
+import numpy as np
 import polars as pl
 
 from trialkit.errors import DataError, Location, LogicError
@@ -33,6 +34,7 @@ from trialkit.logic.ast import (
 )
 from trialkit.logic.fields import FieldSpec, ref_column
 from trialkit.logic.functions import INSTANCE_AGGREGATES
+from trialkit.logic.rounding import php_round, round_value
 
 MODES = ("redcap", "kleene")
 _DATE_FORMATS = ("%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M")
@@ -226,6 +228,17 @@ class Compiler:
         kind = "num" if node.name == "current-instance" else "str"
         return Col(self._typed(pl.col(column), self.schema[column], kind, False), kind)
 
+    def div(self, x: pl.Expr, y: pl.Expr) -> pl.Expr:
+        """x / y by IEEE division in every row, whatever the operands' lengths.
+
+        polars divides a column by a constant by multiplying with its reciprocal (242 * 0.1 = 24.200000000000003,
+        where 242 / 10 = 24.2) and picks that kernel when an operand has length 1, so a record's value depended on
+        how many records were evaluated with it. Adding a column of zeros makes the divisor a full column: every row
+        then takes the element-wise kernel, correctly rounded as REDCap's PHP and JavaScript divide. `x` is used
+        once (nested divisions do not double the plan)."""
+        zero = pl.col(ZERO_COLUMN) if ZERO_COLUMN in self.schema else _ROW_ZERO
+        return x / (y + zero)
+
     # ---- conversions ----------------------------------------------------------------------------------
     def num(self, c: Col) -> pl.Expr:
         if c.kind == "num":
@@ -317,10 +330,7 @@ class Compiler:
         masks = [p.mask for p in parts if p.mask is not None]
         if not masks:
             return None
-        combined = masks[0]
-        for m in masks[1:]:
-            combined = combined | m
-        return pl.when(result.is_null()).then(combined).otherwise(_ZERO_MASK)
+        return pl.when(result.is_null()).then(_or_all(masks)).otherwise(_ZERO_MASK)
 
     def _out(self, expr: pl.Expr, kind: str, parts: Sequence[Col], **kw) -> Col:
         return Col(expr, kind, mask=self._merge(expr, parts), **kw)
@@ -366,9 +376,9 @@ class Compiler:
     def _c_BoolOp(self, node: BoolOp) -> Col:
         parts = [self.compile(o) for o in node.operands]
         exprs = [self.cond(p) for p in parts]
-        out = exprs[0]
-        for e in exprs[1:]:
-            out = (out & e) if node.op == "and" else (out | e)
+        # One n-ary node, not a chain of n binary ones: polars' optimiser is quadratic in the depth of a chain
+        # (a 2,000-term `or` took a minute). Both follow Kleene logic (null | true = true, null & false = false).
+        out = pl.any_horizontal(exprs) if node.op == "or" else pl.all_horizontal(exprs)
         return self._out(out, "bool", parts)
 
     def _c_Binary(self, node: Binary) -> Col:
@@ -383,7 +393,7 @@ class Compiler:
         elif node.op == "*":
             e = x * y
         elif node.op == "/":
-            e = pl.when(y != 0).then(x / y).otherwise(None)
+            e = self.div(x, y)  # x / 0 is infinite or NaN: blank, like every non-finite result below
         else:
             e = x.pow(y)
         e = _finite(e)
@@ -567,8 +577,8 @@ class Compiler:
         x, y, _ = self.align(
             self._date_arg(node, d1, node.args[0], legacy), self._date_arg(node, d2, node.args[1], legacy)
         )
-        seconds = (y - x).dt.total_milliseconds().cast(pl.Float64) / 1000.0
-        e = seconds / _UNIT_SECONDS[unit.const]
+        milliseconds = (y - x).dt.total_milliseconds().cast(pl.Float64)
+        e = self.div(milliseconds, _lit(_UNIT_SECONDS[unit.const] * 1000.0, pl.Float64))
         if not signed:
             e = e.abs()
         return self._out(e, "num", [d1, d2])
@@ -580,7 +590,8 @@ class Compiler:
         )
         decimal = len(args) > 2 and bool(args[2].const)
         if decimal:
-            e = (at - dob).dt.total_milliseconds().cast(pl.Float64) / 1000.0 / _UNIT_SECONDS["y"]
+            milliseconds = (at - dob).dt.total_milliseconds().cast(pl.Float64)
+            e = self.div(milliseconds, _lit(_UNIT_SECONDS["y"] * 1000.0, pl.Float64))
         else:
             years = at.dt.year() - dob.dt.year()
             before = _day_key(at) < _day_key(dob)
@@ -603,27 +614,31 @@ class Compiler:
         return self._part(node, "day")
 
     def _rounding(self, node: Call, how: str) -> Col:
+        """REDCap's decimal rounding (trialkit/logic/rounding.py), one whole column at a time."""
         args = self._args(node)
         x = self.num(args[0])
-        if len(args) > 1:
-            digits = args[1]
-            if digits.is_const:
-                # Clamp before int(): a literal of 400 digits reads as float infinity.
-                places = int(max(-15.0, min(15.0, _to_float(digits.const) or 0.0)))
-                factor = _lit(10.0**places, pl.Float64)
-            else:
-                factor = pl.lit(10.0).pow(self.num(digits).floor().clip(-15, 15))
+        if len(args) == 1 or args[1].is_const:
+            places = _to_float(args[1].const) if len(args) > 1 else 0.0
+            if args[0].is_const:
+                value = round_value(_to_float(args[0].const), places, how)
+                if value is None:  # blank: a null number, not a constant (constants are never blank numbers)
+                    return Col(_lit(None, pl.Float64), "num")
+                return Col(_lit(value, pl.Float64), "num", const=value, is_const=True)
+            if places is None:
+                return Col(_lit(None, pl.Float64), "num")
+            e = x.map_batches(
+                lambda s: _from_numpy(php_round(s.to_numpy(), places, how)), pl.Float64, is_elementwise=True
+            )
         else:
-            factor = _lit(1.0, pl.Float64)
-        # Scale, then shed binary noise (1.1*100 = 110.00000000000001) before choosing the integer.
-        scaled = (x * factor).round(9)
-        if how == "round":
-            r = scaled.abs().add(0.5).floor() * scaled.sign()
-        elif how == "up":
-            r = scaled.ceil()
-        else:
-            r = scaled.floor()
-        return self._out(_finite(r / factor), "num", args)
+            pair = pl.struct(x.alias("x"), self.num(args[1]).alias("n"))
+            e = pair.map_batches(
+                lambda s: _from_numpy(
+                    php_round(s.struct.field("x").to_numpy(), s.struct.field("n").to_numpy(), how)
+                ),
+                pl.Float64,
+                is_elementwise=True,
+            )
+        return self._out(e, "num", args)
 
     def _f_round(self, node: Call) -> Col:
         return self._rounding(node, "round")
@@ -642,26 +657,25 @@ class Compiler:
         return self._math(node, lambda x: x.abs())
 
     def _f_sqrt(self, node: Call) -> Col:
-        return self._math(node, lambda x: pl.when(x >= 0).then(x.sqrt()).otherwise(None))
+        return self._math(node, lambda x: x.sqrt())  # NaN below 0: blank
 
     def _f_exponential(self, node: Call) -> Col:
         return self._math(node, lambda x: x.exp())
 
     def _f_log(self, node: Call) -> Col:
         def fn(x, base=None):
-            ln = pl.when(x > 0).then(x.log()).otherwise(None)
-            if base is None:
-                return ln
-            return pl.when((base > 0) & (base != 1)).then(ln / base.log()).otherwise(None)
+            # log of 0 or less is -inf or NaN, and a base of 1 divides by 0: all blank through _finite.
+            ln = x.log()
+            return ln if base is None else self.div(ln, base.log())
 
         return self._math(node, fn)
 
     def _f_mod(self, node: Call) -> Col:
-        def fn(a, b):
-            q = pl.when(b != 0).then(a / b)
-            return a - b * pl.when(q >= 0).then(q.floor()).otherwise(q.ceil())
-
-        return self._math(node, fn)
+        # C's fmod, exact like JavaScript's % (the sign of a; blank for b = 0), one numpy call per column.
+        a, b = self._args(node)
+        pair = pl.struct(self.num(a).alias("a"), self.num(b).alias("b"))
+        e = pair.map_batches(_fmod, pl.Float64, is_elementwise=True)
+        return self._out(e, "num", [a, b])
 
     def _horizontal(self, node: Call, how: str) -> Col:
         args = self._args(node)
@@ -887,16 +901,51 @@ def _label(node: FieldRef) -> str:
     return name
 
 
+def _or_all(masks: Sequence[pl.Expr]) -> pl.Expr:
+    """Bitwise OR of many masks as a balanced tree: depth log2(n), where a left-leaning chain would be n deep."""
+    masks = list(masks)
+    while len(masks) > 1:
+        paired = [masks[i] | masks[i + 1] for i in range(0, len(masks) - 1, 2)]
+        masks = paired + ([masks[-1]] if len(masks) % 2 else [])
+    return masks[0]
+
+
 def _null_of(kind: str) -> pl.Expr:
     return _lit(None, {"num": pl.Float64, "str": pl.String, "date": pl.Datetime("us"), "bool": pl.Boolean}[kind])
 
 
-_NOT_FINITE = [float("inf"), float("-inf"), float("nan")]
-
-
 def _finite(e: pl.Expr) -> pl.Expr:
-    """NaN and infinities become blank. Uses `e` once: repeating it would double the plan at every level."""
-    return e.replace(_NOT_FINITE, None)
+    """NaN and infinities become blank, in one numpy pass that uses `e` once. Not `pl.when(e.is_finite()).then(e)`:
+    that repeats `e`, and a chain of 8 `+` became a plan of 2^8 copies (compile_expr has no staging); not
+    `e.replace([inf, -inf, nan], None)`: polars' optimiser is quadratic in the number of replace() calls (a sum of
+    400 divisions took 2.4 s)."""
+    return e.map_batches(_finite_values, pl.Float64, is_elementwise=True)
+
+
+def _finite_values(s: pl.Series) -> pl.Series:
+    values = s.cast(pl.Float64).to_numpy()
+    return _from_numpy(np.where(np.isfinite(values), values, np.nan))
+
+
+ZERO_COLUMN = "__tk_zero"
+# Zeros as long as the frame (or group), for compile_expr, whose caller's frame has no ZERO_COLUMN. polars' optimiser
+# is quadratic in the number of copies of this expression, so evaluate_many adds ZERO_COLUMN instead.
+_ROW_ZERO = pl.int_range(0, pl.len(), dtype=pl.Int32).cast(pl.Float64) * 0.0
+
+
+def zero_column(height: int) -> pl.Series:
+    """A real (materialised) column of zeros: polars treats a literal or repeat() as a constant."""
+    return pl.Series(ZERO_COLUMN, np.zeros(height), dtype=pl.Float64)
+
+
+def _fmod(pair: pl.Series) -> pl.Series:
+    with np.errstate(all="ignore"):  # b = 0 gives NaN: blank
+        return _from_numpy(np.fmod(pair.struct.field("a").to_numpy(), pair.struct.field("b").to_numpy()))
+
+
+def _from_numpy(values) -> pl.Series:
+    with np.errstate(all="ignore"):
+        return pl.Series(values, dtype=pl.Float64, nan_to_null=True)
 
 
 def _to_float(value) -> float | None:

@@ -37,6 +37,12 @@ from trialkit.logic.functions import FUNCTIONS, INSTANCE_AGGREGATES
 
 MAX_LENGTH = 100_000  # characters
 MAX_DEPTH = 120  # nesting of parentheses / tree levels
+# Terms (tree nodes: values, field references, operators, calls). Evaluation time grows linearly with them; the
+# slowest shapes measured (text comparisons, sums of rounded divisions; kleene mode with explain) cost about 0.5-0.8 s
+# of CPU per 1,000 terms on 1,000 records on a busy 2-core machine (load 6), or/and chains 0.15 s
+# (benchmarks/bench_wide_logic.py). 2,000 bounds what one expression (one filterLogic request) can cost to about
+# 1.5 s at worst, while a 500-condition `and` chain (1,501 terms) and sum() over 1,000 fields still fit.
+MAX_NODES = 2_000
 
 _FIELD_PART = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)(?:\(([^()]*)\))?(?::(value|raw))?$")
 _EVENT_PART = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -365,11 +371,20 @@ def _check_shape(text: str, ctx: _Ctx) -> None:
 
 def _check_depth(root: Node, ctx: _Ctx) -> None:
     stack = [(root, 1)]
+    count = 0
     while stack:
         node, d = stack.pop()
+        count += 1
         if d > MAX_DEPTH:
             raise _error_at_node(ctx, f"expression is nested too deeply (more than {MAX_DEPTH} levels)", node)
         stack.extend((child, d + 1) for child in node.children())
+    if count > MAX_NODES:
+        raise ctx.error(
+            f"expression is too large ({count:,} terms: values, fields, operators and calls; the limit is "
+            f"{MAX_NODES:,}); split it, or compute part of it in a calculated field",
+            1,
+            1,
+        )
 
 
 def parse(text: str, *, file: str | None = None, line: int = 1, col: int = 1) -> Node:

@@ -6,9 +6,12 @@ I/O stays here, at the edge: reading the study, the rule file and the intake dat
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import polars as pl
 
 from trialkit.errors import DataError, UsageError
 from trialkit.screening.engine import CompiledRules, Screening, compile_rules, screen
@@ -59,17 +62,23 @@ def screen_file(
     as_of: dt.date,
     event: str | None = None,
     sheet: str | None = None,
+    records: Sequence[str] | None = None,
 ) -> Screening:
-    """Read intake data (any format `read_intake` knows) and screen it. DataError (exit 1) when nothing can be
-    screened: unreadable file, wrong shape, no candidate."""
+    """Read intake data (any format `read_intake` knows) and screen it, or only the candidates `records`.
+    DataError (exit 1) when nothing can be screened: unreadable file, wrong shape, no candidate."""
     from trialkit.records import read_intake
 
-    intake = read_intake(data, study, event=event, sheet=sheet)
+    intake = read_intake(data, study, event=event, sheet=sheet, records=records)
+    if records is not None:
+        found = set(intake.records.get_column(intake.record_id).cast(pl.String).to_list())
+        unknown = [r for r in records if r not in found]
+        if unknown:
+            raise UsageError(f"no candidate {', '.join(unknown)} in {data}")
     # A coordinator must not be asked for madrs_total when its ten items are there, nor screened on a total that
     # its items contradict: calculated fields are computed from their expressions wherever the inputs allow
     # (stored values that disagree and calcs that cannot be computed are noted).
     before = len(intake.notes)
-    intake = intake.with_calculations(as_of=as_of)
+    intake = intake.for_screening(as_of=as_of, columns=rules.read_columns())
     notes = list(intake.notes[:before])
     notes.append("calculated fields were computed from their inputs where all were there; elsewhere the recorded "
                  "value was used")
@@ -82,12 +91,36 @@ def screen_file(
         raise DataError(
             f"{data}: none of the {len(read)} fields the rules read is in the data (wrong file or wrong study?)"
         )
+    notes += problem_notes(intake.problems)
     result = screen(rules, intake, as_of=as_of)
     return replace(result, notes=tuple(notes))
 
 
+def problem_notes(problems: pl.DataFrame | None, limit: int = 10) -> list[str]:
+    """One note per field and check of the values screening could not use (counts, never values)."""
+    if problems is None or problems.height == 0:
+        return []
+    counts = (
+        problems.filter(pl.col("check") != "input")
+        .group_by("field", "check", "problem", maintain_order=True)
+        .agg(pl.col("record").n_unique().alias("n"))
+    )
+    notes = [
+        f"{field}: {problem} ({n} record{'s' if n != 1 else ''}); not used: the criteria reading it are unknown"
+        for field, _check, problem, n in counts.head(limit).iter_rows()
+    ]
+    if counts.height > limit:
+        notes.append(f"... and {counts.height - limit} more fields with values that could not be used "
+                     "(trialkit validate lists them all)")
+    return notes
+
+
 def identifier_fields(study: Any) -> tuple[str, ...]:
-    return tuple(f.name for f in study.iter_fields() if f.identifier)
+    """Identifier fields and the calcs derived from them (trialkit.definitions.privacy)."""
+    from trialkit.definitions.privacy import identifying_fields
+
+    private = identifying_fields(study)
+    return tuple(f.name for f in study.iter_fields() if f.name in private)
 
 
 @dataclass(frozen=True)
