@@ -290,13 +290,20 @@ def main() -> None:
     t3 = time.perf_counter()
     build_context(intake, as_of=AS_OF)
     t_ctx = time.perf_counter() - t3
+    # The shape and size scan read_intake runs before polars (trialkit.records.limits), run again apart.
+    from trialkit.records.limits import check_delimited
+
+    t4, c4 = time.perf_counter(), time.process_time()
+    if args.format == "csv":
+        check_delimited(path, ",")
+    t_scan, c_scan = time.perf_counter() - t4, time.process_time() - c4
     print(
         f"file: {path.stat().st_size / 1e6:.0f} MB {args.format}, {intake.raw.height:,} rows x "
         f"{intake.raw.width - 1} columns, {intake.records.height:,} records, "
         f"{intake.instances['atrq'].height:,} atrq instances"
     )
     print(f"cores: {os.cpu_count()}, polars threads: {pl.thread_pool_size()}")
-    print(f"read + type:  {t1 - t0:6.2f} s")
+    print(f"read + type:  {t1 - t0:6.2f} s  (of which the pre-read shape scan: {t_scan:.2f} s, CPU {c_scan:.2f} s)")
     print(f"validate:     {t2 - t1:6.2f} s  (row context incl. branching logic and calcs: {t_ctx:.2f} s)")
     print(f"total:        {t2 - t0:6.2f} s")
     print(f"findings: {findings.errors:,} errors, {findings.warnings:,} warnings")
