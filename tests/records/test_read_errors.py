@@ -241,3 +241,16 @@ def test_cli_validate_prints_location_not_content(tmp_path, name, content, expec
     assert f"{path}{expected}" in run.stderr
     for value in PHI:
         assert value not in run.stderr and value not in run.stdout
+
+
+def test_a_token_file_read_as_intake_is_not_quoted(tmp_path, mini_study):
+    token = "0123456789ABCDEF0123456789ABCDEF"
+    path = tmp_path / "token.csv"
+    path.write_text(token + "\n", encoding="utf-8")
+    with pytest.raises(DataError) as caught:
+        read_intake(path, mini_study)
+    assert token not in str(caught.value) and "none named like a field" in str(caught.value)
+    path.write_text("record_id_typo,age\n1,2\n", encoding="utf-8")
+    with pytest.raises(DataError) as caught:
+        read_intake(path, mini_study)
+    assert "columns: record_id_typo, age" in str(caught.value)  # names are still shown: they help

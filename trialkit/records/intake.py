@@ -16,6 +16,7 @@ from typing import Any
 import polars as pl
 
 from trialkit.definitions.model import Study
+from trialkit.definitions.shown import shown_name
 from trialkit.errors import DataError, Location, UsageError
 from trialkit.records.calculations import merge_per_key, nonrepeating_forms
 from trialkit.records.convert import (
@@ -213,8 +214,10 @@ def build(
         elif "\x00" in header or "\ufffd" in header:
             hint = "; the text seems to be in another encoding (UTF-16?): save it as UTF-8"
         else:
-            shown = ", ".join(names[:8])
-            hint = f" (columns: {shown}{', ...' if len(names) > 8 else ''})"
+            # a header may be anything the file held (a token file read as data): only name-like cells are shown
+            listed = [n for n in names[:8] if shown_name(n).startswith("'")]
+            shown = ", ".join(listed) + (", ..." if len(names) > len(listed) else "")
+            hint = f" (columns: {shown})" if listed else f" ({len(names)} columns, none named like a field)"
         raise DataError(
             f"no {rid!r} column (the study's record id field); this is not intake data for study "
             f"{study.name!r}{hint}",
