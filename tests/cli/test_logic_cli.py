@@ -137,3 +137,15 @@ def test_help_has_an_example():
         [sys.executable, "-m", "trialkit", "logic", "eval", "--help"], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0 and "Example" in proc.stdout and "--as-of" in proc.stdout
+
+
+def test_eval_masks_values_computed_from_identifier_fields(tmp_path, capsys):
+    root = Path(__file__).resolve().parents[2]
+    path = tmp_path / "ids.csv"
+    path.write_text("record_id,redcap_event_name,first_name,dob\n1,screening_arm_1,Bob Secretname,1984-01-01\n")
+    for expression in ("year([dob])", "lower(concat([first_name], 'x'))", "left([first_name], 3)"):
+        code, out, err = run(["logic", "eval", expression, "--data", str(path), "--instruments", str(root)], capsys)
+        assert code == 0, err
+        assert "1984" not in out and "bob" not in out.lower() and out.splitlines()[1].endswith(",***")
+    code, out, _ = run(["logic", "eval", "[dob] <> ''", "--data", str(path), "--instruments", str(root)], capsys)
+    assert out.splitlines()[1].endswith(",true")  # a truth value says nothing the flag protects

@@ -211,6 +211,15 @@ def eval_command(
     result = evaluate(expr, frame, mode=mode, as_of=when, fields=fields, record_id=rid, explain=explain)
     keys = frame.select(key_cols)
     values = [_format_value(v, result.kind, mode) for v in result.values.to_list()]
+    if study is not None and result.kind != "bool":
+        from trialkit.definitions.privacy import identifying_fields
+
+        private = identifying_fields(study)
+        read = {c.split(":", 1)[-1].split("___", 1)[0] for c in reference_columns(expr)}
+        if read & private:  # a value computed from an identifier is one too: show only whether there is one
+            values = ["***" if v != "" else "" for v in values]
+            click.echo(f"note: values computed from identifier fields ({', '.join(sorted(read & private))}) are "
+                       "shown as ***", err=True)
     missing = result.missing.to_list() if result.missing is not None else None
     if fmt == "json":
         rows = []
