@@ -2,9 +2,19 @@
 
 Guarantees, and how they are kept:
 - *Nothing lost.* The pull watermark (for REDCap's dateRangeBegin) only moves when a run finishes, and each
-  pull reaches back an overlap (24 h by default) so clock skew between this machine and the server cannot
-  hide a change. Candidates still pending (or never screened) are re-screened every night whatever their
-  change time, because missing data may arrive by other routes and a new rule set may decide them.
+  pull reaches back an overlap (10 minutes by default) so clock skew between this machine and the server cannot
+  hide a change. Every route by which data reaches REDCap (form, survey, import) updates the record's change
+  time, so a record that did not change cannot screen differently unless the definitions or the run date
+  changed, and both of those are handled below: undecided candidates are not pulled again just for being
+  undecided.
+- *Own write-backs are not changes.* Writing a result updates the record's change time, so without care the
+  night after a write-back would pull every record written. The ledger keeps when each run's write-back began
+  and ended; the next run asks REDCap for the ids changed since the watermark (ids only) and, among those the
+  previous run wrote, pulls only the ones also changed after its write-back ended (plus the overlap). A record
+  edited between the pull and the write-back is not written (it is asked for just before writing), so its
+  edit stays newer than the watermark and the next run screens it. What remains is an edit landing while the
+  write-back itself runs, or within the overlap after it: it is seen only when the record next changes
+  (`own_writes=False` turns the exclusion off).
 - *Nothing duplicated.* Results are written to fixed fields of the screening event (a keyed upsert, never a
   new instance), and only where REDCap's current values differ from the new ones: a rerun after a crash
   writes only what did not land. Writes are read back and compared before the ledger records them.
@@ -55,13 +65,6 @@ STAMP_FIELD = "elig_screened_at"
 RESULT_FIELDS = tuple(name for name in WRITEBACK_FIELDS if name != STAMP_FIELD)
 
 
-def _undecided(event: str | None) -> str:
-    """Filter logic for records without a decided result. In a longitudinal project the result event is named:
-    unprefixed, REDCap tests every event's row, and a record with any other row would always match."""
-    ref = f"[{event}][{RESULT_FIELDS[0]}]" if event else f"[{RESULT_FIELDS[0]}]"
-    return f"{ref} <> 'eligible' and {ref} <> 'ineligible'"
-
-
 @dataclass(frozen=True)
 class NightlyResult:
     run_id: int
@@ -75,6 +78,7 @@ class NightlyResult:
     findings: Any = field(default=None, repr=False)  # trialkit.validation.Findings of the pulled records
     deleted: int = 0  # records deleted in REDCap between the pull and the write-back: not written
     full_reason: str = ""  # why every record was rescreened ("first run", "rules changed", ...); "" if incremental
+    moved: int = 0  # records edited in REDCap while the run screened them: not written, screened again next run
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +91,7 @@ class NightlyResult:
             "unchanged": self.unchanged,
             "invalid_records": self.invalid_records,
             "deleted": self.deleted,
+            "moved": self.moved,
             "dispositions": dict(self.dispositions),
         }
 
@@ -96,6 +101,8 @@ _RUN_COLUMNS = {
     "fingerprint": "TEXT",  # sha256 of the definitions fingerprint (NULL: run recorded by an older trialkit)
     "definitions": "TEXT",  # the fingerprint's parts as JSON, to say what changed since
     "full_reason": "TEXT",  # why the run rescreened every record
+    "writes_began": "TEXT",  # this machine's clock just before the write-back's first import (NULL: none)
+    "writes_ended": "TEXT",  # ... and after its last one
 }
 
 
@@ -107,6 +114,8 @@ class PreviousRun:
     as_of: dt.date
     ruleset_sha256: str
     fingerprint: Fingerprint | None  # None: recorded before fingerprints (or unreadable)
+    run_id: int = 0
+    writes_ended: dt.datetime | None = None  # None: the run wrote nothing (or was recorded by an older trialkit)
 
 
 class Ledger:
@@ -155,13 +164,25 @@ class Ledger:
 
     def last_success(self) -> PreviousRun | None:
         row = self._db.execute(
-            "SELECT started_at, as_of, ruleset_sha256, definitions FROM runs WHERE status = 'ok' "
+            "SELECT started_at, as_of, ruleset_sha256, definitions, id, writes_ended FROM runs WHERE status = 'ok' "
             "ORDER BY id DESC LIMIT 1"
         ).fetchone()
         if row is None:
             return None
         return PreviousRun(dt.datetime.fromisoformat(row[0]), dt.date.fromisoformat(row[1]), row[2],
-                           Fingerprint.from_json(row[3]))
+                           Fingerprint.from_json(row[3]), run_id=row[4],
+                           writes_ended=dt.datetime.fromisoformat(row[5]) if row[5] else None)
+
+    def mark_writes(self, run_id: int, began: dt.datetime, ended: dt.datetime) -> None:
+        """When the run's write-back ran (this machine's clock): the next run tells its own writes by it."""
+        self._db.execute("UPDATE runs SET writes_began = ?, writes_ended = ? WHERE id = ?",
+                         (began.isoformat(timespec="seconds"), ended.isoformat(timespec="seconds"), run_id))
+        self._db.commit()
+
+    def written_ids(self, run_id: int) -> set[str]:
+        """The records whose result this run wrote itself (not those it found already there)."""
+        rows = self._db.execute("SELECT record_id FROM writes WHERE run_id = ? AND note = 'written'", (run_id,))
+        return {row[0] for row in rows}
 
     def begin(self, started_at: dt.datetime, as_of: dt.date, sha256: str, full: bool, *,
               definitions: Fingerprint | None = None, full_reason: str = "") -> int:
@@ -247,19 +268,19 @@ def run_nightly(
     as_of: dt.date,
     now: dt.datetime,
     full: bool = False,
-    overlap: dt.timedelta = dt.timedelta(hours=24),
+    overlap: dt.timedelta = dt.timedelta(minutes=10),
     clock: Callable[[], dt.datetime] | None = None,
     options: Mapping[str, Any] | None = None,
+    own_writes: bool = True,
 ) -> NightlyResult:
     """One nightly pass. `now` stamps the run's start (and the pull watermark); `clock`, when given, stamps its
     end in the ledger (else the start time is used, which keeps tests deterministic). `options`: anything else
     the caller's screening depends on (JSON-able); a change of it rescreens every record, like a changed
     definition. A run is full when asked (`full`), on the first run, or when the definitions fingerprint differs
-    from the last successful run's."""
+    from the last successful run's. `overlap`: how far each time comparison with REDCap's clock reaches back
+    (the clock skew allowed between this machine and the server). `own_writes=False` pulls records the
+    previous run wrote even when nothing else changed them."""
     finished = clock or (lambda: now)
-    from trialkit.records import IntakeData
-    from trialkit.screening import result_records, screen
-    from trialkit.validation import validate
 
     _require_result_fields(study)
     # before the ledger opens a run: screening REDCap data with definitions REDCap no longer has is worse than none
@@ -283,29 +304,35 @@ def run_nightly(
         else:
             assert previous is not None
             changed = client.record_ids(changed_since=previous.started_at - overlap)
-            undecided = client.record_ids(filter_logic=_undecided(event))
+            if own_writes and changed and previous.writes_ended is not None:
+                ours = ledger.written_ids(previous.run_id).intersection(changed)
+                if ours:
+                    # changed after our write-back ended: someone else's edit (or ours within the overlap)
+                    after = set(client.record_ids(changed_since=previous.writes_ended + overlap))
+                    changed = [r for r in changed if r not in ours or r in after]
             undated: list[str] = []
             if dated == "undated" and previous.as_of != as_of:
                 # 'today' is the run date for candidates without a reference date: their results move with it
                 ref = f"[{event}][{rules.reference_field}]" if event else f"[{rules.reference_field}]"
                 undated = client.record_ids(filter_logic=f"{ref} = ''")
-            ids = list(dict.fromkeys([*changed, *undecided, *undated]))
-        rows = client.export_records(ids) if ids else []
-        if not rows:
+            ids = list(dict.fromkeys([*changed, *undated]))
+        frame = client.export_frame(ids) if ids else pl.DataFrame()
+        if frame.is_empty():
             ledger.finish(run_id, "ok", at=finished())
             return NightlyResult(run_id, as_of, full, 0, 0, 0, 0, {}, full_reason=reason)
 
-        frame = pl.DataFrame(
-            [{k: "" if v is None else str(v) for k, v in row.items()} for row in rows],
-            infer_schema_length=None,
-        )
+        # imported only now: pandera (and pandas with it) costs most of a second, and a quiet night needs neither
+        from trialkit.records import IntakeData
+        from trialkit.screening import result_records, screen
+        from trialkit.validation import validate
+
         intake = IntakeData.from_frame(frame, study, event=event)
         findings = validate(intake, study, as_of=as_of)
         # screen() prepares intake data as every path does: values failing their checks are blanked and listed,
         # then calcs are computed (REDCap leaves one blank when data was imported before the calc existed)
         screening = screen(rules, intake, as_of=as_of)
 
-        current = _current_results(rows, record_id, event)
+        current = _current_results(frame, record_id, event)
         results = result_records(screening, screened_at=now, event=event)
         counts = dict(results.group_by("elig_disposition").len().iter_rows())
         to_write = [
@@ -329,20 +356,31 @@ def run_nightly(
             kept = [row for row in to_write if row[record_id] in still_there]
             deleted = len(to_write) - len(kept)
             to_write = kept
+        moved = 0
         if to_write:
+            # edited since the pull (or within the overlap before it): screened on stale data, so not written;
+            # the edit is newer than this run's watermark, so the next run screens it
+            since = set(client.record_ids(changed_since=now - overlap))
+            kept = [row for row in to_write if row[record_id] not in since]
+            moved = len(to_write) - len(kept)
+            to_write = kept
+        if to_write:
+            began = finished()
             client.import_records(to_write, overwrite=True)
+            ended = finished()
             problems = client.verify(to_write, blanks_clear=True)
             if problems:
                 raise RedcapError(
                     f"{len(problems)} result cell(s) did not read back as written, e.g. {problems[0]}"
                 )
             ledger.record_writes(run_id, to_write, record_id, now)
+            ledger.mark_writes(run_id, began, ended)
         invalid = findings.records_with_errors().n_unique()
         ledger.finish(run_id, "ok", at=finished(), pulled=len(current), written=len(to_write))
-        unchanged = len(current) - len(to_write) - deleted
+        unchanged = len(current) - len(to_write) - deleted - moved
         return NightlyResult(
             run_id, as_of, full, len(current), len(to_write), unchanged, invalid, counts, findings, deleted=deleted,
-            full_reason=reason,
+            full_reason=reason, moved=moved,
         )
     except BaseException as exc:
         if isinstance(exc, RedcapError | UsageError):
@@ -427,15 +465,16 @@ def _result_event(study: Any) -> str | None:
     return events[0] if events else None
 
 
-def _current_results(rows: Sequence[Mapping[str, Any]], record_id: str, event: str | None) -> dict[str, dict]:
+def _current_results(frame: pl.DataFrame, record_id: str, event: str | None) -> dict[str, dict]:
     """The result values REDCap holds now, per record (every pulled record appears, blank if never screened)."""
-    out: dict[str, dict] = {}
-    for row in rows:
-        rid = str(row[record_id])
-        out.setdefault(rid, dict.fromkeys(RESULT_FIELDS, ""))
-        if row.get("redcap_repeat_instrument"):
-            continue
-        if event is not None and row.get("redcap_event_name") != event:
-            continue
-        out[rid] = {name: str(row.get(name, "") or "") for name in RESULT_FIELDS}
+    ids = frame[record_id].unique(maintain_order=True)
+    out: dict[str, dict] = {rid: dict.fromkeys(RESULT_FIELDS, "") for rid in ids}
+    rows = frame
+    if "redcap_repeat_instrument" in rows.columns:
+        rows = rows.filter(pl.col("redcap_repeat_instrument") == "")
+    if event is not None and "redcap_event_name" in rows.columns:
+        rows = rows.filter(pl.col("redcap_event_name") == event)
+    have = [name for name in RESULT_FIELDS if name in rows.columns]
+    for row in rows.select(record_id, *have).iter_rows(named=True):
+        out[row[record_id]] = {name: row.get(name) or "" for name in RESULT_FIELDS}
     return out
