@@ -1,0 +1,175 @@
+"""What an incremental nightly run pulls: only records that really changed since the last successful run (its own
+write-backs excluded), with the sandbox's clock moving as a real server's does. PyCap over HTTP, no mocks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from test_sync import AS_OF, intake_rows, kap, offline_results, rules, stored_results, study
+
+__all__ = ["intake_rows", "kap", "rules", "study"]  # the fixtures of the nightly's first tests, used here too
+
+from trialkit.redcap.client import RedcapClient, RetryPolicy, Token
+from trialkit.redcap.sandbox import FaultPlan
+from trialkit.redcap.sync import Ledger, run_nightly
+
+ROOT = Path(__file__).resolve().parents[2]
+START = dt.datetime(2026, 11, 2, 2, 0, 0)
+
+
+class Ticking:
+    """One clock for the server and the job: each reading moves it on a second, so a write-back is stamped after
+    the run's start and an edit after the write-back, as on a real server."""
+
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        self.now += dt.timedelta(seconds=1)
+        return self.now
+
+
+@pytest.fixture
+def ticking(kap, sandbox):
+    clock = Ticking(START)
+    sandbox.set_clock(clock)
+    return clock
+
+
+def night(client, study, rules, ledger, clock: Ticking, **kwargs):
+    return run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=clock(), clock=clock, **kwargs)
+
+
+def test_the_night_after_a_write_back_pulls_nothing_and_makes_a_handful_of_requests(kap, ticking, study, rules,
+                                                                                     tmp_path):
+    client, _, _ = kap
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    first = night(client, study, rules, ledger, ticking)
+    assert first.written == 60 and first.dispositions.get("pending")  # undecided candidates exist
+    ticking.now += dt.timedelta(days=1)
+    client.calls.clear()
+    second = night(client, study, rules, ledger, ticking)
+    assert (second.full, second.pulled, second.written) == (False, 0, 0)
+    assert "record export" not in client.calls  # no full rows at all
+    assert len(client.calls) <= 12, client.calls
+    # and the same the night after
+    ticking.now += dt.timedelta(days=1)
+    assert night(client, study, rules, ledger, ticking).pulled == 0
+
+
+def test_an_edit_after_the_write_back_is_pulled_alone_and_rescreened(kap, ticking, study, rules, tmp_path):
+    client, _, _ = kap
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    night(client, study, rules, ledger, ticking)
+    before = stored_results(client)
+    rows = client.export_records(fields=["record_id", "childbearing_potential"], events=["screening_arm_1"])
+    target = next(r["record_id"] for r in rows
+                  if before[r["record_id"]][0] == "eligible" and r.get("childbearing_potential") == "1")
+    ticking.now += dt.timedelta(hours=3)  # a coordinator, the next morning: a record this run wrote
+    client.import_records([{"record_id": target, "redcap_event_name": "screening_arm_1",
+                            "preg_test_result": "1", "pregnant": "1"}])
+    ticking.now += dt.timedelta(hours=20)
+    second = night(client, study, rules, ledger, ticking)
+    assert (second.pulled, second.written) == (1, 1)
+    assert stored_results(client)[target][0] == "ineligible"
+    # with the exclusion off, every record the first run wrote comes back
+    ticking.now += dt.timedelta(minutes=1)
+    assert night(client, study, rules, ledger, ticking, own_writes=False).pulled == 1  # only the second's write
+
+
+class _EditsDuringTheRun(RedcapClient):
+    """A real client whose project sees a coordinator's edit after the pull, before the write-back."""
+
+    edit: dict | None = None
+
+    def export_frame(self, records, *, fields=None, events=None):
+        frame = super().export_frame(records, fields=fields, events=events)
+        if self.edit is not None:
+            self.import_records([self.edit])
+            self.edit = None
+        return frame
+
+
+def test_an_edit_between_the_pull_and_the_write_back_is_not_lost(kap, sandbox, ticking, study, rules, intake_rows,
+                                                                  tmp_path):
+    _, token, _ = kap
+    client = _EditsDuringTheRun(sandbox.url, Token(token), chunk_size=25, retry=RetryPolicy(attempts=1))
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    offline = offline_results(study, rules, intake_rows)
+    rows = {r["record_id"]: r for r in intake_rows
+            if r.get("redcap_event_name") == "screening_arm_1" and not r.get("redcap_repeat_instrument")}
+    target = next(r for r, (d, _) in offline.items()
+                  if d == "eligible" and rows[r].get("childbearing_potential") == "1")
+    edit = {"record_id": target, "redcap_event_name": "screening_arm_1", "preg_test_result": "1",
+            "pregnant": "1"}
+    client.edit = edit
+    first = night(client, study, rules, ledger, ticking)
+    # screened on the data before the edit: not written, so not taken for the run's own write the next night
+    assert first.moved == 1 and first.written == 59
+    assert target not in {w["record_id"] for w in ledger.writes(first.run_id)}
+    ticking.now += dt.timedelta(days=1)
+    second = night(client, study, rules, ledger, ticking)
+    assert (second.pulled, second.written) == (1, 1)
+    edited = [{**r, **edit} if r is rows[target] else r for r in intake_rows]
+    assert stored_results(client) == offline_results(study, rules, edited)
+    assert stored_results(client)[target][0] == "ineligible"
+
+
+def test_a_quiet_night_does_not_import_pandera(kap, sandbox, ticking, study, rules, tmp_path):
+    _, token, _ = kap
+    client = RedcapClient(sandbox.url, Token(token))
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    night(client, study, rules, ledger, ticking)
+    ledger.close()
+    ticking.now += dt.timedelta(days=1)
+    script = (
+        "import datetime as dt, os, sys\n"
+        "from pathlib import Path\n"
+        "from trialkit.definitions import load_study\n"
+        "from trialkit.redcap.client import RedcapClient, load_token\n"
+        "from trialkit.redcap.sync import Ledger, run_nightly\n"
+        "from trialkit.screening.run import load_rules\n"
+        "root = Path(sys.argv[1]); study = load_study(root)\n"
+        "rules = load_rules(root / 'eligibility_rules' / 'kap_trd.yaml', study)\n"
+        "client = RedcapClient(sys.argv[2], load_token())\n"
+        "now = dt.datetime.fromisoformat(sys.argv[4])\n"
+        "r = run_nightly(client, study, rules, ledger=Ledger(sys.argv[3]), as_of=dt.date(2026, 11, 2), now=now)\n"
+        "print(r.pulled, 'pandera' in sys.modules, 'pandas' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(ROOT), sandbox.url, str(tmp_path / "ledger.sqlite"),
+         ticking().isoformat()],
+        env={**os.environ, "REDCAP_API_TOKEN": token}, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["0", "False", "False"]
+
+
+def test_the_csv_pull_holds_what_the_json_export_holds(kap):
+    client, _, _ = kap
+    awkward = 'a "quoted", comma\nand a new line, and ünïcode'
+    client.import_records([{"record_id": "0001", "redcap_event_name": "screening_arm_1", "current_ad": "1",
+                            "current_ad_name": awkward}])
+    ids = client.record_ids()[:30]
+    frame = client.export_frame(ids)
+    rows = client.export_records(ids)
+    expected = pl.DataFrame([{k: "" if v is None else str(v) for k, v in row.items()} for row in rows],
+                            infer_schema_length=None)
+    assert frame.columns == expected.columns
+    assert frame.equals(expected)
+    assert awkward in frame["current_ad_name"].to_list()
+
+
+@pytest.mark.parametrize("kind", ["http500", "html_fatal"])
+def test_a_server_failure_during_the_csv_pull_is_retried_not_read_as_data(kap, sandbox, kind):
+    client, _, _ = kap
+    ids = client.record_ids()[:30]
+    clean = client.export_frame(ids)
+    sandbox.set_faults(FaultPlan(kind=kind, next_n=1, contents=("record",)))
+    assert client.export_frame(ids).equals(clean)
