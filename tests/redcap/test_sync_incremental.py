@@ -173,3 +173,16 @@ def test_a_server_failure_during_the_csv_pull_is_retried_not_read_as_data(kap, s
     clean = client.export_frame(ids)
     sandbox.set_faults(FaultPlan(kind=kind, next_n=1, contents=("record",)))
     assert client.export_frame(ids).equals(clean)
+
+
+def test_changed_ids_are_the_records_changed_in_the_window(kap):
+    client, _, clock = kap
+    clock.now = dt.datetime(2026, 11, 5, 9, 0, 0)
+    client.import_records([{"record_id": r, "redcap_event_name": "baseline_arm_1", "vs_sbp_1": "120"}
+                           for r in ("0007", "0003")])
+    clock.now = dt.datetime(2026, 11, 6, 9, 0, 0)
+    client.import_records([{"record_id": "0005", "redcap_event_name": "screening_arm_1", "current_ad_name": "y"}])
+    assert sorted(client.changed_ids(dt.datetime(2026, 11, 5))) == ["0003", "0005", "0007"]
+    assert sorted(client.changed_ids(dt.datetime(2026, 11, 5), until=dt.datetime(2026, 11, 6))) == ["0003", "0007"]
+    assert client.changed_ids(dt.datetime(2026, 11, 7)) == []
+    assert client.changed_ids(dt.datetime(2026, 11, 5)) == client.record_ids(changed_since=dt.datetime(2026, 11, 5))

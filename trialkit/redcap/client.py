@@ -254,6 +254,26 @@ class RedcapClient:
             start += len(chunk)
         return rows
 
+    def changed_ids(self, since: datetime, *, until: datetime | None = None) -> list[str]:
+        """The ids of records changed in a window (REDCap's dateRangeBegin/End, server local time), first-seen
+        order. Read as CSV: a longitudinal project answers with a row per record-event-instance, and as JSON
+        each of those rows repeats the field name, several times the bytes of the ids themselves."""
+        import polars as pl
+
+        def_field = self.def_field
+        text = self._call(
+            "record id export",
+            lambda: _csv_reply(
+                self._project.export_records(format_type="csv", fields=[def_field], date_begin=since,
+                                             date_end=until),
+                def_field,
+            ),
+        )
+        if not text.strip():
+            return []
+        frame = pl.read_csv(text.encode("utf-8"), infer_schema=False, columns=[def_field])
+        return frame[def_field].drop_nulls().unique(maintain_order=True).to_list()
+
     def export_frame(
         self,
         records: Sequence[str],

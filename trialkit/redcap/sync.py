@@ -303,12 +303,12 @@ def run_nightly(
             ids = client.record_ids()
         else:
             assert previous is not None
-            changed = client.record_ids(changed_since=previous.started_at - overlap)
+            changed = client.changed_ids(previous.started_at - overlap)
             if own_writes and changed and previous.writes_ended is not None:
                 ours = ledger.written_ids(previous.run_id).intersection(changed)
                 if ours:
                     # changed after our write-back ended: someone else's edit (or ours within the overlap)
-                    after = set(client.record_ids(changed_since=previous.writes_ended + overlap))
+                    after = set(client.changed_ids(previous.writes_ended + overlap))
                     changed = [r for r in changed if r not in ours or r in after]
             undated: list[str] = []
             if dated == "undated" and previous.as_of != as_of:
@@ -360,7 +360,7 @@ def run_nightly(
         if to_write:
             # edited since the pull (or within the overlap before it): screened on stale data, so not written;
             # the edit is newer than this run's watermark, so the next run screens it
-            since = set(client.record_ids(changed_since=now - overlap))
+            since = set(client.changed_ids(now - overlap))
             kept = [row for row in to_write if row[record_id] not in since]
             moved = len(to_write) - len(kept)
             to_write = kept
