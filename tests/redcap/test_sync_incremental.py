@@ -110,9 +110,11 @@ def test_an_edit_between_the_pull_and_the_write_back_is_not_lost(kap, sandbox, t
             "pregnant": "1"}
     client.edit = edit
     first = night(client, study, rules, ledger, ticking)
-    # screened on the data before the edit: not written, so not taken for the run's own write the next night
-    assert first.moved == 1 and first.written == 59
-    assert target not in {w["record_id"] for w in ledger.writes(first.run_id)}
+    # screened on the data before the edit: written, but not taken for the run's own write the next night
+    assert first.moved == 1 and first.written == 60
+    notes = {w["record_id"]: w["note"] for w in ledger.writes(first.run_id)}
+    assert notes[target] == "written, changed during the run"
+    assert stored_results(client)[target][0] == "eligible"  # stale until the next run
     ticking.now += dt.timedelta(days=1)
     second = night(client, study, rules, ledger, ticking)
     assert (second.pulled, second.written) == (1, 1)

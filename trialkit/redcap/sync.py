@@ -11,10 +11,10 @@ Guarantees, and how they are kept:
   night after a write-back would pull every record written. The ledger keeps when each run's write-back began
   and ended; the next run asks REDCap for the ids changed since the watermark (ids only) and, among those the
   previous run wrote, pulls only the ones also changed after its write-back ended (plus the overlap). A record
-  edited between the pull and the write-back is not written (it is asked for just before writing), so its
-  edit stays newer than the watermark and the next run screens it. What remains is an edit landing while the
-  write-back itself runs, or within the overlap after it: it is seen only when the record next changes
-  (`own_writes=False` turns the exclusion off).
+  edited between the run's start (less the overlap) and the write-back is asked for just before writing and
+  is not counted as the run's own write (ledger note 'written, changed during the run'), so the next run
+  screens it again. What remains is an edit landing while the write-back itself runs, or within the overlap
+  after it: it is seen only when the record next changes (`own_writes=False` turns the exclusion off).
 - *Nothing duplicated.* Results are written to fixed fields of the screening event (a keyed upsert, never a
   new instance), and only where REDCap's current values differ from the new ones: a rerun after a crash
   writes only what did not land. Writes are read back and compared before the ledger records them.
@@ -78,7 +78,7 @@ class NightlyResult:
     findings: Any = field(default=None, repr=False)  # trialkit.validation.Findings of the pulled records
     deleted: int = 0  # records deleted in REDCap between the pull and the write-back: not written
     full_reason: str = ""  # why every record was rescreened ("first run", "rules changed", ...); "" if incremental
-    moved: int = 0  # records edited in REDCap while the run screened them: not written, screened again next run
+    moved: int = 0  # records written that changed in REDCap around the pull: screened again by the next run
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -356,14 +356,12 @@ def run_nightly(
             kept = [row for row in to_write if row[record_id] in still_there]
             deleted = len(to_write) - len(kept)
             to_write = kept
-        moved = 0
+        moved: list[Mapping[str, str]] = []
         if to_write:
-            # edited since the pull (or within the overlap before it): screened on stale data, so not written;
-            # the edit is newer than this run's watermark, so the next run screens it
+            # edited around the pull (since the run began, less the overlap): maybe screened on data already
+            # stale. Written all the same, but not as this run's own write, so the next run screens them again.
             since = set(client.changed_ids(now - overlap))
-            kept = [row for row in to_write if row[record_id] not in since]
-            moved = len(to_write) - len(kept)
-            to_write = kept
+            moved = [row for row in to_write if row[record_id] in since]
         if to_write:
             began = finished()
             client.import_records(to_write, overwrite=True)
@@ -374,13 +372,15 @@ def run_nightly(
                     f"{len(problems)} result cell(s) did not read back as written, e.g. {problems[0]}"
                 )
             ledger.record_writes(run_id, to_write, record_id, now)
+            if moved:
+                ledger.record_writes(run_id, moved, record_id, now, note="written, changed during the run")
             ledger.mark_writes(run_id, began, ended)
         invalid = findings.records_with_errors().n_unique()
         ledger.finish(run_id, "ok", at=finished(), pulled=len(current), written=len(to_write))
-        unchanged = len(current) - len(to_write) - deleted - moved
+        unchanged = len(current) - len(to_write) - deleted
         return NightlyResult(
             run_id, as_of, full, len(current), len(to_write), unchanged, invalid, counts, findings, deleted=deleted,
-            full_reason=reason, moved=moved,
+            full_reason=reason, moved=len(moved),
         )
     except BaseException as exc:
         if isinstance(exc, RedcapError | UsageError):
