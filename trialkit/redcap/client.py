@@ -21,6 +21,7 @@ idempotent, so they are never retried.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import time
@@ -30,6 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import polars as pl
 import requests
 from redcap import Project
 
@@ -96,6 +98,20 @@ class RetryPolicy:
             delay = min(delay * 2, self.max_backoff)
 
 
+@dataclass
+class CallStats:
+    """What a client has cost so far: HTTP requests, bytes each way, retries (for summaries and progress)."""
+
+    calls: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    retries: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"calls": self.calls, "bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
+                "retries": self.retries}
+
+
 class _Transient(Exception):
     """A failure worth retrying; carries the scrubbed reason."""
 
@@ -124,10 +140,18 @@ class RedcapClient:
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
         self.chunk_size = max(1, chunk_size)
-        self._project = Project(url, token.reveal(), timeout=timeout)
+        self.stats = CallStats()
+        # a requests hook sees every HTTP exchange PyCap makes, retries included, with its real sizes
+        self._project = Project(url, token.reveal(), timeout=timeout, hooks={"response": self._count})
 
     def __repr__(self) -> str:
         return f"RedcapClient({self.url!r})"
+
+    def _count(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        self.stats.calls += 1
+        body = response.request.body if response.request is not None else None
+        self.stats.bytes_sent += len(body) if body else 0
+        self.stats.bytes_received += len(response.content or b"")
 
     # -- the retry loop -------------------------------------------------------------------------------
 
@@ -146,6 +170,7 @@ class RedcapClient:
                 delay = next(delays, None)
                 if delay is None:
                     raise RedcapError(f"REDCap {what} failed after {self._retry.attempts} attempts: {exc}") from None
+                self.stats.retries += 1
                 self._sleep(delay)
 
     def _classify(self, what: str, fn: Callable[[], T]) -> T:
@@ -240,6 +265,64 @@ class RedcapClient:
             start += len(chunk)
         return rows
 
+    def export_frame(
+        self,
+        records: Sequence[str] | None = None,
+        *,
+        fields: Sequence[str] | None = None,
+        changed_since: datetime | None = None,
+        on_chunk: Callable[[int, int], None] | None = None,
+    ) -> pl.DataFrame:
+        """Flat rows as a polars frame of text (blank -> null), exported as CSV record-chunk by record-chunk.
+
+        CSV read by polars never builds Python rows: a JSON export of 20,000 records decoded into dicts costs
+        several times the CSV path. `on_chunk(records_done, records_total)` reports progress.
+        """
+        ids = list(records) if records is not None else self.record_ids(changed_since=changed_since)
+        frames: list[pl.DataFrame] = []
+        size = self.chunk_size
+        start = 0
+        while start < len(ids):
+            chunk = ids[start : start + size]
+            try:
+                text = self._call(
+                    "record export",
+                    lambda chunk=chunk: self._project.export_records(
+                        format_type="csv", records=chunk, fields=list(fields) if fields else None
+                    ),
+                    shrinkable=True,
+                )
+            except _ServerMemory as exc:
+                if size == 1:
+                    raise RedcapError(f"REDCap record export failed even one record at a time: {exc}") from None
+                size = max(1, size // 2)
+                continue
+            frames.append(csv_frame(text))
+            start += len(chunk)
+            if on_chunk is not None:
+                on_chunk(start, len(ids))
+        frames = [f for f in frames if f.width]
+        return pl.concat(frames, how="diagonal") if frames else pl.DataFrame()
+
+    def project_info(self) -> dict[str, Any]:
+        return self._call("project info export", lambda: self._project.export_project_info())
+
+    def record_id_frame(self, *, changed_since: datetime | None = None) -> pl.Series:
+        """Every record id (first-seen order) in one CSV call, optionally only those changed since a time."""
+        def_field = self.def_field
+        text = self._call(
+            "record id export",
+            lambda: self._project.export_records(format_type="csv", fields=[def_field], date_begin=changed_since),
+        )
+        frame = csv_frame(text)
+        if not frame.width:
+            return pl.Series(def_field, [], dtype=pl.String)
+        return frame[def_field].unique(maintain_order=True)
+
+    def next_record_name(self) -> str:
+        """REDCap's next auto-number (the highest numeric id + 1); not a reservation."""
+        return str(self._call("next record name", lambda: self._project.generate_next_record_name())).strip()
+
     # -- writing -------------------------------------------------------------------------------------
 
     def import_records(self, rows: Sequence[Mapping[str, Any]], *, overwrite: bool = False) -> list[str]:
@@ -251,18 +334,22 @@ class RedcapClient:
         def_field = self.def_field
         written: list[str] = []
         for chunk in _chunks_by_record(rows, def_field, self.chunk_size):
-            replayable = all(str(row.get("redcap_repeat_instance", "")) != "new" for row in chunk)
-            ids = self._call(
-                "record import",
-                lambda chunk=chunk: self._project.import_records(
-                    [dict(row) for row in chunk],
-                    overwrite="overwrite" if overwrite else "normal",
-                    return_content="ids",
-                ),
-                retry=replayable,
-            )
-            written.extend(str(i) for i in ids)
+            written.extend(self.import_batch(chunk, overwrite=overwrite))
         return written
+
+    def import_batch(self, rows: Sequence[Mapping[str, Any]], *, overwrite: bool = False) -> list[str]:
+        """One import call (no chunking): the ids REDCap says it wrote. Retried only when replaying is safe."""
+        replayable = all(str(row.get("redcap_repeat_instance", "")) != "new" for row in rows)
+        ids = self._call(
+            "record import",
+            lambda: self._project.import_records(
+                [dict(row) for row in rows],
+                overwrite="overwrite" if overwrite else "normal",
+                return_content="ids",
+            ),
+            retry=replayable,
+        )
+        return [str(i) for i in ids]
 
     def verify(self, rows: Sequence[Mapping[str, Any]], *, blanks_clear: bool = False) -> list[str]:
         """Read written rows back; return one message per cell REDCap does not hold as sent."""
@@ -287,6 +374,30 @@ class RedcapClient:
                 if str(stored.get(name, "")) != sent:
                     problems.append(f"record {key[0]}: field {name} holds {stored.get(name)!r}, sent {sent!r}")
         return problems
+
+
+def csv_frame(text: str) -> pl.DataFrame:
+    """A REDCap CSV export as text cells (blank -> null); an empty export is an empty frame."""
+    if not text.strip():
+        return pl.DataFrame()
+    return pl.read_csv(io.StringIO(text), infer_schema=False, null_values=[""])
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """How to reach one REDCap project: what a command needs to open a client (the token is read at open)."""
+
+    url: str
+    token_env: str | None = DEFAULT_TOKEN_ENV
+    token_file: Path | None = None
+    timeout: float = 60.0
+    attempts: int = 5
+    chunk_size: int = 500
+
+    def open(self) -> RedcapClient:
+        token = load_token(self.token_env, self.token_file)
+        return RedcapClient(self.url, token, timeout=self.timeout, retry=RetryPolicy(attempts=self.attempts),
+                            chunk_size=self.chunk_size)
 
 
 def _base_fields(columns: Iterable[str]) -> list[str]:
