@@ -89,3 +89,9 @@ def nightly(url, token_env, token_file, rules_path, study_dir, ledger_path, as_o
 
 def _stop(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
+
+
+from trialkit.cli.redcap_data import pull, push  # noqa: E402  (the data commands, kept in their own module)
+
+redcap.add_command(pull)
+redcap.add_command(push)
