@@ -79,7 +79,8 @@ def test_incremental_pull_fetches_only_changes_drops_deleted_records_and_equals_
     editor = client_for(sandbox, token)
     editor.import_records([{"record_id": "0003", "redcap_event_name": "screening_arm_1", "education_years": "17"},
                            {"record_id": "0007", "redcap_event_name": "screening_arm_1",
-                            "redcap_repeat_instrument": "atrq", "redcap_repeat_instance": "9", "atrq_drug": "sertraline"}])
+                            "redcap_repeat_instrument": "atrq", "redcap_repeat_instance": "9",
+                            "atrq_drug": "sertraline"}])
     editor._project.delete_records(["0010"])
     clock.now += dt.timedelta(hours=1)
     again = client_for(sandbox, token)

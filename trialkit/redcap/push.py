@@ -63,6 +63,7 @@ class PushResult:
     cells_set: int
     cells_cleared: int
     created: int  # new REDCap records
+    imports: int = 0  # import calls made
     rejected: tuple[Rejection, ...] = ()
     unverified: tuple[str, ...] = ()  # "record field" of cells that did not read back as sent
     changes: pl.DataFrame = field(default_factory=pl.DataFrame, repr=False)
@@ -85,6 +86,7 @@ class PushResult:
             "cells_set": self.cells_set,
             "cells_cleared": self.cells_cleared,
             "created": self.created,
+            "import_calls": self.imports,
             "rejected": [{"record": r.record, "field": r.field, "message": r.message} for r in self.rejected],
             "unverified": len(self.unverified),
             **dict(self.stats),
@@ -152,12 +154,13 @@ def push(
         rejected: list[Rejection] = []
         unverified: list[str] = []
         verified: set[str] = set()
+        imports = [0]
         if not dry_run and changes.height:
             sent_ids: set[str] = set()
             for frame, overwrite in ((sets, False), (clears, True)):
                 if frame.height:
                     sent_ids |= _send(client, ledger, _payload(frame, def_field), def_field, overwrite,
-                                      source_of, new_ids, now, rejected, report)
+                                      source_of, new_ids, now, rejected, report, imports)
             report.done()
             # every write read back: what still differs from the intended value was not written
             written = [r for r in changes["record"].unique(maintain_order=True).to_list() if r in sent_ids]
@@ -177,7 +180,7 @@ def push(
         rejected_records = {r.record for r in rejected}
         result = PushResult(
             run_id, dry_run, records, len(bad), changes["record"].n_unique(), sets.height, clears.height,
-            0 if dry_run else len({source_of.get(r, r) for r in new_ids} - rejected_records),
+            0 if dry_run else len({source_of.get(r, r) for r in new_ids} - rejected_records), imports[0],
             tuple(rejected), tuple(unverified), changes, findings, client.stats.to_dict(),
             time.monotonic() - started,
         )
@@ -257,8 +260,11 @@ def diff(desired: pl.DataFrame, stored: pl.DataFrame, def_field: str, fields: Se
     else:
         want = want.with_columns(pl.lit(None, dtype=pl.String).alias("old"))
     new, old = pl.col("new"), pl.col("old")
+    # an unticked checkbox and a form never saved export as "0": that is already blank, nothing to clear
+    zero_is_blank = pl.col("field").str.contains("___", literal=True) | pl.col("field").str.ends_with("_complete")
+    held = old.is_not_null() & ~(zero_is_blank & (old == "0"))
     kind = (pl.when(new.is_not_null() & (old.is_null() | (new != old))).then(pl.lit("set"))
-            .when(new.is_null() & old.is_not_null() & pl.lit(clear_blanks)).then(pl.lit("clear")))
+            .when(new.is_null() & held & pl.lit(clear_blanks)).then(pl.lit("clear")))
     return want.with_columns(kind.alias("kind")).filter(pl.col("kind").is_not_null()).select(
         [*keys, "field", "old", "new", "kind"])
 
@@ -375,7 +381,7 @@ def _by_record(rows: list[dict[str, str]], def_field: str) -> list[list[dict[str
 
 def _send(client: RedcapClient, ledger: DataLedger, rows: list[dict[str, str]], def_field: str, overwrite: bool,
           source_of: Mapping[str, str], new_ids: set[str], now: dt.datetime, rejected: list[Rejection],
-          report: Progress) -> set[str]:
+          report: Progress, imports: list[int]) -> set[str]:
     """Import `rows` record-chunk by record-chunk; a rejected chunk is split until its bad records are alone.
     Returns the ids of records REDCap accepted."""
     records = _by_record(rows, def_field)
@@ -388,6 +394,7 @@ def _send(client: RedcapClient, ledger: DataLedger, rows: list[dict[str, str]], 
         creating = [source_of.get(r, r) for r in ids if r in new_ids]
         if creating:
             ledger.mark(creating, "sending", now)
+        imports[0] += 1
         try:
             client.import_batch([row for g in group for row in g], overwrite=overwrite)
         except RedcapError as exc:
