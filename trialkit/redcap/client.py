@@ -240,30 +240,36 @@ class RedcapClient:
         """Flat rows of the given records (all when None), fetched record-chunk by record-chunk."""
         ids = list(records) if records is not None else self.record_ids()
         rows: list[dict[str, Any]] = []
+        for chunk in self._record_chunks(
+            ids,
+            lambda chunk: self._project.export_records(
+                records=chunk,
+                fields=list(fields) if fields else None,
+                forms=list(forms) if forms else None,
+                events=list(events) if events else None,
+            ),
+        ):
+            rows.extend(chunk)
+        return rows
+
+    def _record_chunks(self, ids: Sequence[str], export: Callable[[list[str]], T],
+                       on_chunk: Callable[[int, int], None] | None = None) -> Iterator[T]:
+        """One export call per chunk of record ids; REDCap's out-of-memory reply halves the chunk."""
         size = self.chunk_size
         start = 0
         while start < len(ids):
-            chunk = ids[start : start + size]
+            chunk = list(ids[start : start + size])
             try:
-                rows.extend(
-                    self._call(
-                        "record export",
-                        lambda chunk=chunk: self._project.export_records(
-                            records=chunk,
-                            fields=list(fields) if fields else None,
-                            forms=list(forms) if forms else None,
-                            events=list(events) if events else None,
-                        ),
-                        shrinkable=True,
-                    )
-                )
+                reply = self._call("record export", lambda chunk=chunk: export(chunk), shrinkable=True)
             except _ServerMemory as exc:
                 if size == 1:
                     raise RedcapError(f"REDCap record export failed even one record at a time: {exc}") from None
                 size = max(1, size // 2)
                 continue
             start += len(chunk)
-        return rows
+            yield reply
+            if on_chunk is not None:
+                on_chunk(start, len(ids))
 
     def export_frame(
         self,
@@ -278,29 +284,17 @@ class RedcapClient:
         CSV read by polars never builds Python rows: a JSON export of 20,000 records decoded into dicts costs
         several times the CSV path. `on_chunk(records_done, records_total)` reports progress.
         """
-        ids = list(records) if records is not None else self.record_ids(changed_since=changed_since)
-        frames: list[pl.DataFrame] = []
-        size = self.chunk_size
-        start = 0
-        while start < len(ids):
-            chunk = ids[start : start + size]
-            try:
-                text = self._call(
-                    "record export",
-                    lambda chunk=chunk: self._project.export_records(
-                        format_type="csv", records=chunk, fields=list(fields) if fields else None
-                    ),
-                    shrinkable=True,
-                )
-            except _ServerMemory as exc:
-                if size == 1:
-                    raise RedcapError(f"REDCap record export failed even one record at a time: {exc}") from None
-                size = max(1, size // 2)
-                continue
-            frames.append(csv_frame(text))
-            start += len(chunk)
-            if on_chunk is not None:
-                on_chunk(start, len(ids))
+        ids = list(records) if records is not None else self.record_id_frame(changed_since=changed_since).to_list()
+        frames = [
+            csv_frame(text)
+            for text in self._record_chunks(
+                ids,
+                lambda chunk: self._project.export_records(
+                    format_type="csv", records=chunk, fields=list(fields) if fields else None
+                ),
+                on_chunk,
+            )
+        ]
         frames = [f for f in frames if f.width]
         return pl.concat(frames, how="diagonal") if frames else pl.DataFrame()
 
