@@ -239,3 +239,30 @@ def test_a_push_killed_mid_run_and_rerun_leaves_redcap_exactly_as_intended(sandb
         assert token not in rerun.stdout + rerun.stderr + killed.stdout + killed.stderr
     finally:
         sandbox.drop_project(token)
+
+
+def test_a_rerun_compares_only_records_changed_in_the_data_or_in_redcap(sandbox, kap, study, tmp_path):
+    token, clock = kap
+    data = intake_frame(20).filter(pl.col("record_id") != "0019")
+    data.write_csv(tmp_path / "a.csv")
+    ledger = DataLedger(tmp_path / "ledger.sqlite")
+    same_clock = dt.timedelta(0)  # the sandbox and the test share one clock: no skew to allow for
+    first = run(sandbox, token, tmp_path / "a.csv", study, ledger, clock, overlap=same_clock)
+    assert first.compared == 19
+    clock.now += dt.timedelta(hours=1)  # beyond the overlap
+    screening = (pl.col("redcap_event_name") == "screening_arm_1") & pl.col("redcap_repeat_instrument").is_null()
+    data.with_columns(pl.when(screening & (pl.col("record_id") == "0004")).then(pl.lit("12"))
+                      .otherwise(pl.col("education_years")).alias("education_years")).write_csv(tmp_path / "b.csv")
+    # and a coordinator changes a value of another record in REDCap
+    client_for(sandbox, token).import_records(
+        [{"record_id": "0008", "redcap_event_name": "screening_arm_1", "education_years": "3"}])
+    clock.now += dt.timedelta(hours=1)
+    second = run(sandbox, token, tmp_path / "b.csv", study, ledger, clock, overlap=same_clock)
+    assert second.compared == 2 and second.cells_set == 2  # 0004 from the data, 0008 set back to the data
+    held = stored(sandbox, token).filter(screening).select("record_id", "education_years")
+    assert dict(held.iter_rows())["0008"] == data.filter(screening & (pl.col("record_id") == "0008"))[
+        "education_years"].item()
+    clock.now += dt.timedelta(hours=1)
+    third = run(sandbox, token, tmp_path / "b.csv", study, ledger, clock, overlap=same_clock)
+    assert third.compared == 0 and third.imports == 0
+    ledger.close()

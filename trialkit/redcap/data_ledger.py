@@ -164,10 +164,15 @@ class DataLedger:
         )
         self._db.commit()
 
-    def last_push_start(self) -> dt.datetime | None:
+    def forget_pushed(self, source_ids: Iterable[str]) -> None:
+        self._db.executemany("DELETE FROM pushed WHERE source_id = ?", [(s,) for s in source_ids])
+        self._db.commit()
+
+    def last_push_watermark(self) -> dt.datetime | None:
+        """When the last push that finished read REDCap back (a dry run has no watermark)."""
         row = self._db.execute(
-            "SELECT started_at FROM data_runs WHERE kind = 'push' AND status IN ('ok', 'partial') "
-            "ORDER BY id DESC LIMIT 1").fetchone()
+            "SELECT watermark FROM data_runs WHERE kind = 'push' AND status IN ('ok', 'partial') "
+            "AND watermark IS NOT NULL ORDER BY id DESC LIMIT 1").fetchone()
         return dt.datetime.fromisoformat(row[0]) if row else None
 
     def writes(self, run_id: int | None = None) -> list[dict[str, Any]]:

@@ -64,6 +64,7 @@ class PushResult:
     cells_cleared: int
     created: int  # new REDCap records
     imports: int = 0  # import calls made
+    compared: int = 0  # records compared with REDCap (the others are as REDCap was last seen to hold them)
     rejected: tuple[Rejection, ...] = ()
     unverified: tuple[str, ...] = ()  # "record field" of cells that did not read back as sent
     changes: pl.DataFrame = field(default_factory=pl.DataFrame, repr=False)
@@ -87,6 +88,7 @@ class PushResult:
             "cells_cleared": self.cells_cleared,
             "created": self.created,
             "import_calls": self.imports,
+            "compared_records": self.compared,
             "rejected": [{"record": r.record, "field": r.field, "message": r.message} for r in self.rejected],
             "unverified": len(self.unverified),
             **dict(self.stats),
@@ -129,7 +131,7 @@ def push(
     desired = desired.filter(~pl.col(def_field).is_in(pl.Series(list(bad), dtype=pl.String).implode()))
 
     hashes = _record_hashes(desired, def_field, f"clear={clear_blanks},auto={auto_number}")
-    last = ledger.last_push_start()
+    last = ledger.last_push_watermark()
     run_id = ledger.begin("push", now)
     try:
         if last is not None:
@@ -155,6 +157,7 @@ def push(
         unverified: list[str] = []
         verified: set[str] = set()
         imports = [0]
+        checked_at = now
         if not dry_run and changes.height:
             sent_ids: set[str] = set()
             for frame, overwrite in ((sets, False), (clears, True)):
@@ -163,6 +166,7 @@ def push(
                                       source_of, new_ids, now, rejected, report, imports)
             report.done()
             # every write read back: what still differs from the intended value was not written
+            checked_at = now + dt.timedelta(seconds=time.monotonic() - started)
             written = [r for r in changes["record"].unique(maintain_order=True).to_list() if r in sent_ids]
             after = diff(target.filter(pl.col(def_field).is_in(pl.Series(written, dtype=pl.String).implode())),
                          _stored(client, written, fields, def_field), def_field, fields, clear_blanks=clear_blanks)
@@ -171,6 +175,12 @@ def push(
             _record_writes(ledger, run_id, sets, clears, verified, now)
         if not dry_run:
             agreed = (set(target[def_field].to_list()) - set(changes["record"].to_list())) | verified
+            if agreed - verified:
+                # a record compared as equal, then changed in REDCap before the read-back time that the next run
+                # starts from, would be skipped by it: such records are not marked as agreed
+                moved = set(client.record_id_frame(changed_since=now - overlap).to_list()) - verified
+                agreed -= moved
+                ledger.forget_pushed([source_of.get(r, r) for r in moved])
             ledger.record_pushed({source_of.get(r, r): hashes[source_of.get(r, r)] for r in agreed
                                   if source_of.get(r, r) in hashes}, run_id, now)
         if not dry_run:
@@ -181,11 +191,12 @@ def push(
         result = PushResult(
             run_id, dry_run, records, len(bad), changes["record"].n_unique(), sets.height, clears.height,
             0 if dry_run else len({source_of.get(r, r) for r in new_ids} - rejected_records), imports[0],
-            tuple(rejected), tuple(unverified), changes, findings, client.stats.to_dict(),
+            target[def_field].n_unique(), tuple(rejected), tuple(unverified), changes, findings, client.stats.to_dict(),
             time.monotonic() - started,
         )
         status = "ok" if not (rejected or unverified) else "partial"
-        ledger.finish(run_id, status, at=now, summary=result.to_dict())
+        # the next push compares records changed in REDCap since this run's read-back (less the overlap)
+        ledger.finish(run_id, status, at=now, watermark=None if dry_run else checked_at, summary=result.to_dict())
         return result
     except BaseException as exc:
         message = exc.message if isinstance(exc, RedcapError | UsageError | DataError) else type(exc).__name__
