@@ -137,7 +137,7 @@ def push(connection, data, clear_blanks, auto_number, dry_run, as_of, findings_p
     with DataLedger(ledger_path or study_path / DEFAULT_LEDGER) as ledger:
         result = _run(lambda: run_push(client, data, study, ledger=ledger, now=dt.datetime.now(), as_of=as_of,
                                        clear_blanks=clear_blanks, auto_number=auto_number, dry_run=dry_run,
-                                       progress=Progress("push")))
+                                       progress=Progress("push"), clock=dt.datetime.now))
     if findings_path is not None and result.findings is not None:
         result.findings.to_csv(findings_path)
     if fmt == "json":

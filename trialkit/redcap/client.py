@@ -206,7 +206,8 @@ class RedcapClient:
         return self._call("metadata export", lambda: self._project.def_field)
 
     def metadata(self) -> list[dict[str, str]]:
-        return self._call("metadata export", lambda: self._project.export_metadata())
+        # PyCap's cached copy: the one def_field reads, so a job fetches the data dictionary once
+        return self._call("metadata export", lambda: self._project.metadata)
 
     def record_ids(
         self,

@@ -27,7 +27,7 @@ import hashlib
 import os
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,8 +111,13 @@ def push(
     dry_run: bool = False,
     progress: Progress | None = None,
     overlap: dt.timedelta = DEFAULT_OVERLAP,
+    clock: Callable[[], dt.datetime] | None = None,
 ) -> PushResult:
-    """Push `data` (a path trialkit reads, or IntakeData) into the project. See the module doc."""
+    """Push `data` (a path trialkit reads, or IntakeData) into the project. See the module doc.
+
+    `now` is the run's start on this machine's clock; `clock`, when given, tells the time the writes are read
+    back, which the next push starts its comparison from (else the start: safe, but the next push then compares
+    again the records this one wrote)."""
     from trialkit.records import IntakeData, read_intake
     from trialkit.validation import validate
 
@@ -166,7 +171,7 @@ def push(
                                       source_of, new_ids, now, rejected, report, imports)
             report.done()
             # every write read back: what still differs from the intended value was not written
-            checked_at = now + dt.timedelta(seconds=time.monotonic() - started)
+            checked_at = clock() if clock is not None else now
             written = [r for r in changes["record"].unique(maintain_order=True).to_list() if r in sent_ids]
             after = diff(target.filter(pl.col(def_field).is_in(pl.Series(written, dtype=pl.String).implode())),
                          _stored(client, written, fields, def_field), def_field, fields, clear_blanks=clear_blanks)
