@@ -94,7 +94,8 @@ def run(n: int, work: Path) -> list[dict]:
         _tick()
         inc_push = push(_client(url), work / "intake2.csv", study, ledger=ledger, now=dt.datetime.now(),
                         as_of=AS_OF, overlap=NO_SKEW, clock=dt.datetime.now)
-        assert inc_push.changed_records == len(in_file) + len(in_redcap), inc_push.to_dict()
+        # a REDCap edit that happens to set the value the file holds leaves nothing to send back
+        assert len(in_file) <= inc_push.changed_records <= len(in_file) + len(in_redcap), inc_push.to_dict()
         rows.append(_figures("incremental push", inc_push) | {"records": inc_push.changed_records})
         _tick()
         inc_pull = pull(_client(url), work / "copy", ledger=ledger, now=dt.datetime.now(), overlap=NO_SKEW)
