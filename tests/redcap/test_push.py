@@ -268,3 +268,33 @@ def test_a_rerun_compares_only_records_changed_in_the_data_or_in_redcap(sandbox,
     third = run(sandbox, token, tmp_path / "b.csv", study, ledger, clock, overlap=same_clock)
     assert third.compared == 0 and third.imports == 0
     ledger.close()
+
+
+def test_push_cli_dry_run_lists_changes_without_identifier_values_and_sends_nothing(sandbox, kap, tmp_path,
+                                                                                   monkeypatch, capsys):
+    from trialkit.cli import main
+
+    token, _ = kap
+    data = intake_frame(3)
+    data.write_csv(tmp_path / "intake.csv")
+    monkeypatch.setenv("REDCAP_API_TOKEN", token)
+    base = ["redcap", "push", str(tmp_path / "intake.csv"), "--url", sandbox.url, "--study", str(ROOT),
+            "--ledger", str(tmp_path / "ledger.sqlite"), "--as-of", AS_OF.isoformat()]
+    with pytest.raises(SystemExit) as stop:
+        main([*base, "--dry-run"])
+    out = capsys.readouterr().out
+    assert stop.value.code in (0, None)
+    assert "record 0001 screening_arm_1: education_years" in out
+    for identifier in ("email", "phone", "last_name"):
+        value = data.filter(pl.col(identifier).is_not_null())[identifier][0]
+        assert f"{identifier} (identifier: value not shown)" in out and value not in out
+    assert stored(sandbox, token).height == 0
+
+    with pytest.raises(SystemExit) as stop:
+        main([*base, "--format", "json"])
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert stop.value.code in (0, None) and summary["failures"] == 0 and summary["changed_records"] == 3
+    assert {"calls", "bytes", "records", "seconds", "failures"} <= set(summary)
+    assert captured.err == "" and token not in captured.out
+    assert stored(sandbox, token)["record_id"].n_unique() == 3
