@@ -165,3 +165,21 @@ def test_pull_cli_prints_a_json_summary_and_is_quiet_when_piped(sandbox, kap, tm
     assert summary["records"] == 40 and summary["calls"] >= 4 and summary["bytes"] > 0 and summary["failures"] == 0
     assert captured.err == ""  # no progress line when stderr is not a terminal
     assert token not in captured.out
+
+
+def test_progress_is_one_rewritten_line_on_a_terminal_only():
+    import io
+
+    from trialkit.redcap.progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty, pipe = Terminal(), io.StringIO()
+    for stream in (tty, pipe):
+        report = Progress("pull", stream)
+        report.update("chunk 1, 500/1000 records, 3 calls, 0 retries", force=True)
+        report.done()
+    assert "\rpull" in tty.getvalue() and "chunk 1, 500/1000 records" in tty.getvalue()
+    assert pipe.getvalue() == ""

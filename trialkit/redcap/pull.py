@@ -134,8 +134,12 @@ def pull(
             local_ids = _local_ids(old, def_field)
             deleted = local_ids.filter(~local_ids.is_in(all_ids.implode())).len()
 
+        chunks = [0]
+
         def on_chunk(done: int, total: int) -> None:
-            report.update(f"{done}/{total} records, {client.stats.calls} calls, {client.stats.retries} retries")
+            chunks[0] += 1
+            report.update(f"chunk {chunks[0]}, {done}/{total} records, {client.stats.calls} calls, "
+                          f"{client.stats.retries} retries")
 
         fresh = client.export_frame(wanted.to_list(), on_chunk=on_chunk) if wanted.len() else pl.DataFrame()
         report.done()

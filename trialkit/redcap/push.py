@@ -430,7 +430,7 @@ def _send(client: RedcapClient, ledger: DataLedger, rows: list[dict[str, str]], 
         _kill_hook()
         accepted.update(ids)
         done += len(ids)
-        report.update(f"{done}/{len(records)} records {'cleared' if overwrite else 'sent'}, "
+        report.update(f"chunk {imports[0]}, {done}/{len(records)} records {'cleared' if overwrite else 'sent'}, "
                       f"{client.stats.calls} calls, {client.stats.retries} retries")
 
     size = client.chunk_size
