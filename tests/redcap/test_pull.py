@@ -155,14 +155,17 @@ def test_screen_and_validate_read_the_pulled_folder(sandbox, kap, tmp_path, monk
 
 def test_pull_cli_prints_a_json_summary_and_is_quiet_when_piped(sandbox, kap, tmp_path, monkeypatch, capsys):
     token, _ = kap
-    monkeypatch.setenv("REDCAP_API_TOKEN", token)
+    monkeypatch.setenv("KAP_SANDBOX_TOKEN", token)
+    (tmp_path / "trialkit.toml").write_text(
+        f'[redcap.sandbox]\nurl = "{sandbox.url}"\ntoken_env = "KAP_SANDBOX_TOKEN"\nchunk_size = 9\n')
     with pytest.raises(SystemExit) as stop:
-        main(["redcap", "pull", "--url", sandbox.url, "--out", str(tmp_path / "copy"), "--study", str(tmp_path),
+        main(["redcap", "pull", "--connection", "sandbox", "--out", str(tmp_path / "copy"), "--study", str(tmp_path),
               "--format", "json"])
     assert stop.value.code in (0, None)
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
-    assert summary["records"] == 40 and summary["calls"] >= 4 and summary["bytes"] > 0 and summary["failures"] == 0
+    assert summary["records"] == 40 and summary["bytes"] > 0 and summary["failures"] == 0
+    assert summary["calls"] == 3 + 5  # project, dictionary, id list, then 40 records in chunks of 9
     assert captured.err == ""  # no progress line when stderr is not a terminal
     assert token not in captured.out
 

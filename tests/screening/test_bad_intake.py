@@ -25,15 +25,18 @@ def test_an_invalid_code_is_missing_not_a_no(study, rules):
     for value in ("2", "Yes", " 1", "1.0"):
         _, got = _screen(study, rules, flat_rows({"c": ({**ELIGIBLE, "ketamine_hypersensitivity": value}, TRIALS)}))
         e12 = _result(got["c"], "E12")
-        assert (got["c"].disposition, e12.result, e12.missing) == ("pending", "unknown",
-                                                                   ("ketamine_hypersensitivity",)), value
+        assert (got["c"].disposition, e12.result, e12.missing) == ("pending", "unknown", ()), value
+        # filled in, so not "still needed": to be corrected, and the report says why
+        assert e12.to_correct == ("ketamine_hypersensitivity: not one of the codes 1, 0 (a labels export? "
+                                  "export raw data)",), value
 
 
 def test_a_number_too_large_to_be_a_number_is_missing(study, rules):
     # "1e400" reads as infinity: it would pass every threshold. A benzodiazepine dose like that is no dose.
     _, got = _screen(study, rules, flat_rows({"c": ({**ELIGIBLE, "benzo_lorazepam_eq": "1e400"}, TRIALS)}))
     e9 = _result(got["c"], "E9")
-    assert (e9.result, e9.missing) == ("unknown", ("benzo_lorazepam_eq",))
+    assert (e9.result, e9.missing) == ("unknown", ())
+    assert e9.to_correct == ("benzo_lorazepam_eq: unreadable value (expected a number)",)
 
 
 def test_rows_that_disagree_are_neither_trusted_and_said_so(study, rules):
@@ -67,9 +70,11 @@ def test_an_unreadable_screening_date_leaves_today_unknown(study, rules):
     # the windows are measured from the screening date: another day (the as-of date) could decide them wrongly
     _, got = _screen(study, rules, flat_rows({"c": ({**ELIGIBLE, "screening_date": "2026-02-30"}, TRIALS)}))
     c = got["c"]
-    assert c.disposition == "pending" and "screening_date" in c.still_needed
+    assert c.disposition == "pending" and "screening_date" not in c.still_needed
+    assert "screening_date: unreadable value (expected YYYY-MM-DD)" in c.to_correct
     i5 = _result(c, "I5")
-    assert i5.result == "unknown" and i5.missing == ("screening_date",)
+    assert i5.result == "unknown" and i5.missing == () and i5.to_correct == (
+        "screening_date: unreadable value (expected YYYY-MM-DD)",)
     # a blank screening date still means the as-of date, as documented
     _, got = _screen(study, rules, flat_rows({"c": ({**ELIGIBLE, "screening_date": None}, TRIALS)}))
     assert "screening_date" not in got["c"].still_needed

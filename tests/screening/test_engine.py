@@ -41,7 +41,7 @@ def test_baseline_candidate_is_eligible_at_every_boundary(run):
         ({"dob": "1950-10-26"}, "I1"),  # 76 on the screening date
         ({"mini_mde_current": "0", "mini_psychotic_features": None}, "I2"),
         ({"episode_start_date": "2026-09-29"}, "I3"),  # 27 days
-        ({"madrs_total": "19"}, "I5"),
+        ({"madrs_1": "1", "madrs_total": "19"}, "I5"),  # the total is computed from the items
         ({"madrs_date": "2026-10-11"}, "I5"),  # 15 days before screening
         ({"current_ad": "1", "current_ad_stable_date": "2026-09-29"}, "I6"),
         (
@@ -63,7 +63,7 @@ def test_baseline_candidate_is_eligible_at_every_boundary(run):
         ({"vs_dbp_2": "91"}, "E5"),
         ({"sex": "1", "breastfeeding": "1", "pregnant": "0"}, "E6"),
         ({"cssrs_q2": "1", "cssrs_q4": "0", "cssrs_q5": "1"}, "E7"),
-        ({"vs_bmi": "35.1"}, "E8"),
+        ({"vs_weight_kg": "101.5", "vs_bmi": "35.1"}, "E8"),  # BMI computed from weight and height
         ({"benzo_lorazepam_eq": "2.5"}, "E9"),
         ({"tms_current_episode": "1"}, "E10"),
         ({"hx_avm": "1"}, "E11"),
@@ -85,19 +85,25 @@ def test_age_boundary_uses_calendar_age_on_the_reference_date(run):
 
 
 def test_primary_reason_is_first_in_protocol_order_and_all_reasons_kept(run):
-    cand = _one(run({"0001": ({"vs_sbp_1": "170", "madrs_total": "10", "hx_ich": "1"}, None)}))
+    cand = _one(run({"0001": ({"vs_sbp_1": "170", **{f"madrs_{i}": "1" for i in range(1, 11)}, "hx_ich": "1"}, None)}))
     assert cand.primary_reason == "I5"
     assert cand.reasons == ("I5", "E5", "E11")
 
 
 def test_missing_data_makes_pending_with_the_fields_to_collect(run):
-    cand = _one(run({"0001": ({"madrs_total": None, "vs_bmi": None}, None)}))
+    cand = _one(run({"0001": ({"madrs_total": None, "madrs_7": None, "vs_bmi": None, "vs_height_cm": None}, None)}))
     assert cand.disposition == "pending"
     assert cand.primary_reason is None
     i5 = _result(cand, "I5")
-    assert i5.result == "unknown" and i5.missing == ("madrs_total",)
-    assert _result(cand, "E8").missing == ("vs_bmi",)
-    assert cand.still_needed == ("madrs_total", "vs_bmi")
+    assert i5.result == "unknown" and i5.missing == ("madrs_7",)
+    assert _result(cand, "E8").missing == ("vs_height_cm",)
+    assert cand.still_needed == ("madrs_7", "vs_height_cm")
+
+
+def test_a_blank_calculated_field_with_its_inputs_there_is_computed_not_asked_for(run):
+    cand = _one(run({"0001": ({"madrs_total": None, "vs_bmi": None}, None)}))
+    assert cand.disposition == "eligible" and cand.still_needed == ()
+    assert _result(cand, "I5").values["madrs_total"] == 20
 
 
 def test_blank_calculated_fields_name_their_blank_inputs(run):
@@ -334,9 +340,9 @@ def test_bad_inputs_are_usage_errors(rules):
 def test_summary_counts_and_missing_ranking(run):
     s = run(
         {
-            "a": ({"madrs_total": None}, None),
-            "b": ({"madrs_total": None, "vs_bmi": None}, None),
-            "c": ({"vs_bmi": None, "hx_ich": "1"}, None),  # ineligible: its gaps do not count
+            "a": ({"madrs_total": None, "madrs_1": None}, None),
+            "b": ({"madrs_total": None, "madrs_1": None, "vs_bmi": None, "vs_weight_kg": None}, None),
+            "c": ({"vs_bmi": None, "vs_weight_kg": None, "hx_ich": "1"}, None),  # ineligible: its gaps do not count
             "d": ({}, None),
         }
     )
@@ -345,7 +351,7 @@ def test_summary_counts_and_missing_ranking(run):
     assert sm.by_primary_reason == {"E11": 1}
     assert sm.by_result["I5"]["unknown"] == 2
     ranking = [(m.field, m.pending, m.sole) for m in sm.missing]
-    assert ranking == [("madrs_total", 2, 1), ("vs_bmi", 1, 0)]
+    assert ranking == [("madrs_1", 2, 1), ("vs_weight_kg", 1, 0)]
     assert sm.missing_forms == (("madrs", 2), ("vital_signs", 1))
 
 

@@ -33,8 +33,10 @@ GOLDEN = Path(__file__).parent / "golden"
 
 CANDIDATES = {
     "0001": ({}, None),  # eligible
-    "0002": ({"madrs_total": "12", "vs_sbp_2": "175"}, None),  # ineligible: I5 (and E5)
-    "0003": ({"madrs_total": None, "inv_name": None, "inv_date": None}, None),  # pending
+    # ineligible: I5 (and E5); the total is computed from the items
+    "0002": ({**{f"madrs_{i}": "2" if i <= 6 else "0" for i in range(1, 11)}, "madrs_total": "12", "vs_sbp_2": "175"},
+             None),
+    "0003": ({"madrs_total": None, "madrs_10": None, "inv_name": None, "inv_date": None}, None),  # pending
     "0004": (
         {
             "sex": "1",
@@ -100,7 +102,7 @@ def test_json_has_the_shape_the_issue_fixes(report):
         assert c["disposition"] in {"eligible", "ineligible", "pending"}
         assert [x["id"] for x in c["criteria"]] == [f"I{i}" for i in range(1, 9)] + [f"E{i}" for i in range(1, 14)]
         for crit in c["criteria"]:
-            assert set(crit) == {"id", "kind", "result", "missing", "values"}
+            assert set(crit) == {"id", "kind", "result", "missing", "to_correct", "values"}
             assert crit["result"] in {"met", "not_met", "unknown", "not_applicable"}
     assert by_id["0002"]["primary_reason"] == "I5"
     i5 = next(x for x in by_id["0002"]["criteria"] if x["id"] == "I5")

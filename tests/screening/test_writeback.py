@@ -12,8 +12,8 @@ def test_result_records_match_the_explanations(run):
     s = run(
         {
             "a": ({}, None),
-            "b": ({"madrs_total": "12", "vs_sbp_1": "170"}, None),
-            "c": ({"madrs_total": None, "inv_date": None}, None),
+            "b": ({**{f"madrs_{i}": "1" if i <= 2 else "0" for i in range(1, 11)}, "vs_sbp_1": "170"}, None),
+            "c": ({"madrs_total": None, "madrs_10": None, "inv_date": None}, None),
         }
     )
     at = dt.datetime(2026, 11, 2, 3, 15, 0)
@@ -28,5 +28,5 @@ def test_result_records_match_the_explanations(run):
         assert r["elig_as_of"] == "2026-11-02" and r["elig_screened_at"] == "2026-11-02 03:15:00"
         assert r["elig_ruleset_sha256"] == s.rules.stamp()["sha256"]
     assert rows["b"]["elig_reasons"] == "I5 E5"
-    assert rows["c"]["elig_still_needed"] == "madrs_total inv_date"
+    assert rows["c"]["elig_still_needed"] == "madrs_10 inv_date"
     assert all(isinstance(v, str) for r in rows.values() for v in r.values())

@@ -12,6 +12,37 @@ import click
 from trialkit.cli.options import parse_date
 from trialkit.redcap.client import DEFAULT_TOKEN_ENV
 
+_CONNECTION_OPTIONS = (
+    click.option("--connection", "connection", metavar="NAME",
+                 help="A connection named in trialkit.toml ([redcap.NAME]: url, token_env or token_file, ...)."),
+    click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path),
+                 help="The trialkit.toml to read connections from (default: the study folder's, else ./)."),
+    click.option("--url", help="REDCap API URL, ending in /api/ (instead of, or overriding, --connection)."),
+    click.option("--token-env", default=None,
+                 help=f"Environment variable holding the API token (default: {DEFAULT_TOKEN_ENV})."),
+    click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+                 help="File holding the API token (must be chmod 600). Wins over --token-env."),
+    click.option("--timeout", type=float, default=None, help="Seconds per HTTP request (default 60)."),
+)
+
+
+def connection_options(fn):  # type: ignore[no-untyped-def]
+    """--connection/--config/--url/--token-env/--token-file/--timeout, for every `trialkit redcap` command."""
+    for option in reversed(_CONNECTION_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def open_connection(connection: str | None, config: Path | None, url: str | None, token_env: str | None,
+                    token_file: Path | None, timeout: float | None, *,
+                    study_dir: Path | None = None):  # type: ignore[no-untyped-def]
+    """The Connection the options name (token not read yet)."""
+    from trialkit.redcap.connections import find_config, resolve_connection
+
+    config = config or find_config(study_dir, Path.cwd())
+    return resolve_connection(connection, config=config, url=url, token_env=token_env, token_file=token_file,
+                              timeout=timeout)
+
 
 @click.group()
 def redcap() -> None:
@@ -19,11 +50,7 @@ def redcap() -> None:
 
 
 @redcap.command()
-@click.option("--url", required=True, help="REDCap API URL, ending in /api/.")
-@click.option("--token-env", default=DEFAULT_TOKEN_ENV, show_default=True,
-              help="Environment variable holding the API token.")
-@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="File holding the API token (must be chmod 600). Wins over --token-env.")
+@connection_options
 @click.option("--rules", "rules_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Eligibility rule file.")
 @click.option("--study", "study_dir", type=click.Path(path_type=Path), default=None,
@@ -32,15 +59,18 @@ def redcap() -> None:
               default=Path("trialkit-ledger.sqlite"), show_default=True, help="SQLite ledger of runs.")
 @click.option("--as-of", "as_of", callback=parse_date, help="Screening date YYYY-MM-DD (default: today).")
 @click.option("--full", is_flag=True, help="Pull and screen every record, not only changed or undecided ones.")
-@click.option("--timeout", default=60.0, show_default=True, help="Seconds per HTTP request.")
-@click.option("--attempts", default=5, show_default=True, type=click.IntRange(1, 20),
-              help="Tries per request on network failures and server error pages (backoff 0.5 s, doubling).")
+@click.option("--attempts", default=None, type=click.IntRange(1, 20),
+              help="Tries per request on network failures and server error pages (backoff 0.5 s, doubling; "
+              "default 5).")
 @click.option("--findings", "findings_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the validation findings of the pulled records here (CSV; identifier values masked).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def nightly(url, token_env, token_file, rules_path, study_dir, ledger_path, as_of, full, timeout, attempts,
-            findings_path, fmt) -> None:
+def nightly(connection, config, url, token_env, token_file, timeout, rules_path, study_dir, ledger_path, as_of,
+            full, attempts, findings_path, fmt) -> None:
     """Pull intake, validate, screen and write results back to REDCap; safe to rerun after any failure.
+
+    Before screening, the project's definitions are compared with the study's: when they differ on anything
+    screening reads (choice codes, calculations, validations, logic, schedule), the run stops with the diff.
 
     Exit status: 0 when the run completed (records with validation errors are screened all the same and
     counted on stderr), 1 when REDCap or the network failed (rerun: what landed is not written twice), 2 for
@@ -51,15 +81,18 @@ def nightly(url, token_env, token_file, rules_path, study_dir, ledger_path, as_o
       REDCAP_API_TOKEN=... trialkit redcap nightly --url https://redcap.example.org/api/ \\
           --rules eligibility_rules/kap_trd.yaml --ledger /var/lib/trialkit/kap.sqlite
     """
-    from trialkit.redcap.client import RedcapClient, RetryPolicy, load_token
+    from dataclasses import replace
+
     from trialkit.redcap.sync import Ledger, run_nightly
     from trialkit.screening.run import load_rules, resolve_study
 
-    token = load_token(token_env, token_file)
+    conn = open_connection(connection, config, url, token_env, token_file, timeout, study_dir=study_dir)
+    if attempts is not None:
+        conn = replace(conn, attempts=attempts)
+    client = conn.client()
     study = resolve_study(rules_path, study_dir)
     rules = load_rules(rules_path, study)
     day = as_of or dt.date.today()  # the CLI is the edge: the library never reads the clock
-    client = RedcapClient(url, token, timeout=timeout, retry=RetryPolicy(attempts=attempts))
     ledger = Ledger(ledger_path)
     # a scheduler's stop (SIGTERM) unwinds like Ctrl-C, so the ledger records the run as stopped, not running
     previous = signal.signal(signal.SIGTERM, _stop)
@@ -89,6 +122,107 @@ def nightly(url, token_env, token_file, rules_path, study_dir, ledger_path, as_o
 
 def _stop(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
+
+
+# ---- definitions: diff, push-definitions, pull-definitions ------------------------------------------------------
+
+_STUDY_OPTION = click.option("--study", "study_dir", type=click.Path(exists=True, path_type=Path), default=Path("."),
+                             show_default=True, help="Study folder (holding study.yaml).")
+_FORMAT_OPTION = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+                              show_default=True)
+
+
+@redcap.command("diff")
+@connection_options
+@_STUDY_OPTION
+@_FORMAT_OPTION
+@click.pass_context
+def diff_cmd(ctx, connection, config, url, token_env, token_file, timeout, study_dir, fmt) -> None:
+    """Compare the study's definitions with the project's, change by change.
+
+    Each change is classified as REDCap's production review would: safe, needs care, or critical; for critical
+    changes the records holding data there are counted (asking REDCap for those fields only).
+
+    Exit status: 0 when the project matches the study, 1 when it differs, 2 on errors.
+
+    \b
+    Example:
+      trialkit redcap diff --connection dev --study .
+    """
+    from trialkit.definitions import load_study
+    from trialkit.redcap.definitions.project import from_study
+    from trialkit.redcap.definitions.push import plan
+
+    client = open_connection(connection, config, url, token_env, token_file, timeout, study_dir=study_dir).client()
+    local = from_study(load_study(study_dir))
+    diff, _ = plan(client, local)
+    click.echo(diff.to_json() if fmt == "json" else diff.render(), nl=fmt == "json")
+    ctx.exit(0 if diff.empty else 1)
+
+
+@redcap.command("push-definitions")
+@connection_options
+@_STUDY_OPTION
+@click.option("--yes", is_flag=True, help="Apply the plan (without it, only show it).")
+@click.option("--allow-data-loss", is_flag=True,
+              help="Apply critical changes that land on existing data (deleted fields, removed choices, ...).")
+@click.option("--draft-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("redcap-draft"),
+              show_default=True, help="Where to write the draft-mode files when the project is in production.")
+@_FORMAT_OPTION
+@click.pass_context
+def push_definitions_cmd(ctx, connection, config, url, token_env, token_file, timeout, study_dir, yes,
+                         allow_data_loss, draft_dir, fmt) -> None:
+    """Make the project's definitions match the study: arms, events, data dictionary, mappings, repeats.
+
+    Shows the plan; applies it only with --yes, then exports again and checks the diff is empty. A critical
+    change that touches existing data is refused unless --allow-data-loss. A project in production takes no
+    design imports: the data dictionary CSV and change report for draft mode are written to --draft-dir.
+
+    Exit status: 0 when the project matches (applied, or nothing to do), 1 when it still differs (plan shown
+    without --yes, refused, or draft files written), 2 on errors.
+
+    \b
+    Example:
+      trialkit redcap push-definitions --connection dev --study . --yes
+    """
+    from trialkit.definitions import load_study
+    from trialkit.redcap.definitions.project import from_study
+    from trialkit.redcap.definitions.push import push_definitions
+
+    client = open_connection(connection, config, url, token_env, token_file, timeout, study_dir=study_dir).client()
+    result = push_definitions(client, from_study(load_study(study_dir)), apply=yes, allow_data_loss=allow_data_loss,
+                              draft_dir=draft_dir)
+    if fmt == "json":
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(result.diff.render(), nl=False)
+        for step in result.steps:
+            click.echo(f"applied: {step}")
+        if result.status == "applied":
+            click.echo("verified: the project now matches the study")
+    for note in result.notes:
+        click.echo(note, err=True)
+    ctx.exit(0 if result.status in ("applied", "unchanged") else 1)
+
+
+@redcap.command("pull-definitions")
+@connection_options
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write study.yaml and instruments/*.yaml into.")
+@click.option("--name", default=None, help="Study name (default: from the project title).")
+@click.option("--force", is_flag=True, help="Replace files that exist already.")
+def pull_definitions_cmd(connection, config, url, token_env, token_file, timeout, out, name, force) -> None:
+    """Write the project's definitions as trialkit files (study.yaml and one YAML file per instrument).
+
+    \b
+    Example:
+      trialkit redcap pull-definitions --connection prod --out kap_from_redcap
+    """
+    from trialkit.redcap.definitions.pull import pull_definitions
+
+    client = open_connection(connection, config, url, token_env, token_file, timeout).client()
+    paths = pull_definitions(client, out, name=name, overwrite=force)
+    click.echo(f"wrote {len(paths)} file(s) under {out}")
 
 
 from trialkit.cli.redcap_data import pull, push  # noqa: E402  (the data commands, kept in their own module)

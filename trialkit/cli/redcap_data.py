@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -14,30 +15,28 @@ from typing import Any
 import click
 
 from trialkit.cli.options import parse_date
-from trialkit.redcap.client import DEFAULT_TOKEN_ENV
+from trialkit.cli.redcap import connection_options, open_connection
 
 DEFAULT_LEDGER = Path("trialkit-data-ledger.sqlite")
 
 
-def connection_options(command: Callable) -> Callable:
-    """--url and the token options, turned into one `connection` (ConnectionSettings) argument."""
+def _connection(command: Callable) -> Callable:
+    """The `trialkit redcap` connection options (--connection NAME or --url, token options, --timeout), plus
+    --attempts and --chunk-size, turned into one `connection` (trialkit.redcap.connections.Connection)."""
 
-    @click.option("--url", required=True, help="REDCap API URL, ending in /api/.")
-    @click.option("--token-env", default=DEFAULT_TOKEN_ENV, show_default=True,
-                  help="Environment variable holding the API token.")
-    @click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
-                  help="File holding the API token (must be chmod 600). Wins over --token-env.")
-    @click.option("--timeout", default=60.0, show_default=True, help="Seconds per HTTP request.")
-    @click.option("--attempts", default=5, show_default=True, type=click.IntRange(1, 20),
-                  help="Tries per request on network failures and server error pages (backoff 0.5 s, doubling).")
-    @click.option("--chunk-size", default=500, show_default=True, type=click.IntRange(1, 100_000),
-                  help="Records per API call (a record's rows are never split).")
+    @connection_options
+    @click.option("--attempts", default=None, type=click.IntRange(1, 20),
+                  help="Tries per request on network failures and server error pages (backoff 0.5 s, doubling; "
+                       "default 5).")
+    @click.option("--chunk-size", default=None, type=click.IntRange(1, 100_000),
+                  help="Records per API call (a record's rows are never split; default 500).")
     @functools.wraps(command)
-    def wrapper(url, token_env, token_file, timeout, attempts, chunk_size, **kwargs):
-        from trialkit.redcap.client import ConnectionSettings
-
-        connection = ConnectionSettings(url, token_env, token_file, timeout, attempts, chunk_size)
-        return command(connection=connection, **kwargs)
+    def wrapper(connection, config, url, token_env, token_file, timeout, attempts, chunk_size, study_dir,
+                **kwargs):
+        conn = open_connection(connection, config, url, token_env, token_file, timeout, study_dir=study_dir)
+        changes = {k: v for k, v in (("attempts", attempts), ("chunk_size", chunk_size)) if v is not None}
+        conn = dataclasses.replace(conn, **changes) if changes else conn
+        return command(connection=conn, study_dir=study_dir, **kwargs)
 
     return wrapper
 
@@ -64,7 +63,7 @@ def _run(job: Callable[[], Any]) -> Any:
 
 
 @click.command()
-@connection_options
+@_connection
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of the local copy (default: STUDY/redcap-copy).")
 @click.option("--full", is_flag=True, help="Export every record, not only those changed since the last pull.")
@@ -87,7 +86,7 @@ def pull(connection, out, full, overlap, study_dir, ledger_path, fmt) -> None:
 
     study = study_dir or Path(".")
     out = out or study / "redcap-copy"
-    client = connection.open()
+    client = connection.client()
     with DataLedger(ledger_path or study / DEFAULT_LEDGER) as ledger:
         result = _run(lambda: run_pull(client, out, ledger=ledger, now=dt.datetime.now(), full=full,
                                        overlap=dt.timedelta(minutes=overlap), progress=Progress("pull"),
@@ -102,7 +101,7 @@ def pull(connection, out, full, overlap, study_dir, ledger_path, fmt) -> None:
 
 
 @click.command()
-@connection_options
+@_connection
 @click.argument("data", type=click.Path(exists=True, path_type=Path))
 @click.option("--clear-blanks", is_flag=True,
               help="A blank cell clears the value REDCap holds (only those cells are written with overwrite).")
@@ -133,7 +132,7 @@ def push(connection, data, clear_blanks, auto_number, dry_run, as_of, findings_p
 
     study_path = study_dir or Path(".")
     study = load_study(study_path)
-    client = connection.open()
+    client = connection.client()
     with DataLedger(ledger_path or study_path / DEFAULT_LEDGER) as ledger:
         result = _run(lambda: run_push(client, data, study, ledger=ledger, now=dt.datetime.now(), as_of=as_of,
                                        clear_blanks=clear_blanks, auto_number=auto_number, dry_run=dry_run,

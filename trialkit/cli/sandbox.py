@@ -44,12 +44,15 @@ def sandbox() -> None:
 @click.option("--fault-delay", type=float, default=2.0, show_default=True, help="Seconds, for --fault slow.")
 @click.option("--rate-limit", type=click.IntRange(0), default=0, show_default=True,
               help="Allow at most N requests per second per token (HTTP 429 beyond); 0 = unlimited.")
+@click.option("--status", type=click.Choice(["development", "production"]), default=None,
+              help="Project status (default: development for a new project, else as stored). In production, "
+              "dictionary, arm and event imports are refused, as REDCap does.")
 @click.option("--log-requests", is_flag=True, help="Print one line per request (content and status, never data).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="How to print the URL and token at start-up (json: one line for scripts).")
 def serve(host: str, port: int, db: Path, study: Path | None, dictionary: Path | None, title: str | None,
           fault: str | None, fault_share: float, fault_next: int, fault_seed: int, fault_delay: float,
-          rate_limit: int, log_requests: bool, fmt: str) -> None:
+          rate_limit: int, status: str | None, log_requests: bool, fmt: str) -> None:
     """Serve the REDCap API at http://HOST:PORT/api/ until interrupted.
 
     The token is taken from $TRIALKIT_SANDBOX_TOKEN when set (32 characters; then it is not printed), else the
@@ -78,6 +81,8 @@ def serve(host: str, port: int, db: Path, study: Path | None, dictionary: Path |
         spec = ProjectSpec.from_study(study, **extra)
     elif dictionary is not None:
         spec = ProjectSpec.from_dictionary_csv(dictionary, **extra)
+    if spec is not None and status is not None:
+        spec = spec.with_(in_production=status == "production")
     try:
         server = Sandbox(db=db, host=host, port=port, admin_secret=os.environ.get(ADMIN_ENV) or None,
                          log_requests=log_requests)
@@ -95,6 +100,8 @@ def serve(host: str, port: int, db: Path, study: Path | None, dictionary: Path |
         else:
             raise UsageError(f"{db} holds no project yet: give --study or --dictionary to create one")
         server.token = token
+        if status is not None and spec is None:
+            _set_status(server, token, status == "production")
         if fault is not None or rate_limit:
             server.set_faults(FaultPlan(kind=fault or "error", share=fault_share, next_n=fault_next,
                                         seed=fault_seed, delay=fault_delay, rate_limit=rate_limit, rate_window=1.0))
@@ -112,3 +119,13 @@ def serve(host: str, port: int, db: Path, study: Path | None, dictionary: Path |
             click.echo("trialkit sandbox: stopped", err=True)
     finally:
         server.close()
+
+
+def _set_status(server: object, token: str, production: bool) -> None:
+    storage = server.storage  # type: ignore[attr-defined]
+    con = storage.connect()
+    try:
+        _, schema, _ = storage.project_for_token(con, token)
+    finally:
+        con.close()
+    server.redefine(schema.spec.with_(in_production=production), token)  # type: ignore[attr-defined]

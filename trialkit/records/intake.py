@@ -8,7 +8,7 @@ longitudinal); each repeating instrument becomes its own table keyed by record (
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,9 @@ class IntakeData:
     source: str | None = None
     format: str | None = None
     notes: tuple[str, ...] = field(default=())
+    #: cells that hold a value screening must not read (see trialkit.records.usable); set by `for_screening`
+    problems: pl.DataFrame | None = None
+    screened_as_of: _dt.date | None = None
 
     @property
     def record_id(self) -> str:
@@ -89,6 +92,26 @@ class IntakeData:
             instances=instances,
             notes=(*self.notes, *problems),
         )
+
+    def for_screening(self, *, as_of: _dt.date, columns: Collection[str] | None = None) -> IntakeData:
+        """The copy screening reads: every cell that fails its field's checks blanked and listed in `problems`,
+        then calculated fields computed (a calc fed by a blanked cell is blanked and listed too). `columns`:
+        the fields the caller reads (None: all). Idempotent for the same `as_of`."""
+        from trialkit.records.usable import blank_tainted_calcs, blank_unusable
+
+        if self.screened_as_of == as_of and self.problems is not None:
+            return self
+        typed, problems = blank_unusable(self.typed, self.raw, self.study, as_of=as_of, columns=columns)
+        cleaned = self
+        if problems.height:
+            records, record_events, instances, _ = _assemble(typed, self.study, self.event)
+            cleaned = replace(self, typed=typed, records=records, record_events=record_events, instances=instances)
+        cleaned = cleaned.with_calculations(as_of=as_of)
+        typed, problems = blank_tainted_calcs(cleaned.typed, problems, self.study)
+        if typed is not cleaned.typed:
+            records, record_events, instances, _ = _assemble(typed, self.study, self.event)
+            cleaned = replace(cleaned, typed=typed, records=records, record_events=record_events, instances=instances)
+        return replace(cleaned, problems=problems, screened_as_of=as_of)
 
     @classmethod
     def from_frame(

@@ -132,6 +132,7 @@ class RedcapClient:
         retry: RetryPolicy | None = None,
         chunk_size: int = 500,
         sleep: Callable[[float], None] = time.sleep,
+        requests_per_second: float | None = None,
     ) -> None:
         if not url.endswith("/api/"):
             raise UsageError(f"the REDCap API URL must end with /api/ (got {url})")
@@ -140,6 +141,10 @@ class RedcapClient:
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
         self.chunk_size = max(1, chunk_size)
+        # spacing between requests, so a job stays under a server's API rate limit instead of tripping it
+        self._interval = 1.0 / requests_per_second if requests_per_second else 0.0
+        self._last_request = float("-inf")
+        self.calls: list[str] = []  # what each request was ("metadata import", ...), for reports and tests
         self.stats = CallStats()
         # a requests hook sees every HTTP exchange PyCap makes, retries included, with its real sizes
         self._project = Project(url, token.reveal(), timeout=timeout, hooks={"response": self._count})
@@ -174,6 +179,12 @@ class RedcapClient:
                 self._sleep(delay)
 
     def _classify(self, what: str, fn: Callable[[], T]) -> T:
+        if self._interval:
+            wait = self._last_request + self._interval - time.monotonic()
+            if wait > 0:
+                self._sleep(wait)
+            self._last_request = time.monotonic()
+        self.calls.append(what)
         try:
             return fn()
         except requests.exceptions.JSONDecodeError as exc:
@@ -299,9 +310,6 @@ class RedcapClient:
         frames = [f for f in frames if f.width]
         return pl.concat(frames, how="diagonal") if frames else pl.DataFrame()
 
-    def project_info(self) -> dict[str, Any]:
-        return self._call("project info export", lambda: self._project.export_project_info())
-
     def record_id_frame(self, *, changed_since: datetime | None = None) -> pl.Series:
         """Every record id (first-seen order) in one CSV call, optionally only those changed since a time."""
         def_field = self.def_field
@@ -317,6 +325,58 @@ class RedcapClient:
     def next_record_name(self) -> str:
         """REDCap's next auto-number (the highest numeric id + 1); not a reservation."""
         return str(self._call("next record name", lambda: self._project.generate_next_record_name())).strip()
+
+    # -- project design ------------------------------------------------------------------------------
+
+    def project_info(self) -> dict[str, Any]:
+        return self._call("project info export", lambda: self._project.export_project_info())
+
+    def instruments(self) -> list[dict[str, str]]:
+        return self._call("instrument export", lambda: self._project.export_instruments())
+
+    def arms(self) -> list[dict[str, Any]]:
+        return self._call("arm export", lambda: self._project.export_arms())
+
+    def events(self) -> list[dict[str, Any]]:
+        return self._call("event export", lambda: self._project.export_events())
+
+    def form_event_mappings(self) -> list[dict[str, Any]]:
+        return self._call("form-event mapping export", lambda: self._project.export_instrument_event_mappings())
+
+    def repeating(self) -> list[dict[str, str]]:
+        """The repeating set-up; [] when the project has none (REDCap answers that case with an error)."""
+        try:
+            return self._call("repeating set-up export", lambda: self._project.export_repeating_instruments_events())
+        except RedcapError as exc:
+            if "does not contain any repeating" in exc.message:
+                return []
+            raise
+
+    # Design imports are replayable (each one states the whole wanted set, or adds keyed rows), so they retry.
+    def import_metadata(self, rows: Sequence[Mapping[str, str]]) -> int:
+        """Replace the whole data dictionary (REDCap allows this in development status only)."""
+        return self._call("metadata import", lambda: self._project.import_metadata([dict(r) for r in rows]))
+
+    def import_arms(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        # never override=1: it deletes every arm, event and mapping (and so their data) before importing
+        return self._call("arm import", lambda: self._project.import_arms([dict(r) for r in rows], override=0))
+
+    def import_events(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        return self._call("event import", lambda: self._project.import_events([dict(r) for r in rows], override=0))
+
+    def delete_events(self, names: Sequence[str]) -> int:
+        return self._call("event delete", lambda: self._project.delete_events(list(names)))
+
+    def delete_arms(self, numbers: Sequence[int]) -> int:
+        return self._call("arm delete", lambda: self._project.delete_arms([str(n) for n in numbers]))
+
+    def import_form_event_mappings(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        return self._call("form-event mapping import",
+                          lambda: self._project.import_instrument_event_mappings([dict(r) for r in rows]))
+
+    def import_repeating(self, rows: Sequence[Mapping[str, str]]) -> int:
+        return self._call("repeating set-up import",
+                          lambda: self._project.import_repeating_instruments_events([dict(r) for r in rows]))
 
     # -- writing -------------------------------------------------------------------------------------
 
@@ -376,23 +436,6 @@ def csv_frame(text: str) -> pl.DataFrame:
     if not text.strip():
         return pl.DataFrame()
     return pl.read_csv(io.StringIO(text), infer_schema=False, null_values=[""])
-
-
-@dataclass(frozen=True)
-class ConnectionSettings:
-    """How to reach one REDCap project: what a command needs to open a client (the token is read at open)."""
-
-    url: str
-    token_env: str | None = DEFAULT_TOKEN_ENV
-    token_file: Path | None = None
-    timeout: float = 60.0
-    attempts: int = 5
-    chunk_size: int = 500
-
-    def open(self) -> RedcapClient:
-        token = load_token(self.token_env, self.token_file)
-        return RedcapClient(self.url, token, timeout=self.timeout, retry=RetryPolicy(attempts=self.attempts),
-                            chunk_size=self.chunk_size)
 
 
 def _base_fields(columns: Iterable[str]) -> list[str]:

@@ -35,7 +35,8 @@ import polars as pl
 
 from trialkit.errors import DataError, Location, RedcapError, UsageError
 from trialkit.records.readers import stringify
-from trialkit.redcap.client import ConnectionSettings, RedcapClient
+from trialkit.redcap.client import RedcapClient
+from trialkit.redcap.connections import Connection
 from trialkit.redcap.data_ledger import DataLedger
 from trialkit.redcap.progress import Progress
 
@@ -88,7 +89,7 @@ def read_manifest(out: str | Path) -> dict[str, Any] | None:
 
 
 def pull(
-    connection: RedcapClient | ConnectionSettings,
+    connection: RedcapClient | Connection,
     out: str | Path,
     *,
     ledger: DataLedger,
@@ -100,7 +101,7 @@ def pull(
 ) -> PullResult:
     """Pull the project into `out` (created if needed). `now` is the pull's watermark (this machine's clock,
     read once by the caller); `clock`, when given, stamps the end in the ledger."""
-    client = connection.open() if isinstance(connection, ConnectionSettings) else connection
+    client = connection.client() if isinstance(connection, Connection) else connection
     finished = clock or (lambda: now)
     started = time.monotonic()
     out = Path(out)

@@ -35,7 +35,8 @@ from typing import Any
 import polars as pl
 
 from trialkit.errors import DataError, RedcapError, UsageError
-from trialkit.redcap.client import ConnectionSettings, RedcapClient
+from trialkit.redcap.client import RedcapClient
+from trialkit.redcap.connections import Connection
 from trialkit.redcap.data_ledger import DataLedger
 from trialkit.redcap.progress import Progress
 from trialkit.redcap.pull import DEFAULT_OVERLAP, KEY_COLUMNS
@@ -99,7 +100,7 @@ class PushResult:
 
 
 def push(
-    connection: RedcapClient | ConnectionSettings,
+    connection: RedcapClient | Connection,
     data: str | Path | Any,
     study: Any,
     *,
@@ -121,7 +122,7 @@ def push(
     from trialkit.records import IntakeData, read_intake
     from trialkit.validation import validate
 
-    client = connection.open() if isinstance(connection, ConnectionSettings) else connection
+    client = connection.client() if isinstance(connection, Connection) else connection
     started = time.monotonic()
     report = progress or Progress("push", enabled=False)
     intake = data if isinstance(data, IntakeData) else read_intake(data, study)

@@ -212,6 +212,10 @@ def run_nightly(
     from trialkit.validation import validate
 
     _require_result_fields(study)
+    # before the ledger opens a run: screening REDCap data with definitions REDCap no longer has is worse than none
+    from trialkit.redcap.definitions.guard import check_definitions
+
+    check_definitions(client, study)
     event = _result_event(study)
     sha = rules.stamp()["sha256"]
     previous = ledger.last_success()

@@ -17,6 +17,7 @@ from typing import Any
 
 import polars as pl
 
+from trialkit.definitions.privacy import identifying_fields
 from trialkit.definitions.rules import Criterion, CriterionKind, RuleSet
 from trialkit.errors import DefinitionError, Diagnostic, UsageError
 from trialkit.records.convert import EVENT, REPEAT_INSTRUMENT
@@ -102,6 +103,15 @@ class CompiledRules:
                     seen.setdefault(item.column, None)
         return tuple(seen)
 
+    def read_columns(self) -> tuple[str, ...]:
+        """Every column screening reads: record columns and the repeating instruments' fields."""
+        seen = dict.fromkeys(self.columns())
+        for c in self.criteria:
+            for item in c.missing_items:
+                if item.column and item.column != _eval.REFERENCE_COLUMN:
+                    seen.setdefault(item.column, None)
+        return tuple(seen)
+
 
 def compile_rules(ruleset: RuleSet, study: Any = None, *, record_id: str | None = None) -> CompiledRules:
     """Parse every expression of the rule set once. Syntax errors raise `DefinitionError` with located messages."""
@@ -175,7 +185,7 @@ def compile_rules(ruleset: RuleSet, study: Any = None, *, record_id: str | None 
         raise DefinitionError(f"{ruleset.source or ruleset.id}: rule set cannot be compiled", diagnostics=diags)
     specs = study.field_specs() if study is not None else {}
     rid = record_id or (study.record_id_field if study is not None else "record_id")
-    identifiers = frozenset(f.name for f in study.iter_fields() if f.identifier) if study is not None else frozenset()
+    identifiers = identifying_fields(study) if study is not None else frozenset()
     return CompiledRules(ruleset, tuple(compiled), specs, rid, tuple(forms), reference_field, identifiers)
 
 
@@ -271,6 +281,9 @@ class Screening:
     data: pl.DataFrame = field(repr=False)  # the candidates' record columns (for values in explanations)
     instances: Mapping[str, pl.DataFrame] = field(repr=False, default_factory=dict)
     notes: tuple[str, ...] = ()  # how the input was read (shown in reports)
+    #: cells that held a value screening did not use (trialkit.records.usable): record, event, instance, field,
+    #: check, problem. Their criteria are unknown; reports say what to correct.
+    problems: pl.DataFrame | None = field(repr=False, default=None)
 
     @property
     def ruleset(self) -> RuleSet:
@@ -302,7 +315,11 @@ def screen(
     if not isinstance(as_of, dt.date) or isinstance(as_of, dt.datetime):
         raise UsageError(f"as_of must be a date, not {type(as_of).__name__}")
     unreadable: pl.Series | None = None
+    problems: pl.DataFrame | None = None
     if hasattr(records, "records") and hasattr(records, "instances"):
+        if hasattr(records, "for_screening"):  # intake data: a value that fails its checks never decides
+            records = records.for_screening(as_of=as_of, columns=rules.read_columns())
+            problems = records.problems
         instances = records.instances if instances is None else instances
         unreadable = _unreadable_reference(records, rules.reference_field)
         records = records.records
@@ -345,7 +362,7 @@ def screen(
     out = _with_disposition(rules, pl.concat([results, masks], how="horizontal"))
     cols = [rid, DISPOSITION_COL, PRIMARY_COL]
     cols += [c for cc in rules.criteria for c in (result_col(cc.id), missing_col(cc.id))]
-    return Screening(rules, as_of, out.select(cols), frame, instances)
+    return Screening(rules, as_of, out.select(cols), frame, instances, problems=problems)
 
 
 def _masks(rules: CompiledRules, narrow: pl.DataFrame, ev: pl.DataFrame, results: pl.DataFrame) -> pl.DataFrame:
@@ -627,4 +644,7 @@ def select_candidates(screening: Screening, record_ids: Sequence[str]) -> Screen
     frame = screening.frame.filter(wanted)
     data = screening.data.filter(wanted)
     inst = {k: v.filter(wanted) for k, v in screening.instances.items()}
-    return Screening(screening.rules, screening.as_of, frame, data, inst, screening.notes)
+    problems = screening.problems
+    if problems is not None:
+        problems = problems.filter(pl.col("record").is_in(ids.implode()))
+    return Screening(screening.rules, screening.as_of, frame, data, inst, screening.notes, problems)

@@ -155,14 +155,21 @@ def candidates(screening: Screening) -> Iterator[CandidateResult]:
     value_lists = {k: v.to_list() for k, v in values.items()}
     crits = screening.rules.criteria
     masked = screening.rules.identifiers
+    problems = _problems_by_record(screening)
+    # a value computed from an identifier (year of birth, initials, a phone prefix) is one too
+    private = {(cc.id, label) for cc in crits for label, node in cc.value_terms if masked and _reads_any(node, masked)}
     rows = frame.to_dicts()
     for row in rows:
         record = row[rid]
         i = pos.get(record)
         outcomes = []
+        record_problems = problems.get(record, {})
         for cc in crits:
             code = Result(row[result_col(cc.id)])
             missing = decode_mask(cc, row[missing_col(cc.id)] or 0)
+            to_correct: tuple[str, ...] = ()
+            if record_problems:
+                missing, to_correct = _split_unusable(missing, record_problems)
             vals: dict[str, Any] = {}
             if i is not None:
                 if cc.uses_today and "today" in value_lists:
@@ -173,19 +180,68 @@ def candidates(screening: Screening) -> Iterator[CandidateResult]:
                         # a report may be printed or mailed: PHI shows only whether it is there
                         vals[col] = MASK if col in masked and value is not None else value
                 for label, node in cc.value_terms:
-                    vals[label] = jsonable(value_lists[f"={label}"][i])
+                    hide = (cc.id, label) in private
+                    value = jsonable(value_lists[f"={label}"][i])
+                    vals[label] = MASK if hide and value is not None else value
                     if f"~{label}" in value_lists:
-                        vals[f"{node.args[0].name} instances counted"] = value_lists[f"~{label}"][i]
-            outcomes.append(CriterionOutcome(cc.id, cc.kind.value, code.label, missing, vals, cc.criterion.text))
+                        detail = value_lists[f"~{label}"][i]
+                        vals[f"{node.args[0].name} instances counted"] = MASK if hide and detail is not None else detail
+            outcomes.append(
+                CriterionOutcome(cc.id, cc.kind.value, code.label, missing, vals, cc.criterion.text, to_correct)
+            )
         reasons = tuple(o.id for o in outcomes if o.decides_ineligible)
         disposition = str(row[DISPOSITION_COL])
         needed: dict[str, None] = {}
+        correct: dict[str, None] = {}
         if disposition == Disposition.PENDING.value:
             for o in outcomes:
                 if o.result == "unknown":
                     for m in o.missing:
                         needed.setdefault(m, None)
-        yield CandidateResult(record, disposition, row[PRIMARY_COL], reasons, tuple(needed), tuple(outcomes))
+                    for m in o.to_correct:
+                        correct.setdefault(m, None)
+        yield CandidateResult(
+            record, disposition, row[PRIMARY_COL], reasons, tuple(needed), tuple(outcomes), tuple(correct)
+        )
+
+
+def _reads_any(node: Any, fields: frozenset[str]) -> bool:
+    refs = _eval.references(node)
+    read = set(refs.columns).union(*refs.instance_columns.values()) if refs.instance_columns else set(refs.columns)
+    return any(c.split(":", 1)[-1].split("___", 1)[0] in fields for c in read)
+
+
+def _problems_by_record(screening: Screening) -> dict[str, dict[str, list[str]]]:
+    """record -> still-needed label -> what to correct, for the candidates being explained. Labels as the masks
+    name them: `field` for a record field (a checkbox by its field name), `form.field` for an instance field."""
+    problems = screening.problems
+    if problems is None or problems.height == 0:
+        return {}
+    ids = screening.frame.get_column(screening.record_id).cast(pl.String)
+    rows = problems.filter(pl.col("record").is_in(ids.implode()) & (pl.col("check") != "input"))
+    out: dict[str, dict[str, list[str]]] = {}
+    specs = screening.rules.specs
+    for record, event, form, instance, column, problem in rows.select(
+        "record", "event", "instrument", "instance", "field", "problem"
+    ).iter_rows():
+        name = column if column in specs else column.split("___", 1)[0]
+        where = [f"{form} #{instance}"] if form else []
+        if event:
+            where.append(event)
+        place = f" ({', '.join(where)})" if form else ""
+        label = f"{form}.{name}" if form else name
+        out.setdefault(record, {}).setdefault(label, []).append(f"{name}{place}: {problem}")
+    return out
+
+
+def _split_unusable(
+    missing: tuple[str, ...], problems: dict[str, list[str]]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Still-needed labels that are blank because the value written could not be used move to 'to correct',
+    with the reason: a coordinator must fix a typo, not collect the field again."""
+    blank = tuple(m for m in missing if m not in problems)
+    fix = tuple(text for m in missing if m in problems for text in problems[m])
+    return blank, fix
 
 
 @dataclass(frozen=True)

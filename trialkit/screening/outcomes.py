@@ -45,6 +45,8 @@ class CriterionOutcome:
     missing: tuple[str, ...] = ()
     values: dict[str, Any] = field(default_factory=dict)
     text: str = ""
+    #: fields that hold a value screening could not use, and why: "vs_sbp_1: outside 60-260: confirm the value"
+    to_correct: tuple[str, ...] = ()
 
     @property
     def decides_ineligible(self) -> bool:
@@ -56,6 +58,7 @@ class CriterionOutcome:
             "kind": self.kind,
             "result": self.result,
             "missing": list(self.missing),
+            "to_correct": list(self.to_correct),
             "values": dict(self.values),
         }
 
@@ -66,8 +69,9 @@ class CandidateResult:
     disposition: str
     primary_reason: str | None
     reasons: tuple[str, ...]
-    still_needed: tuple[str, ...]
+    still_needed: tuple[str, ...]  # blank fields to collect
     criteria: tuple[CriterionOutcome, ...]
+    to_correct: tuple[str, ...] = ()  # filled-in values that cannot be used, with why (never the value)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,5 +80,6 @@ class CandidateResult:
             "primary_reason": self.primary_reason,
             "reasons": list(self.reasons),
             "still_needed": list(self.still_needed),
+            "to_correct": list(self.to_correct),
             "criteria": [c.to_dict() for c in self.criteria],
         }

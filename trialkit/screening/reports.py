@@ -75,7 +75,7 @@ def render_csv(report: Report) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(
-        ["record_id", "disposition", "primary_reason", "reasons", "still_needed"]
+        ["record_id", "disposition", "primary_reason", "reasons", "still_needed", "to_correct"]
         + [cc.id for cc in crits]
         + ["ruleset_id", "ruleset_version", "ruleset_sha256", "as_of"]
     )
@@ -83,7 +83,7 @@ def render_csv(report: Report) -> str:
     for c in report.candidates:
         w.writerow(
             [safe_cell(c.record_id), c.disposition, c.primary_reason or "", ";".join(c.reasons),
-             ";".join(c.still_needed)]
+             ";".join(c.still_needed), safe_cell(";".join(c.to_correct))]
             + [o.result for o in c.criteria]
             + [stamp["id"], stamp["version"], stamp["sha256"], report.screening.as_of.isoformat()]
         )
@@ -109,7 +109,11 @@ def render_table(report: Report, *, limit: int | None = None, details: bool = Fa
     rows = [("record_id", "disposition", "primary reason", "still needed")]
     shown = report.candidates if limit is None else report.candidates[:limit]
     for c in shown:
-        rows.append((c.record_id, c.disposition, c.primary_reason or "", ", ".join(c.still_needed)))
+        needed = ", ".join(c.still_needed)
+        if c.to_correct:
+            needed = "; ".join([needed, f"to correct: {', '.join(c.to_correct)}"] if needed else
+                               [f"to correct: {', '.join(c.to_correct)}"])
+        rows.append((c.record_id, c.disposition, c.primary_reason or "", needed))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
         lines.append("  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3])
@@ -125,6 +129,8 @@ def render_table(report: Report, *, limit: int | None = None, details: bool = Fa
             for o in c.criteria:
                 vals = "; ".join(f"{k} = {'blank' if v is None else v}" for k, v in o.values.items())
                 miss = f"  MISSING: {', '.join(o.missing)}" if o.missing else ""
+                if o.to_correct:
+                    miss += f"  TO CORRECT: {', '.join(o.to_correct)}"
                 lines.append(f"  {o.id:<4} {o.kind:<9} {o.result:<14} {vals}{miss}")
     if sm.by_primary_reason:
         lines += ["", "Ineligible by primary reason:"]
@@ -156,6 +162,7 @@ LOG_COLUMNS = (
     "primary_reason",
     "all_reasons",
     "still_needed",
+    "to_correct",
 )
 _LOG_DISPOSITION = {"eligible": "eligible", "ineligible": "ineligible", "pending": "pending_data"}
 
@@ -200,6 +207,7 @@ def screening_log_rows(
                 "primary_reason": c.primary_reason or "",
                 "all_reasons": ";".join(c.reasons),
                 "still_needed": ";".join(c.still_needed),
+                "to_correct": ";".join(c.to_correct),
             }
         )
     return out

@@ -10,6 +10,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from trialkit.errors import DataError, UsageError
 from trialkit.screening.engine import CompiledRules, Screening, compile_rules, screen
 from trialkit.screening.reports import Report, build_report, render_html, render_json, render_screening_log
@@ -69,7 +71,7 @@ def screen_file(
     # its items contradict: calculated fields are computed from their expressions wherever the inputs allow
     # (stored values that disagree and calcs that cannot be computed are noted).
     before = len(intake.notes)
-    intake = intake.with_calculations(as_of=as_of)
+    intake = intake.for_screening(as_of=as_of, columns=rules.read_columns())
     notes = list(intake.notes[:before])
     notes.append("calculated fields were computed from their inputs where all were there; elsewhere the recorded "
                  "value was used")
@@ -82,12 +84,36 @@ def screen_file(
         raise DataError(
             f"{data}: none of the {len(read)} fields the rules read is in the data (wrong file or wrong study?)"
         )
+    notes += problem_notes(intake.problems)
     result = screen(rules, intake, as_of=as_of)
     return replace(result, notes=tuple(notes))
 
 
+def problem_notes(problems: pl.DataFrame | None, limit: int = 10) -> list[str]:
+    """One note per field and check of the values screening could not use (counts, never values)."""
+    if problems is None or problems.height == 0:
+        return []
+    counts = (
+        problems.filter(pl.col("check") != "input")
+        .group_by("field", "check", "problem", maintain_order=True)
+        .agg(pl.col("record").n_unique().alias("n"))
+    )
+    notes = [
+        f"{field}: {problem} ({n} record{'s' if n != 1 else ''}); not used: the criteria reading it are unknown"
+        for field, _check, problem, n in counts.head(limit).iter_rows()
+    ]
+    if counts.height > limit:
+        notes.append(f"... and {counts.height - limit} more fields with values that could not be used "
+                     "(trialkit validate lists them all)")
+    return notes
+
+
 def identifier_fields(study: Any) -> tuple[str, ...]:
-    return tuple(f.name for f in study.iter_fields() if f.identifier)
+    """Identifier fields and the calcs derived from them (trialkit.definitions.privacy)."""
+    from trialkit.definitions.privacy import identifying_fields
+
+    private = identifying_fields(study)
+    return tuple(f.name for f in study.iter_fields() if f.name in private)
 
 
 @dataclass(frozen=True)

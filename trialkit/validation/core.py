@@ -37,8 +37,10 @@ import polars as pl
 from pandera.errors import SchemaErrors
 
 from trialkit.definitions.model import FieldType, Study
+from trialkit.definitions.privacy import identifying_fields
 from trialkit.errors import Severity
 from trialkit.records import EVENT, REPEAT_INSTANCE, REPEAT_INSTRUMENT, ROW, Column, IntakeData, study_columns
+from trialkit.records.cellchecks import cell_checks, listing
 from trialkit.records.convert import DAG, SURVEY_ID
 from trialkit.validation.context import (
     EVT,
@@ -147,6 +149,7 @@ def _plan(intake: IntakeData, ctx: Context, as_of: _dt.date) -> _Plan:
     present = set(intake.raw.columns)
     rid = study.record_id_field
     missing_codes = [c.code for c in study.missing_codes]
+    private = identifying_fields(study)  # values never shown: identifiers and calcs derived from them
     _meta_checks(plan, study, present)
     checkbox_groups: dict[str, list[Column]] = {}
     for col in study_columns(study):
@@ -155,7 +158,7 @@ def _plan(intake: IntakeData, ctx: Context, as_of: _dt.date) -> _Plan:
     for col in study_columns(study):
         if col.name not in present or col.name == rid:
             continue
-        _column_checks(plan, col, ctx, as_of, missing_codes)
+        _column_checks(plan, col, ctx, as_of, missing_codes, private)
     for name, cols in checkbox_groups.items():
         first = next((c for c in cols if c.name in present), None)
         if first is None:
@@ -179,7 +182,7 @@ def _meta_checks(plan: _Plan, study: Study, present: set[str]) -> None:
         plan.add(
             EVENT,
             pl.col(EVENT).is_null() | pl.col(EVENT).is_in(events),
-            CheckInfo("event", EVENT, ERROR, f"not an event of the study ({_listing(events)})"),
+            CheckInfo("event", EVENT, ERROR, f"not an event of the study ({listing(events)})"),
         )
     if REPEAT_INSTRUMENT in present and study.repeating_pairs:
         if study.longitudinal:
@@ -215,47 +218,17 @@ def _meta_checks(plan: _Plan, study: Study, present: set[str]) -> None:
         )
 
 
-def _column_checks(plan: _Plan, col: Column, ctx: Context, as_of: _dt.date, missing_codes: list[str]) -> None:
+def _column_checks(
+    plan: _Plan, col: Column, ctx: Context, as_of: _dt.date, missing_codes: list[str], private: frozenset[str]
+) -> None:
     raw = pl.col(col.name)
     name = col.name
-    mask = col.identifier
-    is_missing = raw.is_in(missing_codes) if missing_codes else pl.lit(False)
+    mask = col.field_name in private
     scope = pl.col(scope_name(col.form))
-    blankish = raw.is_null() | (raw == "0") if col.kind in ("checkbox", "complete") else raw.is_null()
-    plan.add(
-        name,
-        blankish | scope,
-        CheckInfo("misplaced", name, ERROR, _misplaced_message(col), mask=mask),
-    )
     typed = pl.col(typed_name(name))
-    vt = col.validation
-    if col.kind in ("date", "datetime", "time", "integer", "number"):
-        label = vt.label if vt is not None else col.kind
-        plan.add(
-            name,
-            raw.is_null() | is_missing | typed.is_not_null(),
-            CheckInfo("type", name, ERROR, f"not a valid {label}", mask=mask),
-        )
-        if vt is not None and vt.kind == "number" and vt.name not in ("number", "number_comma_decimal"):
-            plan.add(
-                name,
-                raw.is_null() | is_missing | typed.is_null() | raw.str.contains(vt.anchored),
-                CheckInfo("format", name, ERROR, f"not in the form {vt.label}", mask=mask),
-            )
-        _range_check(plan, col, typed, as_of, mask)
-    elif vt is not None and col.kind == "text":
-        plan.add(
-            name,
-            raw.is_null() | is_missing | raw.str.contains(vt.anchored),
-            CheckInfo("format", name, ERROR, f"not a valid {vt.label}", mask=mask),
-        )
-    codes = col.codes
-    if codes is not None:
-        plan.add(
-            name,
-            raw.is_null() | is_missing | raw.is_in(list(codes)),
-            CheckInfo("choice", name, ERROR, f"not one of the codes {_listing(codes)}", mask=mask),
-        )
+    # The same checks decide what screening may read (trialkit.records.cellchecks).
+    for check in cell_checks(col, raw=raw, typed=typed, scope=scope, as_of=as_of, missing_codes=tuple(missing_codes)):
+        plan.add(name, check.ok, CheckInfo(check.check, name, ERROR, check.message, mask=mask))
     field = col.field
     if field is None:
         return
@@ -330,65 +303,6 @@ def _checkbox_required(
         ~(scope & started & shown & ~ticked),
         CheckInfo("required", name, ERROR, "required checkbox has no option ticked", mask=first.identifier),
     )
-
-
-def _range_bound(text: str, kind: str, as_of: _dt.date) -> object | None:
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        if text.lower() in ("today", "now"):
-            if kind == "datetime":
-                return _dt.datetime.combine(as_of, _dt.time())
-            return as_of if kind == "date" else None
-        if kind == "date":
-            return _dt.date.fromisoformat(text[:10])
-        if kind == "datetime":
-            return _dt.datetime.fromisoformat(text)
-        if kind == "time":
-            return _dt.time.fromisoformat(text)
-        if kind == "integer":
-            return float(text)
-        if kind == "number":
-            return float(text.replace(",", "."))
-    except ValueError:
-        return None
-    return None
-
-
-def _range_check(plan: _Plan, col: Column, typed: pl.Expr, as_of: _dt.date, mask: bool) -> None:
-    field = col.field
-    if field is None:
-        return
-    lo_text, hi_text = field.min, field.max
-    if field.type is FieldType.SLIDER:
-        lo_text, hi_text = lo_text or "0", hi_text or "100"
-    lo = _range_bound(lo_text, col.kind, as_of)
-    hi = _range_bound(hi_text, col.kind, as_of)
-    if lo is None and hi is None:
-        return
-    ok = pl.lit(True)
-    if lo is not None:
-        ok = ok & (typed >= pl.lit(lo))
-    if hi is not None:
-        ok = ok & (typed <= pl.lit(hi))
-    if lo is not None and hi is not None:
-        message = f"outside the range {lo_text} to {hi_text}"
-    elif lo is not None:
-        message = f"below the minimum {lo_text}"
-    else:
-        message = f"above the maximum {hi_text}"
-    plan.add(col.name, typed.is_null() | ok, CheckInfo("range", col.name, ERROR, message, mask=mask))
-
-
-def _misplaced_message(col: Column) -> str:
-    return f"value on a row where form {col.form!r} does not belong (wrong event or repeat instance)"
-
-
-def _listing(items, limit: int = 12) -> str:  # type: ignore[no-untyped-def]
-    items = list(items)
-    text = ", ".join(items[:limit])
-    return text + (f", ... ({len(items)} in all)" if len(items) > limit else "")
 
 
 def _short(text: str, limit: int = 80) -> str:

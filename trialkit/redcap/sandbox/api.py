@@ -217,9 +217,20 @@ def _import_records(ctx: Context, request: ApiRequest) -> Reply:
 
 # ---- metadata and project -----------------------------------------------------------------------------------------
 
+# REDCap's own wording is not published; this says what REDCap's API documentation says of these methods
+PRODUCTION_REFUSAL = ("This method is only available for projects in Development status: the project is in "
+                      "Production, so {what} must be made in Draft Mode")
+
+
+def _refuse_in_production(ctx: Context, what: str) -> None:
+    if ctx.spec.in_production:
+        raise ApiError(PRODUCTION_REFUSAL.format(what=what))
+
+
 def _metadata(ctx: Context, request: ApiRequest) -> Reply:
     params = request.params
     if "data" in params:
+        _refuse_in_production(ctx, "changes to the data dictionary")
         rows = normalise_metadata(_parse_data(params))
         problems = metadata_problems(rows)
         if problems:
@@ -254,8 +265,8 @@ def _project(ctx: Context, request: ApiRequest) -> Reply:
         "project_id": ctx.pid,
         "project_title": spec.title,
         "creation_time": ctx.created,
-        "production_time": "",
-        "in_production": 0,
+        "production_time": ctx.created if spec.in_production else "",
+        "in_production": int(spec.in_production),
         "project_language": "English",
         "purpose": 0,
         "purpose_other": "",
@@ -318,6 +329,8 @@ def _arm(ctx: Context, request: ApiRequest) -> Reply:
         if action in ("import", "delete"):
             raise ApiError(f"You cannot {action} arms for classic projects")
         raise ApiError("You cannot export arms for classic projects")
+    if action in ("import", "delete"):
+        _refuse_in_production(ctx, "changes to arms")
     if action == "import":
         rows = _parse_data(params)
         new = {}
@@ -352,6 +365,8 @@ def _event(ctx: Context, request: ApiRequest) -> Reply:
         if action in ("import", "delete"):
             raise ApiError(f"You cannot {action} events for classic projects")
         raise ApiError("You cannot export events for classic projects")
+    if action in ("import", "delete"):
+        _refuse_in_production(ctx, "changes to events")
     if action == "import":
         rows = _parse_data(params)
         events = [] if records.flag(params, "override") else [dict(e) for e in ctx.spec.events]

@@ -57,6 +57,9 @@ class ProjectSpec:
     compute_calcs: bool = True  # REDCap's auto-calculation on import; False leaves calc fields blank
     # A project is longitudinal when it has events; it stays so while they are redefined (an override empties them)
     longitudinal: bool | None = None
+    # REDCap's project status: in production, dictionary, arm and event imports are refused (design changes go
+    # through draft mode in the web UI)
+    in_production: bool = False
 
     @property
     def is_longitudinal(self) -> bool:

@@ -1,0 +1,120 @@
+"""A value that fails its field's checks never decides a criterion: the criterion is unknown, the candidate pending,
+and the checklist says which field to correct and why (never the value itself), apart from the blank fields to
+collect."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from trialkit.records import IntakeData
+from trialkit.screening.engine import screen
+from trialkit.screening.explain import candidates
+
+from .conftest import AS_OF, ELIGIBLE, TRIALS, flat_rows
+
+
+def _one(screening, rid="0001"):
+    return next(c for c in candidates(screening) if c.record_id == rid)
+
+
+def _outcome(cand, cid):
+    return next(o for o in cand.criteria if o.id == cid)
+
+
+@pytest.mark.parametrize(
+    ("override", "criterion", "field", "why"),
+    [
+        # a systolic BP of 16 typed for 160: E5 must not be "not met" on it
+        ({"vs_sbp_1": "16"}, "E5", "vs_sbp_1", "outside 60-260: confirm the value"),
+        ({"vs_dbp_2": "9000"}, "E5", "vs_dbp_2", "outside"),
+        # a labels export: "Yes" is not a code
+        ({"mini_mdd": "Yes"}, "I2", "mini_mdd", "not one of the codes"),
+        ({"ketamine_hypersensitivity": "No"}, "E12", "ketamine_hypersensitivity", "labels export"),
+        # dates as a spreadsheet writes them
+        ({"episode_start_date": "11/02/2025"}, "I3", "episode_start_date", "unreadable value (expected YYYY-MM-DD)"),
+        ({"madrs_date": "2026-10-12 00:00:00"}, "I5", "madrs_date", "expected YYYY-MM-DD"),
+        ({"screening_date": "11/02/2026"}, "I1", "screening_date", "expected YYYY-MM-DD"),
+        ({"benzo_lorazepam_eq": "two"}, "E9", "benzo_lorazepam_eq", "unreadable value"),
+    ],
+)
+def test_an_unusable_value_leaves_its_criterion_unknown_and_says_what_to_correct(
+    run, override, criterion, field, why
+):
+    cand = _one(run({"0001": (override, None)}))
+    assert cand.disposition == "pending"
+    outcome = _outcome(cand, criterion)
+    assert outcome.result == "unknown"
+    assert field not in outcome.missing, "a filled-in field is not 'still needed'"
+    assert field not in cand.still_needed
+    assert any(t.startswith(f"{field}: ") and why in t for t in outcome.to_correct), outcome.to_correct
+    assert any(t.startswith(f"{field}: ") for t in cand.to_correct)
+    for value in override.values():
+        assert value not in " ".join(cand.to_correct), "the value itself is never quoted"
+
+
+def test_an_out_of_range_item_blanks_the_total_it_feeds(run):
+    # madrs_3 ranges 0-6: 9 is a typo; the total of 27 over it must not meet I5
+    over = {f"madrs_{i}": "2" for i in range(1, 11)} | {"madrs_3": "9", "madrs_total": "27"}
+    cand = _one(run({"0001": (over, None)}))
+    assert cand.disposition == "pending"
+    i5 = _outcome(cand, "I5")
+    assert i5.result == "unknown"
+    assert any(t.startswith("madrs_3: ") for t in i5.to_correct), i5.to_correct
+
+
+def test_a_treatment_trial_filed_under_the_wrong_event_is_not_counted(study, rules):
+    # one failed trial at screening, the second filed under baseline, where the ATRQ does not belong
+    rows = flat_rows({"0001": (ELIGIBLE, TRIALS[:1])})
+    misplaced = {
+        "record_id": "0001",
+        "redcap_event_name": "baseline_arm_1",
+        "redcap_repeat_instrument": "atrq",
+        "redcap_repeat_instance": "2",
+        **TRIALS[1],
+    }
+    rows = pl.concat([rows, pl.DataFrame([misplaced])], how="diagonal")
+    cand = _one(screen(rules, IntakeData.from_frame(rows, study), as_of=AS_OF))
+    assert cand.disposition == "pending"
+    i4 = _outcome(cand, "I4")
+    assert i4.result == "unknown"
+    assert any("atrq #2, baseline_arm_1" in t and "does not belong" in t for t in i4.to_correct), i4.to_correct
+
+
+def test_a_valid_reading_still_decides_beside_an_invalid_one(run):
+    # E5 is met by the second reading whatever the first one was: ineligible, nothing to correct
+    cand = _one(run({"0001": ({"vs_sbp_1": "16", "vs_sbp_2": "175"}, None)}))
+    assert cand.disposition == "ineligible" and cand.primary_reason == "E5"
+    assert cand.to_correct == () and cand.still_needed == ()
+
+
+def test_the_result_does_not_depend_on_the_other_candidates(run):
+    bad = ({"vs_sbp_1": "16", "mini_mdd": "Yes"}, None)
+    alone = _one(run({"0001": bad}))
+    among = _one(run({"0000": ({}, None), "0001": bad, "0002": ({"vs_sbp_1": "170"}, None)}))
+    assert alone == among
+
+
+def test_screening_lists_the_problems_without_values(run):
+    s = run({"0001": ({"vs_sbp_1": "16", "email": "not an email"}, None)})
+    assert s.problems is not None
+    assert s.problems.filter(pl.col("field") == "vs_sbp_1").get_column("check").to_list() == ["range"]
+    assert "16" not in " ".join(s.problems.get_column("problem").to_list())
+
+
+def test_every_report_format_says_what_to_correct(run):
+    from trialkit.screening.reports import (
+        build_report,
+        render_csv,
+        render_html,
+        render_json,
+        render_screening_log,
+        render_table,
+    )
+
+    report = build_report(run({"0001": ({"vs_sbp_1": "16"}, None)}))
+    why = "vs_sbp_1: outside 60-260: confirm the value"
+    for render in (render_csv, render_html, render_json, render_screening_log, render_table):
+        text = render(report)
+        assert why in text, render.__name__
+        assert "vs_sbp_1 = 16" not in text and "\"vs_sbp_1\": 16" not in text

@@ -1,0 +1,178 @@
+"""What makes one cell's value usable: the per-cell checks shared by validation and screening.
+
+Validation reports every failed check; screening must never decide on a value that fails one (a systolic BP of
+16 typed for 160, `11/02/2026` in a date field, "Yes" from a labels export, a treatment-history row filed under
+an event where that form does not belong). Both take the checks from here, so "invalid" means the same thing
+in `trialkit validate` and in `trialkit screen`.
+
+Each check is a polars expression that is true where the cell passes (a blank cell passes every check; being
+blank is screening's "missing", not "invalid"). Messages never quote the value: it may identify the candidate.
+
+Not checks here: required fields, hidden values, duplicate rows and calculated values (validation has them;
+screening merges duplicate rows and recomputes calcs itself). A number with more or fewer decimals than its
+`number_1dp`-style validation asks for is a `format` finding but still usable: `175` is unambiguous in a
+one-decimal field, and REDCap's own data entry accepts it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+
+import polars as pl
+
+from trialkit.definitions.model import FieldType
+from trialkit.records.convert import Column
+
+#: How a raw date/time form reads to a person: the format REDCap's API and exports use.
+_SHOWN_FORMAT = {"%Y": "YYYY", "%m": "MM", "%d": "DD", "%H": "HH", "%M": "MM", "%S": "SS"}
+
+
+@dataclass(frozen=True)
+class CellCheck:
+    """One check of one column. `ok` is true where the cell passes (null counts as a pass). `usable`: a cell that
+    fails is still read by screening (a format finding on an unambiguous number)."""
+
+    check: str  # misplaced, type, format, range, choice
+    ok: pl.Expr
+    message: str  # as validation words it
+    hint: str = ""  # what the person fixing it needs to know, for screening's checklists
+    usable: bool = False
+
+
+def expected_form(col: Column) -> str:
+    """'YYYY-MM-DD' for a date field: the raw form REDCap reads, for messages."""
+    vt = col.validation
+    fmt = vt.strptime if vt is not None and vt.strptime else {"date": "%Y-%m-%d", "datetime": "%Y-%m-%d %H:%M",
+                                                              "time": "%H:%M"}.get(col.kind)
+    if fmt is None:
+        return {"integer": "a whole number", "number": "a number"}.get(col.kind, col.kind)
+    for directive, shown in _SHOWN_FORMAT.items():
+        fmt = fmt.replace(directive, shown)
+    return fmt
+
+
+def cell_checks(
+    col: Column,
+    *,
+    raw: pl.Expr,
+    typed: pl.Expr,
+    scope: pl.Expr,
+    as_of: _dt.date | None,
+    missing_codes: tuple[str, ...] = (),
+) -> list[CellCheck]:
+    """The checks of `col`, over its raw text `raw`, its typed value `typed` and `scope` (true on rows where its
+    form belongs). `as_of` is 'today' for `today`/`now` range bounds (None: those bounds are not checked)."""
+    out: list[CellCheck] = []
+    is_missing = raw.is_in(list(missing_codes)) if missing_codes else pl.lit(False)
+    blankish = raw.is_null() | (raw == "0") if col.kind in ("checkbox", "complete") else raw.is_null()
+    out.append(
+        CellCheck(
+            "misplaced",
+            blankish | scope,
+            f"value on a row where form {col.form!r} does not belong (wrong event or repeat instance)",
+            f"filed where form {col.form!r} does not belong: move it to the right event or instance",
+        )
+    )
+    vt = col.validation
+    if col.kind in ("date", "datetime", "time", "integer", "number"):
+        label = vt.label if vt is not None else col.kind
+        out.append(
+            CellCheck(
+                "type",
+                raw.is_null() | is_missing | typed.is_not_null(),
+                f"not a valid {label}",
+                f"unreadable value (expected {expected_form(col)})",
+            )
+        )
+        if vt is not None and vt.kind == "number" and vt.name not in ("number", "number_comma_decimal"):
+            out.append(
+                CellCheck(
+                    "format",
+                    raw.is_null() | is_missing | typed.is_null() | raw.str.contains(vt.anchored),
+                    f"not in the form {vt.label}",
+                    usable=True,
+                )
+            )
+        out += _range_checks(col, typed, as_of)
+    elif vt is not None and col.kind == "text":
+        out.append(
+            CellCheck(
+                "format",
+                raw.is_null() | is_missing | raw.str.contains(vt.anchored),
+                f"not a valid {vt.label}",
+                f"not a valid {vt.label}: confirm the value",
+            )
+        )
+    codes = col.codes
+    if codes is not None:
+        out.append(
+            CellCheck(
+                "choice",
+                raw.is_null() | is_missing | raw.is_in(list(codes)),
+                f"not one of the codes {listing(codes)}",
+                f"not one of the codes {listing(codes)} (a labels export? export raw data)",
+            )
+        )
+    return out
+
+
+def _range_checks(col: Column, typed: pl.Expr, as_of: _dt.date | None) -> list[CellCheck]:
+    field = col.field
+    if field is None:
+        return []
+    lo_text, hi_text = field.min, field.max
+    if field.type is FieldType.SLIDER:
+        lo_text, hi_text = lo_text or "0", hi_text or "100"
+    lo = range_bound(lo_text, col.kind, as_of)
+    hi = range_bound(hi_text, col.kind, as_of)
+    if lo is None and hi is None:
+        return []
+    ok = pl.lit(True)
+    if lo is not None:
+        ok = ok & (typed >= pl.lit(lo))
+    if hi is not None:
+        ok = ok & (typed <= pl.lit(hi))
+    if lo is not None and hi is not None:
+        message = f"outside the range {lo_text} to {hi_text}"
+        hint = f"outside {lo_text}-{hi_text}: confirm the value"
+    elif lo is not None:
+        message = f"below the minimum {lo_text}"
+        hint = f"below the minimum {lo_text}: confirm the value"
+    else:
+        message = f"above the maximum {hi_text}"
+        hint = f"above the maximum {hi_text}: confirm the value"
+    return [CellCheck("range", typed.is_null() | ok, message, hint)]
+
+
+def range_bound(text: str, kind: str, as_of: _dt.date | None) -> object | None:
+    """A field's min or max as a value of its kind; None when absent, unreadable, or 'today' without `as_of`."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        if text.lower() in ("today", "now"):
+            if as_of is None:
+                return None
+            if kind == "datetime":
+                return _dt.datetime.combine(as_of, _dt.time())
+            return as_of if kind == "date" else None
+        if kind == "date":
+            return _dt.date.fromisoformat(text[:10])
+        if kind == "datetime":
+            return _dt.datetime.fromisoformat(text)
+        if kind == "time":
+            return _dt.time.fromisoformat(text)
+        if kind == "integer":
+            return float(text)
+        if kind == "number":
+            return float(text.replace(",", "."))
+    except ValueError:
+        return None
+    return None
+
+
+def listing(items, limit: int = 12) -> str:  # type: ignore[no-untyped-def]
+    items = list(items)
+    text = ", ".join(items[:limit])
+    return text + (f", ... ({len(items)} in all)" if len(items) > limit else "")
