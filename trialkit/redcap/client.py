@@ -217,8 +217,11 @@ class RedcapClient:
         return self._call("metadata export", lambda: self._project.def_field)
 
     def metadata(self) -> list[dict[str, str]]:
-        # PyCap's cached copy: the one def_field reads, so a job fetches the data dictionary once
-        return self._call("metadata export", lambda: self._project.metadata)
+        rows = self._call("metadata export", lambda: self._project.export_metadata())
+        if hasattr(self._project, "_metadata"):
+            # PyCap 2.7's cache, which def_field reads: the fresh copy serves it too (one fetch per job)
+            self._project._metadata = rows
+        return rows
 
     def record_ids(
         self,
