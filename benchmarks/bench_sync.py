@@ -100,7 +100,7 @@ def run(n: int, work: Path) -> list[dict]:
         _tick()
         inc_pull = pull(_client(url), work / "copy", ledger=ledger, now=dt.datetime.now(), overlap=NO_SKEW)
         # changed since the pull: by the push, or by an edit in REDCap (one that set the value held changes nothing)
-        pushed = set(inc_push.changes["record"].to_list())
+        pushed = set(inc_push.changed_ids)
         assert not inc_pull.full and len(pushed) <= inc_pull.fetched <= len(pushed | set(in_redcap)), inc_pull.to_dict()
         rows.append(_figures("incremental pull", inc_pull) | {"records": inc_pull.fetched})
         ledger.close()

@@ -68,10 +68,11 @@ class PushResult:
     compared: int = 0  # records compared with REDCap (the others are as REDCap was last seen to hold them)
     rejected: tuple[Rejection, ...] = ()
     unverified: tuple[str, ...] = ()  # "record field" of cells that did not read back as sent
-    changes: pl.DataFrame = field(default_factory=pl.DataFrame, repr=False)
+    changes: pl.DataFrame = field(default_factory=pl.DataFrame, repr=False)  # the cells, for a dry run
     findings: Any = field(default=None, repr=False)
     stats: Mapping[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    changed_ids: tuple[str, ...] = ()  # source ids of the records with cells to write
 
     @property
     def failures(self) -> int:
@@ -152,35 +153,49 @@ def push(
                                            auto_number=auto_number, run_id=run_id, now=now, dry_run=dry_run)
         source_of = {v: k for k, v in id_of.items()}
         target = desired.with_columns(pl.col(def_field).replace_strict(id_of, return_dtype=pl.String))
-        existing = [r for r in target[def_field].unique(maintain_order=True).to_list() if r not in new_ids]
-        stored = _stored(client, existing, fields, def_field)
-        changes = diff(target, stored, def_field, fields, clear_blanks=clear_blanks)
-        changes = changes.with_columns(
-            pl.col("record").replace_strict(source_of, default=pl.col("record")).alias("source_record"))
-        sets = changes.filter(pl.col("kind") == "set")
-        clears = changes.filter(pl.col("kind") == "clear")
         rejected: list[Rejection] = []
         unverified: list[str] = []
-        verified: set[str] = set()
         imports = [0]
         checked_at = now
-        if not dry_run and changes.height:
-            sent_ids: set[str] = set()
-            for frame, overwrite in ((sets, False), (clears, True)):
+        ids_all = target[def_field].unique(maintain_order=True).to_list()
+        block = client.chunk_size * 10  # records compared and sent at a time: memory stays bounded
+        changed: set[str] = set()
+        sent_ids: set[str] = set()
+        counts: dict[str, dict[str, int]] = {"set": {}, "clear": {}}
+        shown: list[pl.DataFrame] = []  # the cells, kept for a dry run's listing only
+        for part in _blocks(ids_all, block):
+            part_target = _only(target, def_field, part)
+            changes = diff(part_target, _stored(client, [r for r in part if r not in new_ids], fields, def_field),
+                           def_field, fields, clear_blanks=clear_blanks)
+            changed.update(changes["record"].to_list())
+            for kind in ("set", "clear"):
+                counts[kind].update(changes.filter(pl.col("kind") == kind).group_by("record").len().iter_rows())
+            if dry_run:
+                shown.append(changes.with_columns(
+                    pl.col("record").replace_strict(source_of, default=pl.col("record")).alias("source_record")))
+                continue
+            for kind, overwrite in (("set", False), ("clear", True)):
+                frame = changes.filter(pl.col("kind") == kind)
                 if frame.height:
                     sent_ids |= _send(client, ledger, _payload(frame, def_field), def_field, overwrite,
                                       source_of, new_ids, now, rejected, report, imports)
-            report.done()
-            # every write read back: what still differs from the intended value was not written
+        report.done()
+        verified: set[str] = set()
+        if sent_ids:
+            # every write read back, once all are sent: what still differs from the intended value was not written
             checked_at = clock() if clock is not None else now
-            written = [r for r in changes["record"].unique(maintain_order=True).to_list() if r in sent_ids]
-            after = diff(target.filter(pl.col(def_field).is_in(pl.Series(written, dtype=pl.String).implode())),
-                         _stored(client, written, fields, def_field), def_field, fields, clear_blanks=clear_blanks)
-            unverified = [f"{source_of.get(r, r)} {f}" for r, f in after.select("record", "field").iter_rows()]
-            verified = set(written) - set(after["record"].to_list())
-            _record_writes(ledger, run_id, sets, clears, verified, now)
+            written = [r for r in ids_all if r in sent_ids and r in changed]
+            still: set[str] = set()
+            for part in _blocks(written, block):
+                after = diff(_only(target, def_field, part), _stored(client, part, fields, def_field), def_field,
+                             fields, clear_blanks=clear_blanks)
+                unverified += [f"{source_of.get(r, r)} {f}" for r, f in after.select("record", "field").iter_rows()]
+                still.update(after["record"].to_list())
+            verified = set(written) - still
+            for kind in ("set", "clear"):
+                ledger.record_writes(run_id, {r: n for r, n in counts[kind].items() if r in verified}, kind, now)
         if not dry_run:
-            agreed = (set(target[def_field].to_list()) - set(changes["record"].to_list())) | verified
+            agreed = (set(ids_all) - changed) | verified
             if agreed - verified:
                 # a record compared as equal, then changed in REDCap before the read-back time that the next run
                 # starts from, would be skipped by it: such records are not marked as agreed
@@ -189,16 +204,18 @@ def push(
                 ledger.forget_pushed([source_of.get(r, r) for r in moved])
             ledger.record_pushed({source_of.get(r, r): hashes[source_of.get(r, r)] for r in agreed
                                   if source_of.get(r, r) in hashes}, run_id, now)
-        if not dry_run:
             # ids pinned before a kill, a lost reply or this run's imports: created once REDCap holds them
             exist = set(_existing(client, list(pending.values()))) if pending else set()
             ledger.mark([s for s, r in pending.items() if r in exist], "created", now)
         rejected_records = {r.record for r in rejected}
         result = PushResult(
-            run_id, dry_run, records, len(bad), changes["record"].n_unique(), sets.height, clears.height,
+            run_id, dry_run, records, len(bad), len(changed), sum(counts["set"].values()),
+            sum(counts["clear"].values()),
             0 if dry_run else len({source_of.get(r, r) for r in new_ids} - rejected_records), imports[0],
-            target[def_field].n_unique(), tuple(rejected), tuple(unverified), changes, findings, client.stats.to_dict(),
-            time.monotonic() - started,
+            len(ids_all), tuple(rejected), tuple(unverified),
+            pl.concat(shown) if shown else pl.DataFrame(schema={c: pl.String for c in CHANGE_COLUMNS}),
+            findings, client.stats.to_dict(), time.monotonic() - started,
+            changed_ids=tuple(source_of.get(r, r) for r in ids_all if r in changed),
         )
         status = "ok" if not (rejected or unverified) else "partial"
         # the next push compares records changed in REDCap since this run's read-back (less the overlap)
@@ -456,9 +473,9 @@ def _rejections(message: str) -> list[tuple[str, str]]:
     return out
 
 
-def _record_writes(ledger: DataLedger, run_id: int, sets: pl.DataFrame, clears: pl.DataFrame,
-                   verified: set[str], now: dt.datetime) -> None:
-    for frame, kind in ((sets, "set"), (clears, "clear")):
-        counts = frame.filter(pl.col("record").is_in(pl.Series(list(verified), dtype=pl.String).implode())) \
-            .group_by("record").len()
-        ledger.record_writes(run_id, dict(counts.iter_rows()), kind, now)
+def _blocks(ids: Sequence[str], size: int) -> list[list[str]]:
+    return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
+
+
+def _only(frame: pl.DataFrame, def_field: str, ids: Sequence[str]) -> pl.DataFrame:
+    return frame.filter(pl.col(def_field).is_in(pl.Series(list(ids), dtype=pl.String).implode()))
