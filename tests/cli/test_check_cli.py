@@ -184,3 +184,73 @@ def test_a_rule_file_is_checked_against_the_study_it_names(repo_root, tmp_path, 
     monkeypatch.chdir(tmp_path)  # no study here or beside the rule file: only `study:` leads to it
     code, out, _ = run(["check", "elsewhere/kap.yaml"], capsys)
     assert code == 2 and "elsewhere/kap.yaml:" in out and "madrs_totl" in out
+
+
+# ---- `check` refuses every rule file that `screen` refuses --------------------------------------------------------
+
+def _wide_criterion(repo_root: Path) -> str:
+    """A criterion reading 65 fields: more than screening tracks per criterion (SCR001)."""
+    from trialkit.definitions import load_study
+
+    study = load_study(repo_root)
+    repeating = {form for _, form in study.repeating_pairs}
+    names = [f.name for f in study.iter_fields()
+             if f.form not in repeating and f.type.value not in ("checkbox", "descriptive", "calc")][1:66]
+    assert len(names) == 65
+    logic = " or ".join(f"[{n}] <> ''" for n in names)
+    return f"  - id: W1\n    kind: exclusion\n    text: wide\n    logic: \"{logic}\"\n"
+
+
+RULES = "eligibility_rules/kap_trd.yaml"
+#: (what is wrong, file to edit, text in it, replacement; None appends the text to the file)
+BROKEN = [
+    ("YAML001", RULES, "criteria:\n", "criteria: [\n"),
+    ("SCH003", RULES, "title: KAP", "colour: blue\ntitle: KAP"),
+    ("RULE001", RULES, "  - id: I2\n", "  - id: I1\n"),
+    ("RULE010", RULES, "field: inv_unsafe", "field: inv_unsaf"),
+    ("RULE013", RULES, "reference_date: screening_date", "reference_date: sex"),
+    ("RULE014", RULES, "requires_instances: [atrq]", "requires_instances: [madrs]"),
+    ("LOG001", RULES, "logic: \"[mini_mdd] = '1' and", "logic: \"[mini_mdd] = '1' and and"),
+    ("LOGIC001", RULES, "[madrs_total] >= 20", "[madrs_totl] >= 20"),
+    ("LOGIC007", RULES, "[mini_mdd] = '1' and", "[mini_mdd][2] = '1' and"),
+    ("LOGIC014", RULES, "[mini_mdd] = '1' and", "[mini_mdd] = 'yes' and"),
+    ("study not found", RULES, "study: ../study.yaml", "study: ../nowhere/study.yaml"),
+    ("study: bad YAML", "study.yaml", "arms:\n", "arms: [\n"),
+    ("study: calc reads an unknown field", "instruments/madrs.yaml", "[madrs_1] + [madrs_2]", "[madrs_01] + [madrs_2]"),
+    ("study: duplicate field", "instruments/gad7.yaml", "  - name: gad7_1\n", "  - name: gad7_2\n"),
+    ("SCR001", RULES, None, "wide"),
+]
+
+
+@pytest.mark.parametrize(("what", "file", "old", "new"), BROKEN, ids=[b[0] for b in BROKEN])
+def test_check_reports_every_definition_error_screen_refuses_a_rule_file_for(
+    repo_root, tmp_path, capsys, monkeypatch, what, file, old, new
+):
+    for name in ("study.yaml", "instruments", "eligibility_rules"):
+        src = repo_root / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    target = tmp_path / file
+    text = target.read_text(encoding="utf-8")
+    if old is None:
+        text += _wide_criterion(repo_root)
+    else:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    target.write_text(text, encoding="utf-8")
+    (tmp_path / "data.csv").write_text("record_id\n1\n")
+    monkeypatch.chdir(tmp_path)
+
+    code, out, err = run(["screen", "data.csv", "--rules", RULES], capsys)
+    assert code == 2, out + err
+    refused = err.splitlines()
+    assert refused and not any(line.startswith("error:") for line in refused)  # every one located
+    if not what.startswith(("study", "LOG001")):
+        assert any(f" {what} " in line for line in refused), refused
+
+    code, out, err = run(["check", RULES], capsys)
+    assert code == 2
+    reported = set(out.splitlines())
+    assert [line for line in refused if line not in reported] == []
+    assert "Traceback" not in out + err
+    if what == "study not found":
+        assert f"{RULES}:15:8: RULE015 study '../nowhere/study.yaml' not found (nowhere/study.yaml)" in reported

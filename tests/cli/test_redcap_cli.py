@@ -44,6 +44,7 @@ def test_nightly_runs_and_reports_json(kap_sandbox, tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["pulled"] == 1 and out["written"] == 1 and out["dispositions"] == {"pending": 1}
+    assert out["full"] and out["full_reason"] == "first run"
     assert kap_sandbox.token not in proc.stdout + proc.stderr
     findings = (tmp_path / "findings.csv").read_text().splitlines()
     header = findings[0].split(",")

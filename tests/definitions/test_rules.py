@@ -212,3 +212,54 @@ def test_a_checkbox_cannot_be_an_attested_decision(study):
     ruleset, _ = parse_ruleset(text, file="r.yaml")
     found = [(d.code, d.line) for d in check_ruleset(ruleset, study)]
     assert found == [("RULE011", 7)]  # race is a checkbox; sex is a radio with a '1' code
+
+
+@pytest.mark.parametrize(
+    "logic",
+    [
+        "[mini_mdd] = 'yes'",  # yesno: 1/0
+        "[consent_signed] <> 'no'",
+        "[sex] = 'female'",  # radio 1/2/3
+        "[sex] = 4",
+        "'male' = [sex]",  # the literal on either side
+        "[atrq_drug][1] = 'prozac'",  # dropdown (an instance of a repeating form)
+        "[race(2)] = 'yes'",  # a checkbox option is 1 or 0
+        "[race(2)] = '2'",
+        "[demographics_complete] = '3'",  # form status: 0/1/2
+        "[sex] > 'male'",  # ordering with text that is no code
+    ],
+)
+def test_a_value_that_is_no_code_of_the_field_is_an_error_in_a_rule(study, logic, tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(_rules(f"  - {{id: I1, kind: inclusion, text: t, logic: \"{logic}\"}}\n"))
+    with pytest.raises(DefinitionError) as info:  # screening refuses the rule set
+        load_ruleset(path, study)
+    found = [d for d in info.value.diagnostics if d.code == "LOGIC014"]
+    assert [(d.is_error, d.file, d.line) for d in found] == [(True, str(path), 6)], logic
+
+
+@pytest.mark.parametrize(
+    "logic",
+    [
+        "[mini_mdd] = '1' and [consent_signed] <> '0'",
+        "[sex] = 2 or [sex] = '3.0'",  # the same number as a code
+        "[race(9)] = '1' or [race(1)] = 0",
+        "[demographics_complete] = '2'",
+        "[mini_mdd] = ''",  # blank is no code but always a fair question
+        "[sex] < 3",  # a threshold on numeric codes
+    ],
+)
+def test_codes_blanks_and_thresholds_are_fine(study, logic):
+    ruleset, _ = parse_ruleset(_rules(f"  - {{id: I1, kind: inclusion, text: t, logic: \"{logic}\"}}\n"), file="r.yaml")
+    assert [d for d in check_ruleset(ruleset, study) if d.code == "LOGIC014" and d.is_error] == [], logic
+
+
+def test_a_missing_data_code_of_the_study_is_a_value_of_every_field(study):
+    from dataclasses import replace
+
+    from trialkit.definitions.model import Choice
+
+    ruleset, _ = parse_ruleset(_rules("  - {id: I1, kind: inclusion, text: t, logic: \"[sex] <> 'UNK'\"}\n"))
+    assert any(d.code == "LOGIC014" for d in check_ruleset(ruleset, study))
+    with_unknown = replace(study, missing_codes=(Choice("UNK", "Unknown"),))
+    assert not any(d.code == "LOGIC014" for d in check_ruleset(ruleset, with_unknown))

@@ -85,3 +85,23 @@ def test_extensions_can_be_refused(fields):
 
 def test_events_none_skips_event_checks(fields):
     assert check(parse("[whatever_arm_9][weight] > 1"), fields) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "strict", "lax"),
+    [
+        ("[flag] = 'true'", Severity.ERROR, Severity.WARNING),  # truefalse is 1/0
+        ("[sex] = 'female'", Severity.ERROR, Severity.WARNING),
+        ("[conmeds(2)] = 'yes'", Severity.ERROR, Severity.WARNING),
+        ("[sex] >= 'f'", Severity.ERROR, Severity.WARNING),
+        ("[sex] > 0", Severity.WARNING, Severity.WARNING),  # a threshold on numeric codes
+        ("[sex] = 'NA'", None, None),  # a missing-data code of the study
+        ("[flag] = 1.0", None, None),
+    ],
+)
+def test_a_value_that_is_no_code_is_an_error_only_where_codes_are_strict(fields, text, strict, lax):
+    specs = {**fields, "flag": FieldSpec("flag", "truefalse", form="demographics")}
+    for strict_codes, want in ((True, strict), (False, lax)):
+        found = [d.severity for d in check(parse(text), specs, missing_codes=("NA",), strict_codes=strict_codes)
+                 if d.code == "LOGIC014"]
+        assert found == ([want] if want else []), (text, strict_codes)

@@ -12,6 +12,8 @@ from sandbox_data import Clock
 from trialkit.definitions import load_study
 from trialkit.errors import RedcapError, UsageError
 from trialkit.redcap.client import RedcapClient, RetryPolicy, Token
+from trialkit.redcap.definitions.project import from_study
+from trialkit.redcap.definitions.push import push_definitions
 from trialkit.redcap.sandbox import FaultPlan, ProjectSpec
 from trialkit.redcap.sync import RESULT_FIELDS, Ledger, run_nightly
 from trialkit.screening.engine import screen
@@ -215,3 +217,149 @@ def test_an_unusable_ledger_is_a_usage_error(tmp_path, where):
     (tmp_path / "not_a_database.sqlite").write_text("plain text\n" * 100)
     with pytest.raises(UsageError, match="ledger"):
         Ledger(tmp_path / where)
+
+
+# ---- a change to what screening reads rescreens every record ---------------------------------------------------
+
+def copy_definitions(to: Path) -> Path:
+    """The study, its instruments and its rule file, copied to edit."""
+    import shutil
+
+    for name in ("study.yaml", "instruments", "eligibility_rules"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, to / name)
+    return to
+
+
+def load_copy(root: Path):
+    copy = load_study(root)
+    return copy, load_rules(root / "eligibility_rules" / "kap_trd.yaml", copy)
+
+
+def screened_offline(study, rules, rows, as_of: dt.date = AS_OF) -> dict[str, tuple[str, str | None]]:
+    """What offline screening gives for these rows: calculated fields computed from their inputs, as `screen` and
+    the nightly job do."""
+    from trialkit.records import IntakeData
+
+    frame = pl.DataFrame(rows, infer_schema_length=None)
+    intake = IntakeData.from_frame(frame, study).with_calculations(as_of=as_of)
+    return {c.record_id: (c.disposition, c.primary_reason) for c in candidates(screen(rules, intake, as_of=as_of))}
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def test_a_changed_calculation_rescreens_every_record(kap, study, rules, intake_rows, tmp_path):
+    client, _, _ = kap
+    root = copy_definitions(tmp_path)
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    first_study, first_rules = load_copy(root)
+    # the intake was entered the day before NOW: runs from NOW + 2 days on pull only what changed since
+    first = run_nightly(client, first_study, first_rules, ledger=ledger, as_of=AS_OF, now=NOW + dt.timedelta(days=2))
+    assert first.full and first.full_reason == "first run"
+    before = stored_results(client)
+
+    # the MADRS total becomes the mean item score times 5 (a protocol amendment): the rule file is untouched
+    edit(root / "instruments" / "madrs.yaml", "[madrs_1] + [madrs_2]", "0.5 * ([madrs_1] + [madrs_2]")
+    edit(root / "instruments" / "madrs.yaml", "+ [madrs_9] + [madrs_10]", "+ [madrs_9] + [madrs_10])")
+    new_study, new_rules = load_copy(root)
+    assert new_rules.stamp() == first_rules.stamp()  # same rule file bytes
+    # the amendment reaches REDCap first (the nightly job refuses to screen against definitions REDCap lacks)
+    assert push_definitions(client, from_study(new_study), apply=True).status == "applied"
+    expected = screened_offline(new_study, new_rules, intake_rows)
+    flipped = [r for r, (d, _) in expected.items() if before[r][0] == "eligible" and d == "ineligible"]
+    assert flipped  # decided records whose result the change overturns
+
+    # the next night: no record changed in REDCap since the first run
+    second = run_nightly(client, new_study, new_rules, ledger=ledger, as_of=AS_OF, now=NOW + dt.timedelta(days=3))
+    assert second.full and second.pulled == 60
+    assert second.full_reason == "instruments changed: madrs.yaml"
+    assert stored_results(client) == expected
+    runs = ledger.runs()
+    assert [r["full_reason"] for r in runs] == ["first run", "instruments changed: madrs.yaml"]
+    assert runs[0]["fingerprint"] != runs[1]["fingerprint"] and len(runs[1]["fingerprint"]) == 64
+
+    # a run with the same definitions is incremental again
+    third = run_nightly(client, new_study, new_rules, ledger=ledger, as_of=AS_OF, now=NOW + dt.timedelta(days=4))
+    assert not third.full and third.full_reason == "" and third.written == 0
+
+
+def test_an_old_ledger_is_migrated_in_place_and_its_next_run_is_full(kap, study, rules, tmp_path):
+    import sqlite3
+
+    client, _, _ = kap
+    path = tmp_path / "ledger.sqlite"
+    old = sqlite3.connect(path)  # the ledger as trialkit wrote it before fingerprints
+    old.executescript(
+        """
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL,
+            as_of TEXT NOT NULL, ruleset_sha256 TEXT NOT NULL, full INTEGER NOT NULL,
+            pulled INTEGER, written INTEGER, message TEXT);
+        CREATE TABLE writes (
+            run_id INTEGER NOT NULL REFERENCES runs(id), record_id TEXT NOT NULL,
+            content_sha256 TEXT NOT NULL, written_at TEXT NOT NULL, PRIMARY KEY (run_id, record_id));
+        """
+    )
+    old.execute("INSERT INTO runs VALUES (1, '2026-11-01T02:00:00', '2026-11-01T02:05:00', 'ok', '2026-11-01', ?, "
+                "1, 60, 60, '')", (rules.stamp()["sha256"],))
+    old.execute("INSERT INTO writes VALUES (1, '0001', ?, '2026-11-01T02:00:00')", ("a" * 64,))
+    old.commit()
+    old.close()
+
+    ledger = Ledger(path)
+    kept = ledger.runs()
+    assert len(kept) == 1 and kept[0]["status"] == "ok" and kept[0]["fingerprint"] is None
+    assert ledger.writes()[0]["note"] == "written"
+    result = run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=NOW)
+    assert result.full and "older trialkit" in result.full_reason
+    assert ledger.runs()[-1]["fingerprint"] is not None
+    assert not run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=NOW + dt.timedelta(hours=1)).full
+
+
+LATER = AS_OF + dt.timedelta(days=20)
+
+
+def test_a_new_run_date_rescreens_every_record_when_the_rules_measure_from_it(kap, intake_rows, tmp_path):
+    client, _, _ = kap
+    root = copy_definitions(tmp_path)
+    # without a reference_date, 'today' in every criterion is the run's as-of date
+    edit(root / "eligibility_rules" / "kap_trd.yaml", "reference_date: screening_date\n", "")
+    study, rules = load_copy(root)
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=NOW + dt.timedelta(days=2))
+    same_day = run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=NOW + dt.timedelta(days=3))
+    assert not same_day.full
+
+    later = run_nightly(client, study, rules, ledger=ledger, as_of=LATER, now=NOW + dt.timedelta(days=4))
+    assert later.full and later.pulled == 60
+    assert later.full_reason == f"the run date changed ({AS_OF} -> {LATER}) and the rules measure from it"
+    expected = screened_offline(study, rules, intake_rows, LATER)
+    assert expected != screened_offline(study, rules, intake_rows, AS_OF)
+    assert stored_results(client) == expected
+
+
+def test_candidates_without_a_reference_date_are_rescreened_on_a_new_run_date(kap, study, rules, intake_rows,
+                                                                              tmp_path):
+    client, _, _ = kap
+    # three candidates whose screening date is not recorded: 'today' is the run date for them only
+    undated = ["0002", "0003", "0004"]
+    client.import_records([{"record_id": r, "redcap_event_name": "screening_arm_1", "screening_date": ""}
+                           for r in undated], overwrite=True)
+    rows = [{k: v for k, v in row.items() if not (k == "screening_date" and row["record_id"] in undated)}
+            for row in intake_rows]
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    first = run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=NOW + dt.timedelta(days=2))
+    assert stored_results(client) == screened_offline(study, rules, rows, AS_OF)
+    undecided = first.dispositions.get("pending", 0)
+
+    later = run_nightly(client, study, rules, ledger=ledger, as_of=LATER, now=NOW + dt.timedelta(days=3))
+    assert not later.full
+    expected = screened_offline(study, rules, rows, LATER)
+    moved = [r for r in undated if expected[r] != screened_offline(study, rules, rows, AS_OF)[r]]
+    assert moved  # a decided result that the new run date overturns
+    assert stored_results(client) == expected
+    assert later.pulled <= undecided + len(undated)  # the undecided and the undated, not everyone

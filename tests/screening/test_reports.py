@@ -191,3 +191,32 @@ def test_identifier_values_never_reach_a_report(repo_root):
         if len(value) >= 6 and value in text
     }
     assert not leaked, sorted(leaked)[:5]
+
+
+def test_the_result_table_says_what_each_checklist_says(run):
+    from trialkit.screening.explain import candidates
+    from trialkit.screening.table import result_table
+
+    s = run({**CANDIDATES, "0006": ({"vs_sbp_1": "16", "mini_mdd": "Yes"}, None)})
+    table = {row["record_id"]: row for row in result_table(s).iter_rows(named=True)}
+    for c in candidates(s):
+        row = table[c.record_id]
+        assert (row["disposition"], row["primary_reason"] or None) == (c.disposition, c.primary_reason)
+        assert (row["reasons"].split(";") if row["reasons"] else []) == list(c.reasons)
+        assert (row["still_needed"].split(";") if row["still_needed"] else []) == list(c.still_needed)
+        assert (row["to_correct"].split(";") if row["to_correct"] else []) == list(c.to_correct)
+        assert [row[o.id] for o in c.criteria] == [o.result for o in c.criteria]
+
+
+def test_checklists_are_built_for_a_bounded_number_of_candidates(run):
+    report = build_report(run(CANDIDATES), checklists=2)
+    assert len(report.candidates) == 2 and report.total == 5
+    doc = json.loads(render_json(report))
+    assert doc["checklists"] == 2 and len(doc["candidates"]) == 5
+    assert [("criteria" in c) for c in doc["candidates"]] == [True, True, False, False, False]
+    full = json.loads(render_json(build_report(run(CANDIDATES))))
+    for slim, whole in zip(doc["candidates"], full["candidates"], strict=True):
+        assert slim == {k: v for k, v in whole.items() if k != "criteria" or "criteria" in slim}
+    assert render_csv(report) == render_csv(build_report(run(CANDIDATES)))
+    html = render_html(report)
+    assert "Checklists of the first 2 of 5 candidates" in html

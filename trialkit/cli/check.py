@@ -27,26 +27,51 @@ def _top_keys(path: Path) -> set[str]:
 def _check_rules(
     paths: list[Path], study_dir: Path | None, checked: dict[Path, CheckResult] | None = None
 ) -> list[Diagnostic]:
-    """Each rule file read and schema-checked; its expressions checked too, against the study the file names
-    (`study:`, as screening uses it) or else the one at `study_dir`, when that study is usable. `checked`: studies
-    already checked, by resolved study file."""
+    """Each rule file checked as `screen` and the nightly job check it before screening, and more thoroughly.
+
+    The study is the one the file names (`study:`, as screening uses it; an error when it does not exist) or else
+    the one at `study_dir`; its own problems are reported too, since screening refuses a broken study. Then the
+    rule file is loaded by `trialkit.screening.run.load_rules`, the very function `screen` and `nightly` call, so
+    whatever they refuse (expressions, attestations, criteria reading more fields than screening can track...)
+    `check` reports, and cannot drift from them. `checked`: studies already checked, by resolved study file."""
     from trialkit.definitions.loader import check_study, display_path, find_study_file
     from trialkit.definitions.rules import check_ruleset, read_ruleset
+    from trialkit.errors import DefinitionError
+    from trialkit.screening.run import load_rules
 
     studies = dict(checked or {})
     diags: list[Diagnostic] = []
     for p in paths:
-        ruleset, found = read_ruleset(display_path(p))
+        shown = display_path(p)
+        ruleset, found = read_ruleset(shown)
         diags += found
-        named = ruleset.study_path() if ruleset is not None else None
-        where = named if named is not None and find_study_file(named).is_file() else study_dir
-        if ruleset is None or where is None:
+        if ruleset is None:
+            continue
+        named = ruleset.study_path()
+        if named is not None and not find_study_file(named).is_file():
+            at = ruleset.study_pos
+            diags.append(Diagnostic("RULE015", f"study '{ruleset.study}' not found "
+                                    f"({display_path(find_study_file(named))})", at.file, at.line, at.col))
+            diags += check_study(named).errors  # what `screen` says about it
+            continue
+        where = named if named is not None else study_dir
+        if where is None:
             continue
         key = find_study_file(where).resolve()
         if key not in studies:
             studies[key] = check_study(where)
-        if studies[key].ok and studies[key].study is not None:
-            diags += check_ruleset(ruleset, studies[key].study)
+        result = studies[key]
+        diags += result.errors  # screening refuses a study with errors: they are the rule file's problem too
+        if not result.ok or result.study is None:
+            continue
+        rule_diags = check_ruleset(ruleset, result.study)
+        diags += rule_diags
+        if any(d.is_error for d in found + rule_diags):
+            continue  # load_rules would stop at these
+        try:
+            load_rules(shown, result.study)
+        except DefinitionError as exc:
+            diags += exc.diagnostics or [Diagnostic("RULE000", exc.message, shown)]
     return diags
 
 

@@ -109,7 +109,8 @@ def nightly(connection, config, url, token_env, token_file, timeout, rules_path,
         return
     counts = ", ".join(f"{n} {d}" for d, n in sorted(result.dispositions.items())) or "none"
     click.echo(
-        f"as of {result.as_of}: run {result.run_id} ({'full' if result.full else 'incremental'}) "
+        f"as of {result.as_of}: run {result.run_id} "
+        f"({f'full: {result.full_reason}' if result.full else 'incremental'}) "
         f"screened {result.pulled} record(s): {counts}; wrote {result.written}, unchanged {result.unchanged}"
     )
     if result.deleted:

@@ -93,21 +93,23 @@ def screen(
     """Screen every candidate in DATA against the rule set: each criterion met, not met, unknown (with the
     missing fields) or not applicable; each candidate eligible, ineligible (primary reason first) or pending
     (with what is still needed). The as-of date and the rule set's id, version and sha256 are always shown."""
-    from trialkit.screening.reports import build_report, render, render_screening_log, render_table
+    from trialkit.screening.reports import MAX_CHECKLISTS, build_report, render, render_screening_log, render_table
     from trialkit.screening.run import identifier_fields, load_rules, resolve_study, screen_file
 
     as_of = as_of or _dt.date.today()  # the CLI is the edge: the library never reads the clock
     study = resolve_study(rules_path, study_path)
     rules = load_rules(rules_path, study)
-    screening = screen_file(data, rules, study, as_of=as_of, event=event, sheet=sheet)
+    screening = screen_file(
+        data, rules, study, as_of=as_of, event=event, sheet=sheet, records=list(dict.fromkeys(records)) or None
+    )
+    # checklists (values per criterion) are built only where they are shown
     if records:
-        from trialkit.screening.engine import select_candidates
-
-        unknown = sorted(set(records) - set(screening.frame[screening.record_id].to_list()))
-        if unknown:
-            raise UsageError(f"no candidate {', '.join(unknown)} in {data}")
-        screening = select_candidates(screening, records)
-    report = build_report(screening)
+        checklists = None
+    elif fmt in ("json", "html"):
+        checklists = MAX_CHECKLISTS
+    else:
+        checklists = 0
+    report = build_report(screening, checklists=checklists)
     details = bool(records)
     text = render_table(report, limit=limit or None, details=details) if fmt == "table" else render(report, fmt)
     stamp = rules.stamp()

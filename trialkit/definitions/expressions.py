@@ -31,15 +31,17 @@ def referenced_fields(text: str) -> set[str] | None:
     return {n.name for n in walk(tree) if isinstance(n, FieldRef)}
 
 
-def expression_checker(study: Study, *, allow_extensions: bool) -> ExpressionCheck:
+def expression_checker(study: Study, *, allow_extensions: bool, strict_codes: bool = False) -> ExpressionCheck:
     """A function that checks one expression against the study's fields:
     `check(text, context, locate, skip=codes)` -> LOG001 for a syntax error, else the logic checker's own codes
-    (unknown field, wrong type, checkbox code not a choice...), each message prefixed with `context`."""
+    (unknown field, wrong type, checkbox code not a choice...), each message prefixed with `context`.
+    `strict_codes`: a comparison with a value that is not a code of the field is an error, not a warning."""
     from trialkit.logic import check, parse
 
     specs = study.field_specs()
     events = frozenset(e.name for e in study.events) if study.longitudinal else None
     repeating = frozenset(r for _, r in study.repeating_pairs)
+    missing = tuple(c.code for c in study.missing_codes)
 
     def check_one(text: str, context: str, locate: Locate, *, skip: frozenset[str] = frozenset()) -> list[Diagnostic]:
         try:
@@ -51,7 +53,8 @@ def expression_checker(study: Study, *, allow_extensions: bool) -> ExpressionChe
             return [Diagnostic("LOG001", f"{context}: {exc.message}", *locate(None, None))]
         return [
             Diagnostic(d.code, f"{context}: {d.message}", *locate(d.line, d.col), d.severity)
-            for d in check(tree, specs, events=events, repeating_forms=repeating, allow_extensions=allow_extensions)
+            for d in check(tree, specs, events=events, repeating_forms=repeating, allow_extensions=allow_extensions,
+                           missing_codes=missing, strict_codes=strict_codes)
             if d.code not in skip
         ]
 

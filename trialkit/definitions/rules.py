@@ -116,6 +116,7 @@ class RuleSet:
     reference_date: str | None = None
     source: str | None = None
     reference_date_pos: Position = field(default=Position(), compare=False, repr=False)
+    study_pos: Position = field(default=Position(), compare=False, repr=False)
 
     def criterion(self, cid: str) -> Criterion:
         for c in self.criteria:
@@ -264,6 +265,7 @@ def _build(doc: Any, digest: str) -> RuleSet:
         reference_date=data.get("reference_date"),
         source=file,
         reference_date_pos=Position(file, *doc.where(("reference_date",))),
+        study_pos=Position(file, *doc.where(("study",))),
     )
 
 
@@ -280,7 +282,8 @@ def check_ruleset(ruleset: RuleSet, study: Any) -> list[Diagnostic]:
     """Every expression checked against the study's fields; every problem located in the rule file."""
     from trialkit.definitions.expressions import expression_checker
 
-    check = expression_checker(study, allow_extensions=True)
+    # a value that is none of the field's codes is an error here: the criterion would silently decide everyone
+    check = expression_checker(study, allow_extensions=True, strict_codes=True)
     repeating = frozenset(form for _, form in study.repeating_pairs)
     diags: list[Diagnostic] = []
     for c in ruleset.criteria:

@@ -17,10 +17,16 @@ Codes (stable; tests and users grep for them):
 | LOGIC011 | error    | trialkit extension used where only REDCap logic is allowed |
 | LOGIC012 | error    | instance aggregate over an instrument that is unknown or not repeating |
 | LOGIC013 | error    | field inside an instance aggregate is not on that instrument |
-| LOGIC014 | warning  | value compared with a choice field is not one of its codes |
+| LOGIC014 | warning* | value compared with a choice field is not one of its codes |
 | LOGIC015 | warning  | arithmetic on a text field |
 | LOGIC016 | error    | descriptive field holds no value |
 | LOGIC017 | warning  | text that is not a valid date compared with a date field |
+
+*LOGIC014 is an error where `strict_codes` is set (eligibility rules): `[mini_mdd] = 'yes'` on a field coded 1/0
+is never true, so a criterion written so silently decides every candidate the same way. REDCap itself accepts
+such logic in branching and calculations, and a study imported from REDCap must still load, so there it stays a
+warning. Ordering a coded field against a number that is not a code (`[severity] > 0` with codes 1-5) is
+meaningful and stays a warning everywhere; comparing it with text that is no code is not.
 """
 
 from __future__ import annotations
@@ -62,8 +68,10 @@ def _is_date_text(text: str) -> bool:
 
 
 class _Checker:
-    def __init__(self, fields, events, repeating_forms, allow_extensions, file):
+    def __init__(self, fields, events, repeating_forms, allow_extensions, file, missing_codes=(), strict_codes=False):
         self.fields: Mapping[str, FieldSpec] = fields
+        self.missing_codes = frozenset(missing_codes)
+        self.strict_codes = strict_codes
         self.events = None if events is None else set(events)
         self.repeating = set(repeating_forms) | {s.form for s in fields.values() if s.repeating and s.form}
         self.forms = {s.form for s in fields.values() if s.form}
@@ -164,7 +172,7 @@ class _Checker:
             if {left, right} == {"date", "num"}:
                 self.add("LOGIC008", f"a date is compared with a number ('{node.op}')", node)
             for a, b in ((node.left, node.right), (node.right, node.left)):
-                self.compare_literal(a, b)
+                self.compare_literal(a, b, node.op)
         else:
             if "date" in (left, right):
                 self.add("LOGIC008", f"arithmetic '{node.op}' on a date: use datediff()", node)
@@ -172,7 +180,7 @@ class _Checker:
                 if k == "str" and isinstance(side, FieldRef):
                     self.add("LOGIC015", f"arithmetic '{node.op}' on text field [{side.name}]", side, Severity.WARNING)
 
-    def compare_literal(self, ref: Node, lit: Node) -> None:
+    def compare_literal(self, ref: Node, lit: Node, op: str = "=") -> None:
         if not isinstance(ref, FieldRef) or not isinstance(lit, Number | String):
             return
         spec = self.fields.get(ref.name)
@@ -182,33 +190,27 @@ class _Checker:
         if text == "":
             return
         if ref.code is not None:
-            if spec.field_type == "checkbox" and text not in ("0", "1"):
-                self.add(
-                    "LOGIC014",
-                    f"[{ref.name}({ref.code})] is '1' (checked) or '0', never '{text}'",
-                    lit,
-                    Severity.WARNING,
-                )
+            if spec.field_type == "checkbox" and not _is_code(text, ("0", "1")):
+                self.add("LOGIC014", f"[{ref.name}({ref.code})] is '1' (checked) or '0', never '{text}'", lit,
+                         self._code_severity(text, ("0", "1"), op))
             return
         kind = spec.kind
-        if (
-            kind == "code"
-            and spec.codes
-            and text not in spec.codes
-            and not any(
-                _NUMERIC_TEXT.match(c) and _NUMERIC_TEXT.match(text) and float(c) == float(text) for c in spec.codes
-            )
-        ):
-            self.add(
-                "LOGIC014",
-                f"'{text}' is not a choice of [{ref.name}] ({', '.join(spec.codes)})",
-                lit,
-                Severity.WARNING,
-            )
+        if kind == "code" and spec.codes and not _is_code(text, spec.codes) and text not in self.missing_codes:
+            self.add("LOGIC014", f"'{text}' is not a choice of [{ref.name}] ({', '.join(spec.codes)})", lit,
+                     self._code_severity(text, spec.codes, op))
         if kind in ("date", "datetime") and isinstance(lit, String) and not _is_date_text(text):
             self.add(
                 "LOGIC017", f"'{text}' is not a date (YYYY-MM-DD) but [{ref.name}] is a date", lit, Severity.WARNING
             )
+
+    def _code_severity(self, text: str, codes: Iterable[str], op: str) -> Severity:
+        """An error in strict mode, except a number ordered against numeric codes (a threshold, not a code)."""
+        if not self.strict_codes:
+            return Severity.WARNING
+        ordering = op not in ("=", "<>")
+        if ordering and _NUMERIC_TEXT.match(text) and all(_NUMERIC_TEXT.match(c) for c in codes):
+            return Severity.WARNING
+        return Severity.ERROR
 
     def call(self, node: Call, form: str | None) -> str | None:
         spec = FUNCTIONS[node.name]
@@ -251,6 +253,16 @@ class _Checker:
         return form
 
 
+def _is_code(text: str, codes: Iterable[str]) -> bool:
+    """`text` is one of `codes`, or the same number as one ('1.0' reads as code '1', as REDCap compares)."""
+    codes = tuple(codes)
+    if text in codes:
+        return True
+    return bool(_NUMERIC_TEXT.match(text)) and any(
+        _NUMERIC_TEXT.match(c) and float(c) == float(text) for c in codes
+    )
+
+
 def check(
     expr: Node,
     fields: Mapping[str, FieldSpec],
@@ -259,9 +271,13 @@ def check(
     repeating_forms: Iterable[str] = (),
     allow_extensions: bool = True,
     file: str | None = None,
+    missing_codes: Iterable[str] = (),
+    strict_codes: bool = False,
 ) -> list[Diagnostic]:
-    """Every problem of `expr` against `fields`, sorted by position. `events` None skips event checks."""
-    found = _Checker(fields, events, repeating_forms, allow_extensions, file).run(expr)
+    """Every problem of `expr` against `fields`, sorted by position. `events` None skips event checks.
+    `missing_codes`: the study's missing-data codes, which any field may hold. `strict_codes`: a coded field
+    compared with a value that is none of its codes is an error (LOGIC014), as in eligibility rules."""
+    found = _Checker(fields, events, repeating_forms, allow_extensions, file, missing_codes, strict_codes).run(expr)
     return sorted(found, key=Diagnostic.sort_key)
 
 

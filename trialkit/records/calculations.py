@@ -8,7 +8,8 @@ expression over all rows; trialkit.logic compiles the expressions (REDCap mode).
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -162,8 +163,25 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     return lines[0][:limit] if lines else type(exc).__name__
 
 
+@functools.lru_cache(maxsize=4096)
+def parsed(text: str) -> Any:
+    """The syntax tree of an expression, parsed once per process: trees are immutable, and screening one
+    candidate would otherwise parse every calculation of the study again."""
+    from trialkit import logic
+
+    return logic.parse(text)
+
+
 def calc_fields(study: Study) -> list[Field]:
     """Calculated fields in dependency order (a calc read by another comes first; dictionary order otherwise)."""
+    try:
+        return list(_calc_fields(study))
+    except TypeError:  # an unhashable study (a test double)
+        return list(_calc_fields.__wrapped__(study))
+
+
+@functools.cache
+def _calc_fields(study: Study) -> tuple[Field, ...]:
     from trialkit import logic
 
     calcs = [f for f in study.iter_fields() if f.type is FieldType.CALC and f.calculation.strip()]
@@ -171,7 +189,7 @@ def calc_fields(study: Study) -> list[Field]:
     deps: dict[str, set[str]] = {}
     for f in calcs:
         try:
-            refs = {r.name for r in logic.references(logic.parse(f.calculation))}
+            refs = {r.name for r in logic.references(parsed(f.calculation))}
         except Exception:  # a bad expression is reported by the definitions checker and by validation
             refs = set()
         deps[f.name] = (refs & names) - {f.name}
@@ -184,27 +202,30 @@ def calc_fields(study: Study) -> list[Field]:
             ordered.append(f)
             done.add(f.name)
         pending = [f for f in pending if f.name not in done]
-    return ordered
+    return tuple(ordered)
 
 
-def fill_calculations(intake: IntakeData, *, as_of: _dt.date | None = None) -> tuple[pl.DataFrame, list[str]]:
+def fill_calculations(
+    intake: IntakeData, *, as_of: _dt.date | None = None, only: Collection[str] | None = None
+) -> tuple[pl.DataFrame, list[str]]:
     """intake.typed with every calculated value computed from its expression on the rows where its form belongs,
     and notes: expressions that cannot be evaluated (the stored values stay), and stored values that disagree with
     their inputs. Where the inputs give a value it wins over the stored one: a MADRS total of 999 typed over ten
     items summing to 25 is a typing error, and REDCap itself recomputes calcs on import and in its data quality
-    rule H. Where they give none (an input blank), the stored value stays."""
+    rule H. Where they give none (an input blank), the stored value stays. `only`: compute just these calcs
+    (with the calcs they read: pass a closed set, as trialkit.records.usable.checked_columns gives)."""
     from trialkit import logic
 
     study = intake.study
     typed = intake.typed
-    calcs = calc_fields(study)
+    calcs = [f for f in calc_fields(study) if only is None or f.name in only]
     problems: list[str] = []
     specs = study.field_specs()
     for f in calcs:
         if f.name not in typed.columns:
             continue
         try:
-            node = logic.parse(f.calculation)
+            node = parsed(f.calculation)
             frame = logic_frame(intake, logic.reference_columns(node), typed=typed)
             value = compile_redcap(node, frame, study, as_of=as_of, specs=specs)
             computed = frame.select(value.cast(pl.Float64, strict=False).alias("v")).get_column("v")

@@ -74,7 +74,7 @@ class IntakeData:
         _check_event(self.study, event)
         return _records_for_event(self.typed, self.record_events, self.record_id, event)
 
-    def with_calculations(self, *, as_of: _dt.date | None = None) -> IntakeData:
+    def with_calculations(self, *, as_of: _dt.date | None = None, only: Collection[str] | None = None) -> IntakeData:
         """A copy where every calculated field holds the value its expression gives (REDCap mode, in dependency
         order, each row with its own form's data; an instance within its instance) wherever its inputs give one;
         elsewhere the stored value stays. Stored values that disagree are counted in `notes` (validation lists
@@ -82,7 +82,7 @@ class IntakeData:
         evaluated stay as stored and are listed in `notes`."""
         from trialkit.records.calculations import fill_calculations
 
-        typed, problems = fill_calculations(self, as_of=as_of)
+        typed, problems = fill_calculations(self, as_of=as_of, only=only)
         records, record_events, instances, _ = _assemble(typed, self.study, self.event)
         return replace(
             self,
@@ -97,16 +97,18 @@ class IntakeData:
         """The copy screening reads: every cell that fails its field's checks blanked and listed in `problems`,
         then calculated fields computed (a calc fed by a blanked cell is blanked and listed too). `columns`:
         the fields the caller reads (None: all). Idempotent for the same `as_of`."""
-        from trialkit.records.usable import blank_tainted_calcs, blank_unusable
+        from trialkit.records.usable import blank_tainted_calcs, blank_unusable, checked_columns
 
         if self.screened_as_of == as_of and self.problems is not None:
             return self
+        wanted = None if columns is None else {c.field_name for c in checked_columns(self.study, self.typed.columns,
+                                                                                    columns)}
         typed, problems = blank_unusable(self.typed, self.raw, self.study, as_of=as_of, columns=columns)
         cleaned = self
         if problems.height:
             records, record_events, instances, _ = _assemble(typed, self.study, self.event)
             cleaned = replace(self, typed=typed, records=records, record_events=record_events, instances=instances)
-        cleaned = cleaned.with_calculations(as_of=as_of)
+        cleaned = cleaned.with_calculations(as_of=as_of, only=wanted)
         typed, problems = blank_tainted_calcs(cleaned.typed, problems, self.study)
         if typed is not cleaned.typed:
             records, record_events, instances, _ = _assemble(typed, self.study, self.event)
@@ -140,11 +142,16 @@ def read_intake(
     *,
     event: str | None = None,
     sheet: str | int | None = None,
+    records: Collection[str] | None = None,
 ) -> IntakeData:
     """Read an intake file (CSV/TSV, Excel, JSON, NDJSON, Parquet; REDCap flat export shape or one row per
     record) and type it by the study's fields. Raises DataError when the file is unreadable or not tabular
-    intake data for this study (no record id column)."""
+    intake data for this study (no record id column). `records`: keep only these record ids (before any
+    typing, so one candidate out of a large file costs little more than reading it)."""
     raw, fmt = read_text_frame(path, sheet=sheet)
+    rid = study.record_id_field
+    if records is not None and rid in raw.columns:
+        raw = raw.filter(pl.col(rid).str.strip_chars().is_in(list(records)))
     if fmt in ("xlsx", "parquet"):  # typed sources: a date may only exist as a date-time at midnight there
         raw = _midnight_dates(raw, study)
     return build(raw, study, event=event, source=str(path), fmt=fmt)

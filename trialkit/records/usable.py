@@ -19,7 +19,7 @@ from collections.abc import Collection
 import polars as pl
 
 from trialkit.definitions.model import Study
-from trialkit.records.calculations import calc_fields, form_scope
+from trialkit.records.calculations import calc_fields, form_scope, parsed
 from trialkit.records.cellchecks import cell_checks
 from trialkit.records.convert import EVENT, REPEAT_INSTANCE, REPEAT_INSTRUMENT, Column, study_columns
 from trialkit.records.readers import ROW
@@ -52,7 +52,7 @@ def checked_columns(study: Study, present: Collection[str], wanted: Collection[s
         while todo:
             name = todo.pop()
             try:
-                refs = logic.reference_columns(logic.parse(calcs[name].calculation))
+                refs = logic.reference_columns(parsed(calcs[name].calculation))
             except Exception:  # a broken calc is the definitions checker's business
                 continue
             for ref in refs:
@@ -161,7 +161,7 @@ def blank_tainted_calcs(typed: pl.DataFrame, problems: pl.DataFrame, study: Stud
         if f.name not in typed.columns:
             continue
         try:
-            refs = [r.name for r in logic.references(logic.parse(f.calculation)) if not r.event]
+            refs = [r.name for r in logic.references(parsed(f.calculation)) if not r.event]
         except Exception:
             continue
         sources = [r for r in dict.fromkeys(refs) if r in tainted]

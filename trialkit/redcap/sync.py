@@ -17,7 +17,14 @@ Guarantees, and how they are kept:
   result. The ids are read again just before writing and such records are left out and counted (a few
   seconds of race remain: REDCap has no update-only import).
 
-The ledger is a small SQLite file: one row per run, and one row per record result that reached REDCap, with a
+- *Nothing stale.* A result stays right only while what decided it stays the same. Each run records a fingerprint of
+  the definitions as loaded (rule set, study file, every instrument, the event screened, trialkit's version;
+  see trialkit.definitions.fingerprint); when it differs from the last successful run's, every record is
+  rescreened, and the run says why ("instruments changed: madrs.yaml"). A rule file hash alone missed a changed
+  calculated field: decided records kept results offline screening no longer gave.
+
+The ledger is a small SQLite file: one row per run (with its definitions fingerprint and, for a full run, why it
+was full), and one row per record result that reached REDCap, with a
 content hash (`note` 'written' by the run, or 'found' there by a later run: the write of a run that was killed
 or lost its reply). Only one run at a time uses a ledger (a lock file next to it); a run that never finished
 (killed, power cut) is marked 'interrupted' by the next one.
@@ -37,6 +44,7 @@ from typing import Any
 
 import polars as pl
 
+from trialkit.definitions.fingerprint import Fingerprint, fingerprint
 from trialkit.errors import RedcapError, UsageError
 from trialkit.redcap.client import RedcapClient
 from trialkit.screening.writeback import WRITEBACK_FIELDS
@@ -45,7 +53,13 @@ RESULT_FORM = "eligibility_result"
 STAMP_FIELD = "elig_screened_at"
 #: The result fields compared with REDCap's; the screening time stamp alone is never a change.
 RESULT_FIELDS = tuple(name for name in WRITEBACK_FIELDS if name != STAMP_FIELD)
-_UNDECIDED = f"[{RESULT_FIELDS[0]}] <> 'eligible' and [{RESULT_FIELDS[0]}] <> 'ineligible'"
+
+
+def _undecided(event: str | None) -> str:
+    """Filter logic for records without a decided result. In a longitudinal project the result event is named:
+    unprefixed, REDCap tests every event's row, and a record with any other row would always match."""
+    ref = f"[{event}][{RESULT_FIELDS[0]}]" if event else f"[{RESULT_FIELDS[0]}]"
+    return f"{ref} <> 'eligible' and {ref} <> 'ineligible'"
 
 
 @dataclass(frozen=True)
@@ -60,12 +74,14 @@ class NightlyResult:
     dispositions: Mapping[str, int] = field(default_factory=dict)
     findings: Any = field(default=None, repr=False)  # trialkit.validation.Findings of the pulled records
     deleted: int = 0  # records deleted in REDCap between the pull and the write-back: not written
+    full_reason: str = ""  # why every record was rescreened ("first run", "rules changed", ...); "" if incremental
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
             "as_of": self.as_of.isoformat(),
             "full": self.full,
+            "full_reason": self.full_reason,
             "pulled": self.pulled,
             "written": self.written,
             "unchanged": self.unchanged,
@@ -73,6 +89,24 @@ class NightlyResult:
             "deleted": self.deleted,
             "dispositions": dict(self.dispositions),
         }
+
+
+#: Columns added to `runs` after the first ledgers were written: added in place to an older ledger on opening.
+_RUN_COLUMNS = {
+    "fingerprint": "TEXT",  # sha256 of the definitions fingerprint (NULL: run recorded by an older trialkit)
+    "definitions": "TEXT",  # the fingerprint's parts as JSON, to say what changed since
+    "full_reason": "TEXT",  # why the run rescreened every record
+}
+
+
+@dataclass(frozen=True)
+class PreviousRun:
+    """The last successful run, as the next one needs it."""
+
+    started_at: dt.datetime
+    as_of: dt.date
+    ruleset_sha256: str
+    fingerprint: Fingerprint | None  # None: recorded before fingerprints (or unreadable)
 
 
 class Ledger:
@@ -96,6 +130,10 @@ class Ledger:
             )
             if "note" not in {row[1] for row in self._db.execute("PRAGMA table_info(writes)")}:
                 self._db.execute("ALTER TABLE writes ADD COLUMN note TEXT NOT NULL DEFAULT 'written'")
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+            for name, kind in _RUN_COLUMNS.items():
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
             # this process holds the lock: a run still 'running' is one that was killed or lost its machine
             self._db.execute(
                 "UPDATE runs SET status = 'interrupted', message = 'did not finish (killed or stopped)' "
@@ -115,16 +153,24 @@ class Ledger:
             self._lock.close()  # closing the file drops the lock
             self._lock = None
 
-    def last_success(self) -> tuple[dt.datetime, str] | None:
+    def last_success(self) -> PreviousRun | None:
         row = self._db.execute(
-            "SELECT started_at, ruleset_sha256 FROM runs WHERE status = 'ok' ORDER BY id DESC LIMIT 1"
+            "SELECT started_at, as_of, ruleset_sha256, definitions FROM runs WHERE status = 'ok' "
+            "ORDER BY id DESC LIMIT 1"
         ).fetchone()
-        return (dt.datetime.fromisoformat(row[0]), row[1]) if row else None
+        if row is None:
+            return None
+        return PreviousRun(dt.datetime.fromisoformat(row[0]), dt.date.fromisoformat(row[1]), row[2],
+                           Fingerprint.from_json(row[3]))
 
-    def begin(self, started_at: dt.datetime, as_of: dt.date, sha256: str, full: bool) -> int:
+    def begin(self, started_at: dt.datetime, as_of: dt.date, sha256: str, full: bool, *,
+              definitions: Fingerprint | None = None, full_reason: str = "") -> int:
         cur = self._db.execute(
-            "INSERT INTO runs (started_at, status, as_of, ruleset_sha256, full) VALUES (?, 'running', ?, ?, ?)",
-            (started_at.isoformat(timespec="seconds"), as_of.isoformat(), sha256, int(full)),
+            "INSERT INTO runs (started_at, status, as_of, ruleset_sha256, full, fingerprint, definitions, "
+            "full_reason) VALUES (?, 'running', ?, ?, ?, ?, ?, ?)",
+            (started_at.isoformat(timespec="seconds"), as_of.isoformat(), sha256, int(full),
+             definitions.sha256 if definitions is not None else None,
+             definitions.to_json() if definitions is not None else None, full_reason or None),
         )
         self._db.commit()
         return int(cur.lastrowid)
@@ -203,9 +249,13 @@ def run_nightly(
     full: bool = False,
     overlap: dt.timedelta = dt.timedelta(hours=24),
     clock: Callable[[], dt.datetime] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> NightlyResult:
     """One nightly pass. `now` stamps the run's start (and the pull watermark); `clock`, when given, stamps its
-    end in the ledger (else the start time is used, which keeps tests deterministic)."""
+    end in the ledger (else the start time is used, which keeps tests deterministic). `options`: anything else
+    the caller's screening depends on (JSON-able); a change of it rescreens every record, like a changed
+    definition. A run is full when asked (`full`), on the first run, or when the definitions fingerprint differs
+    from the last successful run's."""
     finished = clock or (lambda: now)
     from trialkit.records import IntakeData
     from trialkit.screening import result_records, screen
@@ -218,21 +268,32 @@ def run_nightly(
     check_definitions(client, study)
     event = _result_event(study)
     sha = rules.stamp()["sha256"]
+    definitions = fingerprint(study, rules.ruleset, options={"event": event, **(options or {})})
     previous = ledger.last_success()
-    full = full or previous is None or previous[1] != sha
-    run_id = ledger.begin(now, as_of, sha, full)
+    reason = _full_reason(full, previous, definitions)
+    dated = _run_date_dependence(rules, study)
+    if not reason and previous is not None and previous.as_of != as_of and dated == "all":
+        reason = f"the run date changed ({previous.as_of} -> {as_of}) and the rules measure from it"
+    full = bool(reason)
+    run_id = ledger.begin(now, as_of, sha, full, definitions=definitions, full_reason=reason)
     try:
         record_id = client.def_field
         if full:
             ids = client.record_ids()
         else:
-            changed = client.record_ids(changed_since=previous[0] - overlap)
-            undecided = client.record_ids(filter_logic=_UNDECIDED)
-            ids = list(dict.fromkeys([*changed, *undecided]))
+            assert previous is not None
+            changed = client.record_ids(changed_since=previous.started_at - overlap)
+            undecided = client.record_ids(filter_logic=_undecided(event))
+            undated: list[str] = []
+            if dated == "undated" and previous.as_of != as_of:
+                # 'today' is the run date for candidates without a reference date: their results move with it
+                ref = f"[{event}][{rules.reference_field}]" if event else f"[{rules.reference_field}]"
+                undated = client.record_ids(filter_logic=f"{ref} = ''")
+            ids = list(dict.fromkeys([*changed, *undecided, *undated]))
         rows = client.export_records(ids) if ids else []
         if not rows:
             ledger.finish(run_id, "ok", at=finished())
-            return NightlyResult(run_id, as_of, full, 0, 0, 0, 0, {})
+            return NightlyResult(run_id, as_of, full, 0, 0, 0, 0, {}, full_reason=reason)
 
         frame = pl.DataFrame(
             [{k: "" if v is None else str(v) for k, v in row.items()} for row in rows],
@@ -279,7 +340,8 @@ def run_nightly(
         ledger.finish(run_id, "ok", at=finished(), pulled=len(current), written=len(to_write))
         unchanged = len(current) - len(to_write) - deleted
         return NightlyResult(
-            run_id, as_of, full, len(current), len(to_write), unchanged, invalid, counts, findings, deleted=deleted
+            run_id, as_of, full, len(current), len(to_write), unchanged, invalid, counts, findings, deleted=deleted,
+            full_reason=reason,
         )
     except BaseException as exc:
         if isinstance(exc, RedcapError | UsageError):
@@ -291,6 +353,61 @@ def run_nightly(
         with contextlib.suppress(sqlite3.Error):  # the ledger itself failing must not hide the first error
             ledger.finish(run_id, "failed", at=finished(), message=message)
         raise
+
+
+def _full_reason(asked: bool, previous: PreviousRun | None, definitions: Fingerprint) -> str:
+    """Why this run must rescreen every record, or "" when changed and undecided records are enough."""
+    if asked:
+        return "full run requested"
+    if previous is None:
+        return "first run"
+    if previous.fingerprint is None:
+        return "no definitions fingerprint in the ledger (run recorded by an older trialkit)"
+    return "; ".join(definitions.changes(previous.fingerprint))
+
+
+def _run_date_dependence(rules: Any, study: Any) -> str:
+    """Whose results can change with the run's as-of date alone: "all" (a criterion reads 'now', or 'today'
+    without a per-candidate reference date, or reads a calculated field that does), "undated" (only candidates
+    whose reference date is blank: 'today' is the as-of date for them), or "" (nobody)."""
+    from trialkit.logic import parse
+    from trialkit.logic.ast import FieldRef, String, walk
+
+    def dated(text: str | None, words: tuple[str, ...]) -> bool:
+        if not text:
+            return False
+        try:
+            tree = parse(text)
+        except Exception:  # a compiled rule set parses; a broken calc is the checker's business
+            return False
+        return any(isinstance(n, String) and n.value.strip().lower() in words for n in walk(tree))
+
+    def calc_refs(text: str) -> set[str]:
+        try:
+            return {n.name for n in walk(parse(text)) if isinstance(n, FieldRef)}
+        except Exception:
+            return set()
+
+    exprs = [x for cc in rules.criteria for x in (cc.criterion.expression, cc.criterion.applies_if) if x]
+    if any(dated(x, ("now",)) for x in exprs):
+        return "all"
+    # calculated fields are computed as of the run date (with_calculations), whatever the reference date
+    seen: set[str] = set()
+    todo = [c for c in rules.columns() if c in study.fields]
+    todo += [i.column for cc in rules.criteria for i in cc.missing_items if i.column and i.column in study.fields]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        f = study.fields.get(name)
+        if f is not None and str(f.type) == "calc" and f.calculation:
+            if dated(f.calculation, ("today", "now")):
+                return "all"
+            todo += [r for r in calc_refs(f.calculation) if r in study.fields]
+    if any(dated(x, ("today",)) for x in exprs):
+        return "undated" if rules.reference_field else "all"
+    return ""
 
 
 def _require_result_fields(study: Any) -> None:

@@ -6,47 +6,67 @@ an optional `generated_at` so golden-file tests stay stable; the library never r
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import polars as pl
+
 from trialkit.errors import UsageError
-from trialkit.screening.engine import Screening
+from trialkit.screening.engine import Screening, select_candidates
 from trialkit.screening.explain import Funnel, Summary, candidates, funnel, summarise
 from trialkit.screening.outcomes import CandidateResult
-from trialkit.spreadsheet import safe_cell
+from trialkit.screening.table import SEP, result_table
+from trialkit.spreadsheet import safe_frame
 
 FORMATS = ("table", "csv", "json", "html")
 
 
 @dataclass(frozen=True)
 class Report:
-    """Everything a report shows, computed once."""
+    """Everything a report shows, computed once. `table` holds every candidate (text cells, built column-wise);
+    `candidates` the per-criterion checklists of the candidates shown (the first ones, up to a limit)."""
 
     screening: Screening
     summary: Summary
     candidates: tuple[CandidateResult, ...]
     funnel: Funnel
+    table: pl.DataFrame | None = None
 
     @property
     def stamp(self) -> dict[str, Any]:
         return self.screening.stamp()
 
+    @property
+    def rows(self) -> pl.DataFrame:
+        return self.table if self.table is not None else result_table(self.screening)
 
-def build_report(screening: Screening) -> Report:
+    @property
+    def total(self) -> int:
+        return len(self.screening)
+
+
+#: Checklists (per-criterion values) built by default; beyond this, reports list candidates without them.
+MAX_CHECKLISTS = 2000
+
+
+def build_report(screening: Screening, *, checklists: int | None = MAX_CHECKLISTS) -> Report:
+    """Counts, funnel and result table for every candidate; checklists for the first `checklists` (None: all).
+    A checklist costs Python objects per criterion: a million candidates get a bounded number of them."""
     summary = summarise(screening)
-    return Report(screening, summary, tuple(candidates(screening)), funnel(screening, summary))
+    shown = screening
+    if checklists is not None and len(screening) > checklists:
+        shown = select_candidates(screening, screening.frame.get_column(screening.record_id).head(checklists))
+    return Report(screening, summary, tuple(candidates(shown)), funnel(screening, summary), result_table(screening))
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # JSON
 
 
-def to_document(report: Report) -> dict[str, Any]:
+def _head(report: Report) -> dict[str, Any]:
     s = report.screening
     return {
         "ruleset": s.rules.stamp(),
@@ -58,12 +78,73 @@ def to_document(report: Report) -> dict[str, Any]:
             {"id": cc.id, "kind": cc.kind.value, "text": cc.criterion.text, "attested": cc.criterion.is_attested}
             for cc in s.rules.criteria
         ],
-        "candidates": [c.to_dict() for c in report.candidates],
+        "checklists": len(report.candidates),
     }
 
 
+def _listed(cell: str) -> list[str]:
+    return [x for x in cell.split(SEP) if x] if cell else []
+
+
+def _candidate_dicts(report: Report, rows: pl.DataFrame) -> Iterator[dict[str, Any]]:
+    ids = [cc.id for cc in report.screening.rules.criteria]
+    rid = report.screening.record_id
+    checklists = {c.record_id: c for c in report.candidates}
+    for row in rows.iter_rows(named=True):
+        item: dict[str, Any] = {
+            "record_id": row[rid],
+            "disposition": row["disposition"],
+            "primary_reason": row["primary_reason"] or None,
+            "reasons": _listed(row["reasons"]),
+            "still_needed": _listed(row["still_needed"]),
+            "to_correct": _listed(row["to_correct"]),
+            "results": {cid: row[cid] for cid in ids},
+        }
+        c = checklists.get(item["record_id"])
+        if c is not None:
+            item["criteria"] = [o.to_dict() for o in c.criteria]
+        yield item
+
+
+def to_document(report: Report) -> dict[str, Any]:
+    """The report as one JSON-able dict (fine for thousands of candidates; render_json writes more faster)."""
+    doc = _head(report)
+    doc["candidates"] = list(_candidate_dicts(report, report.rows))
+    return doc
+
+
 def render_json(report: Report) -> str:
-    return json.dumps(to_document(report), indent=2, ensure_ascii=False) + "\n"
+    """Indented JSON. Each candidate has its results; the ones with a checklist also their criteria with values.
+    Candidates past those are written by polars, one compact object a line (a million in seconds)."""
+    rows = report.rows
+    n = len(report.candidates)
+    head = json.dumps(_head(report), indent=2, ensure_ascii=False)
+    parts = [
+        "\n".join("    " + line for line in json.dumps(item, indent=2, ensure_ascii=False).splitlines())
+        for item in _candidate_dicts(report, rows.head(n))
+    ]
+    if rows.height > n:
+        parts.append(_compact_candidates(report, rows.slice(n)))
+    if not parts:
+        return head[:-2] + ',\n  "candidates": []\n}\n'
+    return head[:-2] + ',\n  "candidates": [\n' + ",\n".join(parts) + "\n  ]\n}\n"
+
+
+def _compact_candidates(report: Report, rows: pl.DataFrame) -> str:
+    rid = report.screening.record_id
+    ids = [cc.id for cc in report.screening.rules.criteria]
+    lists = [
+        pl.col(c).str.split(SEP).list.eval(pl.element().filter(pl.element() != "")).alias(c)
+        for c in ("reasons", "still_needed", "to_correct")
+    ]
+    frame = rows.select(
+        pl.col(rid).alias("record_id"),
+        "disposition",
+        pl.when(pl.col("primary_reason") != "").then(pl.col("primary_reason")).alias("primary_reason"),
+        *lists,
+        pl.struct(ids).alias("results") if ids else pl.lit(None).alias("results"),
+    )
+    return ",\n".join("    " + line for line in frame.write_ndjson().splitlines())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -72,22 +153,21 @@ def render_json(report: Report) -> str:
 
 def render_csv(report: Report) -> str:
     crits = report.screening.rules.criteria
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(
-        ["record_id", "disposition", "primary_reason", "reasons", "still_needed", "to_correct"]
-        + [cc.id for cc in crits]
-        + ["ruleset_id", "ruleset_version", "ruleset_sha256", "as_of"]
-    )
     stamp = report.screening.rules.stamp()
-    for c in report.candidates:
-        w.writerow(
-            [safe_cell(c.record_id), c.disposition, c.primary_reason or "", ";".join(c.reasons),
-             ";".join(c.still_needed), safe_cell(";".join(c.to_correct))]
-            + [o.result for o in c.criteria]
-            + [stamp["id"], stamp["version"], stamp["sha256"], report.screening.as_of.isoformat()]
-        )
-    return buf.getvalue()
+    out = report.rows.select(
+        pl.col(report.screening.record_id).alias("record_id"),
+        "disposition",
+        "primary_reason",
+        "reasons",
+        "still_needed",
+        "to_correct",
+        *[cc.id for cc in crits],
+        pl.lit(stamp["id"]).alias("ruleset_id"),
+        pl.lit(stamp["version"]).alias("ruleset_version"),
+        pl.lit(stamp["sha256"]).alias("ruleset_sha256"),
+        pl.lit(report.screening.as_of.isoformat()).alias("as_of"),
+    )
+    return _csv(out)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -107,20 +187,22 @@ def render_table(report: Report, *, limit: int | None = None, details: bool = Fa
         "",
     ]
     rows = [("record_id", "disposition", "primary reason", "still needed")]
-    shown = report.candidates if limit is None else report.candidates[:limit]
-    for c in shown:
-        needed = ", ".join(c.still_needed)
-        if c.to_correct:
-            needed = "; ".join([needed, f"to correct: {', '.join(c.to_correct)}"] if needed else
-                               [f"to correct: {', '.join(c.to_correct)}"])
-        rows.append((c.record_id, c.disposition, c.primary_reason or "", needed))
+    table = report.rows if limit is None else report.rows.head(limit)
+    for rid, disposition, primary, needed, correct in table.select(
+        s.record_id, "disposition", "primary_reason", "still_needed", "to_correct"
+    ).iter_rows():
+        text = ", ".join(_listed(needed))
+        if correct:
+            fix = f"to correct: {', '.join(_listed(correct))}"
+            text = f"{text}; {fix}" if text else fix
+        rows.append((rid, disposition, primary, text))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
         lines.append("  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3])
-    if limit is not None and len(report.candidates) > limit:
-        lines.append(f"... {len(report.candidates) - limit} more")
+    if limit is not None and report.total > limit:
+        lines.append(f"... {report.total - limit} more")
     if details:
-        for c in shown:
+        for c in report.candidates if limit is None else report.candidates[:limit]:
             lines += [
                 "",
                 f"Record {c.record_id}: {c.disposition}"
@@ -167,59 +249,66 @@ LOG_COLUMNS = (
 _LOG_DISPOSITION = {"eligible": "eligible", "ineligible": "ineligible", "pending": "pending_data"}
 
 
-def screening_log_rows(
+def screening_log_frame(
     report: Report,
     *,
     consent_date: str | None = "consent_date",
     consent_version: str | None = "consent_version",
     identifiers: Iterable[str] = (),
-) -> list[dict[str, str]]:
-    """One row per candidate. Columns from the data are read only when the field is not an identifier (PHI)."""
+) -> pl.DataFrame:
+    """One row per candidate, every cell text. Columns from the data are read only when the field is not an
+    identifier (PHI)."""
     s = report.screening
     banned = set(identifiers)
-    data = s.data
     rid = s.record_id
-
-    def column(name: str | None) -> dict[str, str]:
-        if not name or name in banned or name not in data.columns:
-            return {}
-        values = data.select(rid, name).rows()
-        return {
-            str(k): ("" if v is None else (v.isoformat() if hasattr(v, "isoformat") else str(v))) for k, v in values
-        }
-
-    consent = column(consent_date)
-    version = column(consent_version)
-    screened = column(s.rules.reference_field)
     stamp = s.rules.stamp()
-    out = []
-    for c in report.candidates:
-        out.append(
-            {
-                "screen_id": c.record_id,
-                "consent_date": consent.get(c.record_id, ""),
-                "consent_version": version.get(c.record_id, ""),
-                "screened_on": screened.get(c.record_id, ""),
-                "evaluation_as_of": s.as_of.isoformat(),
-                "ruleset": f"{stamp['id']}@{stamp['version']}",
-                "ruleset_sha256": stamp["sha256"],
-                "disposition": _LOG_DISPOSITION[c.disposition],
-                "primary_reason": c.primary_reason or "",
-                "all_reasons": ";".join(c.reasons),
-                "still_needed": ";".join(c.still_needed),
-                "to_correct": ";".join(c.to_correct),
-            }
-        )
-    return out
+    rows = report.rows
+    out = rows.select(
+        pl.col(rid).alias("screen_id"),
+        pl.lit("").alias("consent_date"),
+        pl.lit("").alias("consent_version"),
+        pl.lit("").alias("screened_on"),
+        pl.lit(s.as_of.isoformat()).alias("evaluation_as_of"),
+        pl.lit(f"{stamp['id']}@{stamp['version']}").alias("ruleset"),
+        pl.lit(stamp["sha256"]).alias("ruleset_sha256"),
+        pl.col("disposition").replace_strict(_LOG_DISPOSITION, return_dtype=pl.String),
+        "primary_reason",
+        pl.col("reasons").alias("all_reasons"),
+        "still_needed",
+        "to_correct",
+    )
+    taken = {"consent_date": consent_date, "consent_version": consent_version, "screened_on": s.rules.reference_field}
+    data = s.data
+    picked = []
+    for column, name in taken.items():
+        if not name or name in banned or name not in data.columns:
+            continue
+        value = pl.col(name)
+        text = value.dt.to_string("%Y-%m-%d") if data.schema[name] == pl.Date else value.cast(pl.String)
+        picked.append(text.fill_null("").alias(column))
+    if picked and data.height:
+        values = data.select(pl.col(rid).cast(pl.String).alias("screen_id"), *picked)
+        if values.height == out.height and values.get_column("screen_id").equals(out.get_column("screen_id")):
+            out = out.with_columns(values.drop("screen_id"))  # same candidates, same order: no join needed
+        else:
+            joined = out.select("screen_id").join(values, on="screen_id", how="left", maintain_order="left")
+            out = out.with_columns(joined.drop("screen_id").select(pl.all().fill_null("")))
+    return out.select(list(LOG_COLUMNS))
+
+
+def screening_log_rows(report: Report, **kwargs: Any) -> list[dict[str, str]]:
+    return screening_log_frame(report, **kwargs).to_dicts()
 
 
 def render_screening_log(report: Report, *, identifiers: Sequence[str] = ()) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(LOG_COLUMNS), lineterminator="\n")
-    w.writeheader()
-    rows = screening_log_rows(report, identifiers=identifiers)
-    w.writerows({k: safe_cell(v) for k, v in row.items()} for row in rows)
-    return buf.getvalue()
+    return _csv(screening_log_frame(report, identifiers=identifiers))
+
+
+def _csv(frame: pl.DataFrame) -> str:
+    """CSV for spreadsheets: formula-like text defused, blank cells empty (polars quotes an empty string)."""
+    text = [c for c, dtype in frame.schema.items() if dtype == pl.String]
+    blanked = frame.with_columns(pl.when(pl.col(c) != "").then(pl.col(c)).alias(c) for c in text)
+    return safe_frame(blanked).write_csv(line_terminator="\n")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -261,8 +350,23 @@ def _funnel_svg(f: Funnel, kinds: dict[str, str]) -> dict[str, Any]:
     }
 
 
-#: Beyond this many candidates the HTML page keeps the table but not every checklist (it would weigh ~7 kB each).
-MAX_CHECKLISTS = 2000
+#: Candidates listed in the HTML table (a page of a million rows helps nobody: the CSV and JSON hold them all).
+MAX_ROWS = 5000
+
+
+def _table_rows(report: Report, limit: int) -> list[dict[str, Any]]:
+    rid = report.screening.record_id
+    out = []
+    for row in report.rows.head(limit).iter_rows(named=True):
+        out.append({
+            "record_id": row[rid],
+            "disposition": row["disposition"],
+            "primary_reason": row["primary_reason"] or None,
+            "reasons": _listed(row["reasons"]),
+            "still_needed": _listed(row["still_needed"]),
+            "to_correct": _listed(row["to_correct"]),
+        })
+    return out
 
 
 def render_html(
@@ -271,6 +375,7 @@ def render_html(
     generated_at: str | None = None,
     title: str | None = None,
     max_checklists: int = MAX_CHECKLISTS,
+    max_rows: int = MAX_ROWS,
 ) -> str:
     from jinja2 import Environment, select_autoescape
 
@@ -288,7 +393,8 @@ def render_html(
         reference_field=s.rules.reference_field,
         notes=s.notes,
         summary=report.summary,
-        candidates=report.candidates,
+        candidates=_table_rows(report, max_rows),
+        total=report.total,
         checklists=report.candidates[:max_checklists],
         criteria=s.rules.criteria,
         funnel=report.funnel,

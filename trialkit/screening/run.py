@@ -6,6 +6,7 @@ I/O stays here, at the edge: reading the study, the rule file and the intake dat
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -61,12 +62,18 @@ def screen_file(
     as_of: dt.date,
     event: str | None = None,
     sheet: str | None = None,
+    records: Sequence[str] | None = None,
 ) -> Screening:
-    """Read intake data (any format `read_intake` knows) and screen it. DataError (exit 1) when nothing can be
-    screened: unreadable file, wrong shape, no candidate."""
+    """Read intake data (any format `read_intake` knows) and screen it, or only the candidates `records`.
+    DataError (exit 1) when nothing can be screened: unreadable file, wrong shape, no candidate."""
     from trialkit.records import read_intake
 
-    intake = read_intake(data, study, event=event, sheet=sheet)
+    intake = read_intake(data, study, event=event, sheet=sheet, records=records)
+    if records is not None:
+        found = set(intake.records.get_column(intake.record_id).cast(pl.String).to_list())
+        unknown = [r for r in records if r not in found]
+        if unknown:
+            raise UsageError(f"no candidate {', '.join(unknown)} in {data}")
     # A coordinator must not be asked for madrs_total when its ten items are there, nor screened on a total that
     # its items contradict: calculated fields are computed from their expressions wherever the inputs allow
     # (stored values that disagree and calcs that cannot be computed are noted).
