@@ -105,7 +105,6 @@ def test_repeat_instance_new_appends(longitudinal):
 @pytest.mark.parametrize(
     ("row", "message"),
     [
-        ({"record_id": "1", "sbp": "1"}, "The unique event name is missing"),
         ({"record_id": "1", "redcap_event_name": "nope", "sbp": "1"}, "The value is not a valid unique event name"),
         ({"record_id": "1", "redcap_event_name": "baseline_arm_1", "consent_date": "2025-01-01"},
          "is not designated for the event 'baseline_arm_1'"),

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from trialkit.definitions.model import Study
 
 
 @click.group(
@@ -13,6 +17,7 @@ import click
 Examples:
   trialkit dictionary export --out kap_trd_DataDictionary.csv
   trialkit dictionary import MyProject_DataDictionary.csv --out myproject/
+  trialkit dictionary import MyProject.REDCap.xml --out myproject/
 """
 )
 def dictionary() -> None:
@@ -64,19 +69,22 @@ def export_cmd(study_path: str, out: str | None, fmt: str, bom: bool) -> None:
 def import_cmd(file: str, out: str, name: str | None, force: bool) -> None:
     """Turn a REDCap data dictionary CSV (UTF-8, with or without BOM) into study.yaml and instrument files.
 
+    A REDCap project XML (Project Setup > "Download ... XML", CDISC ODM; a file ending in .xml) gives the events,
+    arms, repeating instruments and Data Access Groups too.
+
     The files export back to the same dictionary, cell for cell. Problems REDCap itself would refuse (unknown
     field type, bad or duplicate names) stop the import; anything else is reported by `trialkit check`.
 
     \b
-    Example:
+    Examples:
       trialkit dictionary import MyProject_DataDictionary.csv --out myproject/
+      trialkit dictionary import MyProject.REDCap.xml --out myproject/
     """
     import re
 
     from trialkit.definitions.dictionary import import_dictionary
-    from trialkit.definitions.loader import check_study, display_path
+    from trialkit.definitions.loader import display_path
     from trialkit.definitions.redcap_names import FIELD_NAME
-    from trialkit.definitions.yamlwrite import write_study
     from trialkit.errors import DataError, DefinitionError, Diagnostic, UsageError
 
     if name is not None and not FIELD_NAME.fullmatch(name):
@@ -87,6 +95,17 @@ def import_cmd(file: str, out: str, name: str | None, force: bool) -> None:
         raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {file}: {exc.strerror or exc}") from None
+    out_dir = Path(out)
+    study_name = name or re.sub(r"[^a-z0-9_]", "_", out_dir.resolve().name.lower()).strip("_") or "study"
+    if not study_name[0].isalpha():
+        study_name = f"s_{study_name}"
+    notes: list[str] = []
+    if path.suffix.lower() == ".xml" or raw.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
+        from trialkit.definitions.odm import study_from_project_xml
+
+        study, notes = study_from_project_xml(raw, name=study_name, path=display_path(path))
+        _write(study, out_dir, out, force, notes)
+        return
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -94,14 +113,19 @@ def import_cmd(file: str, out: str, name: str | None, force: bool) -> None:
             "not UTF-8",
             diagnostics=[Diagnostic("IO002", f"not UTF-8 text (byte {exc.start}); save the CSV as UTF-8", file, 1, 1)],
         ) from None
-    out_dir = Path(out)
-    study_name = name or re.sub(r"[^a-z0-9_]", "_", out_dir.resolve().name.lower()).strip("_") or "study"
-    if not study_name[0].isalpha():
-        study_name = f"s_{study_name}"
     study = import_dictionary(text, name=study_name, path=display_path(path))
+    _write(study, out_dir, out, force, notes)
+
+
+def _write(study: Study, out_dir: Path, out: str, force: bool, notes: list[str]) -> None:
+    from trialkit.definitions.loader import check_study
+    from trialkit.definitions.yamlwrite import write_study
+
     written = write_study(study, out_dir, overwrite=force)
     click.echo(f"wrote {len(written)} files under {out} ({len(study.fields)} fields, "
                f"{len(study.instruments)} instruments)", err=True)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
     result = check_study(out_dir)
     for d in result.diagnostics:
         click.echo(d.format(), err=True)

@@ -33,6 +33,9 @@ def sandbox() -> None:
               "study (directory with study.yaml, or the file): longitudinal design included.")
 @click.option("--dictionary", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Create a classic project from a REDCap data dictionary CSV.")
+@click.option("--project-xml", "project_xml", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Create the project from REDCap's project XML export (CDISC ODM): metadata, arms, events, "
+              "mappings, repeating set-up, Data Access Groups and, when the file holds it, the data.")
 @click.option("--title", default=None, help="Project title (default: the study's title).")
 @click.option("--fault", type=click.Choice(["error", "http500", "html_fatal", "slow", "drop", "drop_after"]),
               help="Inject this failure into a share of requests (see --fault-share / --fault-next).")
@@ -47,28 +50,38 @@ def sandbox() -> None:
 @click.option("--status", type=click.Choice(["development", "production"]), default=None,
               help="Project status (default: development for a new project, else as stored). In production, "
               "dictionary, arm and event imports are refused, as REDCap does.")
+@click.option("--replace", is_flag=True, help="Replace the design of the project stored in --db by the one from "
+              "--study/--dictionary (its records are kept). Without it a different design is refused.")
+@click.option("--max-body-mb", type=click.IntRange(1, 1024), default=64, show_default=True,
+              help="Largest request body accepted (HTTP 413 beyond).")
 @click.option("--log-requests", is_flag=True, help="Print one line per request (content and status, never data).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="How to print the URL and token at start-up (json: one line for scripts).")
-def serve(host: str, port: int, db: Path, study: Path | None, dictionary: Path | None, title: str | None,
+def serve(host: str, port: int, db: Path, study: Path | None, dictionary: Path | None, project_xml: Path | None,
+          title: str | None,
           fault: str | None, fault_share: float, fault_next: int, fault_seed: int, fault_delay: float,
-          rate_limit: int, status: str | None, log_requests: bool, fmt: str) -> None:
+          rate_limit: int, status: str | None, replace: bool, max_body_mb: int, log_requests: bool,
+          fmt: str) -> None:
     """Serve the REDCap API at http://HOST:PORT/api/ until interrupted.
 
     The token is taken from $TRIALKIT_SANDBOX_TOKEN when set (32 characters; then it is not printed), else the
-    project's stored token, else a new one, printed once. With $TRIALKIT_SANDBOX_ADMIN_SECRET set, the admin
+    project's stored token, else a new one, printed once. A --study or --dictionary whose design differs from the
+    project already stored in --db is refused unless --replace is given. The database file is created readable by
+    its owner only. With $TRIALKIT_SANDBOX_ADMIN_SECRET set, the admin
     endpoint (/admin/..., header X-Trialkit-Admin) lets a test harness reset projects and set faults.
 
     \b
     Examples:
       trialkit sandbox serve --study . --db kap.db --port 8765
       trialkit sandbox serve --dictionary dd.csv --fault error --fault-share 0.1 --fault-seed 3
+      trialkit sandbox serve --project-xml MyProject.REDCap.xml --db rehearsal.db
       TRIALKIT_SANDBOX_TOKEN=... trialkit sandbox serve --db kap.db --format json
     """
     from trialkit.redcap.sandbox import FaultPlan, ProjectSpec, Sandbox
+    from trialkit.redcap.sandbox.wsgi import Limits
 
-    if study is not None and dictionary is not None:
-        raise UsageError("give either --study or --dictionary, not both")
+    if sum(x is not None for x in (study, dictionary, project_xml)) > 1:
+        raise UsageError("give one of --study, --dictionary and --project-xml")
     env_token = os.environ.get(TOKEN_ENV) or None
     if env_token is not None and len(env_token) != 32:
         raise UsageError(f"${TOKEN_ENV} must hold a 32-character token")
@@ -81,26 +94,33 @@ def serve(host: str, port: int, db: Path, study: Path | None, dictionary: Path |
         spec = ProjectSpec.from_study(study, **extra)
     elif dictionary is not None:
         spec = ProjectSpec.from_dictionary_csv(dictionary, **extra)
+    odm_rows: list[dict[str, str]] = []
+    if project_xml is not None:
+        from trialkit.redcap.sandbox import odm
+
+        try:
+            text = project_xml.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read {project_xml}: {exc.strerror or exc}") from None
+        parsed = odm.parse_project(text, path=str(project_xml), **extra)
+        spec, odm_rows = parsed.spec, parsed.rows
+        odm.check_rows(spec, odm_rows, path=str(project_xml))  # before anything is created
     if spec is not None and status is not None:
         spec = spec.with_(in_production=status == "production")
     try:
         server = Sandbox(db=db, host=host, port=port, admin_secret=os.environ.get(ADMIN_ENV) or None,
-                         log_requests=log_requests)
+                         log_requests=log_requests, limits=Limits(max_body=max_body_mb << 20))
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    started = False
     try:
-        existing = server.storage.tokens()
-        token = env_token if env_token is not None else (existing[0] if existing else None)
-        if token is not None and token in existing:
-            if spec is not None:
-                server.redefine(spec, token)
-            server.token = token
-        elif spec is not None:
-            token = server.create_project(spec, token)
-        else:
-            raise UsageError(f"{db} holds no project yet: give --study or --dictionary to create one")
-        server.token = token
-        if status is not None and spec is None:
+        token = server.open_project(spec, env_token, replace=replace)
+        if odm_rows:
+            from trialkit.redcap.sandbox import odm
+
+            n = odm.import_rows(server.storage, token, odm_rows, path=str(project_xml))
+            click.echo(f"trialkit sandbox: loaded {n} records from {project_xml}", err=True)
+        if status is not None:  # also for a stored project served as it is (its design unchanged)
             _set_status(server, token, status == "production")
         if fault is not None or rate_limit:
             server.set_faults(FaultPlan(kind=fault or "error", share=fault_share, next_n=fault_next,
@@ -113,12 +133,15 @@ def serve(host: str, port: int, db: Path, study: Path | None, dictionary: Path |
             click.echo(f"  database: {db}")
             click.echo(f"  token:    {shown}")
             click.echo("  stop with Ctrl-C")
+        started = True
         try:
             server.serve_forever()
         except KeyboardInterrupt:
             click.echo("trialkit sandbox: stopped", err=True)
     finally:
         server.close()
+        if not started:
+            server.storage.close(remove_created=True)  # a failed start leaves no new database file behind
 
 
 def _set_status(server: object, token: str, production: bool) -> None:

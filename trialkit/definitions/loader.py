@@ -224,6 +224,7 @@ def build_study(doc: YamlDoc, instruments: list[Instrument], sources: SourceMap,
         arms=tuple(arms),
         repeating_instruments=_names(data.get("repeating_instruments")),
         missing_codes=missing_codes,
+        data_access_groups=_names(data.get("data_access_groups")),
         source=source,
         position=_pos(doc, ()),
     )

@@ -184,6 +184,8 @@ class Study:
     # Repeating instruments of a classic (non-longitudinal) project; longitudinal ones live on each Event.
     repeating_instruments: tuple[str, ...] = ()
     missing_codes: tuple[Choice, ...] = ()
+    # Data Access Groups (sites of a multi-site trial), by their names as shown in REDCap ("Site A")
+    data_access_groups: tuple[str, ...] = ()
     source: str | None = field(default=None, compare=False)  # the study file, when loaded from one
     position: Position = field(default=Position(), compare=False, repr=False)
 

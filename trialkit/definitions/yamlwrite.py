@@ -173,6 +173,9 @@ def study_yaml(study: Study, *, target: Path | None = None, instruments_dir: str
     if study.missing_codes:
         lines.append("missing_codes:")
         lines += [f"  {_key(c.code)}: {scalar(c.label, 2)}" for c in study.missing_codes]
+    if study.data_access_groups:
+        lines.append("data_access_groups:")
+        lines += [f"  - {scalar(g, 2)}" for g in study.data_access_groups]
     if study.arms:
         lines.append("arms:")
         for arm in study.arms:

@@ -301,8 +301,9 @@ def run_nightly(
         )
         intake = IntakeData.from_frame(frame, study, event=event)
         findings = validate(intake, study, as_of=as_of)
-        # REDCap leaves a calc blank when it was never recomputed (e.g. data imported before the calc existed)
-        screening = screen(rules, intake.with_calculations(as_of=as_of), as_of=as_of)
+        # screen() prepares intake data as every path does: values failing their checks are blanked and listed,
+        # then calcs are computed (REDCap leaves one blank when data was imported before the calc existed)
+        screening = screen(rules, intake, as_of=as_of)
 
         current = _current_results(rows, record_id, event)
         results = result_records(screening, screened_at=now, event=event)

@@ -119,13 +119,11 @@ def _apply(client: RedcapClient, local: ProjectDefinition, remote: ProjectDefini
     local_events = {e for e, _, _ in local.events}
     kept_mappings = frozenset(m for m in remote.mappings if m[1] in local_events)
     if local.longitudinal and local.mappings != kept_mappings:
-        # an import replaces the mappings of the arms it names, so send each changed arm's whole set
-        changed_arms = {a for a, _, _ in local.mappings ^ kept_mappings}
-        rows = [{"arm_num": a, "unique_event_name": e, "form": f} for a, e, f in sorted(local.mappings)
-                if a in changed_arms]
+        # REDCap replaces the project's whole designation (every arm) with an import: send the whole set
+        rows = [{"arm_num": a, "unique_event_name": e, "form": f} for a, e, f in sorted(local.mappings)]
         if rows:
             client.import_form_event_mappings(rows)
-            steps.append(f"form-event mappings: {len(rows)} for arm(s) {', '.join(map(str, sorted(changed_arms)))}")
+            steps.append(f"form-event mappings: {len(rows)} (the whole designation, every arm)")
     kept_repeats = frozenset(r for r in remote.repeating if not local.longitudinal or r[0] in local_events)
     if local.repeating != kept_repeats:
         order = {e: i for i, (e, _, _) in enumerate(local.events)}

@@ -9,7 +9,7 @@
         sb.reset(token2)                                          # delete its data, keep its design
         sb.set_faults(FaultPlan(kind="html_fatal", next_n=1))     # the next request fails as REDCap can
 
-Command line: `trialkit sandbox serve [--study DIR | --dictionary CSV] [--db FILE] [--port N]`.
+Command line: `trialkit sandbox serve [--study DIR | --dictionary CSV | --project-xml FILE] [--db FILE] [--port N]`.
 
 What it follows (shared/reference/redcap-api.md): request parameters as PyCap 2.7.0 sends them (booleans as
 True/False/true/false/1/0, lists as `key[i]`), reply shapes and types (strings everywhere except
@@ -33,9 +33,11 @@ Choices where REDCap's behaviour is not documented (`[?]` in the reference), kep
 - deleting an event, or replacing the schedule with `override=1`, deletes the gone events' mappings, repeat
   settings, data and files; a partial record delete keeps the record even with no data left (it still counts for
   `generateNextRecordName`); the delete count is plain text in every format.
-Not implemented: reports, PDFs, surveys, user roles, the file repository (answered HTTP 501 "does not support"),
-DAG import/switch, XML imports, record locking; `decimalCharacter` and `exportSurveyFields` are accepted and
-ignored (there are no surveys).
+Issue 11 §2 behaviours (whole-mapping imports, the Manage/Design log, the single-arm default event, file download
+types, Data Access Groups, project XML) and their sources: docs/redcap-sandbox.md, which also lists what the sandbox
+does not do: reports, PDFs, surveys, user roles, the file repository (answered HTTP 501 "does not support"), XML
+record imports, record locking; `decimalCharacter` and `exportSurveyFields` are accepted and ignored (there are no
+surveys).
 """
 
 from trialkit.redcap.sandbox.faults import FaultPlan

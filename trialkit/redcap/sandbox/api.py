@@ -17,8 +17,14 @@ from dataclasses import dataclass, field
 from trialkit.redcap.sandbox import formats, records
 from trialkit.redcap.sandbox.errors import BAD_CONTENT, NO_API_RIGHTS, ApiError, invalid_values
 from trialkit.redcap.sandbox.naming import unique_event_name
-from trialkit.redcap.sandbox.project import ProjectSpec, Schema, metadata_problems, normalise_metadata
-from trialkit.redcap.sandbox.storage import Storage
+from trialkit.redcap.sandbox.project import (
+    ProjectSpec,
+    Schema,
+    dag_rows,
+    metadata_problems,
+    normalise_metadata,
+)
+from trialkit.redcap.sandbox.storage import DESIGN_ACTION, Storage
 
 REDCAP_VERSION = "14.5.8"
 _LIST_KEY = re.compile(r"^(\w+)\[(\d*)\]$")
@@ -140,7 +146,7 @@ def _parse_data(params: dict[str, str]) -> list[dict]:
     if fmt == "json":
         try:
             data = json.loads(text)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise ApiError("The data being imported is not formatted correctly (not valid JSON)") from None
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise ApiError("The data being imported is not formatted correctly. The JSON must be an array of objects.")
@@ -205,6 +211,7 @@ def _import_records(ctx: Context, request: ApiRequest) -> Reply:
     rows = records.parse_import_data(params, keep_blank=overwrite == "overwrite")
     if rows is None:  # REDCap answers a JSON object or string with a count of 0 (PyCap#103)
         return Reply.text(records.import_reply([], return_content, fmt), fmt)
+    _default_event(ctx.schema, rows.rows)
     valid, errors = records.validate_import(ctx.schema, rows, date_format, overwrite == "overwrite")
     if errors:
         raise ApiError("\n".join(errors))
@@ -213,6 +220,24 @@ def _import_records(ctx: Context, request: ApiRequest) -> Reply:
         pairs = records.apply_import(ctx.storage, con, ctx.pid, ctx.schema, valid, overwrite=overwrite == "overwrite",
                                      auto_number=auto, username=ctx.username)
     return Reply.text(records.import_reply(pairs, return_content, fmt), fmt)
+
+
+def first_event_of_single_arm(schema: Schema) -> str:
+    """The event REDCap files a row without `redcap_event_name` under in a longitudinal project with one arm:
+    the arm's first event (docs/redcap-sandbox.md). "" when the project is classic or has several arms."""
+    if not schema.is_longitudinal or not schema.events:
+        return ""
+    if len({int(a["arm_num"]) for a in schema.spec.arms} | set(schema.event_arm.values())) != 1:
+        return ""
+    return schema.events[0]
+
+
+def _default_event(schema: Schema, rows: list[dict[str, str]]) -> None:
+    first = first_event_of_single_arm(schema)
+    if first:
+        for row in rows:
+            if not row.get(records.EVENT):
+                row[records.EVENT] = first
 
 
 # ---- metadata and project -----------------------------------------------------------------------------------------
@@ -243,6 +268,7 @@ def _metadata(ctx: Context, request: ApiRequest) -> Reply:
         )
         with ctx.storage.write() as con:
             ctx.storage.update_spec(con, ctx.pid, spec)
+            ctx.storage.log_design(con, ctx.pid, ctx.username, f"Upload data dictionary ({len(rows)} fields)")
         return _count_reply(len(rows), params)
     fields = records.as_list(request.lists, params, "fields")
     forms = records.as_list(request.lists, params, "forms")
@@ -316,7 +342,7 @@ def _arms_filter(ctx: Context, request: ApiRequest) -> set[int] | None:
     if not arms:
         return None
     known = {int(a["arm_num"]) for a in ctx.spec.arms}
-    bad = [a for a in arms if not a.isdigit() or int(a) not in known]
+    bad = [a for a in arms if not records.whole_number(a) or int(a) not in known]
     if bad:
         raise invalid_values("arms", bad)
     return {int(a) for a in arms}
@@ -343,14 +369,17 @@ def _arm(ctx: Context, request: ApiRequest) -> Reply:
         else:
             arms = {int(a["arm_num"]): dict(a) for a in ctx.spec.arms} | new
             events = list(ctx.spec.events)
-        _save_schedule(ctx, arms=tuple(arms[k] for k in sorted(arms)), events=tuple(events))
+        _save_schedule(ctx, arms=tuple(arms[k] for k in sorted(arms)), events=tuple(events),
+                       details=("Delete all arms and events, then create arm " if records.flag(params, "override")
+                                else "Create/rename arm ") + ", ".join(str(k) for k in sorted(new)))
         return _count_reply(len(rows), params)
     if action == "delete":
         wanted = _arms_filter(ctx, request) or set()
         if not wanted:
             raise ApiError('The parameter "arms" is missing')
         _save_schedule(ctx, arms=tuple(a for a in ctx.spec.arms if int(a["arm_num"]) not in wanted),
-                       events=tuple(e for e in ctx.spec.events if int(e["arm_num"]) not in wanted))
+                       events=tuple(e for e in ctx.spec.events if int(e["arm_num"]) not in wanted),
+                       details="Delete arm " + ", ".join(str(a) for a in sorted(wanted)))
         return _count_reply(len(wanted), params)
     wanted = _arms_filter(ctx, request)
     rows = [{"arm_num": int(a["arm_num"]), "name": a["name"]} for a in ctx.spec.arms
@@ -371,6 +400,7 @@ def _event(ctx: Context, request: ApiRequest) -> Reply:
         rows = _parse_data(params)
         events = [] if records.flag(params, "override") else [dict(e) for e in ctx.spec.events]
         arms = {int(a["arm_num"]) for a in ctx.spec.arms}
+        touched: list[str] = []
         for r in rows:
             arm = _arm_number(r.get("arm_num") or 1)
             name = _required_text(r, "event_name")
@@ -381,8 +411,10 @@ def _event(ctx: Context, request: ApiRequest) -> Reply:
             if existing is not None:
                 existing["event_name"] = name
                 existing["custom_event_label"] = str(r.get("custom_event_label") or "")
+                touched.append(unique)
                 continue
             taken = {e["unique_event_name"] for e in events}
+            touched.append(unique_event_name(name, arm, taken))
             events.append({
                 "event_name": name,
                 "arm_num": arm,
@@ -390,14 +422,16 @@ def _event(ctx: Context, request: ApiRequest) -> Reply:
                 "custom_event_label": str(r.get("custom_event_label") or ""),
                 "event_id": max([int(e.get("event_id") or 0) for e in events] + [40000]) + 1,
             })
-        _save_schedule(ctx, events=tuple(events))
+        _save_schedule(ctx, events=tuple(events), details=("Delete all events, then create event " if records.flag(
+            params, "override") else "Create/rename event ") + ", ".join(touched))
         return _count_reply(len(rows), params)
     if action == "delete":
         wanted = records.as_list(request.lists, params, "events")
         bad = [e for e in wanted if e not in ctx.schema.event_order]
         if bad or not wanted:
             raise invalid_values("events", bad)
-        _save_schedule(ctx, events=tuple(e for e in ctx.spec.events if e["unique_event_name"] not in wanted))
+        _save_schedule(ctx, events=tuple(e for e in ctx.spec.events if e["unique_event_name"] not in wanted),
+                       details="Delete event " + ", ".join(wanted))
         return _count_reply(len(wanted), params)
     arms = _arms_filter(ctx, request)
     rows = [
@@ -430,9 +464,9 @@ def _form_event_mapping(ctx: Context, request: ApiRequest) -> Reply:
             if event not in events or form not in ctx.schema.form_fields:
                 raise ApiError(f"The form/event pair '{form}' / '{event}' is not valid")
             pairs.append({"arm_num": ctx.schema.event_arm[event], "unique_event_name": event, "form": form})
-        arms = {p["arm_num"] for p in pairs}
-        kept = [m for m in ctx.spec.mappings if int(m["arm_num"]) not in arms]
-        _save(ctx, mappings=tuple(kept + pairs))
+        # REDCap replaces the project's whole designation (every arm) with the import; data of a form no longer
+        # designated for an event stays stored, as in REDCap, and shows again if the pair is designated again
+        _save(ctx, mappings=tuple(pairs), details=f"Perform instrument-event mappings ({len(pairs)} pairs)")
         return _count_reply(len(pairs), params)
     arms = _arms_filter(ctx, request)
     rows = [{"arm_num": int(m["arm_num"]), "unique_event_name": m["unique_event_name"], "form": m["form"]}
@@ -455,7 +489,7 @@ def _repeating(ctx: Context, request: ApiRequest) -> Reply:
                 raise ApiError(f"The event '{event}' does not exist in the project")
             item = {"form_name": form, "custom_form_label": str(r.get("custom_form_label") or "")}
             out.append({"event_name": event, **item} if longitudinal else item)
-        _save(ctx, repeating=tuple(out))
+        _save(ctx, repeating=tuple(out), details=f"Set up repeating instruments/events ({len(out)} rows)")
         return _count_reply(len(out), params)
     if not ctx.spec.repeating:
         raise ApiError("You cannot export repeating instruments and events because the project does not contain "
@@ -470,7 +504,7 @@ def _repeating(ctx: Context, request: ApiRequest) -> Reply:
 def _arm_number(value: object) -> int:
     # a malformed import row is a 400 like any other bad input, not a KeyError/ValueError turned into a 500
     text = str(value if value is not None else "").strip()
-    if not text.isdigit():
+    if not records.whole_number(text):
         raise ApiError(f"The arm number '{text}' is not valid: it must be a whole number")
     return int(text)
 
@@ -482,12 +516,15 @@ def _required_text(row: dict, key: str) -> str:
     return str(value)
 
 
-def _save(ctx: Context, **changes: object) -> None:
+def _save(ctx: Context, details: str = "", **changes: object) -> None:
     with ctx.storage.write() as con:
         ctx.storage.update_spec(con, ctx.pid, ctx.spec.with_(**changes))
+        if details:
+            ctx.storage.log_design(con, ctx.pid, ctx.username, details)
 
 
-def _save_schedule(ctx: Context, *, events: tuple[dict, ...], arms: tuple[dict, ...] | None = None) -> None:
+def _save_schedule(ctx: Context, *, events: tuple[dict, ...], arms: tuple[dict, ...] | None = None,
+                   details: str = "") -> None:
     """New arms/events; an event that is gone takes its form mappings, repeat settings, data and files with it
     (as deleting an event does in REDCap), in one transaction. Records stay, even with no data left."""
     kept = {e["unique_event_name"] for e in events}
@@ -502,12 +539,70 @@ def _save_schedule(ctx: Context, *, events: tuple[dict, ...], arms: tuple[dict, 
         ctx.storage.update_spec(con, ctx.pid, ctx.spec.with_(**changes))
         for table in ("rows", "files"):
             con.executemany(f"DELETE FROM {table} WHERE pid=? AND event=?", [(ctx.pid, e) for e in gone])
+        if details:
+            ctx.storage.log_design(con, ctx.pid, ctx.username, details)
 
 
 def _dag(ctx: Context, request: ApiRequest) -> Reply:
-    if request.params.get("action", "export").lower() != "export":
-        raise ApiError("The sandbox does not import or delete data access groups")
-    return _list_reply([dict(d) for d in ctx.spec.dags], request.params)
+    """Data Access Groups: export, import (new or renamed), delete, and `switch` of the token user's group."""
+    params = request.params
+    action = params.get("action", "export").lower()
+    if action == "switch":
+        wanted = params.get("dag", "")
+        if wanted and wanted not in ctx.schema.dag_names:
+            raise ApiError(f"The data access group '{wanted}' does not exist in the project")
+        _save(ctx, user_dag=wanted, details=f"Switch data access group ({wanted or 'no group'})")
+        return Reply.text("1", "csv")
+    if action == "import":
+        rows = _parse_data(params)
+        dags = [dict(d) for d in ctx.spec.dags]
+        by_unique = {d["unique_group_name"]: d for d in dags}
+        new: list[str] = []
+        for r in rows:
+            label = _required_text(r, "data_access_group_name").strip()
+            unique = str(r.get("unique_group_name") or "").strip()
+            if unique:
+                if unique not in by_unique:
+                    raise ApiError(f"The unique group name '{unique}' is not valid: leave it blank to create a group")
+                by_unique[unique]["data_access_group_name"] = label
+            else:
+                new.append(label)
+        _save(ctx, dags=dag_rows(new, dags), details=f"Create/rename data access groups ({len(rows)})")
+        return _count_reply(len(rows), params)
+    if action == "delete":
+        wanted = records.as_list(request.lists, params, "dags")
+        bad = [d for d in wanted if d not in ctx.schema.dag_names]
+        if bad or not wanted:
+            raise invalid_values("dags", bad)
+        with ctx.storage.write() as con:
+            ctx.storage.update_spec(con, ctx.pid, ctx.spec.with_(
+                dags=tuple(d for d in ctx.spec.dags if d["unique_group_name"] not in wanted),
+                user_dag="" if ctx.spec.user_dag in wanted else ctx.spec.user_dag))
+            # a deleted group's records stay, in no group (as in REDCap)
+            con.executemany("UPDATE records SET dag='' WHERE pid=? AND dag=?", [(ctx.pid, d) for d in wanted])
+            ctx.storage.log_design(con, ctx.pid, ctx.username, "Delete data access group " + ", ".join(wanted))
+        return _count_reply(len(wanted), params)
+    if action != "export":
+        raise ApiError('The value of the parameter "action" is not valid')
+    return _list_reply([dict(d) for d in ctx.spec.dags], params)
+
+
+def _user_dag_mapping(ctx: Context, request: ApiRequest) -> Reply:
+    """The sandbox has one user (the token's): its group, exported and imported as REDCap's rows."""
+    params = request.params
+    if params.get("action", "export").lower() == "import":
+        rows = _parse_data(params)
+        wanted = ctx.spec.user_dag
+        for r in rows:
+            user = str(r.get("username") or "")
+            if user != ctx.username:
+                raise ApiError(f"The user '{user}' is not a user of this project")
+            wanted = str(r.get("redcap_data_access_group") or "")
+            if wanted and wanted not in ctx.schema.dag_names:
+                raise ApiError(f"The data access group '{wanted}' does not exist in the project")
+        _save(ctx, user_dag=wanted, details=f"Assign user to data access group ({wanted or 'no group'})")
+        return _count_reply(len(rows), params)
+    return _list_reply([{"username": ctx.username, "redcap_data_access_group": ctx.spec.user_dag}], params)
 
 
 # ---- small things ----------------------------------------------------------------------------------------------
@@ -521,6 +616,7 @@ def _version(ctx: Context, request: ApiRequest) -> Reply:
 
 
 _LOG_TYPES = {
+    "manage": (DESIGN_ACTION,),
     "record": ("Create record", "Update record", "Delete record", "Delete record data"),
     "record_add": ("Create record",),
     "record_edit": ("Update record", "Delete record data"),
@@ -561,13 +657,28 @@ def _log(ctx: Context, request: ApiRequest) -> Reply:
     return _list_reply(rows, params)
 
 
+def _project_xml(ctx: Context, request: ApiRequest) -> Reply:
+    """REDCap's "CDISC ODM (XML)" project export: the design and, unless returnMetadataOnly, the data (of the
+    token user's group only, when the user is in one)."""
+    from trialkit.redcap.sandbox import odm
+
+    params = request.params
+    with_data = not records.flag(params, "returnMetadataOnly")
+    with_dags = records.flag(params, "exportDataAccessGroups") and not ctx.spec.user_dag
+    text = odm.export_project(ctx.con, ctx.pid, ctx.schema, with_data=with_data, with_dags=with_dags,
+                              now=ctx.storage.clock())
+    return Reply(200, text.encode(), "text/xml; charset=utf-8")
+
+
 def _user(ctx: Context, request: ApiRequest) -> Reply:
     if request.params.get("action", "export").lower() != "export" or "data" in request.params:
         raise ApiError("The sandbox has one user per project; users cannot be imported or deleted")
     forms = {f: 1 for f in ctx.schema.forms}
+    group = next((d for d in ctx.spec.dags if d["unique_group_name"] == ctx.spec.user_dag), None)
     user = {
         "username": ctx.username, "email": f"{ctx.username}@localhost", "firstname": "Sandbox", "lastname": "User",
-        "expiration": "", "data_access_group": "", "data_access_group_id": "", "design": 1, "alerts": 1,
+        "expiration": "", "data_access_group": group["unique_group_name"] if group else "",
+        "data_access_group_id": group["data_access_group_id"] if group else "", "design": 1, "alerts": 1,
         "user_rights": 1, "data_access_groups": 1, "reports": 1, "stats_and_charts": 1,
         "manage_survey_participants": 1, "calendar": 1, "data_import_tool": 1, "data_comparison_tool": 1,
         "logging": 1, "email_logging": 1, "file_repository": 1, "data_quality_create": 1, "data_quality_execute": 1,
@@ -600,7 +711,7 @@ def _file(ctx: Context, request: ApiRequest) -> Reply:
         event = ""
     instance_text = params.get("repeat_instance", "")
     rform = info.form if info.form in ctx.schema.repeating_forms.get(event, set()) else ""
-    if instance_text and not instance_text.isdigit():
+    if instance_text and not records.whole_number(instance_text):
         raise ApiError('The value of the parameter "repeat_instance" is not valid')
     inst = int(instance_text) if instance_text else (1 if rform or event in ctx.schema.repeating_events else 0)
     key = (ctx.pid, record, event, inst, name)
@@ -610,7 +721,7 @@ def _file(ctx: Context, request: ApiRequest) -> Reply:
         if row is None:
             raise ApiError("There is no file to download for this record")
         fname, mime, content = row
-        return Reply(200, bytes(content), f'{mime}; name="{fname}"')
+        return Reply(200, bytes(content), f'{_download_type(fname, mime)}; name="{fname}"')
     if action not in ("import", "delete"):
         raise ApiError('The value of the parameter "action" is not valid')
     if action == "import":
@@ -631,6 +742,20 @@ def _file(ctx: Context, request: ApiRequest) -> Reply:
             raise ApiError("There is no file to delete for this record")
         _set_cell(ctx, con, record, event, rform, inst, name, "")
     return Reply.text("", "json")
+
+
+def _download_type(name: str, mime: str) -> str:
+    """REDCap's Content-Type of a file download: the file's own type, with `charset=UTF-8` for text files.
+
+    The type comes from the file name first: PyCap uploads send no part type, which a multipart parser reads as
+    text/plain, so the upload's type is used only when it says more than that."""
+    import mimetypes
+
+    guessed = mimetypes.guess_type(name)[0]
+    if guessed is None:
+        guessed = mime if mime and mime not in ("text/plain", "application/octet-stream") else \
+            "application/octet-stream"
+    return f"{guessed}; charset=UTF-8" if guessed.startswith("text/") else guessed
 
 
 def _set_cell(ctx: Context, con: sqlite3.Connection, record: str, event: str, rform: str, inst: int, column: str,
@@ -669,14 +794,16 @@ _HANDLERS = {
     "formEventMapping": _form_event_mapping,
     "repeatingFormsEvents": _repeating,
     "dag": _dag,
+    "userDagMapping": _user_dag_mapping,
+    "project_xml": _project_xml,
     "generateNextRecordName": _next_record_name,
     "version": _version,
     "log": _log,
     "user": _user,
     "file": _file,
-    **{c: _unsupported for c in ("pdf", "report", "userRole", "userRoleMapping", "userDagMapping", "surveyLink",
+    **{c: _unsupported for c in ("pdf", "report", "userRole", "userRoleMapping", "surveyLink",
                                  "surveyQueueLink", "surveyAccessCode", "surveyReturnCode", "participantList",
-                                 "fileRepository", "project_xml", "participantList", "randomize", "record_rename")},
+                                 "fileRepository", "participantList", "randomize", "record_rename")},
 }
 
 __all__ = ["ApiRequest", "Reply", "handle"]

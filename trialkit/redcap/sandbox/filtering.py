@@ -73,6 +73,8 @@ def matching_rows(
             names = []
         columns.extend(n for n in names if n not in columns)
     def_field = schema.def_field
+    # [record_id] is read from the record column itself: extracting it again would name two columns alike
+    columns = [c for c in columns if c != def_field]
     checkbox_or_complete = [c for c in columns if schema.column_by_name[c].kind in ("checkbox", "complete")]
     extract = "".join(f", json_extract(data, '$.\"{c}\"')" for c in columns)
     rows = con.execute(
@@ -96,6 +98,11 @@ def matching_rows(
             frame = frame.with_columns([pl.col(c).fill_null("0") for c in checkbox_or_complete])
     if schema.is_longitudinal:
         frame = logic.widen_events(frame, record_id=def_field, columns=columns, keep_rows=True)
+        # an event no record has data in yet still has its columns: [event][field] is then blank, not an error
+        absent = [logic.event_column(e, c) for e in schema.events for c in columns
+                  if logic.event_column(e, c) not in frame.columns]
+        if absent:
+            frame = frame.with_columns([pl.lit(None, dtype=pl.String).alias(name) for name in absent])
     try:
         result = logic.evaluate(node, frame, mode="redcap", fields=specs, record_id=def_field, as_of=now)
     except LogicError as exc:

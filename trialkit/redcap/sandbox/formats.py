@@ -9,6 +9,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from xml.sax.saxutils import escape
 
 XML_HEAD = '<?xml version="1.0" encoding="UTF-8" ?>'
+# Characters XML 1.0 cannot hold at all, not even as a character reference (C0 controls but tab/LF/CR, lone
+# surrogates, U+FFFE/U+FFFF): an XML export shows U+FFFD in their place (JSON and CSV keep them).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _NEEDS_QUOTES = re.compile(r'[ ,"\n\r\t\\]')
 FORMATS = ("json", "csv", "xml")
 
@@ -27,7 +30,19 @@ def error_body(message: str, fmt: str) -> tuple[bytes, str]:
         return json.dumps({"error": message}).encode(), "application/json; charset=utf-8"
     if fmt == "csv":
         return f"ERROR: {message}".encode(), "text/csv; charset=utf-8"
-    return f"{XML_HEAD}<hash><error>{escape(message)}</error></hash>".encode(), "text/xml; charset=utf-8"
+    return f"{XML_HEAD}<hash><error>{xml_text(message)}</error></hash>".encode(), "text/xml; charset=utf-8"
+
+
+def xml_text(value: str) -> str:
+    """Text content escaped for XML (&, <, >), characters XML cannot hold replaced."""
+    return escape(_NOT_XML.sub("\ufffd", value))
+
+
+def cdata(value: object) -> str:
+    """A value as CDATA: `]]>` inside it is split across two sections (it would end the section early and let
+    the rest be read as markup), characters XML cannot hold replaced."""
+    text = _NOT_XML.sub("\ufffd", "" if value is None else str(value))
+    return "<![CDATA[" + text.replace("]]>", "]]]]><![CDATA[>") + "]]>"
 
 
 def csv_cell(value: object) -> str:
@@ -75,7 +90,7 @@ def table_chunks(keys: Sequence[str], rows: Iterable[Sequence[object]], fmt: str
         yield f"{XML_HEAD}<records>"
         for row in rows:
             cells = "".join(
-                f"<{k}>{v}</{k}>" if k in int_keys else f"<{k}><![CDATA[{'' if v is None else v}]]></{k}>"
+                f"<{k}>{v}</{k}>" if k in int_keys else f"<{k}>{cdata(v)}</{k}>"
                 for k, v in zip(keys, row, strict=True)
             )
             yield f"<item>{cells}</item>"
@@ -97,7 +112,7 @@ def render_object(obj: dict, fmt: str) -> str:
         return json.dumps(obj, separators=(",", ":"))
     if fmt == "csv":
         return csv_line(obj.keys()) + csv_line(obj.values())
-    cells = "".join(f"<{k}><![CDATA[{v}]]></{k}>" for k, v in obj.items())
+    cells = "".join(f"<{k}>{cdata(v)}</{k}>" for k, v in obj.items())
     return f"{XML_HEAD}<item>{cells}</item>"
 
 

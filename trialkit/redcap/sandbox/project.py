@@ -8,6 +8,8 @@ forms each event holds, what repeats, and a cell validator per field.
 from __future__ import annotations
 
 import json
+import re
+import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -60,6 +62,8 @@ class ProjectSpec:
     # REDCap's project status: in production, dictionary, arm and event imports are refused (design changes go
     # through draft mode in the web UI)
     in_production: bool = False
+    # The token user's Data Access Group (unique group name; "" = in no group, sees every record)
+    user_dag: str = ""
 
     @property
     def is_longitudinal(self) -> bool:
@@ -107,6 +111,8 @@ class ProjectSpec:
             for i, e in enumerate(shape.events)
         )
         kwargs.setdefault("title", getattr(study, "title", "") or getattr(study, "name", "") or "trialkit sandbox")
+        if getattr(study, "data_access_groups", ()) and "dags" not in kwargs:
+            kwargs["dags"] = dag_rows(study.data_access_groups)
         missing = getattr(study, "missing_codes", ())
         if missing and "missing_data_codes" not in kwargs:
             kwargs["missing_data_codes"] = " | ".join(
@@ -136,6 +142,32 @@ class ProjectSpec:
 
     def with_(self, **changes: Any) -> ProjectSpec:
         return replace(self, **changes)
+
+
+def unique_group_name(label: str, taken: set[str] | frozenset[str] = frozenset()) -> str:
+    """REDCap's unique name of a new Data Access Group: lowercase, characters other than letters, digits, spaces
+    and '_' dropped, spaces turned into '_', cut to 18 characters ("New DAG" -> `new_dag`, "dag-a" -> `daga`, as
+    REDCap's own exports show); a clash gets a letter (`new_dag_a`)."""
+    base = re.sub(r"[^a-z0-9 _]", "", label.lower()).replace(" ", "_")[:18] or "dag"
+    if base not in taken:
+        return base
+    for letter in string.ascii_lowercase:
+        if f"{base[:16]}_{letter}" not in taken:
+            return f"{base[:16]}_{letter}"
+    return f"{base[:10]}_{len(taken)}"
+
+
+def dag_rows(labels: Iterable[str], existing: Sequence[Mapping[str, Any]] = ()) -> tuple[dict[str, Any], ...]:
+    """Data Access Groups as the API's `dag` export gives them, new ones numbered after `existing`."""
+    rows = [dict(d) for d in existing]
+    taken = {d["unique_group_name"] for d in rows}
+    next_id = max([int(d["data_access_group_id"]) for d in rows] + [0]) + 1
+    for label in labels:
+        unique = unique_group_name(label, taken)
+        taken.add(unique)
+        rows.append({"data_access_group_name": label, "unique_group_name": unique, "data_access_group_id": next_id})
+        next_id += 1
+    return tuple(rows)
 
 
 def normalise_metadata(rows: Iterable[Mapping[str, Any]]) -> tuple[dict[str, str], ...]:

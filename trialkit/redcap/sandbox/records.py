@@ -63,6 +63,7 @@ class ExportPlan:
     begin: str | None
     end: str | None
     filter_logic: str | None
+    dag: str = ""  # the token user's Data Access Group: only its records are exported
 
 
 def plan_export(schema: Schema, params: dict[str, str], lists: dict[str, list[str]]) -> ExportPlan:
@@ -114,12 +115,14 @@ def plan_export(schema: Schema, params: dict[str, str], lists: dict[str, list[st
         label_headers=params.get("rawOrLabelHeaders", "raw").lower() == "label",
         checkbox_labels=flag(params, "exportCheckboxLabel"),
         blank_gray=flag(params, "exportBlankForGrayFormStatus"),
-        with_dag=flag(params, "exportDataAccessGroups") and bool(schema.spec.dags),
+        # a user in a group gets no group column (REDCap: only users in no group can export it)
+        with_dag=flag(params, "exportDataAccessGroups") and bool(schema.spec.dags) and not schema.spec.user_dag,
         records=records,
         events=events,
         begin=begin,
         end=end,
         filter_logic=params.get("filterLogic") or None,
+        dag=schema.spec.user_dag,
     )
 
 
@@ -154,6 +157,9 @@ def _row_query(pid: int, plan: ExportPlan, records: list[str] | None) -> tuple[s
     if records is not None:
         sql.append(f"AND rows.rkey IN ({','.join('?' * len(records))})")
         args.extend(record_key(r) for r in records)
+    if plan.dag:
+        sql.append("AND rows.record IN (SELECT record FROM records WHERE pid = ? AND dag = ?)")
+        args.extend((pid, plan.dag))
     if plan.begin or plan.end:
         sql.append("AND rows.record IN (SELECT record FROM records WHERE pid = ?")
         args.append(pid)
@@ -456,7 +462,7 @@ def parse_import_data(params: dict[str, str], *, keep_blank: bool) -> ImportData
     if fmt == "json":
         try:
             data = json.loads(text)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # RecursionError: nested deeper than Python's stack
             raise ApiError("The data being imported is not formatted correctly. The JSON must be an array, "
                            "as in [{ ... }].") from None
         if not isinstance(data, list):
@@ -534,7 +540,7 @@ def validate_import(schema: Schema, data: ImportData, date_format: str,
                 continue
             if inst_text.lower() == "new":
                 inst = "new"
-            elif inst_text.isdigit() and int(inst_text) >= 1:
+            elif whole_number(inst_text) and int(inst_text) >= 1:
                 inst = int(inst_text)
             else:
                 errors.append(_error_line(record, RINST, inst_text, "The repeat instance must be a whole number "
@@ -544,7 +550,7 @@ def validate_import(schema: Schema, data: ImportData, date_format: str,
             if event in schema.repeating_events:
                 if inst_text.lower() == "new":
                     inst = "new"
-                elif inst_text.isdigit() and int(inst_text) >= 1:
+                elif whole_number(inst_text) and int(inst_text) >= 1:
                     inst = int(inst_text)
                 else:
                     errors.append(_error_line(record, RINST, inst_text, "The repeat instance must be a whole "
@@ -649,11 +655,16 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
     ids = list(order.values())
     existing_records: set[str] = set()
     existing: dict[tuple[str, str, str, int], dict] = {}
+    user_dag = schema.spec.user_dag
     for i in range(0, len(ids), 500):
         chunk = ids[i:i + 500]
         marks = ",".join("?" * len(chunk))
-        existing_records.update(r[0] for r in con.execute(
-            f"SELECT record FROM records WHERE pid=? AND record IN ({marks})", (pid, *chunk)))
+        for record, dag in con.execute(f"SELECT record, dag FROM records WHERE pid=? AND record IN ({marks})",
+                                       (pid, *chunk)):
+            if user_dag and dag != user_dag:
+                # a user in a group neither sees nor changes another group's records (nor ones in no group)
+                raise ApiError(f'The record "{record}" belongs to another data access group: you cannot change it')
+            existing_records.add(record)
         for record, event, rform, inst, data in con.execute(
                 f"SELECT record, event, rform, inst, data FROM rows WHERE pid=? AND rkey IN ({marks})",
                 (pid, *map(record_key, chunk))):
@@ -713,7 +724,10 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
             created = record not in existing_records and record not in logged
             logged.add(record)
             log.append((record, row.event, "Create record" if created else "Update record", text))
-        if row.dag is not None:
+        if user_dag:  # a group user's new records join the user's group; a group column is ignored
+            if record not in existing_records:
+                dags.setdefault(record, user_dag)
+        elif row.dag is not None:
             dags[record] = row.dag
     if schema.spec.compute_calcs and changed_rows and schema.calc_plan.calcs:
         recalculated = schema.calc_plan.apply({**existing, **changed_rows}, storage.clock().date())
@@ -747,6 +761,11 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
     return [(new, old) for old, new in order.items()]
 
 
+def whole_number(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes "²", which int() refuses, and REDCap (PHP) reads neither."""
+    return text.isascii() and text.isdigit()
+
+
 def import_reply(pairs: list[tuple[str, str]], return_content: str, fmt: str) -> str:
     if return_content == "nothing":
         return ""
@@ -756,14 +775,14 @@ def import_reply(pairs: list[tuple[str, str]], return_content: str, fmt: str) ->
             return json.dumps(ids)
         if fmt == "csv":
             return "id\n" + "".join(f"{i}\n" for i in ids)
-        return formats.XML_HEAD + "<ids>" + "".join(f"<id>{i}</id>" for i in ids) + "</ids>"
+        return formats.XML_HEAD + "<ids>" + "".join(f"<id>{formats.xml_text(i)}</id>" for i in ids) + "</ids>"
     if return_content == "auto_ids":
         items = [f"{new},{old}" for new, old in pairs]
         if fmt == "json":
             return json.dumps(items)
         if fmt == "csv":
             return "id,original_id\n" + "".join(f"{i}\n" for i in items)
-        return formats.XML_HEAD + "<ids>" + "".join(f"<id>{i}</id>" for i in items) + "</ids>"
+        return formats.XML_HEAD + "<ids>" + "".join(f"<id>{formats.xml_text(i)}</id>" for i in items) + "</ids>"
     if fmt == "json":
         return json.dumps({"count": len(pairs)})
     return formats.render_count(len(pairs), fmt)
@@ -780,8 +799,10 @@ def delete_records(storage: Storage, con: sqlite3.Connection, pid: int, schema: 
     present = set()
     for i in range(0, len(records), 500):
         chunk = records[i:i + 500]
+        # a user in a group sees only its records: others "do not exist" for that user
         present.update(r[0] for r in con.execute(
-            f"SELECT record FROM records WHERE pid=? AND record IN ({','.join('?' * len(chunk))})", (pid, *chunk)))
+            f"SELECT record FROM records WHERE pid=? AND record IN ({','.join('?' * len(chunk))}) "
+            "AND (? = '' OR dag = ?)", (pid, *chunk, schema.spec.user_dag, schema.spec.user_dag)))
     missing = [r for r in records if r not in present]
     if missing:
         raise ApiError("One or more of the records provided cannot be deleted because they do not exist in the "
@@ -790,7 +811,7 @@ def delete_records(storage: Storage, con: sqlite3.Connection, pid: int, schema: 
     instrument = params.get("instrument", "")
     event = params.get("event", "")
     instance = params.get("repeat_instance", "")
-    if arm and (not schema.is_longitudinal or not arm.isdigit()
+    if arm and (not schema.is_longitudinal or not whole_number(arm)
                 or int(arm) not in {int(a["arm_num"]) for a in schema.spec.arms}):
         raise ApiError('The value of the parameter "arm" is not valid')
     if instrument and instrument not in schema.form_fields:
@@ -799,7 +820,7 @@ def delete_records(storage: Storage, con: sqlite3.Connection, pid: int, schema: 
         raise ApiError('The value of the parameter "event" is not valid')
     if instrument and schema.is_longitudinal and not event:
         raise ApiError('The parameter "event" is required when "instrument" is given in a longitudinal project')
-    if instance and not instance.isdigit():
+    if instance and not whole_number(instance):
         raise ApiError('The value of the parameter "repeat_instance" is not valid')
     now = storage.now()
     log = []

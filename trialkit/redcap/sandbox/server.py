@@ -1,8 +1,14 @@
-"""The HTTP side: a threaded standard-library server on loopback answering REDCap API calls at `/api/`.
+"""The HTTP side: the sandbox's WSGI application (wsgi.py) served by waitress on loopback, at `/api/`.
 
 `running_sandbox(...)` starts one on a free port in a background thread (for tests and demos);
 `Sandbox.serve_forever()` is what `trialkit sandbox serve` runs. The token is never logged: request logging,
 when enabled, prints only method, path, `content` and status.
+
+Why waitress: a pure-Python production WSGI server, maintained by the Pylons project, that reads requests
+asynchronously: a slow or stalled client holds no thread (only complete requests reach the worker threads), and
+it enforces the transport limits itself: request header size, body size (also for chunked bodies, which it
+de-chunks), connection count and idle time. It spools large bodies to a temporary file, not memory. The limits
+used are `wsgi.Limits`.
 
 An admin endpoint (`POST /admin/<action>`, JSON body) lets a test harness in another process create or reset
 projects and set faults. It exists only when the server is started with an admin secret, and every call must
@@ -11,241 +17,32 @@ carry that secret in the `X-Trialkit-Admin` header.
 
 from __future__ import annotations
 
-import binascii
 import datetime as dt
-import hmac
 import json
 import re
 import secrets
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from email.parser import BytesParser
-from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
-from trialkit.errors import TrialkitError, UsageError
-from trialkit.redcap.sandbox import api, formats
-from trialkit.redcap.sandbox.errors import OUT_OF_MEMORY
-from trialkit.redcap.sandbox.faults import PHP_FATAL, RATE_LIMIT_MESSAGE, FaultInjector, FaultPlan
+from waitress import wasyncore
+from waitress.server import create_server
+
+from trialkit.errors import UsageError
+from trialkit.redcap.sandbox import api  # noqa: F401  (tests patch server.api.handle)
+from trialkit.redcap.sandbox.faults import FaultInjector, FaultPlan
 from trialkit.redcap.sandbox.project import ProjectSpec, check_metadata
-from trialkit.redcap.sandbox.storage import Storage
+from trialkit.redcap.sandbox.storage import DESIGN_FIELDS, Storage
+from trialkit.redcap.sandbox.wsgi import ADMIN_HEADER, Limits, SandboxApp, parse_form, report_internal_error
 
-ADMIN_HEADER = "X-Trialkit-Admin"
-MAX_BODY = 1 << 30
+_CONTENT_NAME = re.compile(r"\w{1,40}")
 
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 64
-
-    def __init__(self, address: tuple[str, int], sandbox: Sandbox) -> None:
-        self.sandbox = sandbox
-        super().__init__(address, _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that hangs up (or a dropped-connection fault) is not a server error; anything else is printed
-        # without the request, which may hold a token.
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):
-            return
-        _report_internal_error(exc)
-
-
-def _report_internal_error(exc: BaseException | None) -> None:
-    """One stderr line for a sandbox bug: the exception type and where it was raised, never its message.
-
-    The message of a KeyError/ValueError/sqlite error can quote a request value (a token, an identifier field).
-    """
-    where = ""
-    tb = exc.__traceback__ if exc is not None else None
-    if tb is not None:
-        frame = traceback.extract_tb(tb)[-1]
-        where = f" at {Path(frame.filename).name}:{frame.lineno} in {frame.name}"
-    print(f"trialkit sandbox: internal error: {type(exc).__name__}{where}", file=sys.stderr)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out as separate writes: no 40 ms delayed-ACK stalls
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # the default would print the request line; requests are logged by _log_request when asked
-
-    def do_GET(self) -> None:
-        self._send(405, b"The REDCap API accepts POST requests only", "text/plain; charset=utf-8")
-
-    def do_POST(self) -> None:
-        sandbox = self.server.sandbox
-        path = self.path.split("?", 1)[0]
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            self._send(413, b"Request too large", "text/plain; charset=utf-8")
-            return
-        body = self.rfile.read(length) if length else b""
-        if path.startswith("/admin/"):
-            self._admin(path[len("/admin/"):], body)
-            return
-        if path != "/api/":
-            self._send(404, b"Not Found", "text/plain; charset=utf-8")
-            return
-        try:
-            request = _decode(self.headers.get("Content-Type", ""), body)
-        except ValueError:
-            self._send(400, formats.error_body("The request body could not be read", "xml")[0],
-                       "text/xml; charset=utf-8")
-            return
-        content = request.params.get("content", "")
-        fmt = formats.reply_format(request.params)
-        faults = sandbox.faults
-        if faults.rate_limited(request.params.get("token", "")):
-            body_bytes, ctype = formats.error_body(RATE_LIMIT_MESSAGE, fmt)
-            self._send(429, body_bytes, ctype, {"Retry-After": "1"})
-            sandbox._log_request(content, 429)
-            return
-        fault = faults.decide(content)
-        if fault == "drop":
-            self._drop()
-            sandbox._log_request(content, 0)
-            return
-        if fault == "slow":
-            time.sleep(faults.plan.delay if faults.plan else 1.0)
-        elif fault == "error":
-            plan = faults.plan
-            body_bytes, ctype = formats.error_body(plan.message if plan else "injected error", fmt)
-            self._send(plan.status if plan else 400, body_bytes, ctype)
-            sandbox._log_request(content, plan.status if plan else 400)
-            return
-        elif fault == "http500":
-            self._send(500, b"<html><body><h1>500 Internal Server Error</h1></body></html>", "text/html")
-            sandbox._log_request(content, 500)
-            return
-        elif fault == "html_fatal":
-            self._send(200, (PHP_FATAL + json.dumps({"error": OUT_OF_MEMORY})).encode(), "text/html; charset=UTF-8")
-            sandbox._log_request(content, 200)
-            return
-        try:
-            reply = api.handle(sandbox.storage, request)
-        except Exception as exc:  # a sandbox bug must still produce a REDCap-shaped answer, not a hang-up
-            _report_internal_error(exc)
-            reply = api.Reply.error(f"Internal error in the trialkit sandbox: {type(exc).__name__}", fmt, 500)
-        if fault == "drop_after":
-            if not isinstance(reply.body, bytes):
-                for _ in reply.body:
-                    pass
-            self._drop()
-            sandbox._log_request(content, 0)
-            return
-        if isinstance(reply.body, bytes):
-            self._send(reply.status, reply.body, reply.content_type, reply.headers)
-        else:
-            self._stream(reply.status, reply.body, reply.content_type)
-        sandbox._log_request(content, reply.status)
-
-    # ---- replies -------------------------------------------------------------------------------------------
-    def _send(self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _stream(self, status: int, pieces: Iterator[bytes], ctype: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        try:
-            for piece in pieces:
-                if piece:
-                    self.wfile.write(b"%x\r\n%b\r\n" % (len(piece), piece))
-            self.wfile.write(b"0\r\n\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-        finally:
-            close = getattr(pieces, "close", None)
-            if close:
-                close()
-
-    def _drop(self) -> None:
-        self.close_connection = True
-        with suppress(OSError):
-            self.connection.shutdown(2)
-
-    # ---- admin ---------------------------------------------------------------------------------------------
-    def _admin(self, action: str, body: bytes) -> None:
-        sandbox = self.server.sandbox
-        secret = sandbox.admin_secret
-        given = self.headers.get(ADMIN_HEADER, "")
-        if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
-            self._send(404, b"Not Found", "text/plain; charset=utf-8")
-            return
-        try:
-            data = json.loads(body or b"{}")
-            result = sandbox.admin(action, data)
-        except (TrialkitError, ValueError, TypeError, KeyError) as exc:
-            self._send(400, json.dumps({"error": str(exc)}).encode(), "application/json")
-            return
-        self._send(200, json.dumps(result).encode(), "application/json")
-
-
-def _decode(content_type: str, body: bytes) -> api.ApiRequest:
-    if content_type.lower().startswith("multipart/form-data"):
-        message = BytesParser(policy=HTTP).parsebytes(
-            b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
-        )
-        if not message.is_multipart():
-            raise ValueError("bad multipart body")
-        pairs: list[tuple[str, str]] = []
-        files: dict[str, tuple[str, bytes, str]] = {}
-        for part in message.iter_parts():
-            name = part.get_param("name", header="content-disposition")
-            filename = part.get_filename()
-            payload = part.get_payload(decode=True) or b""
-            if filename is not None:
-                files[name] = (filename, payload, part.get_content_type())
-            elif name:
-                pairs.append((name, payload.decode("utf-8")))
-        return api.ApiRequest.from_pairs(pairs, files)
-    return api.ApiRequest.from_pairs(parse_form(body))
-
-
-_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
-
-
-def parse_form(body: bytes) -> list[tuple[str, str]]:
-    """application/x-www-form-urlencoded pairs, as parse_qsl gives them, several times faster on large bodies.
-
-    A JSON import is mostly percent-escapes; urllib decodes them one by one in Python (about 1 s per 5 MB).
-    binascii.a2b_qp decodes `=XX` in C, so '%' is swapped for '=' when the value holds no raw '=', CR or LF
-    and no malformed escape (then the standard decoder is used).
-    """
-    pairs = []
-    for part in body.split(b"&"):
-        if not part:
-            continue
-        key, _, value = part.partition(b"=")
-        pairs.append((_unquote(key), _unquote(value)))
-    return pairs
-
-
-def _unquote(raw: bytes) -> str:
-    raw = raw.replace(b"+", b" ")
-    if b"%" not in raw:
-        return raw.decode("utf-8", "replace")
-    if b"=" in raw or b"\r" in raw or b"\n" in raw or _BAD_ESCAPE.search(raw):
-        return unquote_to_bytes(raw).decode("utf-8", "replace")
-    return binascii.a2b_qp(raw.replace(b"%", b"=")).decode("utf-8", "replace")
+__all__ = ["ADMIN_HEADER", "Limits", "Sandbox", "new_admin_secret", "parse_form", "report_internal_error",
+           "running_sandbox"]
 
 
 class Sandbox:
@@ -253,18 +50,27 @@ class Sandbox:
 
     def __init__(self, *, db: str | Path | None = None, host: str = "127.0.0.1", port: int = 0,
                  admin_secret: str | None = None, clock: Callable[[], dt.datetime] | None = None,
-                 log_requests: bool = False) -> None:
+                 log_requests: bool = False, limits: Limits | None = None) -> None:
         self.storage = Storage(db, clock=clock)
         self.faults = FaultInjector()
         self.admin_secret = admin_secret
         self.log_requests = log_requests
-        self._server = _Server((host, port), self)
-        self._thread: threading.Thread | None = None
+        self.limits = limits or Limits()
         self.token: str | None = None
+        self._map: dict = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        try:
+            self._server = _create_server(SandboxApp(self, self.limits), self._map, host, port, self.limits)
+        except BaseException:
+            self.storage.close(remove_created=True)  # a failed start leaves no new database file behind
+            raise
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
+        host, port = self._server.effective_host, self._server.effective_port
+        if ":" in str(host):
+            host = f"[{host}]"
         return f"http://{host}:{port}/api/"
 
     # ---- projects ------------------------------------------------------------------------------------------
@@ -282,6 +88,35 @@ class Sandbox:
     def redefine(self, spec: ProjectSpec, token: str | None = None) -> None:
         """Replace a project's design (metadata, events, ...), keeping its token and data."""
         self.storage.replace_spec(token or self._default_token(), spec)
+
+    def open_project(self, spec: ProjectSpec | None = None, token: str | None = None, *,
+                     replace: bool = False) -> str:
+        """Pick the project to serve from the database, as `trialkit sandbox serve` does, and make it `self.token`.
+
+        The project of `token` (default: the first one stored) is served as stored. A `spec` creates the project
+        when the database has none (or not that token); given for a stored project with another design it is
+        refused unless `replace` (then the stored design is replaced, records kept): a mistyped --study must not
+        silently hide a project's data.
+        """
+        existing = self.storage.tokens()
+        chosen = token if token is not None else (existing[0] if existing else None)
+        if chosen is not None and chosen in existing:
+            if spec is not None and not self.storage.same_design(chosen, spec):
+                if not replace:
+                    title, records = self.storage.summary(chosen)
+                    raise UsageError(
+                        f"{self.storage.path}: holds the project {title!r} ({records} records) with a different "
+                        "design; replacing its design needs --replace (replace=True); its records are kept")
+                # the design is replaced; what is not design (the project's status, its user) stays as stored
+                stored = self.storage.stored_spec(chosen)
+                self.redefine(stored.with_(**{k: getattr(spec, k) for k in DESIGN_FIELDS}), chosen)
+        elif spec is not None:
+            chosen = self.create_project(spec, chosen)
+        else:
+            raise UsageError(f"{self.storage.path} holds no project yet: give --study, --dictionary or "
+                             "--project-xml to create one")
+        self.token = chosen
+        return chosen
 
     def drop_project(self, token: str) -> None:
         self.storage.drop_project(token)
@@ -328,40 +163,103 @@ class Sandbox:
 
     # ---- running -------------------------------------------------------------------------------------------
     def start(self) -> Sandbox:
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="trialkit-sandbox", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="trialkit-sandbox", daemon=True)
         self._thread.start()
         return self
 
     def serve_forever(self) -> None:
-        self._server.serve_forever()
+        self._loop()
 
     def close(self) -> None:
+        self._stop.set()
         if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=10)
+            with suppress(OSError):
+                self._server.pull_trigger()  # wake the loop at once
+            self._thread.join(timeout=15)
             self._thread = None
-        self._server.server_close()
+        else:
+            self._shutdown()
         self.storage.close()
+
+    def _loop(self) -> None:
+        reading: dict[Any, tuple[Any, float]] = {}
+        next_check = 0.0
+        try:
+            while not self._stop.is_set() and self._map:
+                wasyncore.loop(timeout=1.0, map=self._map, use_poll=True, count=1)
+                now = time.monotonic()
+                if now >= next_check:
+                    reading = self._close_overdue(reading, now)
+                    next_check = now + 1.0
+        finally:
+            self._shutdown()
+
+    def _close_overdue(self, reading: dict[Any, tuple[Any, float]], now: float) -> dict[Any, tuple[Any, float]]:
+        """Close connections whose current request has been arriving for longer than `limits.request_timeout`.
+
+        waitress's channel_timeout counts silence only, so a client sending a byte now and then would keep a
+        connection for ever; this bounds the whole request. `channel.request` is the request waitress is still
+        reading (None between requests); a channel with a request being answered is left alone.
+        """
+        still: dict[Any, tuple[Any, float]] = {}
+        for channel in list(self._map.values()):
+            request = getattr(channel, "request", None)
+            if request is None or getattr(channel, "requests", None):
+                continue
+            seen, since = reading.get(channel, (None, now))
+            if seen is not request:
+                since = now
+            if now - since > self.limits.request_timeout:
+                with suppress(OSError):
+                    channel.handle_close()
+                continue
+            still[channel] = (request, since)
+        return still
+
+    def _shutdown(self) -> None:
+        # In the loop's own thread (or after it): waitress's socket map is not thread-safe. New connections are no
+        # longer accepted; the worker threads finish what they are answering while the loop still sends their
+        # output and wakes on their trigger; only then are the connections and the trigger closed.
+        self._server.accepting = False
+        stopped = threading.Event()
+
+        def stop_workers() -> None:
+            self._server.task_dispatcher.shutdown(timeout=5)
+            stopped.set()
+            with suppress(OSError):
+                self._server.pull_trigger()  # wake the loop below at once
+
+        workers = threading.Thread(target=stop_workers, name="trialkit-sandbox-stop", daemon=True)
+        workers.start()
+        while not stopped.is_set() and self._map:
+            wasyncore.loop(timeout=0.5, map=self._map, use_poll=True, count=1)
+        workers.join()
+        for channel in list(self._map.values()):
+            with suppress(OSError):
+                channel.close()
+        self._map.clear()
 
     def _log_request(self, content: str, status: int) -> None:
         if self.log_requests:
             stamp = dt.datetime.now().strftime("%H:%M:%S")
             shown = status if status else "dropped"
-            print(f"{stamp} POST /api/ content={content or '-'} -> {shown}", file=sys.stderr, flush=True)
+            # the content parameter is request text: only a plain name is printed
+            name = (content if _CONTENT_NAME.fullmatch(content) else "?") if content else "-"
+            print(f"{stamp} POST /api/ content={name} -> {shown}", file=sys.stderr, flush=True)
 
 
 @contextmanager
 def running_sandbox(spec: ProjectSpec | None = None, *, db: str | Path | None = None, token: str | None = None,
                     host: str = "127.0.0.1", port: int = 0, faults: FaultPlan | None = None,
                     admin_secret: str | None = None, clock: Callable[[], dt.datetime] | None = None,
-                    log_requests: bool = False) -> Iterator[Sandbox]:
+                    log_requests: bool = False, limits: Limits | None = None) -> Iterator[Sandbox]:
     """A sandbox serving on a free loopback port in a background thread; closed on exit.
 
     >>> with running_sandbox(ProjectSpec.classic(rows)) as sb:     # doctest: +SKIP
     ...     proj = redcap.Project(sb.url, sb.token)
     """
-    sandbox = Sandbox(db=db, host=host, port=port, admin_secret=admin_secret, clock=clock, log_requests=log_requests)
+    sandbox = Sandbox(db=db, host=host, port=port, admin_secret=admin_secret, clock=clock, log_requests=log_requests,
+                      limits=limits)
     try:
         if spec is not None:
             sandbox.create_project(spec, token)
@@ -374,6 +272,25 @@ def running_sandbox(spec: ProjectSpec | None = None, *, db: str | Path | None = 
         yield sandbox
     finally:
         sandbox.close()
+
+
+def _create_server(app: SandboxApp, socket_map: dict, host: str, port: int, limits: Limits) -> Any:
+    server = create_server(
+        app, map=socket_map, host="127.0.0.1" if host == "localhost" else host, port=port,
+        threads=limits.threads,
+        channel_timeout=limits.channel_timeout,
+        cleanup_interval=max(1, min(30, limits.channel_timeout // 2)),
+        connection_limit=limits.connection_limit,
+        max_request_header_size=limits.max_header,
+        max_request_body_size=limits.max_body,
+        # replies stay in memory up to the high-water mark (the exporting thread waits there), not temp files
+        outbuf_overflow=16 << 20,
+        backlog=128,
+        asyncore_use_poll=True,  # no select() limit of 1024 descriptors
+        log_socket_errors=False,  # a client hanging up (or a dropped-connection fault) is not a server error
+        ident="trialkit-sandbox",
+    )
+    return server
 
 
 def new_admin_secret() -> str:

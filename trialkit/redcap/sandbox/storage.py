@@ -8,7 +8,10 @@ so two imports never interleave, also across processes sharing the file.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
+import os
 import secrets
 import sqlite3
 import tempfile
@@ -42,17 +45,40 @@ CREATE INDEX IF NOT EXISTS log_pid ON log(pid, ts);
 """
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+# REDCap logs project design changes under this action; the API's `logtype=manage` returns them
+DESIGN_ACTION = "Manage/Design"
 
 
 def record_key(record: str) -> str:
     """Sort key giving natural order for numeric ids (1, 2, 10) and text order after them; unique per id."""
-    if record.isdigit():
+    if record.isascii() and record.isdigit():  # isdigit() alone takes "²", which int() refuses
         return f"0{int(record):020d}|{record}"
     return f"1{record}"
 
 
+# What makes two definitions the same project design (the rest, like a status, may change while it is served)
+DESIGN_FIELDS = ("metadata", "title", "arms", "events", "mappings", "repeating", "form_labels", "dags",
+                 "missing_data_codes", "record_autonumbering", "compute_calcs", "longitudinal")
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
 def new_token() -> str:
     return secrets.token_hex(16).upper()
+
+
+def _create_private(path: Path) -> bool:
+    """Create the database file readable by its owner only (it holds API tokens and patient data); tighten an
+    existing one that others can read. True when the file is new."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = path.stat().st_mode
+        if mode & 0o077:
+            with contextlib.suppress(PermissionError):  # another user's file: leave it, SQLite may still read it
+                os.chmod(path, mode & 0o700)
+        return False
+    os.close(fd)
+    return True
 
 
 class Storage:
@@ -65,19 +91,24 @@ class Storage:
         if path is None or str(path) == ":memory:":
             self._tmpdir = tempfile.TemporaryDirectory(prefix="trialkit-sandbox-")
             path = Path(self._tmpdir.name) / "sandbox.db"
-        self._uri = Path(path).resolve().as_uri()
+        self.path = Path(path)
+        self.created = False
         self.write_lock = threading.RLock()
         self.clock = clock or (lambda: dt.datetime.now().replace(microsecond=0))
         self._schemas: dict[tuple[int, int], Schema] = {}
         try:
+            self.created = _create_private(self.path)
+            self._uri = self.path.resolve().as_uri()
             con = self.connect()
             try:
                 con.execute("PRAGMA journal_mode=WAL")
                 con.executescript(_DDL)
             finally:
                 con.close()
-        except sqlite3.Error as exc:  # a missing folder, no write permission, a file that is not a database
-            raise UsageError(f"{path}: cannot use it as the sandbox database ({exc})") from None
+        except (sqlite3.Error, OSError) as exc:  # a missing folder, no write permission, a file that is not a database
+            self.close(remove_created=True)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise UsageError(f"{path}: cannot use it as the sandbox database ({reason})") from None
 
     def now(self) -> str:
         return self.clock().strftime(TIME_FORMAT)
@@ -103,10 +134,17 @@ class Storage:
             finally:
                 con.close()
 
-    def close(self) -> None:
+    def close(self, *, remove_created: bool = False) -> None:
+        """Release the database; with `remove_created`, delete its files if this Storage created them (a server
+        that failed to start leaves nothing behind)."""
         if self._tmpdir is not None:
             self._tmpdir.cleanup()
             self._tmpdir = None
+        elif remove_created and self.created:
+            for suffix in ("", *_SIDE_FILES):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{self.path}{suffix}")
+            self.created = False
 
     # ---- projects ---------------------------------------------------------------------------------------
     def create_project(self, spec: ProjectSpec, token: str | None = None) -> str:
@@ -114,10 +152,11 @@ class Storage:
         if len(token) != 32:
             raise UsageError("a REDCap API token must be 32 characters long")
         with self.write() as con:
-            con.execute(
+            cur = con.execute(
                 "INSERT INTO projects(token, spec, version, created) VALUES (?,?,1,?)",
                 (token, spec.to_json(), self.now()),
             )
+            self.log_design(con, cur.lastrowid, spec.username, "Create project")
         return token
 
     def project_for_token(self, con: sqlite3.Connection, token: str) -> tuple[int, Schema, str] | None:
@@ -131,6 +170,38 @@ class Storage:
             schema = Schema(ProjectSpec.from_json(spec_json))
             self._schemas[key] = schema
         return pid, schema, created
+
+    def has_token(self, token: str) -> bool:
+        con = self.connect()
+        try:
+            return con.execute("SELECT 1 FROM projects WHERE token=?", (token,)).fetchone() is not None
+        finally:
+            con.close()
+
+    def stored_spec(self, token: str) -> ProjectSpec:
+        con = self.connect()
+        try:
+            (stored,) = con.execute("SELECT spec FROM projects WHERE token=?", (token,)).fetchone()
+        finally:
+            con.close()
+        return ProjectSpec.from_json(stored)
+
+    def same_design(self, token: str, spec: ProjectSpec) -> bool:
+        """Whether the stored project of `token` has the design of `spec` (DESIGN_FIELDS; not its status)."""
+        # both through the same JSON round trip, so tuples/lists and metadata defaults compare alike
+        old = json.loads(self.stored_spec(token).to_json())
+        new = json.loads(ProjectSpec.from_json(spec.to_json()).to_json())
+        return all(old.get(k) == new.get(k) for k in DESIGN_FIELDS)
+
+    def summary(self, token: str) -> tuple[str, int]:
+        """The title and record count of a stored project (for messages)."""
+        con = self.connect()
+        try:
+            pid, spec = con.execute("SELECT id, spec FROM projects WHERE token=?", (token,)).fetchone()
+            (n,) = con.execute("SELECT count(*) FROM records WHERE pid=?", (pid,)).fetchone()
+        finally:
+            con.close()
+        return str(json.loads(spec).get("title", "")), n
 
     def tokens(self) -> list[str]:
         con = self.connect()
@@ -171,6 +242,10 @@ class Storage:
             for table in ("records", "rows", "files", "log"):
                 con.execute(f"DELETE FROM {table} WHERE pid=?", found)
             con.execute("DELETE FROM projects WHERE id=?", found)
+
+    def log_design(self, con: sqlite3.Connection, pid: int, username: str, details: str) -> None:
+        """One design change (project created, dictionary, arms, events, mappings, repeats, DAGs) in the log."""
+        self.log(con, [(pid, self.now(), username, DESIGN_ACTION, details, "", "")])
 
     def log(self, con: sqlite3.Connection, entries: list[tuple[int, str, str, str, str, str, str]]) -> None:
         con.executemany(
