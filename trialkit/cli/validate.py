@@ -26,7 +26,7 @@ Exit codes: 0 no errors (warnings alone do not fail unless --strict), 1 findings
 
 
 @click.command("validate", epilog=EXAMPLE)
-@click.argument("data", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("data", type=click.Path(path_type=Path))
 @click.option(
     "--study",
     "study_path",
