@@ -54,11 +54,15 @@ CANDIDATES = {
 
 
 @pytest.fixture
-def report(run):
-    return build_report(run(CANDIDATES))
+def report(run, study):
+    return build_report(run(CANDIDATES), study=study, source="intake.csv")
 
 
 def _normalise(text: str, sha: str) -> str:
+    from trialkit import __version__
+
+    text = text.replace(f"trialkit {__version__}", "trialkit VERSION")
+    text = text.replace(f'"trialkit_version": "{__version__}"', '"trialkit_version": "VERSION"')
     return text.replace(sha, "SHA256").replace(sha[:12], "SHA12")
 
 
@@ -102,7 +106,8 @@ def test_json_has_the_shape_the_issue_fixes(report):
         assert c["disposition"] in {"eligible", "ineligible", "pending"}
         assert [x["id"] for x in c["criteria"]] == [f"I{i}" for i in range(1, 9)] + [f"E{i}" for i in range(1, 14)]
         for crit in c["criteria"]:
-            assert set(crit) == {"id", "kind", "result", "missing", "to_correct", "values"}
+            # the codes stay as they were; the words come beside them
+            assert set(crit) == {"id", "kind", "result", "missing", "to_correct", "values", "text", "values_text"}
             assert crit["result"] in {"met", "not_met", "unknown", "not_applicable"}
     assert by_id["0002"]["primary_reason"] == "I5"
     i5 = next(x for x in by_id["0002"]["criteria"] if x["id"] == "I5")
@@ -110,6 +115,14 @@ def test_json_has_the_shape_the_issue_fixes(report):
     pending = by_id["0005"]
     assert pending["primary_reason"] is None
     assert pending["still_needed"] == ["atrq", "current_ad_stable_date"]  # protocol order: I4 before I6
+    assert pending["still_needed_text"] == [
+        "Antidepressant treatment history: none recorded yet",
+        "Concomitant medications: Date since which the current antidepressant dose has been unchanged",
+    ]
+    assert by_id["0002"]["primary_reason_text"].startswith("MADRS total >= 20")
+    i2 = next(x for x in by_id["0001"]["criteria"] if x["id"] == "I2")
+    assert i2["values"]["mini_mdd"] == "1" and i2["values_text"]["mini_mdd"] == "MINI: major depressive disorder: Yes"
+    assert doc["source"] == "intake.csv" and doc["trialkit_version"]
     assert doc == to_document(report) | {}  # render_json is exactly the document
 
 

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 import polars as pl
 
+from trialkit import __version__
 from trialkit.errors import UsageError
 from trialkit.screening.engine import Screening, select_candidates
 from trialkit.screening.explain import Funnel, Summary, candidates, funnel, summarise
-from trialkit.screening.outcomes import CandidateResult
+from trialkit.screening.outcomes import CandidateResult, CriterionOutcome
 from trialkit.screening.table import SEP, result_table
+from trialkit.screening.words import Vocabulary, criterion_words, vocabulary
 from trialkit.spreadsheet import safe_frame
 
 FORMATS = ("table", "csv", "json", "html")
@@ -34,6 +36,10 @@ class Report:
     candidates: tuple[CandidateResult, ...]
     funnel: Funnel
     table: pl.DataFrame | None = None
+    #: the forms' words (field, choice and instrument labels); names only when built without the study
+    vocab: Vocabulary = field(default_factory=Vocabulary)
+    #: what the report was made from: a data file, or "REDCap <url> project <id>, pulled <time>"
+    source: str | None = None
 
     @property
     def stamp(self) -> dict[str, Any]:
@@ -41,7 +47,17 @@ class Report:
 
     @property
     def rows(self) -> pl.DataFrame:
-        return self.table if self.table is not None else result_table(self.screening)
+        return self.table if self.table is not None else result_table(self.screening, self.vocab)
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """What, when and how: source, trialkit version, rule set stamp, as-of date (the time is the writer's)."""
+        return {
+            "source": self.source,
+            "trialkit_version": __version__,
+            "ruleset": self.screening.rules.stamp(),
+            "as_of": self.screening.as_of.isoformat(),
+        }
 
     @property
     def total(self) -> int:
@@ -52,14 +68,45 @@ class Report:
 MAX_CHECKLISTS = 2000
 
 
-def build_report(screening: Screening, *, checklists: int | None = MAX_CHECKLISTS) -> Report:
+def build_report(
+    screening: Screening,
+    *,
+    checklists: int | None = MAX_CHECKLISTS,
+    study: Any = None,
+    source: str | None = None,
+) -> Report:
     """Counts, funnel and result table for every candidate; checklists for the first `checklists` (None: all).
-    A checklist costs Python objects per criterion: a million candidates get a bounded number of them."""
+    A checklist costs Python objects per criterion: a million candidates get a bounded number of them.
+    With the `study`, reports use its field, choice and form labels; `source` says what the data came from."""
     summary = summarise(screening)
     shown = screening
     if checklists is not None and len(screening) > checklists:
         shown = select_candidates(screening, screening.frame.get_column(screening.record_id).head(checklists))
-    return Report(screening, summary, tuple(candidates(shown)), funnel(screening, summary), result_table(screening))
+    vocab = vocabulary(study, screening.rules)
+    return Report(
+        screening,
+        summary,
+        tuple(candidates(shown)),
+        funnel(screening, summary),
+        result_table(screening, vocab),
+        vocab,
+        source,
+    )
+
+
+def value_words(o: CriterionOutcome, vocab: Vocabulary) -> list[tuple[str, str, str]]:
+    """A checklist's values as (what, name, value) in the forms' words: ("MINI: major depressive disorder",
+    "mini_mdd", "Yes"). Masked identifiers stay masked; computed values keep their rule-file names."""
+    out = []
+    for k, v in o.values.items():
+        if k == "today":
+            out.append(("Reference date", k, "blank" if v is None else str(v)))
+        elif k in vocab.fields:
+            shown = v if v == "***" else vocab.value(k, v)
+            out.append((vocab.field(k), k, "blank" if v is None else str(shown)))
+        else:
+            out.append((k, k, "blank" if v is None else str(v)))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -70,6 +117,8 @@ def _head(report: Report) -> dict[str, Any]:
     s = report.screening
     return {
         "ruleset": s.rules.stamp(),
+        "source": report.source,
+        "trialkit_version": __version__,
         "as_of": s.as_of.isoformat(),
         "reference_date": s.rules.reference_field,
         "notes": list(s.notes),
@@ -90,6 +139,7 @@ def _candidate_dicts(report: Report, rows: pl.DataFrame) -> Iterator[dict[str, A
     ids = [cc.id for cc in report.screening.rules.criteria]
     rid = report.screening.record_id
     checklists = {c.record_id: c for c in report.candidates}
+    vocab = report.vocab
     for row in rows.iter_rows(named=True):
         item: dict[str, Any] = {
             "record_id": row[rid],
@@ -99,10 +149,15 @@ def _candidate_dicts(report: Report, rows: pl.DataFrame) -> Iterator[dict[str, A
             "still_needed": _listed(row["still_needed"]),
             "to_correct": _listed(row["to_correct"]),
             "results": {cid: row[cid] for cid in ids},
+            "primary_reason_text": row["primary_reason_text"] or None,
+            "still_needed_text": _listed(row["still_needed_text"]),
         }
         c = checklists.get(item["record_id"])
         if c is not None:
-            item["criteria"] = [o.to_dict() for o in c.criteria]
+            item["criteria"] = [
+                {**o.to_dict(), "text": o.text, "values_text": {n: f"{w}: {v}" for w, n, v in value_words(o, vocab)}}
+                for o in c.criteria
+            ]
         yield item
 
 
@@ -135,14 +190,18 @@ def _compact_candidates(report: Report, rows: pl.DataFrame) -> str:
     ids = [cc.id for cc in report.screening.rules.criteria]
     lists = [
         pl.col(c).str.split(SEP).list.eval(pl.element().filter(pl.element() != "")).alias(c)
-        for c in ("reasons", "still_needed", "to_correct")
+        for c in ("reasons", "still_needed", "to_correct", "still_needed_text")
     ]
     frame = rows.select(
         pl.col(rid).alias("record_id"),
         "disposition",
         pl.when(pl.col("primary_reason") != "").then(pl.col("primary_reason")).alias("primary_reason"),
-        *lists,
+        *lists[:3],
         pl.struct(ids).alias("results") if ids else pl.lit(None).alias("results"),
+        pl.when(pl.col("primary_reason_text") != "").then(pl.col("primary_reason_text")).alias(
+            "primary_reason_text"
+        ),
+        lists[3],
     )
     return ",\n".join("    " + line for line in frame.write_ndjson().splitlines())
 
@@ -166,6 +225,9 @@ def render_csv(report: Report) -> str:
         pl.lit(stamp["version"]).alias("ruleset_version"),
         pl.lit(stamp["sha256"]).alias("ruleset_sha256"),
         pl.lit(report.screening.as_of.isoformat()).alias("as_of"),
+        # words after the codes, so scripts reading the columns above by position keep working
+        "primary_reason_text",
+        pl.col("still_needed_text").str.replace_all(SEP, "; ", literal=True),
     )
     return _csv(out)
 
@@ -175,13 +237,20 @@ def render_csv(report: Report) -> str:
 
 
 def render_table(report: Report, *, limit: int | None = None, details: bool = False) -> str:
-    """The terminal view: stamp, counts, one line per candidate; with `details`, each candidate's checklist."""
+    """The terminal view: provenance, counts, one line per candidate (still needed in the forms' words); with
+    `details`, each candidate's checklist with the criteria's text and the values as the forms label them."""
     s = report.screening
     stamp = s.rules.stamp()
     sm = report.summary
+    vocab = report.vocab
+    texts = criterion_words(s.rules)
     lines = [
         f"Screening against {stamp['id']} {stamp['version']} (sha256 {stamp['sha256'][:12]}) "
-        f"as of {s.as_of.isoformat()}",
+        f"as of {s.as_of.isoformat()}, trialkit {__version__}",
+    ]
+    if report.source:
+        lines.append(f"Data: {report.source}")
+    lines += [
         f"{sm.total} assessed: {sm.by_disposition['eligible']} eligible, {sm.by_disposition['ineligible']} "
         f"ineligible, {sm.by_disposition['pending']} pending",
         "",
@@ -189,16 +258,16 @@ def render_table(report: Report, *, limit: int | None = None, details: bool = Fa
     rows = [("record_id", "disposition", "primary reason", "still needed")]
     table = report.rows if limit is None else report.rows.head(limit)
     for rid, disposition, primary, needed, correct in table.select(
-        s.record_id, "disposition", "primary_reason", "still_needed", "to_correct"
+        s.record_id, "disposition", "primary_reason", "still_needed_text", "to_correct"
     ).iter_rows():
-        text = ", ".join(_listed(needed))
+        text = "; ".join(_listed(needed))
         if correct:
             fix = f"to correct: {', '.join(_listed(correct))}"
             text = f"{text}; {fix}" if text else fix
         rows.append((rid, disposition, primary, text))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
-        lines.append("  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3])
+        lines.append(("  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3]).rstrip())
     if limit is not None and report.total > limit:
         lines.append(f"... {report.total - limit} more")
     if details:
@@ -206,27 +275,42 @@ def render_table(report: Report, *, limit: int | None = None, details: bool = Fa
             lines += [
                 "",
                 f"Record {c.record_id}: {c.disposition}"
-                + (f", primary reason {c.primary_reason}" if c.primary_reason else ""),
+                + (f", primary reason {c.primary_reason} ({texts.get(c.primary_reason, '')})" if c.primary_reason
+                   else ""),
             ]
             for o in c.criteria:
-                vals = "; ".join(f"{k} = {'blank' if v is None else v}" for k, v in o.values.items())
-                miss = f"  MISSING: {', '.join(o.missing)}" if o.missing else ""
+                lines.append(f"  {o.id:<4} {o.kind:<9} {o.result:<14} {o.text}")
+                for what, name, value in value_words(o, vocab):
+                    shown = f"{what} ({name})" if what != name else name
+                    lines.append(f"{'':<31}{shown}: {value}")
+                if o.missing:
+                    lines.append(f"{'':<31}MISSING: {', '.join(o.missing)}")
                 if o.to_correct:
-                    miss += f"  TO CORRECT: {', '.join(o.to_correct)}"
-                lines.append(f"  {o.id:<4} {o.kind:<9} {o.result:<14} {vals}{miss}")
+                    lines.append(f"{'':<31}TO CORRECT: {', '.join(o.to_correct)}")
     if sm.by_primary_reason:
         lines += ["", "Ineligible by primary reason:"]
-        lines += [f"  {cid:<5} {n}" for cid, n in sm.by_primary_reason.items()]
+        lines += [f"  {cid:<5} {n:>5}  {texts.get(cid, '')}" for cid, n in sm.by_primary_reason.items()]
     if sm.missing_forms:
-        lines += ["", "Still needed by instrument (pending candidates):"]
-        lines += [f"  {form:<32} {n}" for form, n in sm.missing_forms]
+        lines += ["", "Still needed by form (pending candidates):"]
+        lines += [f"  {vocab.form(form):<40} {n}" for form, n in sm.missing_forms]
     if sm.missing:
         lines += ["", "Missing fields, by pending candidates they would help decide:"]
-        lines += [f"  {m.field:<32} {m.pending}" for m in sm.missing[:15]]
+        lines += [f"  {_field_words(m.field, vocab):<60} {m.pending}" for m in sm.missing[:15]]
     if s.notes:  # how the data was read where it was not plain (rows that disagree, unnumbered instances, ...)
         lines += ["", "Notes:"]
         lines += [f"  - {note}" for note in s.notes]
     return "\n".join(lines) + "\n"
+
+
+def _field_words(label: str, vocab: Vocabulary) -> str:
+    """A still-needed label with its words: `madrs_10` -> "MADRS item 10 (madrs_10)"; `atrq` -> the form's
+    label for "no instance recorded"; `atrq.atrq_improvement` -> "<form>: <field label> (atrq_improvement)"."""
+    if "." in label:
+        form, name = label.split(".", 1)
+        return f"{vocab.form(form)}: {vocab.field(name)} ({name})" if vocab.fields else label
+    if label in vocab.forms and label not in vocab.form_of:
+        return f"{vocab.form(label)}: none recorded ({label})"
+    return f"{vocab.field(label)} ({label})" if label in vocab.fields else label
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -245,6 +329,8 @@ LOG_COLUMNS = (
     "all_reasons",
     "still_needed",
     "to_correct",
+    "primary_reason_text",
+    "still_needed_text",
 )
 _LOG_DISPOSITION = {"eligible": "eligible", "ineligible": "ineligible", "pending": "pending_data"}
 
@@ -276,6 +362,8 @@ def screening_log_frame(
         pl.col("reasons").alias("all_reasons"),
         "still_needed",
         "to_correct",
+        "primary_reason_text",
+        pl.col("still_needed_text").str.replace_all(SEP, "; ", literal=True),
     )
     taken = {"consent_date": consent_date, "consent_version": consent_version, "screened_on": s.rules.reference_field}
     data = s.data
