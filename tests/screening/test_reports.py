@@ -129,18 +129,28 @@ def test_json_has_the_shape_the_issue_fixes(report):
 def test_html_is_self_contained_and_printable(report):
     html = render_html(report)
     assert html.startswith("<!DOCTYPE html>")
-    # no network assets: no external scripts, styles, images or fonts (the SVG namespace is not fetched)
-    assert "<script" not in html
+    # no network assets: one inline script (sorting, filtering), no external scripts, styles, images or fonts
+    assert html.count("<script") == 1 and "<script src" not in html
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
     assert "@import" not in html and not re.search(r"url\((?!#)", html)  # only in-page references
-    assert "@media print" in html and "<svg" in html
-    assert 'viewBox="0 0' in html
-    # the funnel and the tables carry the counts
+    assert "@media print" in html
+    # the flow and the tables carry the counts, each criterion's text beside its id (printed, not a tooltip)
     assert "Assessed for eligibility" in html and "(n = 5)" in html
     assert "Excluded (n = 2)" in html and "Inclusion not met (n = 2)" in html
+    i5 = r'<span class="cid">I5</span> MADRS total &gt;= 20 at screening[^<]*<span class="count">n = 1'
+    assert re.search(i5, html)
+    assert "<title>" not in html.split("<body>", 1)[1]  # no text that only a mouse can see
     for rid in CANDIDATES:
         assert f'id="c-{rid}"' in html
     assert "2026-11-02" in html
+    # what it was made from, by which trialkit
+    assert "Made from <strong>intake.csv</strong>" in html and "by trialkit " in html
+    # words: a choice label beside the field's label and name; still needed grouped by form
+    assert "MINI: major depressive disorder <code>mini_mdd</code>: <strong>Yes</strong>" in html
+    assert "<li>Investigator safety review: Investigator name, Date of the review</li>" in html
+    # with JavaScript off the filters stay hidden and every candidate is listed
+    assert '<div class="controls" id="filters" hidden>' in html
+    assert html.count("<tr data-disposition=") == len(CANDIDATES)
 
 
 def test_html_escapes_data(run):
@@ -192,8 +202,8 @@ def test_identifier_values_never_reach_a_report(repo_root):
     study = load_study(repo_root)
     data = repo_root / "examples" / "kap_trd_intake.csv"
     rules = load_rules(repo_root / "eligibility_rules" / "kap_trd.yaml", study)
-    report = build_report(screen_file(data, rules, study, as_of=DEMO_AS_OF))
-    text = render_json(report) + render_html(report)
+    report = build_report(screen_file(data, rules, study, as_of=DEMO_AS_OF), study=study)
+    text = render_json(report) + render_html(report) + render_table(report, details=True)
     identifiers = [f.name for f in study.iter_fields() if f.identifier]
     assert "dob" in identifiers and "dob" in rules.identifiers
     raw = pl.read_csv(data, infer_schema=False)

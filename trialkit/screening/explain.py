@@ -327,7 +327,8 @@ def _missing_ranking(screening: Screening) -> tuple[tuple[MissingRank, ...], tup
     for cc in crits:
         for bit, item in enumerate(cc.missing_items):
             holders.setdefault(item.label, []).append((cc, bit))
-            spec = specs.get(item.column or "") if item.form is None else None
+            # the reference date's item reads an internal column: its label names the field (and so the form)
+            spec = (specs.get(item.column or "") or specs.get(item.label)) if item.form is None else None
             form_of[item.label] = item.form or getattr(spec, "form", None) or "other"
     if not holders:
         return (), ()

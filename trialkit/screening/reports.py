@@ -20,7 +20,7 @@ from trialkit.screening.engine import Screening, select_candidates
 from trialkit.screening.explain import Funnel, Summary, candidates, funnel, summarise
 from trialkit.screening.outcomes import CandidateResult, CriterionOutcome
 from trialkit.screening.table import SEP, result_table
-from trialkit.screening.words import Vocabulary, criterion_words, vocabulary
+from trialkit.screening.words import Vocabulary, criterion_words, describe_needed, form_items, vocabulary
 from trialkit.spreadsheet import safe_frame
 
 FORMATS = ("table", "csv", "json", "html")
@@ -403,39 +403,72 @@ def _csv(frame: pl.DataFrame) -> str:
 # HTML
 
 
-def _funnel_svg(f: Funnel, kinds: dict[str, str]) -> dict[str, Any]:
-    """Geometry of the CONSORT figure: the main column (assessed -> eligible) with two side boxes (excluded, by
-    primary reason split into inclusion not met / exclusion met, and pending). Plain numbers keep the template
-    declarative."""
-    incl = [(cid, n, text) for cid, text, n in f.excluded.items if kinds.get(cid) == "inclusion"]
-    excl = [(cid, n, text) for cid, text, n in f.excluded.items if kinds.get(cid) != "inclusion"]
-    rows = max(len(incl), len(excl), 1)
-    main_w, side_w = 300, 460
-    x_main, x_side = 20, 400
-    y_assessed = 20
-    y_excl = 110
-    ex_h = 78 + 18 * rows
-    y_pending = y_excl + ex_h + 36
-    y_eligible = y_pending + 56 + 50
+def _flow(report: Report) -> dict[str, Any]:
+    """The CONSORT screening stages as the page draws them (boxes in HTML, so the text reflows on a phone and
+    prints at the page's size): excluded by primary reason, split into inclusion not met / exclusion met, with
+    each criterion's text; pending with the forms still needed most."""
+    f = report.funnel
+    kinds = {cc.id: cc.kind.value for cc in report.screening.rules.criteria}
+    incl = [(cid, text, n) for cid, text, n in f.excluded.items if kinds.get(cid) == "inclusion"]
+    excl = [(cid, text, n) for cid, text, n in f.excluded.items if kinds.get(cid) != "inclusion"]
+    forms = [(report.vocab.form(form), n) for form, n in report.summary.missing_forms]
     return {
-        "width": x_side + side_w + 20,
-        "height": y_eligible + 76,
-        "main_w": main_w,
-        "side_w": side_w,
-        "x_main": x_main,
-        "x_side": x_side,
-        "x_col2": x_side + side_w // 2 + 10,
-        "y_assessed": y_assessed,
-        "y_excl": y_excl,
-        "ex_h": ex_h,
-        "y_pending": y_pending,
-        "y_eligible": y_eligible,
-        "mid_x": x_main + main_w // 2,
         "incl": incl,
         "excl": excl,
-        "n_incl": sum(n for _, n, _ in incl),
-        "n_excl": sum(n for _, n, _ in excl),
+        "n_incl": sum(n for *_, n in incl),
+        "n_excl": sum(n for *_, n in excl),
+        "forms": forms,
     }
+
+
+SITE_COLUMN = "redcap_data_access_group"
+
+
+def site_counts(report: Report) -> list[dict[str, Any]]:
+    """Per REDCap data access group (site), when the data carries one: assessed, each disposition, and the most
+    frequent primary reason. Empty when the data has no `redcap_data_access_group` column."""
+    s = report.screening
+    if SITE_COLUMN not in s.data.columns:
+        return []
+    rid = s.record_id
+    sites = s.data.select(pl.col(rid).cast(pl.String), pl.col(SITE_COLUMN).cast(pl.String).fill_null("(no group)"))
+    joined = report.rows.select(rid, "disposition", "primary_reason").join(sites, on=rid, how="left")
+    joined = joined.with_columns(pl.col(SITE_COLUMN).fill_null("(no group)"))
+    out = []
+    for (site,), group in joined.group_by(SITE_COLUMN, maintain_order=True):
+        counts = dict(group.group_by("disposition").len().iter_rows())
+        reasons = group.filter(pl.col("primary_reason") != "").group_by("primary_reason").len().sort(
+            ["len", "primary_reason"], descending=[True, False]
+        )
+        out.append({
+            "site": site,
+            "assessed": group.height,
+            **{d: counts.get(d, 0) for d in ("eligible", "ineligible", "pending")},
+            "top_reason": reasons.row(0) if reasons.height else None,
+        })
+    return sorted(out, key=lambda x: x["site"])
+
+
+def _problem_counts(report: Report) -> dict[str, int]:
+    """Per candidate, how many fields held a value screening could not use (they left criteria unknown)."""
+    problems = report.screening.problems
+    if problems is None or problems.height == 0:
+        return {}
+    counts = problems.filter(pl.col("check") != "input").group_by("record").agg(pl.col("field").n_unique())
+    return dict(counts.iter_rows())
+
+
+def _forms_of(labels: list[str], vocab: Vocabulary) -> list[str]:
+    """The forms still-needed labels fall on (for the candidate table's filter)."""
+    out: dict[str, None] = {}
+    for label in labels:
+        if "." in label:
+            out.setdefault(label.split(".", 1)[0], None)
+        elif label in vocab.forms and label not in vocab.form_of:
+            out.setdefault(label, None)
+        else:
+            out.setdefault(vocab.form_of.get(label, "other"), None)
+    return list(out)
 
 
 #: Candidates listed in the HTML table (a page of a million rows helps nobody: the CSV and JSON hold them all).
@@ -444,17 +477,34 @@ MAX_ROWS = 5000
 
 def _table_rows(report: Report, limit: int) -> list[dict[str, Any]]:
     rid = report.screening.record_id
+    vocab = report.vocab
+    problems = _problem_counts(report)
+    sites: dict[str, str] = {}
+    data = report.screening.data
+    if SITE_COLUMN in data.columns:
+        sites = dict(data.head(limit).select(pl.col(rid).cast(pl.String), pl.col(SITE_COLUMN).cast(pl.String))
+                     .iter_rows())
     out = []
     for row in report.rows.head(limit).iter_rows(named=True):
+        needed = _listed(row["still_needed"])
         out.append({
             "record_id": row[rid],
             "disposition": row["disposition"],
             "primary_reason": row["primary_reason"] or None,
+            "primary_reason_text": row["primary_reason_text"],
             "reasons": _listed(row["reasons"]),
-            "still_needed": _listed(row["still_needed"]),
+            "still_needed": needed,
+            "still_needed_text": _listed(row["still_needed_text"]),
+            "forms": _forms_of(needed, vocab),
             "to_correct": _listed(row["to_correct"]),
+            "problems": problems.get(row[rid], 0),
+            "site": sites.get(row[rid]) or "",
         })
     return out
+
+
+#: Above this many candidates a printout leaves the checklists out unless the reader ticks them back in.
+PRINT_SUMMARY_ABOVE = 50
 
 
 def render_html(
@@ -464,7 +514,10 @@ def render_html(
     title: str | None = None,
     max_checklists: int = MAX_CHECKLISTS,
     max_rows: int = MAX_ROWS,
+    summary: bool | None = None,
 ) -> str:
+    """A self-contained page (one inline script, no network). `summary`: print without the checklists (default:
+    when there are more than PRINT_SUMMARY_ABOVE candidates); the reader can switch it on the page."""
     from jinja2 import Environment, select_autoescape
 
     env = Environment(
@@ -473,6 +526,11 @@ def render_html(
     source = resources.files("trialkit.screening").joinpath("templates", "report.html.j2").read_text("utf-8")
     template = env.from_string(source)
     s = report.screening
+    rows = _table_rows(report, max_rows)
+    vocab = report.vocab
+    items = form_items(s.rules, vocab)
+    checklists = report.candidates[:max_checklists]
+    by_id = {r["record_id"]: r for r in rows}
     return template.render(
         title=title or f"Screening report: {s.rules.ruleset.title}",
         ruleset=s.rules.ruleset,
@@ -481,12 +539,26 @@ def render_html(
         reference_field=s.rules.reference_field,
         notes=s.notes,
         summary=report.summary,
-        candidates=_table_rows(report, max_rows),
+        candidates=rows,
         total=report.total,
-        checklists=report.candidates[:max_checklists],
+        checklists=checklists,
+        checklist_rows=by_id,
         criteria=s.rules.criteria,
         funnel=report.funnel,
-        svg=_funnel_svg(report.funnel, {cc.id: cc.kind.value for cc in s.rules.criteria}),
+        flow=_flow(report),
+        sites=site_counts(report),
+        has_sites=SITE_COLUMN in s.data.columns,
+        reason_options=[(cc.id, cc.criterion.text) for cc in s.rules.criteria if cc.id in report.summary.by_reason],
+        form_options=[(f, vocab.form(f) if f != "other" else "Other") for f in dict.fromkeys(
+            f for r in rows for f in r["forms"])],
+        value_words=lambda o: value_words(o, vocab),
+        needed_words=lambda labels: describe_needed(labels, vocab, items),
+        field_words=lambda label: _field_words(label, vocab),
+        form_words=vocab.form,
+        texts=criterion_words(s.rules),
+        provenance=report.provenance,
+        version=__version__,
+        print_summary=summary if summary is not None else report.total > PRINT_SUMMARY_ABOVE,
         generated_at=generated_at,
     )
 

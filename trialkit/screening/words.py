@@ -83,7 +83,8 @@ def form_items(rules: Any, vocab: Vocabulary) -> dict[str, tuple[str, ...]]:
     out: dict[str, dict[str, None]] = {}
     for cc in rules.criteria:
         for item in cc.missing_items:
-            if item.form is None and item.column:
+            # a calculated field with inputs is asked for through them, never itself
+            if item.form is None and item.column and not item.inputs:
                 out.setdefault(vocab.form_of.get(item.label, "other"), {}).setdefault(item.label, None)
     return {k: tuple(v) for k, v in out.items()}
 
