@@ -22,7 +22,8 @@ def _needed(report, record):
 
 
 def test_a_form_left_blank_is_one_item_not_eleven(run, study):
-    report = build_report(run({"a": (NO_MADRS, None), "b": ({"madrs_10": None, "madrs_9": None, "madrs_total": None}, None)}), study=study)
+    part = {"madrs_10": None, "madrs_9": None, "madrs_total": None}
+    report = build_report(run({"a": (NO_MADRS, None), "b": (part, None)}), study=study)
     assert report.rows.row(0, named=True)["still_needed"].count(";") == 10  # the names stay, for scripts
     assert _needed(report, "a") == ["MADRS not done (11 fields)"]
     # part of a form: its fields by their labels
