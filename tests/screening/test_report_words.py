@@ -94,3 +94,16 @@ def test_counts_per_site_when_the_data_has_a_data_access_group(tmp_path, study, 
 def test_no_site_section_without_a_data_access_group(run, study):
     report = build_report(run({"a": ({}, None)}), study=study)
     assert site_counts(report) == [] and 'id="sites"' not in render_html(report)
+
+
+def test_a_treatment_history_criterion_says_why_each_trial_did_not_count(run, study):
+    short = [TRIALS[0], {**TRIALS[1], "atrq_duration": "4"}]
+    report = build_report(run({"a": ({}, short)}), study=study)
+    doc = json.loads(render_json(report))
+    i4 = next(x for x in doc["candidates"][0]["criteria"] if x["id"] == "I4")
+    assert i4["values"]["atrq instances counted"] == "#1 sertraline: yes; #2 venlafaxine: no (atrq_duration 4 < 6)"
+    assert i4["values_text"]["atrq instances counted"] == (
+        "Antidepressant treatment history: which counted: "
+        "#1 sertraline: counted; #2 venlafaxine: not counted (Duration (weeks) 4 < 6)"
+    )
+    assert "#2 venlafaxine: not counted (Duration (weeks) 4 &lt; 6)" in render_html(report)

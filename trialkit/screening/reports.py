@@ -7,6 +7,7 @@ an optional `generated_at` so golden-file tests stay stable; the library never r
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -104,9 +105,30 @@ def value_words(o: CriterionOutcome, vocab: Vocabulary) -> list[tuple[str, str, 
         elif k in vocab.fields:
             shown = v if v == "***" else vocab.value(k, v)
             out.append((vocab.field(k), k, "blank" if v is None else str(shown)))
+        elif k.endswith(" instances counted") and isinstance(v, str) and v != "***":
+            form = k.removesuffix(" instances counted")
+            out.append((f"{vocab.form(form)}: which counted", k, _instance_words(v, vocab)))
         else:
             out.append((k, k, "blank" if v is None else str(v)))
     return out
+
+
+_COUNTED = {"yes": "counted", "no": "not counted", "unknown": "unknown"}
+_NAME = re.compile(r"\b[a-z][a-z0-9_]*\b")
+
+
+def _instance_words(detail: str, vocab: Vocabulary) -> str:
+    """'#2 venlafaxine: no (atrq_duration 5.9 < 6)' -> '#2 venlafaxine: not counted (Duration (weeks) 5.9 < 6)'."""
+    parts = []
+    for part in detail.split("; "):
+        head, _, rest = part.rpartition(": ")
+        word, _, why = rest.partition(" (")
+        text = f"{head}: {_COUNTED.get(word, word)}"
+        if why:
+            why = _NAME.sub(lambda m: vocab.field(m.group(0)) if m.group(0) in vocab.fields else m.group(0), why)
+            text += f" ({why}"
+        parts.append(text)
+    return "; ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------------------------
