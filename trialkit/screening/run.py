@@ -152,10 +152,12 @@ def run_demo(
     study: Any = None,
     as_of: dt.date = DEMO_AS_OF,
     generated_at: str | None = None,
+    source: str | None = None,
 ) -> DemoOutput:
     """Screen the example data set (or `data`) and write report.html, screening.json and screening_log.csv.
 
-    Reusable by a demo that first pulls the data from a REDCap server: pass the exported file as `data`.
+    Reusable by a demo that first pulls the data from a REDCap server: pass the exported file as `data` and say
+    where it came from as `source` ("REDCap <url> project <id>, pulled <time>"; default: the file's path).
     """
     root = project_root()
     data = Path(data) if data is not None else root / "examples" / "kap_trd_intake.csv"
@@ -167,7 +169,7 @@ def run_demo(
     )
     compiled = load_rules(rules, study_obj)
     screening = screen_file(data, compiled, study_obj, as_of=as_of)
-    report = build_report(screening, study=study_obj, source=str(data))
+    report = build_report(screening, study=study_obj, source=source or str(data))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     html, js, log = out / "report.html", out / "screening.json", out / "screening_log.csv"
