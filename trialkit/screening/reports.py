@@ -150,6 +150,11 @@ def _head(report: Report) -> dict[str, Any]:
             for cc in s.rules.criteria
         ],
         "checklists": len(report.candidates),
+        **({"by_site": [
+            {**{k: v for k, v in site.items() if k != "top_reason"},
+             "top_reason": list(site["top_reason"]) if site["top_reason"] else None}
+            for site in site_counts(report)
+        ]} if SITE_COLUMN in s.data.columns else {}),
     }
 
 
