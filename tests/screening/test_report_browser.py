@@ -43,7 +43,7 @@ PROBE = """<script>
   out.viewport = window.innerWidth;
   var li = document.querySelector(".flow li");
   out.flowFont = li ? parseFloat(getComputedStyle(li).fontSize) : 0;
-  var miss = document.querySelector('.checklist tbody td[data-label="missing"]');
+  var miss = document.querySelector('.checklist tbody td[data-label="missing"]:not(:empty)');
   var r = miss.getBoundingClientRect();
   out.missingRight = r.right; out.missingWidth = r.width;
   var sel = document.querySelector('select[data-filter="disposition"]');
