@@ -65,7 +65,7 @@ def vocabulary(study: Any = None, rules: Any = None) -> Vocabulary:
         kind = getattr(f.type, "value", str(f.type))
         if f.choices:
             choices[f.name] = {c.code: plain(c.label) for c in f.choices}
-            if kind in ("dropdown", "radio"):
+            if kind in ("dropdown", "radio") and not f.identifier:  # an instance is never named by PHI
                 naming.setdefault(f.form, f.name)
         elif kind in _BOOLEAN_CHOICES:
             choices[f.name] = dict(_BOOLEAN_CHOICES[kind])
