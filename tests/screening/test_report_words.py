@@ -5,6 +5,7 @@ access group."""
 from __future__ import annotations
 
 import json
+import re
 
 import polars as pl
 
@@ -110,3 +111,13 @@ def test_a_treatment_history_criterion_says_why_each_trial_did_not_count(run, st
         "#1 sertraline: counted; #2 venlafaxine: not counted (Duration (weeks) 4 < 6)"
     )
     assert "#2 venlafaxine: not counted (Duration (weeks) 4 &lt; 6)" in render_html(report)
+
+
+def test_each_candidate_is_flagged_with_the_values_that_could_not_be_used(run, study):
+    report = build_report(run({"a": ({}, None), "b": ({"vs_sbp_1": "16", "mini_mdd": "Yes"}, None)}), study=study)
+    html = render_html(report)
+    row = r'<tr data-disposition="[^"]*"[^>]*data-record="(\w+)">\s*<td data-label="record">(.*?)</td>'
+    rows = re.findall(row, html, re.S)
+    flags = {rid: "not usable" in cell for rid, cell in rows}
+    assert flags == {"a": False, "b": True}
+    assert "2 values could not be used" in html  # in b's checklist header
