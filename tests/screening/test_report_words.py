@@ -90,6 +90,7 @@ def test_counts_per_site_when_the_data_has_a_data_access_group(tmp_path, study, 
     by_site = json.loads(render_json(report))["by_site"]
     got = [(x["site"], x["assessed"], x["top_reason"]) for x in by_site]
     assert got == [("north", 2, None), ("south", 1, ["E5", 1])]
+    assert "  north                         2      1      0      1" in render_table(report)
     html = render_html(report)
     assert 'id="sites"' in html and '<option value="south">south</option>' in html
     assert '<tr data-disposition="ineligible" data-reasons="E5" data-forms="" data-site="south"' in html

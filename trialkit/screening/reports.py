@@ -314,6 +314,13 @@ def render_table(report: Report, *, limit: int | None = None, details: bool = Fa
                     lines.append(f"{'':<31}MISSING: {', '.join(o.missing)}")
                 if o.to_correct:
                     lines.append(f"{'':<31}TO CORRECT: {', '.join(o.to_correct)}")
+    sites = site_counts(report)
+    if sites:
+        lines += ["", "By site (REDCap data access group): assessed, eligible, ineligible, pending"]
+        lines += [
+            f"  {x['site']:<24} {x['assessed']:>6} {x['eligible']:>6} {x['ineligible']:>6} {x['pending']:>6}"
+            for x in sites
+        ]
     if sm.by_primary_reason:
         lines += ["", "Ineligible by primary reason:"]
         lines += [f"  {cid:<5} {n:>5}  {texts.get(cid, '')}" for cid, n in sm.by_primary_reason.items()]
