@@ -46,13 +46,14 @@ PROBE = """<script>
   var miss = document.querySelector('.checklist tbody td[data-label="missing"]:not(:empty)');
   var r = miss.getBoundingClientRect();
   out.missingRight = r.right; out.missingWidth = r.width;
+  out.filtersDisplay = getComputedStyle(document.getElementById("filters")).display;
   var sel = document.querySelector('select[data-filter="disposition"]');
   sel.value = "pending"; sel.dispatchEvent(new Event("change", {bubbles: true}));
   out.shownPending = Array.prototype.filter.call(
     document.querySelectorAll("#candidate-table tbody tr"), function (tr) { return !tr.hidden; }).length;
   sel.value = ""; sel.dispatchEvent(new Event("change", {bubbles: true}));
-  document.querySelector("#candidate-table thead th:first-child button").click();
-  document.querySelector("#candidate-table thead th:first-child button").click();
+  var sort = document.querySelector("#candidate-table thead th:first-child button");
+  if (sort) { sort.click(); sort.click(); }
   out.firstAfterSort = document.querySelector("#candidate-table tbody tr").dataset.record;
   (window.parent !== window ? parent.document : document).body.setAttribute("data-probe", JSON.stringify(out));
 })();
@@ -162,13 +163,19 @@ def test_a_phone_gets_one_column_without_sideways_scrolling(tmp_path, many):
     assert got["scrollWidth"] <= 390, got  # tables stack or scroll inside their box, the page does not
     assert got["flowFont"] >= 12, got  # the flow's text is text, not a drawing scaled to 5 px
     assert got["missingWidth"] > 100 and got["missingRight"] <= 390, got  # the 'missing' column is on screen
+    assert got["filtersDisplay"] != "none", got
     assert got["shownPending"] == many.summary.by_disposition["pending"] > 0  # the disposition filter works
     assert got["firstAfterSort"] == f"{many.total:04d}"  # the second click on 'record' sorts descending
 
 
-def test_a_desktop_window_shows_the_page_as_laid_out(tmp_path, many):
-    got = _probe(tmp_path, render_html(many), 1280)
+def test_a_desktop_window_without_javascript_lists_everyone_and_hides_the_controls(tmp_path, many):
+    page = render_html(many)
+    start = page.index("<script>")
+    no_js = page[:start] + page[page.index("</script>", start) + len("</script>"):]
+    got = _probe(tmp_path, no_js, 1280)
     assert got["scrollWidth"] <= 1280 and got["flowFont"] >= 12, got
+    assert got["filtersDisplay"] == "none", got  # controls that would do nothing are not shown
+    assert got["shownPending"] == many.total  # every candidate is listed
 
 
 def test_print_puts_the_flow_on_page_one_and_the_summary_mode_leaves_checklists_out(tmp_path, many):
