@@ -6,11 +6,14 @@ Column-wise, so a million candidates cost one select. All values are REDCap text
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import polars as pl
 
 from trialkit.screening.engine import DISPOSITION_COL, PRIMARY_COL, Screening, decode_mask, missing_col, result_col
 from trialkit.screening.outcomes import deciding_result
+from trialkit.screening.table import SEP, result_table
+from trialkit.screening.words import vocabulary
 
 WRITEBACK_FIELDS = (
     "elig_disposition",
@@ -22,14 +25,18 @@ WRITEBACK_FIELDS = (
     "elig_ruleset_version",
     "elig_ruleset_sha256",
     "elig_screened_at",
+    "elig_summary",
 )
 
 
-def result_records(screening: Screening, *, screened_at: dt.datetime, event: str | None = None) -> pl.DataFrame:
+def result_records(
+    screening: Screening, *, screened_at: dt.datetime, event: str | None = None, study: Any = None
+) -> pl.DataFrame:
     """One row per candidate: record id, [redcap_event_name], and the `elig_*` fields as REDCap text.
 
     `elig_reasons` and `elig_still_needed` are space-separated (criterion ids, field names); still-needed is blank
-    unless the candidate is pending. `screened_at` is passed in: the library never reads the clock.
+    unless the candidate is pending. `elig_summary` says the same in the protocol's and the forms' words (labels
+    from `study`; field names without it). `screened_at` is passed in: the library never reads the clock.
     """
     rules = screening.rules
     rid = screening.record_id
@@ -52,9 +59,39 @@ def result_records(screening: Screening, *, screened_at: dt.datetime, event: str
         pl.lit(stamp["sha256"]).alias("elig_ruleset_sha256"),
         pl.lit(screened_at.strftime("%Y-%m-%d %H:%M:%S")).alias("elig_screened_at"),
     )
-    out = out.with_columns(needed.alias("elig_still_needed"))
+    out = out.with_columns(needed.alias("elig_still_needed"), _summary(screening, study).alias("elig_summary"))
     order = [rid, *(["redcap_event_name"] if event else []), *WRITEBACK_FIELDS]
     return out.select(order)
+
+
+def _summary(screening: Screening, study: Any) -> pl.Series:
+    """One line per candidate a coordinator reads in REDCap: 'Ineligible: I5 MADRS total >= 20 ... (also E5)',
+    'Pending: still needed MADRS not done (11 fields); to correct: ...', 'Eligible'."""
+    table = result_table(screening, vocabulary(study, screening.rules))
+    also = pl.col("reasons").str.split(SEP).list.slice(1).list.join(", ")
+    needed = pl.col("still_needed_text").str.replace_all(SEP, "; ", literal=True)
+    correct = pl.col("to_correct").str.replace_all(SEP, "; ", literal=True)
+    pending = pl.concat_str(
+        pl.lit("Pending: "),
+        pl.when(needed != "").then(pl.concat_str(pl.lit("still needed: "), needed)).otherwise(pl.lit("")),
+        pl.when((needed != "") & (correct != "")).then(pl.lit("; ")).otherwise(pl.lit("")),
+        pl.when(correct != "").then(pl.concat_str(pl.lit("to correct: "), correct)).otherwise(pl.lit("")),
+    )
+    ineligible = pl.concat_str(
+        pl.lit("Ineligible: "),
+        pl.col("primary_reason"),
+        pl.lit(" "),
+        pl.col("primary_reason_text"),
+        pl.when(also != "").then(pl.concat_str(pl.lit(" (also "), also, pl.lit(")"))).otherwise(pl.lit("")),
+    )
+    return table.select(
+        pl.when(pl.col("disposition") == "eligible")
+        .then(pl.lit("Eligible"))
+        .when(pl.col("disposition") == "ineligible")
+        .then(ineligible)
+        .otherwise(pending)
+        .alias("elig_summary")
+    ).to_series()
 
 
 def _still_needed(screening: Screening) -> pl.Series:
