@@ -306,7 +306,7 @@ def run_nightly(
         screening = screen(rules, intake, as_of=as_of)
 
         current = _current_results(rows, record_id, event)
-        results = result_records(screening, screened_at=now, event=event)
+        results = result_records(screening, screened_at=now, event=event, study=study)
         counts = dict(results.group_by("elig_disposition").len().iter_rows())
         to_write = [
             row
