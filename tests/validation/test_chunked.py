@@ -112,3 +112,17 @@ def test_unreadable_file_is_explained_as_by_read_intake(tmp_path, mini_study):
     with pytest.raises(Exception) as whole:
         read_intake(path, mini_study)
     assert str(chunked.value) == str(whole.value)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 5])
+def test_quoted_line_breaks_never_cut_a_row(tmp_path, mini_study, chunk_rows):
+    rows = [dict(r, record_id=f"{n:03d}") for n in range(12) for r in shared.CLEAN_ROWS[:3]]
+    for i, row in enumerate(rows):
+        if row.get("drug") == "other":
+            row["drug_other"] = 'two\nlines, "quoted"\n' * (i % 3 + 1)
+            row["dose"] = "-1"  # a finding on the row after the line breaks
+    path = shared.write_csv(tmp_path / "intake.csv", rows)
+    assert path.read_text().count("\n") > len(rows) + 20
+    expected = one_pass(path, mini_study)
+    assert expected.frame.filter(pl.col("check") == "range").height == 12
+    assert_frame_equal(validate_file(path, mini_study, as_of=AS_OF, chunk_rows=chunk_rows).frame, expected.frame)

@@ -19,6 +19,7 @@ then validated by chunks, which still saves the typed tables and helper columns 
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -177,15 +178,17 @@ def _record_chunks(batches: Iterable[pl.DataFrame], release: pl.Series, chunk_ro
 def _delimited_batches(path: Path, separator: str, study: Study, chunk_rows: int) -> Iterator[pl.DataFrame] | None:
     """Chunks of whole records of a CSV/TSV file, or None when the batched reader cannot take the file (the
     caller then reads it whole, which explains what is wrong with it)."""
+    block = max(1, chunk_rows) * 64  # bytes per read; a 160-column export row is ~500 bytes
     try:
         check_delimited(path, separator)
-        scan = pl.scan_csv(path, separator=separator, infer_schema=False, encoding="utf8", null_values=[""])
-        header = list(scan.collect_schema())
+        header = list(pl.scan_csv(path, separator=separator, infer_schema=False, n_rows=0).collect_schema())
         names = [str(c).strip().lstrip("\ufeff") for c in header]
         rid = study.record_id_field
         if rid not in names or len(set(names)) != len(names) or ROW in names or any(map(_RENAMED.match, names)):
             return None
-        ids = scan.select(pl.col(header[names.index(rid)]).alias(rid)).collect()
+        # the same reader as the batches below, so row i here is row i there
+        ids = pl.concat(list(_blocks(path, separator, header, block, [names.index(rid)])), how="vertical")
+        ids.columns = [rid]
     except (DataError, pl.exceptions.PolarsError, OSError):
         return None
     if ids.height == 0:
@@ -196,7 +199,7 @@ def _delimited_batches(path: Path, separator: str, study: Study, chunk_rows: int
     def batches() -> Iterator[pl.DataFrame]:
         offset = 0
         try:
-            for batch in scan.collect_batches(chunk_size=max(1, chunk_rows // 4)):
+            for batch in _blocks(path, separator, header, block, None):
                 height = batch.height
                 frame = normalise(batch).with_columns(pl.col(ROW) + offset)
                 offset += height
@@ -205,8 +208,58 @@ def _delimited_batches(path: Path, separator: str, study: Study, chunk_rows: int
             # the parser's own message quotes cells: the whole-file reader locates the problem without them
             read_text_frame(path)
             raise DataError("malformed file: cannot be read as a table", location=Location(file=str(path))) from None
+        if offset != release.len():
+            raise DataError("the file changed while it was being read", location=Location(file=str(path)))
 
     return _record_chunks(batches(), release, chunk_rows)
+
+
+def _blocks(
+    path: Path, separator: str, header: list[str], size: int, columns: list[int] | None
+) -> Iterator[pl.DataFrame]:
+    """The data rows of a delimited file as text frames, reading about `size` bytes at a time. Blocks end at a
+    line break outside quotes (an even number of quote characters before it: a doubled "" inside a quoted
+    field keeps the parity), so a quoted line break never cuts a row. polars' own batched reader maps the
+    whole file, whose pages then count as this process's memory."""
+    options = {
+        "separator": separator,
+        "has_header": False,
+        "new_columns": header if columns is None else [header[i] for i in columns],
+        "infer_schema": False,
+        "encoding": "utf8",
+        "null_values": [""],
+        "raise_if_empty": False,
+        "columns": columns,
+    }
+    with path.open("rb") as handle:
+        handle.readline()  # the header (check_delimited has seen that it holds no quoted line break)
+        carry = b""
+        odd = False  # the quote parity of `carry`
+        while True:
+            data = handle.read(size)
+            if not data:
+                break
+            text = carry + data
+            quotes_odd = odd ^ (data.count(b'"') % 2 == 1)
+            cut = text.rfind(b"\n")
+            tail_odd = False
+            while cut >= 0:
+                tail_odd = text.count(b'"', cut) % 2 == 1
+                if quotes_odd == tail_odd:  # the quotes before the break are even
+                    break
+                cut = text.rfind(b"\n", 0, cut)
+            if cut < 0:
+                carry, odd = text, quotes_odd
+                continue
+            body, carry, odd = text[: cut + 1], text[cut + 1 :], tail_odd
+            yield _read_block(body, options)
+        if carry.strip(b"\r\n"):
+            yield _read_block(carry, options)
+
+
+def _read_block(body: bytes, options: dict) -> pl.DataFrame:
+    frame = pl.read_csv(io.BytesIO(body), **options)
+    return frame.select(pl.all().cast(pl.String)) if frame.width else frame
 
 
 # ---- notes of the whole file ------------------------------------------------------------------------------
