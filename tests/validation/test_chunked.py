@@ -11,7 +11,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from trialkit.records import read_intake
-from trialkit.validation import validate
+from trialkit.validation import chunked, validate
 from trialkit.validation.chunked import merge_notes, validate_file, validate_intake
 
 AS_OF = dt.date(2026, 1, 1)
@@ -59,15 +59,21 @@ def varied_rows(seed: int, records: int = 40) -> list[dict]:
     return rows
 
 
+def _whole(*args, **kwargs):
+    """Stands in for read_intake where validate_file must stream the CSV: reading it whole fails the test."""
+    raise AssertionError("the file was read whole instead of in chunks")
+
+
 def one_pass(path, study):
     return validate(read_intake(path, study), as_of=AS_OF)
 
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("chunk_rows", [1, 3, 17, 10_000])
-def test_chunked_file_gives_the_findings_of_one_pass(tmp_path, mini_study, seed, chunk_rows):
+def test_chunked_file_gives_the_findings_of_one_pass(tmp_path, mini_study, seed, chunk_rows, monkeypatch):
     path = shared.write_csv(tmp_path / "intake.csv", varied_rows(seed))
     expected = one_pass(path, mini_study)
+    monkeypatch.setattr(chunked, "read_intake", _whole)
     got = validate_file(path, mini_study, as_of=AS_OF, chunk_rows=chunk_rows)
     assert expected.frame.height > 20  # the data does exercise the checks
     assert set(expected.frame.get_column("check")) >= {"duplicate_row", "shape", "unknown_column", "range"}
@@ -84,15 +90,17 @@ def test_chunked_in_memory_gives_the_findings_of_one_pass(tmp_path, mini_study, 
     )
 
 
-def test_duplicate_rows_far_apart_are_found(tmp_path, mini_study):
+def test_duplicate_rows_far_apart_are_found(tmp_path, mini_study, monkeypatch):
     """The two rows of a duplicate key sit in different batches of the reader: still one record, one chunk."""
     rows = [dict(r, record_id=f"{n:03d}") for n in range(30) for r in shared.CLEAN_ROWS[3:4]]
     rows.append(dict(rows[0]))  # record 000 again, last line of the file
     path = shared.write_csv(tmp_path / "intake.csv", rows)
+    expected = one_pass(path, mini_study)
+    monkeypatch.setattr(chunked, "read_intake", _whole)
     got = validate_file(path, mini_study, as_of=AS_OF, chunk_rows=2)
     dup = got.frame.filter(pl.col("check") == "duplicate_row")
     assert dup.get_column("row").to_list() == [1, 31]
-    assert_frame_equal(got.frame, one_pass(path, mini_study).frame)
+    assert_frame_equal(got.frame, expected.frame)
 
 
 def test_capped_notes_are_merged_as_one_pass_caps_them():
@@ -115,7 +123,7 @@ def test_unreadable_file_is_explained_as_by_read_intake(tmp_path, mini_study):
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 2, 5])
-def test_quoted_line_breaks_never_cut_a_row(tmp_path, mini_study, chunk_rows):
+def test_quoted_line_breaks_never_cut_a_row(tmp_path, mini_study, chunk_rows, monkeypatch):
     rows = [dict(r, record_id=f"{n:03d}") for n in range(12) for r in shared.CLEAN_ROWS[:3]]
     for i, row in enumerate(rows):
         if row.get("drug") == "other":
@@ -125,4 +133,5 @@ def test_quoted_line_breaks_never_cut_a_row(tmp_path, mini_study, chunk_rows):
     assert path.read_text().count("\n") > len(rows) + 20
     expected = one_pass(path, mini_study)
     assert expected.frame.filter(pl.col("check") == "range").height == 12
+    monkeypatch.setattr(chunked, "read_intake", _whole)
     assert_frame_equal(validate_file(path, mini_study, as_of=AS_OF, chunk_rows=chunk_rows).frame, expected.frame)

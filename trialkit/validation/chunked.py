@@ -224,7 +224,7 @@ def _blocks(
     options = {
         "separator": separator,
         "has_header": False,
-        "new_columns": header if columns is None else [header[i] for i in columns],
+        "new_columns": header,
         "infer_schema": False,
         "encoding": "utf8",
         "null_values": [""],
