@@ -5,8 +5,8 @@
 so a large file is never held whole; `trialkit validate` uses it.
 """
 
-from trialkit.validation.core import CheckInfo as CheckInfo
 from trialkit.validation.chunked import validate_file as validate_file
+from trialkit.validation.core import CheckInfo as CheckInfo
 from trialkit.validation.core import validate as validate
 from trialkit.validation.findings import COLUMNS as COLUMNS
 from trialkit.validation.findings import MASK as MASK
