@@ -28,10 +28,10 @@ import polars as pl
 
 from trialkit.definitions.model import Study
 from trialkit.errors import DataError, Location
-from trialkit.records import ROW, IntakeData, read_intake
+from trialkit.records import FORMATS, ROW, IntakeData, read_intake
 from trialkit.records.intake import build
 from trialkit.records.limits import check_delimited
-from trialkit.records.readers import detect_format, normalise, read_text_frame
+from trialkit.records.readers import normalise, read_text_frame
 from trialkit.validation.core import validate
 from trialkit.validation.findings import COLUMNS, Findings, empty_frame
 
@@ -64,8 +64,9 @@ def validate_file(
     file cannot be read as intake data."""
     path = Path(path)
     as_of = as_of or _dt.date.today()
-    fmt = detect_format(path)
-    if fmt in ("csv", "tsv") and path.is_file():
+    # anything but a delimited file (a workbook, a folder of pulled tables...) goes to read_intake, which knows it
+    fmt = FORMATS.get(path.suffix.lower()) if path.is_file() else None
+    if fmt in ("csv", "tsv"):
         batches = _delimited_batches(path, "\t" if fmt == "tsv" else ",", study, chunk_rows)
         if batches is not None:
             return validate_chunks(batches, study, event=event, source=str(path), fmt=fmt, as_of=as_of)
