@@ -1,5 +1,7 @@
-"""Validation at scale: generate a KAP-TRD-like intake file of N rows (default 1,000,000), then read and validate
-it, printing wall times and peak memory (ru_maxrss).
+"""Validation at scale: generate a KAP-TRD-like intake file of N rows (default 1,000,000), then run
+`trialkit validate` on it and, in the same run, plain pandera (polars backend) with the type/range/choice checks
+alone on the same file; each in its own process, printing wall time, CPU time, peak memory (ru_maxrss), the
+load average around it and the ratio of the two.
 
 The file is REDCap's flat export shape for the screening event: one non-repeating row per candidate with every
 screening form, plus 0-3 `atrq` (treatment history) instance rows per candidate, every cell text. Values are
@@ -8,7 +10,8 @@ fields filled by evaluating the study's own branching logic and calculations, so
 share of cells (--error-rate) is then made wrong in several ways (bad dates, out of range, unknown codes,
 wrong calc, hidden value) so the findings table is exercised too.
 
-Generation runs in a child process so that the peak memory printed is the validation's own.
+Generation runs in a child process too. Other processes on the machine change wall times: read the CPU
+times and the load average printed beside them.
 
     python benchmarks/bench_validation.py                 # 1,000,000 rows, CSV
     python benchmarks/bench_validation.py --rows 200000 --format parquet --keep /tmp/intake.parquet
@@ -19,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -31,10 +33,6 @@ import polars as pl
 ROOT = Path(__file__).resolve().parent.parent
 EVENT = "screening_arm_1"
 AS_OF = dt.date(2026, 11, 26)
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
 
 # ---- generation (child process) -----------------------------------------------------------------------------
@@ -229,19 +227,102 @@ def _inject_errors(frame: pl.DataFrame, rate: float) -> pl.DataFrame:
     )
 
 
+# ---- plain pandera on the same type/range/choice checks (child process) ------------------------------------
+def _plain_checks(study, columns: list[str]):  # type: ignore[no-untyped-def]
+    """Per column of the file, the type, range and choice checks as plain pandera checks on the raw text."""
+    import pandera.polars as pa
+
+    from trialkit.records import study_columns
+
+    def check(expr: pl.Expr, name: str) -> pa.Check:
+        return pa.Check(lambda data: data.lazyframe.select(expr.fill_null(True).alias("ok")), name=name)
+
+    out: dict[str, list] = {}
+    for col in study_columns(study):
+        if col.name not in columns:
+            continue
+        raw = pl.col(col.name)
+        checks = []
+        if col.codes is not None:
+            checks.append(check(raw.is_in(list(col.codes)), "choice"))
+        elif col.kind in ("integer", "number"):
+            pattern = r"^[-+]?[0-9]+$" if col.kind == "integer" else r"^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)$"
+            checks.append(check(raw.str.contains(pattern), "type"))
+            bounds = _bounds(col.field)
+            if bounds:
+                value = raw.cast(pl.Float64, strict=False)
+                checks.append(check(value.is_between(*bounds) | value.is_null(), "range"))
+        elif col.kind == "date":
+            value = raw.str.to_date("%Y-%m-%d", strict=False)
+            checks.append(check(value.is_not_null() | raw.is_null(), "type"))
+            checks.append(check(value <= pl.lit(AS_OF), "range"))
+        elif col.kind == "datetime":
+            checks.append(
+                check(raw.str.contains(r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}(:[0-9]{2})?$"), "type")
+            )
+        if checks:
+            out[col.name] = checks
+    return out
+
+
+def run_plain_pandera(path: Path, fmt: str) -> None:
+    import pandera.polars as pa
+    from pandera.errors import SchemaErrors
+
+    from trialkit.definitions.loader import load_study
+
+    study = load_study(ROOT)
+    frame = pl.read_csv(path, infer_schema=False, null_values=[""]) if fmt == "csv" else pl.read_parquet(path)
+    checks = _plain_checks(study, frame.columns)
+    schema = pa.DataFrameSchema(
+        {name: pa.Column(None, checks=checks.get(name, []), nullable=True) for name in frame.columns}
+    )
+    try:
+        schema.validate(frame, lazy=True)
+        failures = 0
+    except SchemaErrors as exc:
+        failures = exc.failure_cases.height
+    print(f"checks={sum(len(c) for c in checks.values())} failures={failures}")
+
+
 # ---- measurement (parent process) ---------------------------------------------------------------------------
+def _measure(label: str, argv: list[str]) -> dict:
+    """Run `argv` as a child; its wall time, CPU time and peak memory (its own ru_maxrss, from wait4)."""
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    cpu = usage.ru_utime + usage.ru_stime
+    print(
+        f"{label:<20} wall {wall:6.2f} s  CPU {cpu:6.2f} s  peak {usage.ru_maxrss / 1024:7,.0f} MB  "
+        f"exit {proc.returncode}  load {load:.2f} -> {os.getloadavg()[0]:.2f}"
+    )
+    text = (out + err).strip()
+    if text:
+        print("    " + text.splitlines()[-1][:160])
+    return {"wall": wall, "cpu": cpu, "peak": usage.ru_maxrss / 1024}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--format", choices=("csv", "parquet"), default="csv")
     ap.add_argument("--error-rate", type=float, default=0.002, help="share of rows with each injected error")
     ap.add_argument("--keep", type=Path, help="write the generated file here and keep it (reused if present)")
+    ap.add_argument("--repeat", type=int, default=1, help="run the pair of measurements this many times")
     ap.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--plain-pandera", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.generate:
         info = generate(args.generate, args.rows, args.format, args.error_rate)
         print(" ".join(f"{k}={v}" for k, v in info.items()))
+        return
+    if args.plain_pandera:
+        run_plain_pandera(args.plain_pandera, args.format)
         return
 
     tmpdir = None
@@ -272,43 +353,33 @@ def main() -> None:
             sys.exit(f"generation failed:\n{proc.stderr}")
         print(f"generated {path.name}: {proc.stdout.strip()} in {time.perf_counter() - t0:.1f} s")
 
-    from trialkit.definitions.loader import load_study
-    from trialkit.records import read_intake
-    from trialkit.validation import validate
-
-    study = load_study(ROOT)
-    base_rss = _rss_mb()
-    t0 = time.perf_counter()
-    intake = read_intake(path, study)
-    t1 = time.perf_counter()
-    findings = validate(intake, as_of=AS_OF)
-    t2 = time.perf_counter()
-    peak = _rss_mb()
-    # How much of that is branching logic and calculations (trialkit.logic): the row context, run again apart.
-    from trialkit.validation.context import build_context
-
-    t3 = time.perf_counter()
-    build_context(intake, as_of=AS_OF)
-    t_ctx = time.perf_counter() - t3
-    # The shape and size scan read_intake runs before polars (trialkit.records.limits), run again apart.
-    from trialkit.records.limits import check_delimited
-
-    t4, c4 = time.perf_counter(), time.process_time()
-    if args.format == "csv":
-        check_delimited(path, ",")
-    t_scan, c_scan = time.perf_counter() - t4, time.process_time() - c4
-    print(
-        f"file: {path.stat().st_size / 1e6:.0f} MB {args.format}, {intake.raw.height:,} rows x "
-        f"{intake.raw.width - 1} columns, {intake.records.height:,} records, "
-        f"{intake.instances['atrq'].height:,} atrq instances"
-    )
-    print(f"cores: {os.cpu_count()}, polars threads: {pl.thread_pool_size()}")
-    print(f"read + type:  {t1 - t0:6.2f} s  (of which the pre-read shape scan: {t_scan:.2f} s, CPU {c_scan:.2f} s)")
-    print(f"validate:     {t2 - t1:6.2f} s  (row context incl. branching logic and calcs: {t_ctx:.2f} s)")
-    print(f"total:        {t2 - t0:6.2f} s")
-    print(f"findings: {findings.errors:,} errors, {findings.warnings:,} warnings")
-    print(findings.summary().head(12))
-    print(f"peak memory (ru_maxrss): {peak:,.0f} MB (after imports and study load: {base_rss:,.0f} MB)")
+    print(f"file: {path} ({path.stat().st_size / 1e6:.0f} MB {args.format})")
+    print(f"cores: {os.cpu_count()}, polars threads: {pl.thread_pool_size()}, load average: {os.getloadavg()}")
+    # Each in its own process, so each peak memory is its own: `trialkit validate` exactly as a user runs it,
+    # and plain pandera (polars backend) over the same file with the type/range/choice checks alone.
+    cli = [
+        sys.executable,
+        "-m",
+        "trialkit",
+        "validate",
+        str(path),
+        "--study",
+        str(ROOT),
+        "--as-of",
+        AS_OF.isoformat(),
+        "--format",
+        "csv",
+        "--out",
+        os.devnull,
+    ]
+    plain = [sys.executable, __file__, "--plain-pandera", str(path), "--format", args.format]
+    for _ in range(args.repeat):
+        ours = _measure("trialkit validate", cli)
+        theirs = _measure("plain pandera", plain)
+        print(
+            f"ratio trialkit/pandera: wall {ours['wall'] / theirs['wall']:.2f}, CPU {ours['cpu'] / theirs['cpu']:.2f}, "
+            f"peak memory {ours['peak'] / theirs['peak']:.2f}"
+        )
     if tmpdir is not None:
         tmpdir.cleanup()
 

@@ -101,7 +101,7 @@ def _compare(bad, blank, field: str) -> None:
         assert any(t.startswith(f"{name}") for t in bad.to_correct), (field, bad.to_correct)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=st.sampled_from(CASES), start=st.sampled_from(STARTS))
 def test_an_invalid_record_value_decides_nothing(case, start):
     col, value = case
@@ -112,7 +112,7 @@ def test_an_invalid_record_value_decides_nothing(case, start):
     _compare(bad, blank, col.name)
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=st.sampled_from(TRIAL_CASES), trial=st.sampled_from([0, 1]))
 def test_an_invalid_treatment_history_value_decides_nothing(case, trial):
     col, value = case

@@ -16,7 +16,7 @@ def test_demo_writes_report_with_all_dispositions(capsys, tmp_path):
     assert info.value.code == 0, err
     assert "as of 2026-11-02" in out
     html = (tmp_path / "demo" / "report.html").read_text()
-    assert html.startswith("<!DOCTYPE html>") and "<svg" in html
+    assert html.startswith("<!DOCTYPE html>") and "Assessed for eligibility" in html
     doc = json.loads((tmp_path / "demo" / "screening.json").read_text())
     counts = doc["summary"]["by_disposition"]
     assert all(counts[d] > 0 for d in ("eligible", "ineligible", "pending")), counts

@@ -86,7 +86,8 @@ def test_a_stopped_run_is_recorded_as_stopped_not_running(kap_sandbox, tmp_path)
     from trialkit.redcap.sandbox import FaultPlan
 
     ledger = tmp_path / "l.sqlite"
-    kap_sandbox.set_faults(FaultPlan(kind="slow", delay=3.0, share=1.0))
+    # slow replies (the definitions check before the run makes a few requests too): the run waits on the server
+    kap_sandbox.set_faults(FaultPlan(kind="slow", delay=0.5, share=1.0))
     try:
         env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KAP_TOKEN": kap_sandbox.token}
         proc = subprocess.Popen([sys.executable, "-m", "trialkit", "redcap", "nightly", "--url", kap_sandbox.url,

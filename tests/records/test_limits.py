@@ -38,6 +38,10 @@ def test_scan_agrees_with_the_csv_module(tmp_path, monkeypatch, width, rows, sep
     monkeypatch.setattr(limits, "_CHUNK", chunk)
     header = [f"c{i}" for i in range(width)]
     # a row that would read as blank is not a record to either reader; keep rows that say something
+    if not crlf:
+        # csv.writer leaves a lone CR unquoted under "\n" line ends; Python's csv reader then breaks the record
+        # there while polars and the scan do not (only LF ends a line): the oracle cannot judge such files
+        rows = [[c.replace("\r", "") for c in r] for r in rows]
     rows = [r for r in rows if not (len(r) == 1 and r[0] in ("", "\r"))]
     path = tmp_path / "f.csv"
     path.write_bytes(_csv([header, *rows], sep, crlf))

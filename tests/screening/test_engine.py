@@ -240,9 +240,15 @@ def test_treatment_history_counts_distinct_failed_adequate_drugs(run):
     assert got["blank"].missing == ("atrq.atrq_improvement",)
     assert (
         got["three"].values["atrq instances counted"]
-        == "#1 sertraline: yes; #2 venlafaxine: unknown; #3 bupropion: yes"
+        == "#1 sertraline: yes; #2 venlafaxine: unknown (atrq_improvement blank); #3 bupropion: yes"
     )
-    assert got["short"].values["atrq instances counted"] == "#1 sertraline: yes; #2 venlafaxine: no"
+    # each trial that did not count says why, in the rule's terms
+    assert got["short"].values["atrq instances counted"] == (
+        "#1 sertraline: yes; #2 venlafaxine: no (atrq_duration 5.9 < 6)"
+    )
+    assert got["dose"].values["atrq instances counted"].endswith("(atrq_dose 75 < 150)")
+    assert got["resp"].values["atrq instances counted"].endswith("(atrq_improvement 50 >= 50)")
+    assert got["old"].values["atrq instances counted"].endswith("(atrq_current_episode 0 <> 1)")
     assert got["none"].values["atrq instances counted"] is None
     assert got["others"].values["atrq instances counted"] == "#1 agomelatine: yes; #2 tianeptine: yes"
 

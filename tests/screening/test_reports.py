@@ -54,11 +54,15 @@ CANDIDATES = {
 
 
 @pytest.fixture
-def report(run):
-    return build_report(run(CANDIDATES))
+def report(run, study):
+    return build_report(run(CANDIDATES), study=study, source="intake.csv")
 
 
 def _normalise(text: str, sha: str) -> str:
+    from trialkit import __version__
+
+    text = text.replace(f"trialkit {__version__}", "trialkit VERSION")
+    text = text.replace(f'"trialkit_version": "{__version__}"', '"trialkit_version": "VERSION"')
     return text.replace(sha, "SHA256").replace(sha[:12], "SHA12")
 
 
@@ -102,7 +106,8 @@ def test_json_has_the_shape_the_issue_fixes(report):
         assert c["disposition"] in {"eligible", "ineligible", "pending"}
         assert [x["id"] for x in c["criteria"]] == [f"I{i}" for i in range(1, 9)] + [f"E{i}" for i in range(1, 14)]
         for crit in c["criteria"]:
-            assert set(crit) == {"id", "kind", "result", "missing", "to_correct", "values"}
+            # the codes stay as they were; the words come beside them
+            assert set(crit) == {"id", "kind", "result", "missing", "to_correct", "values", "text", "values_text"}
             assert crit["result"] in {"met", "not_met", "unknown", "not_applicable"}
     assert by_id["0002"]["primary_reason"] == "I5"
     i5 = next(x for x in by_id["0002"]["criteria"] if x["id"] == "I5")
@@ -110,24 +115,42 @@ def test_json_has_the_shape_the_issue_fixes(report):
     pending = by_id["0005"]
     assert pending["primary_reason"] is None
     assert pending["still_needed"] == ["atrq", "current_ad_stable_date"]  # protocol order: I4 before I6
+    assert pending["still_needed_text"] == [
+        "Antidepressant treatment history: none recorded yet",
+        "Concomitant medications: Date since which the current antidepressant dose has been unchanged",
+    ]
+    assert by_id["0002"]["primary_reason_text"].startswith("MADRS total >= 20")
+    i2 = next(x for x in by_id["0001"]["criteria"] if x["id"] == "I2")
+    assert i2["values"]["mini_mdd"] == "1" and i2["values_text"]["mini_mdd"] == "MINI: major depressive disorder: Yes"
+    assert doc["source"] == "intake.csv" and doc["trialkit_version"]
     assert doc == to_document(report) | {}  # render_json is exactly the document
 
 
 def test_html_is_self_contained_and_printable(report):
     html = render_html(report)
     assert html.startswith("<!DOCTYPE html>")
-    # no network assets: no external scripts, styles, images or fonts (the SVG namespace is not fetched)
-    assert "<script" not in html
+    # no network assets: one inline script (sorting, filtering), no external scripts, styles, images or fonts
+    assert html.count("<script") == 1 and "<script src" not in html
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
     assert "@import" not in html and not re.search(r"url\((?!#)", html)  # only in-page references
-    assert "@media print" in html and "<svg" in html
-    assert 'viewBox="0 0' in html
-    # the funnel and the tables carry the counts
+    assert "@media print" in html
+    # the flow and the tables carry the counts, each criterion's text beside its id (printed, not a tooltip)
     assert "Assessed for eligibility" in html and "(n = 5)" in html
     assert "Excluded (n = 2)" in html and "Inclusion not met (n = 2)" in html
+    i5 = r'<span class="cid">I5</span> MADRS total &gt;= 20 at screening[^<]*<span class="count">n = 1'
+    assert re.search(i5, html)
+    assert "<title>" not in html.split("<body>", 1)[1]  # no text that only a mouse can see
     for rid in CANDIDATES:
         assert f'id="c-{rid}"' in html
     assert "2026-11-02" in html
+    # what it was made from, by which trialkit
+    assert "Made from <strong>intake.csv</strong>" in html and "by trialkit " in html
+    # words: a choice label beside the field's label and name; still needed grouped by form
+    assert "MINI: major depressive disorder <code>mini_mdd</code>: <strong>Yes</strong>" in html
+    assert "<li>Investigator safety review: Investigator name, Date of the review</li>" in html
+    # with JavaScript off the filters stay hidden and every candidate is listed
+    assert '<div class="controls" id="filters" hidden>' in html
+    assert html.count("<tr data-disposition=") == len(CANDIDATES)
 
 
 def test_html_escapes_data(run):
@@ -179,8 +202,8 @@ def test_identifier_values_never_reach_a_report(repo_root):
     study = load_study(repo_root)
     data = repo_root / "examples" / "kap_trd_intake.csv"
     rules = load_rules(repo_root / "eligibility_rules" / "kap_trd.yaml", study)
-    report = build_report(screen_file(data, rules, study, as_of=DEMO_AS_OF))
-    text = render_json(report) + render_html(report)
+    report = build_report(screen_file(data, rules, study, as_of=DEMO_AS_OF), study=study)
+    text = render_json(report) + render_html(report) + render_table(report, details=True)
     identifiers = [f.name for f in study.iter_fields() if f.identifier]
     assert "dob" in identifiers and "dob" in rules.identifiers
     raw = pl.read_csv(data, infer_schema=False)

@@ -8,7 +8,7 @@ from trialkit.screening.explain import candidates
 from trialkit.screening.writeback import WRITEBACK_FIELDS, result_records
 
 
-def test_result_records_match_the_explanations(run):
+def test_result_records_match_the_explanations(run, study):
     s = run(
         {
             "a": ({}, None),
@@ -18,6 +18,7 @@ def test_result_records_match_the_explanations(run):
     )
     at = dt.datetime(2026, 11, 2, 3, 15, 0)
     rows = {r["record_id"]: r for r in result_records(s, screened_at=at, event="screening_arm_1").to_dicts()}
+    worded = result_records(s, screened_at=at, study=study).get_column("elig_summary").to_list()
     assert set(rows["a"]) == {"record_id", "redcap_event_name", *WRITEBACK_FIELDS}
     for cand in candidates(s):
         r = rows[cand.record_id]
@@ -29,4 +30,11 @@ def test_result_records_match_the_explanations(run):
         assert r["elig_ruleset_sha256"] == s.rules.stamp()["sha256"]
     assert rows["b"]["elig_reasons"] == "I5 E5"
     assert rows["c"]["elig_still_needed"] == "madrs_10 inv_date"
+    # the same in words, for a coordinator reading REDCap (labels from the study; names without it)
+    assert worded == [
+        "Eligible",
+        "Ineligible: I5 MADRS total >= 20 at screening, assessed within 14 days before the screening date. (also E5)",
+        "Pending: still needed: MADRS: MADRS item 10; Investigator safety review: Date of the review",
+    ]
+    assert rows["c"]["elig_summary"] == "Pending: still needed: madrs: madrs_10; investigator_review: inv_date"
     assert all(isinstance(v, str) for r in rows.values() for v in r.values())

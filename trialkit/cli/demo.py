@@ -63,8 +63,9 @@ def demo(out_dir: Path, data: Path | None, rules_path: Path | None, as_of: _dt.d
 
     as_of = as_of or DEMO_AS_OF
     study = None
+    source = None
     if not offline:
-        data, study = _through_sandbox(out_dir, data, rules_path, as_of)
+        data, study, source = _through_sandbox(out_dir, data, rules_path, as_of)
     result = run_demo(
         out_dir,
         data=data,
@@ -72,6 +73,7 @@ def demo(out_dir: Path, data: Path | None, rules_path: Path | None, as_of: _dt.d
         study=study,
         as_of=as_of,
         generated_at=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        source=source,
     )
     sm = result.report.summary
     stamp = result.report.screening.rules.stamp()
@@ -83,13 +85,16 @@ def demo(out_dir: Path, data: Path | None, rules_path: Path | None, as_of: _dt.d
     click.echo(f"report:        {result.html}")
     click.echo(f"results:       {result.json}")
     click.echo(f"screening log: {result.log}")
+    if not offline:
+        click.echo(f"REDCap export: {data}")
+        click.echo(f"ledger:        {out_dir / 'ledger.sqlite'}")
 
 
 def _through_sandbox(
     out_dir: Path, data: Path | None, rules_path: Path | None, as_of: _dt.date
-) -> tuple[Path, Any]:
+) -> tuple[Path, Any, str]:
     """Load the intake into a fresh sandbox project, run the nightly job, and export what REDCap holds.
-    Returns the export file and the study it was checked against."""
+    Returns the export file, the study it was checked against and where the data came from (for reports)."""
     import polars as pl
 
     from trialkit.errors import UsageError
@@ -127,6 +132,8 @@ def _through_sandbox(
             f"{night.invalid_records} record(s) with validation errors (ledger: {ledger_path})"
         )
         exported = client.export_records()
+        pulled = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+        source = f"REDCap {sandbox.url} (embedded sandbox, project {study.name}), exported {pulled}"
     export_path = out_dir / "redcap_export.csv"
     columns = list(dict.fromkeys(k for row in exported for k in row))
     pl.DataFrame(
@@ -134,4 +141,4 @@ def _through_sandbox(
         [{c: None if row.get(c) in (None, "") else str(row[c]) for c in columns} for row in exported],
         schema=dict.fromkeys(columns, pl.String),
     ).write_csv(export_path)
-    return export_path, study
+    return export_path, study, source

@@ -224,3 +224,9 @@ def pull_definitions_cmd(connection, config, url, token_env, token_file, timeout
     client = open_connection(connection, config, url, token_env, token_file, timeout).client()
     paths = pull_definitions(client, out, name=name, overwrite=force)
     click.echo(f"wrote {len(paths)} file(s) under {out}")
+
+
+from trialkit.cli.redcap_data import pull, push  # noqa: E402  (the data commands, kept in their own module)
+
+redcap.add_command(pull)
+redcap.add_command(push)

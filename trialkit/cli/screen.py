@@ -34,7 +34,7 @@ def _write(path: Path, text: str) -> None:
 
 
 @click.command("screen", epilog=EXAMPLE)
-@click.argument("data", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("data", type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--rules",
     "rules_path",
@@ -109,7 +109,7 @@ def screen(
         checklists = MAX_CHECKLISTS
     else:
         checklists = 0
-    report = build_report(screening, checklists=checklists)
+    report = build_report(screening, checklists=checklists, study=study, source=str(data))
     details = bool(records)
     text = render_table(report, limit=limit or None, details=details) if fmt == "table" else render(report, fmt)
     stamp = rules.stamp()

@@ -26,7 +26,7 @@ Exit codes: 0 no errors (warnings alone do not fail unless --strict), 1 findings
 
 
 @click.command("validate", epilog=EXAMPLE)
-@click.argument("data", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("data", type=click.Path(path_type=Path))
 @click.option(
     "--study",
     "study_path",
@@ -63,17 +63,16 @@ def validate(
     fields (where branching logic shows them), values hidden by branching logic, calculated fields and
     unknown columns. Identifier (PHI) field values are masked in the output."""
     from trialkit.definitions.loader import load_study
-    from trialkit.records import read_intake
-    from trialkit.validation import validate as run_validation
+    from trialkit.validation.chunked import validate_file
 
     study = load_study(study_path)
     as_of = as_of or _dt.date.today()
     try:
-        intake = read_intake(data, study, event=event, sheet=sheet)
+        # by chunks of whole records: a 1M-row export is never held as one all-text frame (same findings)
+        findings = validate_file(data, study, event=event, sheet=sheet, as_of=as_of)
     except DataError as exc:
         # Unusable input is a usage problem for this command (exit 2), not a finding in the data.
         raise UsageError(exc.message, location=exc.location) from exc
-    findings = run_validation(intake, as_of=as_of)
     text = findings.to_table(limit=limit or None) if fmt == "table" else findings.render(fmt)
     if out is not None:
         try:

@@ -59,6 +59,8 @@ def read_text_frame(path: str | Path, *, sheet: str | int | None = None) -> tupl
     explained by a second, cheap pass over the file that finds the line and the kind of problem.
     """
     path = Path(path)
+    if path.is_dir() and (path / PULL_MANIFEST).is_file():
+        return normalise(read_pulled_folder(path)), "parquet"
     fmt = detect_format(path)
     if not path.is_file():
         raise DataError("file not found", location=Location(file=str(path)))
@@ -473,3 +475,37 @@ def normalise(frame: pl.DataFrame) -> pl.DataFrame:
         if frame.select(empty.any()).item():
             frame = frame.filter(~empty)
     return frame
+
+
+# --- a folder written by `trialkit redcap pull` ----------------------------------------------------------------
+
+PULL_MANIFEST = "manifest.json"
+
+
+def read_pulled_folder(path: str | Path) -> pl.DataFrame:
+    """The flat export frame of a pulled copy: its instrument tables joined back on the REDCap key columns."""
+    path = Path(path)
+    where = Location(file=str(path / PULL_MANIFEST))
+    try:
+        manifest = json.loads((path / PULL_MANIFEST).read_text(encoding="utf-8"))
+        entries = manifest["tables"]
+        rid = manifest["record_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DataError("not a readable manifest of a `trialkit redcap pull` folder", location=where) from None
+    frames = []
+    for entry in entries:
+        try:
+            frame = pl.read_parquet(path / entry["file"])
+        except Exception:
+            raise DataError("a table of the pulled copy cannot be read (pull again with --full)",
+                            location=Location(file=str(path / str(entry.get("file"))))) from None
+        if frame.width:  # an instrument with no data still has its columns
+            frames.append(frame)
+    if not frames:
+        return pl.DataFrame({rid: []}, schema={rid: pl.String})
+    flat = pl.concat(frames, how="diagonal_relaxed")
+    keys = [k for k in (rid, "redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance")
+            if k in flat.columns]
+    order = flat.select(pl.col(rid).unique(maintain_order=True)).with_row_index("_pos")
+    rows = flat.group_by(keys, maintain_order=True).agg(pl.all().drop_nulls().first())
+    return rows.join(order, on=rid, how="left").sort("_pos", maintain_order=True).drop("_pos")

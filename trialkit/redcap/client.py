@@ -21,6 +21,7 @@ idempotent, so they are never retried.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import time
@@ -28,15 +29,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+import polars as pl
 import requests
 from redcap import Project
 
 from trialkit.errors import RedcapError, UsageError
-
-if TYPE_CHECKING:
-    import polars as pl
 
 T = TypeVar("T")
 
@@ -99,6 +98,20 @@ class RetryPolicy:
             delay = min(delay * 2, self.max_backoff)
 
 
+@dataclass
+class CallStats:
+    """What a client has cost so far: HTTP requests, bytes each way, retries (for summaries and progress)."""
+
+    calls: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    retries: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"calls": self.calls, "bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
+                "retries": self.retries}
+
+
 class _Transient(Exception):
     """A failure worth retrying; carries the scrubbed reason."""
 
@@ -132,10 +145,18 @@ class RedcapClient:
         self._interval = 1.0 / requests_per_second if requests_per_second else 0.0
         self._last_request = float("-inf")
         self.calls: list[str] = []  # what each request was ("metadata import", ...), for reports and tests
-        self._project = Project(url, token.reveal(), timeout=timeout)
+        self.stats = CallStats()
+        # a requests hook sees every HTTP exchange PyCap makes, retries included, with its real sizes
+        self._project = Project(url, token.reveal(), timeout=timeout, hooks={"response": self._count})
 
     def __repr__(self) -> str:
         return f"RedcapClient({self.url!r})"
+
+    def _count(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        self.stats.calls += 1
+        body = response.request.body if response.request is not None else None
+        self.stats.bytes_sent += len(body) if body else 0
+        self.stats.bytes_received += len(response.content or b"")
 
     # -- the retry loop -------------------------------------------------------------------------------
 
@@ -154,6 +175,7 @@ class RedcapClient:
                 delay = next(delays, None)
                 if delay is None:
                     raise RedcapError(f"REDCap {what} failed after {self._retry.attempts} attempts: {exc}") from None
+                self.stats.retries += 1
                 self._sleep(delay)
 
     def _classify(self, what: str, fn: Callable[[], T]) -> T:
@@ -195,7 +217,11 @@ class RedcapClient:
         return self._call("metadata export", lambda: self._project.def_field)
 
     def metadata(self) -> list[dict[str, str]]:
-        return self._call("metadata export", lambda: self._project.export_metadata())
+        rows = self._call("metadata export", lambda: self._project.export_metadata())
+        if hasattr(self._project, "_metadata"):
+            # PyCap 2.7's cache, which def_field reads: the fresh copy serves it too (one fetch per job)
+            self._project._metadata = rows
+        return rows
 
     def record_ids(
         self,
@@ -229,37 +255,88 @@ class RedcapClient:
         """Flat rows of the given records (all when None), fetched record-chunk by record-chunk."""
         ids = list(records) if records is not None else self.record_ids()
         rows: list[dict[str, Any]] = []
+        for chunk in self._record_chunks(
+            ids,
+            lambda chunk: self._project.export_records(
+                records=chunk,
+                fields=list(fields) if fields else None,
+                forms=list(forms) if forms else None,
+                events=list(events) if events else None,
+            ),
+        ):
+            rows.extend(chunk)
+        return rows
+
+    def _record_chunks(self, ids: Sequence[str], export: Callable[[list[str]], T],
+                       on_chunk: Callable[[int, int], None] | None = None) -> Iterator[T]:
+        """One export call per chunk of record ids; REDCap's out-of-memory reply halves the chunk."""
         size = self.chunk_size
         start = 0
         while start < len(ids):
-            chunk = ids[start : start + size]
+            chunk = list(ids[start : start + size])
             try:
-                rows.extend(
-                    self._call(
-                        "record export",
-                        lambda chunk=chunk: self._project.export_records(
-                            records=chunk,
-                            fields=list(fields) if fields else None,
-                            forms=list(forms) if forms else None,
-                            events=list(events) if events else None,
-                        ),
-                        shrinkable=True,
-                    )
-                )
+                reply = self._call("record export", lambda chunk=chunk: export(chunk), shrinkable=True)
             except _ServerMemory as exc:
                 if size == 1:
                     raise RedcapError(f"REDCap record export failed even one record at a time: {exc}") from None
                 size = max(1, size // 2)
                 continue
             start += len(chunk)
-        return rows
+            yield reply
+            if on_chunk is not None:
+                on_chunk(start, len(ids))
+
+    def export_frame(
+        self,
+        records: Sequence[str] | None = None,
+        *,
+        fields: Sequence[str] | None = None,
+        changed_since: datetime | None = None,
+        on_chunk: Callable[[int, int], None] | None = None,
+    ) -> pl.DataFrame:
+        """Flat rows as a polars frame of text (blank -> null), exported as CSV record-chunk by record-chunk.
+
+        CSV read by polars never builds Python rows: a JSON export of 20,000 records decoded into dicts costs
+        several times the CSV path. `on_chunk(records_done, records_total)` reports progress.
+        """
+        ids = list(records) if records is not None else self.record_id_frame(changed_since=changed_since).to_list()
+        def_field = self.def_field
+        frames = [
+            csv_frame(text)
+            for text in self._record_chunks(
+                ids,
+                lambda chunk: _csv_reply(
+                    self._project.export_records(
+                        format_type="csv", records=chunk, fields=list(fields) if fields else None
+                    ),
+                    def_field,
+                ),
+                on_chunk,
+            )
+        ]
+        frames = [f for f in frames if f.width]
+        return pl.concat(frames, how="diagonal") if frames else pl.DataFrame()
+
+    def record_id_frame(self, *, changed_since: datetime | None = None) -> pl.Series:
+        """Every record id (first-seen order) in one CSV call, optionally only those changed since a time."""
+        def_field = self.def_field
+        text = self._call(
+            "record id export",
+            lambda: self._project.export_records(format_type="csv", fields=[def_field], date_begin=changed_since),
+        )
+        frame = csv_frame(text)
+        if not frame.width:
+            return pl.Series(def_field, [], dtype=pl.String)
+        return frame[def_field].unique(maintain_order=True)
+
+    def next_record_name(self) -> str:
+        """REDCap's next auto-number (the highest numeric id + 1); not a reservation."""
+        return str(self._call("next record name", lambda: self._project.generate_next_record_name())).strip()
 
     def changed_ids(self, since: datetime, *, until: datetime | None = None) -> list[str]:
         """The ids of records changed in a window (REDCap's dateRangeBegin/End, server local time), first-seen
         order. Read as CSV: a longitudinal project answers with a row per record-event-instance, and as JSON
         each of those rows repeats the field name, several times the bytes of the ids themselves."""
-        import polars as pl
-
         def_field = self.def_field
         text = self._call(
             "record id export",
@@ -273,53 +350,6 @@ class RedcapClient:
             return []
         frame = pl.read_csv(text.encode("utf-8"), infer_schema=False, columns=[def_field])
         return frame[def_field].drop_nulls().unique(maintain_order=True).to_list()
-
-    def export_frame(
-        self,
-        records: Sequence[str],
-        *,
-        fields: Sequence[str] | None = None,
-        events: Sequence[str] | None = None,
-    ) -> pl.DataFrame:
-        """Flat rows of the given records as a polars frame of strings (blank cells are ""), read from REDCap's
-        CSV export record-chunk by record-chunk. No Python row dicts are built: for a large pull the JSON path's
-        dicts cost several times the time and memory of the data itself."""
-        import polars as pl
-
-        def_field = self.def_field
-        frames: list[pl.DataFrame] = []
-        ids = list(records)
-        size = self.chunk_size
-        start = 0
-        while start < len(ids):
-            chunk = ids[start : start + size]
-            try:
-                text = self._call(
-                    "record export",
-                    lambda chunk=chunk: _csv_reply(
-                        self._project.export_records(
-                            format_type="csv",
-                            records=chunk,
-                            fields=list(fields) if fields else None,
-                            events=list(events) if events else None,
-                        ),
-                        def_field,
-                    ),
-                    shrinkable=True,
-                )
-            except _ServerMemory as exc:
-                if size == 1:
-                    raise RedcapError(f"REDCap record export failed even one record at a time: {exc}") from None
-                size = max(1, size // 2)
-                continue
-            if text.strip():
-                frame = pl.read_csv(text.encode("utf-8"), infer_schema=False)
-                # a blank cell is "" as in REDCap's JSON (polars reads it as null)
-                frames.append(frame.with_columns(pl.all().fill_null("")))
-            start += len(chunk)
-        if not frames:
-            return pl.DataFrame()
-        return pl.concat(frames, how="diagonal") if len(frames) > 1 else frames[0]
 
     # -- project design ------------------------------------------------------------------------------
 
@@ -384,18 +414,22 @@ class RedcapClient:
         def_field = self.def_field
         written: list[str] = []
         for chunk in _chunks_by_record(rows, def_field, self.chunk_size):
-            replayable = all(str(row.get("redcap_repeat_instance", "")) != "new" for row in chunk)
-            ids = self._call(
-                "record import",
-                lambda chunk=chunk: self._project.import_records(
-                    [dict(row) for row in chunk],
-                    overwrite="overwrite" if overwrite else "normal",
-                    return_content="ids",
-                ),
-                retry=replayable,
-            )
-            written.extend(str(i) for i in ids)
+            written.extend(self.import_batch(chunk, overwrite=overwrite))
         return written
+
+    def import_batch(self, rows: Sequence[Mapping[str, Any]], *, overwrite: bool = False) -> list[str]:
+        """One import call (no chunking): the ids REDCap says it wrote. Retried only when replaying is safe."""
+        replayable = all(str(row.get("redcap_repeat_instance", "")) != "new" for row in rows)
+        ids = self._call(
+            "record import",
+            lambda: self._project.import_records(
+                [dict(row) for row in rows],
+                overwrite="overwrite" if overwrite else "normal",
+                return_content="ids",
+            ),
+            retry=replayable,
+        )
+        return [str(i) for i in ids]
 
     def verify(self, rows: Sequence[Mapping[str, Any]], *, blanks_clear: bool = False) -> list[str]:
         """Read written rows back; return one message per cell REDCap does not hold as sent."""
@@ -431,6 +465,13 @@ def _csv_reply(text: str, def_field: str) -> str:
     if head.strip() and not head.startswith((def_field.lower(), f'"{def_field.lower()}"')):
         raise _Transient("the server's reply was not the CSV asked for (server error page?)")
     return text.lstrip("\ufeff")
+
+
+def csv_frame(text: str) -> pl.DataFrame:
+    """A REDCap CSV export as text cells (blank -> null); an empty export is an empty frame."""
+    if not text.strip():
+        return pl.DataFrame()
+    return pl.read_csv(io.StringIO(text), infer_schema=False, null_values=[""])
 
 
 def _base_fields(columns: Iterable[str]) -> list[str]:

@@ -316,7 +316,8 @@ def run_nightly(
                 ref = f"[{event}][{rules.reference_field}]" if event else f"[{rules.reference_field}]"
                 undated = client.record_ids(filter_logic=f"{ref} = ''")
             ids = list(dict.fromkeys([*changed, *undated]))
-        frame = client.export_frame(ids) if ids else pl.DataFrame()
+        # blank cells as "", as REDCap's JSON gives them and intake files are read
+        frame = client.export_frame(ids).with_columns(pl.all().fill_null("")) if ids else pl.DataFrame()
         if frame.is_empty():
             ledger.finish(run_id, "ok", at=finished())
             return NightlyResult(run_id, as_of, full, 0, 0, 0, 0, {}, full_reason=reason)
@@ -333,7 +334,7 @@ def run_nightly(
         screening = screen(rules, intake, as_of=as_of)
 
         current = _current_results(frame, record_id, event)
-        results = result_records(screening, screened_at=now, event=event)
+        results = result_records(screening, screened_at=now, event=event, study=study)
         counts = dict(results.group_by("elig_disposition").len().iter_rows())
         to_write = [
             row

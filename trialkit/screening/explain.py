@@ -111,9 +111,17 @@ def _instance_detail(node: Any, screening: Screening, ctx: _eval.Context) -> pl.
     if rows.height == 0:
         return pl.Series([None] * data.height, dtype=pl.String)
     # the condition per instance and, for a distinct count, what is counted (the drug), named in the detail
-    exprs = {"c": node.args[at]}
+    cond = node.args[at]
+    exprs = {"c": cond}
     if node.name == "count_distinct_instances":
         exprs["v"] = node.args[1]
+    # each part of an 'and' condition on its own, and the two sides of a comparison, to say why an instance did
+    # not count ("atrq_duration 4 < 6")
+    conjuncts = cond.operands if isinstance(cond, ast.BoolOp) and cond.op == "and" else (cond,)
+    for i, part in enumerate(conjuncts):
+        exprs[f"k{i}"] = part
+        if isinstance(part, ast.Binary) and part.op in _NEGATED:
+            exprs[f"l{i}"], exprs[f"r{i}"] = part.left, part.right
     evaluated = _eval.evaluate_many(
         exprs,
         rows.with_row_index("__row").select(pl.col("__row").cast(pl.String), pl.all().exclude("__row")),
@@ -126,10 +134,39 @@ def _instance_detail(node: Any, screening: Screening, ctx: _eval.Context) -> pl.
     )
     names = [_instance_name(v) for v in evaluated["v"].to_list()] if "v" in exprs else [None] * rows.height
     parts: dict[str, list[str]] = {}
-    for rec, n, nm, t in zip(rows[rid].to_list(), inst, names, truth.to_list(), strict=True):
+    lists = {k: evaluated[k].to_list() for k in exprs}
+    for j, (rec, n, nm, t) in enumerate(zip(rows[rid].to_list(), inst, names, truth.to_list(), strict=True)):
         head = f"#{n}" if n is not None else "#?"
-        parts.setdefault(rec, []).append(f"{head} {nm}: {words[t]}" if nm is not None else f"{head}: {words[t]}")
+        text = f"{head} {nm}: {words[t]}" if nm is not None else f"{head}: {words[t]}"
+        if t is not True:
+            why = _why_not(conjuncts, lists, j, want=None if t is None else False)
+            if why:
+                text += f" ({why})"
+        parts.setdefault(rec, []).append(text)
     return pl.Series([("; ".join(parts[r]) if r in parts else None) for r in ids[rid].to_list()], dtype=pl.String)
+
+
+_NEGATED = {">=": "<", ">": "<=", "<=": ">", "<": ">=", "=": "<>", "<>": "="}
+
+
+def _why_not(conjuncts: tuple[Any, ...], values: dict[str, list[Any]], j: int, want: bool | None) -> str:
+    """The first part of the condition that is false (or, for an unknown instance, blank) for instance j, in the
+    rule file's terms: 'atrq_duration 4 < 6', 'atrq_current_episode 0 <> 1', 'atrq_improvement blank'."""
+    from trialkit.logic import ast
+
+    for i, part in enumerate(conjuncts):
+        if values[f"k{i}"][j] is not want:
+            continue
+        if f"l{i}" in values:
+            left, right = values[f"l{i}"][j], values[f"r{i}"][j]
+            name = part.left.name if isinstance(part.left, ast.FieldRef) else "value"
+            if left is None or right is None:
+                blank = name if left is None else (part.right.name if isinstance(part.right, ast.FieldRef) else "")
+                return f"{blank} blank".strip()
+            if want is False:
+                return f"{name} {jsonable(left)} {_NEGATED[part.op]} {jsonable(right)}"
+        return "unknown" if want is None else "condition not met"
+    return ""
 
 
 def _instance_name(value: object) -> str | None:
@@ -327,7 +364,8 @@ def _missing_ranking(screening: Screening) -> tuple[tuple[MissingRank, ...], tup
     for cc in crits:
         for bit, item in enumerate(cc.missing_items):
             holders.setdefault(item.label, []).append((cc, bit))
-            spec = specs.get(item.column or "") if item.form is None else None
+            # the reference date's item reads an internal column: its label names the field (and so the form)
+            spec = (specs.get(item.column or "") or specs.get(item.label)) if item.form is None else None
             form_of[item.label] = item.form or getattr(spec, "form", None) or "other"
     if not holders:
         return (), ()

@@ -7,18 +7,21 @@ an optional `generated_at` so golden-file tests stay stable; the library never r
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 import polars as pl
 
+from trialkit import __version__
 from trialkit.errors import UsageError
 from trialkit.screening.engine import Screening, select_candidates
 from trialkit.screening.explain import Funnel, Summary, candidates, funnel, summarise
-from trialkit.screening.outcomes import CandidateResult
+from trialkit.screening.outcomes import CandidateResult, CriterionOutcome
 from trialkit.screening.table import SEP, result_table
+from trialkit.screening.words import Vocabulary, criterion_words, describe_needed, form_items, vocabulary
 from trialkit.spreadsheet import safe_frame
 
 FORMATS = ("table", "csv", "json", "html")
@@ -34,6 +37,10 @@ class Report:
     candidates: tuple[CandidateResult, ...]
     funnel: Funnel
     table: pl.DataFrame | None = None
+    #: the forms' words (field, choice and instrument labels); names only when built without the study
+    vocab: Vocabulary = field(default_factory=Vocabulary)
+    #: what the report was made from: a data file, or "REDCap <url> project <id>, pulled <time>"
+    source: str | None = None
 
     @property
     def stamp(self) -> dict[str, Any]:
@@ -41,7 +48,17 @@ class Report:
 
     @property
     def rows(self) -> pl.DataFrame:
-        return self.table if self.table is not None else result_table(self.screening)
+        return self.table if self.table is not None else result_table(self.screening, self.vocab)
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """What, when and how: source, trialkit version, rule set stamp, as-of date (the time is the writer's)."""
+        return {
+            "source": self.source,
+            "trialkit_version": __version__,
+            "ruleset": self.screening.rules.stamp(),
+            "as_of": self.screening.as_of.isoformat(),
+        }
 
     @property
     def total(self) -> int:
@@ -52,14 +69,66 @@ class Report:
 MAX_CHECKLISTS = 2000
 
 
-def build_report(screening: Screening, *, checklists: int | None = MAX_CHECKLISTS) -> Report:
+def build_report(
+    screening: Screening,
+    *,
+    checklists: int | None = MAX_CHECKLISTS,
+    study: Any = None,
+    source: str | None = None,
+) -> Report:
     """Counts, funnel and result table for every candidate; checklists for the first `checklists` (None: all).
-    A checklist costs Python objects per criterion: a million candidates get a bounded number of them."""
+    A checklist costs Python objects per criterion: a million candidates get a bounded number of them.
+    With the `study`, reports use its field, choice and form labels; `source` says what the data came from."""
     summary = summarise(screening)
     shown = screening
     if checklists is not None and len(screening) > checklists:
         shown = select_candidates(screening, screening.frame.get_column(screening.record_id).head(checklists))
-    return Report(screening, summary, tuple(candidates(shown)), funnel(screening, summary), result_table(screening))
+    vocab = vocabulary(study, screening.rules)
+    return Report(
+        screening,
+        summary,
+        tuple(candidates(shown)),
+        funnel(screening, summary),
+        result_table(screening, vocab),
+        vocab,
+        source,
+    )
+
+
+def value_words(o: CriterionOutcome, vocab: Vocabulary) -> list[tuple[str, str, str]]:
+    """A checklist's values as (what, name, value) in the forms' words: ("MINI: major depressive disorder",
+    "mini_mdd", "Yes"). Masked identifiers stay masked; computed values keep their rule-file names."""
+    out = []
+    for k, v in o.values.items():
+        if k == "today":
+            out.append(("Reference date", k, "blank" if v is None else str(v)))
+        elif k in vocab.fields:
+            shown = v if v == "***" else vocab.value(k, v)
+            out.append((vocab.field(k), k, "blank" if v is None else str(shown)))
+        elif k.endswith(" instances counted") and isinstance(v, str) and v != "***":
+            form = k.removesuffix(" instances counted")
+            out.append((f"{vocab.form(form)}: which counted", k, _instance_words(v, vocab)))
+        else:
+            out.append((k, k, "blank" if v is None else str(v)))
+    return out
+
+
+_COUNTED = {"yes": "counted", "no": "not counted", "unknown": "unknown"}
+_NAME = re.compile(r"\b[a-z][a-z0-9_]*\b")
+
+
+def _instance_words(detail: str, vocab: Vocabulary) -> str:
+    """'#2 venlafaxine: no (atrq_duration 5.9 < 6)' -> '#2 venlafaxine: not counted (Duration (weeks) 5.9 < 6)'."""
+    parts = []
+    for part in detail.split("; "):
+        head, _, rest = part.rpartition(": ")
+        word, _, why = rest.partition(" (")
+        text = f"{head}: {_COUNTED.get(word, word)}"
+        if why:
+            why = _NAME.sub(lambda m: vocab.field(m.group(0)) if m.group(0) in vocab.fields else m.group(0), why)
+            text += f" ({why}"
+        parts.append(text)
+    return "; ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -70,6 +139,8 @@ def _head(report: Report) -> dict[str, Any]:
     s = report.screening
     return {
         "ruleset": s.rules.stamp(),
+        "source": report.source,
+        "trialkit_version": __version__,
         "as_of": s.as_of.isoformat(),
         "reference_date": s.rules.reference_field,
         "notes": list(s.notes),
@@ -79,6 +150,11 @@ def _head(report: Report) -> dict[str, Any]:
             for cc in s.rules.criteria
         ],
         "checklists": len(report.candidates),
+        **({"by_site": [
+            {**{k: v for k, v in site.items() if k != "top_reason"},
+             "top_reason": list(site["top_reason"]) if site["top_reason"] else None}
+            for site in site_counts(report)
+        ]} if SITE_COLUMN in s.data.columns else {}),
     }
 
 
@@ -90,6 +166,7 @@ def _candidate_dicts(report: Report, rows: pl.DataFrame) -> Iterator[dict[str, A
     ids = [cc.id for cc in report.screening.rules.criteria]
     rid = report.screening.record_id
     checklists = {c.record_id: c for c in report.candidates}
+    vocab = report.vocab
     for row in rows.iter_rows(named=True):
         item: dict[str, Any] = {
             "record_id": row[rid],
@@ -99,10 +176,15 @@ def _candidate_dicts(report: Report, rows: pl.DataFrame) -> Iterator[dict[str, A
             "still_needed": _listed(row["still_needed"]),
             "to_correct": _listed(row["to_correct"]),
             "results": {cid: row[cid] for cid in ids},
+            "primary_reason_text": row["primary_reason_text"] or None,
+            "still_needed_text": _listed(row["still_needed_text"]),
         }
         c = checklists.get(item["record_id"])
         if c is not None:
-            item["criteria"] = [o.to_dict() for o in c.criteria]
+            item["criteria"] = [
+                {**o.to_dict(), "text": o.text, "values_text": {n: f"{w}: {v}" for w, n, v in value_words(o, vocab)}}
+                for o in c.criteria
+            ]
         yield item
 
 
@@ -135,14 +217,18 @@ def _compact_candidates(report: Report, rows: pl.DataFrame) -> str:
     ids = [cc.id for cc in report.screening.rules.criteria]
     lists = [
         pl.col(c).str.split(SEP).list.eval(pl.element().filter(pl.element() != "")).alias(c)
-        for c in ("reasons", "still_needed", "to_correct")
+        for c in ("reasons", "still_needed", "to_correct", "still_needed_text")
     ]
     frame = rows.select(
         pl.col(rid).alias("record_id"),
         "disposition",
         pl.when(pl.col("primary_reason") != "").then(pl.col("primary_reason")).alias("primary_reason"),
-        *lists,
+        *lists[:3],
         pl.struct(ids).alias("results") if ids else pl.lit(None).alias("results"),
+        pl.when(pl.col("primary_reason_text") != "").then(pl.col("primary_reason_text")).alias(
+            "primary_reason_text"
+        ),
+        lists[3],
     )
     return ",\n".join("    " + line for line in frame.write_ndjson().splitlines())
 
@@ -166,6 +252,9 @@ def render_csv(report: Report) -> str:
         pl.lit(stamp["version"]).alias("ruleset_version"),
         pl.lit(stamp["sha256"]).alias("ruleset_sha256"),
         pl.lit(report.screening.as_of.isoformat()).alias("as_of"),
+        # words after the codes, so scripts reading the columns above by position keep working
+        "primary_reason_text",
+        pl.col("still_needed_text").str.replace_all(SEP, "; ", literal=True),
     )
     return _csv(out)
 
@@ -175,13 +264,20 @@ def render_csv(report: Report) -> str:
 
 
 def render_table(report: Report, *, limit: int | None = None, details: bool = False) -> str:
-    """The terminal view: stamp, counts, one line per candidate; with `details`, each candidate's checklist."""
+    """The terminal view: provenance, counts, one line per candidate (still needed in the forms' words); with
+    `details`, each candidate's checklist with the criteria's text and the values as the forms label them."""
     s = report.screening
     stamp = s.rules.stamp()
     sm = report.summary
+    vocab = report.vocab
+    texts = criterion_words(s.rules)
     lines = [
         f"Screening against {stamp['id']} {stamp['version']} (sha256 {stamp['sha256'][:12]}) "
-        f"as of {s.as_of.isoformat()}",
+        f"as of {s.as_of.isoformat()}, trialkit {__version__}",
+    ]
+    if report.source:
+        lines.append(f"Data: {report.source}")
+    lines += [
         f"{sm.total} assessed: {sm.by_disposition['eligible']} eligible, {sm.by_disposition['ineligible']} "
         f"ineligible, {sm.by_disposition['pending']} pending",
         "",
@@ -189,16 +285,16 @@ def render_table(report: Report, *, limit: int | None = None, details: bool = Fa
     rows = [("record_id", "disposition", "primary reason", "still needed")]
     table = report.rows if limit is None else report.rows.head(limit)
     for rid, disposition, primary, needed, correct in table.select(
-        s.record_id, "disposition", "primary_reason", "still_needed", "to_correct"
+        s.record_id, "disposition", "primary_reason", "still_needed_text", "to_correct"
     ).iter_rows():
-        text = ", ".join(_listed(needed))
+        text = "; ".join(_listed(needed))
         if correct:
             fix = f"to correct: {', '.join(_listed(correct))}"
             text = f"{text}; {fix}" if text else fix
         rows.append((rid, disposition, primary, text))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
-        lines.append("  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3])
+        lines.append(("  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3]).rstrip())
     if limit is not None and report.total > limit:
         lines.append(f"... {report.total - limit} more")
     if details:
@@ -206,27 +302,49 @@ def render_table(report: Report, *, limit: int | None = None, details: bool = Fa
             lines += [
                 "",
                 f"Record {c.record_id}: {c.disposition}"
-                + (f", primary reason {c.primary_reason}" if c.primary_reason else ""),
+                + (f", primary reason {c.primary_reason} ({texts.get(c.primary_reason, '')})" if c.primary_reason
+                   else ""),
             ]
             for o in c.criteria:
-                vals = "; ".join(f"{k} = {'blank' if v is None else v}" for k, v in o.values.items())
-                miss = f"  MISSING: {', '.join(o.missing)}" if o.missing else ""
+                lines.append(f"  {o.id:<4} {o.kind:<9} {o.result:<14} {o.text}")
+                for what, name, value in value_words(o, vocab):
+                    shown = f"{what} ({name})" if what != name else name
+                    lines.append(f"{'':<31}{shown}: {value}")
+                if o.missing:
+                    lines.append(f"{'':<31}MISSING: {', '.join(o.missing)}")
                 if o.to_correct:
-                    miss += f"  TO CORRECT: {', '.join(o.to_correct)}"
-                lines.append(f"  {o.id:<4} {o.kind:<9} {o.result:<14} {vals}{miss}")
+                    lines.append(f"{'':<31}TO CORRECT: {', '.join(o.to_correct)}")
+    sites = site_counts(report)
+    if sites:
+        lines += ["", "By site (REDCap data access group): assessed, eligible, ineligible, pending"]
+        lines += [
+            f"  {x['site']:<24} {x['assessed']:>6} {x['eligible']:>6} {x['ineligible']:>6} {x['pending']:>6}"
+            for x in sites
+        ]
     if sm.by_primary_reason:
         lines += ["", "Ineligible by primary reason:"]
-        lines += [f"  {cid:<5} {n}" for cid, n in sm.by_primary_reason.items()]
+        lines += [f"  {cid:<5} {n:>5}  {texts.get(cid, '')}" for cid, n in sm.by_primary_reason.items()]
     if sm.missing_forms:
-        lines += ["", "Still needed by instrument (pending candidates):"]
-        lines += [f"  {form:<32} {n}" for form, n in sm.missing_forms]
+        lines += ["", "Still needed by form (pending candidates):"]
+        lines += [f"  {vocab.form(form):<40} {n}" for form, n in sm.missing_forms]
     if sm.missing:
         lines += ["", "Missing fields, by pending candidates they would help decide:"]
-        lines += [f"  {m.field:<32} {m.pending}" for m in sm.missing[:15]]
+        lines += [f"  {_field_words(m.field, vocab):<60} {m.pending}" for m in sm.missing[:15]]
     if s.notes:  # how the data was read where it was not plain (rows that disagree, unnumbered instances, ...)
         lines += ["", "Notes:"]
         lines += [f"  - {note}" for note in s.notes]
     return "\n".join(lines) + "\n"
+
+
+def _field_words(label: str, vocab: Vocabulary) -> str:
+    """A still-needed label with its words: `madrs_10` -> "MADRS item 10 (madrs_10)"; `atrq` -> the form's
+    label for "no instance recorded"; `atrq.atrq_improvement` -> "<form>: <field label> (atrq_improvement)"."""
+    if "." in label:
+        form, name = label.split(".", 1)
+        return f"{vocab.form(form)}: {vocab.field(name)} ({name})" if vocab.fields else label
+    if label in vocab.forms and label not in vocab.form_of:
+        return f"{vocab.form(label)}: none recorded ({label})"
+    return f"{vocab.field(label)} ({label})" if label in vocab.fields else label
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -245,6 +363,8 @@ LOG_COLUMNS = (
     "all_reasons",
     "still_needed",
     "to_correct",
+    "primary_reason_text",
+    "still_needed_text",
 )
 _LOG_DISPOSITION = {"eligible": "eligible", "ineligible": "ineligible", "pending": "pending_data"}
 
@@ -276,6 +396,8 @@ def screening_log_frame(
         pl.col("reasons").alias("all_reasons"),
         "still_needed",
         "to_correct",
+        "primary_reason_text",
+        pl.col("still_needed_text").str.replace_all(SEP, "; ", literal=True),
     )
     taken = {"consent_date": consent_date, "consent_version": consent_version, "screened_on": s.rules.reference_field}
     data = s.data
@@ -315,39 +437,72 @@ def _csv(frame: pl.DataFrame) -> str:
 # HTML
 
 
-def _funnel_svg(f: Funnel, kinds: dict[str, str]) -> dict[str, Any]:
-    """Geometry of the CONSORT figure: the main column (assessed -> eligible) with two side boxes (excluded, by
-    primary reason split into inclusion not met / exclusion met, and pending). Plain numbers keep the template
-    declarative."""
-    incl = [(cid, n, text) for cid, text, n in f.excluded.items if kinds.get(cid) == "inclusion"]
-    excl = [(cid, n, text) for cid, text, n in f.excluded.items if kinds.get(cid) != "inclusion"]
-    rows = max(len(incl), len(excl), 1)
-    main_w, side_w = 300, 460
-    x_main, x_side = 20, 400
-    y_assessed = 20
-    y_excl = 110
-    ex_h = 78 + 18 * rows
-    y_pending = y_excl + ex_h + 36
-    y_eligible = y_pending + 56 + 50
+def _flow(report: Report) -> dict[str, Any]:
+    """The CONSORT screening stages as the page draws them (boxes in HTML, so the text reflows on a phone and
+    prints at the page's size): excluded by primary reason, split into inclusion not met / exclusion met, with
+    each criterion's text; pending with the forms still needed most."""
+    f = report.funnel
+    kinds = {cc.id: cc.kind.value for cc in report.screening.rules.criteria}
+    incl = [(cid, text, n) for cid, text, n in f.excluded.items if kinds.get(cid) == "inclusion"]
+    excl = [(cid, text, n) for cid, text, n in f.excluded.items if kinds.get(cid) != "inclusion"]
+    forms = [(report.vocab.form(form), n) for form, n in report.summary.missing_forms]
     return {
-        "width": x_side + side_w + 20,
-        "height": y_eligible + 76,
-        "main_w": main_w,
-        "side_w": side_w,
-        "x_main": x_main,
-        "x_side": x_side,
-        "x_col2": x_side + side_w // 2 + 10,
-        "y_assessed": y_assessed,
-        "y_excl": y_excl,
-        "ex_h": ex_h,
-        "y_pending": y_pending,
-        "y_eligible": y_eligible,
-        "mid_x": x_main + main_w // 2,
         "incl": incl,
         "excl": excl,
-        "n_incl": sum(n for _, n, _ in incl),
-        "n_excl": sum(n for _, n, _ in excl),
+        "n_incl": sum(n for *_, n in incl),
+        "n_excl": sum(n for *_, n in excl),
+        "forms": forms,
     }
+
+
+SITE_COLUMN = "redcap_data_access_group"
+
+
+def site_counts(report: Report) -> list[dict[str, Any]]:
+    """Per REDCap data access group (site), when the data carries one: assessed, each disposition, and the most
+    frequent primary reason. Empty when the data has no `redcap_data_access_group` column."""
+    s = report.screening
+    if SITE_COLUMN not in s.data.columns:
+        return []
+    rid = s.record_id
+    sites = s.data.select(pl.col(rid).cast(pl.String), pl.col(SITE_COLUMN).cast(pl.String).fill_null("(no group)"))
+    joined = report.rows.select(rid, "disposition", "primary_reason").join(sites, on=rid, how="left")
+    joined = joined.with_columns(pl.col(SITE_COLUMN).fill_null("(no group)"))
+    out = []
+    for (site,), group in joined.group_by(SITE_COLUMN, maintain_order=True):
+        counts = dict(group.group_by("disposition").len().iter_rows())
+        reasons = group.filter(pl.col("primary_reason") != "").group_by("primary_reason").len().sort(
+            ["len", "primary_reason"], descending=[True, False]
+        )
+        out.append({
+            "site": site,
+            "assessed": group.height,
+            **{d: counts.get(d, 0) for d in ("eligible", "ineligible", "pending")},
+            "top_reason": reasons.row(0) if reasons.height else None,
+        })
+    return sorted(out, key=lambda x: x["site"])
+
+
+def _problem_counts(report: Report) -> dict[str, int]:
+    """Per candidate, how many fields held a value screening could not use (they left criteria unknown)."""
+    problems = report.screening.problems
+    if problems is None or problems.height == 0:
+        return {}
+    counts = problems.filter(pl.col("check") != "input").group_by("record").agg(pl.col("field").n_unique())
+    return dict(counts.iter_rows())
+
+
+def _forms_of(labels: list[str], vocab: Vocabulary) -> list[str]:
+    """The forms still-needed labels fall on (for the candidate table's filter)."""
+    out: dict[str, None] = {}
+    for label in labels:
+        if "." in label:
+            out.setdefault(label.split(".", 1)[0], None)
+        elif label in vocab.forms and label not in vocab.form_of:
+            out.setdefault(label, None)
+        else:
+            out.setdefault(vocab.form_of.get(label, "other"), None)
+    return list(out)
 
 
 #: Candidates listed in the HTML table (a page of a million rows helps nobody: the CSV and JSON hold them all).
@@ -356,17 +511,34 @@ MAX_ROWS = 5000
 
 def _table_rows(report: Report, limit: int) -> list[dict[str, Any]]:
     rid = report.screening.record_id
+    vocab = report.vocab
+    problems = _problem_counts(report)
+    sites: dict[str, str] = {}
+    data = report.screening.data
+    if SITE_COLUMN in data.columns:
+        sites = dict(data.head(limit).select(pl.col(rid).cast(pl.String), pl.col(SITE_COLUMN).cast(pl.String))
+                     .iter_rows())
     out = []
     for row in report.rows.head(limit).iter_rows(named=True):
+        needed = _listed(row["still_needed"])
         out.append({
             "record_id": row[rid],
             "disposition": row["disposition"],
             "primary_reason": row["primary_reason"] or None,
+            "primary_reason_text": row["primary_reason_text"],
             "reasons": _listed(row["reasons"]),
-            "still_needed": _listed(row["still_needed"]),
+            "still_needed": needed,
+            "still_needed_text": _listed(row["still_needed_text"]),
+            "forms": _forms_of(needed, vocab),
             "to_correct": _listed(row["to_correct"]),
+            "problems": problems.get(row[rid], 0),
+            "site": sites.get(row[rid]) or "",
         })
     return out
+
+
+#: Above this many candidates a printout leaves the checklists out unless the reader ticks them back in.
+PRINT_SUMMARY_ABOVE = 50
 
 
 def render_html(
@@ -376,7 +548,10 @@ def render_html(
     title: str | None = None,
     max_checklists: int = MAX_CHECKLISTS,
     max_rows: int = MAX_ROWS,
+    summary: bool | None = None,
 ) -> str:
+    """A self-contained page (one inline script, no network). `summary`: print without the checklists (default:
+    when there are more than PRINT_SUMMARY_ABOVE candidates); the reader can switch it on the page."""
     from jinja2 import Environment, select_autoescape
 
     env = Environment(
@@ -385,6 +560,11 @@ def render_html(
     source = resources.files("trialkit.screening").joinpath("templates", "report.html.j2").read_text("utf-8")
     template = env.from_string(source)
     s = report.screening
+    rows = _table_rows(report, max_rows)
+    vocab = report.vocab
+    items = form_items(s.rules, vocab)
+    checklists = report.candidates[:max_checklists]
+    by_id = {r["record_id"]: r for r in rows}
     return template.render(
         title=title or f"Screening report: {s.rules.ruleset.title}",
         ruleset=s.rules.ruleset,
@@ -393,12 +573,26 @@ def render_html(
         reference_field=s.rules.reference_field,
         notes=s.notes,
         summary=report.summary,
-        candidates=_table_rows(report, max_rows),
+        candidates=rows,
         total=report.total,
-        checklists=report.candidates[:max_checklists],
+        checklists=checklists,
+        checklist_rows=by_id,
         criteria=s.rules.criteria,
         funnel=report.funnel,
-        svg=_funnel_svg(report.funnel, {cc.id: cc.kind.value for cc in s.rules.criteria}),
+        flow=_flow(report),
+        sites=site_counts(report),
+        has_sites=SITE_COLUMN in s.data.columns,
+        reason_options=[(cc.id, cc.criterion.text) for cc in s.rules.criteria if cc.id in report.summary.by_reason],
+        form_options=[(f, vocab.form(f) if f != "other" else "Other") for f in dict.fromkeys(
+            f for r in rows for f in r["forms"])],
+        value_words=lambda o: value_words(o, vocab),
+        needed_words=lambda labels: describe_needed(labels, vocab, items),
+        field_words=lambda label: _field_words(label, vocab),
+        form_words=vocab.form,
+        texts=criterion_words(s.rules),
+        provenance=report.provenance,
+        version=__version__,
+        print_summary=summary if summary is not None else report.total > PRINT_SUMMARY_ABOVE,
         generated_at=generated_at,
     )
 

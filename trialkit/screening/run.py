@@ -93,7 +93,20 @@ def screen_file(
         )
     notes += problem_notes(intake.problems)
     result = screen(rules, intake, as_of=as_of)
-    return replace(result, notes=tuple(notes))
+    return replace(result, notes=tuple(notes), data=_with_site(result, intake.raw))
+
+
+def _with_site(result: Screening, raw: pl.DataFrame) -> pl.DataFrame:
+    """The candidates' REDCap data access group (their site), when the export has one: reports count by it."""
+    site = "redcap_data_access_group"
+    data = result.data
+    if site not in raw.columns or site in data.columns or data.height == 0:
+        return data
+    rid = result.record_id
+    first = raw.filter(pl.col(site).is_not_null()).group_by(pl.col(rid).cast(pl.String), maintain_order=True).agg(
+        pl.col(site).first()
+    )
+    return data.with_columns(pl.col(rid).cast(pl.String)).join(first, on=rid, how="left", maintain_order="left")
 
 
 def problem_notes(problems: pl.DataFrame | None, limit: int = 10) -> list[str]:
@@ -139,10 +152,12 @@ def run_demo(
     study: Any = None,
     as_of: dt.date = DEMO_AS_OF,
     generated_at: str | None = None,
+    source: str | None = None,
 ) -> DemoOutput:
     """Screen the example data set (or `data`) and write report.html, screening.json and screening_log.csv.
 
-    Reusable by a demo that first pulls the data from a REDCap server: pass the exported file as `data`.
+    Reusable by a demo that first pulls the data from a REDCap server: pass the exported file as `data` and say
+    where it came from as `source` ("REDCap <url> project <id>, pulled <time>"; default: the file's path).
     """
     root = project_root()
     data = Path(data) if data is not None else root / "examples" / "kap_trd_intake.csv"
@@ -154,7 +169,7 @@ def run_demo(
     )
     compiled = load_rules(rules, study_obj)
     screening = screen_file(data, compiled, study_obj, as_of=as_of)
-    report = build_report(screening)
+    report = build_report(screening, study=study_obj, source=source or str(data))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     html, js, log = out / "report.html", out / "screening.json", out / "screening_log.csv"

@@ -14,14 +14,17 @@ import polars as pl
 
 from trialkit.screening.engine import DISPOSITION_COL, PRIMARY_COL, Screening, decode_mask, missing_col, result_col
 from trialkit.screening.outcomes import Disposition, Result, deciding_result
+from trialkit.screening.words import Vocabulary, criterion_words, describe_needed, form_items, vocabulary
 
 #: Separator inside the reasons, still_needed and to_correct cells.
 SEP = ";"
 
 
-def result_table(screening: Screening) -> pl.DataFrame:
+def result_table(screening: Screening, vocab: Vocabulary | None = None) -> pl.DataFrame:
     """record id, disposition, primary_reason, reasons, still_needed, to_correct (blank unless pending), then
-    one column per criterion with its result label (met, not_met, unknown, not_applicable)."""
+    one column per criterion with its result label (met, not_met, unknown, not_applicable), then the words:
+    primary_reason_text (the criterion's protocol text) and still_needed_text (grouped by form and instance,
+    phrases separated by SEP)."""
     rules = screening.rules
     rid = screening.record_id
     frame = screening.frame
@@ -31,7 +34,9 @@ def result_table(screening: Screening) -> pl.DataFrame:
     ]
     labels = {r.value: r.label for r in Result}
     needed, correct = _needed_and_correct(screening)
-    return frame.select(
+    vocab = vocab or vocabulary(None, rules)
+    texts = criterion_words(rules)
+    table = frame.select(
         pl.col(rid).cast(pl.String),
         pl.col(DISPOSITION_COL).cast(pl.String).alias("disposition"),
         pl.col(PRIMARY_COL).fill_null("").alias("primary_reason"),
@@ -45,6 +50,64 @@ def result_table(screening: Screening) -> pl.DataFrame:
             for cc in rules.criteria
         ],
     )
+    return table.with_columns(
+        pl.col("primary_reason").replace_strict(texts, default="", return_dtype=pl.String).alias(
+            "primary_reason_text"
+        ),
+        needed_words(screening, table, vocab).alias("still_needed_text"),
+    )
+
+
+def needed_words(screening: Screening, table: pl.DataFrame, vocab: Vocabulary) -> pl.Series:
+    """still_needed in words, per row. Phrases are built once per distinct still-needed cell; a candidate that
+    lacks a field of some instances gets its own, naming the instances ("#2 (Citalopram)")."""
+    rid = screening.record_id
+    items = form_items(screening.rules, vocab)
+    cells = table.get_column("still_needed")
+    out: dict[str, str] = {}
+    for cell in cells.unique().to_list():
+        if cell:
+            out[cell] = SEP.join(describe_needed(cell.split(SEP), vocab, items))
+    text = cells.replace_strict(out, default="", return_dtype=pl.String) if out else pl.Series([""] * len(cells))
+    per_instance = table.filter(pl.col("still_needed").str.contains(".", literal=True)).select(rid, "still_needed")
+    if per_instance.height == 0:
+        return text
+    gaps = instance_gaps(screening, per_instance, vocab)
+    fixed = {
+        r: SEP.join(describe_needed(cell.split(SEP), vocab, items, gaps.get(r, {})))
+        for r, cell in per_instance.iter_rows()
+    }
+    ids = table.get_column(rid)
+    return pl.Series(
+        [fixed.get(r, t) for r, t in zip(ids.to_list(), text.to_list(), strict=True)], dtype=pl.String
+    )
+
+
+def instance_gaps(screening: Screening, rows: pl.DataFrame, vocab: Vocabulary) -> dict[str, dict[str, list[str]]]:
+    """record -> `form.field` -> the instances where that field is blank, named "#2 (Citalopram)" by the
+    instrument's first choice field (a choice label, never free text)."""
+    rid = screening.record_id
+    wanted: dict[str, set[str]] = {}
+    for record, cell in rows.iter_rows():
+        wanted[record] = {x for x in cell.split(SEP) if "." in x}
+    out: dict[str, dict[str, list[str]]] = {}
+    forms = {x.split(".", 1)[0] for labels in wanted.values() for x in labels}
+    for form in forms:
+        inst = screening.instances.get(form)
+        if inst is None or inst.height == 0:
+            continue
+        mine = inst.with_columns(pl.col(rid).cast(pl.String)).filter(pl.col(rid).is_in(list(wanted)))
+        namer = vocab.instance_name.get(form)
+        for row in mine.iter_rows(named=True):
+            n = row.get("redcap_repeat_instance")
+            head = f"#{int(n)}" if isinstance(n, int | float) else "#?"
+            if namer and row.get(namer) is not None:
+                head += f" ({vocab.value(namer, row[namer])})"
+            for label in wanted[row[rid]]:
+                f, column = label.split(".", 1)
+                if f == form and column in row and row[column] is None:
+                    out.setdefault(row[rid], {}).setdefault(label, []).append(head)
+    return out
 
 
 def _needed_and_correct(screening: Screening) -> tuple[pl.Series, pl.Series]:

@@ -1,0 +1,188 @@
+"""`redcap pull`: the KAP-TRD study in the sandbox, pulled through the real PyCap over HTTP (no mocks)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import polars as pl
+import pytest
+from kap_data import T0, client_for, intake_frame, rows_of
+from sandbox_data import Clock
+
+from trialkit.cli import main
+from trialkit.definitions import load_study
+from trialkit.errors import RedcapError
+from trialkit.records.readers import read_pulled_folder, stringify
+from trialkit.redcap.data_ledger import DataLedger
+from trialkit.redcap.pull import MANIFEST, pull
+from trialkit.redcap.sandbox import FaultPlan, ProjectSpec
+
+
+@pytest.fixture(scope="module")
+def study():
+    from kap_data import ROOT
+
+    return load_study(ROOT)
+
+
+@pytest.fixture
+def kap(sandbox, study):
+    clock = Clock()
+    clock.now = T0
+    sandbox.set_clock(clock)
+    token = sandbox.create_project(ProjectSpec.from_definition(study))
+    client_for(sandbox, token, chunk_size=50).import_records(rows_of(intake_frame(40)))
+    clock.now = T0 + dt.timedelta(hours=1)
+    yield token, clock
+    sandbox.set_faults(None)
+    sandbox.set_clock(None)
+    sandbox.drop_project(token)
+
+
+def full_export(client) -> pl.DataFrame:
+    return client.export_frame()
+
+
+def local_copy(out) -> pl.DataFrame:
+    return stringify(read_pulled_folder(out))
+
+
+def test_first_pull_writes_a_typed_table_per_instrument_that_reads_back_as_the_export(sandbox, kap, tmp_path):
+    token, clock = kap
+    client = client_for(sandbox, token)
+    with DataLedger(tmp_path / "ledger.sqlite") as ledger:
+        result = pull(client, tmp_path / "copy", ledger=ledger, now=clock.now)
+        runs = ledger.runs("pull")
+    assert result.full and result.records == 40 and result.fetched == 40 and result.deleted == 0
+    manifest = json.loads((tmp_path / "copy" / MANIFEST).read_text())
+    assert manifest["ledger"]["run_id"] == result.run_id == runs[0]["id"] and runs[0]["status"] == "ok"
+    assert manifest["pulled_at"] == clock.now.isoformat() and manifest["records"] == 40
+    tables = {t["name"]: t for t in manifest["tables"]}
+    assert tables["atrq"]["repeating"] and not tables["demographics"]["repeating"]
+    atrq = pl.read_parquet(tmp_path / "copy" / tables["atrq"]["file"])
+    assert set(atrq["redcap_repeat_instrument"]) == {"atrq"} and atrq["redcap_repeat_instance"].dtype == pl.Int64
+    consent = pl.read_parquet(tmp_path / "copy" / tables["consent"]["file"])
+    assert consent["screening_date"].dtype == pl.Date and consent["consent_complete"].dtype == pl.Int64
+    assert consent["record_id"].dtype == pl.String  # ids such as 0001 keep their zeros
+    # the instrument tables joined back are exactly REDCap's flat export, row for row
+    assert local_copy(tmp_path / "copy").equals(full_export(client))
+
+
+def test_incremental_pull_fetches_only_changes_drops_deleted_records_and_equals_a_full_pull(sandbox, kap, tmp_path):
+    token, clock = kap
+    client = client_for(sandbox, token)
+    ledger = DataLedger(tmp_path / "ledger.sqlite")
+    first = pull(client, tmp_path / "copy", ledger=ledger, now=clock.now)
+
+    clock.now = T0 + dt.timedelta(days=1)
+    editor = client_for(sandbox, token)
+    editor.import_records([{"record_id": "0003", "redcap_event_name": "screening_arm_1", "education_years": "17"},
+                           {"record_id": "0007", "redcap_event_name": "screening_arm_1",
+                            "redcap_repeat_instrument": "atrq", "redcap_repeat_instance": "9",
+                            "atrq_drug": "sertraline"}])
+    editor._project.delete_records(["0010"])
+    clock.now += dt.timedelta(hours=1)
+    again = client_for(sandbox, token)
+    second = pull(again, tmp_path / "copy", ledger=ledger, now=clock.now)
+    assert not second.full and second.fetched == 2 and second.deleted == 1 and second.records == 39
+    assert local_copy(tmp_path / "copy").equals(full_export(client))
+    # cost follows the change (here the data dictionary, read by every pull, is most of what is left)
+    assert second.stats["bytes_received"] < first.stats["bytes_received"] * 0.75
+    assert len(list((tmp_path / "copy").glob("data-*"))) == 1  # the previous copy is gone
+
+    # the overlap is minutes: a change an hour before the last pull is not fetched again
+    clock.now += dt.timedelta(hours=1)
+    third = pull(client_for(sandbox, token), tmp_path / "copy", ledger=ledger, now=clock.now)
+    assert third.fetched == 0 and third.records == 39
+    ledger.close()
+
+
+def test_a_pull_that_fails_midway_keeps_the_previous_copy_and_a_rerun_completes(sandbox, kap, tmp_path):
+    token, clock = kap
+    ledger = DataLedger(tmp_path / "ledger.sqlite")
+    pull(client_for(sandbox, token), tmp_path / "copy", ledger=ledger, now=clock.now)
+    before = local_copy(tmp_path / "copy")
+    clock.now = T0 + dt.timedelta(days=1)
+    client_for(sandbox, token).import_records(
+        [{"record_id": rid, "redcap_event_name": "screening_arm_1", "education_years": "11"}
+         for rid in ("0001", "0002", "0004", "0005", "0006", "0008", "0009", "0011", "0012")])
+    # the second chunk of the record export gets no reply, and the client does not retry
+    sandbox.set_faults(FaultPlan(kind="drop", share=0.5, seed=3, contents=("record",)))
+    with pytest.raises(RedcapError):
+        pull(client_for(sandbox, token, chunk_size=2, attempts=1), tmp_path / "copy", ledger=ledger,
+             now=clock.now + dt.timedelta(hours=1))
+    sandbox.set_faults(None)
+    assert local_copy(tmp_path / "copy").equals(before)
+    assert ledger.runs("pull")[-1]["status"] == "failed"
+    pull(client_for(sandbox, token), tmp_path / "copy", ledger=ledger, now=clock.now + dt.timedelta(hours=2))
+    assert local_copy(tmp_path / "copy").equals(full_export(client_for(sandbox, token)))
+    ledger.close()
+
+
+def test_a_record_is_never_split_across_chunks(sandbox, kap, tmp_path):
+    token, clock = kap
+    client = client_for(sandbox, token, chunk_size=3)  # records have up to 7 rows each
+    with DataLedger(tmp_path / "ledger.sqlite") as ledger:
+        pull(client, tmp_path / "copy", ledger=ledger, now=clock.now)
+    copy = local_copy(tmp_path / "copy")
+    assert copy.equals(full_export(client_for(sandbox, token, chunk_size=500)))
+    assert copy.select(pl.struct(["record_id", "redcap_event_name", "redcap_repeat_instrument",
+                                  "redcap_repeat_instance"]).is_unique().all()).item()
+
+
+def test_screen_and_validate_read_the_pulled_folder(sandbox, kap, tmp_path, monkeypatch, capsys):
+    from kap_data import ROOT
+
+    token, clock = kap
+    with DataLedger(tmp_path / "ledger.sqlite") as ledger:
+        pull(client_for(sandbox, token), tmp_path / "copy", ledger=ledger, now=clock.now)
+    csv_copy = tmp_path / "copy.csv"
+    local_copy(tmp_path / "copy").write_csv(csv_copy)
+    outputs = {}
+    for source in (tmp_path / "copy", csv_copy):
+        for command in (["validate", str(source), "--study", str(ROOT), "--as-of", "2026-11-01", "--format", "csv"],
+                        ["screen", str(source), "--rules", str(ROOT / "eligibility_rules" / "kap_trd.yaml"),
+                         "--as-of", "2026-11-01", "--format", "csv"]):
+            with pytest.raises(SystemExit) as stop:
+                main(command)
+            outputs[(command[0], source.suffix)] = (stop.value.code, capsys.readouterr().out)
+    # the folder gives what the same data as a CSV export gives
+    assert outputs[("validate", "")] == outputs[("validate", ".csv")]
+    assert outputs[("screen", "")] == outputs[("screen", ".csv")]
+    assert "record_id" in outputs[("screen", "")][1]
+
+
+def test_pull_cli_prints_a_json_summary_and_is_quiet_when_piped(sandbox, kap, tmp_path, monkeypatch, capsys):
+    token, _ = kap
+    monkeypatch.setenv("KAP_SANDBOX_TOKEN", token)
+    (tmp_path / "trialkit.toml").write_text(
+        f'[redcap.sandbox]\nurl = "{sandbox.url}"\ntoken_env = "KAP_SANDBOX_TOKEN"\nchunk_size = 9\n')
+    with pytest.raises(SystemExit) as stop:
+        main(["redcap", "pull", "--connection", "sandbox", "--out", str(tmp_path / "copy"), "--study", str(tmp_path),
+              "--format", "json"])
+    assert stop.value.code in (0, None)
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["records"] == 40 and summary["bytes"] > 0 and summary["failures"] == 0
+    assert summary["calls"] == 3 + 5  # project, dictionary, id list, then 40 records in chunks of 9
+    assert captured.err == ""  # no progress line when stderr is not a terminal
+    assert token not in captured.out
+
+
+def test_progress_is_one_rewritten_line_on_a_terminal_only():
+    import io
+
+    from trialkit.redcap.progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty, pipe = Terminal(), io.StringIO()
+    for stream in (tty, pipe):
+        report = Progress("pull", stream)
+        report.update("chunk 1, 500/1000 records, 3 calls, 0 retries", force=True)
+        report.done()
+    assert tty.getvalue().startswith("\r") and "chunk 1, 500/1000 records" in tty.getvalue()
+    assert pipe.getvalue() == ""

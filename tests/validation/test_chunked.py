@@ -1,0 +1,137 @@
+"""Validation by chunks of whole records gives exactly the findings of one pass, wherever chunks cut the file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import intake_data as shared
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from trialkit.records import read_intake
+from trialkit.validation import chunked, validate
+from trialkit.validation.chunked import merge_notes, validate_file, validate_intake
+
+AS_OF = dt.date(2026, 1, 1)
+
+_BAD = {
+    "age": ["34.5", "200", "x"],
+    "sex": ["3", ""],
+    "dob": ["2030-01-01", "1990-02-30"],
+    "email": ["bo at example"],
+    "mood": ["101"],
+    "bmi": ["99", ""],
+    "height": ["tall"],
+    "dose": ["-1", "5000"],
+    "drug": ["prozac"],
+    "start": ["2024-02-30"],
+    "redcap_repeat_instance": ["", "new", "0"],
+    "record_id": [""],
+}
+
+
+def varied_rows(seed: int, records: int = 40) -> list[dict]:
+    """Copies of the clean records under new ids with wrong values, repeated rows (same and different values),
+    unnumbered instances, blank ids, and rows of one record scattered over the file."""
+    rnd = random.Random(seed)
+    rows: list[dict] = []
+    for n in range(records):
+        rid = f"{n:04d}"
+        for template in shared.CLEAN_ROWS[:3] if n % 2 else shared.CLEAN_ROWS[3:]:
+            row = dict(template, record_id=rid)
+            for field, bad in _BAD.items():
+                if field in row and rnd.random() < 0.08:
+                    row[field] = rnd.choice(bad)
+            rows.append(row)
+            if rnd.random() < 0.15:  # the same row again, sometimes with another value
+                again = dict(row)
+                if rnd.random() < 0.5 and "mood" in again:
+                    again["mood"] = str(rnd.randint(0, 100))
+                rows.append(again)
+    if rows:
+        rows[0]["extra_column"] = "x"  # not a field of the study
+    # move some rows far from their record's other rows, so records cross any chunk boundary
+    for _ in range(len(rows) // 6):
+        i, j = rnd.randrange(len(rows)), rnd.randrange(len(rows))
+        rows.insert(j, rows.pop(i))
+    return rows
+
+
+def _whole(*args, **kwargs):
+    """Stands in for read_intake where validate_file must stream the CSV: reading it whole fails the test."""
+    raise AssertionError("the file was read whole instead of in chunks")
+
+
+def one_pass(path, study):
+    return validate(read_intake(path, study), as_of=AS_OF)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("chunk_rows", [1, 3, 17, 10_000])
+def test_chunked_file_gives_the_findings_of_one_pass(tmp_path, mini_study, seed, chunk_rows, monkeypatch):
+    path = shared.write_csv(tmp_path / "intake.csv", varied_rows(seed))
+    expected = one_pass(path, mini_study)
+    monkeypatch.setattr(chunked, "read_intake", _whole)
+    got = validate_file(path, mini_study, as_of=AS_OF, chunk_rows=chunk_rows)
+    assert expected.frame.height > 20  # the data does exercise the checks
+    assert set(expected.frame.get_column("check")) >= {"duplicate_row", "shape", "unknown_column", "range"}
+    assert_frame_equal(got.frame, expected.frame)
+    assert got.rows_checked == expected.rows_checked
+
+
+@pytest.mark.parametrize("chunk_rows", [2, 9])
+def test_chunked_in_memory_gives_the_findings_of_one_pass(tmp_path, mini_study, chunk_rows):
+    path = shared.write_csv(tmp_path / "intake.csv", varied_rows(11, records=30))
+    intake = read_intake(path, mini_study)
+    assert_frame_equal(
+        validate_intake(intake, as_of=AS_OF, chunk_rows=chunk_rows).frame, validate(intake, as_of=AS_OF).frame
+    )
+
+
+def test_duplicate_rows_far_apart_are_found(tmp_path, mini_study, monkeypatch):
+    """The two rows of a duplicate key sit in different batches of the reader: still one record, one chunk."""
+    rows = [dict(r, record_id=f"{n:03d}") for n in range(30) for r in shared.CLEAN_ROWS[3:4]]
+    rows.append(dict(rows[0]))  # record 000 again, last line of the file
+    path = shared.write_csv(tmp_path / "intake.csv", rows)
+    expected = one_pass(path, mini_study)
+    monkeypatch.setattr(chunked, "read_intake", _whole)
+    got = validate_file(path, mini_study, as_of=AS_OF, chunk_rows=2)
+    dup = got.frame.filter(pl.col("check") == "duplicate_row")
+    assert dup.get_column("row").to_list() == [1, 31]
+    assert_frame_equal(got.frame, expected.frame)
+
+
+def test_capped_notes_are_merged_as_one_pass_caps_them():
+    named = tuple(f"record {i}: rows disagree on mood; those values are treated as missing" for i in range(10))
+    chunk1 = (*named, "... and 2 more with rows that disagree")
+    chunk2 = ("record (history instance) 99 1: rows disagree on dose; x", "record 50: rows disagree on age; x")
+    merged = merge_notes([chunk1, chunk2], ["history"])
+    assert merged[:10] == list(chunk1[:10])
+    assert merged[10:] == ["... and 4 more with rows that disagree"]
+
+
+def test_unreadable_file_is_explained_as_by_read_intake(tmp_path, mini_study):
+    path = tmp_path / "intake.csv"
+    path.write_text("record_id,age\n001,3\n002,4,5\n", encoding="utf-8")
+    with pytest.raises(Exception) as chunked:
+        validate_file(path, mini_study, as_of=AS_OF)
+    with pytest.raises(Exception) as whole:
+        read_intake(path, mini_study)
+    assert str(chunked.value) == str(whole.value)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 5])
+def test_quoted_line_breaks_never_cut_a_row(tmp_path, mini_study, chunk_rows, monkeypatch):
+    rows = [dict(r, record_id=f"{n:03d}") for n in range(12) for r in shared.CLEAN_ROWS[:3]]
+    for i, row in enumerate(rows):
+        if row.get("drug") == "other":
+            row["drug_other"] = 'two\nlines, "quoted"\n' * (i % 3 + 1)
+            row["dose"] = "-1"  # a finding on the row after the line breaks
+    path = shared.write_csv(tmp_path / "intake.csv", rows)
+    assert path.read_text().count("\n") > len(rows) + 20
+    expected = one_pass(path, mini_study)
+    assert expected.frame.filter(pl.col("check") == "range").height == 12
+    monkeypatch.setattr(chunked, "read_intake", _whole)
+    assert_frame_equal(validate_file(path, mini_study, as_of=AS_OF, chunk_rows=chunk_rows).frame, expected.frame)
