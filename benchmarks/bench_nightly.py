@@ -10,7 +10,7 @@ the nightly job runs night after night against it through PyCap over HTTP:
 
 The server's clock and the job's move together (a second per reading), so record change times fall where a
 real server would put them. The server runs in this process (a thread), so its work is in the seconds; the
-bytes are request bodies plus reply bodies as PyCap sent and received them.
+bytes are request bodies plus reply bodies as PyCap sent and received them (the client's CallStats).
 
     python benchmarks/bench_nightly.py                   # N = 2,000 and 20,000
     python benchmarks/bench_nightly.py --records 2000
@@ -25,8 +25,6 @@ import sys
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
-
-import redcap.request
 
 from trialkit.definitions import load_study
 from trialkit.redcap.client import RedcapClient, Token
@@ -48,25 +46,7 @@ class Ticking:
         return self.now
 
 
-class Wire:
-    """Requests and bytes through PyCap's session (request body + reply body)."""
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.bytes = 0
-        redcap.request._session.hooks["response"].append(self._seen)
-
-    def _seen(self, response, *args, **kwargs):
-        self.requests += 1
-        body = response.request.body or b""
-        self.bytes += len(body) + len(response.content)
-        return response
-
-    def reset(self) -> None:
-        self.requests = self.bytes = 0
-
-
-def bench(n: int, wire: Wire) -> None:
+def bench(n: int) -> None:
     study = load_study(ROOT)
     rules = load_rules(ROOT / "eligibility_rules" / "kap_trd.yaml", study)
     rows = [{k: v for k, v in row.items() if v not in (None, "") and not k.startswith("elig_")
@@ -81,11 +61,14 @@ def bench(n: int, wire: Wire) -> None:
         ledger = Ledger(Path(tmp) / "ledger.sqlite")
 
         def night(label: str) -> None:
-            wire.reset()
+            before = client.stats.to_dict()
             t0 = time.perf_counter()
             result = run_nightly(client, study, rules, ledger=ledger, as_of=DEMO_AS_OF, now=clock(), clock=clock)
             seconds = time.perf_counter() - t0
-            print(f"{n:>7,} {label:<34} {wire.requests:>8} {wire.bytes / 1e6:>10.2f} {result.pulled:>8,} "
+            after = client.stats.to_dict()
+            requests = after["calls"] - before["calls"]
+            wire = sum(after[k] - before[k] for k in ("bytes_sent", "bytes_received"))
+            print(f"{n:>7,} {label:<34} {requests:>8} {wire / 1e6:>10.2f} {result.pulled:>8,} "
                   f"{result.written:>8,} {seconds:>8.2f}", flush=True)
 
         clock.now = dt.datetime(2026, 11, 2, 2, 0, 0)
@@ -107,10 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, action="append", help="N (repeatable; default 2,000 and 20,000)")
     args = ap.parse_args(argv)
-    wire = Wire()
     print(f"{'N':>7} {'run':<34} {'requests':>8} {'MB':>10} {'pulled':>8} {'written':>8} {'seconds':>8}")
     for n in args.records or [2000, 20000]:
-        bench(n, wire)
+        bench(n)
 
 
 if __name__ == "__main__":
