@@ -135,3 +135,11 @@ def test_quoted_line_breaks_never_cut_a_row(tmp_path, mini_study, chunk_rows, mo
     assert expected.frame.filter(pl.col("check") == "range").height == 12
     monkeypatch.setattr(chunked, "read_intake", _whole)
     assert_frame_equal(validate_file(path, mini_study, as_of=AS_OF, chunk_rows=chunk_rows).frame, expected.frame)
+
+
+@pytest.mark.parametrize("content", ["record_id", "record_id\n", "record_id,age\r\n"])
+def test_a_header_without_rows_gives_the_findings_of_one_pass(tmp_path, mini_study, content):
+    # the streamed path found no block to concatenate: an internal error (found by tests/adversarial)
+    path = tmp_path / "intake.csv"
+    path.write_text(content, encoding="utf-8")
+    assert_frame_equal(validate_file(path, mini_study, as_of=AS_OF).frame, one_pass(path, mini_study).frame)

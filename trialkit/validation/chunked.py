@@ -200,10 +200,13 @@ def _delimited_batches(
         if rid not in names or len(set(names)) != len(names) or ROW in names or any(map(_RENAMED.match, names)):
             return None
         # the same reader as the batches below, so row i here is row i there
-        ids = pl.concat(list(_blocks(path, separator, header, block, [names.index(rid)])), how="vertical")
-        ids.columns = [rid]
+        parts = list(_blocks(path, separator, header, block, [names.index(rid)]))
     except (DataError, pl.exceptions.PolarsError, OSError):
         return None
+    if not parts:  # a header and no data row: the whole-file path says so in its words
+        return None
+    ids = pl.concat(parts, how="vertical")
+    ids.columns = [rid]
     if ids.height == 0:
         return None
     release = _release(ids, rid)
