@@ -3,6 +3,7 @@ each problem placed in the YAML file it came from."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,24 @@ def referenced_fields(text: str) -> set[str] | None:
     except (LogicError, RecursionError):
         return None
     return {n.name for n in walk(tree) if isinstance(n, FieldRef)}
+
+
+def calc_references(study: Study) -> dict[str, frozenset[str]]:
+    """Each calculated field with an expression -> the fields it reads (by name: events and checkbox codes
+    dropped; empty when it does not parse, which the checker reports). Worked out once per study."""
+    try:
+        return _calc_references(study)
+    except TypeError:  # an unhashable study (a test double)
+        return _calc_references.__wrapped__(study)
+
+
+@functools.cache
+def _calc_references(study: Study) -> dict[str, frozenset[str]]:
+    return {
+        f.name: frozenset(referenced_fields(f.calculation) or ())
+        for f in study.iter_fields()
+        if f.type is FieldType.CALC and f.calculation.strip()
+    }
 
 
 def expression_checker(study: Study, *, allow_extensions: bool, strict_codes: bool = False) -> ExpressionCheck:

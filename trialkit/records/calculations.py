@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from trialkit.definitions.expressions import calc_references
 from trialkit.definitions.model import Field, FieldType, Study
 from trialkit.records.convert import EVENT, REPEAT_INSTRUMENT, study_columns
 
@@ -182,17 +183,10 @@ def calc_fields(study: Study) -> list[Field]:
 
 @functools.cache
 def _calc_fields(study: Study) -> tuple[Field, ...]:
-    from trialkit import logic
-
     calcs = [f for f in study.iter_fields() if f.type is FieldType.CALC and f.calculation.strip()]
-    names = {f.name for f in calcs}
-    deps: dict[str, set[str]] = {}
-    for f in calcs:
-        try:
-            refs = {r.name for r in logic.references(parsed(f.calculation))}
-        except Exception:  # a bad expression is reported by the definitions checker and by validation
-            refs = set()
-        deps[f.name] = (refs & names) - {f.name}
+    references = calc_references(study)  # a bad expression reads nothing here: the checker reports it
+    names = set(references)
+    deps = {f.name: (references[f.name] & names) - {f.name} for f in calcs}
     ordered: list[Field] = []
     done: set[str] = set()
     pending = list(calcs)

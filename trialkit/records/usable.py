@@ -18,6 +18,7 @@ from collections.abc import Collection
 
 import polars as pl
 
+from trialkit.definitions.expressions import calc_references
 from trialkit.definitions.model import Study
 from trialkit.records.calculations import calc_fields, form_scope, parsed
 from trialkit.records.cellchecks import cell_checks
@@ -43,24 +44,15 @@ def empty_problems() -> pl.DataFrame:
 def checked_columns(study: Study, present: Collection[str], wanted: Collection[str] | None) -> list[Column]:
     """The data columns to check: those present in the input and wanted (None: all), plus every input of a
     wanted calculated field, through nested calcs (a mistyped item must blank the total that is read)."""
-    from trialkit import logic
-
     if wanted is not None:
         wanted = set(wanted)
-        calcs = {f.name: f for f in calc_fields(study)}
+        calcs = calc_references(study)
         todo = [c for c in wanted if c in calcs]
         while todo:
-            name = todo.pop()
-            try:
-                refs = logic.reference_columns(parsed(calcs[name].calculation))
-            except Exception:  # a broken calc is the definitions checker's business
-                continue
-            for ref in refs:
-                ref = ref.split(":", 1)[-1]
-                if ref not in wanted:
-                    wanted.add(ref)
-                    if ref in calcs:
-                        todo.append(ref)
+            for ref in calcs[todo.pop()] - wanted:
+                wanted.add(ref)
+                if ref in calcs:
+                    todo.append(ref)
     rid = study.record_id_field
     return [
         c
