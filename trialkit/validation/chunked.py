@@ -33,7 +33,7 @@ from trialkit.records.intake import build
 from trialkit.records.limits import check_delimited
 from trialkit.records.readers import normalise, read_text_frame
 from trialkit.validation.core import validate
-from trialkit.validation.findings import COLUMNS, Findings, empty_frame
+from trialkit.validation.findings import COLUMNS, Findings, empty_frame, file_finding
 
 #: cells per chunk: with typed and helper columns and pandera's failure cases, ~1.1 GB peak for a 1M x 161
 #: export (62,000 rows a chunk). Each chunk also costs ~0.7 s CPU of pandera set-up whatever its size, so
@@ -121,7 +121,7 @@ def validate_chunks(
     if order is None:  # no chunk at all: an empty input
         return Findings(frame=empty_frame(), source=source, rows_checked=0, as_of=as_of)
     shape = pl.DataFrame(
-        [_file_finding("shape", note) for note in merge_notes(notes, _repeating_forms(study))], schema=COLUMNS
+        [file_finding("shape", note) for note in merge_notes(notes, _repeating_forms(study))], schema=COLUMNS
     )
     # logic problems and unknown columns do not depend on the rows: each chunk repeats them
     once = pl.concat(file_level, how="vertical").unique(maintain_order=True)
@@ -322,17 +322,3 @@ def merge_notes(per_chunk: list[tuple[str, ...]], forms: list[str]) -> list[str]
     if conflict_total > _NOTES_LIMIT:
         out.append(f"... and {conflict_total - _NOTES_LIMIT} more with rows that disagree")
     return out
-
-
-def _file_finding(check: str, message: str) -> dict[str, object]:
-    return {
-        "row": None,
-        "record": None,
-        "event": None,
-        "instance": None,
-        "field": None,
-        "value": None,
-        "check": check,
-        "severity": "warning",
-        "message": message,
-    }

@@ -55,7 +55,7 @@ from trialkit.validation.context import (
     started_name,
     typed_name,
 )
-from trialkit.validation.findings import COLUMNS, MASK, Findings, empty_frame
+from trialkit.validation.findings import COLUMNS, MASK, Findings, empty_frame, file_finding
 
 ERROR = Severity.ERROR.value
 WARNING = Severity.WARNING.value
@@ -315,32 +315,8 @@ def _findings_frame(
     failures: pl.DataFrame | None, plan: _Plan, work: pl.DataFrame, intake: IntakeData, ctx: Context
 ) -> pl.DataFrame:
     parts: list[pl.DataFrame] = []
-    extra = [
-        {
-            "row": None,
-            "record": None,
-            "event": None,
-            "instance": None,
-            "field": None,
-            "value": None,
-            "check": "shape",
-            "severity": WARNING,
-            "message": note,
-        }
-        for note in intake.notes
-    ] + [
-        {
-            "row": None,
-            "record": None,
-            "event": None,
-            "instance": None,
-            "field": field,
-            "value": None,
-            "check": "logic",
-            "severity": WARNING,
-            "message": message,
-        }
-        for field, message in ctx.problems
+    extra = [file_finding("shape", note, severity=WARNING) for note in intake.notes] + [
+        file_finding("logic", message, field, severity=WARNING) for field, message in ctx.problems
     ]
     if extra:
         parts.append(pl.DataFrame(extra, schema=COLUMNS))

@@ -34,6 +34,21 @@ COLUMNS: dict[str, pl.DataType] = {
 OUTPUT_FORMATS = ("table", "csv", "json")
 
 
+def file_finding(check: str, message: str, field: str | None = None, severity: str = "warning") -> dict[str, object]:
+    """A finding about the file as a whole (no row): how it was read, a branching logic that cannot run."""
+    return {
+        "row": None,
+        "record": None,
+        "event": None,
+        "instance": None,
+        "field": field,
+        "value": None,
+        "check": check,
+        "severity": severity,
+        "message": message,
+    }
+
+
 def empty_frame() -> pl.DataFrame:
     return pl.DataFrame(schema=COLUMNS)
 
