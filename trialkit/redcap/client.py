@@ -317,12 +317,21 @@ class RedcapClient:
         frames = [f for f in frames if f.width]
         return pl.concat(frames, how="diagonal") if frames else pl.DataFrame()
 
-    def record_id_frame(self, *, changed_since: datetime | None = None) -> pl.Series:
-        """Every record id (first-seen order) in one CSV call, optionally only those changed since a time."""
+    def record_id_frame(
+        self, *, changed_since: datetime | None = None, changed_until: datetime | None = None
+    ) -> pl.Series:
+        """Every record id (first-seen order) in one CSV call, optionally only those changed in a window
+        (REDCap's dateRangeBegin/End, server local time). CSV: a longitudinal project answers with a row per
+        record-event-instance, and as JSON each row repeats the field name, several times the bytes of the ids."""
         def_field = self.def_field
         text = self._call(
             "record id export",
-            lambda: self._project.export_records(format_type="csv", fields=[def_field], date_begin=changed_since),
+            lambda: _csv_reply(
+                self._project.export_records(
+                    format_type="csv", fields=[def_field], date_begin=changed_since, date_end=changed_until
+                ),
+                def_field,
+            ),
         )
         frame = csv_frame(text)
         if not frame.width:
@@ -334,22 +343,8 @@ class RedcapClient:
         return str(self._call("next record name", lambda: self._project.generate_next_record_name())).strip()
 
     def changed_ids(self, since: datetime, *, until: datetime | None = None) -> list[str]:
-        """The ids of records changed in a window (REDCap's dateRangeBegin/End, server local time), first-seen
-        order. Read as CSV: a longitudinal project answers with a row per record-event-instance, and as JSON
-        each of those rows repeats the field name, several times the bytes of the ids themselves."""
-        def_field = self.def_field
-        text = self._call(
-            "record id export",
-            lambda: _csv_reply(
-                self._project.export_records(format_type="csv", fields=[def_field], date_begin=since,
-                                             date_end=until),
-                def_field,
-            ),
-        )
-        if not text.strip():
-            return []
-        frame = pl.read_csv(text.encode("utf-8"), infer_schema=False, columns=[def_field])
-        return frame[def_field].drop_nulls().unique(maintain_order=True).to_list()
+        """The ids of records changed in a window, first-seen order (see record_id_frame)."""
+        return self.record_id_frame(changed_since=since, changed_until=until).drop_nulls().to_list()
 
     # -- project design ------------------------------------------------------------------------------
 
