@@ -22,9 +22,11 @@ DEMO_AS_OF = dt.date(2026, 11, 2)
 
 
 def project_root() -> Path:
-    """The checkout the package runs from (editable install): where study.yaml, eligibility_rules/ and examples/
-    live."""
-    return Path(__file__).resolve().parents[2]
+    """Where the demo's study.yaml, eligibility_rules/ and examples/ live: inside the package when installed from
+    a wheel (the build copies them to trialkit/_demo/), else the checkout the package runs from."""
+    package = Path(__file__).resolve().parents[1]
+    packaged = package / "_demo"
+    return packaged if (packaged / "study.yaml").is_file() else package.parent
 
 
 def resolve_study(rules_path: Path, study: Any = None) -> Any:
