@@ -18,6 +18,9 @@ Guarantees, and how they are kept:
 - *Nothing duplicated.* Results are written to fixed fields of the screening event (a keyed upsert, never a
   new instance), and only where REDCap's current values differ from the new ones: a rerun after a crash
   writes only what did not land. Writes are read back and compared before the ledger records them.
+- *A date is not a change.* When a result was screened (`elig_screened_at`, `elig_as_of`) is left out of the
+  comparison and of the ledger's hashes: a new as-of date that changes no result writes nothing. The form status
+  (Complete) is compared like a result, so a form an older trialkit left Incomplete is written once.
 - *Clears are deliberate.* A result field that must become blank (an old primary reason once a candidate is
   eligible) is written with overwrite behaviour, and the payload holds only the result fields, so nothing
   else in the record can be cleared.
