@@ -360,7 +360,9 @@ def run_nightly(
     def retried(what: str, reason: str, delay: float) -> None:
         emit("retry", detail=f"{what}: {reason}; next try in {delay:g} s")
 
-    hook, client.on_retry = client.on_retry, retried if report is not None else client.on_retry
+    hook = client.on_retry
+    if report is not None:
+        client.on_retry = retried
     try:
         return _run_nightly(client, study, rules, ledger=ledger, as_of=as_of, now=now, full=full, overlap=overlap,
                             finished=clock or (lambda: now), options=options, own_writes=own_writes, emit=emit)
