@@ -213,13 +213,13 @@ class RedcapClient:
             raise UsageError(_url_fix(self.url)) from None
         except requests.RequestException as exc:
             message = self._token.scrub(_error_text(exc))
+            if _MEMORY_ERROR in message.lower():
+                raise _ServerMemory(message) from None
+            if _looks_transient(message):  # first: some servers answer a rate limit or a proxy page with a 403
+                raise _Transient(message) from None
             if self._status in (401, 403):
                 # not the network: sending the same token again cannot help, the configuration must change
                 raise UsageError(f"REDCap {what} refused: {message} ({_TOKEN_FIX})") from None
-            if _MEMORY_ERROR in message.lower():
-                raise _ServerMemory(message) from None
-            if _looks_transient(message):
-                raise _Transient(message) from None
             raise RedcapError(f"REDCap {what} failed: {message}") from None
         except AssertionError as exc:  # PyCap asserts on reply shapes it did not expect
             raise _Transient(self._token.scrub(f"unexpected reply ({exc})")) from None
