@@ -64,7 +64,7 @@ def test_wrong_token_fails_cleanly_without_echoing_it(kap_sandbox, tmp_path):
     wrong = "F" * 32
     proc = run(["redcap", "nightly", "--url", kap_sandbox.url, "--token-env", "KAP_TOKEN", "--rules", str(RULES),
                 "--ledger", str(tmp_path / "l.sqlite")], env_token=wrong, tmp_path=tmp_path)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # configuration, not "network failure, rerun"
     assert "permissions to use the API" in proc.stderr
     assert wrong not in proc.stderr and "Traceback" not in proc.stderr
 

@@ -72,9 +72,14 @@ def nightly(connection, config, url, token_env, token_file, timeout, rules_path,
     Before screening, the project's definitions are compared with the study's: when they differ on anything
     screening reads (choice codes, calculations, validations, logic, schedule), the run stops with the diff.
 
+    On a terminal, stderr shows each stage (pull, screen, write-back) and every retry with its reason; piped,
+    it stays quiet. With --format json, stderr gets one JSON line per finished stage and per retry (for a
+    scheduler's log) and stdout the run's summary.
+
     Exit status: 0 when the run completed (records with validation errors are screened all the same and
     counted on stderr), 1 when REDCap or the network failed (rerun: what landed is not written twice), 2 for
-    usage or definition errors (including a ledger that another run is using).
+    usage, configuration or definition errors (a refused token, a URL without https://, a ledger that another
+    run is using).
 
     \b
     Example:
@@ -83,6 +88,7 @@ def nightly(connection, config, url, token_env, token_file, timeout, rules_path,
     """
     from dataclasses import replace
 
+    from trialkit.redcap.stages import StageReporter
     from trialkit.redcap.sync import Ledger, run_nightly
     from trialkit.screening.run import load_rules, resolve_study
 
@@ -96,10 +102,12 @@ def nightly(connection, config, url, token_env, token_file, timeout, rules_path,
     ledger = Ledger(ledger_path)
     # a scheduler's stop (SIGTERM) unwinds like Ctrl-C, so the ledger records the run as stopped, not running
     previous = signal.signal(signal.SIGTERM, _stop)
+    reporter = StageReporter(log=fmt == "json")
     try:
         result = run_nightly(client, study, rules, ledger=ledger, as_of=day, now=dt.datetime.now(), full=full,
-                             clock=dt.datetime.now)
+                             clock=dt.datetime.now, report=reporter)
     finally:
+        reporter.close()
         signal.signal(signal.SIGTERM, previous)
         ledger.close()
     if findings_path is not None and result.findings is not None:
@@ -107,6 +115,8 @@ def nightly(connection, config, url, token_env, token_file, timeout, rules_path,
     if fmt == "json":
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
+    if result.previous:
+        click.echo(f"note: {result.previous}; this run picks up what it left", err=True)
     counts = ", ".join(f"{n} {d}" for d, n in sorted(result.dispositions.items())) or "none"
     click.echo(
         f"as of {result.as_of}: run {result.run_id} "
@@ -123,6 +133,46 @@ def nightly(connection, config, url, token_env, token_file, timeout, rules_path,
 
 def _stop(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
+
+
+@redcap.command("runs")
+@click.option("--ledger", "ledger_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("trialkit-ledger.sqlite"), show_default=True, help="SQLite ledger of the nightly runs.")
+@click.option("--last", type=click.IntRange(1), default=None, help="Only the latest N runs.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def runs_cmd(ledger_path, last, fmt) -> None:
+    """List the nightly runs of a ledger: start, end, status, records pulled and written, and why.
+
+    Reads the ledger without taking it, so it works while a run is in progress.
+
+    \b
+    Example:
+      trialkit redcap runs --ledger /var/lib/trialkit/kap.sqlite --last 7
+    """
+    from trialkit.redcap.sync import read_runs
+
+    runs = read_runs(ledger_path, last=last)
+    if fmt == "json":
+        keep = ("id", "started_at", "finished_at", "status", "as_of", "full", "full_reason", "pulled", "written",
+                "message")
+        out = [{**{k: r.get(k) for k in keep}, "full": bool(r.get("full")),
+                "counts": json.loads(r["counts"]) if r.get("counts") else None} for r in runs]
+        click.echo(json.dumps(out, indent=2))
+        return
+    if not runs:
+        click.echo(f"no runs in {ledger_path}")
+        return
+    click.echo(f"{'run':>5}  {'started':<19}  {'ended':<19}  {'status':<11} {'as of':<10}  {'pulled':>7} "
+               f"{'written':>7}  note")
+    for r in runs:
+        note = r.get("message") or (f"full: {r['full_reason']}" if r.get("full_reason") else
+                                    ("full" if r.get("full") else "incremental"))
+        click.echo(f"{r['id']:>5}  {r['started_at']:<19}  {r.get('finished_at') or '-':<19}  {r['status']:<11} "
+                   f"{r['as_of']:<10}  {_count(r.get('pulled')):>7} {_count(r.get('written')):>7}  {note}")
+
+
+def _count(value: object) -> str:
+    return "-" if value is None else str(value)
 
 
 # ---- definitions: diff, push-definitions, pull-definitions ------------------------------------------------------
