@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import io
+import queue
 import re
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -69,7 +71,9 @@ def validate_file(
     if fmt in ("csv", "tsv"):
         batches = _delimited_batches(path, "\t" if fmt == "tsv" else ",", study, chunk_rows)
         if batches is not None:
-            return validate_chunks(batches, study, event=event, source=str(path), fmt=fmt, as_of=as_of)
+            return validate_chunks(
+                _read_ahead(batches), study, event=event, source=str(path), fmt=fmt, as_of=as_of
+            )
     # other formats, or a delimited file the batched reader refuses: read_intake reads it (or explains why not)
     intake = read_intake(path, study, event=event, sheet=sheet)
     return validate_intake(intake, as_of=as_of, chunk_rows=chunk_rows)
@@ -138,6 +142,43 @@ def validate_chunks(
 
 def _repeating_forms(study: Study) -> list[str]:
     return list(dict.fromkeys(form for _, form in study.repeating_pairs))
+
+
+def _read_ahead(chunks: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    """`chunks`, read one chunk ahead in a thread: polars parses the next block of the file (without the GIL)
+    while this chunk is validated, whose Python-side steps would otherwise leave a core idle. Errors reach the
+    caller as they are, in order."""
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        handoff.put((chunk, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            handoff.put((None, None))
+        except BaseException as exc:  # handed to the caller, raised there
+            handoff.put((None, exc))
+
+    reader = threading.Thread(target=read, name="trialkit-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while True:
+            chunk, error = handoff.get()
+            if error is not None:
+                raise error
+            if chunk is None:
+                return
+            yield chunk
+    finally:
+        stop.set()  # the caller stopped early (an error): let the reader end
+        reader.join()
 
 
 # ---- whole records per chunk -------------------------------------------------------------------------------
