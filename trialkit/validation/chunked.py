@@ -144,25 +144,27 @@ def _repeating_forms(study: Study) -> list[str]:
     return list(dict.fromkeys(form for _, form in study.repeating_pairs))
 
 
-def _read_ahead(chunks: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
-    """`chunks`, read one chunk ahead in a thread: polars parses the next block of the file (without the GIL)
-    while this chunk is validated, whose Python-side steps would otherwise leave a core idle. Errors reach the
-    caller as they are, in order."""
-    handoff: queue.Queue = queue.Queue(maxsize=1)
+def _read_ahead(chunks: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    """`chunks`, the next one read in a thread while this one is validated: polars parses the file without the
+    GIL, and the Python-side steps of a chunk would otherwise leave a core idle. At most one chunk is read
+    ahead (memory: two chunks, not one). Errors reach the caller as they are, in order."""
+    handoff: queue.Queue = queue.Queue()
+    room = threading.Semaphore(1)  # released when the caller takes a chunk: then the next one is read
     stop = threading.Event()
 
     def read() -> None:
         try:
-            for chunk in chunks:
-                while not stop.is_set():
-                    try:
-                        handoff.put((chunk, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
+            pending = iter(chunks)
+            while True:
+                while not room.acquire(timeout=0.1):
+                    if stop.is_set():
+                        return
                 if stop.is_set():
                     return
-            handoff.put((None, None))
+                chunk = next(pending, None)
+                handoff.put((chunk, None))
+                if chunk is None:
+                    return
         except BaseException as exc:  # handed to the caller, raised there
             handoff.put((None, exc))
 
@@ -171,13 +173,14 @@ def _read_ahead(chunks: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
     try:
         while True:
             chunk, error = handoff.get()
+            room.release()
             if error is not None:
                 raise error
             if chunk is None:
                 return
             yield chunk
     finally:
-        stop.set()  # the caller stopped early (an error): let the reader end
+        stop.set()  # the caller may have stopped early (an error): let the reader end
         reader.join()
 
 
