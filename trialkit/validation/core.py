@@ -1,5 +1,7 @@
-"""Validate intake data against a study: a pandera schema generated from the instruments, run lazily so every
-problem is reported in one pass, mapped to a findings table.
+"""Validate intake data against a study: checks generated from the instruments, declared as a pandera schema
+(trialkit.validation.engines.pandera_schema) and reported all at once (pandera's lazy failure table), mapped to
+a findings table. By default the checks run in one polars select instead of pandera's check-by-check executor;
+both give the same failure table (engines), and `engine="pandera"` runs pandera's own.
 
 The schema runs over the raw text of every input row (so a finding shows the value as written) beside helper
 columns computed once, vectorised: the typed value, whether the row carries the field's form, whether the
