@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import click
@@ -139,8 +140,9 @@ def test_instruments_still_works_but_says_to_use_study(capsys, tmp_path):
         code, out, err = run(capsys, "logic", "eval", "lower([first_name])", "--data", str(path), option, str(ROOT))
         assert code == 0, err
         assert out.splitlines()[1] == "1,screening_arm_1,***"  # the study was used: identifier masked
-    code, _, err = run(capsys, "logic", "check", "[a] = 1", "--study", str(ROOT), "--instruments", str(ROOT))
-    assert code == 2 and "not both" in err
+    for both in (["--study", str(ROOT), "--instruments", str(ROOT)], ["--instruments", str(ROOT), "--study", "."]):
+        code, _, err = run(capsys, "logic", "check", "[a] = 1", *both)
+        assert code == 2 and "give --study or --instruments, not both" in err
 
 
 def test_help_shows_study_not_instruments():
@@ -251,7 +253,7 @@ def test_every_help_ends_with_its_exit_codes_and_shows_dates_as_yyyy_mm_dd(path)
     assert shown.exit_code == 0, shown.output
     tail = shown.output.rstrip().rsplit("Exit codes", 1)
     assert len(tail) == 2, shown.output
-    codes = [line.split()[0] for line in tail[1].splitlines()[1:] if line.strip()]
+    codes = re.findall(r"^ +(\d+) {2}", tail[1], re.MULTILINE)
     assert codes[0] == "0" and "2" in codes and "3" in codes and "130" in codes
     assert codes == sorted(codes, key=int)
     options = shown.output.split("\nOptions:", 1)[-1]
@@ -290,3 +292,23 @@ def test_unknown_command_suggests_the_nearest(capsys, args, typo, suggestion):
 def test_unknown_command_far_from_any_gives_no_suggestion(capsys):
     code, _, err = run(capsys, "zzzzzz")
     assert code == 2 and "No such command" in err and "Did you mean" not in err
+
+
+def test_sandbox_serve_json_is_the_envelope_on_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trialkit", "sandbox", "serve", "--study", MINI, "--db", str(tmp_path / "s.db"),
+         "--format", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TRIALKIT_SANDBOX_TOKEN": "ABCDEF0123456789ABCDEF0123456789"},
+    )
+    try:
+        doc = json.loads(proc.stdout.readline())
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+    assert list(doc)[:2] == ["command", "ok"] and (doc["command"], doc["ok"]) == ("sandbox serve", True)
+    assert doc["url"].startswith("http://127.0.0.1:") and doc["token"] is None

@@ -8,6 +8,7 @@ import datetime as _dt
 import difflib
 import json
 import re
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,7 +40,11 @@ def exit_codes(ok: str, failed: str | None = None, usage: str = USAGE_TEXT) -> C
 
     def decorate(cmd: F) -> F:
         rows = [(OK, ok), *([(FAILED, failed)] if failed else []), (USAGE, usage), *_TAIL]
-        table = "\n".join(f"  {code:<3}  {text}" for code, text in rows)
+        # \b keeps click from re-flowing the table, so it is wrapped here
+        table = "\n".join(
+            textwrap.fill(text, width=96, initial_indent=f"  {code:<3}  ", subsequent_indent=" " * 7)
+            for code, text in rows
+        )
         block = f"\b\nExit codes (docs/cli.md):\n{table}"
         if not isinstance(cmd, click.Command):
             raise TypeError("put @exit_codes above @click.command / @click.group")
@@ -125,8 +130,11 @@ def study_option(
     path_type = click.Path(exists=exists, path_type=Path)
 
     def resolve(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-        # an alias seen first (click handles options given on the command line before defaulted ones)
-        if ctx.get_parameter_source(dest) is not ParameterSource.COMMANDLINE and "trialkit.study" in ctx.meta:
+        # click handles the options given on the command line first, in their order, then the defaulted ones:
+        # an alias may have been seen before --study
+        if "trialkit.study" in ctx.meta:
+            if ctx.get_parameter_source(dest) is ParameterSource.COMMANDLINE:
+                raise click.UsageError(f"give --study or {ctx.meta['trialkit.study_alias']}, not both", ctx)
             return ctx.meta["trialkit.study"]
         return value
 
@@ -138,6 +146,7 @@ def study_option(
         if ctx.get_parameter_source(dest) is ParameterSource.COMMANDLINE:
             raise click.UsageError(f"give --study or {used}, not both", ctx)
         ctx.meta["trialkit.study"] = value
+        ctx.meta["trialkit.study_alias"] = used
         ctx.params[dest] = value  # when --study was already defaulted
 
     def decorate(fn: F) -> F:

@@ -17,7 +17,7 @@ EXAMPLE = """
 \b
 Examples:
   trialkit validate intake.csv
-  trialkit validate export.xlsx --study studies/kap --format csv --out findings.csv
+  trialkit validate export.xlsx --study studies/kap --out findings.csv   # csv, from the name
   trialkit validate redcap_export.json --format json --as-of 2026-11-26
 """
 
