@@ -90,6 +90,7 @@ def screen(
     from trialkit.screening.run import identifier_fields, load_rules, resolve_study, screen_file
 
     fmt = resolve_format(fmt, out, FORMATS)
+    fmt = "table" if fmt == "text" else fmt  # the library's name for it (trialkit.screening.reports.render)
     as_of = as_of or _dt.date.today()  # the CLI is the edge: the library never reads the clock
     study = resolve_study(rules_path, study_path)
     rules = load_rules(rules_path, study)
@@ -105,8 +106,7 @@ def screen(
         checklists = 0
     report = build_report(screening, checklists=checklists, study=study, source=str(data))
     details = bool(records)
-    text = render_table(report, limit=limit or None, details=details) if fmt == "text" else render(report, fmt)
-    text = wrap_json_text(text, "screen", True) if fmt == "json" else text
+    text = render_table(report, limit=limit or None, details=details) if fmt == "table" else render(report, fmt)
     stamp = rules.stamp()
     sm = report.summary
     line = (
@@ -114,12 +114,13 @@ def screen(
         f"as of {as_of.isoformat()}: {sm.by_disposition['eligible']} eligible, "
         f"{sm.by_disposition['ineligible']} ineligible, {sm.by_disposition['pending']} pending"
     )
+    text = wrap_json_text(text, "screen", True) if fmt == "json" else text  # the envelope (docs/cli.md)
     if out is not None:
         _write(out, text)
         click.echo(f"{line}; {fmt} written to {out}", err=True)
     else:
         click.echo(text, nl=False)
-        if fmt != "text":
+        if fmt != "table":
             click.echo(line, err=True)
     if log_path is not None:
         _write(log_path, render_screening_log(report, identifiers=identifier_fields(study)))
