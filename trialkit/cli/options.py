@@ -21,7 +21,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 # ---- exit codes -------------------------------------------------------------------------------------------------
 
 OK = 0
-FAILED = 1  # the data or REDCap: a finding, unreadable data, a network failure, "differs", "still needed"
+FAILED = 1  # the data or REDCap: findings, unreadable data, a network or API failure, a project that differs
 USAGE = 2  # the command line or a definition: bad option, missing file, study/rule/logic file wrong
 INTERNAL = 3  # a bug in trialkit (an exception no code path expected)
 INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); a scheduler's SIGTERM ends with 143 (128 + SIGTERM)

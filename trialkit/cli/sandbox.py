@@ -27,7 +27,7 @@ def sandbox() -> None:
     """
 
 
-@exit_codes("stopped with Ctrl-C or SIGTERM after serving", usage="a usage or definition error (bad study, "
+@exit_codes("stopped with Ctrl-C after serving", usage="a usage or definition error (bad study, "
             "dictionary or project XML; a --db holding another design without --replace; the port is taken)")
 @sandbox.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (keep it loopback).")
