@@ -88,7 +88,9 @@ def test_after_an_interrupted_run_a_new_as_of_date_writes_nothing_and_runs_lists
     assert [r.split()[3] for r in rows[1:]] == ["interrupted", "ok", "ok"]
     assert rows[2].split()[5:7] == ["60", "60"] and rows[3].split()[5:7] == ["60", "0"]  # pulled, written
     code, out, _ = cli(capsys, "redcap", "runs", "--ledger", str(path), "--format", "json", "--last", "1")
-    (last,) = json.loads(out)
+    doc = json.loads(out)
+    assert doc["command"] == "redcap runs" and doc["ok"] is True
+    (last,) = doc["runs"]
     assert last["status"] == "ok" and last["full_reason"] == "full run requested"
     assert last["counts"]["unchanged"] == 60 and sum(last["counts"]["dispositions"].values()) == 60
 

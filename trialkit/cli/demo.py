@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from trialkit.cli.options import parse_date
+from trialkit.cli.options import DATE, exit_codes
 
 EXAMPLE = """
 \b
@@ -25,10 +25,10 @@ Examples:
 \b
 Writes report.html (open it in a browser), screening.json, screening_log.csv, validation_findings.csv and
 (through the sandbox) redcap_export.csv and ledger.sqlite into the output folder.
-Exit codes: 0 done, 1 the data could not be screened, 2 usage or definition errors.
 """
 
 
+@exit_codes("done", "the data could not be screened, or the embedded REDCap sandbox failed")
 @click.command("demo", epilog=EXAMPLE)
 @click.option(
     "--out-dir",
@@ -51,7 +51,7 @@ Exit codes: 0 done, 1 the data could not be screened, 2 usage or definition erro
 @click.option(
     "--as-of",
     "as_of",
-    callback=parse_date,
+    type=DATE,
     help="Screening reference date (default: 2026-11-02, the example data set's).",
 )
 @click.option("--offline", is_flag=True, help="Screen the data file directly, without the embedded REDCap sandbox.")
