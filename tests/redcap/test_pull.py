@@ -165,7 +165,7 @@ def test_pull_cli_prints_a_json_summary_and_is_quiet_when_piped(sandbox, kap, tm
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
     assert summary["records"] == 40 and summary["bytes"] > 0 and summary["failures"] == 0
-    assert summary["calls"] == 3 + 5  # project, dictionary, id list, then 40 records in chunks of 9
+    assert summary["calls"] == 4 + 5  # project, log of design changes, dictionary, id list, 40 records by 9
     assert captured.err == ""  # no progress line when stderr is not a terminal
     assert token not in captured.out
 
@@ -229,10 +229,14 @@ def test_an_incremental_pull_learns_deletions_and_design_changes_from_the_log_no
     extra = {**metadata[at], "field_name": "shoe_size", "field_label": "Shoe size"}
     admin.import_metadata([*metadata[: at + 1], extra, *metadata[at + 1:]])
     admin.import_records([{"record_id": "0005", "redcap_event_name": "screening_arm_1", "shoe_size": "9"}])
-    clock.now += dt.timedelta(hours=1)
+    clock.now += dt.timedelta(minutes=5)
     third = pull(client_for(sandbox, token), tmp_path / "copy", ledger=ledger, now=clock.now)
     assert third.full and "shoe_size" in local_copy(tmp_path / "copy").columns
     assert local_copy(tmp_path / "copy").equals(full_export(client_for(sandbox, token)))
+    # the next window still holds that design change (10 minutes' overlap): the copy already reflects it
+    clock.now += dt.timedelta(minutes=1)
+    fourth = pull(client_for(sandbox, token), tmp_path / "copy", ledger=ledger, now=clock.now)
+    assert not fourth.full and fourth.stats["bytes_received"] < dictionary.stats.bytes_received
     ledger.close()
 
 

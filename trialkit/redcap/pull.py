@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,11 +129,15 @@ def pull(
     metadata = None
     if not full and manifest is not None:
         since = dt.datetime.fromisoformat(manifest["watermark"]) - overlap
-        log = read_log(client, since)
+        log = read_log(client, since, seen=manifest.get("log_design_seen", ()))
         stored = _stored_metadata(out, manifest)
-        if log.complete and not log.design_changed and stored is not None:
+        # with groups in the project the user may see only a group's log, in which a design change can be missing
+        if log.complete and not log.groups and not log.design_changed and stored is not None:
             metadata = stored  # no design change logged since the last pull: its dictionary is current
             client.seed_metadata(metadata)
+    else:
+        # what the next pull's window will find already reflected in the dictionary exported just after
+        log = LogView(design_seen=_design_events(client, now - overlap) or ())
     if metadata is None:
         metadata = client.metadata()
     meta_sha = _sha(metadata)
@@ -185,6 +190,8 @@ def pull(
             "record_id": def_field,
             "metadata_sha256": meta_sha,
             "records": records,
+            # the design events this copy's dictionary already reflects: the next pull's window overlaps this one
+            "log_design_seen": list(log.design_seen),
         })
         result = PullResult(run_id, out, full, records, fetched, deleted,
                             {n: f.height for n, f in typed.items()}, client.stats.to_dict(),
@@ -210,6 +217,7 @@ class LogView:
     design_changed: bool = True
     groups: tuple[str, ...] = ()
     note: str = ""
+    design_seen: tuple[str, ...] = ()  # a hash of each design event in the window (no event text is kept)
 
     def refused(self, why: str) -> LogView:
         return LogView(note=f"{why}: deletions found with the full record id list instead")
@@ -221,20 +229,41 @@ def _log_start(since: dt.datetime) -> dt.datetime:
     return (since - dt.timedelta(minutes=1)).replace(second=0, microsecond=0)
 
 
-def read_log(client: RedcapClient, since: dt.datetime) -> LogView:
-    """What REDCap logged since `since`: deletions and design changes, in two small calls (and the group list)."""
+def read_log(client: RedcapClient, since: dt.datetime, *, seen: Sequence[str] = ()) -> LogView:
+    """What REDCap logged since `since`: deletions and design changes, in two small calls (and the group list).
+
+    `seen`: the design events the last pull found in its window, which its dictionary reflects. Windows overlap
+    (by the overlap, and by REDCap's minutes), so an event counts as new only when it occurs more often now than
+    then: an identical event in the same minute after the last pull read the log still counts."""
     start = _log_start(since)
     try:
         deletions = client.log_entries("record_delete", start)
-        manage = client.log_entries("manage", start)
     except (RedcapError, UsageError) as exc:
         return LogView().refused(f"REDCap did not give its log ({exc.message}; the Logging user right is needed)")
+    events = _design_events(client, since)
+    if events is None:
+        return LogView().refused("REDCap did not give its log of design changes")
     try:
         groups = tuple(str(g.get("unique_group_name", "")) for g in client.dags())
     except (RedcapError, UsageError) as exc:
         return LogView().refused(f"REDCap did not list its data access groups ({exc.message})")
-    design = any(not str(e.get("details", "")).startswith(_READ_ONLY_DESIGN_EVENTS) for e in manage)
-    return LogView(True, tuple(deletions), design, groups)
+    before = Counter(seen)
+    design = any(n > before[h] for h, n in Counter(events).items())
+    return LogView(True, tuple(deletions), design, groups, design_seen=tuple(events))
+
+
+def _design_events(client: RedcapClient, since: dt.datetime) -> list[str] | None:
+    """A hash of each design change REDCap logged since `since`; None when the log is refused."""
+    try:
+        manage = client.log_entries("manage", _log_start(since))
+    except (RedcapError, UsageError):
+        return None
+    return [_event_hash(e) for e in manage if not str(e.get("details", "")).startswith(_READ_ONLY_DESIGN_EVENTS)]
+
+
+def _event_hash(entry: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps([str(entry.get(k, "")) for k in ("timestamp", "username", "action", "details")])
+                          .encode()).hexdigest()[:32]
 
 
 # REDCap files some API exports (of the log, the project information, the groups ...) under Manage/Design too:
