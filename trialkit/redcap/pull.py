@@ -165,8 +165,9 @@ def pull(
             fresh, group_column = client.export_changed(since, with_dag_column=bool(log.groups))
             fresh_ids = fresh[def_field].unique() if fresh.width else pl.Series(def_field, [], pl.String)
             if log.complete and log.groups and not group_column:
-                log = log.refused("this user is in a data access group, and REDCap's log shows such a user only "
-                                  "the group's events")
+                # REDCap sends its group column only to a user in no group (and not at all with no record to send)
+                log = log.refused("the project has data access groups and REDCap did not show that this user is "
+                                  "in none (a group user's log holds only the group's events)")
             gone = _deleted_by_log(client, log, local_ids, fresh_ids) if log.complete else None
             if gone is None:
                 # the log cannot be trusted to hold every deletion: compare with the full record id list
