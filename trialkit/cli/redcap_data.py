@@ -98,6 +98,8 @@ def pull(connection, out, full, overlap, study_dir, ledger_path, fmt) -> None:
     click.echo(f"pull {result.run_id} ({kind}): {result.records} record(s) in {out}; exported {result.fetched}, "
                f"dropped {result.deleted} deleted in REDCap; {result.stats.get('calls', 0)} calls, "
                f"{result.to_dict()['bytes']} bytes, {result.seconds:.1f} s")
+    if result.log_note:
+        click.echo(f"note: {result.log_note}")
 
 
 @exit_codes("everything valid went through", "records were invalid (not sent), rejected by REDCap, or did not "

@@ -360,6 +360,46 @@ class RedcapClient:
         """The ids of records changed in a window, first-seen order (see record_id_frame)."""
         return self.record_id_frame(changed_since=since, changed_until=until).drop_nulls().to_list()
 
+    def export_changed(self, since: datetime, *, with_dag_column: bool = False) -> tuple[pl.DataFrame, bool]:
+        """Every row of the records changed since `since` (REDCap's dateRangeBegin, server local time), in one
+        CSV call; when REDCap runs out of memory on it, by the id list and record chunks instead.
+
+        Returns the frame and whether REDCap sent its `redcap_data_access_group` column (asked for with
+        `with_dag_column`; dropped from the frame). REDCap sends it only to a user in no group, in a project
+        that has groups: a way to learn that the user sees every record without another call."""
+        def_field = self.def_field
+        try:
+            text = self._call(
+                "changed record export",
+                lambda: _csv_reply(
+                    self._project.export_records(format_type="csv", date_begin=since,
+                                                 export_data_access_groups=with_dag_column),
+                    def_field,
+                ),
+                shrinkable=True,
+            )
+            frame = csv_frame(text)
+        except _ServerMemory:
+            frame = self.export_frame(changed_since=since)
+        dag_column = "redcap_data_access_group" in frame.columns
+        return (frame.drop("redcap_data_access_group") if dag_column else frame), dag_column
+
+    def dags(self) -> list[dict[str, Any]]:
+        """The project's Data Access Groups ([] when it has none)."""
+        return self._call("data access group export", lambda: self._project.export_dags())
+
+    def log_entries(self, logtype: str, since: datetime) -> list[dict[str, Any]]:
+        """REDCap's log (`content=log`) of one type since `since` (server local time; REDCap takes the minute).
+
+        Needs the user's Logging right; a refusal is a RedcapError like any other."""
+        return self._call("log export",
+                          lambda: self._project.export_logging(log_type=logtype, begin_time=since))
+
+    def seed_metadata(self, rows: list[dict[str, str]]) -> None:
+        """Use a data dictionary known to be current (kept from an earlier run) instead of exporting it."""
+        if hasattr(self._project, "_metadata"):
+            self._project._metadata = rows
+
     # -- project design ------------------------------------------------------------------------------
 
     def project_info(self) -> dict[str, Any]:
