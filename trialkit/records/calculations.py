@@ -199,6 +199,24 @@ def _calc_fields(study: Study) -> tuple[Field, ...]:
     return tuple(ordered)
 
 
+def _gives_nothing(
+    node: Any, typed: pl.DataFrame, study: Study, *, as_of: _dt.date | None, specs: Mapping[str, Any]
+) -> bool:
+    """True when every column the expression reads is in `typed` and blank on every row, and the expression gives
+    no value on such a row: it then computes nothing on any row. One row is evaluated instead of all of them."""
+    from trialkit import logic
+
+    refs = logic.reference_columns(node)
+    if not refs or typed.height == 0:
+        return False
+    if any(r not in typed.columns or typed.get_column(r).null_count() != typed.height for r in refs):
+        return False
+    keys = [study.record_id_field, *([EVENT] if study.longitudinal else []), REPEAT_INSTRUMENT]
+    one = typed.select(dict.fromkeys([*keys, *sorted(refs)])).clear(n=1)
+    value = compile_redcap(node, one, study, as_of=as_of, specs=specs)
+    return one.select(value.cast(pl.Float64, strict=False)).item() is None
+
+
 def fill_calculations(
     intake: IntakeData, *, as_of: _dt.date | None = None, only: Collection[str] | None = None
 ) -> tuple[pl.DataFrame, list[str]]:
@@ -220,6 +238,8 @@ def fill_calculations(
             continue
         try:
             node = parsed(f.calculation)
+            if _gives_nothing(node, typed, study, as_of=as_of, specs=specs):
+                continue  # its inputs are blank everywhere (not in the file) and so is it: the stored values stay
             frame = logic_frame(intake, logic.reference_columns(node), typed=typed)
             value = compile_redcap(node, frame, study, as_of=as_of, specs=specs)
             computed = frame.select(value.cast(pl.Float64, strict=False).alias("v")).get_column("v")
