@@ -112,16 +112,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "trialkit-bench-cache",
                     help="folder for the generated Parquet file (reused when present)")
     ap.add_argument("--formats", default="csv,json,log,table,html,record")
-    ap.add_argument("--quick", action="store_true", help="200,000 candidates (about a minute on 2 cores)")
+    ap.add_argument("--quick", action="store_true",
+                    help="50,000 candidates (under a minute on 2 cores); the 1M targets are then not judged")
     args = ap.parse_args(argv)
-    n = 200_000 if args.quick else args.n
+    n = 50_000 if args.quick else args.n
     data = ensure_data(n, args.seed, args.cache)
     rows = pl.scan_parquet(data).select(pl.len()).collect().item()
     print(f"trialkit screen end to end: {n:,} candidates ({rows:,} rows, {data.stat().st_size / 1e6:.0f} MB typed "
           f"Parquet), {RULES.name}, as of {AS_OF}; {os.cpu_count()} cores, python {sys.version.split()[0]}, "
           f"polars {pl.__version__}, load {os.getloadavg()[0]:.2f}")
-    # the same scale as the 1M targets: a quick run's figure is compared with the target scaled to its size
-    scale = n / 1_000_000
+    # The targets are for 1,000,000 candidates; each run also pays a fixed start (imports, study and rule
+    # checks), so a smaller run is not judged against a scaled target: its `ok` is null.
+    full = n >= 1_000_000
     failed = 0
     with tempfile.TemporaryDirectory(prefix="trialkit-screen-cli-") as tmp:
         out = Path(tmp)
@@ -144,17 +146,17 @@ def main(argv: list[str] | None = None) -> int:
             if r["rc"] != 0:
                 failed += 1
                 print("    " + (r["err"].strip().splitlines() or ["(no message)"])[-1][:200])
-            target = TARGET_S[fmt] if fmt == "record" else TARGET_S[fmt] * max(scale, 0.0)
+            target = TARGET_S[fmt]
             ok = r["rc"] == 0 and r["wall"] < target and (fmt == "record" or r["peak_mb"] < TARGET_MB)
             what = "one candidate (--record)" if fmt == "record" else f"screen {fmt}"
             print("FIGURE " + json.dumps({
                 "name": f"{what} wall, {n:,} candidates",
                 "value": round(r["wall"], 3),
                 "unit": "s",
-                "target": f"< {target:g} s" + ("" if fmt == "record" or scale == 1 else " (1M target scaled)"),
+                "target": f"< {target:g} s at 1,000,000" + ("" if full else " (not judged at this size)"),
                 "peer": None,
                 "ratio": None,
-                "ok": ok,
+                "ok": ok if full or r["rc"] != 0 else None,
                 "cpu_s": round(r["cpu"], 3),
                 "peak_mb": round(r["peak_mb"]),
                 "load": [round(r["load0"], 2), round(r["load1"], 2)],
@@ -164,10 +166,10 @@ def main(argv: list[str] | None = None) -> int:
             "name": f"screen peak RSS (largest run), {n:,} candidates",
             "value": round(peak),
             "unit": "MB",
-            "target": f"< {TARGET_MB} MB",
+            "target": f"< {TARGET_MB} MB at 1,000,000" + ("" if full else " (not judged at this size)"),
             "peer": None,
             "ratio": None,
-            "ok": peak < TARGET_MB,
+            "ok": peak < TARGET_MB if full else None,
         }))
     return 1 if failed else 0
 
