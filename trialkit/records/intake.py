@@ -85,7 +85,7 @@ class IntakeData:
         from trialkit.records.calculations import fill_calculations
 
         typed, problems = fill_calculations(self, as_of=as_of, only=only)
-        if typed is self.typed:  # nothing computed (no calc with inputs): the tables stand as they are
+        if typed is self.typed:  # no calc gave a value anywhere: the tables stand as they are
             return replace(self, notes=(*self.notes, *problems))
         records, record_events, instances, _ = _assemble(typed, self.study, self.event)
         return replace(
