@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +51,11 @@ def detect_format(path: Path) -> str:
     return fmt
 
 
-def read_text_frame(path: str | Path, *, sheet: str | int | None = None) -> tuple[pl.DataFrame, str]:
-    """Read `path` as text cells. Returns the frame (with ROW) and the detected format name.
+def read_text_frame(
+    path: str | Path, *, sheet: str | int | None = None, columns: Collection[str] | None = None
+) -> tuple[pl.DataFrame, str]:
+    """Read `path` as text cells. Returns the frame (with ROW) and the detected format name. `columns`: a Parquet
+    file's columns to read (others are not even loaded; the header is still checked whole); other formats read all.
 
     Raises DataError for a missing, unreadable or non-tabular file. Messages never quote file content: a
     parser's own error text repeats the offending cells (names, dates of birth...), so a failed read is
@@ -74,7 +77,7 @@ def read_text_frame(path: str | Path, *, sheet: str | int | None = None) -> tupl
         elif fmt == "ndjson":
             frame = _read_ndjson(path)
         else:
-            frame = _read_parquet(path)
+            frame = _read_parquet(path, columns)
         frame = normalise(frame)
     except DataError as exc:
         if exc.location is None:
@@ -223,9 +226,17 @@ def _sheet_list(path: Path) -> str:
     return "; its sheets are: " + ", ".join(repr(n) for n in names)
 
 
-def _read_parquet(path: Path) -> pl.DataFrame:
+def _read_parquet(path: Path, columns: Collection[str] | None = None) -> pl.DataFrame:
     try:
-        frame = pl.read_parquet(path)
+        if columns is not None:
+            schema = pl.read_parquet_schema(path)
+            # the whole header is checked (a duplicate among the columns left out still refuses the file)
+            names = normalise(pl.DataFrame(schema=dict.fromkeys(schema, pl.String))).drop(ROW).columns
+            wanted = set(columns)
+            columns = [given for given, name in zip(schema, names, strict=True) if name in wanted]
+        frame = pl.read_parquet(path, columns=columns)
+    except DataError:
+        raise
     except OSError as exc:
         raise _os_error(path, exc) from None
     except Exception:  # polars/arrow classes for corrupt files vary; their text may quote values
