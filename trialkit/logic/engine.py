@@ -442,6 +442,7 @@ def _attach_instances(
             by_form.setdefault(form_node.name, []).append(call)
     n = 0
     keys = frame.select(pl.col(rid))
+    owners: _Owners | None = None
     added: list[str] = []
     for form, calls in by_form.items():
         inst = frames[form]
@@ -484,15 +485,24 @@ def _attach_instances(
         staged = inst_lazy.with_columns(first)
         kept = [pl.col(e.meta.output_name()) for e in first]
         has = "__tk_has_instances"
-        grouped = staged.select([_record_ids(rid, frame), *kept, *rows]).group_by(rid).agg([*aggs, pl.len().alias(has)])
-        joined = keys.lazy().join(grouped, on=rid, how="left", maintain_order="left")
+        if owners is None:
+            owners = _Owners.of(frame.get_column(rid))
+        owner = owners.rows_of(inst.get_column(rid).cast(frame.schema[rid], strict=False))
+        grouped = (
+            staged.select([*kept, *rows])
+            .with_columns(owner)
+            .filter(pl.col(_OWNER).is_not_null())
+            .group_by(_OWNER)
+            .agg([*aggs, pl.len().alias(has)])
+        )
+        joined = owners.targets().lazy().join(grouped, on=_OWNER, how="left", maintain_order="left").drop(_OWNER)
         # Defaults are for records without instances only: a null value of a record that has some is a kleene
         # unknown (any_instance, a count between its bounds) and must stay null.
         none = pl.col(has).is_null()
         joined = joined.with_columns([pl.col(c).fill_null(pl.when(none).then(v)) for c, v in defaults.items()])
         joined = joined.drop(has).collect()
-        keys = keys.hstack(joined.drop(rid))
-        added += [c for c in joined.columns if c != rid]
+        keys = keys.hstack(joined)
+        added += joined.columns
     for expr in nodes:
         for ref in _main_refs(expr):
             if ref.instance in (None, "current-instance") or id(ref) in aux.columns:
@@ -547,7 +557,9 @@ def _aggregate_exprs(call: Call, comp: Compiler, name: str):
     elif call.name == "count_distinct_instances":
         text = comp.text(comp.compile(value_node))
         # Distinct values are counted on 64-bit hashes of the text: integer hashing beats string hashing.
-        text = pl.when(text.is_not_null()).then(text.hash(seed=0))
+        # Hashed once into a column: the three columns below would each repeat the whole text expression.
+        first.append(pl.when(text.is_not_null()).then(text.hash(seed=0)).alias(f"{v}_h"))
+        text = pl.col(f"{v}_h")
         rows += [
             pl.when(pl.col(yes)).then(text).alias(f"{v}_yes"),
             pl.when(pl.col(maybe)).then(text).alias(f"{v}_maybe"),
@@ -586,6 +598,57 @@ def _aggregate_exprs(call: Call, comp: Compiler, name: str):
             aggs.append(pl.lit(0, pl.UInt64).alias(f"{name}_mask"))
         defaults[f"{name}_mask"] = 0
     return first, rows, aggs, defaults
+
+
+_OWNER = "__tk_owner"
+
+
+@dataclass(frozen=True)
+class _Owners:
+    """Record ids as row numbers: instances are aggregated per owning record on a small integer rather than on the
+    id text (hashing 3.5 million text ids, and joining the result back on text, was most of a screening run).
+
+    `first[r]` is the first row of the frame holding record r's id: instances belong to that number, and every
+    row with that id reads the aggregates of that number, as a join on the id would give them."""
+
+    ids: pl.Series
+    unique: bool  # every id appears once, none is null: a row is its own owner number
+
+    @staticmethod
+    def of(ids: pl.Series) -> _Owners:
+        if ids.null_count():
+            return _Owners(ids, False)
+        adjacent_distinct = ids.len() < 2 or not ids.head(-1).eq_missing(ids.tail(-1)).any()
+        unique = adjacent_distinct and (ids.is_sorted() or ids.n_unique() == ids.len())
+        return _Owners(ids, unique)
+
+    def _first(self) -> pl.DataFrame:
+        """id -> its first row number (ids that are null own nothing: a null id never matched in a join either)."""
+        return (
+            self.ids.to_frame("__id")
+            .with_row_index(_OWNER)
+            .filter(pl.col("__id").is_not_null())
+            .unique(subset="__id", keep="first", maintain_order=False)
+        )
+
+    def rows_of(self, inst: pl.Series) -> pl.Series:
+        """The owner number of each instance row (null for an id that is no record's)."""
+        # Instances usually come grouped by record in record order (REDCap exports them so): the runs of equal ids
+        # are then the records themselves, found without hashing any text.
+        run = inst.rle_id()
+        run_ids = inst.filter(inst.ne_missing(inst.shift(1)).scatter(0, True)) if inst.len() else inst
+        if self.unique and run_ids.len() == self.ids.len() and run_ids.equals(self.ids):
+            return run.alias(_OWNER)
+        # Otherwise each run of equal ids (still far fewer than the rows) is looked up once.
+        runs = run_ids.to_frame("__id").join(self._first(), on="__id", how="left", maintain_order="left")
+        return runs.get_column(_OWNER).gather(run).alias(_OWNER)
+
+    def targets(self) -> pl.DataFrame:
+        """Per frame row, in order: the owner number whose aggregates it reads."""
+        if self.unique:
+            return pl.DataFrame({_OWNER: pl.int_range(0, self.ids.len(), dtype=pl.UInt32, eager=True)})
+        joined = self.ids.to_frame("__id").join(self._first(), on="__id", how="left", maintain_order="left")
+        return joined.select(_OWNER)
 
 
 def _record_ids(rid: str, frame: pl.DataFrame) -> pl.Expr:
