@@ -372,3 +372,19 @@ def test_instances_of_a_null_record_id_belong_to_no_record():
     atrq = pl.DataFrame({"record_id": [None, None, "1"], "redcap_repeat_instance": [1, 2, 1], "v": ["1", "1", "1"]})
     frame = pl.DataFrame({"record_id": [None, "1"]}, schema={"record_id": pl.String})
     assert run("count_instances(atrq)", frame, instances={"atrq": atrq}).values.to_list() == [0, 1]
+
+
+def test_a_compiled_plan_is_reused_only_where_it_gives_the_same_answer():
+    # The same tree object evaluated again reuses its compiled plan: a change of date, mode or column type must not.
+    tree = parse("datediff([d], 'today', 'd', true) > 10 or [v] = ''")
+    frame = pl.DataFrame({"record_id": ["1"], "d": ["2026-01-01"], "v": [None]}, schema_overrides={"v": pl.String})
+    first = evaluate(tree, frame, as_of=date(2026, 1, 5), mode="kleene").values.to_list()
+    later = evaluate(tree, frame, as_of=date(2026, 2, 5), mode="kleene").values.to_list()
+    redcap = evaluate(tree, frame.with_columns(pl.lit("x").alias("v")), as_of=date(2026, 1, 5)).values.to_list()
+    typed = frame.with_columns(pl.col("d").str.to_date())
+    assert (first, later, redcap) == ([True], [True], [False])
+    assert evaluate(tree, typed, as_of=date(2026, 1, 5), mode="kleene").values.to_list() == [True]
+    tree2 = parse("datediff([d], 'today', 'd', true) > 10")
+    assert evaluate(tree2, frame, as_of=date(2026, 1, 5), mode="kleene").values.to_list() == [False]
+    assert evaluate(tree2, frame, as_of=date(2026, 2, 5), mode="kleene").values.to_list() == [True]
+    assert evaluate(tree2, frame, as_of=date(2026, 1, 5), mode="kleene").values.to_list() == [False]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from types import MappingProxyType
 
 import polars as pl
 
@@ -261,7 +262,7 @@ def evaluate_many(
     if rid not in frame.columns:
         raise DataError(f"record id column {rid!r} is not in the data")
     explain = (mode == "kleene") if explain is None else explain
-    fields = fields or {}
+    fields = fields or _NO_FIELDS  # one object: compiled plans are reused for the same fields mapping only
     nodes = list(exprs.values())
     bits = _bits(nodes)
     aux = _Aux()
@@ -272,39 +273,86 @@ def evaluate_many(
     needed += [aux.columns[k] for k in aux.columns]
     kinds = infer_kinds(frame, [c for c in needed if _base_name(c) not in fields])
     frame = frame.with_columns(zero_column(frame.height))
-    comp = Compiler(
-        frame.schema,
-        mode=mode,
-        as_of=as_of,
-        fields=fields,
-        record_id=rid,
-        missing_codes=missing_codes,
-        explain=explain,
-        kinds=kinds,
-        bits=bits,
-        aux=aux,
-        missing_columns=missing_columns,
-    )
-    lazy = _share_common_subexpressions(comp, nodes, frame.lazy())
-    stage: list[pl.Expr] = []
-    selects = [pl.col(rid)]
-    explained: list[tuple[str, Node]] = []
-    for i, (name, expr) in enumerate(exprs.items()):
-        c = comp.compile(expr)
-        stage.append(_final(c, mode).alias(f"__tk_value{i}"))
-        selects.append(pl.col(f"__tk_value{i}").alias(name))
-        if comp.explain:
-            mask = c.mask if c.mask is not None else pl.lit(0, pl.UInt64)
-            stage.append(mask.alias(f"__tk_mask{i}"))
-            selects.append(pl.col(f"__tk_mask{i}").alias(f"{name}__missing"))
-            explained.append((f"{name}__missing", expr))
-    out = lazy.with_columns(stage).select(selects).collect()
+    settings = (mode, as_of, rid, tuple(missing_codes), explain, missing_columns, tuple(bits.items()))
+    key = _plan_key(exprs, frame.schema, kinds, aux, settings)
+    plan = _PLANS.get(key) if key is not None else None
+    if plan is None or plan.fields is not fields or any(a is not b for a, b in zip(plan.nodes, nodes, strict=True)):
+        comp = Compiler(
+            frame.schema,
+            mode=mode,
+            as_of=as_of,
+            fields=fields,
+            record_id=rid,
+            missing_codes=missing_codes,
+            explain=explain,
+            kinds=kinds,
+            bits=bits,
+            aux=aux,
+            missing_columns=missing_columns,
+        )
+        steps = _share_common_subexpressions(comp, nodes)
+        stage: list[pl.Expr] = []
+        selects = [pl.col(rid)]
+        explained: list[tuple[str, Node]] = []
+        for i, (name, expr) in enumerate(exprs.items()):
+            c = comp.compile(expr)
+            stage.append(_final(c, mode).alias(f"__tk_value{i}"))
+            selects.append(pl.col(f"__tk_value{i}").alias(name))
+            if comp.explain:
+                mask = c.mask if c.mask is not None else pl.lit(0, pl.UInt64)
+                stage.append(mask.alias(f"__tk_mask{i}"))
+                selects.append(pl.col(f"__tk_mask{i}").alias(f"{name}__missing"))
+                explained.append((f"{name}__missing", expr))
+        plan = _Plan(tuple(nodes), fields, [*steps, stage], selects, explained)
+        if key is not None:
+            if len(_PLANS) >= _MAX_PLANS:
+                _PLANS.clear()
+            _PLANS[key] = plan
+    out = _apply(frame.lazy(), plan.steps).select(plan.selects).collect()
+    explained = plan.explained
     if explained:
         # Masks hold few distinct values (combinations of missing fields): name them once per distinct value.
         out = out.with_columns(
             _mask_to_names(pl.col(col), out.get_column(col), _ordered_bits(expr, bits)) for col, expr in explained
         )
     return out
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Expressions compiled for one set of syntax trees over one frame shape: the with_columns steps, then the
+    final select. Kept so that evaluating the same rules again (one candidate at a time) skips compiling."""
+
+    nodes: tuple[Node, ...]
+    fields: Mapping[str, FieldSpec]
+    steps: list[list[pl.Expr]]
+    selects: list[pl.Expr]
+    explained: list[tuple[str, Node]]
+
+
+_PLANS: dict[tuple, _Plan] = {}
+_NO_FIELDS: Mapping[str, FieldSpec] = MappingProxyType({})
+_MAX_PLANS = 64
+
+
+def _plan_key(exprs: Mapping[str, Node], schema, kinds: Mapping[str, str], aux: _Aux, settings: tuple) -> tuple | None:
+    """What a compiled plan depends on besides the trees' identity (checked on use, as ids can be reused): the
+    frame's column types, the kinds inferred from text content, the instance columns joined on, and the options.
+    None when some part cannot be a key (the plan is then compiled each time)."""
+    key = (
+        tuple((name, id(node)) for name, node in exprs.items()),
+        tuple(schema.items()),
+        tuple(sorted(kinds.items())),
+        tuple(sorted(aux.columns.items())),
+        tuple(sorted(aux.lo_hi.items())),
+        tuple(sorted(aux.masks.items())),
+        settings,
+    )
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def _ordered_bits(expr: Node, bits: Mapping[str, int]) -> list[tuple[int, str]]:
@@ -356,7 +404,7 @@ def _heavy_nodes(nodes: Sequence[Node], walk_nodes=None) -> list[Node]:
     return heavy
 
 
-def _share_common_subexpressions(comp: Compiler, nodes: Sequence[Node], lazy: pl.LazyFrame) -> pl.LazyFrame:
+def _share_common_subexpressions(comp: Compiler, nodes: Sequence[Node]) -> list[list[pl.Expr]]:
     """Compute every sub-expression that occurs more than once (within or across expressions), and every one that
     would make its parent's plan too large, into a column first, smallest first, so the plan stays linear in the
     text and each is computed once."""
@@ -367,10 +415,22 @@ def _share_common_subexpressions(comp: Compiler, nodes: Sequence[Node], lazy: pl
                 counts[node] = counts.get(node, 0) + 1
     staged = [n for n, c in counts.items() if c > 1]
     staged += [n for n in dict.fromkeys(_heavy_nodes(nodes)) if counts.get(n, 0) <= 1]
-    return _stage(comp, staged, lazy)
+    return _stage_steps(comp, staged)
 
 
 def _stage(comp: Compiler, staged: Sequence[Node], lazy: pl.LazyFrame) -> pl.LazyFrame:
+    return _apply(lazy, _stage_steps(comp, staged))
+
+
+def _apply(lazy: pl.LazyFrame, steps: Sequence[Sequence[pl.Expr]]) -> pl.LazyFrame:
+    for step in steps:
+        lazy = lazy.with_columns(step)
+    return lazy
+
+
+def _stage_steps(comp: Compiler, staged: Sequence[Node]) -> list[list[pl.Expr]]:
+    """The staged nodes' columns, one `with_columns` step each, smallest first."""
+    steps: list[list[pl.Expr]] = []
     staged = sorted(staged, key=lambda n: sum(1 for _ in walk(n)))
     for node in staged:
         if node in comp.shared:
@@ -382,9 +442,9 @@ def _stage(comp: Compiler, staged: Sequence[Node], lazy: pl.LazyFrame) -> pl.Laz
         if comp.explain and c.mask is not None:
             exprs.append(c.mask.alias(f"{name}_m"))
             mask = pl.col(f"{name}_m")
-        lazy = lazy.with_columns(exprs)
+        steps.append(exprs)
         comp.shared[node] = Col(pl.col(name), c.kind, mask=mask, has_time=c.has_time, stored=c.stored)
-    return lazy
+    return steps
 
 
 def _walk_main(expr: Node) -> Iterator[Node]:
@@ -450,38 +510,22 @@ def _attach_instances(
         if rid not in inst.columns:
             raise DataError(f"instance data for '{form}' has no record id column {rid!r}")
         used = [c for call in calls for a in call.args[1:] for c in reference_columns(a)]
-        comp = Compiler(
-            inst.schema,
-            mode=mode,
-            as_of=as_of,
-            fields=fields,
-            record_id=rid,
-            missing_codes=missing_codes,
-            explain=explain,
-            kinds=infer_kinds(inst, [c for c in used if _base_name(c) not in fields]),
-            bits=bits,
-            missing_columns=missing_columns,
-            in_instances=form,
-        )
-        # Heavy sub-expressions of the conditions and values are computed into columns first, as in the main frame.
-        inst_lazy = _stage(comp, _heavy_nodes([a for call in calls for a in call.args[1:]], walk), inst.lazy())
-        first: list[pl.Expr] = []  # condition columns
-        rows: list[pl.Expr] = []  # columns derived from them
-        aggs: list[pl.Expr] = []
-        defaults: dict[str, object] = {}
-        for call in calls:
-            n += 1
-            name = f"__tk_agg{n}"
-            f, r, a, d = _aggregate_exprs(call, comp, name)
-            first += f
-            rows += r
-            aggs += a
-            defaults.update(d)
-            aux.columns[id(call)] = name
-            if f"{name}_lo" in d:
-                aux.lo_hi[id(call)] = (f"{name}_lo", f"{name}_hi")
-            if f"{name}_mask" in d:
-                aux.masks[id(call)] = f"{name}_mask"
+        kinds = infer_kinds(inst, [c for c in used if _base_name(c) not in fields])
+        settings = (form, n, mode, as_of, rid, tuple(missing_codes), explain, missing_columns, tuple(bits.items()))
+        key = _plan_key({str(i): c for i, c in enumerate(calls)}, inst.schema, kinds, _Aux(), settings)
+        plan = _FORM_PLANS.get(key) if key is not None else None
+        if plan is None or plan.fields is not fields or any(a is not b for a, b in zip(plan.calls, calls, strict=True)):
+            plan = _form_plan(form, calls, n, inst.schema, kinds, fields, bits, settings)
+            if key is not None:
+                if len(_FORM_PLANS) >= _MAX_PLANS:
+                    _FORM_PLANS.clear()
+                _FORM_PLANS[key] = plan
+        n = plan.n
+        aux.columns.update(plan.columns)
+        aux.lo_hi.update(plan.lo_hi)
+        aux.masks.update(plan.masks)
+        first, rows, aggs, defaults = plan.first, plan.rows, plan.aggs, plan.defaults
+        inst_lazy = _apply(inst.lazy(), plan.steps)
         staged = inst_lazy.with_columns(first)
         kept = [pl.col(e.meta.output_name()) for e in first]
         has = "__tk_has_instances"
@@ -515,6 +559,65 @@ def _attach_instances(
     if not added:
         return frame
     return frame.hstack(keys.select(added))
+
+
+@dataclass(frozen=True)
+class _FormPlan:
+    """The compiled aggregates over one repeating form (see _Plan): staged columns, row columns, aggregations, the
+    defaults for records without instances, and the aggregate columns each call node reads."""
+
+    calls: tuple[Call, ...]
+    fields: Mapping[str, FieldSpec]
+    steps: list[list[pl.Expr]]
+    first: list[pl.Expr]
+    rows: list[pl.Expr]
+    aggs: list[pl.Expr]
+    defaults: dict[str, object]
+    columns: dict[int, str]
+    lo_hi: dict[int, tuple[str, str]]
+    masks: dict[int, str]
+    n: int
+
+
+_FORM_PLANS: dict[tuple, _FormPlan] = {}
+
+
+def _form_plan(form, calls, n, schema, kinds, fields, bits, settings) -> _FormPlan:
+    _, _, mode, as_of, rid, missing_codes, explain, missing_columns, _ = settings
+    comp = Compiler(
+        schema,
+        mode=mode,
+        as_of=as_of,
+        fields=fields,
+        record_id=rid,
+        missing_codes=missing_codes,
+        explain=explain,
+        kinds=kinds,
+        bits=bits,
+        missing_columns=missing_columns,
+        in_instances=form,
+    )
+    # Heavy sub-expressions of the conditions and values are computed into columns first, as in the main frame.
+    steps = _stage_steps(comp, _heavy_nodes([a for call in calls for a in call.args[1:]], walk))
+    first: list[pl.Expr] = []  # condition columns
+    rows: list[pl.Expr] = []  # columns derived from them
+    aggs: list[pl.Expr] = []
+    defaults: dict[str, object] = {}
+    aux = _Aux()
+    for call in calls:
+        n += 1
+        name = f"__tk_agg{n}"
+        f, r, a, d = _aggregate_exprs(call, comp, name)
+        first += f
+        rows += r
+        aggs += a
+        defaults.update(d)
+        aux.columns[id(call)] = name
+        if f"{name}_lo" in d:
+            aux.lo_hi[id(call)] = (f"{name}_lo", f"{name}_hi")
+        if f"{name}_mask" in d:
+            aux.masks[id(call)] = f"{name}_mask"
+    return _FormPlan(tuple(calls), fields, steps, first, rows, aggs, defaults, aux.columns, aux.lo_hi, aux.masks, n)
 
 
 def _aggregate_exprs(call: Call, comp: Compiler, name: str):
