@@ -308,7 +308,7 @@ def evaluate_many(
             if len(_PLANS) >= _MAX_PLANS:
                 _PLANS.clear()
             _PLANS[key] = plan
-    out = _apply(frame.lazy(), plan.steps).select(plan.selects).collect()
+    out = _apply(frame.lazy(), plan.steps).select(plan.selects).collect(engine=_ENGINE)
     explained = plan.explained
     if explained:
         # Masks hold few distinct values (combinations of missing fields): name them once per distinct value.
@@ -331,6 +331,9 @@ class _Plan:
 
 
 _PLANS: dict[tuple, _Plan] = {}
+# The in-memory engine: the streaming one (polars' default) costs a few milliseconds to start per query, which is
+# most of screening one candidate, and its morsel boundaries would depend on how many records run together.
+_ENGINE = "in-memory"
 _NO_FIELDS: Mapping[str, FieldSpec] = MappingProxyType({})
 _MAX_PLANS = 64
 
@@ -544,7 +547,7 @@ def _attach_instances(
         # unknown (any_instance, a count between its bounds) and must stay null.
         none = pl.col(has).is_null()
         joined = joined.with_columns([pl.col(c).fill_null(pl.when(none).then(v)) for c, v in defaults.items()])
-        joined = joined.drop(has).collect()
+        joined = joined.drop(has).collect(engine=_ENGINE)
         keys = keys.hstack(joined)
         added += joined.columns
     for expr in nodes:

@@ -626,7 +626,8 @@ def _with_disposition(rules: CompiledRules, frame: pl.DataFrame) -> pl.DataFrame
             pl.lit(Disposition.ELIGIBLE.value).alias(DISPOSITION_COL), pl.lit(None, pl.String).alias(PRIMARY_COL)
         )
     first, second = rules.plan("disposition", lambda: _disposition_exprs(crits))
-    return frame.with_columns(frame.select(first).select(second))
+    temporary = [e.meta.output_name() for e in first]
+    return frame.lazy().with_columns(first).with_columns(second).drop(temporary).collect(engine="in-memory")
 
 
 def _disposition_exprs(crits: Sequence[CompiledCriterion]) -> tuple[list[pl.Expr], list[pl.Expr]]:
@@ -637,20 +638,20 @@ def _disposition_exprs(crits: Sequence[CompiledCriterion]) -> tuple[list[pl.Expr
             (pl.col(result_col(cc.id)) == deciding_result(cc.kind).value).cast(pl.UInt64) * (1 << i)
             for i, cc in enumerate(chunk)
         ]
-        sums.append(pl.sum_horizontal(bits).alias(f"f{k}"))
+        sums.append(pl.sum_horizontal(bits).alias(f"__tk_f{k}"))
     unknown = pl.any_horizontal([pl.col(result_col(cc.id)) == Result.UNKNOWN.value for cc in crits])
-    first = [*sums, unknown.alias("u")]
+    first = [*sums, unknown.alias("__tk_u")]
     enum = pl.Enum([d.value for d in Disposition])
-    failed = pl.any_horizontal([pl.col(f"f{k}") > 0 for k in range(len(chunks))])
+    failed = pl.any_horizontal([pl.col(f"__tk_f{k}") > 0 for k in range(len(chunks))])
     primary = [
-        (pl.col(f"f{k}") & (~pl.col(f"f{k}") + 1))  # two's complement: only the lowest set bit is left
+        (pl.col(f"__tk_f{k}") & (~pl.col(f"__tk_f{k}") + 1))  # two's complement: only the lowest set bit is left
         .replace_strict({1 << i: cc.id for i, cc in enumerate(chunk)}, default=None, return_dtype=pl.String)
         for k, chunk in enumerate(chunks)
     ]
     second = [
         pl.when(failed)
         .then(pl.lit(Disposition.INELIGIBLE.value, enum))
-        .when(pl.col("u"))
+        .when(pl.col("__tk_u"))
         .then(pl.lit(Disposition.PENDING.value, enum))
         .otherwise(pl.lit(Disposition.ELIGIBLE.value, enum))
         .alias(DISPOSITION_COL),
