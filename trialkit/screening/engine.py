@@ -627,7 +627,8 @@ def _with_disposition(rules: CompiledRules, frame: pl.DataFrame) -> pl.DataFrame
         )
     first, second = rules.plan("disposition", lambda: _disposition_exprs(crits))
     temporary = [e.meta.output_name() for e in first]
-    return frame.lazy().with_columns(first).with_columns(second).drop(temporary).collect(engine="in-memory")
+    query = frame.lazy().with_columns(first).with_columns(second).drop(temporary)
+    return query.collect(engine="in-memory" if frame.height <= 10_000 else "auto")
 
 
 def _disposition_exprs(crits: Sequence[CompiledCriterion]) -> tuple[list[pl.Expr], list[pl.Expr]]:
