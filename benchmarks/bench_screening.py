@@ -1,6 +1,6 @@
 """Screening benchmark: 1,000,000 synthetic candidates against eligibility_rules/kap_trd.yaml, read from Parquet.
 
-    python benchmarks/bench_screening.py [--n 1000000] [--sample 300] [--keep DIR]
+    python benchmarks/bench_screening.py [--quick] [--n 1000000] [--sample 300] [--keep DIR]
 
 What it does and prints:
 1. Makes N synthetic candidates (typed columns, realistic ranges, ~0.5% blanks per field) with 1 to 6 treatment-
@@ -12,12 +12,19 @@ What it does and prints:
    instances), for a random sample of candidates; the mean per candidate is extrapolated to N (stated as such)
    and compared with the vectorised time. The median single-candidate time (screen, and screen + explanation)
    is the interactive figure.
-Targets (issue 4): total < 3 s and peak < 3 GB on 2 cores; >= 50x faster than one at a time; one candidate < 50 ms.
+4. Against a peer: five criteria (I1, I4, I5, E6, E9) written by hand in vectorised pandas
+   (benchmarks/peers/pandas_kap_trd.py). The peer's per-candidate results are checked equal to trialkit's on the
+   same rule subset before anything is timed; then both are timed on the same frames, in the same process.
+Targets (issue 13): the screening step on 1M candidates (3.5M treatment-history instances) < 1 s wall on 2 cores,
+>= 10x faster than the pandas peer on the same criteria, one candidate < 10 ms once the rules are compiled
+(issue 4: total < 3 s, peak < 3 GB). --quick: 100,000 candidates, so the figures are not the targets' sizes.
+Prints CPU time (all threads) and the load average beside every figure, and one FIGURE line per headline figure.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -197,34 +204,70 @@ def make_data(n: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
 # the measured run (child process)
 
 
-def run(data_dir: Path, sample: int, seed: int) -> dict:
+def _cpu() -> float:
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+
+
+def _timed(fn, repeat: int) -> tuple[float, float, object]:
+    """Best wall time of `repeat` runs, with the CPU time of that run."""
+    best = (float("inf"), 0.0, None)
+    for _ in range(repeat):
+        c, t = _cpu(), time.perf_counter()
+        out = fn()
+        wall, cpu = time.perf_counter() - t, _cpu() - c
+        if wall < best[0]:
+            best = (wall, cpu, out)
+    return best
+
+
+def run(data_dir: Path, sample: int, seed: int, repeat: int) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from peers import pandas_kap_trd as peer
+
     from trialkit.definitions.rules import load_ruleset
     from trialkit.screening.engine import compile_rules, screen
     from trialkit.screening.explain import candidates, summarise
     from trialkit.screening.run import resolve_study
 
     study = resolve_study(RULES)
-
-    def cpu() -> float:
-        u = resource.getrusage(resource.RUSAGE_SELF)
-        return u.ru_utime + u.ru_stime
-
-    c0 = cpu()
+    c0 = _cpu()
     t0 = time.perf_counter()
     records = pl.read_parquet(data_dir / "records.parquet")
     atrq = pl.read_parquet(data_dir / "atrq.parquet")
     t1 = time.perf_counter()
-    rules = compile_rules(load_ruleset(RULES, study), study)
+    ruleset = load_ruleset(RULES, study)
+    rules = compile_rules(ruleset, study)
     t2 = time.perf_counter()
-    c2 = cpu()
+    c2 = _cpu()
     result = screen(rules, records, as_of=AS_OF, instances={"atrq": atrq})
     t3 = time.perf_counter()
-    c3 = cpu()
+    c3 = _cpu()
     summary = summarise(result)
     t4 = time.perf_counter()
-    c4 = cpu()
-    load = os.getloadavg()[0]
+    c4 = _cpu()
+    load_first = os.getloadavg()[0]
+    # The screening step again, best of `repeat` (the first run above also paid for first-use costs).
+    screen_wall, screen_cpu, _ = _timed(lambda: screen(rules, records, as_of=AS_OF, instances={"atrq": atrq}), repeat)
+    screen_wall, screen_cpu = min(screen_wall, t3 - t2), (screen_cpu if screen_wall < t3 - t2 else c3 - c2)
+    load_screen = os.getloadavg()[0]
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    # The pandas peer on five criteria, against trialkit on the same five: results checked equal, then timed.
+    subset = dataclasses.replace(ruleset, criteria=tuple(c for c in ruleset.criteria if c.id in peer.CRITERIA))
+    rules5 = compile_rules(subset, study)
+    rec_pd, inst_pd = peer.prepare(records, atrq)
+    mine = screen(rules5, records, as_of=AS_OF, instances={"atrq": atrq}).frame
+    theirs = peer.screen(rec_pd, inst_pd, AS_OF)
+    disagree = {
+        cid: int((mine.get_column(f"result:{cid}").to_numpy() != theirs[cid].to_numpy()).sum()) for cid in peer.CRITERIA
+    }
+    if any(disagree.values()) or mine.get_column(rules.record_id).to_list()[:5] != list(theirs["record_id"][:5]):
+        raise SystemExit(f"the pandas peer disagrees with trialkit (candidates per criterion): {disagree}")
+    tk5_wall, tk5_cpu, _ = _timed(lambda: screen(rules5, records, as_of=AS_OF, instances={"atrq": atrq}), repeat)
+    pd_wall, pd_cpu, _ = _timed(lambda: peer.screen(rec_pd, inst_pd, AS_OF), repeat)
+    load_peer = os.getloadavg()[0]
+    del theirs
 
     # One record at a time: same compiled rules, one-row frame plus that candidate's instances.
     picks = sorted(random.Random(seed + 1).sample(range(records.height), min(sample, records.height)))
@@ -233,18 +276,20 @@ def run(data_dir: Path, sample: int, seed: int) -> dict:
     per = atrq.filter(pl.col("record_id").is_in(ids)).partition_by("record_id", as_dict=True)
     inst = [{"atrq": per.get((rid,), atrq.clear())} for rid in ids]
     screen(rules, one_rows[0], as_of=AS_OF, instances=inst[0])  # warm-up (imports, first compile)
-    times, explain_times, agree = [], [], 0
+    times, cpus, explain_times, agree = [], [], [], 0
     for row, ins in zip(one_rows, inst, strict=True):
+        c = _cpu()
         a = time.perf_counter()
         single = screen(rules, row, as_of=AS_OF, instances=ins)
         b = time.perf_counter()
+        cpus.append(_cpu() - c)
         list(candidates(single))
         c = time.perf_counter()
         times.append(b - a)
         explain_times.append(c - a)
         batch_row = result.frame.filter(pl.col("record_id") == row["record_id"][0])
         agree += int(single.frame.equals(batch_row))
-    vector_screen = t3 - t2
+    load_one = os.getloadavg()[0]
     per_record = statistics.fmean(times)
     return {
         "n": records.height,
@@ -252,35 +297,63 @@ def run(data_dir: Path, sample: int, seed: int) -> dict:
         "instances": atrq.height,
         "read_parquet_s": t1 - t0,
         "load_compile_rules_s": t2 - t1,
-        "screen_s": vector_screen,
+        "first_screen_s": t3 - t2,
+        "screen_s": screen_wall,
+        "screen_cpu_s": screen_cpu,
         "summarise_s": t4 - t3,
         "total_s": t4 - t0,
-        "screen_cpu_s": c3 - c2,
         "total_cpu_s": c4 - c0,
-        "load_average_1m": load,
+        "load_first": load_first,
+        "load_screen": load_screen,
         "peak_rss_mb": peak_kb / 1024,
         "dispositions": summary.by_disposition,
+        "peer_criteria": list(peer.CRITERIA),
+        "tk5_s": tk5_wall,
+        "tk5_cpu_s": tk5_cpu,
+        "pandas5_s": pd_wall,
+        "pandas5_cpu_s": pd_cpu,
+        "load_peer": load_peer,
         "sample": len(times),
         "one_at_a_time_mean_ms": per_record * 1000,
         "one_at_a_time_extrapolated_s": per_record * records.height,
-        "ratio_vs_one_at_a_time": per_record * records.height / vector_screen,
-        "ratio_incl_read_and_summary": per_record * records.height / (t4 - t0),
+        "ratio_vs_one_at_a_time": per_record * records.height / screen_wall,
         "single_candidate_median_ms": statistics.median(times) * 1000,
+        "single_candidate_cpu_median_ms": statistics.median(cpus) * 1000,
         "single_candidate_with_explanation_median_ms": statistics.median(explain_times) * 1000,
         "single_agrees_with_batch": f"{agree}/{len(times)}",
+        "load_one": load_one,
     }
+
+
+def figure(
+    name: str,
+    value: float,
+    unit: str,
+    target: str,
+    ok: bool | None,
+    peer: str | None = None,
+    ratio: float | None = None,
+) -> str:
+    row = {"name": name, "value": round(value, 4), "unit": unit, "target": target, "peer": peer,
+           "ratio": None if ratio is None else round(ratio, 2), "ok": ok}  # fmt: skip
+    return "FIGURE " + json.dumps(row)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=1_000_000)
-    ap.add_argument("--sample", type=int, default=300, help="candidates screened one at a time")
+    ap.add_argument("--quick", action="store_true", help="100,000 candidates, 50 one at a time (under a minute)")
+    ap.add_argument("--n", type=int, default=None, help="candidates (default 1,000,000; 100,000 with --quick)")
+    ap.add_argument("--sample", type=int, default=None, help="candidates screened one at a time (default 300)")
+    ap.add_argument("--repeat", type=int, default=None, help="timed runs of each step, best kept (default 3)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--keep", type=Path, help="keep the Parquet files in this folder (reused when present)")
     ap.add_argument("--run", type=Path, help=argparse.SUPPRESS)  # child mode
     args = ap.parse_args(argv)
+    n = args.n or (100_000 if args.quick else 1_000_000)
+    sample = args.sample or (50 if args.quick else 300)
+    repeat = args.repeat or (2 if args.quick else 3)
     if args.run:
-        print(json.dumps(run(args.run, args.sample, args.seed)))
+        print(json.dumps(run(args.run, sample, args.seed, repeat)))
         return
 
     tmp = None
@@ -291,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     if not (data_dir / "records.parquet").exists():
         t = time.perf_counter()
-        records, atrq = make_data(args.n, args.seed)
+        records, atrq = make_data(n, args.seed)
         records.write_parquet(data_dir / "records.parquet")
         atrq.write_parquet(data_dir / "atrq.parquet")
         print(
@@ -299,45 +372,58 @@ def main(argv: list[str] | None = None) -> None:
             f"{time.perf_counter() - t:.1f} s (not timed below)",
             file=sys.stderr,
         )
-    proc = subprocess.run(
-        [sys.executable, __file__, "--run", str(data_dir), "--sample", str(args.sample), "--seed", str(args.seed)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    cmd = [sys.executable, __file__, "--run", str(data_dir), "--sample", str(sample), "--seed", str(args.seed)]
+    proc = subprocess.run([*cmd, "--repeat", str(repeat)], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
         raise SystemExit(proc.returncode)
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     cpus = os.cpu_count()
+    full = r["n"] >= 1_000_000
     print(
         f"screening benchmark: {r['n']:,} candidates, {r['instances']:,} treatment-history instances, "
-        f"{RULES.name}, as of {AS_OF}, {cpus} CPU(s)"
+        f"{RULES.name}, as of {AS_OF}, {cpus} CPU(s){'' if full else ' (reduced size: not the targets’ size)'}"
     )
     print(f"  read Parquet          {r['read_parquet_s']:.3f} s")
     print(f"  load + compile rules  {r['load_compile_rules_s']:.3f} s")
-    print(f"  screen ({r['criteria']} criteria)  {r['screen_s']:.3f} s")
-    print(f"  summarise             {r['summarise_s']:.3f} s")
-    print(f"  total wall time       {r['total_s']:.3f} s   (target < 3 s)")
+    print(f"  screen, first run     {r['first_screen_s']:.3f} s")
     print(
-        f"  CPU time              {r['total_cpu_s']:.3f} s total, {r['screen_cpu_s']:.3f} s screening "
-        f"(all threads; load average during the run {r['load_average_1m']:.1f} on {os.cpu_count()} CPUs)"
+        f"  screen ({r['criteria']} criteria)  {r['screen_s']:.3f} s wall, {r['screen_cpu_s']:.3f} s CPU (best of "
+        f"{repeat}; load average {r['load_screen']:.1f} on {cpus} CPUs)   (target < 1 s at 1M)"
+    )
+    print(f"  summarise             {r['summarise_s']:.3f} s")
+    print(
+        f"  read+screen+summary   {r['total_s']:.3f} s wall, {r['total_cpu_s']:.3f} s CPU (load {r['load_first']:.1f})"
+        "   (issue 4 target < 3 s)"
     )
     print(f"  peak memory (RSS)     {r['peak_rss_mb']:.0f} MB (target < 3 GB)")
     print(f"  dispositions          {r['dispositions']}")
+    ratio = r["pandas5_s"] / r["tk5_s"]
+    print(
+        f"  peer, {'/'.join(r['peer_criteria'])}: trialkit {r['tk5_s']:.3f} s wall ({r['tk5_cpu_s']:.3f} s CPU), "
+        f"hand-written vectorised pandas {r['pandas5_s']:.3f} s wall ({r['pandas5_cpu_s']:.3f} s CPU): "
+        f"{ratio:.1f}x wall, {r['pandas5_cpu_s'] / r['tk5_cpu_s']:.1f}x CPU (results checked equal first; "
+        f"load {r['load_peer']:.1f})   (target >= 10x)"
+    )
     print(
         f"  one at a time         {r['one_at_a_time_mean_ms']:.1f} ms per candidate (mean of {r['sample']} sampled,"
-        f" extrapolated to {r['n']:,}: {r['one_at_a_time_extrapolated_s']:.0f} s)"
+        f" extrapolated to {r['n']:,}: {r['one_at_a_time_extrapolated_s']:.0f} s; "
+        f"{r['ratio_vs_one_at_a_time']:.0f}x the batch)"
     )
     print(
-        f"  ratio                 {r['ratio_vs_one_at_a_time']:.0f}x (screen vs screen), "
-        f"{r['ratio_incl_read_and_summary']:.0f}x including read + summary (target >= 50x)"
-    )
-    print(
-        f"  single candidate      {r['single_candidate_median_ms']:.1f} ms median screen, "
-        f"{r['single_candidate_with_explanation_median_ms']:.1f} ms with explanation (target < 50 ms)"
+        f"  single candidate      {r['single_candidate_median_ms']:.1f} ms median wall "
+        f"({r['single_candidate_cpu_median_ms']:.1f} ms CPU), {r['single_candidate_with_explanation_median_ms']:.1f} "
+        f"ms with explanation (load {r['load_one']:.1f})   (target < 10 ms)"
     )
     print(f"  single == batch rows  {r['single_agrees_with_batch']}")
+    print(figure(f"screen {r['n']:,} candidates ({r['criteria']} criteria), wall", r["screen_s"], "s", "< 1 s",
+                 (r["screen_s"] < 1.0) if full else None))  # fmt: skip
+    print(figure(f"screen {r['n']:,} candidates, CPU", r["screen_cpu_s"], "s", "(CPU time, all threads)", None))
+    print(figure(f"speed-up vs pandas peer ({len(r['peer_criteria'])} criteria, {r['n']:,} candidates)", ratio, "x",
+                 ">= 10x", ratio >= 10, "pandas vectorised", ratio))  # fmt: skip
+    print(figure("one candidate, median wall", r["single_candidate_median_ms"], "ms", "< 10 ms",
+                 r["single_candidate_median_ms"] < 10))  # fmt: skip
+    print(f"  load average now      {os.getloadavg()[0]:.1f} (1 min) on {cpus} CPUs")
     if tmp is not None:
         tmp.cleanup()
 

@@ -341,3 +341,50 @@ def test_missing_codes_in_number_and_coded_fields_are_seen_with_field_specs():
         for fields in (None, specs):
             got = run(expr, frame, fields=fields, missing_codes=["UNK", "NA"]).values.to_list()
             assert got == values, (expr, fields is not None)
+
+
+@pytest.mark.parametrize(
+    "ids, order",
+    [
+        (["1", "2", "3"], [0, 1, 2, 3, 4, 5]),  # grouped by record, in record order: the runs are the records
+        (["3", "1", "2"], [0, 1, 2, 3, 4, 5]),  # grouped, records in another order
+        (["1", "2", "3"], [4, 0, 2, 5, 1, 3]),  # interleaved: a record's instances in several runs
+        (["1", "2", "1"], [0, 1, 2, 3, 4, 5]),  # a record id twice in the frame: both rows read its instances
+    ],
+)
+def test_instance_aggregates_follow_the_id_not_the_row_order(ids, order):
+    atrq = pl.DataFrame(
+        {
+            "record_id": ["1", "1", "1", "2", "2", "9"],
+            "redcap_repeat_instance": [1, 2, 3, 1, 2, 1],
+            "drug": ["a", "b", "a", "c", None, "a"],
+        }
+    )[order]
+    expected = {"1": 2, "2": None, "3": 0}  # record 2: one drug blank, so 1 or 2 distinct drugs; 3 has none
+    counts = {"1": 3, "2": 2, "3": 0}
+    frame = pl.DataFrame({"record_id": ids})
+    kw = {"mode": "kleene", "instances": {"atrq": atrq}}
+    assert run("count_distinct_instances(atrq, [drug])", frame, **kw).values.to_list() == [expected[i] for i in ids]
+    assert run("count_instances(atrq)", frame, **kw).values.to_list() == [counts[i] for i in ids]
+
+
+def test_instances_of_a_null_record_id_belong_to_no_record():
+    atrq = pl.DataFrame({"record_id": [None, None, "1"], "redcap_repeat_instance": [1, 2, 1], "v": ["1", "1", "1"]})
+    frame = pl.DataFrame({"record_id": [None, "1"]}, schema={"record_id": pl.String})
+    assert run("count_instances(atrq)", frame, instances={"atrq": atrq}).values.to_list() == [0, 1]
+
+
+def test_a_compiled_plan_is_reused_only_where_it_gives_the_same_answer():
+    # The same tree object evaluated again reuses its compiled plan: a change of date, mode or column type must not.
+    tree = parse("datediff([d], 'today', 'd', true) > 10 or [v] = ''")
+    frame = pl.DataFrame({"record_id": ["1"], "d": ["2026-01-01"], "v": [None]}, schema_overrides={"v": pl.String})
+    first = evaluate(tree, frame, as_of=date(2026, 1, 5), mode="kleene").values.to_list()
+    later = evaluate(tree, frame, as_of=date(2026, 2, 5), mode="kleene").values.to_list()
+    redcap = evaluate(tree, frame.with_columns(pl.lit("x").alias("v")), as_of=date(2026, 1, 5)).values.to_list()
+    typed = frame.with_columns(pl.col("d").str.to_date())
+    assert (first, later, redcap) == ([True], [True], [False])
+    assert evaluate(tree, typed, as_of=date(2026, 1, 5), mode="kleene").values.to_list() == [True]
+    tree2 = parse("datediff([d], 'today', 'd', true) > 10")
+    assert evaluate(tree2, frame, as_of=date(2026, 1, 5), mode="kleene").values.to_list() == [False]
+    assert evaluate(tree2, frame, as_of=date(2026, 2, 5), mode="kleene").values.to_list() == [True]
+    assert evaluate(tree2, frame, as_of=date(2026, 1, 5), mode="kleene").values.to_list() == [False]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from types import MappingProxyType
 
 import polars as pl
 
@@ -261,7 +262,7 @@ def evaluate_many(
     if rid not in frame.columns:
         raise DataError(f"record id column {rid!r} is not in the data")
     explain = (mode == "kleene") if explain is None else explain
-    fields = fields or {}
+    fields = fields or _NO_FIELDS  # one object: compiled plans are reused for the same fields mapping only
     nodes = list(exprs.values())
     bits = _bits(nodes)
     aux = _Aux()
@@ -272,39 +273,92 @@ def evaluate_many(
     needed += [aux.columns[k] for k in aux.columns]
     kinds = infer_kinds(frame, [c for c in needed if _base_name(c) not in fields])
     frame = frame.with_columns(zero_column(frame.height))
-    comp = Compiler(
-        frame.schema,
-        mode=mode,
-        as_of=as_of,
-        fields=fields,
-        record_id=rid,
-        missing_codes=missing_codes,
-        explain=explain,
-        kinds=kinds,
-        bits=bits,
-        aux=aux,
-        missing_columns=missing_columns,
-    )
-    lazy = _share_common_subexpressions(comp, nodes, frame.lazy())
-    stage: list[pl.Expr] = []
-    selects = [pl.col(rid)]
-    explained: list[tuple[str, Node]] = []
-    for i, (name, expr) in enumerate(exprs.items()):
-        c = comp.compile(expr)
-        stage.append(_final(c, mode).alias(f"__tk_value{i}"))
-        selects.append(pl.col(f"__tk_value{i}").alias(name))
-        if comp.explain:
-            mask = c.mask if c.mask is not None else pl.lit(0, pl.UInt64)
-            stage.append(mask.alias(f"__tk_mask{i}"))
-            selects.append(pl.col(f"__tk_mask{i}").alias(f"{name}__missing"))
-            explained.append((f"{name}__missing", expr))
-    out = lazy.with_columns(stage).select(selects).collect()
+    settings = (mode, as_of, rid, tuple(missing_codes), explain, missing_columns, tuple(bits.items()))
+    key = _plan_key(exprs, frame.schema, kinds, aux, settings)
+    plan = _PLANS.get(key) if key is not None else None
+    if plan is None or plan.fields is not fields or any(a is not b for a, b in zip(plan.nodes, nodes, strict=True)):
+        comp = Compiler(
+            frame.schema,
+            mode=mode,
+            as_of=as_of,
+            fields=fields,
+            record_id=rid,
+            missing_codes=missing_codes,
+            explain=explain,
+            kinds=kinds,
+            bits=bits,
+            aux=aux,
+            missing_columns=missing_columns,
+        )
+        steps = _share_common_subexpressions(comp, nodes)
+        stage: list[pl.Expr] = []
+        selects = [pl.col(rid)]
+        explained: list[tuple[str, Node]] = []
+        for i, (name, expr) in enumerate(exprs.items()):
+            c = comp.compile(expr)
+            stage.append(_final(c, mode).alias(f"__tk_value{i}"))
+            selects.append(pl.col(f"__tk_value{i}").alias(name))
+            if comp.explain:
+                mask = c.mask if c.mask is not None else pl.lit(0, pl.UInt64)
+                stage.append(mask.alias(f"__tk_mask{i}"))
+                selects.append(pl.col(f"__tk_mask{i}").alias(f"{name}__missing"))
+                explained.append((f"{name}__missing", expr))
+        plan = _Plan(tuple(nodes), fields, [*steps, stage], selects, explained)
+        if key is not None:
+            if len(_PLANS) >= _MAX_PLANS:
+                _PLANS.clear()
+            _PLANS[key] = plan
+    out = _apply(frame.lazy(), plan.steps).select(plan.selects).collect(engine=_engine(frame.height))
+    explained = plan.explained
     if explained:
         # Masks hold few distinct values (combinations of missing fields): name them once per distinct value.
         out = out.with_columns(
             _mask_to_names(pl.col(col), out.get_column(col), _ordered_bits(expr, bits)) for col, expr in explained
         )
     return out
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Expressions compiled for one set of syntax trees over one frame shape: the with_columns steps, then the
+    final select. Kept so that evaluating the same rules again (one candidate at a time) skips compiling."""
+
+    nodes: tuple[Node, ...]
+    fields: Mapping[str, FieldSpec]
+    steps: list[list[pl.Expr]]
+    selects: list[pl.Expr]
+    explained: list[tuple[str, Node]]
+
+
+_PLANS: dict[tuple, _Plan] = {}
+
+
+def _engine(rows: int) -> str:
+    """polars' streaming engine (its default) costs milliseconds to start per query, most of screening one
+    candidate; on large frames it is the faster one (a fifth less CPU on a million candidates)."""
+    return "in-memory" if rows <= 10_000 else "auto"
+_NO_FIELDS: Mapping[str, FieldSpec] = MappingProxyType({})
+_MAX_PLANS = 64
+
+
+def _plan_key(exprs: Mapping[str, Node], schema, kinds: Mapping[str, str], aux: _Aux, settings: tuple) -> tuple | None:
+    """What a compiled plan depends on besides the trees' identity (checked on use, as ids can be reused): the
+    frame's column types, the kinds inferred from text content, the instance columns joined on, and the options.
+    None when some part cannot be a key (the plan is then compiled each time)."""
+    key = (
+        tuple((name, id(node)) for name, node in exprs.items()),
+        tuple(schema.items()),
+        tuple(sorted(kinds.items())),
+        tuple(sorted(aux.columns.items())),
+        tuple(sorted(aux.lo_hi.items())),
+        tuple(sorted(aux.masks.items())),
+        settings,
+    )
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def _ordered_bits(expr: Node, bits: Mapping[str, int]) -> list[tuple[int, str]]:
@@ -356,7 +410,7 @@ def _heavy_nodes(nodes: Sequence[Node], walk_nodes=None) -> list[Node]:
     return heavy
 
 
-def _share_common_subexpressions(comp: Compiler, nodes: Sequence[Node], lazy: pl.LazyFrame) -> pl.LazyFrame:
+def _share_common_subexpressions(comp: Compiler, nodes: Sequence[Node]) -> list[list[pl.Expr]]:
     """Compute every sub-expression that occurs more than once (within or across expressions), and every one that
     would make its parent's plan too large, into a column first, smallest first, so the plan stays linear in the
     text and each is computed once."""
@@ -367,10 +421,22 @@ def _share_common_subexpressions(comp: Compiler, nodes: Sequence[Node], lazy: pl
                 counts[node] = counts.get(node, 0) + 1
     staged = [n for n, c in counts.items() if c > 1]
     staged += [n for n in dict.fromkeys(_heavy_nodes(nodes)) if counts.get(n, 0) <= 1]
-    return _stage(comp, staged, lazy)
+    return _stage_steps(comp, staged)
 
 
 def _stage(comp: Compiler, staged: Sequence[Node], lazy: pl.LazyFrame) -> pl.LazyFrame:
+    return _apply(lazy, _stage_steps(comp, staged))
+
+
+def _apply(lazy: pl.LazyFrame, steps: Sequence[Sequence[pl.Expr]]) -> pl.LazyFrame:
+    for step in steps:
+        lazy = lazy.with_columns(step)
+    return lazy
+
+
+def _stage_steps(comp: Compiler, staged: Sequence[Node]) -> list[list[pl.Expr]]:
+    """The staged nodes' columns, one `with_columns` step each, smallest first."""
+    steps: list[list[pl.Expr]] = []
     staged = sorted(staged, key=lambda n: sum(1 for _ in walk(n)))
     for node in staged:
         if node in comp.shared:
@@ -382,9 +448,9 @@ def _stage(comp: Compiler, staged: Sequence[Node], lazy: pl.LazyFrame) -> pl.Laz
         if comp.explain and c.mask is not None:
             exprs.append(c.mask.alias(f"{name}_m"))
             mask = pl.col(f"{name}_m")
-        lazy = lazy.with_columns(exprs)
+        steps.append(exprs)
         comp.shared[node] = Col(pl.col(name), c.kind, mask=mask, has_time=c.has_time, stored=c.stored)
-    return lazy
+    return steps
 
 
 def _walk_main(expr: Node) -> Iterator[Node]:
@@ -442,6 +508,7 @@ def _attach_instances(
             by_form.setdefault(form_node.name, []).append(call)
     n = 0
     keys = frame.select(pl.col(rid))
+    owners: _Owners | None = None
     added: list[str] = []
     for form, calls in by_form.items():
         inst = frames[form]
@@ -449,50 +516,43 @@ def _attach_instances(
         if rid not in inst.columns:
             raise DataError(f"instance data for '{form}' has no record id column {rid!r}")
         used = [c for call in calls for a in call.args[1:] for c in reference_columns(a)]
-        comp = Compiler(
-            inst.schema,
-            mode=mode,
-            as_of=as_of,
-            fields=fields,
-            record_id=rid,
-            missing_codes=missing_codes,
-            explain=explain,
-            kinds=infer_kinds(inst, [c for c in used if _base_name(c) not in fields]),
-            bits=bits,
-            missing_columns=missing_columns,
-            in_instances=form,
-        )
-        # Heavy sub-expressions of the conditions and values are computed into columns first, as in the main frame.
-        inst_lazy = _stage(comp, _heavy_nodes([a for call in calls for a in call.args[1:]], walk), inst.lazy())
-        first: list[pl.Expr] = []  # condition columns
-        rows: list[pl.Expr] = []  # columns derived from them
-        aggs: list[pl.Expr] = []
-        defaults: dict[str, object] = {}
-        for call in calls:
-            n += 1
-            name = f"__tk_agg{n}"
-            f, r, a, d = _aggregate_exprs(call, comp, name)
-            first += f
-            rows += r
-            aggs += a
-            defaults.update(d)
-            aux.columns[id(call)] = name
-            if f"{name}_lo" in d:
-                aux.lo_hi[id(call)] = (f"{name}_lo", f"{name}_hi")
-            if f"{name}_mask" in d:
-                aux.masks[id(call)] = f"{name}_mask"
+        kinds = infer_kinds(inst, [c for c in used if _base_name(c) not in fields])
+        settings = (form, n, mode, as_of, rid, tuple(missing_codes), explain, missing_columns, tuple(bits.items()))
+        key = _plan_key({str(i): c for i, c in enumerate(calls)}, inst.schema, kinds, _Aux(), settings)
+        plan = _FORM_PLANS.get(key) if key is not None else None
+        if plan is None or plan.fields is not fields or any(a is not b for a, b in zip(plan.calls, calls, strict=True)):
+            plan = _form_plan(form, calls, n, inst.schema, kinds, fields, bits, settings)
+            if key is not None:
+                if len(_FORM_PLANS) >= _MAX_PLANS:
+                    _FORM_PLANS.clear()
+                _FORM_PLANS[key] = plan
+        n = plan.n
+        aux.columns.update(plan.columns)
+        aux.lo_hi.update(plan.lo_hi)
+        aux.masks.update(plan.masks)
+        first, rows, aggs, defaults = plan.first, plan.rows, plan.aggs, plan.defaults
+        inst_lazy = _apply(inst.lazy(), plan.steps)
         staged = inst_lazy.with_columns(first)
         kept = [pl.col(e.meta.output_name()) for e in first]
         has = "__tk_has_instances"
-        grouped = staged.select([_record_ids(rid, frame), *kept, *rows]).group_by(rid).agg([*aggs, pl.len().alias(has)])
-        joined = keys.lazy().join(grouped, on=rid, how="left", maintain_order="left")
+        if owners is None:
+            owners = _Owners.of(frame.get_column(rid))
+        owner = owners.rows_of(inst.get_column(rid).cast(frame.schema[rid], strict=False))
+        grouped = (
+            staged.select([*kept, *rows])
+            .with_columns(owner)
+            .filter(pl.col(_OWNER).is_not_null())
+            .group_by(_OWNER)
+            .agg([*aggs, pl.len().alias(has)])
+        )
+        joined = owners.targets().lazy().join(grouped, on=_OWNER, how="left", maintain_order="left").drop(_OWNER)
         # Defaults are for records without instances only: a null value of a record that has some is a kleene
         # unknown (any_instance, a count between its bounds) and must stay null.
         none = pl.col(has).is_null()
         joined = joined.with_columns([pl.col(c).fill_null(pl.when(none).then(v)) for c, v in defaults.items()])
-        joined = joined.drop(has).collect()
-        keys = keys.hstack(joined.drop(rid))
-        added += [c for c in joined.columns if c != rid]
+        joined = joined.drop(has).collect(engine=_engine(max(frame.height, inst.height)))
+        keys = keys.hstack(joined)
+        added += joined.columns
     for expr in nodes:
         for ref in _main_refs(expr):
             if ref.instance in (None, "current-instance") or id(ref) in aux.columns:
@@ -505,6 +565,65 @@ def _attach_instances(
     if not added:
         return frame
     return frame.hstack(keys.select(added))
+
+
+@dataclass(frozen=True)
+class _FormPlan:
+    """The compiled aggregates over one repeating form (see _Plan): staged columns, row columns, aggregations, the
+    defaults for records without instances, and the aggregate columns each call node reads."""
+
+    calls: tuple[Call, ...]
+    fields: Mapping[str, FieldSpec]
+    steps: list[list[pl.Expr]]
+    first: list[pl.Expr]
+    rows: list[pl.Expr]
+    aggs: list[pl.Expr]
+    defaults: dict[str, object]
+    columns: dict[int, str]
+    lo_hi: dict[int, tuple[str, str]]
+    masks: dict[int, str]
+    n: int
+
+
+_FORM_PLANS: dict[tuple, _FormPlan] = {}
+
+
+def _form_plan(form, calls, n, schema, kinds, fields, bits, settings) -> _FormPlan:
+    _, _, mode, as_of, rid, missing_codes, explain, missing_columns, _ = settings
+    comp = Compiler(
+        schema,
+        mode=mode,
+        as_of=as_of,
+        fields=fields,
+        record_id=rid,
+        missing_codes=missing_codes,
+        explain=explain,
+        kinds=kinds,
+        bits=bits,
+        missing_columns=missing_columns,
+        in_instances=form,
+    )
+    # Heavy sub-expressions of the conditions and values are computed into columns first, as in the main frame.
+    steps = _stage_steps(comp, _heavy_nodes([a for call in calls for a in call.args[1:]], walk))
+    first: list[pl.Expr] = []  # condition columns
+    rows: list[pl.Expr] = []  # columns derived from them
+    aggs: list[pl.Expr] = []
+    defaults: dict[str, object] = {}
+    aux = _Aux()
+    for call in calls:
+        n += 1
+        name = f"__tk_agg{n}"
+        f, r, a, d = _aggregate_exprs(call, comp, name)
+        first += f
+        rows += r
+        aggs += a
+        defaults.update(d)
+        aux.columns[id(call)] = name
+        if f"{name}_lo" in d:
+            aux.lo_hi[id(call)] = (f"{name}_lo", f"{name}_hi")
+        if f"{name}_mask" in d:
+            aux.masks[id(call)] = f"{name}_mask"
+    return _FormPlan(tuple(calls), fields, steps, first, rows, aggs, defaults, aux.columns, aux.lo_hi, aux.masks, n)
 
 
 def _aggregate_exprs(call: Call, comp: Compiler, name: str):
@@ -547,7 +666,9 @@ def _aggregate_exprs(call: Call, comp: Compiler, name: str):
     elif call.name == "count_distinct_instances":
         text = comp.text(comp.compile(value_node))
         # Distinct values are counted on 64-bit hashes of the text: integer hashing beats string hashing.
-        text = pl.when(text.is_not_null()).then(text.hash(seed=0))
+        # Hashed once into a column: the three columns below would each repeat the whole text expression.
+        first.append(pl.when(text.is_not_null()).then(text.hash(seed=0)).alias(f"{v}_h"))
+        text = pl.col(f"{v}_h")
         rows += [
             pl.when(pl.col(yes)).then(text).alias(f"{v}_yes"),
             pl.when(pl.col(maybe)).then(text).alias(f"{v}_maybe"),
@@ -586,6 +707,57 @@ def _aggregate_exprs(call: Call, comp: Compiler, name: str):
             aggs.append(pl.lit(0, pl.UInt64).alias(f"{name}_mask"))
         defaults[f"{name}_mask"] = 0
     return first, rows, aggs, defaults
+
+
+_OWNER = "__tk_owner"
+
+
+@dataclass(frozen=True)
+class _Owners:
+    """Record ids as row numbers: instances are aggregated per owning record on a small integer rather than on the
+    id text (hashing 3.5 million text ids, and joining the result back on text, was most of a screening run).
+
+    `first[r]` is the first row of the frame holding record r's id: instances belong to that number, and every
+    row with that id reads the aggregates of that number, as a join on the id would give them."""
+
+    ids: pl.Series
+    unique: bool  # every id appears once, none is null: a row is its own owner number
+
+    @staticmethod
+    def of(ids: pl.Series) -> _Owners:
+        if ids.null_count():
+            return _Owners(ids, False)
+        adjacent_distinct = ids.len() < 2 or not ids.head(-1).eq_missing(ids.tail(-1)).any()
+        unique = adjacent_distinct and (ids.is_sorted() or ids.n_unique() == ids.len())
+        return _Owners(ids, unique)
+
+    def _first(self) -> pl.DataFrame:
+        """id -> its first row number (ids that are null own nothing: a null id never matched in a join either)."""
+        return (
+            self.ids.to_frame("__id")
+            .with_row_index(_OWNER)
+            .filter(pl.col("__id").is_not_null())
+            .unique(subset="__id", keep="first", maintain_order=False)
+        )
+
+    def rows_of(self, inst: pl.Series) -> pl.Series:
+        """The owner number of each instance row (null for an id that is no record's)."""
+        # Instances usually come grouped by record in record order (REDCap exports them so): the runs of equal ids
+        # are then the records themselves, found without hashing any text.
+        run = inst.rle_id()
+        run_ids = inst.filter(inst.ne_missing(inst.shift(1)).scatter(0, True)) if inst.len() else inst
+        if self.unique and run_ids.len() == self.ids.len() and run_ids.equals(self.ids):
+            return run.alias(_OWNER)
+        # Otherwise each run of equal ids (still far fewer than the rows) is looked up once.
+        runs = run_ids.to_frame("__id").join(self._first(), on="__id", how="left", maintain_order="left")
+        return runs.get_column(_OWNER).gather(run).alias(_OWNER)
+
+    def targets(self) -> pl.DataFrame:
+        """Per frame row, in order: the owner number whose aggregates it reads."""
+        if self.unique:
+            return pl.DataFrame({_OWNER: pl.int_range(0, self.ids.len(), dtype=pl.UInt32, eager=True)})
+        joined = self.ids.to_frame("__id").join(self._first(), on="__id", how="left", maintain_order="left")
+        return joined.select(_OWNER)
 
 
 def _record_ids(rid: str, frame: pl.DataFrame) -> pl.Expr:

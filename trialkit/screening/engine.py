@@ -88,6 +88,17 @@ class CompiledRules:
     forms: tuple[str, ...] = ()  # repeating instruments the rules aggregate over
     reference_field: str | None = None  # per-candidate 'today' (else the as-of date for everyone)
     identifiers: frozenset[str] = frozenset()  # PHI fields: their values never reach a report
+    #: polars expressions built from these rules once, reused by every screening (one candidate at a time pays
+    #: for building them otherwise): name -> (the criteria they were built for, the value)
+    plans: dict[str, tuple[Any, Any]] = field(default_factory=dict, compare=False, repr=False, hash=False)
+
+    def plan(self, name: str, build: Any) -> Any:
+        hit = self.plans.get(name)
+        if hit is not None and hit[0] is self.criteria:  # a copy with other criteria rebuilds its own
+            return hit[1]
+        value = build()
+        self.plans[name] = (self.criteria, value)
+        return value
 
     def stamp(self) -> dict[str, str]:
         return self.ruleset.stamp()
@@ -340,9 +351,9 @@ def screen(
         exprs[_logic_key(cc)] = cc.logic
         if cc.applies is not None:
             exprs[_applies_key(cc)] = cc.applies
-    for form in sorted({form for cc in rules.criteria for form in cc.requires_instances}):
-        # "has at least one instance", counted by the logic engine in its pass over that form's instances
-        exprs[_has_key(form)] = _eval.parse(f"count_instances({form}) > 0")
+    # "has at least one instance", counted by the logic engine in its pass over that form's instances. Parsed
+    # once per rule set: the logic engine reuses its compiled plan only for the very same trees.
+    exprs.update(rules.plan("has", lambda: _has_exprs(rules)))
     # One pass for every expression: the logic engine shares parsing of columns and instance aggregates.
     # Only the columns the rules read go to the logic engine: it joins instance aggregates onto this frame.
     needed = [rid, _eval.REFERENCE_COLUMN, *(c for c in rules.columns() if c not in (rid, _eval.REFERENCE_COLUMN))]
@@ -354,7 +365,8 @@ def screen(
     evaluated = _eval.evaluate_many(exprs, narrow, ctx).drop(rid)
     ev = pl.concat([narrow.select(rid, *signatures), evaluated], how="horizontal").rechunk()
     results = ev.select(
-        pl.col(rid).cast(pl.String), *[_result_expr(cc).alias(result_col(cc.id)) for cc in rules.criteria]
+        pl.col(rid).cast(pl.String),
+        *rules.plan("results", lambda: [_result_expr(cc).alias(result_col(cc.id)) for cc in rules.criteria]),
     )
     masks = _masks(rules, narrow, ev, results)
     masks = _with_gates(rules, masks, frame, ctx)
@@ -365,20 +377,30 @@ def screen(
     return Screening(rules, as_of, out.select(cols), frame, instances, problems=problems)
 
 
+def _has_exprs(rules: CompiledRules) -> dict[str, Any]:
+    forms = sorted({form for cc in rules.criteria for form in cc.requires_instances})
+    return {_has_key(form): _eval.parse(f"count_instances({form}) > 0") for form in forms}
+
+
 def _masks(rules: CompiledRules, narrow: pl.DataFrame, ev: pl.DataFrame, results: pl.DataFrame) -> pl.DataFrame:
     """Missing-field bitmasks: blank-field bits from the record columns (one pass over them), then, per row, the
     applicability or decision bits as the criterion requires, kept only where the criterion is unknown."""
     crits = rules.criteria
     if not crits:
         return pl.DataFrame()
+    raw, out = rules.plan("masks", lambda: _mask_exprs(crits))
+    bits = narrow.select(raw).rechunk()
+    applies = [_applies_key(cc) for cc in crits if cc.applies is not None]
+    combo = pl.concat([bits, ev.select(applies), results.drop(rules.record_id)], how="horizontal")
+    return combo.select(out)
+
+
+def _mask_exprs(crits: Sequence[CompiledCriterion]) -> tuple[list[pl.Expr], list[pl.Expr]]:
     raw = []
     for i, cc in enumerate(crits):
         raw.append(_missing_mask(cc, cc.logic_bits).alias(f"L{i}"))
         if cc.applies is not None:
             raw.append(_missing_mask(cc, cc.applies_bits).alias(f"A{i}"))
-    bits = narrow.select(raw).rechunk()
-    applies = [_applies_key(cc) for cc in crits if cc.applies is not None]
-    combo = pl.concat([bits, ev.select(applies), results.drop(rules.record_id)], how="horizontal")
     out = []
     for i, cc in enumerate(crits):
         mask = pl.col(f"L{i}")
@@ -388,7 +410,7 @@ def _masks(rules: CompiledRules, narrow: pl.DataFrame, ev: pl.DataFrame, results
         out.append(
             pl.when(unknown).then(mask).otherwise(pl.lit(0, MASK_DTYPE)).cast(MASK_DTYPE).alias(missing_col(cc.id))
         )
-    return combo.select(out)
+    return raw, out
 
 
 def _with_gates(rules: CompiledRules, masks: pl.DataFrame, frame: pl.DataFrame, ctx: _eval.Context) -> pl.DataFrame:
@@ -603,6 +625,13 @@ def _with_disposition(rules: CompiledRules, frame: pl.DataFrame) -> pl.DataFrame
         return frame.with_columns(
             pl.lit(Disposition.ELIGIBLE.value).alias(DISPOSITION_COL), pl.lit(None, pl.String).alias(PRIMARY_COL)
         )
+    first, second = rules.plan("disposition", lambda: _disposition_exprs(crits))
+    temporary = [e.meta.output_name() for e in first]
+    query = frame.lazy().with_columns(first).with_columns(second).drop(temporary)
+    return query.collect(engine="in-memory" if frame.height <= 10_000 else "auto")
+
+
+def _disposition_exprs(crits: Sequence[CompiledCriterion]) -> tuple[list[pl.Expr], list[pl.Expr]]:
     chunks = [crits[at : at + _BITS] for at in range(0, len(crits), _BITS)]
     sums = []
     for k, chunk in enumerate(chunks):
@@ -610,26 +639,26 @@ def _with_disposition(rules: CompiledRules, frame: pl.DataFrame) -> pl.DataFrame
             (pl.col(result_col(cc.id)) == deciding_result(cc.kind).value).cast(pl.UInt64) * (1 << i)
             for i, cc in enumerate(chunk)
         ]
-        sums.append(pl.sum_horizontal(bits).alias(f"f{k}"))
+        sums.append(pl.sum_horizontal(bits).alias(f"__tk_f{k}"))
     unknown = pl.any_horizontal([pl.col(result_col(cc.id)) == Result.UNKNOWN.value for cc in crits])
-    counts = frame.select(*sums, unknown.alias("u"))
+    first = [*sums, unknown.alias("__tk_u")]
     enum = pl.Enum([d.value for d in Disposition])
-    failed = pl.any_horizontal([pl.col(f"f{k}") > 0 for k in range(len(chunks))])
+    failed = pl.any_horizontal([pl.col(f"__tk_f{k}") > 0 for k in range(len(chunks))])
     primary = [
-        (pl.col(f"f{k}") & (~pl.col(f"f{k}") + 1))  # two's complement: only the lowest set bit is left
+        (pl.col(f"__tk_f{k}") & (~pl.col(f"__tk_f{k}") + 1))  # two's complement: only the lowest set bit is left
         .replace_strict({1 << i: cc.id for i, cc in enumerate(chunk)}, default=None, return_dtype=pl.String)
         for k, chunk in enumerate(chunks)
     ]
-    out = counts.select(
+    second = [
         pl.when(failed)
         .then(pl.lit(Disposition.INELIGIBLE.value, enum))
-        .when(pl.col("u"))
+        .when(pl.col("__tk_u"))
         .then(pl.lit(Disposition.PENDING.value, enum))
         .otherwise(pl.lit(Disposition.ELIGIBLE.value, enum))
         .alias(DISPOSITION_COL),
         (primary[0] if len(primary) == 1 else pl.coalesce(primary)).alias(PRIMARY_COL),
-    )
-    return frame.with_columns(out)
+    ]
+    return first, second
 
 
 def decode_mask(cc: CompiledCriterion, mask: int) -> tuple[str, ...]:
