@@ -433,6 +433,9 @@ class _Row:
     inst: int | str  # int, or "new"
     values: dict[str, str]  # export column -> value ("" = blank)
     dag: str | None
+    # set by the column-wise check for a row with no blank and no unchecked box: the `<form>_complete` columns a
+    # new row of this shape gets ("0"), so that writing it needs no look at its cells
+    fill: tuple[str, ...] | None = None
 
 
 def _cell_text(value: object) -> str:
@@ -514,6 +517,10 @@ def validate_import(schema: Schema, data: ImportData, date_format: str,
     # per (event, repeat instrument): column -> (kind, None) where it may be set, (None, message) where not
     plans: dict[tuple[str, str], dict[str, tuple[str | None, str | None]]] = {}
     memo: dict[tuple[str, str], tuple[object, str | None]] = {}
+    fast = _validate_columns(schema, raw_rows, by_name, checks, plans, memo, date_format, overwrite)
+    if fast is not None:
+        return fast, []
+    # something is refused: row by row, cell by cell, for REDCap's messages in REDCap's order
     dags = set(schema.dag_names)
     out: list[_Row] = []
     longitudinal = schema.is_longitudinal
@@ -605,6 +612,151 @@ def validate_import(schema: Schema, data: ImportData, date_format: str,
     return out, errors
 
 
+_DROP = object()  # a cell that is accepted but not stored (a blank without overwrite, a calc or file value)
+_KEEP = object()  # a cell stored as it was given
+
+
+@dataclass
+class _Shape:
+    """What every row of one shape (event, repeat instrument, the columns it names in order) needs done."""
+
+    drop: list[str]  # columns not stored: the record id, pseudo and survey columns, blanks that change nothing
+    convert: list[tuple[str, dict[str, object]]]  # column -> {cell: stored value or _DROP}, where they differ
+    fill: tuple[str, ...] | None  # see _Row.fill; None when some rows hold blanks or unchecked boxes
+
+
+def _validate_columns(schema: Schema, raw_rows: list[dict[str, str]], by_name: dict[str, Column],
+                      checks: dict, plans: dict, memo: dict, date_format: str,
+                      overwrite: bool) -> list[_Row] | None:
+    """The rows to apply when every cell is valid, checked column by column; None as soon as anything would be
+    refused (then the row-by-row check gives REDCap's messages, in REDCap's order).
+
+    Rows are grouped by shape (event, repeat instrument and the columns named, in order): an import is a few
+    shapes repeated (a CSV export has one per event and repeating form), so a column's checks and what is
+    stored are decided once per distinct cell of a shape, and a row is then a dict copy. What is accepted and
+    stored is exactly what the row-by-row check accepts and stores.
+    """
+    def_field = schema.def_field
+    longitudinal = schema.is_longitudinal
+    event_order = schema.event_order
+    repeating_forms = schema.repeating_forms
+    repeating_events = schema.repeating_events
+    dags = schema.dag_names
+    heads: list[tuple[dict[str, str], str, str, str, int | str, str | None, tuple]] = []
+    groups: dict[tuple, list[dict[str, str]]] = {}
+    for raw in raw_rows:
+        record = raw.get(def_field, "")
+        if record == "":
+            return None
+        event = ""
+        if longitudinal:
+            event = raw.get(EVENT, "")
+            if event not in event_order:
+                return None
+        rform = raw.get(RFORM, "")
+        inst_text = raw.get(RINST, "")
+        inst: int | str = 0
+        if rform or (inst_text and event in repeating_events):
+            if rform and rform not in repeating_forms.get(event, ()):
+                return None
+            if whole_number(inst_text) and int(inst_text) >= 1:
+                inst = int(inst_text)
+            elif inst_text.lower() == "new":
+                inst = "new"
+            else:
+                return None
+        elif inst_text:
+            if inst_text != "1":
+                return None
+        elif event in repeating_events:
+            return None
+        dag = raw.get(DAG)
+        if dag:
+            if dag not in dags:
+                return None
+        else:
+            dag = None
+        key = (event, rform, tuple(raw))
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = []
+        group.append(raw)
+        heads.append((raw, record, event, rform, inst, dag, key))
+    shapes: dict[tuple, _Shape] = {}
+    for key, rows in groups.items():
+        event, rform, names = key
+        plan = plans.get((event, rform))
+        if plan is None:
+            plan = plans[(event, rform)] = _cell_plan(schema, by_name, event, rform)
+        drop: list[str] = []
+        convert: list[tuple[str, dict[str, object]]] = []
+        clean = True
+        for name in names:
+            step = plan.get(name)
+            if step is None:  # record id, pseudo and survey columns
+                drop.append(name)
+                continue
+            kind = step[0]
+            distinct = {r[name] for r in rows}
+            conv: dict[str, object] = {}
+            if "" in distinct:
+                distinct.discard("")
+                clean = False
+                if not overwrite or kind is None:
+                    conv[""] = _DROP
+            if kind is None:
+                if distinct:
+                    return None
+                drop.append(name)
+                continue
+            if kind == "value":
+                check = checks[name]
+                for value in distinct:
+                    checked = memo.get((name, value))
+                    if checked is None:
+                        checked = memo[(name, value)] = check(value, date_format)
+                    result, message = checked
+                    if message is not None:
+                        return None
+                    if result is IGNORED:
+                        conv[value] = _DROP
+                        clean = False
+                    elif result != value:
+                        conv[value] = result
+            elif not distinct <= (_COMPLETE_CODES if kind == "complete" else _CHECKBOX_CODES):
+                return None
+            elif kind == "checkbox" and "0" in distinct:
+                clean = False
+            if len(conv) == 1 and "" in conv and conv[""] is _DROP and not distinct:
+                drop.append(name)  # blank in every row
+            elif conv:
+                convert.append((name, conv))
+        fill = None
+        if clean:
+            stored = [n for n in names if n not in drop]
+            forms = dict.fromkeys(by_name[n].form for n in stored if by_name[n].kind != "complete")
+            fill = tuple(c for c in (f"{form}_complete" for form in forms) if c not in stored)
+        shapes[key] = _Shape(drop, convert, fill)
+    out: list[_Row] = []
+    for raw, record, event, rform, inst, dag, key in heads:
+        shape = shapes[key]
+        values = raw.copy()
+        for name in shape.drop:
+            del values[name]
+        for name, conv in shape.convert:
+            result = conv.get(values[name], _KEEP)
+            if result is _DROP:
+                del values[name]
+            elif result is not _KEEP:
+                values[name] = result
+        out.append(_Row(record, event, rform, inst, values, dag, shape.fill))
+    return out
+
+
+_CHECKBOX_CODES = frozenset(("0", "1"))
+_COMPLETE_CODES = frozenset(("0", "1", "2"))
+
+
 def _cell_plan(schema: Schema, by_name: dict, event: str, rform: str) -> dict[str, tuple[str | None, str | None]]:
     """What a cell of each column means in a row of (event, repeat instrument): its kind, or why it is refused."""
     repeating = schema.repeating_forms.get(event, set())
@@ -693,7 +845,12 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
             next_inst[base] += 1
         key = (record, row.event, row.rform, int(inst))
         before = changed_rows.get(key, existing.get(key))
-        if before is None:  # a new row, the bulk of a large import: blanks and unchecked boxes are not stored
+        if before is None and row.fill is not None:  # a new row of a checked shape: no blank, no unchecked box
+            data = row.values
+            for complete in row.fill:
+                data[complete] = "0"
+            touched_forms = ()
+        elif before is None:  # a new row, the bulk of a large import: blanks and unchecked boxes are not stored
             data = {k: v for k, v in row.values.items() if v != "" and (v != "0" or k not in checkbox_names)}
             touched_forms = {form_of[k] for k in data if k not in complete_names}
         else:
