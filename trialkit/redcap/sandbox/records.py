@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 
+import orjson
+
 from trialkit.redcap.sandbox import formats
 from trialkit.redcap.sandbox.cells import IGNORED
 from trialkit.redcap.sandbox.errors import ApiError, invalid_values
@@ -347,7 +349,7 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
     bases: dict[tuple[str, str], list[str]] = {}
     # most stored values repeat (choice codes, dates, numbers): each column remembers its encoded values
     memos: list[dict[str, str]] = [{} for _ in keys]
-    loads = json.JSONDecoder().raw_decode  # stored rows are compact JSON objects: no whitespace to skip
+    loads = orjson.loads  # stored rows: each row's one decode is a third of a large export's time with json
     if json_out:
         yield "["
     else:
@@ -363,7 +365,7 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
             defaults = dict(_Context(plan, event, rform).defaults)
             base = bases[(event, rform)] = [encode(i, defaults.get(k, "")) for i, k in enumerate(keys)]
         cells = base.copy()
-        for name, value in loads(data_text)[0].items():
+        for name, value in loads(data_text).items():
             i = position.get(name)
             if i is not None:  # values of columns not exported (not asked for, or removed fields) are skipped
                 memo = memos[i]
@@ -776,7 +778,12 @@ def _cell_plan(schema: Schema, by_name: dict, event: str, rform: str) -> dict[st
 
 
 _KIND_CODES = {"value": 0, "checkbox": 1, "complete": 2}
-_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _encode(data: dict[str, str]) -> str:
+    """A stored row (column -> text) as compact JSON. orjson: ~5x faster than the json module, the second
+    biggest cost of writing a large import; every reader decodes it, so only the round trip matters."""
+    return orjson.dumps(data).decode()
 
 
 def log_details(stored: str) -> str:
@@ -832,7 +839,7 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
     checkbox_names = {c.name for c in schema.columns if c.kind == "checkbox"}
     complete_names = {c.name for c in schema.columns if c.kind == "complete"}
     encoded: dict[tuple[str, str, str, int], str] = {}
-    encode = _ENCODE
+    encode = _encode
     for row in rows:
         record = order[row.record]
         inst = row.inst
