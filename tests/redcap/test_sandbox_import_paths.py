@@ -10,27 +10,11 @@ from __future__ import annotations
 
 import pytest
 from redcap import RedcapError
-from sandbox_data import longitudinal_spec
+from sandbox_data import MIXED_ROWS, longitudinal_spec
 
 from trialkit.redcap.sandbox import records
 
-ROWS = [
-    # the same columns as the third row but with a "2" complete and unchecked boxes: not stored, as blanks
-    {"record_id": "1", "redcap_event_name": "screening_arm_1", "consent_date": "02/24/2023", "arm_choice": "1",
-     "phq_1": "0", "phq_flags___1": "1", "phq_flags___2": "0", "sbp": "120", "phq_complete": "2"},
-    {"record_id": "1", "redcap_event_name": "treatment_arm_1", "redcap_repeat_instrument": "session",
-     "redcap_repeat_instance": "new", "ses_date": "03/01/2023", "ses_dose": "0.5"},
-    {"record_id": "1", "redcap_event_name": "treatment_arm_1", "redcap_repeat_instrument": "session",
-     "redcap_repeat_instance": "new", "ses_date": "03/08/2023", "ses_dose": "0.75"},
-    {"record_id": "1", "redcap_event_name": "treatment_arm_1", "ae_term": " nausea "},
-    {"record_id": "2", "redcap_event_name": "followup_arm_1", "redcap_repeat_instance": "2", "fu_status": "1"},
-    # every box ticked, no complete column: a "clean" shape, whose forms get "0" complete without a cell look
-    {"record_id": "2", "redcap_event_name": "screening_arm_1", "consent_date": "02/25/2023", "arm_choice": "2",
-     "phq_1": "1", "phq_flags___1": "1", "phq_flags___2": "1", "sbp": "130"},
-    {"record_id": "3", "redcap_event_name": "screening_arm_1", "consent_date": "12/31/2023", "arm_choice": "1",
-     "phq_1": "0", "phq_flags___1": "0", "phq_flags___2": "0", "sbp": "110", "phq_complete": "1"},
-    {"record_id": "3", "redcap_event_name": "baseline_arm_1", "redcap_repeat_instance": "1", "dbp": "80"},
-]
+ROWS = MIXED_ROWS  # sandbox_data: plain rows of several shapes, repeating instances, unchecked boxes
 # then an overwrite import: blanks clear values, a changed value, a new instance of a repeating form
 OVERWRITE = [
     {"record_id": "1", "redcap_event_name": "screening_arm_1", "consent_date": "", "arm_choice": "2", "sbp": "",
@@ -40,7 +24,7 @@ OVERWRITE = [
 ]
 
 
-def _log_entries(project) -> list[tuple[str, str, frozenset[str]]]:
+def _log_entries(project) -> list[tuple[str, frozenset[str]]]:
     # a row's `<form>_complete` values follow its data in an order that carries no meaning
     return sorted((e["action"], frozenset(e["details"].split(", ")))
                   for e in project.export_logging() if e["action"] != "Manage/Design ")
