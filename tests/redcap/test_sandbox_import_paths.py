@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 from redcap import RedcapError
-from sandbox_data import MIXED_ROWS, longitudinal_spec
+from sandbox_data import MIXED_ROWS, longitudinal_spec, post
 
 from trialkit.redcap.sandbox import records
 
@@ -80,3 +80,22 @@ def test_refusals_after_many_valid_rows_give_the_row_by_row_messages(longitudina
         '"44","redcap_repeat_instance","0","The repeat instance must be a whole number of 1 or more (or \'new\')"',
     ]
     assert longitudinal.export_records() == []  # all or nothing
+
+
+NUMBERS = ('[{"record_id":1,"redcap_event_name":"treatment_arm_1","ae_term":12},'
+           '{"record_id":2,"redcap_event_name":"treatment_arm_1","ae_term":2.50},'
+           '{"record_id":3,"redcap_event_name":"treatment_arm_1","ae_term":-0},'
+           '{"record_id":4,"redcap_event_name":"treatment_arm_1","ae_term":1e2}')
+
+
+@pytest.mark.parametrize(("text", "more"), [
+    (NUMBERS + "]", []),  # plain cells: the decoded rows are used as they are
+    (NUMBERS + ',{"record_id":5,"redcap_event_name":"treatment_arm_1","ae_term":true}]', ["1"]),
+    (NUMBERS + ',{"record_id":5,"redcap_event_name":"treatment_arm_1","ae_term":" x"}]', ["x"]),
+    (NUMBERS + ',{"record_id":5,"redcap_event_name":"treatment_arm_1","ae_term":"x\\t"}]', ["x"]),
+])
+def test_json_numbers_are_stored_as_the_cell_by_cell_pass_stores_them(sandbox, longitudinal, text, more):
+    reply = post(sandbox.url, token=longitudinal.token, content="record", format="json", data=text)
+    assert reply.json() == {"count": 4 + len(more)}
+    rows = longitudinal.export_records(fields=["record_id", "ae_term"], events=["treatment_arm_1"])
+    assert [r["ae_term"] for r in rows] == ["12", "2.5", "0", "100.0", *more]

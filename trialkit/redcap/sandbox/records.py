@@ -12,6 +12,7 @@ import datetime as dt
 import io
 import json
 import operator
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -485,6 +486,29 @@ def _cell_text(value: object) -> str:
     return str(value).strip()
 
 
+def _int_text(text: str) -> str:
+    return str(int(text))  # what _cell_text makes of the int json would give
+
+
+def _float_text(text: str) -> str:
+    return repr(float(text))  # what _cell_text makes of the float json would give (also NaN, Infinity)
+
+
+# numbers are decoded straight to the text a cell holds, so a row of them needs no second pass
+_JSON_CELLS = json.JSONDecoder(parse_int=_int_text, parse_float=_float_text, parse_constant=_float_text)
+_NOT_TEXT = re.compile(r'"\s*:\s*[tfn\[{]')  # a value that is true, false, null, a list or an object
+
+
+def _plain_cells(text: str) -> bool:
+    """Whether every value in this JSON text is a non-blank string with nothing for str.strip() to remove, or a
+    number (decoded as text), found on the text instead of cell by cell: no empty string (`""`), no space beside
+    a quote, no escape (which could be whitespace, \\n or \\u00a0), nothing but ASCII (raw whitespace beyond ASCII,
+    also; json.dumps escapes non-ASCII by default), no true/false/null/list/object value. Any of these, even
+    inside a string, only sends the import through the cell-by-cell pass."""
+    return (text.isascii() and '""' not in text and '" ' not in text and ' "' not in text and "\\" not in text
+            and _NOT_TEXT.search(text) is None)
+
+
 @dataclass
 class ImportData:
     rows: list[dict[str, str]]  # cells as text, stripped
@@ -501,21 +525,22 @@ def parse_import_data(params: dict[str, str], *, keep_blank: bool) -> ImportData
     text = params.get("data", "")
     if fmt == "json":
         try:
-            data = json.loads(text)
+            data = _JSON_CELLS.decode(text)
         except (json.JSONDecodeError, RecursionError):  # RecursionError: nested deeper than Python's stack
             raise ApiError("The data being imported is not formatted correctly. The JSON must be an array, "
                            "as in [{ ... }].") from None
         if not isinstance(data, list):
             return None
-        rows = []
         columns: dict[str, None] = {}
         for item in data:
             if not isinstance(item, dict):
                 raise ApiError("The data being imported is not formatted correctly. The JSON must be an array "
                                "of objects.")
             columns.update(dict.fromkeys(item))
-            rows.append({k: c for k, v in item.items()
-                         if (c := v.strip() if type(v) is str else _cell_text(v)) or keep_blank})
+        if _plain_cells(text):  # what PyCap sends for clean data: the decoded rows are the rows
+            return ImportData(data, list(columns))
+        rows = [{k: c for k, v in item.items() if (c := v.strip() if type(v) is str else _cell_text(v)) or keep_blank}
+                for item in data]
         return ImportData(rows, list(columns))
     if fmt == "csv":
         reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
