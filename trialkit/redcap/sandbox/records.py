@@ -973,10 +973,11 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
         [(d, pid, r) for r, d in dags.items() if r in existing_records],
     )
     ev_order = schema.event_order
+    rkeys = {r: record_key(r) for r in changed_records}  # once per record, not per row
     con.executemany(
         "INSERT OR REPLACE INTO rows(pid, rkey, ev, rform, inst, record, event, data) VALUES (?,?,?,?,?,?,?,?)",
         [
-            (pid, record_key(k[0]), ev_order.get(k[1], 0), k[2], k[3], k[0], k[1], encoded.get(k) or encode(v))
+            (pid, rkeys[k[0]], ev_order.get(k[1], 0), k[2], k[3], k[0], k[1], encoded.get(k) or encode(v))
             for k, v in changed_rows.items()
         ],
     )
