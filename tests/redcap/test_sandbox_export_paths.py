@@ -26,3 +26,14 @@ def test_fast_export_is_byte_for_byte_the_general_renderer(sandbox, longitudinal
     general = post(sandbox.url, token=longitudinal.token, content="record", format=fmt, **ask)
     assert fast.status_code == general.status_code == 200
     assert fast.content == general.content
+
+
+def test_fast_export_without_its_caches_is_the_same(sandbox, longitudinal, monkeypatch):
+    """Past its bounds (row shapes, remembered cells) the fast path builds each line afresh: same bytes."""
+    longitudinal.import_records(MIXED_ROWS, date_format="MDY")
+    longitudinal.import_records(TEXT)
+    cached = [post(sandbox.url, token=longitudinal.token, content="record", format=f).content for f in ("csv", "json")]
+    monkeypatch.setattr(records, "_TEMPLATE_LIMIT", 0)
+    monkeypatch.setattr(records, "_MEMO_LIMIT", 0)
+    assert [post(sandbox.url, token=longitudinal.token, content="record", format=f).content
+            for f in ("csv", "json")] == cached

@@ -315,11 +315,15 @@ def export_records(con: sqlite3.Connection, pid: int, plan: ExportPlan,
                                     else None)
 
 
-_MEMO_LIMIT = 200_000  # encoded cells remembered: codes, dates and numbers repeat, free text rarely does
+# encoded cells remembered: codes, dates and numbers repeat, free text rarely does. Bounded (~10 MB at most), so
+# the server's memory stays flat whatever the export's size
+_MEMO_LIMIT = 50_000
+_MEMO_LENGTH = 40
+_TEMPLATE_LIMIT = 2048  # row shapes whose line template is kept (a JSON template is ~4 KB)
 
 
 class _Encoded(dict):
-    """cell text -> its encoded form (CSV quoting, or a JSON string), filled on first use, up to _MEMO_LIMIT."""
+    """cell text -> its encoded form (CSV quoting, or a JSON string), filled on first use for short cells."""
 
     def __init__(self, encode: Callable[[str], str]) -> None:
         super().__init__()
@@ -327,7 +331,7 @@ class _Encoded(dict):
 
     def __missing__(self, value: str) -> str:
         text = self.encode(value)
-        if len(self) < _MEMO_LIMIT:
+        if len(value) <= _MEMO_LENGTH and len(self) < _MEMO_LIMIT:
             self[value] = text
         return text
 
@@ -407,7 +411,9 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
         names = tuple(data)
         found = templates.get((event, rform, names))
         if found is None:
-            found = templates[(event, rform, names)] = template(event, rform, names)
+            found = template(event, rform, names)
+            if len(templates) < _TEMPLATE_LIMIT:  # sparse data may have a shape per row: memory stays bounded
+                templates[(event, rform, names)] = found
         pieces, pick = found
         values = [cell(record)]
         if longitudinal:
