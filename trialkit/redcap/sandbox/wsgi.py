@@ -324,15 +324,13 @@ def _peek_params(head: bytes, complete: bool, mimetype: str, options: dict[str, 
     return found
 
 
-_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
-
-
 def parse_form(body: bytes) -> list[tuple[str, str]]:
     """application/x-www-form-urlencoded pairs, as parse_qsl gives them, several times faster on large bodies.
 
     A JSON import is mostly percent-escapes; urllib decodes them one by one in Python (about 1 s per 5 MB).
-    binascii.a2b_qp decodes `=XX` in C, so '%' is swapped for '=' when the value holds no raw '=', CR or LF
-    and no malformed escape (then the standard decoder is used).
+    binascii.a2b_qp decodes `=XX` in C, so '%' is swapped for '=' when the value holds no raw '=', CR or LF; a
+    malformed escape then leaves an '=' in the result (a2b_qp keeps it), and only then, or for an escape of '='
+    itself, is the standard decoder used.
     """
     pairs = []
     for part in body.split(b"&"):
@@ -347,9 +345,12 @@ def _unquote(raw: bytes) -> str:
     raw = raw.replace(b"+", b" ")
     if b"%" not in raw:
         return raw.decode("utf-8", "replace")
-    if b"=" in raw or b"\r" in raw or b"\n" in raw or _BAD_ESCAPE.search(raw):
-        return unquote_to_bytes(raw).decode("utf-8", "replace")
-    return binascii.a2b_qp(raw.replace(b"%", b"=")).decode("utf-8", "replace")
+    # a2b_qp drops an '=' that ends its input, where unquote keeps the '%': that case takes the standard decoder
+    if b"=" not in raw and b"\r" not in raw and b"\n" not in raw and not raw.endswith(b"%"):
+        decoded = binascii.a2b_qp(raw.replace(b"%", b"="))
+        if b"=" not in decoded:
+            return decoded.decode("utf-8", "replace")
+    return unquote_to_bytes(raw).decode("utf-8", "replace")
 
 
 # ---- uploaded file names ------------------------------------------------------------------------------------------
