@@ -74,6 +74,8 @@ class CalcPlan:
         keys = list(rows)
         # only the referenced columns leave the row dicts, in polars (no Python loop per cell)
         frame = pl.from_dicts([rows[k] for k in keys], schema={c: pl.String for c in self.columns})
+        # per calc, the rows that hold a value for it: elsewhere a calc that computes nothing changes nothing
+        holding = {name: set(frame.get_column(name).is_not_null().arg_true().to_list()) for name, _, _ in self.calcs}
         frame = frame.with_columns(
             pl.Series(def_field, [k[0] for k in keys], dtype=pl.String),
             pl.Series("redcap_event_name", [k[1] for k in keys], dtype=pl.String),
@@ -131,7 +133,8 @@ class CalcPlan:
                 if name not in results:
                     continue
                 values = results[name]
-                indexes = where[form]
+                held = holding[name]
+                indexes = [i for i in where[form] if values[i] is not None or i in held]
                 if name in self.read_calcs:  # later calcs read it as text, on every row
                     every = list(map(_text, values))
                     computed.append(pl.Series(name, every, dtype=pl.String))
