@@ -58,6 +58,7 @@ from trialkit.redcap.sandbox.project import Schema
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 500
 JSON_EXPORT_MAX = 5000  # records in the one JSON export measured (JSON of 100,000 records would be ~7 GB)
+EXPORT_RUNS = 3  # each export is timed this many times, the fastest counted (memory: the peak of all)
 EXPORT_GROWTH_MB = 32  # "flat": the server's memory may grow this much during an export, whatever its size
 FIELDS_PER_FORM = 6
 
@@ -185,6 +186,19 @@ class Meter:
         return f"CPU client {self.client:.2f} s, server {self.server:.2f} s; load {self.load:.1f}"
 
 
+def best_of(pid: int | None, call):
+    """An export is one short call: on a shared machine one run's wall time is mostly luck. EXPORT_RUNS runs,
+    the fastest counted (its Meter); returns (the last result, that Meter)."""
+    best = None
+    for _ in range(EXPORT_RUNS):
+        meter = Meter(pid)
+        with meter.timing():
+            result = call()
+        if best is None or meter.wall < best.wall:
+            best = meter
+    return result, best
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -292,9 +306,7 @@ def run(n: int, spec, shape: Shape, workdir: Path) -> dict:
 
         before = _rss_mb(proc.pid)
         watch = PeakWatcher(proc.pid)
-        export_meter = Meter(proc.pid)
-        with export_meter.timing():
-            text = proj.export_records(format_type="csv")
+        text, export_meter = best_of(proc.pid, lambda: proj.export_records(format_type="csv"))
         t_export = export_meter.wall
         export_peak = watch.stop()
         exported_rows = text.count("\n") - 1
@@ -305,9 +317,7 @@ def run(n: int, spec, shape: Shape, workdir: Path) -> dict:
         m = len(ids) if ids else n
         json_before = _rss_mb(proc.pid)
         watch = PeakWatcher(proc.pid)
-        json_meter = Meter(proc.pid)
-        with json_meter.timing():
-            rows = proj.export_records(records=ids)
+        rows, json_meter = best_of(proc.pid, lambda: proj.export_records(records=ids))
         t_json = json_meter.wall
         json_peak = watch.stop()
         assert len({r["record_id"] for r in rows}) == m
@@ -391,9 +401,9 @@ def pycap_floor(n: int, spec, shape: Shape, workdir: Path) -> dict:
             meter = meters[f"import_{fmt}"] = Meter(server.pid)
             seconds, _, _ = import_all(proj, n, spec, shape, fmt, check=False, meter=meter)
             out[f"import_{fmt}"] = n / seconds
-            meter = meters[f"export_{fmt}"] = Meter(server.pid)
-            with meter.timing():
-                proj.export_records(format_type=fmt, records=ids if fmt == "json" else None)
+            _, meter = best_of(server.pid, lambda fmt=fmt: proj.export_records(
+                format_type=fmt, records=ids if fmt == "json" else None))
+            meters[f"export_{fmt}"] = meter
             out[f"export_{fmt}"] = (len(ids) if ids and fmt == "json" else n) / meter.wall
         out["meters"] = meters
         return out
