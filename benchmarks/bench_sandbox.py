@@ -8,7 +8,8 @@ gets its first 6 data fields filled with valid values (choices, integers, number
 The server runs as its own process (`trialkit sandbox serve`), so its memory is measured alone: VmHWM is reset
 (/proc/PID/clear_refs) before each phase and read after it. Imports go in batches of 500 records, as a sync client
 sends them, once as JSON (the PyCap default) and once as CSV text (`import_format="csv"`, the columns of a REDCap
-export), each into its own project. The export is ONE call for all N records: CSV (PyCap returns the text; JSON
+export), each into its own project. The export is ONE call for all N records (timed three times, the fastest
+counted, memory the peak of the three): CSV (PyCap returns the text; JSON
 for 100,000 records x 18 rows x 186 columns would be ~7 GB of reply that PyCap must decode) plus a JSON export of
 5,000 records, so both encoders are measured.
 
