@@ -13,7 +13,7 @@ counted, memory the peak of the three): CSV (PyCap returns the text; JSON
 for 100,000 records x 18 rows x 186 columns would be ~7 GB of reply that PyCap must decode) plus a JSON export of
 5,000 records, so both encoders are measured.
 
-Last, the same PyCap calls against a server that does no work (it reads each request and answers a stored reply:
+First, the same PyCap calls against a server that does no work (it reads each request and answers a stored reply:
 `{"count": 500}`, or the sandbox's own export bytes) give the ceiling PyCap itself sets on this machine, whatever
 the server does. It is measured in the same run, so each sandbox figure is also given as a ratio to it, which
 holds far better than records/s when other jobs share the machine (issue 11 §3 states its targets so).
