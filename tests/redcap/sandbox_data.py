@@ -104,6 +104,26 @@ def longitudinal_spec(**kwargs: object) -> ProjectSpec:
     )
 
 
+# rows of every kind for the longitudinal project (import with date_format="MDY"): plain rows of several shapes,
+# instances of a repeating form ("new"), a repeating event, unchecked boxes, a "2" complete, text to strip
+MIXED_ROWS = [
+    # the same columns as the third row but with a "2" complete and unchecked boxes: not stored, as blanks
+    {"record_id": "1", "redcap_event_name": "screening_arm_1", "consent_date": "02/24/2023", "arm_choice": "1",
+     "phq_1": "0", "phq_flags___1": "1", "phq_flags___2": "0", "sbp": "120", "phq_complete": "2"},
+    {"record_id": "1", "redcap_event_name": "treatment_arm_1", "redcap_repeat_instrument": "session",
+     "redcap_repeat_instance": "new", "ses_date": "03/01/2023", "ses_dose": "0.5"},
+    {"record_id": "1", "redcap_event_name": "treatment_arm_1", "redcap_repeat_instrument": "session",
+     "redcap_repeat_instance": "new", "ses_date": "03/08/2023", "ses_dose": "0.75"},
+    {"record_id": "1", "redcap_event_name": "treatment_arm_1", "ae_term": " nausea "},
+    {"record_id": "2", "redcap_event_name": "followup_arm_1", "redcap_repeat_instance": "2", "fu_status": "1"},
+    # every box ticked, no complete column: a "clean" shape, whose forms get "0" complete without a cell look
+    {"record_id": "2", "redcap_event_name": "screening_arm_1", "consent_date": "02/25/2023", "arm_choice": "2",
+     "phq_1": "1", "phq_flags___1": "1", "phq_flags___2": "1", "sbp": "130"},
+    {"record_id": "3", "redcap_event_name": "screening_arm_1", "consent_date": "12/31/2023", "arm_choice": "1",
+     "phq_1": "0", "phq_flags___1": "0", "phq_flags___2": "0", "sbp": "110", "phq_complete": "1"},
+    {"record_id": "3", "redcap_event_name": "baseline_arm_1", "redcap_repeat_instance": "1", "dbp": "80"},
+]
+
 class Clock:
     """A settable clock for record change times (dateRangeBegin/End, log)."""
 

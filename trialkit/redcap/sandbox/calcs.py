@@ -74,6 +74,8 @@ class CalcPlan:
         keys = list(rows)
         # only the referenced columns leave the row dicts, in polars (no Python loop per cell)
         frame = pl.from_dicts([rows[k] for k in keys], schema={c: pl.String for c in self.columns})
+        # per calc, the rows that hold a value for it: elsewhere a calc that computes nothing changes nothing
+        holding = {name: set(frame.get_column(name).is_not_null().arg_true().to_list()) for name, _, _ in self.calcs}
         frame = frame.with_columns(
             pl.Series(def_field, [k[0] for k in keys], dtype=pl.String),
             pl.Series("redcap_event_name", [k[1] for k in keys], dtype=pl.String),
@@ -89,20 +91,24 @@ class CalcPlan:
             ).drop([f"__main_{c}" for c in self.columns])
         if self.filled:
             frame = frame.with_columns([pl.col(c).fill_null("0") for c in self.filled])
-        contexts: dict[tuple[str, str], set[str]] = {}
-        where: dict[str, list[int]] = {}  # form -> indexes of the rows where its calcs apply
+        by_context: dict[tuple[str, str], list[int]] = {}  # (event, repeat instrument) -> row indexes
         for i, k in enumerate(keys):
             ctx = (k[1], k[2])
-            forms = contexts.get(ctx)
-            if forms is None:
-                if k[2]:
-                    forms = {k[2]}
-                else:
-                    repeating = schema.repeating_forms.get(k[1], set())
-                    forms = {f for f in schema.event_forms.get(k[1], ()) if f not in repeating}
-                contexts[ctx] = forms
+            found = by_context.get(ctx)
+            if found is None:
+                found = by_context[ctx] = []
+            found.append(i)
+        where: dict[str, list[int]] = {}  # form -> indexes of the rows where its calcs apply, ascending
+        for (event, rform), indexes in by_context.items():
+            if rform:
+                forms = {rform}
+            else:
+                repeating = schema.repeating_forms.get(event, set())
+                forms = {f for f in schema.event_forms.get(event, ()) if f not in repeating}
             for form in forms:
-                where.setdefault(form, []).append(i)
+                where.setdefault(form, []).extend(indexes)
+        for indexes in where.values():
+            indexes.sort()
         # Calcs run in dictionary order, each seeing those before it: consecutive calcs that do not read one
         # another are evaluated together in one pass (a later calc read by an earlier one keeps its stored value).
         groups: list[list[tuple[str, str, object]]] = []
@@ -127,14 +133,16 @@ class CalcPlan:
                 if name not in results:
                     continue
                 values = results[name]
+                held = holding[name]
+                indexes = [i for i in where[form] if values[i] is not None or i in held]
                 if name in self.read_calcs:  # later calcs read it as text, on every row
-                    texts = [_text(v) for v in values]
-                    computed.append(pl.Series(name, texts, dtype=pl.String))
+                    every = list(map(_text, values))
+                    computed.append(pl.Series(name, every, dtype=pl.String))
+                    texts = [every[i] for i in indexes]
                 else:
-                    texts = dict.fromkeys(where[form], "")
-                    texts.update((i, _text(values[i])) for i in where[form])
-                for i in where[form]:
-                    text = texts[i] or None
+                    texts = list(map(_text, map(values.__getitem__, indexes)))
+                for i, text in zip(indexes, texts, strict=True):
+                    text = text or None
                     k = keys[i]
                     row = changed.get(k)
                     if row is None:  # a row is copied once, at its first changed value

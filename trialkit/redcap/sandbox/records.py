@@ -11,10 +11,14 @@ import csv
 import datetime as dt
 import io
 import json
+import operator
+import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
+
+import orjson
 
 from trialkit.redcap.sandbox import formats
 from trialkit.redcap.sandbox.cells import IGNORED
@@ -28,6 +32,7 @@ RINST = "redcap_repeat_instance"
 DAG = "redcap_data_access_group"
 PSEUDO = (EVENT, RFORM, RINST, DAG)
 SURVEY_PSEUDO = "redcap_survey_identifier"
+FAST_FLAT = True  # raw flat exports through _fast_flat; the general row renderer is its reference (tests)
 
 
 def flag(params: dict[str, str], name: str) -> bool:
@@ -287,7 +292,7 @@ def export_records(con: sqlite3.Connection, pid: int, plan: ExportPlan,
         return
 
     keys = lead + [c.name for c in data_cols]
-    if not plan.labels and plan.include_id and plan.fmt in ("json", "csv"):
+    if FAST_FLAT and not plan.labels and plan.include_id and plan.fmt in ("json", "csv"):
         yield from _fast_flat(plan, cursor, keys, lead, data_cols, matches)
         return
 
@@ -310,16 +315,36 @@ def export_records(con: sqlite3.Connection, pid: int, plan: ExportPlan,
                                     else None)
 
 
-_MEMO_LIMIT = 10_000  # encoded values remembered per column: free text rarely repeats, codes always do
+# encoded cells remembered: codes, dates and numbers repeat, free text rarely does. Bounded (~10 MB at most), so
+# the server's memory stays flat whatever the export's size
+_MEMO_LIMIT = 50_000
+_MEMO_LENGTH = 40
+_TEMPLATE_LIMIT = 2048  # row shapes whose line template is kept (a JSON template is ~4 KB)
+
+
+class _Encoded(dict):
+    """cell text -> its encoded form (CSV quoting, or a JSON string), filled on first use for short cells."""
+
+    def __init__(self, encode: Callable[[str], str]) -> None:
+        super().__init__()
+        self.encode = encode
+
+    def __missing__(self, value: str) -> str:
+        text = self.encode(value)
+        if len(value) <= _MEMO_LENGTH and len(self) < _MEMO_LIMIT:
+            self[value] = text
+        return text
 
 
 def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead: list[str], data_cols: list[Column],
                matches: set | None) -> Iterator[str]:
     """Raw flat export with the record id, the hot path of a large export.
 
-    Each kind of row (event x repeat instrument) has a prepared line of encoded defaults; a row copies it and
-    encodes only its stored values (a handful of a row's ~200 cells), then joins: no per-cell work for blanks.
-    JSON escapes non-ASCII (\\u00e9), as PHP's json_encode does by default.
+    A row's line is mostly its kind's defaults (blank, unchecked "0", grey "0"): a row holds a handful of its
+    ~200 cells. So each shape of row (event x repeat instrument x the columns it stores, in stored order) gets a
+    template: the fixed text between its variable cells, joined once (JSON keys included). A row then fills its
+    variable cells (record, event, repeat, instance, group, stored values) into the template's slots and joins
+    some 40 pieces instead of 200 cells. JSON escapes non-ASCII (\\u00e9), as PHP's json_encode does by default.
     """
     schema = plan.schema
     longitudinal = schema.is_longitudinal
@@ -327,67 +352,86 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
     json_out = plan.fmt == "json"
     wanted_forms = {c.form for c in data_cols}
     position = {k: i for i, k in enumerate(keys)}
+    n_lead = len(lead)
+    with_dag = DAG in position
     if json_out:
         prefixes = [json.dumps(k) + ":" for k in keys]
-        prefixes[0] = "{" + prefixes[0]
-        escape = encode_basestring_ascii
-
-        def encode(i: int, value: str) -> str:
-            return prefixes[i] + escape(value)
+        encoded = _Encoded(encode_basestring_ascii)
+        no_instance = '""'
     else:
+        prefixes = [""] * len(keys)
         needs = formats.needs_quotes
-
-        def encode(i: int, value: str) -> str:
-            return ('"' + value.replace('"', '""') + '"') if needs(value) else value
-
-    event_at = position.get(EVENT, -1)
-    rform_at = position.get(RFORM, -1)
-    inst_at = position.get(RINST, -1)
-    dag_at = position.get(DAG, -1)
+        encoded = _Encoded(lambda value: ('"' + value.replace('"', '""') + '"') if needs(value) else value)
+        no_instance = ""
+    cell = encoded.__getitem__
     bases: dict[tuple[str, str], list[str]] = {}
-    # most stored values repeat (choice codes, dates, numbers): each column remembers its encoded values
-    memos: list[dict[str, str]] = [{} for _ in keys]
-    loads = json.JSONDecoder().raw_decode  # stored rows are compact JSON objects: no whitespace to skip
+    templates: dict[tuple, tuple[list[str], Callable[[list], tuple]]] = {}
+
+    def template(event: str, rform: str, names: tuple[str, ...]) -> tuple[list[str], Callable[[list], tuple]]:
+        base = bases.get((event, rform))
+        if base is None:
+            defaults = dict(_Context(plan, event, rform).defaults)
+            base = bases[(event, rform)] = [prefixes[i] + cell(defaults.get(k, "")) for i, k in enumerate(keys)]
+        # stored columns that are exported (not asked-for or removed fields are skipped), in export order
+        stored = sorted((position[name], j) for j, name in enumerate(names) if position.get(name, -1) >= n_lead)
+        slots = [*range(n_lead), *(p for p, _ in stored)]
+        pieces = ["{" if json_out else ""]
+        previous = -1
+        for p in slots:
+            between = "".join(base[q] + "," for q in range(previous + 1, p))
+            pieces[-1] += ("," if previous >= 0 else "") + between + prefixes[p]
+            pieces.extend((None, ""))  # the slot, then the fixed text after it
+            previous = p
+        pieces[-1] += "".join("," + base[q] for q in range(previous + 1, len(keys))) + ("}" if json_out else "\n")
+        take = [j for _, j in stored]
+        if len(take) > 1:
+            pick = operator.itemgetter(*take)
+        elif take:
+            only = take[0]
+
+            def pick(values: list) -> tuple:
+                return (values[only],)
+        else:
+            def pick(values: list) -> tuple:
+                return ()
+        return pieces, pick
+
     if json_out:
         yield "["
     else:
         yield formats.csv_line(_headers(plan, keys))
     first = True
+    loads = orjson.loads  # stored rows: each row's one decode is a large share of an export's time with json
     for record, event, rform, inst, data_text, dag in cursor:
         if matches is not None and (record if not longitudinal else (record, event, rform, inst)) not in matches:
             continue
         if rform and rform not in wanted_forms:  # see export_records: the record id is in every other row
             continue
-        base = bases.get((event, rform))
-        if base is None:
-            defaults = dict(_Context(plan, event, rform).defaults)
-            base = bases[(event, rform)] = [encode(i, defaults.get(k, "")) for i, k in enumerate(keys)]
-        cells = base.copy()
-        for name, value in loads(data_text)[0].items():
-            i = position.get(name)
-            if i is not None:  # values of columns not exported (not asked for, or removed fields) are skipped
-                memo = memos[i]
-                text = memo.get(value)
-                if text is None:
-                    text = encode(i, value)
-                    if len(memo) < _MEMO_LIMIT:
-                        memo[value] = text
-                cells[i] = text
-        cells[0] = encode(0, record)
+        data = loads(data_text)
+        names = tuple(data)
+        found = templates.get((event, rform, names))
+        if found is None:
+            found = template(event, rform, names)
+            if len(templates) < _TEMPLATE_LIMIT:  # sparse data may have a shape per row: memory stays bounded
+                templates[(event, rform, names)] = found
+        pieces, pick = found
+        values = [cell(record)]
         if longitudinal:
-            cells[event_at] = encode(event_at, event)
+            values.append(cell(event))
         if repeating:
-            cells[rform_at] = encode(rform_at, rform)
-            if inst:  # a JSON number, as REDCap sends it
-                cells[inst_at] = (prefixes[inst_at] + str(inst)) if json_out else str(inst)
-        if dag_at >= 0:
-            cells[dag_at] = encode(dag_at, dag)
+            values.append(cell(rform))
+            values.append(str(inst) if inst else no_instance)  # a JSON number, as REDCap sends it
+        if with_dag:
+            values.append(cell(dag))
+        values.extend(map(cell, pick(list(data.values()))))
+        line = pieces.copy()
+        line[1::2] = values
+        text = "".join(line)
         if json_out:
-            text = ",".join(cells) + "}"
             yield text if first else "," + text
             first = False
         else:
-            yield ",".join(cells) + "\n"
+            yield text
     if json_out:
         yield "]"
 
@@ -433,6 +477,9 @@ class _Row:
     inst: int | str  # int, or "new"
     values: dict[str, str]  # export column -> value ("" = blank)
     dag: str | None
+    # set by the column-wise check for a row with no blank and no unchecked box: the `<form>_complete` columns a
+    # new row of this shape gets ("0"), so that writing it needs no look at its cells
+    fill: tuple[str, ...] | None = None
 
 
 def _cell_text(value: object) -> str:
@@ -443,6 +490,29 @@ def _cell_text(value: object) -> str:
     if isinstance(value, float):
         return repr(value)
     return str(value).strip()
+
+
+def _int_text(text: str) -> str:
+    return str(int(text))  # what _cell_text makes of the int json would give
+
+
+def _float_text(text: str) -> str:
+    return repr(float(text))  # what _cell_text makes of the float json would give (also NaN, Infinity)
+
+
+# numbers are decoded straight to the text a cell holds, so a row of them needs no second pass
+_JSON_CELLS = json.JSONDecoder(parse_int=_int_text, parse_float=_float_text, parse_constant=_float_text)
+_NOT_TEXT = re.compile(r'"\s*:\s*[tfn\[{]')  # a value that is true, false, null, a list or an object
+
+
+def _plain_cells(text: str) -> bool:
+    """Whether every value in this JSON text is a non-blank string with nothing for str.strip() to remove, or a
+    number (decoded as text), found on the text instead of cell by cell: no empty string (`""`), no space beside
+    a quote, no escape (which could be whitespace, \\n or \\u00a0), nothing but ASCII (raw whitespace beyond ASCII,
+    also; json.dumps escapes non-ASCII by default), no true/false/null/list/object value. Any of these, even
+    inside a string, only sends the import through the cell-by-cell pass."""
+    return (text.isascii() and '""' not in text and '" ' not in text and ' "' not in text and "\\" not in text
+            and _NOT_TEXT.search(text) is None)
 
 
 @dataclass
@@ -461,21 +531,22 @@ def parse_import_data(params: dict[str, str], *, keep_blank: bool) -> ImportData
     text = params.get("data", "")
     if fmt == "json":
         try:
-            data = json.loads(text)
+            data = _JSON_CELLS.decode(text)
         except (json.JSONDecodeError, RecursionError):  # RecursionError: nested deeper than Python's stack
             raise ApiError("The data being imported is not formatted correctly. The JSON must be an array, "
                            "as in [{ ... }].") from None
         if not isinstance(data, list):
             return None
-        rows = []
         columns: dict[str, None] = {}
         for item in data:
             if not isinstance(item, dict):
                 raise ApiError("The data being imported is not formatted correctly. The JSON must be an array "
                                "of objects.")
             columns.update(dict.fromkeys(item))
-            rows.append({k: c for k, v in item.items()
-                         if (c := v.strip() if type(v) is str else _cell_text(v)) or keep_blank})
+        if _plain_cells(text):  # what PyCap sends for clean data: the decoded rows are the rows
+            return ImportData(data, list(columns))
+        rows = [{k: c for k, v in item.items() if (c := v.strip() if type(v) is str else _cell_text(v)) or keep_blank}
+                for item in data]
         return ImportData(rows, list(columns))
     if fmt == "csv":
         reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
@@ -514,6 +585,10 @@ def validate_import(schema: Schema, data: ImportData, date_format: str,
     # per (event, repeat instrument): column -> (kind, None) where it may be set, (None, message) where not
     plans: dict[tuple[str, str], dict[str, tuple[str | None, str | None]]] = {}
     memo: dict[tuple[str, str], tuple[object, str | None]] = {}
+    fast = _validate_columns(schema, raw_rows, by_name, checks, plans, memo, date_format, overwrite)
+    if fast is not None:
+        return fast, []
+    # something is refused: row by row, cell by cell, for REDCap's messages in REDCap's order
     dags = set(schema.dag_names)
     out: list[_Row] = []
     longitudinal = schema.is_longitudinal
@@ -605,6 +680,151 @@ def validate_import(schema: Schema, data: ImportData, date_format: str,
     return out, errors
 
 
+_DROP = object()  # a cell that is accepted but not stored (a blank without overwrite, a calc or file value)
+_KEEP = object()  # a cell stored as it was given
+
+
+@dataclass
+class _Shape:
+    """What every row of one shape (event, repeat instrument, the columns it names in order) needs done."""
+
+    drop: list[str]  # columns not stored: the record id, pseudo and survey columns, blanks that change nothing
+    convert: list[tuple[str, dict[str, object]]]  # column -> {cell: stored value or _DROP}, where they differ
+    fill: tuple[str, ...] | None  # see _Row.fill; None when some rows hold blanks or unchecked boxes
+
+
+def _validate_columns(schema: Schema, raw_rows: list[dict[str, str]], by_name: dict[str, Column],
+                      checks: dict, plans: dict, memo: dict, date_format: str,
+                      overwrite: bool) -> list[_Row] | None:
+    """The rows to apply when every cell is valid, checked column by column; None as soon as anything would be
+    refused (then the row-by-row check gives REDCap's messages, in REDCap's order).
+
+    Rows are grouped by shape (event, repeat instrument and the columns named, in order): an import is a few
+    shapes repeated (a CSV export has one per event and repeating form), so a column's checks and what is
+    stored are decided once per distinct cell of a shape, and a row is then a dict copy. What is accepted and
+    stored is exactly what the row-by-row check accepts and stores.
+    """
+    def_field = schema.def_field
+    longitudinal = schema.is_longitudinal
+    event_order = schema.event_order
+    repeating_forms = schema.repeating_forms
+    repeating_events = schema.repeating_events
+    dags = schema.dag_names
+    heads: list[tuple[dict[str, str], str, str, str, int | str, str | None, tuple]] = []
+    groups: dict[tuple, list[dict[str, str]]] = {}
+    for raw in raw_rows:
+        record = raw.get(def_field, "")
+        if record == "":
+            return None
+        event = ""
+        if longitudinal:
+            event = raw.get(EVENT, "")
+            if event not in event_order:
+                return None
+        rform = raw.get(RFORM, "")
+        inst_text = raw.get(RINST, "")
+        inst: int | str = 0
+        if rform or (inst_text and event in repeating_events):
+            if rform and rform not in repeating_forms.get(event, ()):
+                return None
+            if whole_number(inst_text) and int(inst_text) >= 1:
+                inst = int(inst_text)
+            elif inst_text.lower() == "new":
+                inst = "new"
+            else:
+                return None
+        elif inst_text:
+            if inst_text != "1":
+                return None
+        elif event in repeating_events:
+            return None
+        dag = raw.get(DAG)
+        if dag:
+            if dag not in dags:
+                return None
+        else:
+            dag = None
+        key = (event, rform, tuple(raw))
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = []
+        group.append(raw)
+        heads.append((raw, record, event, rform, inst, dag, key))
+    shapes: dict[tuple, _Shape] = {}
+    for key, rows in groups.items():
+        event, rform, names = key
+        plan = plans.get((event, rform))
+        if plan is None:
+            plan = plans[(event, rform)] = _cell_plan(schema, by_name, event, rform)
+        drop: list[str] = []
+        convert: list[tuple[str, dict[str, object]]] = []
+        clean = True
+        for name in names:
+            step = plan.get(name)
+            if step is None:  # record id, pseudo and survey columns
+                drop.append(name)
+                continue
+            kind = step[0]
+            distinct = {r[name] for r in rows}
+            conv: dict[str, object] = {}
+            if "" in distinct:
+                distinct.discard("")
+                clean = False
+                if not overwrite or kind is None:
+                    conv[""] = _DROP
+            if kind is None:
+                if distinct:
+                    return None
+                drop.append(name)
+                continue
+            if kind == "value":
+                check = checks[name]
+                for value in distinct:
+                    checked = memo.get((name, value))
+                    if checked is None:
+                        checked = memo[(name, value)] = check(value, date_format)
+                    result, message = checked
+                    if message is not None:
+                        return None
+                    if result is IGNORED:
+                        conv[value] = _DROP
+                        clean = False
+                    elif result != value:
+                        conv[value] = result
+            elif not distinct <= (_COMPLETE_CODES if kind == "complete" else _CHECKBOX_CODES):
+                return None
+            elif kind == "checkbox" and "0" in distinct:
+                clean = False
+            if len(conv) == 1 and "" in conv and conv[""] is _DROP and not distinct:
+                drop.append(name)  # blank in every row
+            elif conv:
+                convert.append((name, conv))
+        fill = None
+        if clean:
+            stored = [n for n in names if n not in drop]
+            forms = dict.fromkeys(by_name[n].form for n in stored if by_name[n].kind != "complete")
+            fill = tuple(c for c in (f"{form}_complete" for form in forms) if c not in stored)
+        shapes[key] = _Shape(drop, convert, fill)
+    out: list[_Row] = []
+    for raw, record, event, rform, inst, dag, key in heads:
+        shape = shapes[key]
+        values = raw.copy()
+        for name in shape.drop:
+            del values[name]
+        for name, conv in shape.convert:
+            result = conv.get(values[name], _KEEP)
+            if result is _DROP:
+                del values[name]
+            elif result is not _KEEP:
+                values[name] = result
+        out.append(_Row(record, event, rform, inst, values, dag, shape.fill))
+    return out
+
+
+_CHECKBOX_CODES = frozenset(("0", "1"))
+_COMPLETE_CODES = frozenset(("0", "1", "2"))
+
+
 def _cell_plan(schema: Schema, by_name: dict, event: str, rform: str) -> dict[str, tuple[str | None, str | None]]:
     """What a cell of each column means in a row of (event, repeat instrument): its kind, or why it is refused."""
     repeating = schema.repeating_forms.get(event, set())
@@ -624,7 +844,12 @@ def _cell_plan(schema: Schema, by_name: dict, event: str, rform: str) -> dict[st
 
 
 _KIND_CODES = {"value": 0, "checkbox": 1, "complete": 2}
-_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _encode(data: dict[str, str]) -> str:
+    """A stored row (column -> text) as compact JSON. orjson: ~5x faster than the json module, the second
+    biggest cost of writing a large import; every reader decodes it, so only the round trip matters."""
+    return orjson.dumps(data).decode()
 
 
 def log_details(stored: str) -> str:
@@ -680,7 +905,7 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
     checkbox_names = {c.name for c in schema.columns if c.kind == "checkbox"}
     complete_names = {c.name for c in schema.columns if c.kind == "complete"}
     encoded: dict[tuple[str, str, str, int], str] = {}
-    encode = _ENCODE
+    encode = _encode
     for row in rows:
         record = order[row.record]
         inst = row.inst
@@ -693,7 +918,12 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
             next_inst[base] += 1
         key = (record, row.event, row.rform, int(inst))
         before = changed_rows.get(key, existing.get(key))
-        if before is None:  # a new row, the bulk of a large import: blanks and unchecked boxes are not stored
+        if before is None and row.fill is not None:  # a new row of a checked shape: no blank, no unchecked box
+            data = row.values
+            for complete in row.fill:
+                data[complete] = "0"
+            touched_forms = ()
+        elif before is None:  # a new row, the bulk of a large import: blanks and unchecked boxes are not stored
             data = {k: v for k, v in row.values.items() if v != "" and (v != "0" or k not in checkbox_names)}
             touched_forms = {form_of[k] for k in data if k not in complete_names}
         else:
@@ -749,10 +979,11 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
         [(d, pid, r) for r, d in dags.items() if r in existing_records],
     )
     ev_order = schema.event_order
+    rkeys = {r: record_key(r) for r in changed_records}  # once per record, not per row
     con.executemany(
         "INSERT OR REPLACE INTO rows(pid, rkey, ev, rform, inst, record, event, data) VALUES (?,?,?,?,?,?,?,?)",
         [
-            (pid, record_key(k[0]), ev_order.get(k[1], 0), k[2], k[3], k[0], k[1], encoded.get(k) or encode(v))
+            (pid, rkeys[k[0]], ev_order.get(k[1], 0), k[2], k[3], k[0], k[1], encoded.get(k) or encode(v))
             for k, v in changed_rows.items()
         ],
     )

@@ -1,0 +1,20 @@
+"""The sandbox's form decoder (wsgi.parse_form) against the standard library's, on well-formed and malformed
+percent-escapes: its C shortcut must never change what a body decodes to."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, quote_plus
+
+import pytest
+
+from trialkit.redcap.sandbox.wsgi import parse_form
+
+VALUES = ["plain", "a b+c", "caf\u00e9 \u00a0x", '[{"record_id":"1","a":"x, y"}]', "50%", "a=b", "%", "x%", "%2",
+          "%G1", "%%", "%3D", "%3d%41", "%e9", "%C3%A9", "%2B", "line\r\nbreak", "a%0Ab", "%zz%41", "=%41", ""]
+
+
+@pytest.mark.parametrize("raw", [*VALUES, *(quote_plus(v) for v in VALUES)])
+def test_parse_form_decodes_as_parse_qsl(raw):
+    body = f"token=AB&data={raw}&content=record".encode()
+    expected = parse_qsl(body.decode(), keep_blank_values=True, encoding="utf-8", errors="replace")
+    assert parse_form(body) == expected
