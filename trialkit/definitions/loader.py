@@ -32,6 +32,16 @@ class SourceMap:
     # (form, field) -> (key into instrument_docs, JSON path of the field's mapping)
     fields: dict[tuple[str, str], tuple[str, JsonPath]] = field(default_factory=dict)
     events: list[JsonPath] = field(default_factory=list)  # path in the study doc of each of Study.events, in order
+    # What the study lacks because of an error already reported: instruments listed but not built (no file, not
+    # YAML), and instruments with a field mapping that could not be built (no name or type). Checks that would
+    # only repeat that error as "unknown instrument" or "unknown field" consult these (no cascade).
+    unbuilt: set[str] = field(default_factory=set)
+    dropped: set[str] = field(default_factory=set)
+
+    @property
+    def incomplete(self) -> bool:
+        """True when some field of the study may be missing from it: references cannot be judged."""
+        return bool(self.unbuilt or self.dropped)
 
     def field_doc(self, f: Field) -> tuple[YamlDoc, JsonPath] | None:
         hit = self.fields.get((f.form, f.name))
@@ -165,6 +175,8 @@ def build_instrument(doc: YamlDoc, fallback_name: str, sources: SourceMap | None
     for i, fd in enumerate(raw_fields):
         f = build_field(doc, fd, ("fields", i), name)
         if f is None:
+            if sources is not None:
+                sources.dropped.add(name)
             continue
         fields.append(f)
         if sources is not None and (name, f.name) not in sources.fields:
@@ -233,11 +245,13 @@ def build_study(doc: YamlDoc, instruments: list[Instrument], sources: SourceMap,
 
 def _parse_and_validate(doc: YamlDoc, kind: str) -> list[Diagnostic]:
     diags = list(doc.diagnostics)
-    if not doc.ok:
-        return diags
     if doc.data is None:
-        diags.append(Diagnostic("YAML004", "file is empty", doc.path, 1, 1))
+        if doc.ok:
+            diags.append(Diagnostic("YAML004", "file is empty", doc.path, 1, 1))
         return diags
+    # A file that parsed with a duplicate key (the first value kept) or an unsupported key is still checked and
+    # built: one repeated line must not hide its instrument from the study and cascade into "unknown instrument"
+    # and "unknown field" errors everywhere it is used.
     diags.extend(d for d, _ in schema_check.validate(doc, kind))
     return diags
 
@@ -276,7 +290,7 @@ def check_study(path: str | Path = ".") -> CheckResult:
     sdoc = read_yaml(study_path, shown)
     sources.study_doc = sdoc
     diags += _parse_and_validate(sdoc, "study")
-    if not sdoc.ok or not isinstance(sdoc.data, dict):
+    if not isinstance(sdoc.data, dict):
         return CheckResult(None, sorted_diagnostics(diags), sources)
     sdata = sdoc.data
     inst_dir_name = sdata.get("instruments_dir") if isinstance(sdata.get("instruments_dir"), str) else None
@@ -296,11 +310,13 @@ def check_study(path: str | Path = ".") -> CheckResult:
             line, col = sdoc.where(("instruments", i))
             where = display_path(inst_dir / f"{name}.yaml")
             diags.append(Diagnostic("DEF003", f"instrument '{name}' has no file ({where} not found)", shown, line, col))
+            sources.unbuilt.add(name)
             continue
         idoc = read_yaml(fpath, display_path(fpath))
         sources.instrument_docs[name] = idoc
         diags += _parse_and_validate(idoc, "instrument")
-        if not idoc.ok or not isinstance(idoc.data, dict):
+        if not isinstance(idoc.data, dict):
+            sources.unbuilt.add(name)
             continue
         inst = build_instrument(idoc, name, sources)
         if inst.name != name:
@@ -368,7 +384,7 @@ def check_instrument_file(path: str | Path) -> tuple[Instrument | None, list[Dia
     p = Path(path)
     doc = read_yaml(p, display_path(p))
     diags = _parse_and_validate(doc, "instrument")
-    if not doc.ok or not isinstance(doc.data, dict):
+    if not isinstance(doc.data, dict):
         return None, sorted_diagnostics(diags)
     sources = SourceMap(instrument_docs={})
     stem = p.stem
