@@ -76,6 +76,7 @@ def read_text_frame(path: str | Path, *, sheet: str | int | None = None) -> tupl
         else:
             frame = _read_parquet(path)
         frame = normalise(frame)
+        _refuse_labels_export(frame.columns)
     except DataError as exc:
         if exc.location is None:
             # Header problems (duplicate or reserved column) are on line 1 of a delimited file.
@@ -103,6 +104,7 @@ def read_delimited(path: Path, separator: str = ",") -> pl.DataFrame:
 
 
 def _read_csv(path: Path, separator: str) -> pl.DataFrame:
+    _refuse_other_separator(path, separator)
     try:
         check_delimited(path, separator)  # polars pads a short row with blanks and aborts on huge cells
     except DataError as exc:
@@ -128,6 +130,54 @@ def _read_csv(path: Path, separator: str) -> pl.DataFrame:
         raise (
             _located_problem(path, separator) or _unreadable(path, f"malformed {kind}: cannot be read as a table")
         ) from None
+
+
+def _header_line(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            head = handle.readline(1 << 20)
+    except OSError:
+        return ""  # the read itself reports it
+    return head.decode("utf-8-sig", errors="replace").rstrip("\r\n")
+
+
+def _refuse_other_separator(path: Path, separator: str) -> None:
+    """A header that holds no `separator` but another one: the file was saved with other settings than its name
+    says. Read as is, it would be one column, and "no record id column" would not say why."""
+    header = _header_line(path)
+    if not header or separator in header:
+        return
+    if separator == "," and header.count(";") >= 1:
+        raise _unreadable(
+            path,
+            "Excel saved it with semicolons (as it does where the comma is the decimal mark): save it as "
+            "'Text (Tab delimited)' (.txt), or as CSV again with ',' as the list separator",
+            1,
+        )
+    if separator == "\t" and header.count(",") >= 1:
+        raise _unreadable(
+            path,
+            f"separated by commas, but named {path.suffix.lower()} (read as tab-separated): rename it to .csv",
+            1,
+        )
+
+
+#: the columns REDCap names in a "CSV (labels)" export where the raw export has redcap_event_name...
+_LABEL_HEADERS = frozenset({"Record ID", "Event Name", "Repeat Instrument", "Repeat Instance", "Survey Identifier",
+                            "Data Access Group"})
+_RAW_HEADER = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def _refuse_labels_export(columns: list[str]) -> None:
+    """REDCap's "CSV (labels)" export: field labels as headers, choice labels as values. No header is a field
+    name, so nothing could be read; say which export to take instead."""
+    names = [c for c in columns if c != ROW]
+    labelled = any(c in _LABEL_HEADERS or c.endswith("Complete?") for c in names)
+    if labelled and not any(_RAW_HEADER.fullmatch(c) for c in names):
+        raise DataError(
+            "a REDCap 'CSV (labels)' export (field labels as column headers): export raw data instead "
+            "('CSV / Microsoft Excel (raw data)', or the API with rawOrLabel=raw)"
+        )
 
 
 def _located_problem(path: Path, separator: str) -> DataError | None:
