@@ -313,3 +313,11 @@ def test_the_closing_line_says_what_was_checked(repo_root, tmp_path, capsys, mon
     monkeypatch.chdir(tmp_path)
     code, _, err = run(["check", "instruments/base.yaml"], capsys)
     assert (code, err.strip()) == (2, "checked 1 instrument: 1 error(s), 0 warning(s)")
+
+
+def test_check_outside_a_study_folder_says_how_to_name_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(["check"], capsys)
+    assert code == 2
+    assert out.strip() == ("study.yaml: IO001 no study file here (study.yaml not found in the current folder): run "
+                           "trialkit in the study's folder, or point at it with trialkit check DIR")

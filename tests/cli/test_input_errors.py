@@ -80,3 +80,22 @@ def test_json_nested_past_any_stack_is_a_data_error(capsys, tmp_path, suffix, de
         assert code == expected, err
         assert "internal error" not in err and "Recursion" not in err
         assert "nested" in err
+
+
+# ---- no study where the command looks for one ---------------------------------------------------------------------
+def test_outside_the_study_folder_says_how_to_point_at_it(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(capsys, "validate", str(EXAMPLE))
+    assert code == 2
+    assert "study.yaml not found in the current folder" in out + err
+    assert "point at it with --study DIR" in out + err
+
+
+def test_a_study_path_from_a_rule_files_study_key_says_so(capsys, tmp_path, monkeypatch):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.read_text(encoding="utf-8").replace("study: ../study.yaml", "study: ../nowhere"),
+                     encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(capsys, "screen", str(EXAMPLE), "--rules", "rules.yaml", "--as-of", "2026-11-02")
+    assert code == 2
+    assert "this path comes from the 'study:' key of rules.yaml (line 15): correct it there" in out + err

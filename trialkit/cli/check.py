@@ -81,7 +81,7 @@ def _check_rules(
             at = ruleset.study_pos
             diags.append(Diagnostic("RULE015", f"study '{ruleset.study}' not found "
                                     f"({display_path(find_study_file(named))})", at.file, at.line, at.col))
-            diags += check_study(named).errors  # what `screen` says about it
+            diags += check_study(named, named_by=f"{shown} (line {at.line})").errors  # what `screen` says
             continue
         where = named if named is not None else study_dir
         if where is None:
@@ -137,7 +137,7 @@ def collect(paths: tuple[str, ...], tally: Checked | None = None) -> list[Diagno
             diags.append(Diagnostic("IO001", "no such file or directory", display_path(target)))
             continue
         if target.is_dir():
-            result = check_study(target)
+            result = check_study(target, pointer="trialkit check DIR")
             diags += result.diagnostics
             tally.add_study(result)
             rules = yaml_files(target / RULES_DIR)

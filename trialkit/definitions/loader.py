@@ -276,8 +276,22 @@ def _instrument_files(directory: Path) -> dict[str, Path]:
     return out
 
 
-def check_study(path: str | Path = ".") -> CheckResult:
-    """Check a study (a directory holding study.yaml, or the study file itself): every problem, never raises."""
+def no_study_message(path: str | Path, *, named_by: str | None = None, pointer: str = "--study DIR") -> str:
+    """Why there is no study at `path`, and how to point at one: the usual slip is running a command outside the
+    study's folder, or a rule file's `study:` key that is wrong."""
+    if named_by is not None:
+        return (f"no study file here ({STUDY_FILE} not found); this path comes from the 'study:' key of {named_by}: "
+                f"correct it there, or give the study with {pointer}")
+    if Path(path) == Path("."):
+        return (f"no study file here ({STUDY_FILE} not found in the current folder): run trialkit in the study's "
+                f"folder, or point at it with {pointer}")
+    return f"no study file here ({STUDY_FILE} not found): {pointer} names the folder that holds {STUDY_FILE}"
+
+
+def check_study(path: str | Path = ".", *, named_by: str | None = None, pointer: str = "--study DIR") -> CheckResult:
+    """Check a study (a directory holding study.yaml, or the study file itself): every problem, never raises.
+    `named_by`: the rule file whose `study:` key gave `path`; `pointer`: how the command takes a study path (both
+    for the message when there is no study)."""
     from trialkit.definitions.checks import check_semantics
 
     study_path = find_study_file(path)
@@ -285,7 +299,7 @@ def check_study(path: str | Path = ".") -> CheckResult:
     diags: list[Diagnostic] = []
     shown = display_path(study_path)
     if not study_path.is_file():
-        diags.append(Diagnostic("IO001", f"no study file here ({STUDY_FILE} not found)", shown))
+        diags.append(Diagnostic("IO001", no_study_message(path, named_by=named_by, pointer=pointer), shown))
         return CheckResult(None, diags, sources)
     sdoc = read_yaml(study_path, shown)
     sources.study_doc = sdoc
@@ -365,10 +379,10 @@ def unique_diagnostics(diags: list[Diagnostic]) -> list[Diagnostic]:
     return list(dict.fromkeys(diags))
 
 
-def load_study(path: str | Path = ".") -> Study:
+def load_study(path: str | Path = ".", *, named_by: str | None = None) -> Study:
     """The study at `path` (a directory with study.yaml, or the study file). Raises DefinitionError with every
-    diagnostic when anything is an error; warnings do not stop loading."""
-    result = check_study(path)
+    diagnostic when anything is an error; warnings do not stop loading. `named_by`: see check_study."""
+    result = check_study(path, named_by=named_by)
     if result.errors or result.study is None:
         raise DefinitionError(
             f"{len(result.errors)} error(s) in study definition {display_path(find_study_file(path))}",
