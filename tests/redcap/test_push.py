@@ -316,3 +316,16 @@ def test_a_whole_number_in_a_one_decimal_field_is_sent_as_redcap_imports_it(sand
     again = run(sandbox, token, tmp_path / "intake.csv", study, ledger, clock)
     assert again.cells_set == 0 and again.imports == 0
     ledger.close()
+
+
+def test_push_reads_standard_input_for_dash(sandbox, kap, study, tmp_path, monkeypatch):
+    import io
+    import sys
+
+    token, clock = kap
+    data = intake_frame(2)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data.write_csv().encode()), encoding="utf-8"))
+    with DataLedger(tmp_path / "ledger.sqlite") as ledger:
+        result = run(sandbox, token, "-", study, ledger, clock)
+    assert result.records == 2 and result.changed_records == 2 - result.invalid
+    assert set(stored(sandbox, token)["record_id"]) == set(valid_part(data, result)["record_id"])

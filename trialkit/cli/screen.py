@@ -34,7 +34,7 @@ def _write(path: Path, text: str) -> None:
 
 
 @click.command("screen", epilog=EXAMPLE)
-@click.argument("data", type=click.Path(exists=True, path_type=Path))
+@click.argument("data", type=click.Path(exists=True, allow_dash=True, path_type=Path))
 @click.option(
     "--rules",
     "rules_path",

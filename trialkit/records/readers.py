@@ -10,7 +10,12 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
+import sys
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +63,9 @@ def read_text_frame(path: str | Path, *, sheet: str | int | None = None) -> tupl
     parser's own error text repeats the offending cells (names, dates of birth...), so a failed read is
     explained by a second, cheap pass over the file that finds the line and the kind of problem.
     """
+    if str(path) == STDIN:
+        with _stdin_file() as spooled:
+            return read_text_frame(spooled, sheet=sheet)
     path = Path(path)
     if path.is_dir() and (path / PULL_MANIFEST).is_file():
         return normalise(read_pulled_folder(path)), "parquet"
@@ -86,6 +94,48 @@ def read_text_frame(path: str | Path, *, sheet: str | int | None = None) -> tupl
     return frame, fmt
 
 
+# --- standard input ----------------------------------------------------------------------------------------
+
+STDIN = "-"  # where a data file is expected, `-` reads standard input (`... | trialkit validate -`)
+
+
+def _sniff(head: bytes) -> str:
+    """The format of data piped in, from its first bytes (there is no file name to go by)."""
+    if head.startswith(b"PAR1"):
+        return ".parquet"
+    if head.startswith(b"PK\x03\x04"):
+        return ".xlsx"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"["):
+        return ".json"
+    if text.startswith(b"{"):
+        return ".ndjson"
+    first = head.split(b"\n", 1)[0]
+    return ".tsv" if b"\t" in first and b"," not in first else ".csv"
+
+
+@contextmanager
+def _stdin_file(suffix: str | None = None) -> Iterator[Path]:
+    """Standard input spooled to a private temporary file (the readers check and re-read files by path), named
+    by its sniffed format; removed afterwards. Errors name `-`, not the temporary file."""
+    with tempfile.TemporaryDirectory(prefix="trialkit-") as folder:  # mkdtemp: readable by this user only
+        spooled = Path(folder) / "stdin"
+        with spooled.open("wb") as out:
+            source = getattr(sys.stdin, "buffer", None)
+            if source is not None:
+                shutil.copyfileobj(source, out, 1 << 20)
+            elif sys.stdin is not None:
+                out.write(sys.stdin.read().encode("utf-8"))
+        with spooled.open("rb") as handle:
+            head = handle.read(1 << 16)
+        named = spooled.rename(spooled.with_suffix(suffix or _sniff(head)))
+        try:
+            yield named
+        except DataError as exc:
+            where = replace(exc.location, file=STDIN) if exc.location else Location(file=STDIN)
+            raise DataError(exc.message, location=where) from None
+
+
 def _unreadable(path: Path, message: str, line: int | None = None, col: int | None = None) -> DataError:
     return DataError(message, location=Location(file=str(path), line=line, col=col))
 
@@ -99,7 +149,10 @@ def _os_error(path: Path, exc: OSError) -> DataError:
 
 def read_delimited(path: Path, separator: str = ",") -> pl.DataFrame:
     """A CSV/TSV file as text cells (null for blank), held to the same shape checks as `read_text_frame`, with
-    the same content-free errors; no ROW column and no header clean-up."""
+    the same content-free errors; no ROW column and no header clean-up. `-` reads standard input."""
+    if str(path) == STDIN:
+        with _stdin_file(".csv" if separator == "," else ".tsv") as spooled:
+            return _read_csv(spooled, separator)
     return _read_csv(path, separator)
 
 
