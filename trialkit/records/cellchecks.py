@@ -12,8 +12,8 @@ Not checks here: required fields, hidden values, duplicate rows and calculated v
 screening merges duplicate rows and recomputes calcs itself). A number with more or fewer decimals than its
 `number_1dp`-style validation asks for is a `format` finding but still usable; a whole number is no finding at
 all: `175` is unambiguous in a one-decimal field, and REDCap's own data entry accepts it as 175.0. Cells that a
-spreadsheet changed (dates with slashes, labels for codes, lost leading zeros) fail checks of their own, whose
-messages say the fix (trialkit.records.spreadsheet).
+spreadsheet changed (dates with slashes, labels for codes) fail checks of their own, whose messages say the fix
+(trialkit.records.spreadsheet).
 """
 
 from __future__ import annotations
