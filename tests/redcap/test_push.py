@@ -303,7 +303,7 @@ def test_push_cli_dry_run_lists_changes_without_identifier_values_and_sends_noth
 def test_a_whole_number_in_a_one_decimal_field_is_sent_as_redcap_imports_it(sandbox, kap, study, tmp_path):
     # validation accepts 175 in a number_1dp field (REDCap's data entry does); REDCap's API import refuses it
     token, clock = kap
-    data = intake_frame(2)
+    data = intake_frame(1)
     height = pl.col("vs_height_cm")
     assert data.filter(height.is_not_null()).height
     data = data.with_columns(pl.when(height.is_not_null()).then(pl.lit("175")).otherwise(height).alias("vs_height_cm"),
@@ -323,9 +323,9 @@ def test_push_reads_standard_input_for_dash(sandbox, kap, study, tmp_path, monke
     import sys
 
     token, clock = kap
-    data = intake_frame(2)
+    data = intake_frame(1)
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data.write_csv().encode()), encoding="utf-8"))
     with DataLedger(tmp_path / "ledger.sqlite") as ledger:
         result = run(sandbox, token, "-", study, ledger, clock)
-    assert result.records == 2 and result.changed_records == 2 - result.invalid
+    assert result.records == 1 and result.changed_records == 1 - result.invalid
     assert set(stored(sandbox, token)["record_id"]) == set(valid_part(data, result)["record_id"])
