@@ -2,22 +2,32 @@
 
 For each N: a clean KAP-TRD screening intake of N candidates (the generator of bench_validation: every screening
 form plus 0-3 `atrq` instances each, valid by the study) is pushed into an empty sandbox project (full push) and
-pulled into a local copy (full pull). Then 1% of the candidates get a changed cell in the intake file and the
-same 1% are edited in REDCap by "someone else"; the push and the pull run again (incremental). The figures are
-the client's own counters: every HTTP exchange PyCap makes (retries included), with its request and reply sizes.
+pulled into a local copy (full pull). Then 1% of the candidates get a changed cell in the intake file, as many
+others are edited in REDCap by "someone else"; the push runs again (incremental); 0.1% of the records are then
+deleted in REDCap, and the pull runs again (incremental: it learns the deletions from REDCap's log). Last, a push
+and a pull with nothing changed show each command's fixed cost. The figures are the client's own counters: every
+HTTP exchange PyCap makes (retries included), with its request and reply sizes.
+
+Issue 9's target: incremental runs cost under 5% of a full run's calls and bytes, and grow with the changes, not
+with the project. The calls part cannot hold at 10,000 records: an incremental run has a floor of a few calls
+(project information, log, changed records, ...) while a full pull of 10,000 records takes about 23 (records in
+chunks of 500), so the floor alone is ~20%; it holds from about 100,000 records. See docs/redcap-data-sync.md.
 
 The sandbox runs as its own process (`trialkit sandbox serve`). Client and server share this machine's clock,
 so the overlap window (there for clock skew with a real server; 10 minutes by default) is 0 here, and the
 phases are a second apart (REDCap's change times have whole seconds).
 
     python benchmarks/bench_sync.py                    # 10,000 and 100,000 records
-    python benchmarks/bench_sync.py --records 2000     # a quick run
+    python benchmarks/bench_sync.py --quick            # 10,000 records (about a minute on 2 cores)
+    python benchmarks/bench_sync.py --records 2000     # any sizes
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import os
 import sys
 import tempfile
 import time
@@ -97,12 +107,25 @@ def run(n: int, work: Path) -> list[dict]:
         # a REDCap edit that happens to set the value the file holds leaves nothing to send back
         assert len(in_file) <= inc_push.changed_records <= len(in_file) + len(in_redcap), inc_push.to_dict()
         rows.append(_figures("incremental push", inc_push) | {"records": inc_push.changed_records})
+        gone = _untouched(intake_path, set(in_file) | set(in_redcap), max(1, n // 1000))
+        _client(url)._project.delete_records(gone)
         _tick()
         inc_pull = pull(_client(url), work / "copy", ledger=ledger, now=dt.datetime.now(), overlap=NO_SKEW)
         # changed since the pull: by the push, or by an edit in REDCap (one that set the value held changes nothing)
         pushed = set(inc_push.changed_ids)
         assert not inc_pull.full and len(pushed) <= inc_pull.fetched <= len(pushed | set(in_redcap)), inc_pull.to_dict()
+        assert inc_pull.deleted == len(gone) and inc_pull.deletions_from == "log", inc_pull.to_dict()
         rows.append(_figures("incremental pull", inc_pull) | {"records": inc_pull.fetched})
+        _tick()
+        # nothing changed since: what is left is each command's fixed cost (the deleted records stay deleted)
+        kept = pl.read_csv(work / "intake2.csv", infer_schema=False).filter(~pl.col("record_id").is_in(gone))
+        kept.write_csv(work / "intake3.csv")
+        idle_push = push(_client(url), work / "intake3.csv", study, ledger=ledger, now=dt.datetime.now(),
+                         as_of=AS_OF, overlap=NO_SKEW, clock=dt.datetime.now)
+        rows.append(_figures("idle push", idle_push) | {"records": idle_push.changed_records})
+        _tick()
+        idle_pull = pull(_client(url), work / "copy", ledger=ledger, now=dt.datetime.now(), overlap=NO_SKEW)
+        rows.append(_figures("idle pull", idle_pull) | {"records": idle_pull.fetched})
         ledger.close()
     finally:
         server.terminate()
@@ -118,13 +141,53 @@ def run(n: int, work: Path) -> list[dict]:
     return rows
 
 
+def _untouched(intake: Path, busy: set[str], k: int) -> list[str]:
+    """k record ids of the intake that the edits left alone (to be deleted in REDCap)."""
+    ids = pl.read_csv(intake, infer_schema=False, columns=["record_id"])["record_id"].unique(maintain_order=True)
+    return [r for r in ids.to_list()[2::7] if r not in busy][:k]
+
+
+def figure(name: str, value: float, unit: str, target: str | None, ok: bool | None) -> None:
+    print("FIGURE " + json.dumps({"name": name, "value": value, "unit": unit, "target": target, "peer": None,
+                                  "ratio": None, "ok": ok}), flush=True)
+
+
+def report(n: int, rows: list[dict]) -> None:
+    by = {r["phase"]: r for r in rows}
+    for command in ("pull", "push"):
+        full, inc = by[f"full {command}"], by[f"incremental {command}"]
+        for what in ("calls", "bytes"):
+            share = inc[what] / full[what]
+            figure(f"incremental {command} {what}, share of a full {command} ({n:,} records, 1% changed)",
+                   round(share * 100, 2), "%", "< 5%", share < 0.05)
+    # growth with the project: a run with nothing to do costs a fixed amount, whatever the project's size
+    for command in ("pull", "push"):
+        idle = by[f"idle {command}"]
+        figure(f"{command} with nothing changed: bytes ({n:,} records)", idle["bytes"], "B", None, None)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--quick", action="store_true", help="10,000 records only")
     args = ap.parse_args()
-    for n in args.records:
+    sizes = [10_000] if args.quick else args.records
+    cpu, wall = time.process_time(), time.perf_counter()
+    results = {}
+    for n in sizes:
         with tempfile.TemporaryDirectory(prefix="bench_sync_") as tmp:
-            run(n, Path(tmp))
+            results[n] = run(n, Path(tmp))
+        report(n, results[n])
+    if len(results) > 1:
+        # cost per changed record at the largest size against the smallest: about 1 when cost follows changes
+        small, large = min(results), max(results)
+        per = {n: {r["phase"]: r for r in results[n]}["incremental pull"] for n in (small, large)}
+        ratio = (per[large]["bytes"] / per[large]["records"]) / (per[small]["bytes"] / per[small]["records"])
+        figure(f"incremental pull bytes per fetched record, {large:,} against {small:,} records", round(ratio, 2),
+               "x", "about 1 (grows with the changes)", ratio < 1.5)
+    load = os.getloadavg()
+    print(f"CPU {time.process_time() - cpu:.1f} s (this process; the sandbox server is another), wall "
+          f"{time.perf_counter() - wall:.1f} s, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,12 @@
-"""Validation at scale: generate a KAP-TRD-like intake file of N rows (default 1,000,000), then run
-`trialkit validate` on it and, in the same run, plain pandera (polars backend) with the type/range/choice checks
-alone on the same file; each in its own process, printing wall time, CPU time, peak memory (ru_maxrss), the
-load average around it and the ratio of the two.
+"""Validation at scale: generate a KAP-TRD-like intake file of N rows (default 1,000,000; `--quick`: 100,000),
+run `trialkit validate` on it and, in the same run and on the same file, plain pandera (polars backend) running
+the same checks: the pandera schema trialkit declares for the study, run by pandera's own executor over the
+whole file (check by check, as pandera does). Each runs in its own process; for each: wall time, CPU time,
+peak memory (the child's ru_maxrss) and the load average around it, then the ratios and FIGURE lines (the
+benchmarks protocol). The two findings tables must be byte-identical. A third run, pandera with only the
+type/range/choice checks over the raw text (the peer of earlier sessions, far less work), is given for context.
+
+Targets (issue 13): `trialkit validate` peak RSS < 1.5 GB; its wall time <= pandera's on the same checks.
 
 The file is REDCap's flat export shape for the screening event: one non-repeating row per candidate with every
 screening form, plus 0-3 `atrq` (treatment history) instance rows per candidate, every cell text. Values are
@@ -13,7 +18,8 @@ wrong calc, hidden value) so the findings table is exercised too.
 Generation runs in a child process too. Other processes on the machine change wall times: read the CPU
 times and the load average printed beside them.
 
-    python benchmarks/bench_validation.py                 # 1,000,000 rows, CSV
+    python benchmarks/bench_validation.py --quick         # 100,000 rows, about a minute
+    python benchmarks/bench_validation.py                 # 1,000,000 rows x 162 columns, CSV
     python benchmarks/bench_validation.py --rows 200000 --format parquet --keep /tmp/intake.parquet
 """
 
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -227,7 +234,21 @@ def _inject_errors(frame: pl.DataFrame, rate: float) -> pl.DataFrame:
     )
 
 
-# ---- plain pandera on the same type/range/choice checks (child process) ------------------------------------
+# ---- the peers (child processes) ----------------------------------------------------------------------------
+def run_pandera_same_checks(path: Path, out: Path) -> None:
+    """Plain pandera (polars backend) running the checks `trialkit validate` runs: the pandera schema trialkit
+    declares for the study, validated lazily by pandera's own executor over the whole file read at once (no
+    chunks), its failure cases mapped to the same findings table."""
+    from trialkit.definitions.loader import load_study
+    from trialkit.records import read_intake
+    from trialkit.validation import validate
+
+    study = load_study(ROOT)
+    findings = validate(read_intake(path, study), as_of=AS_OF, engine="pandera")
+    findings.to_csv(out)
+    print(f"findings={len(findings)}")
+
+
 def _plain_checks(study, columns: list[str]):  # type: ignore[no-untyped-def]
     """Per column of the file, the type, range and choice checks as plain pandera checks on the raw text."""
     import pandera.polars as pa
@@ -265,14 +286,16 @@ def _plain_checks(study, columns: list[str]):  # type: ignore[no-untyped-def]
     return out
 
 
-def run_plain_pandera(path: Path, fmt: str) -> None:
+def run_pandera_subset(path: Path) -> None:
+    """Plain pandera over the raw text with the type/range/choice checks alone (no typed values, required
+    fields, branching logic, calculations, events or duplicates): the peer of earlier sessions."""
     import pandera.polars as pa
     from pandera.errors import SchemaErrors
 
     from trialkit.definitions.loader import load_study
 
     study = load_study(ROOT)
-    frame = pl.read_csv(path, infer_schema=False, null_values=[""]) if fmt == "csv" else pl.read_parquet(path)
+    frame = pl.read_csv(path, infer_schema=False, null_values=[""]) if path.suffix == ".csv" else pl.read_parquet(path)
     checks = _plain_checks(study, frame.columns)
     schema = pa.DataFrameSchema(
         {name: pa.Column(None, checks=checks.get(name, []), nullable=True) for name in frame.columns}
@@ -286,102 +309,124 @@ def run_plain_pandera(path: Path, fmt: str) -> None:
 
 
 # ---- measurement (parent process) ---------------------------------------------------------------------------
-def _measure(label: str, argv: list[str]) -> dict:
-    """Run `argv` as a child; its wall time, CPU time and peak memory (its own ru_maxrss, from wait4)."""
+def _measure(label: str, argv: list[str], ok_codes: tuple[int, ...] = (0,)) -> dict:
+    """Run `argv` as a child: its wall time, its CPU time and its peak memory (the child's own ru_maxrss, from
+    wait4), with the load average before and after. Output goes to files, so no pipe needs draining."""
     load = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.TemporaryFile("w+") as out:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read().strip()
     cpu = usage.ru_utime + usage.ru_stime
+    peak_gb = usage.ru_maxrss / 1024 / 1024  # KiB on Linux
+    after = os.getloadavg()[0]
     print(
-        f"{label:<20} wall {wall:6.2f} s  CPU {cpu:6.2f} s  peak {usage.ru_maxrss / 1024:7,.0f} MB  "
-        f"exit {proc.returncode}  load {load:.2f} -> {os.getloadavg()[0]:.2f}"
+        f"{label:<34} wall {wall:7.2f} s  CPU {cpu:7.2f} s  peak {peak_gb:5.2f} GB  exit {proc.returncode}  "
+        f"load {load:.2f} -> {after:.2f}"
     )
-    text = (out + err).strip()
     if text:
         print("    " + text.splitlines()[-1][:160])
-    return {"wall": wall, "cpu": cpu, "peak": usage.ru_maxrss / 1024}
+    if proc.returncode not in ok_codes:
+        sys.exit(f"{label} failed (exit {proc.returncode}):\n{text[-2000:]}")
+    return {"wall": wall, "cpu": cpu, "peak_gb": peak_gb, "load": max(load, after)}
+
+
+def figure(name: str, value: float, unit: str, target: str | None, peer: str | None, ratio: float | None,
+           ok: bool | None) -> None:
+    """One machine-readable line of the benchmarks protocol (collected by benchmarks/run_all.py)."""
+    print("FIGURE " + json.dumps({"name": name, "value": round(value, 3), "unit": unit, "target": target,
+                                  "peer": peer, "ratio": None if ratio is None else round(ratio, 3), "ok": ok}))
+
+
+PEER_SAME = "pandera (polars backend), same checks, whole file"
+PEER_SUBSET = "pandera (polars backend), type/range/choice subset"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--rows", type=int, default=None, help="data rows (default 1,000,000; --quick: 100,000)")
+    ap.add_argument("--quick", action="store_true", help="a reduced size that runs in about a minute on 2 cores")
     ap.add_argument("--format", choices=("csv", "parquet"), default="csv")
     ap.add_argument("--error-rate", type=float, default=0.002, help="share of rows with each injected error")
     ap.add_argument("--keep", type=Path, help="write the generated file here and keep it (reused if present)")
-    ap.add_argument("--repeat", type=int, default=1, help="run the pair of measurements this many times")
+    ap.add_argument("--no-subset", action="store_true", help="skip the type/range/choice pandera peer")
     ap.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
-    ap.add_argument("--plain-pandera", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--pandera-same", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--pandera-subset", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    rows = args.rows or (100_000 if args.quick else 1_000_000)
 
     if args.generate:
-        info = generate(args.generate, args.rows, args.format, args.error_rate)
+        info = generate(args.generate, rows, args.format, args.error_rate)
         print(" ".join(f"{k}={v}" for k, v in info.items()))
         return
-    if args.plain_pandera:
-        run_plain_pandera(args.plain_pandera, args.format)
+    if args.pandera_same:
+        run_pandera_same_checks(args.pandera_same, args.out)
+        return
+    if args.pandera_subset:
+        run_pandera_subset(args.pandera_subset)
         return
 
-    tmpdir = None
-    path = args.keep
-    if path is None:
-        tmpdir = tempfile.TemporaryDirectory()
-        path = Path(tmpdir.name) / f"kap_intake.{args.format}"
-    if not path.exists():
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--generate",
-                str(path),
-                "--rows",
-                str(args.rows),
-                "--format",
-                args.format,
-                "--error-rate",
-                str(args.error_rate),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            sys.exit(f"generation failed:\n{proc.stderr}")
-        print(f"generated {path.name}: {proc.stdout.strip()} in {time.perf_counter() - t0:.1f} s")
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        path = args.keep or tmpdir / f"kap_intake.{args.format}"
+        if not path.exists():
+            t0 = time.perf_counter()
+            gen = [sys.executable, __file__, "--generate", str(path), "--rows", str(rows), "--format", args.format,
+                   "--error-rate", str(args.error_rate)]
+            proc = subprocess.run(gen, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                sys.exit(f"generation failed:\n{proc.stderr}")
+            print(f"generated {path.name}: {proc.stdout.strip()} in {time.perf_counter() - t0:.1f} s")
+        width = len(pl.scan_csv(path, n_rows=0).collect_schema()) if args.format == "csv" else len(
+            pl.read_parquet_schema(path))
+        height = rows if args.keep is None else None
+        size = f"{height:,} rows x {width} columns" if height else f"{width} columns"
+        print(f"file: {path} ({path.stat().st_size / 1e6:.0f} MB {args.format}, {size})")
+        print(f"cores: {os.cpu_count()}, polars threads: {pl.thread_pool_size()}, load average: {os.getloadavg()}")
 
-    print(f"file: {path} ({path.stat().st_size / 1e6:.0f} MB {args.format})")
-    print(f"cores: {os.cpu_count()}, polars threads: {pl.thread_pool_size()}, load average: {os.getloadavg()}")
-    # Each in its own process, so each peak memory is its own: `trialkit validate` exactly as a user runs it,
-    # and plain pandera (polars backend) over the same file with the type/range/choice checks alone.
-    cli = [
-        sys.executable,
-        "-m",
-        "trialkit",
-        "validate",
-        str(path),
-        "--study",
-        str(ROOT),
-        "--as-of",
-        AS_OF.isoformat(),
-        "--format",
-        "csv",
-        "--out",
-        os.devnull,
-    ]
-    plain = [sys.executable, __file__, "--plain-pandera", str(path), "--format", args.format]
-    for _ in range(args.repeat):
-        ours = _measure("trialkit validate", cli)
-        theirs = _measure("plain pandera", plain)
-        print(
-            f"ratio trialkit/pandera: wall {ours['wall'] / theirs['wall']:.2f}, CPU {ours['cpu'] / theirs['cpu']:.2f}, "
-            f"peak memory {ours['peak'] / theirs['peak']:.2f}"
+        # Each in its own process, so each peak memory is its own. Ours: `trialkit validate` exactly as a user
+        # runs it. The peer: plain pandera running the same checks, i.e. the pandera schema trialkit declares,
+        # run by pandera's executor over the whole file. Both write their findings, which must be identical.
+        ours_csv, theirs_csv = tmpdir / "ours.csv", tmpdir / "pandera.csv"
+        cli = [sys.executable, "-m", "trialkit", "validate", str(path), "--study", str(ROOT), "--as-of",
+               AS_OF.isoformat(), "--format", "csv", "--out", str(ours_csv)]
+        ours = _measure("trialkit validate", cli, ok_codes=(0, 1))  # 1: the data has errors (it has)
+        same = _measure(
+            "pandera, same checks, whole file",
+            [sys.executable, __file__, "--pandera-same", str(path), "--out", str(theirs_csv)],
         )
-    if tmpdir is not None:
-        tmpdir.cleanup()
+        identical = ours_csv.read_bytes() == theirs_csv.read_bytes()
+        print(f"findings identical (trialkit validate vs pandera's executor): {identical}")
+        subset = None
+        if not args.no_subset:
+            subset = _measure("pandera, type/range/choice only", [sys.executable, __file__, "--pandera-subset",
+                                                                  str(path)])
+
+    print(f"ratio trialkit/pandera same checks: wall {ours['wall'] / same['wall']:.2f}, "
+          f"CPU {ours['cpu'] / same['cpu']:.2f}, peak memory {ours['peak_gb'] / same['peak_gb']:.2f}")
+    if subset:
+        print(f"ratio trialkit/pandera subset:      wall {ours['wall'] / subset['wall']:.2f}, "
+              f"CPU {ours['cpu'] / subset['cpu']:.2f}, peak memory {ours['peak_gb'] / subset['peak_gb']:.2f}")
+    print(f"bench process: CPU {time.process_time() - cpu0:.2f} s, wall {time.perf_counter() - wall0:.1f} s, "
+          f"load average {os.getloadavg()}")
+    label = f"validate {rows:,} rows x {width} cols"
+    ratio = ours["wall"] / same["wall"]
+    figure(f"{label}: wall", ours["wall"], "s", "<= pandera same checks, same run", PEER_SAME, ratio, ratio <= 1.0)
+    figure(f"{label}: CPU", ours["cpu"], "s", None, PEER_SAME, ours["cpu"] / same["cpu"], None)
+    figure(f"{label}: wall ratio to pandera", ratio, "x", "<= 1.0", PEER_SAME, ratio, ratio <= 1.0)
+    figure(f"{label}: peak RSS", ours["peak_gb"], "GB", "< 1.5 GB", None, None, ours["peak_gb"] < 1.5)
+    figure(f"{label}: findings identical to pandera's executor", float(identical), "bool", "1", PEER_SAME, None,
+           identical)
+    if subset:
+        ratio = ours["wall"] / subset["wall"]
+        figure(f"{label}: wall ratio to pandera subset", ratio, "x", "<= 1.0", PEER_SUBSET, ratio, ratio <= 1.0)
 
 
 if __name__ == "__main__":

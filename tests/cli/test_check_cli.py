@@ -63,16 +63,20 @@ def test_json_format(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, _ = run(["check", "--format", "json"], capsys)
     assert code == 2
-    assert json.loads(out) == [
-        {
+    assert json.loads(out) == {
+        "command": "check",
+        "ok": False,
+        "errors": 1,
+        "warnings": 0,
+        "diagnostics": [{
             "code": "DEF011",
             "message": "calc field 'total' refers to itself",
             "file": "instruments/base.yaml",
             "line": 8,
             "col": 18,
             "severity": "error",
-        }
-    ]
+        }],
+    }
 
 
 def test_single_instrument_file(tmp_path, capsys, monkeypatch):
@@ -145,10 +149,11 @@ def test_a_rule_file_is_checked_as_rules_not_as_a_study(repo_root, tmp_path, cap
     assert "madrs_totl" in out and "SCH00" not in out
 
 
-def test_json_of_a_clean_study_is_an_empty_list(repo_root, capsys, monkeypatch):
+def test_json_of_a_clean_study_has_no_diagnostics(repo_root, capsys, monkeypatch):
     monkeypatch.chdir(repo_root)
     code, out, _ = run(["check", "--format", "json"], capsys)
-    assert (code, json.loads(out)) == (0, [])
+    assert (code, json.loads(out)) == (0, {"command": "check", "ok": True, "errors": 0, "warnings": 0,
+                                           "diagnostics": []})
 
 
 def test_an_instrument_file_the_study_does_not_list_is_still_checked(tmp_path, capsys, monkeypatch):

@@ -77,7 +77,7 @@ def test_import_bad_files_are_located_exit_2(tmp_path, capsys, monkeypatch, cont
 
 def test_import_missing_file(tmp_path, capsys):
     code, _, err = run(["dictionary", "import", str(tmp_path / "none.csv"), "--out", str(tmp_path / "o")], capsys)
-    assert code != 0 and "cannot read" in err
+    assert code == 2 and "does not exist" in err  # a file named on the command line: a usage error
 
 
 def test_export_of_a_broken_study_is_refused(tmp_path, capsys):

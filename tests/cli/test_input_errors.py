@@ -1,6 +1,6 @@
 """Damaged or foreign intake files through `trialkit validate` and `trialkit screen`: a located error and a
-clean exit code (validate: 2 = unusable input, screen: 1 = data error), never a padded row, never an internal
-error, never a quoted cell."""
+clean exit code (1 = the data could not be read, the same in both commands), never a padded row, never an
+internal error, never a quoted cell."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def cut_export(tmp_path_factory) -> Path:
 
 def test_a_row_cut_off_mid_value_is_an_error_naming_the_line(capsys, cut_export):
     line = len(EXAMPLE.read_text(encoding="utf-8").splitlines())
-    for (code, out, err), expected in zip(_both(capsys, cut_export), (2, 1), strict=True):
+    for (code, out, err), expected in zip(_both(capsys, cut_export), (1, 1), strict=True):
         assert code == expected, err
         assert f"export.csv:{line}: a line with 68 fields where the header has 199" in err
         assert "internal error" not in err and "Traceback" not in err
@@ -57,7 +57,7 @@ def test_a_short_or_long_row_in_any_delimited_file_is_an_error(capsys, tmp_path,
         path = tmp_path / f"intake{suffix}"
         path.write_text(header + "\n" + separator.join(row) + "\n", encoding="utf-8")
         for code, _, err in _both(capsys, path):
-            assert code in (1, 2)
+            assert code == 1
             assert f"intake{suffix}:2: a line with {fields} fields where the header has 3" in err
 
 
@@ -76,7 +76,7 @@ def test_json_nested_past_any_stack_is_a_data_error(capsys, tmp_path, suffix, de
     deep = '{"a": ' * depth + "1" + "}" * depth if depth < 10_000 else "[" * depth + "]" * depth
     path = tmp_path / f"deep{suffix}"
     path.write_text(f'[{{"record_id": {deep}}}]' if suffix == ".json" else f'{{"record_id": {deep}}}\n')
-    for (code, _, err), expected in zip(_both(capsys, path), (2, 1), strict=True):
+    for (code, _, err), expected in zip(_both(capsys, path), (1, 1), strict=True):
         assert code == expected, err
         assert "internal error" not in err and "Recursion" not in err
         assert "nested" in err

@@ -116,10 +116,12 @@ def test_eval_classic_export_with_bom_text_and_json(tmp_path: Path, capsys):
     assert code == 0
     assert out.splitlines() == ["record_id,value", "10,5", "11,young", "12,8"]
     code, out, _ = run(["logic", "eval", "[age] = ''", "--data", str(path), "--format", "json"], capsys)
-    assert json.loads(out) == [
-        {"record_id": "10", "value": "false"},
-        {"record_id": "11", "value": "true"},
-        {"record_id": "12", "value": "false"},
+    doc = json.loads(out)
+    assert (doc["command"], doc["ok"], doc["mode"]) == ("logic eval", True, "redcap")
+    assert doc["results"] == [
+        {"record_id": "10", "value": False},
+        {"record_id": "11", "value": True},
+        {"record_id": "12", "value": False},
     ]
 
 

@@ -43,6 +43,7 @@ def test_nightly_runs_and_reports_json(kap_sandbox, tmp_path):
                env_token=kap_sandbox.token, tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
+    assert list(out)[:2] == ["command", "ok"] and (out["command"], out["ok"]) == ("redcap nightly", True)
     assert out["pulled"] == 1 and out["written"] == 1 and out["dispositions"] == {"pending": 1}
     assert out["full"] and out["full_reason"] == "first run"
     assert kap_sandbox.token not in proc.stdout + proc.stderr
@@ -64,7 +65,7 @@ def test_wrong_token_fails_cleanly_without_echoing_it(kap_sandbox, tmp_path):
     wrong = "F" * 32
     proc = run(["redcap", "nightly", "--url", kap_sandbox.url, "--token-env", "KAP_TOKEN", "--rules", str(RULES),
                 "--ledger", str(tmp_path / "l.sqlite")], env_token=wrong, tmp_path=tmp_path)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # configuration, not "network failure, rerun"
     assert "permissions to use the API" in proc.stderr
     assert wrong not in proc.stderr and "Traceback" not in proc.stderr
 
@@ -124,3 +125,18 @@ def _has_a_run(ledger: Path) -> bool:
             db.close()
     except sqlite3.Error:  # created but not set up yet
         return False
+
+
+def test_diff_and_pull_json_share_the_envelope(kap_sandbox, tmp_path):
+    """`redcap diff` and `redcap pull` print {"command", "ok", ...} like every command (docs/cli.md); ok is true
+    exactly when the exit code is 0."""
+    base = ["--url", kap_sandbox.url, "--token-env", "KAP_TOKEN", "--format", "json"]
+    proc = run(["redcap", "diff", *base, "--study", str(ROOT)], env_token=kap_sandbox.token, tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    diff = json.loads(proc.stdout)
+    assert (diff["command"], diff["ok"], diff["matches"]) == ("redcap diff", True, True)
+    proc = run(["redcap", "pull", *base, "--study", str(ROOT), "--out", str(tmp_path / "copy"),
+                "--ledger", str(tmp_path / "data.sqlite")], env_token=kap_sandbox.token, tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    pulled = json.loads(proc.stdout)
+    assert (pulled["command"], pulled["ok"], pulled["records"], pulled["failures"]) == ("redcap pull", True, 1, 0)

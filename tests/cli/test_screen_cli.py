@@ -158,6 +158,33 @@ def test_parquet_and_json_inputs_screen_like_csv(capsys, small_data, tmp_path):
     assert results[0] == results[1] == results[2]
 
 
+def test_typed_parquet_screens_like_csv_and_unread_columns_are_not_loaded(capsys, small_data, tmp_path):
+    import polars as pl
+
+    from trialkit.definitions.loader import load_study
+    from trialkit.records.convert import study_columns
+
+    frame = pl.read_csv(small_data, infer_schema=False)
+    kinds = {c.name: c.kind for c in study_columns(load_study(ROOT))}
+    typed = []
+    for name in frame.columns:  # dates and numbers as Parquet types, where every value reads as one
+        target = {"date": pl.Date, "integer": pl.Int64, "number": pl.Float64}.get(kinds.get(name, ""))
+        try:
+            typed.append(frame.get_column(name).cast(target) if target else frame.get_column(name))
+        except pl.exceptions.InvalidOperationError:
+            typed.append(frame.get_column(name))
+    # a column screening never reads, which REDCap text could not hold: it must not even be loaded
+    typed.append(pl.Series("scanner_blob", [[1, 2]] * frame.height))
+    pl.DataFrame(typed).write_parquet(tmp_path / "typed.parquet")
+    assert any(t == pl.Date for t in pl.read_parquet_schema(tmp_path / "typed.parquet").values())
+    outs = []
+    for path in (small_data, tmp_path / "typed.parquet"):
+        code, out, err = run(capsys, str(path), "--rules", str(RULES), "--as-of", "2026-11-02", "--format", "csv")
+        assert code == 0, err
+        outs.append(out)
+    assert outs[0] == outs[1]
+
+
 def test_one_record_shows_its_checklist(capsys, small_data):
     code, out, err = run(capsys, str(small_data), "--rules", str(RULES), "--as-of", "2026-11-02", "--record", "0005")
     assert code == 0, err

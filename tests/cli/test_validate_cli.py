@@ -1,4 +1,4 @@
-"""`trialkit validate`: exit codes 0/1/2, formats, --out, masked identifiers, never a traceback."""
+"""`trialkit validate`: exit codes 0/1/2 (docs/cli.md), formats, --out, masked identifiers, never a traceback."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def run(capsys):
 
 
 def test_real_process_never_shows_a_traceback(tmp_path):
-    """One end-to-end run as a child process: unusable input, exit 2, a message and no traceback."""
+    """One end-to-end run as a child process: unreadable data, exit 1, a message and no traceback."""
     path = tmp_path / "x.parquet"
     path.write_bytes(b"not parquet")
     proc = subprocess.run(
@@ -47,7 +47,7 @@ def test_real_process_never_shows_a_traceback(tmp_path):
         text=True,
         timeout=120,
     )
-    assert proc.returncode == 2
+    assert proc.returncode == 1
     assert "cannot read as parquet" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -108,23 +108,28 @@ def test_json_and_csv_output_to_file(run, bad_csv, tmp_path):
 @pytest.mark.parametrize(
     ("content", "name", "expect"),
     [
-        (None, "missing.csv", "file not found"),
         ("participant,age\nP1,30\n", "other.csv", "no 'record_id' column"),
         (b"\x00\x01\x02garbage", "x.parquet", "cannot read as parquet"),
         ("[1, 2", "broken.json", "JSON"),
         ("", "empty.csv", "empty"),
     ],
 )
-def test_unusable_input_exits_2_without_traceback(run, tmp_path, content, name, expect):
+def test_unreadable_data_exits_1_without_traceback(run, tmp_path, content, name, expect):
     path = tmp_path / name
     if isinstance(content, bytes):
         path.write_bytes(content)
     elif content is not None:
         path.write_text(content)
     proc = run(str(path), "--study", MINI)
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # the data could not be read: exit 1, as in `screen`
     assert expect in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_a_missing_data_file_is_a_usage_error(run, tmp_path):
+    proc = run(str(tmp_path / "missing.csv"), "--study", MINI)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_bad_options_exit_2(run, clean_csv, tmp_path):

@@ -78,3 +78,32 @@ def test_expression_needing_today_without_as_of_is_noted_not_fatal(tmp_path, min
     intake = read_intake(shared.write_csv(tmp_path / "i.csv", clean_rows), study)
     with_date = intake.with_calculations(as_of=dt.date(2000, 5, 2))
     assert round(with_date.records.get_column("bmi").to_list()[0], 1) == 10.0
+
+
+@pytest.mark.parametrize("expression, expected", [
+    # every input blank on every row (height not in the file), and the calc still gives a value
+    ("if([height] = '', 7, 1)", [7.0, 7.0]),
+    # one input live (weight), the other blank everywhere: the value follows the live one
+    ("if([height] = '' and [weight] > 70.6, 7, '')", [24.4, 7.0]),
+    # blank inputs giving nothing: the stored values stay
+    ("round([weight] / (([height] / 100) ^ 2), 1)", [24.4, 30.0]),
+])
+def test_calcs_over_inputs_blank_everywhere_are_computed_as_on_any_row(
+    tmp_path, clean_rows, expression, expected
+):
+    # A calc reading columns blank on every row is worked out on a few rows instead of all: same results.
+    import shutil
+
+    from trialkit.definitions.loader import load_study
+
+    study_dir = tmp_path / "study"
+    shutil.copytree(shared.MINI_DIR, study_dir)
+    form = study_dir / "instruments" / "enrol.yaml"
+    text = form.read_text(encoding="utf-8")
+    form.write_text(text.replace('"round([weight] / (([height] / 100) ^ 2), 1)"', f'"{expression}"'), "utf-8")
+    study = load_study(study_dir)
+    clean_rows[3]["bmi"] = "30.0"
+    for row in clean_rows:
+        row.pop("height", None)
+    intake = read_intake(shared.write_csv(tmp_path / "i.csv", clean_rows), study).with_calculations()
+    assert intake.records.get_column("bmi").to_list() == expected

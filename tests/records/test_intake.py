@@ -170,6 +170,30 @@ def test_parquet_date_times_at_midnight_in_date_fields_are_dates(tmp_path, kap_s
     assert intake.records.get_column("screening_date").to_list() == [dt.date(2026, 10, 13), None]
 
 
+def test_parquet_reads_only_the_columns_asked_for(tmp_path, kap_study):
+    # a column nobody reads is never loaded: not even one that could not be read as REDCap text (a nested list)
+    from trialkit.errors import DataError
+
+    path = tmp_path / "i.parquet"
+    pl.DataFrame({
+        "record_id": ["001", "002"],
+        "redcap_event_name": ["screening_arm_1"] * 2,
+        "screening_date": [dt.date(2026, 10, 13), None],
+        "dob": [dt.date(1980, 1, 2), dt.date(1990, 3, 4)],
+        "scanner_notes": [[1, 2], [3]],
+    }).write_parquet(path)
+    intake = read_intake(path, kap_study, columns={"screening_date"})
+    assert set(intake.raw.columns) == {"_row", "record_id", "redcap_event_name", "screening_date"}
+    assert intake.records.get_column("screening_date").to_list() == [dt.date(2026, 10, 13), None]
+    assert intake.records.get_column("dob").null_count() == 2  # not read: absent, like a column not exported
+    with pytest.raises(DataError, match="nested"):
+        read_intake(path, kap_study)
+    # the header is still checked whole: a duplicated column among those left out refuses the file
+    pl.DataFrame({"record_id": ["1"], "dob": ["x"], "dob_duplicated_0": ["y"]}).write_parquet(path)
+    with pytest.raises(DataError, match="duplicate column"):
+        read_intake(path, kap_study, columns={"screening_date"})
+
+
 def test_rows_with_no_cell_at_all_are_no_data(tmp_path, kap_study):
     path = tmp_path / "i.csv"
     path.write_text("record_id,redcap_event_name,dob\n1,screening_arm_1,1980-01-01\n,,\n,,\n", encoding="utf-8")

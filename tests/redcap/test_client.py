@@ -166,7 +166,8 @@ def test_exhausted_retries_name_the_operation(client, sandbox, project_token):
 
 def test_bad_token_is_a_clear_error(sandbox, project_token, sleeps):
     client = RedcapClient(sandbox.url, Token("E" * 32), sleep=sleeps)
-    with pytest.raises(RedcapError, match="permissions to use the API"):
+    # a configuration error (exit 2, with the fix), not a network failure to rerun
+    with pytest.raises(UsageError, match=r"permissions to use the API.*check that the token"):
         client.record_ids()
     assert sleeps == []
 

@@ -204,7 +204,8 @@ def test_diff_cli_exit_status(sandbox, tmp_path, capsys, monkeypatch):
         assert (code, out) == (0, "no differences: the project matches the study\n")
         monkeypatch.setenv("REDCAP_API_TOKEN", "A" * 32)  # a token the project does not know
         code, _, err = run_cli(["redcap", "diff", "--url", sandbox.url, "--study", str(tmp_path)], capsys)
-        assert code == 1 and "permissions" in err and "Traceback" not in err
+        # a configuration error (2), which also no longer reads as "the project differs" (1)
+        assert code == 2 and "permissions" in err and "Traceback" not in err
         code, _, err = run_cli(["redcap", "diff", "--study", str(tmp_path)], capsys)
         assert code == 2 and "--connection NAME" in err
     finally:

@@ -165,7 +165,7 @@ def test_pull_cli_prints_a_json_summary_and_is_quiet_when_piped(sandbox, kap, tm
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
     assert summary["records"] == 40 and summary["bytes"] > 0 and summary["failures"] == 0
-    assert summary["calls"] == 3 + 5  # project, dictionary, id list, then 40 records in chunks of 9
+    assert summary["calls"] == 4 + 5  # project, log of design changes, dictionary, id list, 40 records by 9
     assert captured.err == ""  # no progress line when stderr is not a terminal
     assert token not in captured.out
 
@@ -186,3 +186,134 @@ def test_progress_is_one_rewritten_line_on_a_terminal_only():
         report.done()
     assert tty.getvalue().startswith("\r") and "chunk 1, 500/1000 records" in tty.getvalue()
     assert pipe.getvalue() == ""
+
+
+# -- what changed, from REDCap's log --------------------------------------------------------------------------------
+
+
+def _edit(sandbox, token, clock, rows, delete=()):
+    editor = client_for(sandbox, token)
+    if rows:
+        editor.import_records(rows)
+    if delete:
+        editor._project.delete_records(list(delete))
+
+
+def test_an_incremental_pull_learns_deletions_from_the_log_not_from_the_whole_project(sandbox, kap, tmp_path):
+    token, clock = kap
+    ledger = DataLedger(tmp_path / "ledger.sqlite")
+    pull(client_for(sandbox, token), tmp_path / "copy", ledger=ledger, now=clock.now)
+    clock.now = T0 + dt.timedelta(days=1)
+    # 0010 goes; 0012 goes and comes back with other data (REDCap logs both); 0003 changes
+    _edit(sandbox, token, clock, [{"record_id": "0003", "redcap_event_name": "screening_arm_1",
+                                   "education_years": "17"}], delete=["0010", "0012"])
+    _edit(sandbox, token, clock, [{"record_id": "0012", "redcap_event_name": "screening_arm_1", "age_screening": "44"}])
+    clock.now += dt.timedelta(hours=1)
+    client = client_for(sandbox, token)
+    second = pull(client, tmp_path / "copy", ledger=ledger, now=clock.now)
+    assert not second.full and second.deletions_from == "log" and second.deleted == 1 and second.records == 39
+    assert second.fetched == 2  # 0003 and the new 0012
+    assert local_copy(tmp_path / "copy").equals(full_export(client_for(sandbox, token)))
+    # neither the whole id list nor the data dictionary was exported: nothing the size of the project
+    assert "record id export" not in client.calls
+    dictionary = client_for(sandbox, token)
+    dictionary.metadata()
+    assert second.stats["bytes_received"] < dictionary.stats.bytes_received
+    ledger.close()
+
+
+def test_a_design_change_in_the_log_makes_the_pull_export_the_dictionary_once(sandbox, kap, tmp_path):
+    token, clock = kap
+    ledger = DataLedger(tmp_path / "ledger.sqlite")
+    pull(client_for(sandbox, token), tmp_path / "copy", ledger=ledger, now=clock.now)
+    dictionary = client_for(sandbox, token)
+    dictionary.metadata()
+    # a design change (a new field) is in the log: the dictionary is exported again, and the copy follows it
+    clock.now += dt.timedelta(hours=1)
+    admin = client_for(sandbox, token)
+    metadata = admin.metadata()
+    at = next(i for i, r in enumerate(metadata) if r["field_name"] == "education_years")
+    extra = {**metadata[at], "field_name": "shoe_size", "field_label": "Shoe size"}
+    admin.import_metadata([*metadata[: at + 1], extra, *metadata[at + 1:]])
+    admin.import_records([{"record_id": "0005", "redcap_event_name": "screening_arm_1", "shoe_size": "9"}])
+    clock.now += dt.timedelta(minutes=5)
+    third = pull(client_for(sandbox, token), tmp_path / "copy", ledger=ledger, now=clock.now)
+    assert third.full and "shoe_size" in local_copy(tmp_path / "copy").columns
+    assert local_copy(tmp_path / "copy").equals(full_export(client_for(sandbox, token)))
+    # the next window still holds that design change (10 minutes' overlap): the copy already reflects it
+    clock.now += dt.timedelta(minutes=1)
+    fourth = pull(client_for(sandbox, token), tmp_path / "copy", ledger=ledger, now=clock.now)
+    assert not fourth.full and fourth.stats["bytes_received"] < dictionary.stats.bytes_received
+    ledger.close()
+
+
+def test_a_pull_without_the_logging_right_finds_deletions_with_the_id_list_and_says_so(sandbox, study, tmp_path):
+    clock = Clock()
+    clock.now = T0
+    sandbox.set_clock(clock)
+    token = sandbox.create_project(ProjectSpec.from_definition(study, user_logging=False))
+    try:
+        client_for(sandbox, token, chunk_size=50).import_records(rows_of(intake_frame(12)))
+        with DataLedger(tmp_path / "ledger.sqlite") as ledger:
+            pull(client_for(sandbox, token), tmp_path / "copy", ledger=ledger, now=clock.now)
+            clock.now += dt.timedelta(hours=1)
+            _edit(sandbox, token, clock, [], delete=["0004"])
+            clock.now += dt.timedelta(hours=1)
+            second = pull(client_for(sandbox, token), tmp_path / "copy", ledger=ledger, now=clock.now)
+        assert second.deleted == 1 and second.deletions_from == "id list"
+        assert "Logging" in second.to_dict()["log_note"]
+        assert local_copy(tmp_path / "copy").equals(full_export(client_for(sandbox, token)))
+    finally:
+        sandbox.set_clock(None)
+        sandbox.drop_project(token)
+
+
+def test_a_user_in_a_data_access_group_gets_deletions_from_the_id_list(sandbox, study, tmp_path):
+    from trialkit.redcap.sandbox.project import dag_rows
+
+    clock = Clock()
+    clock.now = T0
+    sandbox.set_clock(clock)
+    token = sandbox.create_project(ProjectSpec.from_definition(study, dags=dag_rows(["Site A"])))
+    try:
+        rows = [{**r, "redcap_data_access_group": "site_a"} for r in rows_of(intake_frame(12))]
+        client_for(sandbox, token, chunk_size=50).import_records(rows)
+        with DataLedger(tmp_path / "ledger.sqlite") as ledger:
+            pull(client_for(sandbox, token), tmp_path / "copy", ledger=ledger, now=clock.now)
+            clock.now += dt.timedelta(hours=1)
+            _edit(sandbox, token, clock, [], delete=["0004"])
+            clock.now += dt.timedelta(hours=1)
+            # a user in no group sees REDCap's group column, so the whole log
+            second = pull(client_for(sandbox, token), tmp_path / "copy", ledger=ledger, now=clock.now)
+            assert second.deleted == 1 and second.deletions_from == "log"
+            client_for(sandbox, token)._project.switch_dag("site_a")
+            clock.now += dt.timedelta(hours=1)
+            _edit(sandbox, token, clock, [], delete=["0005"])
+            clock.now += dt.timedelta(hours=1)
+            third = pull(client_for(sandbox, token), tmp_path / "copy", ledger=ledger, now=clock.now)
+        assert third.deleted == 1 and third.deletions_from == "id list"
+        assert "data access group" in third.to_dict()["log_note"]
+        assert local_copy(tmp_path / "copy").equals(full_export(client_for(sandbox, token)))
+    finally:
+        sandbox.set_clock(None)
+        sandbox.drop_project(token)
+
+
+def test_a_deletion_before_a_failed_pull_is_still_found_by_the_rerun(sandbox, kap, tmp_path):
+    token, clock = kap
+    ledger = DataLedger(tmp_path / "ledger.sqlite")
+    pull(client_for(sandbox, token), tmp_path / "copy", ledger=ledger, now=clock.now)
+    clock.now = T0 + dt.timedelta(days=1)
+    _edit(sandbox, token, clock, [{"record_id": rid, "redcap_event_name": "screening_arm_1", "education_years": "11"}
+                                  for rid in ("0001", "0002", "0004", "0005", "0006")], delete=["0010"])
+    # the changed-record export gets no reply, and the client does not retry: the pull fails, its copy stays
+    sandbox.set_faults(FaultPlan(kind="drop", share=1.0, seed=3, contents=("record",)))
+    with pytest.raises(RedcapError):
+        pull(client_for(sandbox, token, attempts=1), tmp_path / "copy", ledger=ledger,
+             now=clock.now + dt.timedelta(hours=1))
+    sandbox.set_faults(None)
+    # the rerun's window starts at the last pull that finished, so the log still holds the deletion
+    rerun = pull(client_for(sandbox, token), tmp_path / "copy", ledger=ledger, now=clock.now + dt.timedelta(days=1))
+    assert rerun.deletions_from == "log" and rerun.deleted == 1 and rerun.fetched == 5
+    assert local_copy(tmp_path / "copy").equals(full_export(client_for(sandbox, token)))
+    ledger.close()

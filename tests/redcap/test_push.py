@@ -267,6 +267,8 @@ def test_a_rerun_compares_only_records_changed_in_the_data_or_in_redcap(sandbox,
     clock.now += dt.timedelta(hours=1)
     third = run(sandbox, token, tmp_path / "b.csv", study, ledger, clock, overlap=same_clock)
     assert third.compared == 0 and third.imports == 0
+    # and costs three small calls: project information, the data dictionary (once), the ids changed in REDCap
+    assert third.stats["calls"] == 3
     ledger.close()
 
 

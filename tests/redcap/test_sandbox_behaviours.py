@@ -43,7 +43,10 @@ def test_design_changes_are_logged_as_manage_design(longitudinal):
     # record changes are not design changes, and the other way round
     records = longitudinal.export_logging(log_type="record")
     assert [e["action"] for e in records] == ["Create record 1 (screening_arm_1)"]
-    assert len(longitudinal.export_logging()) == len(manage) + 1
+    # and, as in REDCap, each export of the log is itself a Manage/Design event ("Export Logging (API)")
+    everything = longitudinal.export_logging()
+    assert len(everything) == len(manage) + 1 + 2
+    assert [e["details"] for e in everything[:2]] == ["Export Logging (API)"] * 2
 
 
 def test_a_single_arm_project_files_rows_without_an_event_under_the_first_event(longitudinal):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from trialkit.screening.explain import candidates
-from trialkit.screening.writeback import WRITEBACK_FIELDS, result_records
+from trialkit.screening.writeback import FORM_STATUS_FIELD, WRITEBACK_FIELDS, result_records
 
 
 def test_result_records_match_the_explanations(run, study):
@@ -19,7 +19,8 @@ def test_result_records_match_the_explanations(run, study):
     at = dt.datetime(2026, 11, 2, 3, 15, 0)
     rows = {r["record_id"]: r for r in result_records(s, screened_at=at, event="screening_arm_1").to_dicts()}
     worded = result_records(s, screened_at=at, study=study).get_column("elig_summary").to_list()
-    assert set(rows["a"]) == {"record_id", "redcap_event_name", *WRITEBACK_FIELDS}
+    assert set(rows["a"]) == {"record_id", "redcap_event_name", *WRITEBACK_FIELDS, FORM_STATUS_FIELD}
+    assert {r[FORM_STATUS_FIELD] for r in rows.values()} == {"2"}  # Complete (green in REDCap), not Incomplete
     for cand in candidates(s):
         r = rows[cand.record_id]
         assert r["elig_disposition"] == cand.disposition
@@ -33,7 +34,9 @@ def test_result_records_match_the_explanations(run, study):
     # the same in words, for a coordinator reading REDCap (labels from the study; names without it)
     assert worded == [
         "Eligible",
-        "Ineligible: I5 MADRS total >= 20 at screening, assessed within 14 days before the screening date. (also E5)",
+        # every deciding criterion in words, not only the first
+        "Ineligible: I5 MADRS total >= 20 at screening, assessed within 14 days before the screening date. Also: E5 "
+        "Uncontrolled hypertension: either screening reading with systolic > 160 or diastolic > 90 mmHg.",
         "Pending: still needed: MADRS: MADRS item 10; Investigator safety review: Date of the review",
     ]
     assert rows["c"]["elig_summary"] == "Pending: still needed: madrs: madrs_10; investigator_review: inv_date"

@@ -143,3 +143,30 @@ def test_a_header_without_rows_gives_the_findings_of_one_pass(tmp_path, mini_stu
     path = tmp_path / "intake.csv"
     path.write_text(content, encoding="utf-8")
     assert_frame_equal(validate_file(path, mini_study, as_of=AS_OF).frame, one_pass(path, mini_study).frame)
+
+
+def test_read_ahead_keeps_order_raises_in_place_and_stops_with_its_caller():
+    frames = [pl.DataFrame({"n": [i]}) for i in range(5)]
+    assert [f.item() for f in chunked._read_ahead(iter(frames))] == list(range(5))
+
+    def failing():
+        yield frames[0]
+        raise ValueError("unreadable block")
+
+    got = []
+    with pytest.raises(ValueError, match="unreadable block"):
+        for f in chunked._read_ahead(failing()):
+            got.append(f.item())
+    assert got == [0]
+
+    read = []
+
+    def endless():
+        while True:
+            read.append(len(read))
+            yield pl.DataFrame({"n": [len(read)]})
+
+    ahead = chunked._read_ahead(endless())
+    next(ahead)
+    ahead.close()  # the caller gives up: the reader thread ends, at most one chunk ahead
+    assert len(read) <= 2

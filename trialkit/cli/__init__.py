@@ -15,6 +15,7 @@ import click
 
 from trialkit import __version__
 from trialkit.cli.argv import scrub_argv
+from trialkit.cli.options import INTERNAL, SuggestingGroup, exit_codes
 from trialkit.errors import TrialkitError
 
 # name -> "module:attribute" of a click command or group.
@@ -30,7 +31,7 @@ _COMMANDS = {
 }
 
 
-class _LazyGroup(click.Group):
+class _LazyGroup(SuggestingGroup):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | self._available())
 
@@ -50,6 +51,8 @@ class _LazyGroup(click.Group):
         return super().get_command(ctx, name)
 
 
+@exit_codes("success (see each command's --help for what it checks)",
+            "the data or REDCap failed: findings, unreadable data, network or API failure, a differing project")
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 @click.version_option(__version__, prog_name="trialkit")
@@ -94,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             # the exception's own text may quote input (a parser's message, a value): only its class is shown
             click.echo(f"internal error: {type(exc).__name__}\n(re-run with --debug for the traceback)", err=True)
-        sys.exit(3)
+        sys.exit(INTERNAL)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

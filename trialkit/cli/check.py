@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from trialkit.cli.options import dumps, exit_codes, format_option
 from trialkit.errors import Diagnostic, sorted_diagnostics
 
 if TYPE_CHECKING:
@@ -171,6 +171,8 @@ def collect(paths: tuple[str, ...], tally: Checked | None = None) -> list[Diagno
     return sorted_diagnostics(unique_diagnostics(diags))
 
 
+@exit_codes("no error (warnings are printed but do not fail)",
+            usage="an error in the definitions checked (or a usage error)")
 @click.command(
     epilog="""\b
 Examples:
@@ -180,13 +182,11 @@ Examples:
 """
 )
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="Output format.")
+@format_option(["text", "json"])
 def check(paths: tuple[str, ...], fmt: str) -> None:
     """Check study definitions: YAML, JSON Schema, names, choices, ranges, schedule and every expression.
 
-    Prints each problem as `file:line:col: CODE message`. Exit 0 when there is no error (warnings are printed
-    but do not fail), 2 when there is any error.
+    Prints each problem as `file:line:col: CODE message`.
     """
     tally = Checked()
     diags = collect(paths, tally)
@@ -194,7 +194,8 @@ def check(paths: tuple[str, ...], fmt: str) -> None:
     warnings = len(diags) - errors
     if fmt == "json":
         # the same sorted list as the text output, one object per diagnostic
-        click.echo(json.dumps([d.to_dict() for d in diags], indent=2, ensure_ascii=False))
+        click.echo(dumps("check", not errors, errors=errors, warnings=warnings,
+                         diagnostics=[d.to_dict() for d in diags]))
     else:
         for d in diags:
             click.echo(d.format())

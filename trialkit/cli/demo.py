@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from trialkit.cli.options import parse_date
+from trialkit.cli.options import DATE, exit_codes
 
 EXAMPLE = """
 \b
@@ -23,12 +23,12 @@ Examples:
   trialkit demo --offline --data my_export.csv --as-of 2026-11-26
 
 \b
-Writes report.html (open it in a browser), screening.json, screening_log.csv, and (through the sandbox)
-redcap_export.csv and ledger.sqlite into the output folder.
-Exit codes: 0 done, 1 the data could not be screened, 2 usage or definition errors.
+Writes report.html (open it in a browser), screening.json, screening_log.csv, validation_findings.csv and
+(through the sandbox) redcap_export.csv and ledger.sqlite into the output folder.
 """
 
 
+@exit_codes("done", "the data could not be screened, or the embedded REDCap sandbox failed")
 @click.command("demo", epilog=EXAMPLE)
 @click.option(
     "--out-dir",
@@ -51,7 +51,7 @@ Exit codes: 0 done, 1 the data could not be screened, 2 usage or definition erro
 @click.option(
     "--as-of",
     "as_of",
-    callback=parse_date,
+    type=DATE,
     help="Screening reference date (default: 2026-11-02, the example data set's).",
 )
 @click.option("--offline", is_flag=True, help="Screen the data file directly, without the embedded REDCap sandbox.")
@@ -66,6 +66,8 @@ def demo(out_dir: Path, data: Path | None, rules_path: Path | None, as_of: _dt.d
     source = None
     if not offline:
         data, study, source = _through_sandbox(out_dir, data, rules_path, as_of)
+    else:
+        data, rules_path, study = _demo_inputs(data, rules_path)
     result = run_demo(
         out_dir,
         data=data,
@@ -75,6 +77,7 @@ def demo(out_dir: Path, data: Path | None, rules_path: Path | None, as_of: _dt.d
         generated_at=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         source=source,
     )
+    findings_path = _write_findings(out_dir, data, study, as_of)
     sm = result.report.summary
     stamp = result.report.screening.rules.stamp()
     click.echo(
@@ -85,9 +88,35 @@ def demo(out_dir: Path, data: Path | None, rules_path: Path | None, as_of: _dt.d
     click.echo(f"report:        {result.html}")
     click.echo(f"results:       {result.json}")
     click.echo(f"screening log: {result.log}")
+    click.echo(f"validation:    {findings_path}")
     if not offline:
         click.echo(f"REDCap export: {data}")
         click.echo(f"ledger:        {out_dir / 'ledger.sqlite'}")
+
+
+def _demo_inputs(data: Path | None, rules_path: Path | None) -> tuple[Path, Path, Any]:
+    """The data file, rule file and study the demo uses: the packaged example unless told otherwise."""
+    from trialkit.errors import UsageError
+    from trialkit.screening.run import project_root, resolve_study
+
+    root = project_root()
+    data = data or root / "examples" / "kap_trd_intake.csv"
+    rules_path = rules_path or root / "eligibility_rules" / "kap_trd.yaml"
+    if not data.is_file():
+        raise UsageError(f"demo data not found: {data} (run `python examples/generate_intake.py`)")
+    return data, rules_path, resolve_study(rules_path, root if (root / "study.yaml").is_file() else None)
+
+
+def _write_findings(out_dir: Path, data: Path, study: Any, as_of: _dt.date) -> Path:
+    """The validation findings for the screened file, beside the report: the report flags the candidates whose
+    results they affected, this file says what to correct in each record."""
+    from trialkit.validation.chunked import validate_file
+
+    findings = validate_file(data, study, as_of=as_of)
+    path = out_dir / "validation_findings.csv"
+    path.write_text(findings.render("csv"), encoding="utf-8")
+    click.echo(f"validation: {findings.errors} error(s), {findings.warnings} warning(s) in {data.name}")
+    return path
 
 
 def _through_sandbox(
@@ -97,18 +126,12 @@ def _through_sandbox(
     Returns the export file, the study it was checked against and where the data came from (for reports)."""
     import polars as pl
 
-    from trialkit.errors import UsageError
     from trialkit.redcap.client import RedcapClient, Token
     from trialkit.redcap.sandbox import ProjectSpec, running_sandbox
     from trialkit.redcap.sync import Ledger, run_nightly
-    from trialkit.screening.run import load_rules, project_root, resolve_study
+    from trialkit.screening.run import load_rules
 
-    root = project_root()
-    data = data or root / "examples" / "kap_trd_intake.csv"
-    rules_path = rules_path or root / "eligibility_rules" / "kap_trd.yaml"
-    if not data.is_file():
-        raise UsageError(f"demo data not found: {data} (run `python examples/generate_intake.py`)")
-    study = resolve_study(rules_path, root if (root / "study.yaml").is_file() else None)
+    data, rules_path, study = _demo_inputs(data, rules_path)
     rules = load_rules(rules_path, study)
     # REDCap's flat export shape: every cell text, blanks left out of the import
     intake = pl.read_csv(data, infer_schema=False)

@@ -8,11 +8,16 @@ from typing import TYPE_CHECKING
 
 import click
 
+from trialkit.cli.options import SuggestingGroup, exit_codes, format_option, resolve_format, study_option
+
 if TYPE_CHECKING:
     from trialkit.definitions.model import Study
 
 
+@exit_codes("done", usage="a usage or definition error (a dictionary that cannot be read, or that REDCap "
+            "itself would refuse)")
 @click.group(
+    cls=SuggestingGroup,
     epilog="""\b
 Examples:
   trialkit dictionary export --out kap_trd_DataDictionary.csv
@@ -24,15 +29,16 @@ def dictionary() -> None:
     """REDCap data dictionary: export the study's, or import one into instrument YAML files."""
 
 
+@exit_codes("written", usage="a usage or definition error (the study cannot be loaded, --out not writable)")
 @dictionary.command("export")
-@click.option("--study", "study_path", default=".", show_default=True, type=click.Path(),
-              help="Study directory or study.yaml.")
+@study_option(default=Path("."))
 @click.option("--out", "out", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write the CSV to this file (default: standard output).")
-@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True,
-              help="csv: REDCap's Data Dictionary download; json: the API's metadata rows.")
+@format_option(["csv", "json"], default="csv",
+               help="csv: REDCap's Data Dictionary download; json: the API's metadata rows (a list, as REDCap's "
+               "API takes it). Default: the one --out's extension names, else csv.")
 @click.option("--bom/--no-bom", default=False, show_default=True, help="Start the CSV with a UTF-8 byte order mark.")
-def export_cmd(study_path: str, out: str | None, fmt: str, bom: bool) -> None:
+def export_cmd(study_path: Path, out: str | None, fmt: str, bom: bool) -> None:
     """Write the study's data dictionary exactly as REDCap's Data Dictionary download.
 
     \b
@@ -45,6 +51,7 @@ def export_cmd(study_path: str, out: str | None, fmt: str, bom: bool) -> None:
     from trialkit.definitions.dictionary import export_dictionary, metadata_rows
     from trialkit.errors import UsageError
 
+    fmt = resolve_format(fmt, out, ["csv", "json"])
     study = load_study(study_path)
     if fmt == "json":
         text = json.dumps(metadata_rows(study), indent=2, ensure_ascii=False) + "\n"
@@ -60,8 +67,11 @@ def export_cmd(study_path: str, out: str | None, fmt: str, bom: bool) -> None:
     click.echo(f"wrote {out} ({len(study.fields)} fields, {len(study.instruments)} instruments)", err=True)
 
 
+@exit_codes("written (problems REDCap accepts are printed as notes)",
+            usage="a usage error, or a dictionary that cannot be read or that REDCap itself would refuse (unknown "
+            "field type, bad names)")
 @dictionary.command("import")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Directory for study.yaml and instruments/*.yaml.")
 @click.option("--name", "name", default=None, help="Study id (default: derived from the output directory name).")
@@ -85,7 +95,7 @@ def import_cmd(file: str, out: str, name: str | None, force: bool) -> None:
     from trialkit.definitions.dictionary import import_dictionary
     from trialkit.definitions.loader import display_path
     from trialkit.definitions.redcap_names import FIELD_NAME
-    from trialkit.errors import DataError, DefinitionError, Diagnostic, UsageError
+    from trialkit.errors import DefinitionError, Diagnostic, UsageError
 
     if name is not None and not FIELD_NAME.fullmatch(name):
         # written into study.yaml as is: it must be a valid study id (and plain YAML)
@@ -94,7 +104,8 @@ def import_cmd(file: str, out: str, name: str | None, force: bool) -> None:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise DataError(f"cannot read {file}: {exc.strerror or exc}") from None
+        # a definition file, not data: unreadable is a definition problem (exit 2), as in `trialkit check`
+        raise UsageError(f"cannot read {file}: {exc.strerror or exc}") from None
     out_dir = Path(out)
     study_name = name or re.sub(r"[^a-z0-9_]", "_", out_dir.resolve().name.lower()).strip("_") or "study"
     if not study_name[0].isalpha():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import sys
 from datetime import date, datetime
@@ -12,6 +11,7 @@ from pathlib import Path
 import click
 import polars as pl
 
+from trialkit.cli.options import DATETIME, SuggestingGroup, dumps, exit_codes, format_option, study_option
 from trialkit.errors import DataError, Diagnostic, Location, LogicSyntaxError, UsageError
 from trialkit.logic import (
     FieldSpec,
@@ -32,12 +32,12 @@ def _caret(text: str, line: int, col: int) -> str:
     return f"  {src}\n  {' ' * max(col - 1, 0)}^"
 
 
-def _load_study(instruments: str | None):
-    if instruments is None:
+def _load_study(study_path: Path | None):
+    if study_path is None:
         return None
     from trialkit.definitions import load_study
 
-    return load_study(instruments)
+    return load_study(study_path)
 
 
 def _study_context(study) -> tuple[dict[str, FieldSpec], list[str] | None]:
@@ -52,44 +52,50 @@ def _parse_or_exit(expression: str, fmt: str):
     except LogicSyntaxError as err:
         if fmt == "json":
             diag = Diagnostic(SYNTAX_CODE, err.message, None, err.line, err.col)
-            click.echo(json.dumps({"valid": False, "diagnostics": [diag.to_dict()]}, indent=2))
+            click.echo(dumps("logic check", False, valid=False, diagnostics=[diag.to_dict()]))
         else:
             click.echo(f"{err.line}:{err.col}: {SYNTAX_CODE} {err.message}", err=True)
             click.echo(_caret(expression, err.line, err.col), err=True)
         sys.exit(2)
 
 
-@click.group()
+_STUDY = study_option(
+    exists=True,
+    deprecated_aliases=("--instruments",),
+    help="Study directory (study.yaml + instruments/) or file: also check field names, types, choice codes and "
+    "events.",
+)
+
+
+@exit_codes("done", "the data could not be read or evaluated (logic eval)",
+            usage="an invalid expression (logic check), or a usage or definition error")
+@click.group(cls=SuggestingGroup)
 def logic() -> None:
     """Try REDCap logic: check an expression, or evaluate it over a REDCap export."""
 
 
+@exit_codes("the expression is valid (warnings may be printed)",
+            usage="the expression is not valid (positioned messages), or a usage or definition error")
 @logic.command("check")
 @click.argument("expression")
-@click.option(
-    "--instruments",
-    type=click.Path(exists=True, file_okay=True, dir_okay=True),
-    help="Study directory (study.yaml + instruments/): also check field names, types, choice codes and events.",
-)
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def check_command(expression: str, instruments: str | None, fmt: str) -> None:
-    """Check EXPRESSION. Without --instruments only syntax and function names are checked.
-
-    Exit 0 when valid (warnings may be printed), 2 with positioned messages when not.
+@_STUDY
+@format_option(["text", "json"])
+def check_command(expression: str, study_path: Path | None, fmt: str) -> None:
+    """Check EXPRESSION. Without --study only syntax and function names are checked.
 
     \b
     Example:
-      trialkit logic check "datediff([dob], 'today', 'y') >= 18 and [consent_signed] = '1'" --instruments .
+      trialkit logic check "datediff([dob], 'today', 'y') >= 18 and [consent_signed] = '1'" --study .
     """
     expr = _parse_or_exit(expression, fmt)
     diags: list[Diagnostic] = []
-    study = _load_study(instruments)
+    study = _load_study(study_path)
     if study is not None:
         fields, events = _study_context(study)
         diags = check(expr, fields, events=events)
     errors = [d for d in diags if d.is_error]
     if fmt == "json":
-        click.echo(json.dumps({"valid": not errors, "diagnostics": [d.to_dict() for d in diags]}, indent=2))
+        click.echo(dumps("logic check", not errors, valid=not errors, diagnostics=[d.to_dict() for d in diags]))
     else:
         for d in diags:
             click.echo(d.format(), err=True)
@@ -115,18 +121,6 @@ def _read_flat_csv(path: str) -> pl.DataFrame:
     return frame.with_columns(pl.all().fill_null(""))
 
 
-def _parse_as_of(text: str | None) -> date | datetime:
-    if text is None:
-        return date.today()  # the CLI edge may read the clock; the library never does
-    for fmt in ("%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S"):
-        try:
-            parsed = datetime.strptime(text, fmt)
-        except ValueError:
-            continue
-        return parsed.date() if fmt == "%Y-%m-%d" else parsed
-    raise UsageError("--as-of: expected YYYY-MM-DD or 'YYYY-MM-DD HH:MM'")
-
-
 def _format_value(value, kind: str, mode: str) -> str:
     if value is None:
         return "unknown" if kind == "bool" and mode == "kleene" else ""
@@ -143,6 +137,17 @@ def _format_value(value, kind: str, mode: str) -> str:
     return str(value)
 
 
+def _json_value(value, kind: str, mode: str):  # type: ignore[no-untyped-def]
+    """A value as JSON: true/false, a number, text; null for unknown (kleene) or blank."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return int(value) if value.is_integer() and abs(value) < 1e15 else value
+    return _format_value(value, kind, mode)  # dates as YYYY-MM-DD, a non-finite number as text
+
+
+@exit_codes("evaluated", "the data could not be read or evaluated (no such column, damaged file)",
+            usage="an invalid expression, or a usage or definition error")
 @logic.command("eval")
 @click.argument("expression")
 @click.option(
@@ -154,22 +159,20 @@ def _format_value(value, kind: str, mode: str) -> str:
 )
 @click.option("--mode", type=click.Choice(["redcap", "kleene"]), default="redcap", show_default=True)
 @click.option(
-    "--as-of", "as_of", help="Date (YYYY-MM-DD) or time ('YYYY-MM-DD HH:MM') for 'today'/'now'. Default: today."
+    "--as-of", "as_of", type=DATETIME, help="Date or time ('YYYY-MM-DD HH:MM') for 'today'/'now'. Default: today."
 )
-@click.option(
-    "--instruments",
-    type=click.Path(exists=True, file_okay=True, dir_okay=True),
-    help="Study directory: type fields by their definitions instead of by content.",
-)
+@study_option(exists=True, deprecated_aliases=("--instruments",),
+              help="Study directory or file: type fields by their definitions instead of by content.")
 @click.option("--record-id", "record_id", help="Record id column (default: the first column).")
 @click.option("--explain", is_flag=True, help="kleene: add a 'missing' column naming the fields that made it unknown.")
-@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@format_option(["csv", "json"], default="csv",
+               help="csv: key columns and value; json: the results with true/false, numbers and null.")
 def eval_command(
     expression: str,
     data_path: str,
     mode: str,
-    as_of: str | None,
-    instruments: str | None,
+    as_of: date | None,
+    study_path: Path | None,
     record_id: str | None,
     explain: bool,
     fmt: str,
@@ -185,13 +188,13 @@ def eval_command(
       trialkit logic eval "[age] >= 18 and [sex] = '2'" --data export.csv --mode kleene --as-of 2024-03-01
     """
     expr = _parse_or_exit(expression, "text")
-    when = _parse_as_of(as_of)
+    when = as_of or date.today()  # the CLI edge may read the clock; the library never does
     frame = _read_flat_csv(data_path)
     rid = record_id or frame.columns[0]
     if rid not in frame.columns:
         raise UsageError(f"--record-id {rid!r} is not a column of {Path(data_path).name}")
     fields = None
-    study = _load_study(instruments)
+    study = _load_study(study_path)
     if study is not None:
         fields = study.field_specs()
     key_cols = [rid]
@@ -210,7 +213,9 @@ def eval_command(
             key_cols.append(extra)
     result = evaluate(expr, frame, mode=mode, as_of=when, fields=fields, record_id=rid, explain=explain)
     keys = frame.select(key_cols)
-    values = [_format_value(v, result.kind, mode) for v in result.values.to_list()]
+    raw = result.values.to_list()
+    values = [_format_value(v, result.kind, mode) for v in raw]
+    masked = False
     if study is not None and result.kind != "bool":
         from trialkit.definitions.privacy import identifying_fields
 
@@ -218,17 +223,18 @@ def eval_command(
         read = {c.split(":", 1)[-1].split("___", 1)[0] for c in reference_columns(expr)}
         if read & private:  # a value computed from an identifier is one too: show only whether there is one
             values = ["***" if v != "" else "" for v in values]
+            masked = True
             click.echo(f"note: values computed from identifier fields ({', '.join(sorted(read & private))}) are "
                        "shown as ***", err=True)
     missing = result.missing.to_list() if result.missing is not None else None
     if fmt == "json":
         rows = []
         for i, row in enumerate(keys.iter_rows(named=True)):
-            item = {**row, "value": values[i]}
+            item = {**row, "value": (values[i] or None) if masked else _json_value(raw[i], result.kind, mode)}
             if missing is not None:
                 item["missing"] = missing[i]
             rows.append(item)
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(dumps("logic eval", True, mode=mode, as_of=_format_value(when, "date", mode), results=rows))
         return
     out = csv.writer(sys.stdout, lineterminator="\n")
     out.writerow([*key_cols, "value", *(["missing"] if missing is not None else [])])

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
+import json as _json
 import signal
 from pathlib import Path
 
 import click
 
-from trialkit.cli.options import parse_date
+from trialkit.cli.options import DATE, SuggestingGroup, dumps, exit_codes, format_option
 from trialkit.redcap.client import DEFAULT_TOKEN_ENV
 
 _CONNECTION_OPTIONS = (
@@ -44,11 +44,19 @@ def open_connection(connection: str | None, config: Path | None, url: str | None
                               timeout=timeout)
 
 
-@click.group()
+_REDCAP_FAILED = "REDCap or the network failed (rerun: what landed is not written twice)"
+
+
+@exit_codes("done", f"{_REDCAP_FAILED}; diff and push-definitions: the project differs from the study; push: "
+            "records invalid or rejected")
+@click.group(cls=SuggestingGroup)
 def redcap() -> None:
     """Work with a REDCap project through its API (token from an environment variable or a 0600 file)."""
 
 
+@exit_codes("the run completed (records with validation errors are screened all the same and counted on "
+            "stderr)", _REDCAP_FAILED, usage="a usage or definition error, including a ledger another run is "
+            "using and project definitions that differ from the study on what screening reads")
 @redcap.command()
 @connection_options
 @click.option("--rules", "rules_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -57,14 +65,14 @@ def redcap() -> None:
               help="Study directory (default: the one the rule file names, else the current directory).")
 @click.option("--ledger", "ledger_path", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("trialkit-ledger.sqlite"), show_default=True, help="SQLite ledger of runs.")
-@click.option("--as-of", "as_of", callback=parse_date, help="Screening date YYYY-MM-DD (default: today).")
+@click.option("--as-of", "as_of", type=DATE, help="Screening date (default: today).")
 @click.option("--full", is_flag=True, help="Pull and screen every record, not only changed or undecided ones.")
 @click.option("--attempts", default=None, type=click.IntRange(1, 20),
               help="Tries per request on network failures and server error pages (backoff 0.5 s, doubling; "
               "default 5).")
 @click.option("--findings", "findings_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the validation findings of the pulled records here (CSV; identifier values masked).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@format_option(["text", "json"])
 def nightly(connection, config, url, token_env, token_file, timeout, rules_path, study_dir, ledger_path, as_of,
             full, attempts, findings_path, fmt) -> None:
     """Pull intake, validate, screen and write results back to REDCap; safe to rerun after any failure.
@@ -72,9 +80,9 @@ def nightly(connection, config, url, token_env, token_file, timeout, rules_path,
     Before screening, the project's definitions are compared with the study's: when they differ on anything
     screening reads (choice codes, calculations, validations, logic, schedule), the run stops with the diff.
 
-    Exit status: 0 when the run completed (records with validation errors are screened all the same and
-    counted on stderr), 1 when REDCap or the network failed (rerun: what landed is not written twice), 2 for
-    usage or definition errors (including a ledger that another run is using).
+    On a terminal, stderr shows each stage (pull, screen, write-back) and every retry with its reason; piped,
+    it stays quiet. With --format json, stderr gets one JSON line per finished stage and per retry (for a
+    scheduler's log) and stdout the run's summary.
 
     \b
     Example:
@@ -83,6 +91,7 @@ def nightly(connection, config, url, token_env, token_file, timeout, rules_path,
     """
     from dataclasses import replace
 
+    from trialkit.redcap.stages import StageReporter
     from trialkit.redcap.sync import Ledger, run_nightly
     from trialkit.screening.run import load_rules, resolve_study
 
@@ -96,17 +105,21 @@ def nightly(connection, config, url, token_env, token_file, timeout, rules_path,
     ledger = Ledger(ledger_path)
     # a scheduler's stop (SIGTERM) unwinds like Ctrl-C, so the ledger records the run as stopped, not running
     previous = signal.signal(signal.SIGTERM, _stop)
+    reporter = StageReporter(log=fmt == "json")
     try:
         result = run_nightly(client, study, rules, ledger=ledger, as_of=day, now=dt.datetime.now(), full=full,
-                             clock=dt.datetime.now)
+                             clock=dt.datetime.now, report=reporter)
     finally:
+        reporter.close()
         signal.signal(signal.SIGTERM, previous)
         ledger.close()
     if findings_path is not None and result.findings is not None:
         result.findings.to_csv(findings_path)
     if fmt == "json":
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        click.echo(dumps("redcap nightly", True, result.to_dict()))
         return
+    if result.previous:
+        click.echo(f"note: {result.previous}; this run picks up what it left", err=True)
     counts = ", ".join(f"{n} {d}" for d, n in sorted(result.dispositions.items())) or "none"
     click.echo(
         f"as of {result.as_of}: run {result.run_id} "
@@ -125,14 +138,55 @@ def _stop(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+@exit_codes("listed (also when the ledger holds no run yet)", usage="a usage error (no ledger at that path)")
+@redcap.command("runs")
+@click.option("--ledger", "ledger_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("trialkit-ledger.sqlite"), show_default=True, help="SQLite ledger of the nightly runs.")
+@click.option("--last", type=click.IntRange(1), default=None, help="Only the latest N runs.")
+@format_option(["text", "json"])
+def runs_cmd(ledger_path, last, fmt) -> None:
+    """List the nightly runs of a ledger: start, end, status, records pulled and written, and why.
+
+    Reads the ledger without taking it, so it works while a run is in progress.
+
+    \b
+    Example:
+      trialkit redcap runs --ledger /var/lib/trialkit/kap.sqlite --last 7
+    """
+    from trialkit.redcap.sync import read_runs
+
+    runs = read_runs(ledger_path, last=last)
+    if fmt == "json":
+        keep = ("id", "started_at", "finished_at", "status", "as_of", "full", "full_reason", "pulled", "written",
+                "message")
+        out = [{**{k: r.get(k) for k in keep}, "full": bool(r.get("full")),
+                "counts": _json.loads(r["counts"]) if r.get("counts") else None} for r in runs]
+        click.echo(dumps("redcap runs", True, {"ledger": str(ledger_path), "runs": out}))
+        return
+    if not runs:
+        click.echo(f"no runs in {ledger_path}")
+        return
+    click.echo(f"{'run':>5}  {'started':<19}  {'ended':<19}  {'status':<11} {'as of':<10}  {'pulled':>7} "
+               f"{'written':>7}  note")
+    for r in runs:
+        note = r.get("message") or (f"full: {r['full_reason']}" if r.get("full_reason") else
+                                    ("full" if r.get("full") else "incremental"))
+        click.echo(f"{r['id']:>5}  {r['started_at']:<19}  {r.get('finished_at') or '-':<19}  {r['status']:<11} "
+                   f"{r['as_of']:<10}  {_count(r.get('pulled')):>7} {_count(r.get('written')):>7}  {note}")
+
+
+def _count(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
 # ---- definitions: diff, push-definitions, pull-definitions ------------------------------------------------------
 
 _STUDY_OPTION = click.option("--study", "study_dir", type=click.Path(exists=True, path_type=Path), default=Path("."),
                              show_default=True, help="Study folder (holding study.yaml).")
-_FORMAT_OPTION = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-                              show_default=True)
+_FORMAT_OPTION = format_option(["text", "json"])
 
 
+@exit_codes("the project matches the study", f"the project differs from the study; or {_REDCAP_FAILED}")
 @redcap.command("diff")
 @connection_options
 @_STUDY_OPTION
@@ -143,8 +197,6 @@ def diff_cmd(ctx, connection, config, url, token_env, token_file, timeout, study
 
     Each change is classified as REDCap's production review would: safe, needs care, or critical; for critical
     changes the records holding data there are counted (asking REDCap for those fields only).
-
-    Exit status: 0 when the project matches the study, 1 when it differs, 2 on errors.
 
     \b
     Example:
@@ -157,10 +209,13 @@ def diff_cmd(ctx, connection, config, url, token_env, token_file, timeout, study
     client = open_connection(connection, config, url, token_env, token_file, timeout, study_dir=study_dir).client()
     local = from_study(load_study(study_dir))
     diff, _ = plan(client, local)
-    click.echo(diff.to_json() if fmt == "json" else diff.render(), nl=fmt == "json")
+    shown = dumps("redcap diff", diff.empty, diff.to_dict()) if fmt == "json" else diff.render()
+    click.echo(shown, nl=fmt == "json")
     ctx.exit(0 if diff.empty else 1)
 
 
+@exit_codes("the project matches the study (applied, or nothing to do)",
+            f"it still differs (plan shown without --yes, refused, or draft files written); or {_REDCAP_FAILED}")
 @redcap.command("push-definitions")
 @connection_options
 @_STUDY_OPTION
@@ -179,9 +234,6 @@ def push_definitions_cmd(ctx, connection, config, url, token_env, token_file, ti
     change that touches existing data is refused unless --allow-data-loss. A project in production takes no
     design imports: the data dictionary CSV and change report for draft mode are written to --draft-dir.
 
-    Exit status: 0 when the project matches (applied, or nothing to do), 1 when it still differs (plan shown
-    without --yes, refused, or draft files written), 2 on errors.
-
     \b
     Example:
       trialkit redcap push-definitions --connection dev --study . --yes
@@ -194,7 +246,7 @@ def push_definitions_cmd(ctx, connection, config, url, token_env, token_file, ti
     result = push_definitions(client, from_study(load_study(study_dir)), apply=yes, allow_data_loss=allow_data_loss,
                               draft_dir=draft_dir)
     if fmt == "json":
-        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        click.echo(dumps("redcap push-definitions", result.status in ("applied", "unchanged"), result.to_dict()))
     else:
         click.echo(result.diff.render(), nl=False)
         for step in result.steps:
@@ -206,6 +258,8 @@ def push_definitions_cmd(ctx, connection, config, url, token_env, token_file, ti
     ctx.exit(0 if result.status in ("applied", "unchanged") else 1)
 
 
+@exit_codes("written", _REDCAP_FAILED, usage="a usage error (files there already without --force), or a "
+            "project design a study cannot hold")
 @redcap.command("pull-definitions")
 @connection_options
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),

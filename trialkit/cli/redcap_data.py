@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
-import json
 import signal
 import sys
 from collections.abc import Callable
@@ -14,8 +13,8 @@ from typing import Any
 
 import click
 
-from trialkit.cli.options import parse_date
-from trialkit.cli.redcap import connection_options, open_connection
+from trialkit.cli.options import DATE, dumps, exit_codes, format_option
+from trialkit.cli.redcap import _REDCAP_FAILED, connection_options, open_connection
 
 DEFAULT_LEDGER = Path("trialkit-data-ledger.sqlite")
 
@@ -42,8 +41,8 @@ def _connection(command: Callable) -> Callable:
 
 
 def _common(command: Callable) -> Callable:
-    command = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-                           help="json: a summary (calls, bytes, records, seconds, failures).")(command)
+    command = format_option(["text", "json"], help="json: a summary (calls, bytes, records, seconds, failures).")(
+        command)
     command = click.option("--ledger", "ledger_path", type=click.Path(dir_okay=False, path_type=Path),
                            default=None, help=f"SQLite ledger of pulls and pushes of this project "
                                               f"(default: STUDY/{DEFAULT_LEDGER}).")(command)
@@ -62,6 +61,7 @@ def _run(job: Callable[[], Any]) -> Any:
         signal.signal(signal.SIGTERM, previous)
 
 
+@exit_codes("pulled", _REDCAP_FAILED)
 @click.command()
 @_connection
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -92,14 +92,18 @@ def pull(connection, out, full, overlap, study_dir, ledger_path, fmt) -> None:
                                        overlap=dt.timedelta(minutes=overlap), progress=Progress("pull"),
                                        clock=dt.datetime.now))
     if fmt == "json":
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        click.echo(dumps("redcap pull", True, result.to_dict()))
         return
     kind = "full" if result.full else "incremental"
     click.echo(f"pull {result.run_id} ({kind}): {result.records} record(s) in {out}; exported {result.fetched}, "
                f"dropped {result.deleted} deleted in REDCap; {result.stats.get('calls', 0)} calls, "
                f"{result.to_dict()['bytes']} bytes, {result.seconds:.1f} s")
+    if result.log_note:
+        click.echo(f"note: {result.log_note}")
 
 
+@exit_codes("everything valid went through", "records were invalid (not sent), rejected by REDCap, or did not "
+            f"read back as written; or {_REDCAP_FAILED}")
 @click.command()
 @_connection
 @click.argument("data", type=click.Path(exists=True, allow_dash=True, path_type=Path))
@@ -109,7 +113,7 @@ def pull(connection, out, full, overlap, study_dir, ledger_path, fmt) -> None:
               help="Records are new: give them REDCap's next record numbers (source id -> REDCap id kept in the "
                    "ledger, so a rerun never makes a second record).")
 @click.option("--dry-run", is_flag=True, help="Print the cells that would change; send nothing.")
-@click.option("--as-of", "as_of", callback=parse_date, help="Validation date YYYY-MM-DD (default: today).")
+@click.option("--as-of", "as_of", type=DATE, help="Validation date (default: today).")
 @click.option("--findings", "findings_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the validation findings here (CSV; identifier values masked).")
 @_common
@@ -117,9 +121,6 @@ def push(connection, data, clear_blanks, auto_number, dry_run, as_of, findings_p
          fmt) -> None:
     """Send intake DATA (any format trialkit reads, or a pulled folder) to REDCap: validated first, then only
     the cells that change. Safe to rerun after any failure: nothing is lost or sent twice.
-
-    Exit status: 0 when everything valid went through, 1 when records were invalid (not sent), rejected by
-    REDCap, or did not read back as written, or REDCap failed; 2 for usage errors.
 
     \b
     Example:
@@ -140,7 +141,7 @@ def push(connection, data, clear_blanks, auto_number, dry_run, as_of, findings_p
     if findings_path is not None and result.findings is not None:
         result.findings.to_csv(findings_path)
     if fmt == "json":
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        click.echo(dumps("redcap push", not result.failures, result.to_dict()))
     else:
         if dry_run:
             _print_changes(result.changes, study)

@@ -8,13 +8,16 @@ from pathlib import Path
 
 import click
 
+from trialkit.cli.options import SuggestingGroup, envelope, exit_codes
 from trialkit.errors import UsageError
 
 TOKEN_ENV = "TRIALKIT_SANDBOX_TOKEN"
 ADMIN_ENV = "TRIALKIT_SANDBOX_ADMIN_SECRET"
 
 
-@click.group()
+@exit_codes("done (serve: stopped with Ctrl-C)", usage="a usage or definition error (bad study, dictionary or "
+            "project XML; a --db holding another design without --replace; the port is taken)")
+@click.group(cls=SuggestingGroup)
 def sandbox() -> None:
     """A local REDCap-compatible server for trying a study build or a nightly job safely.
 
@@ -24,6 +27,8 @@ def sandbox() -> None:
     """
 
 
+@exit_codes("stopped with Ctrl-C after serving", usage="a usage or definition error (bad study, "
+            "dictionary or project XML; a --db holding another design without --replace; the port is taken)")
 @sandbox.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (keep it loopback).")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Port; 0 picks a free one.")
@@ -127,7 +132,8 @@ def serve(host: str, port: int, db: Path, study: Path | None, dictionary: Path |
                                         seed=fault_seed, delay=fault_delay, rate_limit=rate_limit, rate_window=1.0))
         shown = "(from $" + TOKEN_ENV + ")" if env_token is not None else token
         if fmt == "json":
-            click.echo(json.dumps({"url": server.url, "token": None if env_token else token, "db": str(db)}))
+            doc = envelope("sandbox serve", True, url=server.url, token=None if env_token else token, db=str(db))
+            click.echo(json.dumps(doc))  # one line: a script reads it with readline()
         else:
             click.echo(f"trialkit sandbox: REDCap API at {server.url}")
             click.echo(f"  database: {db}")

@@ -7,23 +7,19 @@ from pathlib import Path
 
 import click
 
-from trialkit.cli.options import parse_date
+from trialkit.cli.options import DATE, exit_codes, format_option, resolve_format, study_option, wrap_json_text
 from trialkit.errors import UsageError
 
 EXAMPLE = """
 \b
 Examples:
   trialkit screen examples/kap_trd_intake.csv --rules eligibility_rules/kap_trd.yaml --as-of 2026-11-02
-  trialkit screen export.csv --rules eligibility_rules/kap_trd.yaml --format html --out report.html
+  trialkit screen export.csv --rules eligibility_rules/kap_trd.yaml --out report.html
   trialkit screen export.parquet --rules rules.yaml --format json --log screening_log.csv
   trialkit screen examples/kap_trd_intake.csv --rules eligibility_rules/kap_trd.yaml --record 0005
-
-\b
-Exit codes: 0 screening ran (whatever the dispositions), 1 the data could not be screened (unreadable,
-wrong shape, no records), 2 usage or definition errors (bad options, rule file or study definition).
 """
 
-FORMATS = ("table", "csv", "json", "html")
+FORMATS = ("text", "csv", "json", "html")
 
 
 def _write(path: Path, text: str) -> None:
@@ -33,6 +29,8 @@ def _write(path: Path, text: str) -> None:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
+@exit_codes("screening ran (whatever the dispositions)",
+            "the data could not be screened (unreadable, wrong shape, no records)")
 @click.command("screen", epilog=EXAMPLE)
 @click.argument("data", type=click.Path(exists=True, allow_dash=True, path_type=Path))
 @click.option(
@@ -42,19 +40,14 @@ def _write(path: Path, text: str) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Eligibility rule file (YAML).",
 )
-@click.option(
-    "--study",
-    "study_path",
-    type=click.Path(path_type=Path),
-    help="Study directory or file (default: the one the rule file names, else the current directory).",
-)
+@study_option(help="Study directory or file (default: the one the rule file names, else the current directory).")
 @click.option(
     "--as-of",
     "as_of",
-    callback=parse_date,
-    help="Screening reference date where a candidate has none recorded, YYYY-MM-DD (default: today).",
+    type=DATE,
+    help="Screening reference date where a candidate has none recorded (default: today).",
 )
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@format_option(FORMATS, help="Output format (default: the one --out's extension names, else text).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the output to this file.")
 @click.option(
     "--log",
@@ -96,6 +89,8 @@ def screen(
     from trialkit.screening.reports import MAX_CHECKLISTS, build_report, render, render_screening_log, render_table
     from trialkit.screening.run import identifier_fields, load_rules, resolve_study, screen_file
 
+    fmt = resolve_format(fmt, out, FORMATS)
+    fmt = "table" if fmt == "text" else fmt  # the library's name for it (trialkit.screening.reports.render)
     as_of = as_of or _dt.date.today()  # the CLI is the edge: the library never reads the clock
     study = resolve_study(rules_path, study_path)
     rules = load_rules(rules_path, study)
@@ -119,6 +114,7 @@ def screen(
         f"as of {as_of.isoformat()}: {sm.by_disposition['eligible']} eligible, "
         f"{sm.by_disposition['ineligible']} ineligible, {sm.by_disposition['pending']} pending"
     )
+    text = wrap_json_text(text, "screen", True) if fmt == "json" else text  # the envelope (docs/cli.md)
     if out is not None:
         _write(out, text)
         click.echo(f"{line}; {fmt} written to {out}", err=True)

@@ -8,41 +8,34 @@ from pathlib import Path
 
 import click
 
-from trialkit.cli.options import parse_date
-from trialkit.errors import DataError, UsageError
-from trialkit.validation.findings import OUTPUT_FORMATS
+from trialkit.cli.options import DATE, exit_codes, format_option, resolve_format, study_option, wrap_json_text
+from trialkit.errors import UsageError
+
+FORMATS = ("text", "csv", "json")
 
 EXAMPLE = """
 \b
 Examples:
   trialkit validate intake.csv
-  trialkit validate export.xlsx --study studies/kap --format csv --out findings.csv
+  trialkit validate export.xlsx --study studies/kap --out findings.csv   # csv, from the name
   trialkit validate redcap_export.json --format json --as-of 2026-11-26
-
-\b
-Exit codes: 0 no errors (warnings alone do not fail unless --strict), 1 findings, 2 unusable input
-(unreadable file, not this study's data, bad options or study definition).
 """
 
 
+@exit_codes("no errors (warnings alone do not fail unless --strict)",
+            "findings (errors, or warnings with --strict), or the data could not be read (unreadable file, "
+            "not this study's data)")
 @click.command("validate", epilog=EXAMPLE)
-@click.argument("data", type=click.Path(path_type=Path))
-@click.option(
-    "--study",
-    "study_path",
-    default=".",
-    show_default=True,
-    type=click.Path(path_type=Path),
-    help="Study directory (holding study.yaml) or the study file.",
-)
-@click.option("--format", "fmt", type=click.Choice(OUTPUT_FORMATS), default="table", show_default=True)
+@click.argument("data", type=click.Path(exists=True, allow_dash=True, path_type=Path))
+@study_option(default=Path("."))
+@format_option(FORMATS, help="Output format (default: the one --out's extension names, else text).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the findings to this file.")
 @click.option("--event", help="Unique event name whose rows make the records (longitudinal studies).")
 @click.option("--sheet", help="Excel sheet name (default: the first sheet).")
 @click.option(
     "--as-of",
     "as_of",
-    callback=parse_date,
+    type=DATE,
     help="Date used as 'today' for ranges such as max: today and date logic (default: today).",
 )
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
@@ -65,15 +58,18 @@ def validate(
     from trialkit.definitions.loader import load_study
     from trialkit.validation.chunked import validate_file
 
+    fmt = resolve_format(fmt, out, FORMATS)
     study = load_study(study_path)
     as_of = as_of or _dt.date.today()
-    try:
-        # by chunks of whole records: a 1M-row export is never held as one all-text frame (same findings)
-        findings = validate_file(data, study, event=event, sheet=sheet, as_of=as_of)
-    except DataError as exc:
-        # Unusable input is a usage problem for this command (exit 2), not a finding in the data.
-        raise UsageError(exc.message, location=exc.location) from exc
-    text = findings.to_table(limit=limit or None) if fmt == "table" else findings.render(fmt)
+    # by chunks of whole records: a 1M-row export is never held as one all-text frame (same findings).
+    # Unreadable data is a DataError: exit 1, as in every command (docs/cli.md).
+    findings = validate_file(data, study, event=event, sheet=sheet, as_of=as_of)
+    failed = findings.errors > 0 or (strict and findings.warnings > 0)
+    if fmt == "text":
+        text = findings.to_table(limit=limit or None)
+    else:
+        text = findings.render(fmt)
+        text = wrap_json_text(text, "validate", not failed) if fmt == "json" else text
     if out is not None:
         try:
             out.write_text(text, encoding="utf-8")
@@ -86,7 +82,7 @@ def validate(
         )
     else:
         click.echo(text, nl=False)
-    if findings.errors > 0 or (strict and findings.warnings > 0):
+    if failed:
         # sys.exit, not ctx.exit: trialkit.cli.main runs click with standalone_mode=False, where click turns
         # ctx.exit(n) into a return value that main() does not pass on.
         sys.exit(1)

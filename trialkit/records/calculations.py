@@ -199,6 +199,35 @@ def _calc_fields(study: Study) -> tuple[Field, ...]:
     return tuple(ordered)
 
 
+def _gives_nothing(
+    node: Any, typed: pl.DataFrame, study: Study, *, as_of: _dt.date | None, specs: Mapping[str, Any]
+) -> bool:
+    """True when the expression computes no value on any row, found without evaluating every row: all the
+    columns it reads are in `typed` and all but at most one are blank on every row, so each row's inputs are
+    one of that column's few distinct values (or blank) with blanks elsewhere; those alone are evaluated."""
+    from trialkit import logic
+
+    refs = sorted(logic.reference_columns(node))
+    if not refs or typed.height == 0 or any(r not in typed.columns for r in refs):
+        return False
+    live = [r for r in refs if typed.get_column(r).null_count() != typed.height]
+    if len(live) > 1:
+        return False
+    keys = [study.record_id_field, *([EVENT] if study.longitudinal else []), REPEAT_INSTRUMENT]
+    blank = typed.select(list(dict.fromkeys([*keys, *refs])))
+    if live:
+        values = typed.get_column(live[0]).unique()
+        if values.len() > 4096:
+            return False
+        if values.null_count() == 0:  # an instance row may borrow a record's value, or find none
+            values = values.extend_constant(None, 1)
+        rows = blank.clear(n=values.len()).with_columns(values.alias(live[0]))
+    else:
+        rows = blank.clear(n=1)
+    value = compile_redcap(node, rows, study, as_of=as_of, specs=specs)
+    return rows.select(value.cast(pl.Float64, strict=False)).to_series().null_count() == rows.height
+
+
 def fill_calculations(
     intake: IntakeData, *, as_of: _dt.date | None = None, only: Collection[str] | None = None
 ) -> tuple[pl.DataFrame, list[str]]:
@@ -220,12 +249,16 @@ def fill_calculations(
             continue
         try:
             node = parsed(f.calculation)
+            if _gives_nothing(node, typed, study, as_of=as_of, specs=specs):
+                continue  # blank inputs (not in the file) give it no value anywhere: the stored values stay
             frame = logic_frame(intake, logic.reference_columns(node), typed=typed)
             value = compile_redcap(node, frame, study, as_of=as_of, specs=specs)
             computed = frame.select(value.cast(pl.Float64, strict=False).alias("v")).get_column("v")
         except Exception as exc:  # never let one expression stop the others
             problems.append(f"calculation of {f.name} not computed: {one_line(exc, 200)}")
             continue
+        if computed.null_count() == computed.len():
+            continue  # no value anywhere: the stored values stay, and the frame is not rewritten
         scope = form_scope(study, f.form)
         stored = pl.col(f.name).cast(pl.Float64, strict=False)
         use = scope & computed.is_not_null()

@@ -21,6 +21,7 @@ from trialkit.errors import DataError, Location, UsageError
 from trialkit.records.calculations import merge_per_key, nonrepeating_forms
 from trialkit.records.convert import (
     EVENT,
+    META_COLUMNS,
     REPEAT_INSTANCE,
     REPEAT_INSTRUMENT,
     Column,
@@ -84,6 +85,8 @@ class IntakeData:
         from trialkit.records.calculations import fill_calculations
 
         typed, problems = fill_calculations(self, as_of=as_of, only=only)
+        if typed is self.typed:  # no calc gave a value anywhere: the tables stand as they are
+            return replace(self, notes=(*self.notes, *problems))
         records, record_events, instances, _ = _assemble(typed, self.study, self.event)
         return replace(
             self,
@@ -144,18 +147,31 @@ def read_intake(
     event: str | None = None,
     sheet: str | int | None = None,
     records: Collection[str] | None = None,
+    columns: Collection[str] | None = None,
 ) -> IntakeData:
     """Read an intake file (CSV/TSV, Excel, JSON, NDJSON, Parquet; REDCap flat export shape or one row per
     record) and type it by the study's fields. Raises DataError when the file is unreadable or not tabular
     intake data for this study (no record id column). `records`: keep only these record ids (before any
-    typing, so one candidate out of a large file costs little more than reading it)."""
-    raw, fmt = read_text_frame(path, sheet=sheet)
+    typing, so one candidate out of a large file costs little more than reading it). `columns`: the only
+    columns a caller reads (with the record id and REDCap's key columns); a Parquet file's other columns are
+    not loaded (they read as absent), other formats read every column."""
     rid = study.record_id_field
+    if columns is not None:
+        columns = {*columns, rid, *META_COLUMNS}
+    raw, fmt = read_text_frame(path, sheet=sheet, columns=columns)
     if records is not None and rid in raw.columns:
         raw = raw.filter(pl.col(rid).str.strip_chars().is_in(list(records)))
     if fmt in ("xlsx", "parquet"):  # typed sources: a date may only exist as a date-time at midnight there
-        raw = _midnight_dates(raw, study)
+        raw = _midnight_dates(raw, study, _plain_typed(Path(path)) if fmt == "parquet" else ())
     return build(raw, study, event=event, source=str(path), fmt=fmt)
+
+
+def _plain_typed(path: Path) -> set[str]:
+    """A Parquet file's date, number and boolean columns: their text (readers.stringify) is never a date-time."""
+    if not path.is_file():
+        return set()
+    schema = pl.read_parquet_schema(path)
+    return {str(n).strip() for n, t in schema.items() if t == pl.Date or t.is_numeric() or t == pl.Boolean}
 
 
 def _check_event(study: Study, event: str) -> None:
@@ -164,13 +180,13 @@ def _check_event(study: Study, event: str) -> None:
         raise UsageError(f"unknown event {event!r}; the study's events are: {', '.join(names)}")
 
 
-def _midnight_dates(raw: pl.DataFrame, study: Study) -> pl.DataFrame:
+def _midnight_dates(raw: pl.DataFrame, study: Study, plain: Collection[str] = ()) -> pl.DataFrame:
     """Excel stores dates as date-times: a date cell reads as `2024-01-05 00:00:00` (a Parquet date-time column
     as `2024-01-05 00:00`). Give date and minute datetime fields REDCap's raw form back; anything else is left
-    for validation to judge."""
+    for validation to judge. `plain`: columns whose text cannot be a date-time (left alone, unscanned)."""
     fixes = []
     for col in study_columns(study):
-        if col.name not in raw.columns:
+        if col.name not in raw.columns or col.name in plain:
             continue
         seconds = col.validation is not None and col.validation.name.startswith("datetime_seconds")
         if col.kind == "date":

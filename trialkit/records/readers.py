@@ -13,7 +13,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -56,8 +56,11 @@ def detect_format(path: Path) -> str:
     return fmt
 
 
-def read_text_frame(path: str | Path, *, sheet: str | int | None = None) -> tuple[pl.DataFrame, str]:
-    """Read `path` as text cells. Returns the frame (with ROW) and the detected format name.
+def read_text_frame(
+    path: str | Path, *, sheet: str | int | None = None, columns: Collection[str] | None = None
+) -> tuple[pl.DataFrame, str]:
+    """Read `path` as text cells. Returns the frame (with ROW) and the detected format name. `columns`: a Parquet
+    file's columns to read (others are not even loaded; the header is still checked whole); other formats read all.
 
     Raises DataError for a missing, unreadable or non-tabular file. Messages never quote file content: a
     parser's own error text repeats the offending cells (names, dates of birth...), so a failed read is
@@ -65,7 +68,7 @@ def read_text_frame(path: str | Path, *, sheet: str | int | None = None) -> tupl
     """
     if str(path) == STDIN:
         with _stdin_file() as spooled:
-            return read_text_frame(spooled, sheet=sheet)
+            return read_text_frame(spooled, sheet=sheet, columns=columns)
     path = Path(path)
     if path.is_dir() and (path / PULL_MANIFEST).is_file():
         return normalise(read_pulled_folder(path)), "parquet"
@@ -82,7 +85,7 @@ def read_text_frame(path: str | Path, *, sheet: str | int | None = None) -> tupl
         elif fmt == "ndjson":
             frame = _read_ndjson(path)
         else:
-            frame = _read_parquet(path)
+            frame = _read_parquet(path, columns)
         frame = normalise(frame)
         _refuse_labels_export(frame.columns)
     except DataError as exc:
@@ -326,9 +329,17 @@ def _sheet_list(path: Path) -> str:
     return "; its sheets are: " + ", ".join(repr(n) for n in names)
 
 
-def _read_parquet(path: Path) -> pl.DataFrame:
+def _read_parquet(path: Path, columns: Collection[str] | None = None) -> pl.DataFrame:
     try:
-        frame = pl.read_parquet(path)
+        if columns is not None:
+            schema = pl.read_parquet_schema(path)
+            # the whole header is checked (a duplicate among the columns left out still refuses the file)
+            names = normalise(pl.DataFrame(schema=dict.fromkeys(schema, pl.String))).drop(ROW).columns
+            wanted = set(columns)
+            columns = [given for given, name in zip(schema, names, strict=True) if name in wanted]
+        frame = pl.read_parquet(path, columns=columns)
+    except DataError:
+        raise
     except OSError as exc:
         raise _os_error(path, exc) from None
     except Exception:  # polars/arrow classes for corrupt files vary; their text may quote values

@@ -71,12 +71,14 @@ def blank_unusable(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """`typed` with every unusable cell blanked, and the problems table. `typed` and `raw` are the same rows in
     the same order (IntakeData.typed and .raw). `columns`: the fields a caller reads (None: every field)."""
-    cols = checked_columns(study, raw.columns, columns)
+    # A column blank on every row passes every check (blank is "missing", never "invalid"): not scanned.
+    cols = [c for c in checked_columns(study, raw.columns, columns) if raw.get_column(c.name).null_count() < raw.height]
     if not cols or typed.height == 0:
         return typed, empty_problems()
     missing = tuple(m.code for m in study.missing_codes)
     keys = typed.select(_key_exprs(study))
     values = [pl.col(f"t{i}") for i in range(len(cols))]
+    forms = list(dict.fromkeys(c.form for c in cols))
     work = pl.concat(
         [
             keys,
@@ -85,6 +87,11 @@ def blank_unusable(
         ],
         how="horizontal",
     )
+    # where each form belongs, once per form rather than once per column of it
+    work = work.with_columns(
+        form_scope(study, form, instrument="instrument", event="event").alias(f"s{j}") for j, form in enumerate(forms)
+    )
+    scopes = {form: pl.col(f"s{j}") for j, form in enumerate(forms)}
     checks = [
         [
             ch
@@ -92,7 +99,7 @@ def blank_unusable(
                 c,
                 raw=pl.col(f"r{i}"),
                 typed=values[i],
-                scope=form_scope(study, c.form, instrument="instrument", event="event"),
+                scope=scopes[c.form],
                 as_of=as_of,
                 missing_codes=missing,
             )

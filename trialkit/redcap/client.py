@@ -136,6 +136,7 @@ class RedcapClient:
     ) -> None:
         if not url.endswith("/api/"):
             raise UsageError(f"the REDCap API URL must end with /api/ (got {url})")
+        _require_scheme(url)
         self.url = url
         self._token = token
         self._retry = retry or RetryPolicy()
@@ -146,6 +147,9 @@ class RedcapClient:
         self._last_request = float("-inf")
         self.calls: list[str] = []  # what each request was ("metadata import", ...), for reports and tests
         self.stats = CallStats()
+        self._status = 0
+        #: called as on_retry(what, reason, delay) before each retry, for progress and logs
+        self.on_retry: Callable[[str, str, float], None] | None = None
         # a requests hook sees every HTTP exchange PyCap makes, retries included, with its real sizes
         self._project = Project(url, token.reveal(), timeout=timeout, hooks={"response": self._count})
 
@@ -154,6 +158,7 @@ class RedcapClient:
 
     def _count(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         self.stats.calls += 1
+        self._status = response.status_code  # PyCap's errors drop it; a refused token is told by it
         body = response.request.body if response.request is not None else None
         self.stats.bytes_sent += len(body) if body else 0
         self.stats.bytes_received += len(response.content or b"")
@@ -176,6 +181,8 @@ class RedcapClient:
                 if delay is None:
                     raise RedcapError(f"REDCap {what} failed after {self._retry.attempts} attempts: {exc}") from None
                 self.stats.retries += 1
+                if self.on_retry is not None:
+                    self.on_retry(what, str(exc), delay)
                 self._sleep(delay)
 
     def _classify(self, what: str, fn: Callable[[], T]) -> T:
@@ -185,6 +192,7 @@ class RedcapClient:
                 self._sleep(wait)
             self._last_request = time.monotonic()
         self.calls.append(what)
+        self._status = 0
         try:
             return fn()
         except requests.exceptions.JSONDecodeError as exc:
@@ -200,12 +208,18 @@ class RedcapClient:
             requests.exceptions.ContentDecodingError,
         ) as exc:
             raise _Transient(f"network: {type(exc).__name__} talking to {self.url}") from None
+        except (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
+                requests.exceptions.InvalidURL):
+            raise UsageError(_url_fix(self.url)) from None
         except requests.RequestException as exc:
             message = self._token.scrub(_error_text(exc))
             if _MEMORY_ERROR in message.lower():
                 raise _ServerMemory(message) from None
-            if _looks_transient(message):
+            if _looks_transient(message):  # first: some servers answer a rate limit or a proxy page with a 403
                 raise _Transient(message) from None
+            if self._status in (401, 403):
+                # not the network: sending the same token again cannot help, the configuration must change
+                raise UsageError(f"REDCap {what} refused: {message} ({_TOKEN_FIX})") from None
             raise RedcapError(f"REDCap {what} failed: {message}") from None
         except AssertionError as exc:  # PyCap asserts on reply shapes it did not expect
             raise _Transient(self._token.scrub(f"unexpected reply ({exc})")) from None
@@ -345,6 +359,46 @@ class RedcapClient:
     def changed_ids(self, since: datetime, *, until: datetime | None = None) -> list[str]:
         """The ids of records changed in a window, first-seen order (see record_id_frame)."""
         return self.record_id_frame(changed_since=since, changed_until=until).drop_nulls().to_list()
+
+    def export_changed(self, since: datetime, *, with_dag_column: bool = False) -> tuple[pl.DataFrame, bool]:
+        """Every row of the records changed since `since` (REDCap's dateRangeBegin, server local time), in one
+        CSV call; when REDCap runs out of memory on it, by the id list and record chunks instead.
+
+        Returns the frame and whether REDCap sent its `redcap_data_access_group` column (asked for with
+        `with_dag_column`; dropped from the frame). REDCap sends it only to a user in no group, in a project
+        that has groups: a way to learn that the user sees every record without another call."""
+        def_field = self.def_field
+        try:
+            text = self._call(
+                "changed record export",
+                lambda: _csv_reply(
+                    self._project.export_records(format_type="csv", date_begin=since,
+                                                 export_data_access_groups=with_dag_column),
+                    def_field,
+                ),
+                shrinkable=True,
+            )
+            frame = csv_frame(text)
+        except _ServerMemory:
+            frame = self.export_frame(changed_since=since)
+        dag_column = "redcap_data_access_group" in frame.columns
+        return (frame.drop("redcap_data_access_group") if dag_column else frame), dag_column
+
+    def dags(self) -> list[dict[str, Any]]:
+        """The project's Data Access Groups ([] when it has none)."""
+        return self._call("data access group export", lambda: self._project.export_dags())
+
+    def log_entries(self, logtype: str, since: datetime) -> list[dict[str, Any]]:
+        """REDCap's log (`content=log`) of one type since `since` (server local time; REDCap takes the minute).
+
+        Needs the user's Logging right; a refusal is a RedcapError like any other."""
+        return self._call("log export",
+                          lambda: self._project.export_logging(log_type=logtype, begin_time=since))
+
+    def seed_metadata(self, rows: list[dict[str, str]]) -> None:
+        """Use a data dictionary known to be current (kept from an earlier run) instead of exporting it."""
+        if hasattr(self._project, "_metadata"):
+            self._project._metadata = rows
 
     # -- project design ------------------------------------------------------------------------------
 
@@ -499,6 +553,22 @@ def _error_text(exc: requests.RequestException) -> str:
     if isinstance(arg, dict):
         return str(arg.get("error", arg))
     return str(arg)
+
+
+_TOKEN_FIX = ("check that the token is this project's, from its API page, and that its user has the API rights "
+              "the job needs; and that the URL is this project's server")
+
+
+def _url_fix(url: str) -> str:
+    return f"the REDCap API URL must be http(s)://host/.../api/, e.g. https://redcap.example.org/api/ (got {url})"
+
+
+def _require_scheme(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise UsageError(_url_fix(url))
 
 
 def _looks_transient(message: str) -> bool:

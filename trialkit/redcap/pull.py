@@ -6,10 +6,13 @@ killed leaves the previous copy whole; the old data folder is removed last.
 
 After the first pull, a pull is incremental: REDCap's `dateRangeBegin` gives the records changed since the last
 pull (less an overlap of a few minutes for clock skew between this machine and the server: REDCap compares
-against its own clock), and the full id list (one small call) tells which local records were deleted in REDCap.
-Only changed records are exported, record-chunk by record-chunk, as CSV read straight into polars. The merged
-copy has the same rows in the same order as a full pull would give. A change of the project's data dictionary
-makes the next pull a full one.
+against its own clock), exported in one CSV call read straight into polars. REDCap's log (`content=log`) of the
+same window tells which records were deleted and whether the design changed, so neither the full record id list
+nor the data dictionary is exported again: an incremental pull costs what changed, whatever the project's size.
+When the log is refused (the user lacks the Logging right) or cannot be whole (the user is in a data access
+group: REDCap shows such a user only the group's events), the pull compares the full id list instead and says so
+in its summary. A change of the data dictionary makes the pull a full one. The merged copy has the same rows in
+the same order as a full pull would give. See docs/redcap-data-sync.md.
 
 Tables: every instrument is a table keyed by the record id and the REDCap key columns that the project has
 (`redcap_event_name`, `redcap_repeat_instrument`, `redcap_repeat_instance`); a repeating instrument's table holds
@@ -26,6 +29,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +61,8 @@ class PullResult:
     tables: Mapping[str, int] = field(default_factory=dict)  # table -> rows
     stats: Mapping[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    deletions_from: str = "full"  # "log" (REDCap's log), "id list" (the full record id list) or "full"
+    log_note: str = ""  # why REDCap's log was not used, when it was not
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +73,8 @@ class PullResult:
             "records": self.records,
             "fetched": self.fetched,
             "deleted": self.deleted,
+            "deletions_from": self.deletions_from,
+            **({"log_note": self.log_note} if self.log_note else {}),
             "tables": dict(self.tables),
             **dict(self.stats),
             "bytes": self.stats.get("bytes_sent", 0) + self.stats.get("bytes_received", 0),
@@ -112,29 +120,32 @@ def pull(
     info = client.project_info()
     project_id = str(info.get("project_id", ""))
     ledger.bind(project_id, client.url)
-    metadata = client.metadata()
-    meta_sha = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode()).hexdigest()
     manifest = read_manifest(out)
     if manifest is not None and str(manifest["project"].get("id")) != project_id:
         raise UsageError(f"{out} holds a copy of REDCap project {manifest['project'].get('id')}, not {project_id}: "
                          "pull into another folder")
+    log = LogView()
+    since = None
+    metadata = None
+    if not full and manifest is not None:
+        since = dt.datetime.fromisoformat(manifest["watermark"]) - overlap
+        log = read_log(client, since, seen=manifest.get("log_design_seen", ()))
+        stored = _stored_metadata(out, manifest)
+        # with groups in the project the user may see only a group's log, in which a design change can be missing
+        if log.complete and not log.groups and not log.design_changed and stored is not None:
+            metadata = stored  # no design change logged since the last pull: its dictionary is current
+            client.seed_metadata(metadata)
+    else:
+        # what the next pull's window will find already reflected in the dictionary exported just after
+        log = LogView(design_seen=_design_events(client, now - overlap) or ())
+    if metadata is None:
+        metadata = client.metadata()
+    meta_sha = _sha(metadata)
     full = full or manifest is None or manifest.get("metadata_sha256") != meta_sha
     run_id = ledger.begin("pull", now, full=full)
     try:
         def_field = client.def_field
         report = progress or Progress("pull", enabled=False)
-        all_ids = client.record_id_frame()
-        if full:
-            wanted = all_ids
-            deleted = 0
-            old: dict[str, pl.DataFrame] = {}
-        else:
-            since = dt.datetime.fromisoformat(manifest["watermark"]) - overlap
-            wanted = client.record_id_frame(changed_since=since)
-            old = _read_tables_as_text(out, manifest)
-            local_ids = _local_ids(old, def_field)
-            deleted = local_ids.filter(~local_ids.is_in(all_ids.implode())).len()
-
         chunks = [0]
 
         def on_chunk(done: int, total: int) -> None:
@@ -142,14 +153,36 @@ def pull(
             report.update(f"chunk {chunks[0]}, {done}/{total} records, {client.stats.calls} calls, "
                           f"{client.stats.retries} retries")
 
-        fresh = client.export_frame(wanted.to_list(), on_chunk=on_chunk) if wanted.len() else pl.DataFrame()
+        source = "full"
+        if full:
+            wanted = client.record_id_frame()
+            fresh = client.export_frame(wanted.to_list(), on_chunk=on_chunk) if wanted.len() else pl.DataFrame()
+            tables = split_tables(fresh, metadata, def_field)
+            fetched, deleted = wanted.len(), 0
+        else:
+            old = _read_tables_as_text(out, manifest)
+            local_ids = _local_ids(old, def_field)
+            fresh, group_column = client.export_changed(since, with_dag_column=bool(log.groups))
+            fresh_ids = fresh[def_field].unique() if fresh.width else pl.Series(def_field, [], pl.String)
+            if log.complete and log.groups and not group_column:
+                # REDCap sends its group column only to a user in no group (and not at all with no record to send)
+                log = log.refused("the project has data access groups and REDCap did not show that this user is "
+                                  "in none (a group user's log holds only the group's events)")
+            gone = _deleted_by_log(client, log, local_ids, fresh_ids) if log.complete else None
+            if gone is None:
+                # the log cannot be trusted to hold every deletion: compare with the full record id list
+                log = log if not log.complete else log.refused("a deletion in REDCap's log names no record of "
+                                                                "this copy")
+                all_ids = client.record_id_frame()
+                gone = set(local_ids.filter(~local_ids.is_in(all_ids.implode())).to_list())
+            source = "log" if log.complete else "id list"
+            tables = _merge(old, split_tables(fresh, metadata, def_field), gone, def_field)
+            fetched, deleted = fresh_ids.len(), len(gone)
         report.done()
-        tables = split_tables(fresh, metadata, def_field)
-        if not full:
-            tables = _merge(old, tables, all_ids, def_field)
+        tables = {name: _in_record_order(frame, def_field) for name, frame in tables.items()}
         typed = {name: type_table(frame, metadata, def_field) for name, frame in tables.items()}
-        records = all_ids.len()
-        _write(out, run_id, typed, {
+        records = _local_ids(typed, def_field).len()
+        _write(out, run_id, typed, metadata, {
             "format": MANIFEST_FORMAT,
             "project": {"id": project_id, "title": info.get("project_title", ""), "url": client.url},
             "pulled_at": now.isoformat(timespec="seconds"),
@@ -158,16 +191,120 @@ def pull(
             "record_id": def_field,
             "metadata_sha256": meta_sha,
             "records": records,
+            # the design events this copy's dictionary already reflects: the next pull's window overlaps this one
+            "log_design_seen": list(log.design_seen),
         })
-        result = PullResult(run_id, out, full, records, wanted.len(), deleted,
+        result = PullResult(run_id, out, full, records, fetched, deleted,
                             {n: f.height for n, f in typed.items()}, client.stats.to_dict(),
-                            time.monotonic() - started)
+                            time.monotonic() - started, deletions_from=source, log_note=log.note)
         ledger.finish(run_id, "ok", at=finished(), watermark=now, summary=result.to_dict())
         return result
     except BaseException as exc:
         message = exc.message if isinstance(exc, RedcapError | UsageError | DataError) else type(exc).__name__
         ledger.finish(run_id, "failed", at=finished(), message=message)
         raise
+
+
+# -- what REDCap's log says ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogView:
+    """The record deletions and design changes REDCap logged since a pull's window began, or why the log is not
+    used (`note`). `groups`: the project's Data Access Groups, which decide whether the user's log is whole."""
+
+    complete: bool = False
+    deletions: tuple[Mapping[str, Any], ...] = ()
+    design_changed: bool = True
+    groups: tuple[str, ...] = ()
+    note: str = ""
+    design_seen: tuple[str, ...] = ()  # a hash of each design event in the window (no event text is kept)
+
+    def refused(self, why: str) -> LogView:
+        return LogView(note=f"{why}: deletions found with the full record id list instead")
+
+
+def _log_start(since: dt.datetime) -> dt.datetime:
+    # REDCap keeps log times to the minute and takes beginTime to the minute (rounded, not floored): a minute
+    # earlier, on the minute, holds every event at or after `since`
+    return (since - dt.timedelta(minutes=1)).replace(second=0, microsecond=0)
+
+
+def read_log(client: RedcapClient, since: dt.datetime, *, seen: Sequence[str] = ()) -> LogView:
+    """What REDCap logged since `since`: deletions and design changes, in two small calls (and the group list).
+
+    `seen`: the design events the last pull found in its window, which its dictionary reflects. Windows overlap
+    (by the overlap, and by REDCap's minutes), so an event counts as new only when it occurs more often now than
+    then: an identical event in the same minute after the last pull read the log still counts."""
+    start = _log_start(since)
+    try:
+        deletions = client.log_entries("record_delete", start)
+    except (RedcapError, UsageError) as exc:
+        return LogView().refused(f"REDCap did not give its log ({exc.message}; the Logging user right is needed)")
+    events = _design_events(client, since)
+    if events is None:
+        return LogView().refused("REDCap did not give its log of design changes")
+    try:
+        groups = tuple(str(g.get("unique_group_name", "")) for g in client.dags())
+    except (RedcapError, UsageError) as exc:
+        return LogView().refused(f"REDCap did not list its data access groups ({exc.message})")
+    before = Counter(seen)
+    design = any(n > before[h] for h, n in Counter(events).items())
+    return LogView(True, tuple(deletions), design, groups, design_seen=tuple(events))
+
+
+def _design_events(client: RedcapClient, since: dt.datetime) -> list[str] | None:
+    """A hash of each design change REDCap logged since `since`; None when the log is refused."""
+    try:
+        manage = client.log_entries("manage", _log_start(since))
+    except (RedcapError, UsageError):
+        return None
+    return [_event_hash(e) for e in manage if not str(e.get("details", "")).startswith(_READ_ONLY_DESIGN_EVENTS)]
+
+
+def _event_hash(entry: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps([str(entry.get(k, "")) for k in ("timestamp", "username", "action", "details")])
+                          .encode()).hexdigest()[:32]
+
+
+# REDCap files some API exports (of the log, the project information, the groups ...) under Manage/Design too:
+# they change nothing. Anything else under Manage/Design counts as a design change (the cost of a false alarm is
+# one dictionary export).
+_READ_ONLY_DESIGN_EVENTS = ("Export ", "Download ")
+_DELETE_ACTION = "Delete record"
+
+
+def _logged_record(entry: Mapping[str, Any]) -> str | None:
+    """The record a deletion names: REDCap's `record` column (13.4.9 on), else the action, 'Delete record <id>'."""
+    if entry.get("record") not in (None, ""):
+        return str(entry["record"])
+    action = str(entry.get("action", "")).strip()
+    if not action.startswith(_DELETE_ACTION):
+        return None
+    rest = action[len(_DELETE_ACTION):].strip()
+    if rest.startswith("(") and ") " in rest:  # a qualifier such as "(API)" before the id
+        rest = rest.split(") ", 1)[1]
+    return rest or None
+
+
+def _deleted_by_log(client: RedcapClient, log: LogView, local_ids: pl.Series,
+                    fresh_ids: pl.Series) -> set[str] | None:
+    """The local records that REDCap logged as deleted and no longer holds; None when an entry cannot be tied to
+    a record (then only the full id list can tell)."""
+    local, fetched = set(local_ids.to_list()), set(fresh_ids.to_list())
+    named: set[str] = set()
+    for entry in log.deletions:
+        record = _logged_record(entry)
+        if record is None or (record not in local and entry.get("record") in (None, "")):
+            return None  # a record never pulled (created and deleted since), or an action read wrongly
+        named.add(record)
+    candidates = sorted((named & local) - fetched)
+    if not candidates:
+        return set()
+    # deleted, then created again (or deleted from one arm only): REDCap still holds it, so it stays
+    still = client.export_frame(candidates, fields=[client.def_field])
+    held = set(still[client.def_field].to_list()) if still.width else set()
+    return set(candidates) - held
 
 
 # -- tables -----------------------------------------------------------------------------------------------------
@@ -207,27 +344,34 @@ def split_tables(flat: pl.DataFrame, metadata: Sequence[Mapping[str, str]], def_
     return {form: flat.filter(masks[form]).select([*keys, *by_form.get(form, [])]) for form in forms}
 
 
-def _merge(old: Mapping[str, pl.DataFrame], fresh: Mapping[str, pl.DataFrame], all_ids: pl.Series,
+def _merge(old: Mapping[str, pl.DataFrame], fresh: Mapping[str, pl.DataFrame], gone: set[str],
            def_field: str) -> dict[str, pl.DataFrame]:
-    """The old tables without the fetched or deleted records, plus the fetched rows, in REDCap's record order."""
-    order = pl.DataFrame({def_field: all_ids, "_pos": pl.int_range(all_ids.len(), eager=True)})
+    """The old tables without the fetched or deleted records, plus the fetched rows."""
     touched = pl.concat([f[def_field] for f in fresh.values() if f.width] or [pl.Series(def_field, [], pl.String)])
+    drop = pl.concat([touched, pl.Series(def_field, sorted(gone), pl.String)])
     merged = {}
     for name in dict.fromkeys([*old, *fresh]):
         parts = []
         before = old.get(name)
         if before is not None and before.width:
-            parts.append(before.filter(~pl.col(def_field).is_in(touched.implode())))
+            parts.append(before.filter(~pl.col(def_field).is_in(drop.implode())))
         if fresh.get(name) is not None and fresh[name].width:
             parts.append(fresh[name])
-        if not parts:
-            merged[name] = pl.DataFrame()
-            continue
-        frame = pl.concat(parts, how="diagonal_relaxed")
-        # inner join: a record deleted in REDCap has no position and goes
-        merged[name] = frame.join(order, on=def_field, how="inner", maintain_order="left").sort(
-            "_pos", maintain_order=True).drop("_pos")
+        merged[name] = pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()
     return merged
+
+
+def _in_record_order(frame: pl.DataFrame, def_field: str) -> pl.DataFrame:
+    """Rows in REDCap's record order, numeric ids by number and then the others by text (the sandbox's order),
+    each record's rows as REDCap gave them: a full and an incremental pull give the same rows in the same order,
+    without the full id list to sort by."""
+    if not frame.width or not frame.height:
+        return frame
+    rid = pl.col(def_field)
+    digits = rid.str.contains(r"^[0-9]+$")
+    number = rid.str.strip_chars_start("0").str.pad_start(20, "0")
+    key = pl.when(digits).then(pl.lit("0") + number + pl.lit("|") + rid).otherwise(pl.lit("1") + rid)
+    return frame.sort(key, maintain_order=True)
 
 
 def _local_ids(tables: Mapping[str, pl.DataFrame], def_field: str) -> pl.Series:
@@ -311,11 +455,32 @@ def _read_tables_as_text(out: Path, manifest: Mapping[str, Any]) -> dict[str, pl
     return tables
 
 
-def _write(out: Path, run_id: int, tables: Mapping[str, pl.DataFrame], manifest: dict[str, Any]) -> None:
+def _sha(metadata: Sequence[Mapping[str, str]]) -> str:
+    return hashlib.sha256(json.dumps(metadata, sort_keys=True).encode()).hexdigest()
+
+
+def _stored_metadata(out: Path, manifest: Mapping[str, Any]) -> list[dict[str, str]] | None:
+    """The data dictionary the last pull used, if the copy keeps it whole (a copy made before it was kept does
+    not: then it is exported again)."""
+    name = manifest.get("metadata_file")
+    if not name:
+        return None
+    try:
+        rows = json.loads((out / name).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return rows if isinstance(rows, list) and _sha(rows) == manifest.get("metadata_sha256") else None
+
+
+def _write(out: Path, run_id: int, tables: Mapping[str, pl.DataFrame], metadata: Sequence[Mapping[str, str]],
+           manifest: dict[str, Any]) -> None:
     folder = out / f"data-{run_id}"
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir()
+    # the dictionary goes with the copy: the next pull reuses it when REDCap's log shows no design change
+    (folder / "metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
+    manifest["metadata_file"] = f"{folder.name}/metadata.json"
     entries = []
     for name, frame in tables.items():
         file = f"{folder.name}/{name}.parquet"

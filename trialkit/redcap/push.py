@@ -130,10 +130,11 @@ def push(
     intake = data if isinstance(data, IntakeData) else read_intake(data, study)
     findings = validate(intake, study, as_of=as_of or now.date())
     bad = set(findings.records_with_errors().to_list())
-    def_field = client.def_field
     info = client.project_info()
     ledger.bind(str(info.get("project_id", "")), client.url)
+    # the dictionary first: PyCap's def_field then reads this copy instead of exporting the dictionary itself
     metadata = client.metadata()
+    def_field = client.def_field
     desired, fields = _desired(intake.raw, def_field, metadata, bool(info.get("is_longitudinal")))
     records = desired[def_field].n_unique()
     desired = desired.filter(~pl.col(def_field).is_in(pl.Series(list(bad), dtype=pl.String).implode()))

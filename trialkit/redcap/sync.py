@@ -18,6 +18,9 @@ Guarantees, and how they are kept:
 - *Nothing duplicated.* Results are written to fixed fields of the screening event (a keyed upsert, never a
   new instance), and only where REDCap's current values differ from the new ones: a rerun after a crash
   writes only what did not land. Writes are read back and compared before the ledger records them.
+- *A date is not a change.* When a result was screened (`elig_screened_at`, `elig_as_of`) is left out of the
+  comparison and of the ledger's hashes: a new as-of date that changes no result writes nothing. The form status
+  (Complete) is compared like a result, so a form an older trialkit left Incomplete is written once.
 - *Clears are deliberate.* A result field that must become blank (an old primary reason once a candidate is
   eligible) is written with overwrite behaviour, and the payload holds only the result fields, so nothing
   else in the record can be cleared.
@@ -57,12 +60,19 @@ import polars as pl
 from trialkit.definitions.fingerprint import Fingerprint, fingerprint
 from trialkit.errors import RedcapError, UsageError
 from trialkit.redcap.client import RedcapClient
-from trialkit.screening.writeback import WRITEBACK_FIELDS
+from trialkit.redcap.stages import Report, StageEvent
+from trialkit.screening.writeback import FORM_STATUS_FIELD, WRITEBACK_FIELDS
 
 RESULT_FORM = "eligibility_result"
 STAMP_FIELD = "elig_screened_at"
-#: The result fields compared with REDCap's; the screening time stamp alone is never a change.
-RESULT_FIELDS = tuple(name for name in WRITEBACK_FIELDS if name != STAMP_FIELD)
+AS_OF_FIELD = "elig_as_of"
+#: The result fields compared with REDCap's, and the form's status. When a result was screened (the time stamp,
+#: the as-of date) is never a change by itself: a new --as-of date that changes no result writes nothing, and
+#: REDCap keeps the date of the screening that last changed the result.
+RESULT_FIELDS = (*(name for name in WRITEBACK_FIELDS if name not in (STAMP_FIELD, AS_OF_FIELD)), FORM_STATUS_FIELD)
+#: What the write-back sends, by version: a change rescreens every record once, so results written by an older
+#: trialkit are brought up to date (2: the form status Complete, every reason in words).
+WRITEBACK_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,8 @@ class NightlyResult:
     deleted: int = 0  # records deleted in REDCap between the pull and the write-back: not written
     full_reason: str = ""  # why every record was rescreened ("first run", "rules changed", ...); "" if incremental
     moved: int = 0  # records written that changed in REDCap around the pull: screened again by the next run
+    found: int = 0  # results already in REDCap that the ledger did not hold (a killed run's writes)
+    previous: str = ""  # what went wrong with the run before this one ("" when it finished)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,8 +104,15 @@ class NightlyResult:
             "invalid_records": self.invalid_records,
             "deleted": self.deleted,
             "moved": self.moved,
+            "found": self.found,
             "dispositions": dict(self.dispositions),
+            "previous": self.previous,
         }
+
+    def counts(self) -> dict[str, Any]:
+        """What the ledger keeps of the run besides pulled and written."""
+        return {"unchanged": self.unchanged, "invalid_records": self.invalid_records, "deleted": self.deleted,
+                "moved": self.moved, "found": self.found, "dispositions": dict(self.dispositions)}
 
 
 #: Columns added to `runs` after the first ledgers were written: added in place to an older ledger on opening.
@@ -103,6 +122,7 @@ _RUN_COLUMNS = {
     "full_reason": "TEXT",  # why the run rescreened every record
     "writes_began": "TEXT",  # this machine's clock just before the write-back's first import (NULL: none)
     "writes_ended": "TEXT",  # ... and after its last one
+    "counts": "TEXT",  # NightlyResult.counts() as JSON (unchanged, deleted, dispositions, ...)
 }
 
 
@@ -213,17 +233,23 @@ class Ledger:
         return dict(rows.fetchall())
 
     def finish(self, run_id: int, status: str, *, at: dt.datetime, pulled: int = 0, written: int = 0,
-               message: str = "") -> None:
+               message: str = "", counts: Mapping[str, Any] | None = None) -> None:
         self._db.execute(
-            "UPDATE runs SET status = ?, finished_at = ?, pulled = ?, written = ?, message = ? WHERE id = ?",
-            (status, at.isoformat(timespec="seconds"), pulled, written, message, run_id),
+            "UPDATE runs SET status = ?, finished_at = ?, pulled = ?, written = ?, message = ?, counts = ? "
+            "WHERE id = ?",
+            (status, at.isoformat(timespec="seconds"), pulled, written, message,
+             json.dumps(dict(counts), sort_keys=True) if counts is not None else None, run_id),
         )
         self._db.commit()
 
-    def runs(self) -> list[dict[str, Any]]:
-        cur = self._db.execute("SELECT * FROM runs ORDER BY id")
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    def last_run(self) -> dict[str, Any] | None:
+        """The latest run, whatever its status (an interrupted one is marked so by opening the ledger)."""
+        runs = self.runs(last=1)
+        return runs[0] if runs else None
+
+    def runs(self, *, last: int | None = None) -> list[dict[str, Any]]:
+        """The runs, oldest first (only the `last` few when given)."""
+        return _runs(self._db, last)
 
     def writes(self, run_id: int | None = None) -> list[dict[str, Any]]:
         sql, args = "SELECT * FROM writes", ()
@@ -232,6 +258,44 @@ class Ledger:
         cur = self._db.execute(sql + " ORDER BY run_id, record_id", args)
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _runs(db: sqlite3.Connection, last: int | None) -> list[dict[str, Any]]:
+    sql = "SELECT * FROM runs ORDER BY id DESC" + (f" LIMIT {int(last)}" if last is not None else "")
+    cur = db.execute(sql)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in reversed(cur.fetchall())]
+
+
+def read_runs(path: str | Path, *, last: int | None = None) -> list[dict[str, Any]]:
+    """The runs of a ledger, read without taking it: a listing must not wait for, or disturb, a run in progress.
+    A run still 'running' while no run holds the ledger is shown 'interrupted' (as the next run will mark it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no nightly ledger there (give the --ledger the nightly runs with)")
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            runs = _runs(db, last)
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise UsageError(f"{path}: cannot read it as a nightly ledger ({exc})") from None
+    if any(r["status"] == "running" for r in runs) and _lock_is_free(Path(f"{path}.lock")):
+        for r in runs:
+            if r["status"] == "running":
+                r["status"], r["message"] = "interrupted", "did not finish (killed or stopped)"
+    return runs
+
+
+def _lock_is_free(path: Path) -> bool:
+    try:
+        handle = _lock_file(path)
+    except UsageError:
+        return False
+    if handle is not None:
+        handle.close()
+    return True
 
 
 def _lock_file(path: Path) -> Any:
@@ -255,7 +319,9 @@ def _lock_file(path: Path) -> Any:
 
 
 def content_hash(row: Mapping[str, str]) -> str:
-    payload = json.dumps({k: row[k] for k in sorted(row) if k != STAMP_FIELD}, separators=(",", ":"))
+    """The hash of a result as the ledger compares it: when it was screened is not part of it."""
+    payload = json.dumps({k: row[k] for k in sorted(row) if k not in (STAMP_FIELD, AS_OF_FIELD)},
+                         separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -272,6 +338,7 @@ def run_nightly(
     clock: Callable[[], dt.datetime] | None = None,
     options: Mapping[str, Any] | None = None,
     own_writes: bool = True,
+    report: Report | None = None,
 ) -> NightlyResult:
     """One nightly pass. `now` stamps the run's start (and the pull watermark); `clock`, when given, stamps its
     end in the ledger (else the start time is used, which keeps tests deterministic). `options`: anything else
@@ -279,18 +346,50 @@ def run_nightly(
     definition. A run is full when asked (`full`), on the first run, or when the definitions fingerprint differs
     from the last successful run's. `overlap`: how far each time comparison with REDCap's clock reaches back
     (the clock skew allowed between this machine and the server). `own_writes=False` pulls records the
-    previous run wrote even when nothing else changed them."""
-    finished = clock or (lambda: now)
+    previous run wrote even when nothing else changed them. `report` is told each stage's start, progress and
+    end, and every retried request with its reason (trialkit.redcap.stages)."""
+    stage = ["definitions"]
 
+    def emit(status: str, done: int | None = None, total: int | None = None, detail: str = "",
+             name: str | None = None) -> None:
+        if name is not None:
+            stage[0] = name
+        if report is not None:
+            report(StageEvent(stage[0], status, done, total, detail, client.stats.calls))
+
+    def retried(what: str, reason: str, delay: float) -> None:
+        emit("retry", detail=f"{what}: {reason}; next try in {delay:g} s")
+
+    hook = client.on_retry
+    if report is not None:
+        client.on_retry = retried
+    try:
+        return _run_nightly(client, study, rules, ledger=ledger, as_of=as_of, now=now, full=full, overlap=overlap,
+                            finished=clock or (lambda: now), options=options, own_writes=own_writes, emit=emit)
+    finally:
+        client.on_retry = hook
+
+
+def _run_nightly(client: RedcapClient, study: Any, rules: Any, *, ledger: Ledger, as_of: dt.date,
+                 now: dt.datetime, full: bool, overlap: dt.timedelta, finished: Callable[[], dt.datetime],
+                 options: Mapping[str, Any] | None, own_writes: bool, emit: Callable[..., None]) -> NightlyResult:
     _require_result_fields(study)
     # before the ledger opens a run: screening REDCap data with definitions REDCap no longer has is worse than none
     from trialkit.redcap.definitions.guard import check_definitions
 
+    emit("start", name="definitions")
     check_definitions(client, study)
+    emit("done")
     event = _result_event(study)
     sha = rules.stamp()["sha256"]
-    definitions = fingerprint(study, rules.ruleset, options={"event": event, **(options or {})})
+    definitions = fingerprint(study, rules.ruleset,
+                              options={"event": event, "write-back": WRITEBACK_FORMAT, **(options or {})})
     previous = ledger.last_success()
+    last = ledger.last_run()
+    after = ""
+    if last is not None and last["status"] != "ok":
+        after = (f"the previous run ({last['id']}, started {last['started_at']}) {last['status']}"
+                 f"{': ' + last['message'] if last['message'] else ''}")
     reason = _full_reason(full, previous, definitions)
     dated = _run_date_dependence(rules, study)
     if not reason and previous is not None and previous.as_of != as_of and dated == "all":
@@ -299,6 +398,7 @@ def run_nightly(
     run_id = ledger.begin(now, as_of, sha, full, definitions=definitions, full_reason=reason)
     try:
         record_id = client.def_field
+        emit("start", name="changes")
         if full:
             ids = client.record_ids()
         else:
@@ -316,17 +416,23 @@ def run_nightly(
                 ref = f"[{event}][{rules.reference_field}]" if event else f"[{rules.reference_field}]"
                 undated = client.record_ids(filter_logic=f"{ref} = ''")
             ids = list(dict.fromkeys([*changed, *undated]))
+        emit("done", len(ids), detail="every record" if full else "changed or undated records")
+        emit("start", 0, len(ids), name="pull")
         # blank cells as "", as REDCap's JSON gives them and intake files are read
-        frame = client.export_frame(ids).with_columns(pl.all().fill_null("")) if ids else pl.DataFrame()
+        frame = (client.export_frame(ids, on_chunk=lambda done, total: emit("progress", done, total))
+                 .with_columns(pl.all().fill_null("")) if ids else pl.DataFrame())
+        emit("done", len(ids), len(ids))
         if frame.is_empty():
-            ledger.finish(run_id, "ok", at=finished())
-            return NightlyResult(run_id, as_of, full, 0, 0, 0, 0, {}, full_reason=reason)
+            quiet = NightlyResult(run_id, as_of, full, 0, 0, 0, 0, {}, full_reason=reason, previous=after)
+            ledger.finish(run_id, "ok", at=finished(), counts=quiet.counts())
+            return quiet
 
         # imported only now: pandera (and pandas with it) costs most of a second, and a quiet night needs neither
         from trialkit.records import IntakeData
         from trialkit.screening import result_records, screen
         from trialkit.validation import validate
 
+        emit("start", name="screen")
         intake = IntakeData.from_frame(frame, study, event=event)
         findings = validate(intake, study, as_of=as_of)
         # screen() prepares intake data as every path does: values failing their checks are blanked and listed,
@@ -336,6 +442,7 @@ def run_nightly(
         current = _current_results(frame, record_id, event)
         results = result_records(screening, screened_at=now, event=event, study=study)
         counts = dict(results.group_by("elig_disposition").len().iter_rows())
+        emit("done", results.height, detail=", ".join(f"{n} {d}" for d, n in sorted(counts.items())))
         to_write = [
             row
             for row in results.to_dicts()
@@ -363,10 +470,17 @@ def run_nightly(
             # stale. Written all the same, but not as this run's own write, so the next run screens them again.
             since = set(client.changed_ids(now - overlap))
             moved = [row for row in to_write if row[record_id] in since]
+        emit("start", 0, len(to_write), name="write-back")
         if to_write:
             began = finished()
-            client.import_records(to_write, overwrite=True)
+            step = client.chunk_size  # one row per record: chunks of records, as import_records makes them
+            for start in range(0, len(to_write), step):
+                client.import_records(to_write[start : start + step], overwrite=True)
+                emit("progress", min(start + step, len(to_write)), len(to_write))
             ended = finished()
+        emit("done", len(to_write), len(to_write), detail=f"{len(current) - len(to_write) - deleted} unchanged")
+        if to_write:
+            emit("start", 0, len(to_write), name="verify")
             problems = client.verify(to_write, blanks_clear=True)
             if problems:
                 raise RedcapError(
@@ -376,13 +490,16 @@ def run_nightly(
             if moved:
                 ledger.record_writes(run_id, moved, record_id, now, note="written, changed during the run")
             ledger.mark_writes(run_id, began, ended)
+            emit("done", len(to_write), len(to_write))
         invalid = findings.records_with_errors().n_unique()
-        ledger.finish(run_id, "ok", at=finished(), pulled=len(current), written=len(to_write))
         unchanged = len(current) - len(to_write) - deleted
-        return NightlyResult(
+        result = NightlyResult(
             run_id, as_of, full, len(current), len(to_write), unchanged, invalid, counts, findings, deleted=deleted,
-            full_reason=reason, moved=len(moved),
+            full_reason=reason, moved=len(moved), found=len(found), previous=after,
         )
+        ledger.finish(run_id, "ok", at=finished(), pulled=len(current), written=len(to_write),
+                      counts=result.counts())
+        return result
     except BaseException as exc:
         if isinstance(exc, RedcapError | UsageError):
             message = exc.message

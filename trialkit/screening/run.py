@@ -22,9 +22,11 @@ DEMO_AS_OF = dt.date(2026, 11, 2)
 
 
 def project_root() -> Path:
-    """The checkout the package runs from (editable install): where study.yaml, eligibility_rules/ and examples/
-    live."""
-    return Path(__file__).resolve().parents[2]
+    """Where the demo's study.yaml, eligibility_rules/ and examples/ live: inside the package when installed from
+    a wheel (the build copies them to trialkit/_demo/), else the checkout the package runs from."""
+    package = Path(__file__).resolve().parents[1]
+    packaged = package / "_demo"
+    return packaged if (packaged / "study.yaml").is_file() else package.parent
 
 
 def resolve_study(rules_path: Path, study: Any = None) -> Any:
@@ -70,7 +72,7 @@ def screen_file(
     DataError (exit 1) when nothing can be screened: unreadable file, wrong shape, no candidate."""
     from trialkit.records import read_intake
 
-    intake = read_intake(data, study, event=event, sheet=sheet, records=records)
+    intake = read_intake(data, study, event=event, sheet=sheet, records=records, columns=screen_columns(rules, study))
     if records is not None:
         found = set(intake.records.get_column(intake.record_id).cast(pl.String).to_list())
         unknown = [r for r in records if r not in found]
@@ -96,6 +98,18 @@ def screen_file(
     notes += problem_notes(intake.problems)
     result = screen(rules, intake, as_of=as_of)
     return replace(result, notes=tuple(notes), data=_with_site(result, intake.raw))
+
+
+def screen_columns(rules: CompiledRules, study: Any) -> set[str]:
+    """The data columns screening and its reports read: the rules' fields with every input of the calculated
+    ones among them, the screening log's consent fields, and each repeating form's instance-naming field.
+    A Parquet file's other columns are never loaded."""
+    from trialkit.records.convert import study_columns
+    from trialkit.records.usable import checked_columns
+    from trialkit.screening.words import vocabulary
+
+    read = {*rules.read_columns(), "consent_date", "consent_version", *vocabulary(study, rules).instance_name.values()}
+    return {c.name for c in checked_columns(study, [c.name for c in study_columns(study)], read)}
 
 
 def _with_site(result: Screening, raw: pl.DataFrame) -> pl.DataFrame:

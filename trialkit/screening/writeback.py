@@ -12,7 +12,7 @@ import polars as pl
 
 from trialkit.screening.engine import Screening
 from trialkit.screening.table import SEP, result_table
-from trialkit.screening.words import vocabulary
+from trialkit.screening.words import criterion_words, vocabulary
 
 WRITEBACK_FIELDS = (
     "elig_disposition",
@@ -26,6 +26,10 @@ WRITEBACK_FIELDS = (
     "elig_screened_at",
     "elig_summary",
 )
+#: the form's status field (not a study field: REDCap adds one per form) and Complete, its green value; left
+#: out, REDCap shows a form holding data as Incomplete (red)
+FORM_STATUS_FIELD = "eligibility_result_complete"
+COMPLETE = "2"
 
 
 def result_records(
@@ -36,7 +40,8 @@ def result_records(
     `elig_reasons` and `elig_still_needed` are space-separated (criterion ids, field names); still-needed is blank
     unless the candidate is pending and names blank fields only (values to correct are in the summary).
     `elig_summary` says it all in the protocol's and the forms' words (labels from `study`; field names without
-    it). `screened_at` is passed in: the library never reads the clock.
+    it): every deciding criterion with its text, not only the first. The form's status (`FORM_STATUS_FIELD`) is
+    Complete. `screened_at` is passed in: the library never reads the clock.
     """
     rid = screening.record_id
     stamp = screening.rules.stamp()
@@ -54,16 +59,19 @@ def result_records(
         pl.lit(stamp["version"]).alias("elig_ruleset_version"),
         pl.lit(stamp["sha256"]).alias("elig_ruleset_sha256"),
         pl.lit(screened_at.strftime("%Y-%m-%d %H:%M:%S")).alias("elig_screened_at"),
-        _summary(table).alias("elig_summary"),
+        _summary(table, criterion_words(screening.rules)).alias("elig_summary"),
+        pl.lit(COMPLETE).alias(FORM_STATUS_FIELD),
     )
-    order = [rid, *(["redcap_event_name"] if event else []), *WRITEBACK_FIELDS]
+    order = [rid, *(["redcap_event_name"] if event else []), *WRITEBACK_FIELDS, FORM_STATUS_FIELD]
     return out.select(order)
 
 
-def _summary(table: pl.DataFrame) -> pl.Expr:
-    """One line per candidate a coordinator reads in REDCap: 'Ineligible: I5 MADRS total >= 20 ... (also E5)',
-    'Pending: still needed MADRS not done (11 fields); to correct: ...', 'Eligible'."""
-    also = pl.col("reasons").str.split(SEP).list.slice(1).list.join(", ")
+def _summary(table: pl.DataFrame, texts: dict[str, str]) -> pl.Expr:
+    """One line per candidate a coordinator reads in REDCap: 'Ineligible: I5 MADRS total >= 20 ... Also: E5
+    Uncontrolled hypertension ...', 'Pending: still needed MADRS not done (11 fields); to correct: ...', 'Eligible'."""
+    worded = pl.concat_str(pl.element(), pl.lit(" "),
+                           pl.element().replace_strict(texts, default="", return_dtype=pl.String)).str.strip_chars()
+    also = pl.col("reasons").str.split(SEP).list.slice(1).list.eval(worded).list.join("; ")
     needed = pl.col("still_needed_text").str.replace_all(SEP, "; ", literal=True)
     correct = pl.col("to_correct").str.replace_all(SEP, "; ", literal=True)
     pending = pl.concat_str(
@@ -77,7 +85,7 @@ def _summary(table: pl.DataFrame) -> pl.Expr:
         pl.col("primary_reason"),
         pl.lit(" "),
         pl.col("primary_reason_text"),
-        pl.when(also != "").then(pl.concat_str(pl.lit(" (also "), also, pl.lit(")"))).otherwise(pl.lit("")),
+        pl.when(also != "").then(pl.concat_str(pl.lit(" Also: "), also)).otherwise(pl.lit("")),
     )
     return (
         pl.when(pl.col("disposition") == "eligible")

@@ -16,6 +16,7 @@ from trialkit import logic
 from trialkit.definitions.model import Field, FieldType, Study
 from trialkit.records import EVENT, REPEAT_INSTANCE, REPEAT_INSTRUMENT, ROW, Column, IntakeData, study_columns
 from trialkit.records.calculations import compile_redcap, form_scope, logic_frame, one_line
+from trialkit.records.calculations import parsed as parse_once
 
 RID = "__rid"
 EVT = "__event"
@@ -126,7 +127,7 @@ def _add_logic(ctx: Context, intake: IntakeData, *, as_of: _dt.date) -> None:
             if not text.strip():
                 continue
             try:
-                node = logic.parse(text)
+                node = parse_once(text)  # once per process, not once per chunk
             except Exception as exc:  # a LogicSyntaxError normally; never let one field stop validation
                 ctx.problems.append((f.name, f"{_what(what)} cannot be parsed: {exc}"))
                 continue

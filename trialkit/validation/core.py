@@ -1,5 +1,7 @@
-"""Validate intake data against a study: a pandera schema generated from the instruments, run lazily so every
-problem is reported in one pass, mapped to a findings table.
+"""Validate intake data against a study: checks generated from the instruments, declared as a pandera schema
+(trialkit.validation.engines.pandera_schema) and reported all at once (pandera's lazy failure table), mapped to
+a findings table. By default the checks run in one polars select instead of pandera's check-by-check executor;
+both give the same failure table (engines), and `engine="pandera"` runs pandera's own.
 
 The schema runs over the raw text of every input row (so a finding shows the value as written) beside helper
 columns computed once, vectorised: the typed value, whether the row carries the field's form, whether the
@@ -32,9 +34,7 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass
 
-import pandera.polars as pa
 import polars as pl
-from pandera.errors import SchemaErrors
 
 from trialkit.definitions.model import FieldType, Study
 from trialkit.definitions.privacy import identifying_fields
@@ -56,6 +56,7 @@ from trialkit.validation.context import (
     started_name,
     typed_name,
 )
+from trialkit.validation.engines import pandera_failures, polars_failures
 from trialkit.validation.findings import COLUMNS, MASK, Findings, empty_frame, file_finding
 
 ERROR = Severity.ERROR.value
@@ -76,22 +77,21 @@ class CheckInfo:
 
 @dataclass
 class _Plan:
-    checks: dict[str, list[pa.Check]]
+    """The checks, per column in declaration order: what the pandera schema declares (engines.pandera_schema)."""
+
+    checks: dict[str, list[tuple[str, pl.Expr]]]
     infos: dict[tuple[str, int], CheckInfo]
 
     def add(self, column: str, expr: pl.Expr, info: CheckInfo) -> None:
         """`expr` is True where the row passes (null counts as a pass)."""
         checks = self.checks.setdefault(column, [])
-        infos_index = len(checks)
-        checks.append(pa.Check(_selector(expr), name=info.check))
-        self.infos[(column, infos_index)] = info
+        self.infos[(column, len(checks))] = info
+        checks.append((info.check, expr))
 
 
-def _selector(expr: pl.Expr):  # type: ignore[no-untyped-def]
-    def check(data):  # type: ignore[no-untyped-def]
-        return data.lazyframe.select(expr.alias("ok"))
-
-    return check
+#: how the plan is run: "polars" (one select for all checks) or "pandera" (pandera's executor, check by check);
+#: both give the same failure table (trialkit.validation.engines)
+ENGINES = {"polars": polars_failures, "pandera": pandera_failures}
 
 
 # ---- the public entry point ------------------------------------------------------------------------------
@@ -100,10 +100,13 @@ def validate(
     study: Study | None = None,
     *,
     as_of: _dt.date | None = None,
+    engine: str = "polars",
 ) -> Findings:
     """Check `intake` against `study` (default: the study it was read with). `as_of` is "today" for
     `today`/`now` ranges and date functions in logic (default: the current date; pass it for reproducible
-    runs). Returns every finding; never raises for bad data."""
+    runs). `engine`: "polars" or "pandera", see ENGINES (same findings). Returns every finding; never raises
+    for bad data."""
+    run = ENGINES[engine]
     if study is not None and study is not intake.study:
         intake = IntakeData.from_frame(intake.raw, study, event=intake.event, source=intake.source)
     study = intake.study
@@ -112,19 +115,13 @@ def validate(
     plan = _plan(intake, ctx, as_of)
     work = intake.raw.hstack(ctx.frame.drop(ROW))
     helpers = [c for c in ctx.frame.columns if c != ROW]
-    schema_columns: dict[str, pa.Column] = {}
     data_columns = {c.name for c in study_columns(study)}
-    for name in intake.raw.columns:
-        if name in plan.checks or name in data_columns or _known_column(name, study):
-            schema_columns[name] = pa.Column(None, checks=plan.checks.get(name, []), nullable=True, required=False)
-    for name in helpers:
-        schema_columns[name] = pa.Column(None, nullable=True, required=False)
-    schema = pa.DataFrameSchema(schema_columns, strict=True, name=f"study {study.name}")
-    try:
-        schema.validate(work, lazy=True)
-        failures = None
-    except SchemaErrors as exc:
-        failures = exc.failure_cases
+    declared = [
+        name
+        for name in intake.raw.columns
+        if name in plan.checks or name in data_columns or _known_column(name, study)
+    ] + helpers
+    failures = run(plan.checks, declared, f"study {study.name}", work)
     frame = _findings_frame(failures, plan, work, intake, ctx)
     return Findings(frame=frame, source=intake.source, rows_checked=intake.raw.height, as_of=as_of)
 

@@ -626,6 +626,8 @@ _LOG_TYPES = {
 
 def _log(ctx: Context, request: ApiRequest) -> Reply:
     params = request.params
+    if not ctx.spec.user_logging:
+        raise ApiError("You do not have Logging privileges in this project", 403)
     logtype = params.get("logtype", "")
     if logtype and logtype not in ("export", "manage", "user", "lock_record", "page_view", *_LOG_TYPES):
         raise ApiError('The value of the parameter "logtype" is not valid')
@@ -653,7 +655,11 @@ def _log(ctx: Context, request: ApiRequest) -> Reply:
             "username": username,
             "action": f"{action} {record}" + (f" ({event})" if event else ""),
             "details": records.log_details(details),
+            "record": record,  # REDCap 13.4.9 added this column
         })
+    # REDCap logs each API export of the log itself as a Manage/Design event
+    with ctx.storage.write() as con:
+        ctx.storage.log_design(con, ctx.pid, ctx.username, "Export Logging (API)")
     return _list_reply(rows, params)
 
 
@@ -681,7 +687,8 @@ def _user(ctx: Context, request: ApiRequest) -> Reply:
         "data_access_group_id": group["data_access_group_id"] if group else "", "design": 1, "alerts": 1,
         "user_rights": 1, "data_access_groups": 1, "reports": 1, "stats_and_charts": 1,
         "manage_survey_participants": 1, "calendar": 1, "data_import_tool": 1, "data_comparison_tool": 1,
-        "logging": 1, "email_logging": 1, "file_repository": 1, "data_quality_create": 1, "data_quality_execute": 1,
+        "logging": int(ctx.spec.user_logging), "email_logging": 1, "file_repository": 1, "data_quality_create": 1,
+        "data_quality_execute": 1,
         "api_export": 1, "api_import": 1, "api_modules": 0, "mobile_app": 0, "mobile_app_download_data": 0,
         "record_create": 1, "record_rename": 1, "record_delete": 1, "lock_records_all_forms": 0, "lock_records": 0,
         "lock_records_customization": 0, "forms": forms, "forms_export": forms,

@@ -64,6 +64,8 @@ class ProjectSpec:
     in_production: bool = False
     # The token user's Data Access Group (unique group name; "" = in no group, sees every record)
     user_dag: str = ""
+    # The token user's Logging right: without it REDCap refuses the log export (`content=log`)
+    user_logging: bool = True
 
     @property
     def is_longitudinal(self) -> bool:
