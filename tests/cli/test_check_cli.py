@@ -259,3 +259,70 @@ def test_check_reports_every_definition_error_screen_refuses_a_rule_file_for(
     assert "Traceback" not in out + err
     if what == "study not found":
         assert f"{RULES}:15:8: RULE015 study '../nowhere/study.yaml' not found (nowhere/study.yaml)" in reported
+
+
+# ---- everything at once, and nothing twice ------------------------------------------------------------------------
+SECOND = "instrument: second\nfields:\n  - name: score\n    type: text\n    validation: integer\n"
+USES_SCORE = "  - name: high\n    type: yesno\n    show_if: \"[score] > 3\"\n"
+DEMO_RULES = ("id: demo\nversion: '1'\ntitle: Demo\nprotocol: {reference: p, version: '1'}\ncriteria:\n"
+         "  - id: I1\n    kind: inclusion\n    text: High score.\n    logic: \"[score] => 3\"\n")
+
+
+def test_rule_files_are_checked_even_when_an_instrument_has_an_error(tmp_path, capsys):
+    make(tmp_path, {"base": BASE + "  - name: sex\n    type: radio\n", "second": SECOND})
+    (tmp_path / "eligibility_rules").mkdir()
+    (tmp_path / "eligibility_rules" / "demo.yaml").write_text(DEMO_RULES)
+    code, out, _ = run(["check", str(tmp_path)], capsys)
+    assert code == 2
+    assert "DEF005 radio field 'sex' has no choices" in out
+    assert "demo.yaml:9:" in out and "LOG001 criterion I1" in out
+
+
+def test_every_missing_required_key_is_named(tmp_path, capsys):
+    make(tmp_path, {"base": BASE + "  - label: Nameless\n"})
+    code, out, _ = run(["check", str(tmp_path)], capsys)
+    assert code == 2
+    assert out.splitlines() == ["instruments/base.yaml:6:5: SCH002 fields[1]: missing required keys 'name', 'type'"
+                                .replace("instruments/", f"{tmp_path}/instruments/")]
+
+
+def test_one_duplicate_key_is_one_error_not_a_cascade(tmp_path, capsys):
+    # the repeated `validation:` used to drop the whole instrument: "unknown field [score]" in another
+    # instrument's branching logic and "unknown instrument" in every event listing it followed
+    dup = SECOND + "    validation: integer\n"
+    study = ("study: demo\ninstruments: [base, second]\narms:\n  - number: 1\n    events:\n"
+             "      - {label: Visit, instruments: [base, second]}\n")
+    make(tmp_path, {"base": BASE + USES_SCORE, "second": dup}, study)
+    code, out, _ = run(["check", str(tmp_path)], capsys)
+    assert code == 2
+    assert [line.split(": ", 1)[1] for line in out.splitlines()] == [
+        "YAML002 duplicate key 'validation' (first at line 5)"]
+
+
+def test_a_field_schema_error_does_not_cascade_into_unknown_fields(tmp_path, capsys):
+    broken = SECOND.replace("type: text", "type: txet")
+    make(tmp_path, {"base": BASE + USES_SCORE, "second": broken})
+    code, out, _ = run(["check", str(tmp_path)], capsys)
+    assert code == 2
+    assert [line.split(": ", 1)[1].split()[0] for line in out.splitlines()] == ["SCH005"], out
+
+
+def test_the_closing_line_says_what_was_checked(repo_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    code, _, err = run(["check"], capsys)
+    n = len(list((repo_root / "instruments").glob("*.yaml")))
+    rules = len(list((repo_root / "eligibility_rules").glob("*.yaml")))
+    assert code == 0
+    assert err.strip() == f"checked study.yaml, {n} instruments, {rules} rule file{'s' * (rules != 1)}: no problems"
+    make(tmp_path, {"base": BASE + "  - name: sex\n    type: radio\n"})
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(["check", "instruments/base.yaml"], capsys)
+    assert (code, err.strip()) == (2, "checked 1 instrument: 1 error(s), 0 warning(s)")
+
+
+def test_check_outside_a_study_folder_says_how_to_name_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(["check"], capsys)
+    assert code == 2
+    assert out.strip() == ("study.yaml: IO001 no study file here (study.yaml not found in the current folder): run "
+                           "trialkit in the study's folder, or point at it with trialkit check DIR")

@@ -80,3 +80,49 @@ def test_json_nested_past_any_stack_is_a_data_error(capsys, tmp_path, suffix, de
         assert code == expected, err
         assert "internal error" not in err and "Recursion" not in err
         assert "nested" in err
+
+
+# ---- no study where the command looks for one ---------------------------------------------------------------------
+def test_outside_the_study_folder_says_how_to_point_at_it(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(capsys, "validate", str(EXAMPLE))
+    assert code == 2
+    assert "study.yaml not found in the current folder" in out + err
+    assert "point at it with --study DIR" in out + err
+
+
+def test_a_study_path_from_a_rule_files_study_key_says_so(capsys, tmp_path, monkeypatch):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.read_text(encoding="utf-8").replace("study: ../study.yaml", "study: ../nowhere"),
+                     encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(capsys, "screen", str(EXAMPLE), "--rules", "rules.yaml", "--as-of", "2026-11-02")
+    assert code == 2
+    assert "this path comes from the 'study:' key of rules.yaml (line 15): correct it there" in out + err
+
+
+# ---- `-` reads standard input --------------------------------------------------------------------------------------
+def _pipe(monkeypatch, data: bytes) -> None:
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+
+
+def _head(rows: int) -> bytes:
+    return b"".join(EXAMPLE.read_bytes().splitlines(keepends=True)[: rows + 1])
+
+
+def test_validate_and_screen_read_standard_input(capsys, monkeypatch):
+    _pipe(monkeypatch, _head(20))
+    code, out, err = _run(capsys, "validate", "-", "--study", str(ROOT), "--as-of", "2026-11-02")
+    assert code == 0 and "in - (20 data rows checked" in out + err
+    _pipe(monkeypatch, _head(20))
+    code, out, _ = _run(capsys, "screen", "-", "--rules", str(RULES), "--as-of", "2026-11-02")
+    assert code == 0 and "Data: -" in out and "assessed" in out
+
+
+def test_logic_eval_reads_its_data_from_standard_input(capsys, monkeypatch):
+    _pipe(monkeypatch, b"record_id,age\n1,20\n2,10\n")
+    code, out, _ = _run(capsys, "logic", "eval", "[age] >= 18", "--data", "-")
+    assert (code, out.splitlines()) == (0, ["record_id,value", "1,true", "2,false"])

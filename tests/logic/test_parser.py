@@ -121,11 +121,43 @@ def test_error_positions_follow_offsets_but_caret_uses_the_expression():
         ("[a] = b", "expected '(' after a function name"),
         ("sum(b)", "unexpected name 'b'"),
         ("count_instances([a] = 1)", "needs an instrument name"),
-        ("[a] = 1 & [b] = 2", "unexpected character '&'"),
+        ("[a] = 1 & [b] = 2", "'&' is not an operator: write 'and'"),
+        ("[a] = 1 ; 2", "unexpected character ';'"),
     ],
 )
 def test_syntax_errors(text, needle):
     assert needle in str(syntax_error(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message"),
+    [
+        ("[age] => 18", "1:7", "'=>' is not an operator: write '>='"),
+        ("[age] =< 18", "1:7", "'=<' is not an operator: write '<='"),
+        ("[age] >== 18", "1:7", "'>==' is not an operator: write '>='"),
+        ("[a] = 1 && [b] = 2", "1:9", "'&&' is not an operator: write 'and'"),
+        ("[a] = 1 || [b] = 2", "1:9", "'||' is not an operator: write 'or'"),
+        ("[a] = 1 or\n  [b] => 2", "2:7", "'=>' is not an operator: write '>='"),
+        ("![a]", "1:1", "'!' is not an operator: 'not equal' is written '<>'"),
+        ("[a] ≠ 1", "1:5", "'≠' is not an operator: write '<>'"),
+        ("[a] % 2 = 0", "1:5", "'%' is not an operator: the remainder is mod(a, b)"),
+        ("[a] is null", "1:5", "blank is written ''"),
+        ("[a] = NULL", "1:7", "blank is written ''"),
+        ("=if([a] = 1, 1, 0)", "1:1", "an expression does not start with '='"),
+        ("[sex] = \u2018f\u2019", "1:9", "curly quote"),
+        ("[sex] = \u201cf\u201d", "1:9", "curly quote"),
+    ],
+)
+def test_common_typos_from_excel_sql_and_python_say_the_fix(text, where, message):
+    err = syntax_error(text)
+    assert str(err).startswith(f"{where}: {message}")
+    assert "\u2018f" not in str(err) and "\u201cf" not in str(err)  # the typo's fix, never the expression's text
+
+
+@pytest.mark.parametrize("text", ["[a] <> 1", "[a] != 1", "[a] = 1 AND [b] = 2", "[a] = 1 Or [b] = 2",
+                                  "NOT [a] = 1"])
+def test_what_redcap_accepts_is_no_typo(text):
+    parse(text)
 
 
 @pytest.mark.parametrize(

@@ -202,7 +202,7 @@ def test_rows_with_no_cell_at_all_are_no_data(tmp_path, kap_study):
 
 
 @pytest.mark.parametrize("content, encoding, hint", [
-    ("record_id;redcap_event_name\n1;screening_arm_1\n", "utf-8", "separated by another character"),
+    ("record_id;redcap_event_name\n1;screening_arm_1\n", "utf-8", "Excel saved it with semicolons"),
     ("record_id,redcap_event_name\n1,screening_arm_1\n", "utf-16-le", "another encoding"),
 ])
 def test_a_file_in_the_wrong_shape_says_what_to_do(tmp_path, kap_study, content, encoding, hint):

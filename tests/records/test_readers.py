@@ -188,3 +188,48 @@ def test_excel_sheet_by_name(tmp_path, mini_study):
         read_intake(path, mini_study)  # the first sheet is not intake data
     with pytest.raises(DataError):
         read_intake(path, mini_study, sheet="missing")
+
+
+# ---- `-`: standard input where a data file is expected ----------------------------------------------------------
+def _stdin(monkeypatch, data: bytes) -> None:
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+
+
+@pytest.mark.parametrize("kind", ["csv", "tsv", "json", "ndjson", "parquet", "xlsx"])
+def test_dash_reads_standard_input_in_any_format(tmp_path, monkeypatch, kind):
+    from trialkit.records.readers import read_text_frame
+
+    frame = pl.DataFrame({"record_id": ["001", "002"], "age": ["34", None]})
+    path = tmp_path / f"d.{kind}"
+    if kind == "csv":
+        frame.write_csv(path)
+    elif kind == "tsv":
+        frame.write_csv(path, separator="\t")
+    elif kind == "json":
+        frame.write_json(path)
+    elif kind == "ndjson":
+        frame.write_ndjson(path)
+    elif kind == "parquet":
+        frame.write_parquet(path)
+    else:
+        wb = openpyxl.Workbook()
+        wb.active.append(frame.columns)
+        for row in frame.iter_rows():
+            wb.active.append(list(row))
+        wb.save(path)
+    _stdin(monkeypatch, path.read_bytes())
+    got, fmt = read_text_frame("-")
+    assert fmt == {"tsv": "tsv", "ndjson": "ndjson"}.get(kind, kind)
+    assert got.select("record_id", "age").to_dicts() == frame.to_dicts()
+
+
+def test_an_error_on_standard_input_names_dash_not_a_temporary_file(monkeypatch):
+    from trialkit.records.readers import read_delimited
+
+    _stdin(monkeypatch, b'record_id,notes\n001,"never closed\n')
+    with pytest.raises(DataError) as info:
+        read_delimited("-")
+    assert info.value.location.file == "-" and info.value.location.line == 2

@@ -300,3 +300,34 @@ def test_push_cli_dry_run_lists_changes_without_identifier_values_and_sends_noth
     assert {"calls", "bytes", "records", "seconds", "failures"} <= set(summary)
     assert captured.err == "" and token not in captured.out
     assert stored(sandbox, token)["record_id"].n_unique() == 3
+
+
+def test_a_whole_number_in_a_one_decimal_field_is_sent_as_redcap_imports_it(sandbox, kap, study, tmp_path):
+    # validation accepts 175 in a number_1dp field (REDCap's data entry does); REDCap's API import refuses it
+    token, clock = kap
+    data = intake_frame(1)
+    height = pl.col("vs_height_cm")
+    assert data.filter(height.is_not_null()).height
+    data = data.with_columns(pl.when(height.is_not_null()).then(pl.lit("175")).otherwise(height).alias("vs_height_cm"),
+                             pl.lit(None, pl.String).alias("vs_bmi"))  # REDCap's to compute
+    data.write_csv(tmp_path / "intake.csv")
+    ledger = DataLedger(tmp_path / "ledger.sqlite")
+    first = run(sandbox, token, tmp_path / "intake.csv", study, ledger, clock)
+    assert not first.rejected and not first.unverified and first.invalid == 0
+    assert set(stored(sandbox, token)["vs_height_cm"].drop_nulls()) == {"175.0"}
+    again = run(sandbox, token, tmp_path / "intake.csv", study, ledger, clock)
+    assert again.cells_set == 0 and again.imports == 0
+    ledger.close()
+
+
+def test_push_reads_standard_input_for_dash(sandbox, kap, study, tmp_path, monkeypatch):
+    import io
+    import sys
+
+    token, clock = kap
+    data = intake_frame(1)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data.write_csv().encode()), encoding="utf-8"))
+    with DataLedger(tmp_path / "ledger.sqlite") as ledger:
+        result = run(sandbox, token, "-", study, ledger, clock)
+    assert result.records == 1 and result.changed_records == 1 - result.invalid
+    assert set(stored(sandbox, token)["record_id"]) == set(valid_part(data, result)["record_id"])

@@ -37,7 +37,7 @@ class TestCleanData:
 
 class TestValueChecks:
     def test_type_format_range_choice(self, tmp_path, mini_study, clean_rows):
-        clean_rows[0].update(age="34.5", weight="70", height="tall", sex="3", mood="101", visit_time="2025-01-10")
+        clean_rows[0].update(age="34.5", weight="70.55", height="tall", sex="3", mood="101", visit_time="2025-01-10")
         clean_rows[3].update(email="bo at example", dob="2030-01-01", race___2="2")
         clean_rows[1].update(dose="5000", start="2024-02-30", drug="prozac")
         f = run(tmp_path, mini_study, clean_rows)

@@ -154,8 +154,8 @@ def _json_value(value, kind: str, mode: str):  # type: ignore[no-untyped-def]
     "--data",
     "data_path",
     required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="REDCap flat export CSV (all cells text; checkbox options as field___code).",
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+    help="REDCap flat export CSV (all cells text; checkbox options as field___code); - reads standard input.",
 )
 @click.option("--mode", type=click.Choice(["redcap", "kleene"]), default="redcap", show_default=True)
 @click.option(

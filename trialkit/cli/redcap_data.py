@@ -106,7 +106,7 @@ def pull(connection, out, full, overlap, study_dir, ledger_path, fmt) -> None:
             f"read back as written; or {_REDCAP_FAILED}")
 @click.command()
 @_connection
-@click.argument("data", type=click.Path(exists=True, path_type=Path))
+@click.argument("data", type=click.Path(exists=True, allow_dash=True, path_type=Path))
 @click.option("--clear-blanks", is_flag=True,
               help="A blank cell clears the value REDCap holds (only those cells are written with overwrite).")
 @click.option("--auto-number", is_flag=True,

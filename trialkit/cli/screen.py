@@ -32,7 +32,7 @@ def _write(path: Path, text: str) -> None:
 @exit_codes("screening ran (whatever the dispositions)",
             "the data could not be screened (unreadable, wrong shape, no records)")
 @click.command("screen", epilog=EXAMPLE)
-@click.argument("data", type=click.Path(exists=True, path_type=Path))
+@click.argument("data", type=click.Path(exists=True, allow_dash=True, path_type=Path))
 @click.option(
     "--rules",
     "rules_path",

@@ -26,7 +26,7 @@ Examples:
             "findings (errors, or warnings with --strict), or the data could not be read (unreadable file, "
             "not this study's data)")
 @click.command("validate", epilog=EXAMPLE)
-@click.argument("data", type=click.Path(exists=True, path_type=Path))
+@click.argument("data", type=click.Path(exists=True, allow_dash=True, path_type=Path))
 @study_option(default=Path("."))
 @format_option(FORMATS, help="Output format (default: the one --out's extension names, else text).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the findings to this file.")

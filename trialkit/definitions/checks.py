@@ -101,7 +101,8 @@ def check_semantics(study: Study, sources: SourceMap | None = None, *, standalon
         _check_schedule(study, out)
     from trialkit.definitions.expressions import check_expressions
 
-    out.items.extend(check_expressions(study, out.sources, standalone=standalone))
+    # with fields missing through errors already reported, "unknown field" would only repeat them
+    out.items.extend(check_expressions(study, out.sources, standalone=standalone or out.sources.incomplete))
     return out.items
 
 
@@ -121,7 +122,7 @@ def _check_names(study: Study, out: _Out, *, standalone: bool = False) -> None:
         problem = _name_problem(inst.name, from_yaml)
         if problem:
             out.instrument(inst.name, "DEF004", f"instrument name '{inst.name}' {problem}", ("instrument",))
-        if not inst.fields:
+        if not inst.fields and inst.name not in out.sources.dropped:  # else its schema errors say why
             out.instrument(inst.name, "DEF017", f"instrument '{inst.name}' has no fields", ("fields",))
         columns.setdefault(complete_field(inst.name), f"the status field of instrument '{inst.name}'")
     for f in study.iter_fields():
@@ -363,8 +364,8 @@ def _cycle_path(graph: dict[str, set[str]], comp: list[str]) -> list[str]:
 
 # ---- schedule ---------------------------------------------------------------------------------------------------
 def _check_schedule(study: Study, out: _Out) -> None:
-    names = {i.name for i in study.instruments}
     src = out.sources
+    names = {i.name for i in study.instruments} | src.unbuilt  # an unbuilt one has its own error already
     if not study.longitudinal:
         for i, r in enumerate(study.repeating_instruments):
             if r not in names:

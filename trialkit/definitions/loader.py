@@ -32,6 +32,16 @@ class SourceMap:
     # (form, field) -> (key into instrument_docs, JSON path of the field's mapping)
     fields: dict[tuple[str, str], tuple[str, JsonPath]] = field(default_factory=dict)
     events: list[JsonPath] = field(default_factory=list)  # path in the study doc of each of Study.events, in order
+    # What the study lacks because of an error already reported: instruments listed but not built (no file, not
+    # YAML), and instruments with a field mapping that could not be built (no name or type). Checks that would
+    # only repeat that error as "unknown instrument" or "unknown field" consult these (no cascade).
+    unbuilt: set[str] = field(default_factory=set)
+    dropped: set[str] = field(default_factory=set)
+
+    @property
+    def incomplete(self) -> bool:
+        """True when some field of the study may be missing from it: references cannot be judged."""
+        return bool(self.unbuilt or self.dropped)
 
     def field_doc(self, f: Field) -> tuple[YamlDoc, JsonPath] | None:
         hit = self.fields.get((f.form, f.name))
@@ -165,6 +175,8 @@ def build_instrument(doc: YamlDoc, fallback_name: str, sources: SourceMap | None
     for i, fd in enumerate(raw_fields):
         f = build_field(doc, fd, ("fields", i), name)
         if f is None:
+            if sources is not None:
+                sources.dropped.add(name)
             continue
         fields.append(f)
         if sources is not None and (name, f.name) not in sources.fields:
@@ -233,11 +245,13 @@ def build_study(doc: YamlDoc, instruments: list[Instrument], sources: SourceMap,
 
 def _parse_and_validate(doc: YamlDoc, kind: str) -> list[Diagnostic]:
     diags = list(doc.diagnostics)
-    if not doc.ok:
-        return diags
     if doc.data is None:
-        diags.append(Diagnostic("YAML004", "file is empty", doc.path, 1, 1))
+        if doc.ok:
+            diags.append(Diagnostic("YAML004", "file is empty", doc.path, 1, 1))
         return diags
+    # A file that parsed with a duplicate key (the first value kept) or an unsupported key is still checked and
+    # built: one repeated line must not hide its instrument from the study and cascade into "unknown instrument"
+    # and "unknown field" errors everywhere it is used.
     diags.extend(d for d, _ in schema_check.validate(doc, kind))
     return diags
 
@@ -262,8 +276,22 @@ def _instrument_files(directory: Path) -> dict[str, Path]:
     return out
 
 
-def check_study(path: str | Path = ".") -> CheckResult:
-    """Check a study (a directory holding study.yaml, or the study file itself): every problem, never raises."""
+def no_study_message(path: str | Path, *, named_by: str | None = None, pointer: str = "--study DIR") -> str:
+    """Why there is no study at `path`, and how to point at one: the usual slip is running a command outside the
+    study's folder, or a rule file's `study:` key that is wrong."""
+    if named_by is not None:
+        return (f"no study file here ({STUDY_FILE} not found); this path comes from the 'study:' key of {named_by}: "
+                f"correct it there, or give the study with {pointer}")
+    if Path(path) == Path("."):
+        return (f"no study file here ({STUDY_FILE} not found in the current folder): run trialkit in the study's "
+                f"folder, or point at it with {pointer}")
+    return f"no study file here ({STUDY_FILE} not found): {pointer} names the folder that holds {STUDY_FILE}"
+
+
+def check_study(path: str | Path = ".", *, named_by: str | None = None, pointer: str = "--study DIR") -> CheckResult:
+    """Check a study (a directory holding study.yaml, or the study file itself): every problem, never raises.
+    `named_by`: the rule file whose `study:` key gave `path`; `pointer`: how the command takes a study path (both
+    for the message when there is no study)."""
     from trialkit.definitions.checks import check_semantics
 
     study_path = find_study_file(path)
@@ -271,12 +299,12 @@ def check_study(path: str | Path = ".") -> CheckResult:
     diags: list[Diagnostic] = []
     shown = display_path(study_path)
     if not study_path.is_file():
-        diags.append(Diagnostic("IO001", f"no study file here ({STUDY_FILE} not found)", shown))
+        diags.append(Diagnostic("IO001", no_study_message(path, named_by=named_by, pointer=pointer), shown))
         return CheckResult(None, diags, sources)
     sdoc = read_yaml(study_path, shown)
     sources.study_doc = sdoc
     diags += _parse_and_validate(sdoc, "study")
-    if not sdoc.ok or not isinstance(sdoc.data, dict):
+    if not isinstance(sdoc.data, dict):
         return CheckResult(None, sorted_diagnostics(diags), sources)
     sdata = sdoc.data
     inst_dir_name = sdata.get("instruments_dir") if isinstance(sdata.get("instruments_dir"), str) else None
@@ -296,11 +324,13 @@ def check_study(path: str | Path = ".") -> CheckResult:
             line, col = sdoc.where(("instruments", i))
             where = display_path(inst_dir / f"{name}.yaml")
             diags.append(Diagnostic("DEF003", f"instrument '{name}' has no file ({where} not found)", shown, line, col))
+            sources.unbuilt.add(name)
             continue
         idoc = read_yaml(fpath, display_path(fpath))
         sources.instrument_docs[name] = idoc
         diags += _parse_and_validate(idoc, "instrument")
-        if not idoc.ok or not isinstance(idoc.data, dict):
+        if not isinstance(idoc.data, dict):
+            sources.unbuilt.add(name)
             continue
         inst = build_instrument(idoc, name, sources)
         if inst.name != name:
@@ -349,10 +379,10 @@ def unique_diagnostics(diags: list[Diagnostic]) -> list[Diagnostic]:
     return list(dict.fromkeys(diags))
 
 
-def load_study(path: str | Path = ".") -> Study:
+def load_study(path: str | Path = ".", *, named_by: str | None = None) -> Study:
     """The study at `path` (a directory with study.yaml, or the study file). Raises DefinitionError with every
-    diagnostic when anything is an error; warnings do not stop loading."""
-    result = check_study(path)
+    diagnostic when anything is an error; warnings do not stop loading. `named_by`: see check_study."""
+    result = check_study(path, named_by=named_by)
     if result.errors or result.study is None:
         raise DefinitionError(
             f"{len(result.errors)} error(s) in study definition {display_path(find_study_file(path))}",
@@ -368,7 +398,7 @@ def check_instrument_file(path: str | Path) -> tuple[Instrument | None, list[Dia
     p = Path(path)
     doc = read_yaml(p, display_path(p))
     diags = _parse_and_validate(doc, "instrument")
-    if not doc.ok or not isinstance(doc.data, dict):
+    if not isinstance(doc.data, dict):
         return None, sorted_diagnostics(diags)
     sources = SourceMap(instrument_docs={})
     stem = p.stem

@@ -57,8 +57,12 @@ def _message(err: ValidationError) -> tuple[str, JsonPath, bool]:
     where = _where(path)
     kw = err.validator
     if kw == "required":
+        # jsonschema raises one error per missing key, all alike: each names every missing key, so after
+        # de-duplication one diagnostic names them all (not only the first)
         missing = [k for k in err.validator_value if isinstance(err.instance, dict) and k not in err.instance]
-        return f"{where}: missing required key '{missing[0] if missing else err.validator_value}'", path, False
+        names = ", ".join(f"'{k}'" for k in missing or err.validator_value)
+        plural = "s" if len(missing) > 1 else ""
+        return f"{where}: missing required key{plural} {names}", path, False
     if kw in ("additionalProperties", "unevaluatedProperties") and isinstance(err.instance, dict):
         allowed = set(err.schema.get("properties", {}))
         extra = [k for k in err.instance if k not in allowed]
@@ -93,5 +97,7 @@ def validate(doc: YamlDoc, kind: str) -> list[tuple[Diagnostic, JsonPath]]:
         message, path, key = _message(best)
         line, col = doc.where(path, key=key)
         diag = Diagnostic(SCHEMA_CODES.get(best.validator, SCHEMA_OTHER), message, doc.path, line, col)
+        if any(diag == d for d, _ in out):
+            continue  # the same problem reached again (each missing key of one mapping is its own error)
         out.append((diag, tuple(best.absolute_path)))
     return out

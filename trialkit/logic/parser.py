@@ -306,6 +306,69 @@ def _open_parens(text: str, upto: int) -> list[str | None]:
     return stack
 
 
+_OP_CHARS = "<>=!"
+#: Operators as Excel, SQL, Python or JavaScript users write them, and REDCap's spelling.
+_OP_TYPOS = {"=>": ">=", "=<": "<=", "===": "=", ">==": ">=", "<==": "<=", "=!": "<>", "!==": "<>", "<>=": "<>",
+             "><": "<>"}
+_CHAR_TYPOS = {
+    "&&": "'&&' is not an operator: write 'and'",
+    "&": "'&' is not an operator: write 'and'",
+    "||": "'||' is not an operator: write 'or'",
+    "|": "'|' is not an operator: write 'or'",
+    "!": "'!' is not an operator: 'not equal' is written '<>'",
+    "≥": "'≥' is not an operator: write '>='",
+    "≤": "'≤' is not an operator: write '<='",
+    "≠": "'≠' is not an operator: write '<>'",
+    "%": "'%' is not an operator: the remainder is mod(a, b)",
+}
+_SMART_QUOTES = "\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f"
+
+
+def _offset(text: str, line: int, col: int) -> int:
+    lines = text.split("\n")
+    return sum(len(x) + 1 for x in lines[: line - 1]) + col - 1
+
+
+def _rel(text: str, offset: int) -> tuple[int, int]:
+    return text.count("\n", 0, offset) + 1, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+def _typo(exc: UnexpectedInput, text: str) -> tuple[str, int, int] | None:
+    """The fix for a mistake users coming from Excel, SQL or Python make, at the place it starts; None for others.
+    Only operator characters are quoted: never the expression's values."""
+    if isinstance(exc, UnexpectedEOF) or exc.line is None or exc.line < 1:
+        return None
+    at = _offset(text, exc.line, exc.column)
+    if not 0 <= at < len(text):
+        return None
+    ch = text[at]
+    if ch in _SMART_QUOTES:
+        return ("curly quote (a word processor or spreadsheet put it there): text is written in straight quotes, "
+                "'...' or \"...\"", *_rel(text, at))
+    if ch in _OP_CHARS:
+        start, end = at, at
+        while start > 0 and text[start - 1] in _OP_CHARS:
+            start -= 1
+        while end < len(text) and text[end] in _OP_CHARS:
+            end += 1
+        op = text[start:end]
+        if op in _OP_TYPOS:
+            return f"'{op}' is not an operator: write '{_OP_TYPOS[op]}'", *_rel(text, start)
+        if ch == "!":
+            return _CHAR_TYPOS["!"], *_rel(text, at)
+        if start == 0 and op == "=" and text[end:].strip():
+            return "an expression does not start with '=' (it is not a spreadsheet formula): remove it", 1, 1
+        return None
+    for typo in ("&&", "||", "&", "|", "≥", "≤", "≠", "%"):
+        if text.startswith(typo, at):
+            return _CHAR_TYPOS[typo], *_rel(text, at)
+    word = re.match(r"[A-Za-z_]+", text[at:])
+    if word and word.group(0).lower() in ("null", "is"):
+        return ("blank is written '' (no null or 'is' in REDCap logic): [field] = '' or [field] <> ''",
+                *_rel(text, at))
+    return None
+
+
 def _syntax_message(exc: UnexpectedInput, text: str) -> str:
     if isinstance(exc, UnexpectedCharacters):
         ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
@@ -409,6 +472,9 @@ def parse(text: str, *, file: str | None = None, line: int = 1, col: int = 1) ->
             rel = _end_position(text)
         else:
             rel = (exc.line, exc.column)
+        typo = _typo(exc, text)
+        if typo is not None:
+            raise ctx.error(typo[0], typo[1], typo[2]) from None
         raise ctx.error(_syntax_message(exc, text), *rel) from None
     _check_depth(tree, ctx)
     return tree

@@ -10,8 +10,10 @@ blank is screening's "missing", not "invalid"). Messages never quote the value: 
 
 Not checks here: required fields, hidden values, duplicate rows and calculated values (validation has them;
 screening merges duplicate rows and recomputes calcs itself). A number with more or fewer decimals than its
-`number_1dp`-style validation asks for is a `format` finding but still usable: `175` is unambiguous in a
-one-decimal field, and REDCap's own data entry accepts it.
+`number_1dp`-style validation asks for is a `format` finding but still usable; a whole number is no finding at
+all: `175` is unambiguous in a one-decimal field, and REDCap's own data entry accepts it as 175.0. Cells that a
+spreadsheet changed (dates with slashes, labels for codes) fail checks of their own, whose messages say the fix
+(trialkit.records.spreadsheet).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from dataclasses import dataclass
 import polars as pl
 
 from trialkit.definitions.model import FieldType
-from trialkit.records.convert import Column
+from trialkit.records import spreadsheet
+from trialkit.records.convert import WHOLE, Column
 
 #: How a raw date/time form reads to a person: the format REDCap's API and exports use.
 _SHOWN_FORMAT = {"%Y": "YYYY", "%m": "MM", "%d": "DD", "%H": "HH", "%M": "MM", "%S": "SS"}
@@ -80,7 +83,7 @@ def cell_checks(
         out.append(
             CellCheck(
                 "type",
-                raw.is_null() | is_missing | typed.is_not_null(),
+                raw.is_null() | is_missing | typed.is_not_null() | spreadsheet.slashed_date(col, raw),
                 f"not a valid {label}",
                 f"unreadable value (expected {expected_form(col)})",
             )
@@ -89,7 +92,9 @@ def cell_checks(
             out.append(
                 CellCheck(
                     "format",
-                    raw.is_null() | is_missing | typed.is_null() | raw.str.contains(vt.anchored),
+                    # a whole number is read as 175.0, as REDCap's data entry takes it (see the module doc)
+                    raw.is_null() | is_missing | typed.is_null() | raw.str.contains(vt.anchored)
+                    | raw.str.contains(WHOLE),
                     f"not in the form {vt.label}",
                     usable=True,
                 )
@@ -109,12 +114,12 @@ def cell_checks(
         out.append(
             CellCheck(
                 "choice",
-                raw.is_null() | is_missing | raw.is_in(list(codes)),
+                raw.is_null() | is_missing | raw.is_in(list(codes)) | spreadsheet.is_label(col, raw),
                 f"not one of the codes {listing(codes)}",
                 f"not one of the codes {listing(codes)} (a labels export? export raw data)",
             )
         )
-    return out
+    return out + spreadsheet.checks(col, raw=raw, typed=typed, is_missing=is_missing)
 
 
 def _range_checks(col: Column, typed: pl.Expr, as_of: _dt.date | None) -> list[CellCheck]:

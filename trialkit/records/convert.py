@@ -6,6 +6,7 @@ and the typed frame (raw present, typed null), so conversion itself never fails 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 
@@ -26,6 +27,7 @@ META_COLUMNS = (EVENT, REPEAT_INSTRUMENT, REPEAT_INSTANCE, DAG, SURVEY_ID)
 COMPLETE_CODES = ("0", "1", "2")
 
 _INTEGER = r"^[-+]?[0-9]+$"
+WHOLE = r"^-?[0-9]+$"  # a whole number as a number_Ndp field may hold it (see padded_decimals)
 
 DTYPES: dict[str, pl.DataType] = {
     "date": pl.Date(),
@@ -149,6 +151,20 @@ def typed_expr(column: Column, raw: pl.Expr | None = None, *, missing_codes: tup
             column.name
         )
     return raw.alias(column.name)
+
+
+_DECIMALS = re.compile(r"number_([1-4])dp(_comma_decimal)?")
+
+
+def padded_decimals(raw: pl.Expr, validation: str) -> pl.Expr:
+    """`raw` with a whole number written with the decimals its `number_Ndp` validation asks for (`175` as `175.0`,
+    or `175,0` with a decimal comma): validation accepts `175` in a one-decimal field, as REDCap's data entry does,
+    but REDCap's API import refuses it. Other values and other validations are unchanged."""
+    m = _DECIMALS.fullmatch(validation or "")
+    if m is None:
+        return raw
+    tail = ("," if m.group(2) else ".") + "0" * int(m.group(1))
+    return pl.when(raw.str.contains(WHOLE)).then(raw + pl.lit(tail)).otherwise(raw)
 
 
 def null_column(column: Column) -> pl.Expr:

@@ -10,7 +10,12 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
+import sys
+import tempfile
 from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +66,9 @@ def read_text_frame(
     parser's own error text repeats the offending cells (names, dates of birth...), so a failed read is
     explained by a second, cheap pass over the file that finds the line and the kind of problem.
     """
+    if str(path) == STDIN:
+        with _stdin_file() as spooled:
+            return read_text_frame(spooled, sheet=sheet, columns=columns)
     path = Path(path)
     if path.is_dir() and (path / PULL_MANIFEST).is_file():
         return normalise(read_pulled_folder(path)), "parquet"
@@ -79,6 +87,7 @@ def read_text_frame(
         else:
             frame = _read_parquet(path, columns)
         frame = normalise(frame)
+        _refuse_labels_export(frame.columns)
     except DataError as exc:
         if exc.location is None:
             # Header problems (duplicate or reserved column) are on line 1 of a delimited file.
@@ -86,6 +95,48 @@ def read_text_frame(
             raise DataError(exc.message, location=Location(file=str(path), line=line)) from exc
         raise
     return frame, fmt
+
+
+# --- standard input ----------------------------------------------------------------------------------------
+
+STDIN = "-"  # where a data file is expected, `-` reads standard input (`... | trialkit validate -`)
+
+
+def _sniff(head: bytes) -> str:
+    """The format of data piped in, from its first bytes (there is no file name to go by)."""
+    if head.startswith(b"PAR1"):
+        return ".parquet"
+    if head.startswith(b"PK\x03\x04"):
+        return ".xlsx"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"["):
+        return ".json"
+    if text.startswith(b"{"):
+        return ".ndjson"
+    first = head.split(b"\n", 1)[0]
+    return ".tsv" if b"\t" in first and b"," not in first else ".csv"
+
+
+@contextmanager
+def _stdin_file(suffix: str | None = None) -> Iterator[Path]:
+    """Standard input spooled to a private temporary file (the readers check and re-read files by path), named
+    by its sniffed format; removed afterwards. Errors name `-`, not the temporary file."""
+    with tempfile.TemporaryDirectory(prefix="trialkit-") as folder:  # mkdtemp: readable by this user only
+        spooled = Path(folder) / "stdin"
+        with spooled.open("wb") as out:
+            source = getattr(sys.stdin, "buffer", None)
+            if source is not None:
+                shutil.copyfileobj(source, out, 1 << 20)
+            elif sys.stdin is not None:
+                out.write(sys.stdin.read().encode("utf-8"))
+        with spooled.open("rb") as handle:
+            head = handle.read(1 << 16)
+        named = spooled.rename(spooled.with_suffix(suffix or _sniff(head)))
+        try:
+            yield named
+        except DataError as exc:
+            where = replace(exc.location, file=STDIN) if exc.location else Location(file=STDIN)
+            raise DataError(exc.message, location=where) from None
 
 
 def _unreadable(path: Path, message: str, line: int | None = None, col: int | None = None) -> DataError:
@@ -101,11 +152,15 @@ def _os_error(path: Path, exc: OSError) -> DataError:
 
 def read_delimited(path: Path, separator: str = ",") -> pl.DataFrame:
     """A CSV/TSV file as text cells (null for blank), held to the same shape checks as `read_text_frame`, with
-    the same content-free errors; no ROW column and no header clean-up."""
+    the same content-free errors; no ROW column and no header clean-up. `-` reads standard input."""
+    if str(path) == STDIN:
+        with _stdin_file(".csv" if separator == "," else ".tsv") as spooled:
+            return _read_csv(spooled, separator)
     return _read_csv(path, separator)
 
 
 def _read_csv(path: Path, separator: str) -> pl.DataFrame:
+    _refuse_other_separator(path, separator)
     try:
         check_delimited(path, separator)  # polars pads a short row with blanks and aborts on huge cells
     except DataError as exc:
@@ -131,6 +186,54 @@ def _read_csv(path: Path, separator: str) -> pl.DataFrame:
         raise (
             _located_problem(path, separator) or _unreadable(path, f"malformed {kind}: cannot be read as a table")
         ) from None
+
+
+def _header_line(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            head = handle.readline(1 << 20)
+    except OSError:
+        return ""  # the read itself reports it
+    return head.decode("utf-8-sig", errors="replace").rstrip("\r\n")
+
+
+def _refuse_other_separator(path: Path, separator: str) -> None:
+    """A header that holds no `separator` but another one: the file was saved with other settings than its name
+    says. Read as is, it would be one column, and "no record id column" would not say why."""
+    header = _header_line(path)
+    if not header or separator in header:
+        return
+    if separator == "," and header.count(";") >= 1:
+        raise _unreadable(
+            path,
+            "Excel saved it with semicolons (as it does where the comma is the decimal mark): save it as "
+            "'Text (Tab delimited)' (.txt), or as CSV again with ',' as the list separator",
+            1,
+        )
+    if separator == "\t" and header.count(",") >= 1:
+        raise _unreadable(
+            path,
+            f"separated by commas, but named {path.suffix.lower()} (read as tab-separated): rename it to .csv",
+            1,
+        )
+
+
+#: the columns REDCap names in a "CSV (labels)" export where the raw export has redcap_event_name...
+_LABEL_HEADERS = frozenset({"Record ID", "Event Name", "Repeat Instrument", "Repeat Instance", "Survey Identifier",
+                            "Data Access Group"})
+_RAW_HEADER = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def _refuse_labels_export(columns: list[str]) -> None:
+    """REDCap's "CSV (labels)" export: field labels as headers, choice labels as values. No header is a field
+    name, so nothing could be read; say which export to take instead."""
+    names = [c for c in columns if c != ROW]
+    labelled = any(c in _LABEL_HEADERS or c.endswith("Complete?") for c in names)
+    if labelled and not any(_RAW_HEADER.fullmatch(c) for c in names):
+        raise DataError(
+            "a REDCap 'CSV (labels)' export (field labels as column headers): export raw data instead "
+            "('CSV / Microsoft Excel (raw data)', or the API with rawOrLabel=raw)"
+        )
 
 
 def _located_problem(path: Path, separator: str) -> DataError | None:

@@ -35,6 +35,7 @@ from typing import Any
 import polars as pl
 
 from trialkit.errors import DataError, RedcapError, UsageError
+from trialkit.records.convert import padded_decimals
 from trialkit.redcap.client import RedcapClient
 from trialkit.redcap.connections import Connection
 from trialkit.redcap.data_ledger import DataLedger
@@ -252,6 +253,10 @@ def _desired(raw: pl.DataFrame, def_field: str, metadata: Sequence[Mapping[str, 
     keys = [k for k in KEY_COLUMNS if k in raw.columns]
     frame = raw.select([def_field, *keys, *fields]).with_columns(
         [pl.col(c).cast(pl.String) for c in [def_field, *keys]])
+    # `175` in a number_1dp field passed validation (REDCap's data entry takes it); its API import wants `175.0`
+    valid = {row["field_name"]: row.get("text_validation_type_or_show_slider_number") or "" for row in metadata}
+    frame = frame.with_columns(padded_decimals(pl.col(c), valid[c]).alias(c) for c in fields
+                               if valid.get(c, "").startswith("number_"))
     return frame, fields
 
 

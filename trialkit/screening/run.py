@@ -41,7 +41,9 @@ def resolve_study(rules_path: Path, study: Any = None) -> Any:
         return load_study(study)
     ruleset, _ = read_ruleset(rules_path)
     named = ruleset.study_path() if ruleset is not None else None
-    return load_study(named if named is not None else ".")
+    if named is None:
+        return load_study(".")
+    return load_study(named, named_by=f"{rules_path} (line {ruleset.study_pos.line})" if ruleset else None)
 
 
 def load_rules(rules_path: str | Path, study: Any = None) -> CompiledRules:

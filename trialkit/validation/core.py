@@ -42,6 +42,7 @@ from trialkit.errors import Severity
 from trialkit.records import EVENT, REPEAT_INSTANCE, REPEAT_INSTRUMENT, ROW, Column, IntakeData, study_columns
 from trialkit.records.cellchecks import cell_checks, listing
 from trialkit.records.convert import DAG, SURVEY_ID
+from trialkit.records.spreadsheet import LOST_ZEROS, lost_zeros
 from trialkit.validation.context import (
     EVT,
     INST,
@@ -167,6 +168,7 @@ def _plan(intake: IntakeData, ctx: Context, as_of: _dt.date) -> _Plan:
 def _meta_checks(plan: _Plan, study: Study, present: set[str]) -> None:
     rid = study.record_id_field
     plan.add(rid, pl.col(rid).is_not_null(), CheckInfo("record_id", rid, ERROR, "record id is blank"))
+    plan.add(rid, ~lost_zeros(pl.col(rid)), CheckInfo("record_id", rid, ERROR, LOST_ZEROS))
     key = pl.struct([pl.col(RID), pl.col(EVT), pl.col(RI), pl.col(INST)])
     plan.add(
         rid,
