@@ -41,6 +41,12 @@ def test_demo_through_the_sandbox_agrees_with_offline_screening_and_writes_resul
     out, err = capsys.readouterr()
     assert info.value.code == 0, err
     assert "embedded REDCap sandbox at http://127.0.0.1:" in out and "wrote 300 results back" in out
+    # it lists every file it wrote, and leaves none it does not list
+    written = sorted(p.name for p in (tmp_path / "redcap").iterdir())
+    assert written == sorted(["ledger.sqlite", "redcap_export.csv", "report.html", "screening.json",
+                              "screening_log.csv", "validation_findings.csv"])
+    for name in written:
+        assert str(tmp_path / "redcap" / name) in out, name
     with pytest.raises(SystemExit) as info:
         main(["demo", "--offline", "--out-dir", str(tmp_path / "offline")])
     assert info.value.code == 0

@@ -150,6 +150,9 @@ def _through_sandbox(
             night = run_nightly(client, study, rules, ledger=ledger, as_of=as_of, now=_dt.datetime.now())
         finally:
             ledger.close()
+            # the lock guards concurrent nightly runs; the demo's fresh ledger has no other user, so no file is
+            # left behind that the demo does not list
+            Path(f"{ledger_path}.lock").unlink(missing_ok=True)
         click.echo(
             f"nightly job: pulled {night.pulled}, wrote {night.written} results back to REDCap, "
             f"{night.invalid_records} record(s) with validation errors (ledger: {ledger_path})"
