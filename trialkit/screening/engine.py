@@ -20,6 +20,7 @@ import polars as pl
 from trialkit.definitions.privacy import identifying_fields
 from trialkit.definitions.rules import Criterion, CriterionKind, RuleSet
 from trialkit.errors import DefinitionError, Diagnostic, UsageError
+from trialkit.logic.engine import collect
 from trialkit.records.convert import EVENT, REPEAT_INSTRUMENT
 from trialkit.screening import _eval
 from trialkit.screening.outcomes import Disposition, Result, deciding_result
@@ -361,20 +362,51 @@ def screen(
     # Frames mixing columns of different chunk layouts (Parquet row groups vs. computed columns) are re-aligned,
     # i.e. copied whole, by every select: keep the evaluated columns and the few record columns they need together
     # in one single-chunk frame, and touch the record columns only on the rows that need them.
-    signatures = sorted({c for cc in rules.criteria for c in cc.signature_columns})
     evaluated = _eval.evaluate_many(exprs, narrow, ctx).drop(rid)
-    ev = pl.concat([narrow.select(rid, *signatures), evaluated], how="horizontal").rechunk()
-    results = ev.select(
-        pl.col(rid).cast(pl.String),
-        *rules.plan("results", lambda: [_result_expr(cc).alias(result_col(cc.id)) for cc in rules.criteria]),
-    )
-    masks = _masks(rules, narrow, ev, results)
-    masks = _with_gates(rules, masks, frame, ctx)
-    masks = _with_instance_gaps(rules, results, masks, ev, ctx)
-    out = _with_disposition(rules, pl.concat([results, masks], how="horizontal"))
+    # Result codes, missing-field masks and disposition in ONE lazy query over the record columns and the
+    # evaluated expressions: one candidate at a time, each separate query costs about a millisecond to start.
+    base = pl.concat([narrow, evaluated], how="horizontal")
+    query = rules.plan("query", lambda: _query_steps(rules))
+    out = collect(_apply_steps(base.lazy(), query), base.height)
+    masks = out.select(missing_col(cc.id) for cc in rules.criteria)
+    masks = _with_gates(rules, masks, frame, ctx, out.get_column(_TOUCHED) if _TOUCHED in out.columns else None)
+    masks = _with_instance_gaps(rules, out, masks, base, ctx)
     cols = [rid, DISPOSITION_COL, PRIMARY_COL]
     cols += [c for cc in rules.criteria for c in (result_col(cc.id), missing_col(cc.id))]
-    return Screening(rules, as_of, out.select(cols), frame, instances, problems=problems)
+    return Screening(rules, as_of, out.with_columns(masks).select(cols), frame, instances, problems=problems)
+
+
+_TOUCHED = "__tk_gated"
+
+
+def _apply_steps(lazy: pl.LazyFrame, steps: Sequence[Sequence[pl.Expr]]) -> pl.LazyFrame:
+    for step in steps:
+        lazy = lazy.with_columns(step)
+    return lazy
+
+
+def _query_steps(rules: CompiledRules) -> list[list[pl.Expr]]:
+    """The with_columns steps of the fused query, then its final select (as the last step, via `select`)."""
+    crits = rules.criteria
+    rid = rules.record_id
+    if not crits:
+        steps: list[list[pl.Expr]] = [[
+            pl.lit(Disposition.ELIGIBLE.value).alias(DISPOSITION_COL), pl.lit(None, pl.String).alias(PRIMARY_COL)
+        ]]
+        return [*steps, [pl.col(rid).cast(pl.String)]]
+    raw, masks = _mask_exprs(crits)
+    results = [_result_expr(cc).alias(result_col(cc.id)) for cc in crits]
+    first, second = _disposition_exprs(crits)
+    steps = [[*raw, *results], masks, first, second]
+    gated = _gated(rules)
+    if gated:
+        steps.append([pl.any_horizontal(
+            (pl.col(missing_col(cc.id)) & pl.lit(sum(1 << b for b, _ in items), MASK_DTYPE)) != 0
+            for cc, items in gated
+        ).alias(_TOUCHED)])
+    # the rid is replaced by its text form last: the steps above may read it
+    steps.append([pl.col(rid).cast(pl.String)])
+    return steps
 
 
 def _has_exprs(rules: CompiledRules) -> dict[str, Any]:
@@ -382,30 +414,17 @@ def _has_exprs(rules: CompiledRules) -> dict[str, Any]:
     return {_has_key(form): _eval.parse(f"count_instances({form}) > 0") for form in forms}
 
 
-def _masks(rules: CompiledRules, narrow: pl.DataFrame, ev: pl.DataFrame, results: pl.DataFrame) -> pl.DataFrame:
-    """Missing-field bitmasks: blank-field bits from the record columns (one pass over them), then, per row, the
-    applicability or decision bits as the criterion requires, kept only where the criterion is unknown."""
-    crits = rules.criteria
-    if not crits:
-        return pl.DataFrame()
-    raw, out = rules.plan("masks", lambda: _mask_exprs(crits))
-    bits = narrow.select(raw).rechunk()
-    applies = [_applies_key(cc) for cc in crits if cc.applies is not None]
-    combo = pl.concat([bits, ev.select(applies), results.drop(rules.record_id)], how="horizontal")
-    return combo.select(out)
-
-
 def _mask_exprs(crits: Sequence[CompiledCriterion]) -> tuple[list[pl.Expr], list[pl.Expr]]:
     raw = []
     for i, cc in enumerate(crits):
-        raw.append(_missing_mask(cc, cc.logic_bits).alias(f"L{i}"))
+        raw.append(_missing_mask(cc, cc.logic_bits).alias(f"__tk_L{i}"))
         if cc.applies is not None:
-            raw.append(_missing_mask(cc, cc.applies_bits).alias(f"A{i}"))
+            raw.append(_missing_mask(cc, cc.applies_bits).alias(f"__tk_A{i}"))
     out = []
     for i, cc in enumerate(crits):
-        mask = pl.col(f"L{i}")
+        mask = pl.col(f"__tk_L{i}")
         if cc.applies is not None:
-            mask = pl.when(pl.col(_applies_key(cc)).is_null()).then(pl.col(f"A{i}")).otherwise(mask)
+            mask = pl.when(pl.col(_applies_key(cc)).is_null()).then(pl.col(f"__tk_A{i}")).otherwise(mask)
         unknown = pl.col(result_col(cc.id)) == Result.UNKNOWN.value
         out.append(
             pl.when(unknown).then(mask).otherwise(pl.lit(0, MASK_DTYPE)).cast(MASK_DTYPE).alias(missing_col(cc.id))
@@ -413,21 +432,27 @@ def _mask_exprs(crits: Sequence[CompiledCriterion]) -> tuple[list[pl.Expr], list
     return raw, out
 
 
-def _with_gates(rules: CompiledRules, masks: pl.DataFrame, frame: pl.DataFrame, ctx: _eval.Context) -> pl.DataFrame:
-    """Branching logic in the still-needed lists: a field its form hides is not asked for, and a field whose
-    branching logic is still undecided (MAOI date, while 'MAOI in the past month?' is blank) gives way to the
-    blank fields that decide it, when the criterion reads those too. A list is never emptied this way.
-    Only the candidates with a gated field in a list are evaluated (in batch screening, few are)."""
-    gated: list[tuple[CompiledCriterion, list[tuple[int, MissingItem]]]] = []
+def _gated(rules: CompiledRules) -> list[tuple[CompiledCriterion, list[tuple[int, MissingItem]]]]:
+    """Criteria with record fields that have branching logic, and those fields' (bit, item)."""
+    gated = []
     for cc in rules.criteria:
         items = [(b, it) for b, it in enumerate(cc.missing_items) if it.form is None and it.shown_if is not None]
         if items:
             gated.append((cc, items))
-    if not gated or masks.height == 0:
+    return gated
+
+
+def _with_gates(
+    rules: CompiledRules, masks: pl.DataFrame, frame: pl.DataFrame, ctx: _eval.Context, touched: pl.Series | None
+) -> pl.DataFrame:
+    """Branching logic in the still-needed lists: a field its form hides is not asked for, and a field whose
+    branching logic is still undecided (MAOI date, while 'MAOI in the past month?' is blank) gives way to the
+    blank fields that decide it, when the criterion reads those too. A list is never emptied this way.
+    Only the candidates with a gated field in a list (`touched`, computed in the main query) are evaluated (in
+    batch screening, few are)."""
+    if touched is None or masks.height == 0:
         return masks
-    touched = masks.select(pl.any_horizontal(
-        (pl.col(missing_col(cc.id)) & pl.lit(sum(1 << b for b, _ in items), MASK_DTYPE)) != 0 for cc, items in gated
-    )).to_series()
+    gated = rules.plan("gated", lambda: _gated(rules))
     rows = touched.arg_true()
     if rows.len() == 0:
         return masks
@@ -614,21 +639,6 @@ def _missing_mask(cc: CompiledCriterion, bits: frozenset[int]) -> pl.Expr:
 
 
 _BITS = 62  # deciding criteria per integer: 1 << 62 is still a plain Int64 literal for polars
-
-
-def _with_disposition(rules: CompiledRules, frame: pl.DataFrame) -> pl.DataFrame:
-    """Disposition and primary reason from the result codes. Deciding criteria are bits of an integer in protocol
-    order (one integer per _BITS criteria), so the primary reason is the lowest set bit of the first integer that
-    has one; two plain steps keep polars on its fast paths."""
-    crits = rules.criteria
-    if not crits:
-        return frame.with_columns(
-            pl.lit(Disposition.ELIGIBLE.value).alias(DISPOSITION_COL), pl.lit(None, pl.String).alias(PRIMARY_COL)
-        )
-    first, second = rules.plan("disposition", lambda: _disposition_exprs(crits))
-    temporary = [e.meta.output_name() for e in first]
-    query = frame.lazy().with_columns(first).with_columns(second).drop(temporary)
-    return query.collect(engine="in-memory" if frame.height <= 10_000 else "auto")
 
 
 def _disposition_exprs(crits: Sequence[CompiledCriterion]) -> tuple[list[pl.Expr], list[pl.Expr]]:
