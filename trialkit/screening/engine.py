@@ -359,17 +359,15 @@ def screen(
     # Only the columns the rules read go to the logic engine: it joins instance aggregates onto this frame.
     needed = [rid, _eval.REFERENCE_COLUMN, *(c for c in rules.columns() if c not in (rid, _eval.REFERENCE_COLUMN))]
     narrow = frame.select(needed)
-    # Frames mixing columns of different chunk layouts (Parquet row groups vs. computed columns) are re-aligned,
-    # i.e. copied whole, by every select: keep the evaluated columns and the few record columns they need together
-    # in one single-chunk frame, and touch the record columns only on the rows that need them.
     evaluated = _eval.evaluate_many(exprs, narrow, ctx).drop(rid)
-    # Result codes, missing-field masks and disposition in ONE lazy query over the record columns and the
-    # evaluated expressions: one candidate at a time, each separate query costs about a millisecond to start.
+    # Result codes and disposition in one lazy query over the evaluated expressions (one candidate at a time,
+    # each query costs about a millisecond to start), then the missing-field masks in a second one, on the rows
+    # with an unknown result only: elsewhere every mask is 0, and building the masks is the costlier part.
     base = pl.concat([narrow, evaluated], how="horizontal")
-    query = rules.plan("query", lambda: _query_steps(rules))
-    out = collect(_apply_steps(base.lazy(), query), base.height)
-    masks = out.select(missing_col(cc.id) for cc in rules.criteria)
-    masks = _with_gates(rules, masks, frame, ctx, out.get_column(_TOUCHED) if _TOUCHED in out.columns else None)
+    outcome, masks_plan = rules.plan("query", lambda: _query_steps(rules))
+    out = collect(_apply_steps(base.lazy(), outcome), base.height)
+    masks, touched = _masks(rules, base, out, masks_plan)
+    masks = _with_gates(rules, masks, frame, ctx, touched)
     masks = _with_instance_gaps(rules, out, masks, base, ctx)
     cols = [rid, DISPOSITION_COL, PRIMARY_COL]
     cols += [c for cc in rules.criteria for c in (result_col(cc.id), missing_col(cc.id))]
@@ -377,6 +375,7 @@ def screen(
 
 
 _TOUCHED = "__tk_gated"
+_UNKNOWN = "__tk_u"  # some criterion is unknown (a temporary of the disposition step)
 
 
 def _apply_steps(lazy: pl.LazyFrame, steps: Sequence[Sequence[pl.Expr]]) -> pl.LazyFrame:
@@ -385,28 +384,56 @@ def _apply_steps(lazy: pl.LazyFrame, steps: Sequence[Sequence[pl.Expr]]) -> pl.L
     return lazy
 
 
-def _query_steps(rules: CompiledRules) -> list[list[pl.Expr]]:
-    """The with_columns steps of the fused query, then its final select (as the last step, via `select`)."""
+def _query_steps(rules: CompiledRules) -> tuple[list[list[pl.Expr]], list[pl.Expr]]:
+    """The with_columns steps of the outcome query (results, disposition, the record id as text, last: the steps
+    before may read it), and the select of the masks query (missing masks, then whether a gated field is in one)."""
     crits = rules.criteria
     rid = rules.record_id
     if not crits:
-        steps: list[list[pl.Expr]] = [[
-            pl.lit(Disposition.ELIGIBLE.value).alias(DISPOSITION_COL), pl.lit(None, pl.String).alias(PRIMARY_COL)
-        ]]
-        return [*steps, [pl.col(rid).cast(pl.String)]]
-    raw, masks = _mask_exprs(crits)
+        none = [pl.lit(Disposition.ELIGIBLE.value).alias(DISPOSITION_COL), pl.lit(None, pl.String).alias(PRIMARY_COL)]
+        return [none, [pl.lit(False).alias(_UNKNOWN), pl.col(rid).cast(pl.String)]], []
     results = [_result_expr(cc).alias(result_col(cc.id)) for cc in crits]
     first, second = _disposition_exprs(crits)
-    steps = [[*raw, *results], masks, first, second]
+    assert _UNKNOWN in [e.meta.output_name() for e in first]
+    steps = [results, first, second, [pl.col(rid).cast(pl.String)]]
+    raw, masks = _mask_exprs(crits)
     gated = _gated(rules)
+    touched = []
     if gated:
-        steps.append([pl.any_horizontal(
+        touched = [pl.any_horizontal(
             (pl.col(missing_col(cc.id)) & pl.lit(sum(1 << b for b, _ in items), MASK_DTYPE)) != 0
             for cc, items in gated
-        ).alias(_TOUCHED)])
-    # the rid is replaced by its text form last: the steps above may read it
-    steps.append([pl.col(rid).cast(pl.String)])
-    return steps
+        ).alias(_TOUCHED)]
+    return steps, [raw, masks, touched]
+
+
+def _masks(
+    rules: CompiledRules, base: pl.DataFrame, out: pl.DataFrame, plan: list[list[pl.Expr]]
+) -> tuple[pl.DataFrame, pl.Series | None]:
+    """Missing-field masks (0 where the criterion is not unknown) and the row numbers whose masks hold a field
+    with branching logic (None when no criterion reads one). Built on the rows with some unknown result only."""
+    cols = [missing_col(cc.id) for cc in rules.criteria]
+    rows = out.get_column(_UNKNOWN).arg_true()
+    height = out.height
+    if rows.len() == 0:
+        zero = pl.zeros(height, MASK_DTYPE, eager=True)
+        return pl.DataFrame([zero.alias(c) for c in cols]), (pl.Series([], dtype=pl.UInt32) if plan[2] else None)
+    raw, masks, touched = plan
+    results = out.select(result_col(cc.id) for cc in rules.criteria)
+    frame = pl.concat([base, results], how="horizontal")
+    every = rows.len() == height
+    if not every:
+        frame = frame.gather(rows)
+    query = frame.lazy().with_columns(raw).with_columns(masks).select([*cols, *touched])
+    got = collect(query, frame.height)
+    gated_rows = None
+    if touched:
+        hit = got.get_column(_TOUCHED).arg_true()
+        gated_rows = hit if every else rows.gather(hit)
+    if every:
+        return got.select(cols), gated_rows
+    zero = pl.zeros(height, MASK_DTYPE, eager=True)
+    return pl.DataFrame([zero.scatter(rows, got.get_column(c)).alias(c) for c in cols]), gated_rows
 
 
 def _has_exprs(rules: CompiledRules) -> dict[str, Any]:
@@ -443,17 +470,16 @@ def _gated(rules: CompiledRules) -> list[tuple[CompiledCriterion, list[tuple[int
 
 
 def _with_gates(
-    rules: CompiledRules, masks: pl.DataFrame, frame: pl.DataFrame, ctx: _eval.Context, touched: pl.Series | None
+    rules: CompiledRules, masks: pl.DataFrame, frame: pl.DataFrame, ctx: _eval.Context, rows: pl.Series | None
 ) -> pl.DataFrame:
     """Branching logic in the still-needed lists: a field its form hides is not asked for, and a field whose
     branching logic is still undecided (MAOI date, while 'MAOI in the past month?' is blank) gives way to the
     blank fields that decide it, when the criterion reads those too. A list is never emptied this way.
-    Only the candidates with a gated field in a list (`touched`, computed in the main query) are evaluated (in
-    batch screening, few are)."""
-    if touched is None or masks.height == 0:
+    Only the candidates with a gated field in a list (`rows`, found with the masks) are evaluated (in batch
+    screening, few are)."""
+    if rows is None or masks.height == 0:
         return masks
     gated = rules.plan("gated", lambda: _gated(rules))
-    rows = touched.arg_true()
     if rows.len() == 0:
         return masks
     gates = {it.column: it.shown_if for _, items in gated for _, it in items}
