@@ -273,7 +273,7 @@ def evaluate_many(
     needed = list(trees.columns)
     needed += [aux.columns[k] for k in aux.columns]
     kinds = infer_kinds(frame, [c for c in needed if _base_name(c) not in fields])
-    frame = frame.with_columns(zero_column(frame.height))
+    frame = _with_series(frame, zero_column(frame.height))
     settings = (mode, as_of, rid, tuple(missing_codes), explain, missing_columns, tuple(bits.items()))
     key = _plan_key(exprs, frame.schema, kinds, aux, settings)
     plan = _PLANS.get(key) if key is not None else None
@@ -527,6 +527,14 @@ def _trees(nodes: Sequence[Node]) -> _Trees:
     return out
 
 
+def _with_series(frame: pl.DataFrame, column: pl.Series) -> pl.DataFrame:
+    """`frame.with_columns(column)` without a query (a query costs a fraction of a millisecond to plan, which
+    adds up when screening one candidate)."""
+    if column.name in frame.columns:
+        return frame.with_columns(column)
+    return frame.hstack([column])
+
+
 def _attach_instances(
     frame: pl.DataFrame,
     trees: _Trees,
@@ -563,12 +571,12 @@ def _attach_instances(
             )
         by_form.setdefault(form_node.name, []).append(call)
     n = 0
-    keys = frame.select(pl.col(rid))
+    keys = frame.get_column(rid).to_frame()
     owners: _Owners | None = None
     added: list[str] = []
     for form, calls in by_form.items():
         inst = frames[form]
-        inst = inst.with_columns(zero_column(inst.height))
+        inst = _with_series(inst, zero_column(inst.height))
         if rid not in inst.columns:
             raise DataError(f"instance data for '{form}' has no record id column {rid!r}")
         used = [c for call in calls for a in call.args[1:] for c in reference_columns(a)]
@@ -619,7 +627,7 @@ def _attach_instances(
         added.append(name)
     if not added:
         return frame
-    return frame.hstack(keys.select(added))
+    return frame.hstack([keys.get_column(c) for c in added])
 
 
 @dataclass(frozen=True)

@@ -358,7 +358,7 @@ def screen(
     # One pass for every expression: the logic engine shares parsing of columns and instance aggregates.
     # Only the columns the rules read go to the logic engine: it joins instance aggregates onto this frame.
     needed = [rid, _eval.REFERENCE_COLUMN, *(c for c in rules.columns() if c not in (rid, _eval.REFERENCE_COLUMN))]
-    narrow = frame.select(needed)
+    narrow = pl.DataFrame([frame.get_column(c) for c in needed])  # a projection, without planning a query
     evaluated = _eval.evaluate_many(exprs, narrow, ctx).drop(rid)
     # Result codes and disposition in one lazy query over the evaluated expressions (one candidate at a time,
     # each query costs about a millisecond to start), then the missing-field masks in a second one, on the rows
@@ -371,7 +371,8 @@ def screen(
     masks = _with_instance_gaps(rules, out, masks, base, ctx)
     cols = [rid, DISPOSITION_COL, PRIMARY_COL]
     cols += [c for cc in rules.criteria for c in (result_col(cc.id), missing_col(cc.id))]
-    return Screening(rules, as_of, out.with_columns(masks).select(cols), frame, instances, problems=problems)
+    result = pl.DataFrame([masks.get_column(c) if c in masks.columns else out.get_column(c) for c in cols])
+    return Screening(rules, as_of, result, frame, instances, problems=problems)
 
 
 _TOUCHED = "__tk_gated"
@@ -530,7 +531,7 @@ def _with_instance_gaps(
         inst_bits = [(bit, item) for bit, item in enumerate(cc.missing_items) if item.form is not None]
         if not inst_bits:
             continue
-        rows = results.select((pl.col(result_col(cc.id)) == Result.UNKNOWN.value).arg_true()).to_series()
+        rows = results.get_column(result_col(cc.id)).eq(Result.UNKNOWN.value).arg_true()
         if rows.len() == 0:
             continue
         subset = frame.select(ctx.record_id).gather(rows)
@@ -608,7 +609,8 @@ def _as_polars(frame: Any) -> pl.DataFrame:
 
 
 def _with_missing_columns(frame: pl.DataFrame, rules: CompiledRules) -> pl.DataFrame:
-    absent = [c for c in rules.columns() if c not in frame.columns]
+    have = set(frame.columns)
+    absent = [c for c in rules.columns() if c not in have]
     if not absent:
         return frame
     return frame.with_columns(pl.lit(None, dtype=_eval.dtype_of(rules.specs, c)).alias(c) for c in absent)
