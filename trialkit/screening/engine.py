@@ -20,7 +20,7 @@ import polars as pl
 from trialkit.definitions.privacy import identifying_fields
 from trialkit.definitions.rules import Criterion, CriterionKind, RuleSet
 from trialkit.errors import DefinitionError, Diagnostic, UsageError
-from trialkit.logic.engine import collect
+from trialkit.logic.engine import SMALL_ROWS, collect
 from trialkit.records.convert import EVENT, REPEAT_INSTRUMENT
 from trialkit.screening import _eval
 from trialkit.screening.outcomes import Disposition, Result, deciding_result
@@ -363,10 +363,11 @@ def screen(
     # Result codes and disposition in one lazy query over the evaluated expressions (one candidate at a time,
     # each query costs about a millisecond to start), then the missing-field masks in a second one, on the rows
     # with an unknown result only: elsewhere every mask is 0, and building the masks is the costlier part.
-    base = pl.concat([narrow, evaluated], how="horizontal")
+    signatures = dict.fromkeys(c for cc in rules.criteria for c in cc.signature_columns if c != rid)
+    base = pl.DataFrame([narrow.get_column(c) for c in (rid, *signatures)]).hstack(evaluated)
     outcome, masks_plan = rules.plan("query", lambda: _query_steps(rules))
     out = collect(_apply_steps(base.lazy(), outcome), base.height)
-    masks, touched = _masks(rules, base, out, masks_plan)
+    masks, touched = _masks(rules, narrow, evaluated, out, masks_plan)
     masks = _with_gates(rules, masks, frame, ctx, touched)
     masks = _with_instance_gaps(rules, out, masks, base, ctx)
     cols = [rid, DISPOSITION_COL, PRIMARY_COL]
@@ -409,10 +410,12 @@ def _query_steps(rules: CompiledRules) -> tuple[list[list[pl.Expr]], list[pl.Exp
 
 
 def _masks(
-    rules: CompiledRules, base: pl.DataFrame, out: pl.DataFrame, plan: list[list[pl.Expr]]
+    rules: CompiledRules, narrow: pl.DataFrame, evaluated: pl.DataFrame, out: pl.DataFrame, plan: list[list[pl.Expr]]
 ) -> tuple[pl.DataFrame, pl.Series | None]:
     """Missing-field masks (0 where the criterion is not unknown) and the row numbers whose masks hold a field
-    with branching logic (None when no criterion reads one). Built on the rows with some unknown result only."""
+    with branching logic (None when no criterion reads one). On small frames they are built on the rows with
+    some unknown result only; on large ones gathering every record column costs more than building them on all
+    rows (the result is the same: 0 where nothing is unknown)."""
     cols = [missing_col(cc.id) for cc in rules.criteria]
     rows = out.get_column(_UNKNOWN).arg_true()
     height = out.height
@@ -420,13 +423,21 @@ def _masks(
         zero = pl.zeros(height, MASK_DTYPE, eager=True)
         return pl.DataFrame([zero.alias(c) for c in cols]), (pl.Series([], dtype=pl.UInt32) if plan[2] else None)
     raw, masks, touched = plan
-    results = out.select(result_col(cc.id) for cc in rules.criteria)
-    frame = pl.concat([base, results], how="horizontal")
-    every = rows.len() == height
-    if not every:
-        frame = frame.gather(rows)
-    query = frame.lazy().with_columns(raw).with_columns(masks).select([*cols, *touched])
-    got = collect(query, frame.height)
+    applies = [evaluated.get_column(_applies_key(cc)) for cc in rules.criteria if cc.applies is not None]
+    results = [out.get_column(result_col(cc.id)) for cc in rules.criteria]
+    if height <= SMALL_ROWS:
+        every = rows.len() == height
+        frame = narrow.hstack([*applies, *results])
+        if not every:
+            frame = frame.gather(rows)
+        got = collect(frame.lazy().with_columns(raw).with_columns(masks).select([*cols, *touched]), frame.height)
+    else:
+        # Large frames: the record columns (Parquet chunks) and the evaluated ones (other chunks) are not mixed
+        # in one query, which would copy them all to realign them; the blank-field bits are read from the record
+        # columns alone, then combined with the small evaluated columns.
+        every = True
+        bits = collect(narrow.lazy().select(raw), height).rechunk()
+        got = collect(bits.hstack([*applies, *results]).lazy().with_columns(masks).select([*cols, *touched]), height)
     gated_rows = None
     if touched:
         hit = got.get_column(_TOUCHED).arg_true()
