@@ -361,8 +361,7 @@ def screen(
     narrow = pl.DataFrame([frame.get_column(c) for c in needed])  # a projection, without planning a query
     evaluated = pl.DataFrame([s for s in _eval.evaluate_many(exprs, narrow, ctx).get_columns() if s.name != rid])
     # Result codes and disposition in one lazy query over the evaluated expressions (one candidate at a time,
-    # each query costs about a millisecond to start), then the missing-field masks in a second one, on the rows
-    # with an unknown result only: elsewhere every mask is 0, and building the masks is the costlier part.
+    # each query costs about a millisecond to start), then the missing-field masks in a second one (see _masks).
     signatures = dict.fromkeys(c for cc in rules.criteria for c in cc.signature_columns if c != rid)
     base = pl.DataFrame([narrow.get_column(c) for c in (rid, *signatures)]).hstack(evaluated)
     outcome, masks_plan = rules.plan("query", lambda: _query_steps(rules))
