@@ -388,3 +388,12 @@ def test_a_compiled_plan_is_reused_only_where_it_gives_the_same_answer():
     assert evaluate(tree2, frame, as_of=date(2026, 1, 5), mode="kleene").values.to_list() == [False]
     assert evaluate(tree2, frame, as_of=date(2026, 2, 5), mode="kleene").values.to_list() == [True]
     assert evaluate(tree2, frame, as_of=date(2026, 1, 5), mode="kleene").values.to_list() == [False]
+
+
+@pytest.mark.parametrize("mode", ["redcap", "kleene"])
+def test_a_constant_expression_gives_one_value_per_row_on_a_small_frame(mode):
+    # polars without its common sub-expression pass left this constant as a single value (one-candidate path)
+    frame = pl.DataFrame({"record_id": ["1", "2", "3"], "a": ["1", None, "0"]})
+    out = evaluate_many({"v": parse("':' = (0 and [a])")}, frame, mode=mode)
+    assert out.height == 3
+    assert out.get_column("v").n_unique() == 1

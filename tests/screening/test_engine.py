@@ -378,3 +378,28 @@ def test_pregnancy_exclusion_applies_to_anyone_of_childbearing_potential(run):
     )
     got = {c.record_id: _result(c, "E6").result for c in candidates(s)}
     assert got == {"female": "met", "intersex_cbp": "met", "male": "not_applicable"}
+
+
+def test_a_large_batch_gives_the_results_of_a_small_one(rules, study):
+    # Frames over logic.engine.SMALL_ROWS take other query paths (masks built on every row, optimiser on): the
+    # same candidates must get the same results, masks and reasons whichever path screens them.
+    from trialkit.logic.engine import SMALL_ROWS
+    from trialkit.records import read_intake
+
+    from .conftest import ROOT
+
+    intake = read_intake(ROOT / "examples" / "kap_trd_intake.csv", study)
+    small = screen(rules, intake.records, as_of=AS_OF, instances=intake.instances)
+    copies = SMALL_ROWS // intake.records.height + 1
+
+    def tiled(frame: pl.DataFrame) -> pl.DataFrame:
+        rid = pl.col("record_id").cast(pl.String)
+        return pl.concat([frame.with_columns(rid + f"~{k}") for k in range(copies)])
+
+    records = tiled(intake.records)
+    assert records.height > SMALL_ROWS
+    large = screen(rules, records, as_of=AS_OF, instances={k: tiled(v) for k, v in intake.instances.items()})
+    for k in (0, copies - 1):
+        part = large.frame.filter(pl.col("record_id").str.ends_with(f"~{k}"))
+        part = part.with_columns(pl.col("record_id").str.replace(r"~\d+$", ""))
+        assert part.equals(small.frame)

@@ -264,15 +264,16 @@ def evaluate_many(
     explain = (mode == "kleene") if explain is None else explain
     fields = fields or _NO_FIELDS  # one object: compiled plans are reused for the same fields mapping only
     nodes = list(exprs.values())
-    bits = _bits(nodes)
+    trees = _trees(nodes)
+    bits = trees.bits
     aux = _Aux()
     frame = _attach_instances(
-        frame, nodes, instances or {}, aux, rid, mode, as_of, fields, missing_codes, explain, bits, missing_columns
+        frame, trees, instances or {}, aux, rid, mode, as_of, fields, missing_codes, explain, bits, missing_columns
     )
-    needed = [c for e in nodes for c in reference_columns(e)]
+    needed = list(trees.columns)
     needed += [aux.columns[k] for k in aux.columns]
     kinds = infer_kinds(frame, [c for c in needed if _base_name(c) not in fields])
-    frame = frame.with_columns(zero_column(frame.height))
+    frame = _with_series(frame, zero_column(frame.height))
     settings = (mode, as_of, rid, tuple(missing_codes), explain, missing_columns, tuple(bits.items()))
     key = _plan_key(exprs, frame.schema, kinds, aux, settings)
     plan = _PLANS.get(key) if key is not None else None
@@ -308,7 +309,7 @@ def evaluate_many(
             if len(_PLANS) >= _MAX_PLANS:
                 _PLANS.clear()
             _PLANS[key] = plan
-    out = _apply(frame.lazy(), plan.steps).select(plan.selects).collect(engine=_engine(frame.height))
+    out = collect(_apply(frame.lazy(), plan.steps).select(plan.selects), frame.height)
     explained = plan.explained
     if explained:
         # Masks hold few distinct values (combinations of missing fields): name them once per distinct value.
@@ -333,10 +334,26 @@ class _Plan:
 _PLANS: dict[tuple, _Plan] = {}
 
 
-def _engine(rows: int) -> str:
-    """polars' streaming engine (its default) costs milliseconds to start per query, most of screening one
-    candidate; on large frames it is the faster one (a fifth less CPU on a million candidates)."""
-    return "in-memory" if rows <= 10_000 else "auto"
+SMALL_ROWS = 10_000
+
+
+def collect(query: pl.LazyFrame, rows: int) -> pl.DataFrame:
+    """Run a query sized for `rows` rows. polars' streaming engine (its default) costs milliseconds to start per
+    query, most of screening one candidate; on large frames it is the faster one (a fifth less CPU on a million
+    candidates). On small frames (one candidate) polars' optimiser passes cost more than
+    they save, about a fifth of screening one candidate: they only rewrite the plan, so they are skipped there
+    (type coercion and checks still run)."""
+    if rows <= SMALL_ROWS:
+        return query.collect(engine="in-memory", optimizations=_SMALL_FLAGS)
+    return query.collect(engine="auto")
+
+
+# Common sub-expression elimination stays on: without it polars 2.1 leaves a constant the logic compiles to
+# (':' = (0 and [a])) as one value instead of one per row, and the query fails on a frame of several rows.
+_SMALL_FLAGS = pl.QueryOptFlags.none()
+_SMALL_FLAGS.comm_subexpr_elim = True
+
+
 _NO_FIELDS: Mapping[str, FieldSpec] = MappingProxyType({})
 _MAX_PLANS = 64
 
@@ -469,9 +486,58 @@ def _base_name(column: str) -> str:
     return col.split("___", 1)[0]
 
 
+@dataclass(frozen=True)
+class _Trees:
+    """What evaluating a list of syntax trees needs to know of the trees alone, worked out once per list (walking
+    them each time was a millisecond of screening one candidate): field bits, main-frame columns read, the
+    instance aggregate calls in order (with a nested aggregate inside, if any), and the [field][n] references."""
+
+    nodes: tuple[Node, ...]
+    bits: Mapping[str, int]
+    columns: tuple[str, ...]
+    calls: tuple[tuple[Call, Call | None], ...]
+    instance_refs: tuple[FieldRef, ...]
+
+
+_TREES: dict[tuple[int, ...], _Trees] = {}
+
+
+def _trees(nodes: Sequence[Node]) -> _Trees:
+    key = tuple(map(id, nodes))
+    hit = _TREES.get(key)
+    # the cached entry holds its trees, so their ids cannot be reused while it lives; checked all the same
+    if hit is not None and all(a is b for a, b in zip(hit.nodes, nodes, strict=True)):
+        return hit
+    calls = []
+    for expr in nodes:
+        for call in extensions_used(expr):
+            nested = (i for i in walk(call) if i is not call and isinstance(i, Call) and i.name in INSTANCE_AGGREGATES)
+            calls.append((call, next(nested, None)))
+    refs = tuple(r for e in nodes for r in _main_refs(e) if r.instance not in (None, "current-instance"))
+    out = _Trees(
+        tuple(nodes),
+        MappingProxyType(_bits(nodes)),
+        tuple(c for e in nodes for c in reference_columns(e)),
+        tuple(calls),
+        refs,
+    )
+    if len(_TREES) >= _MAX_PLANS:
+        _TREES.clear()
+    _TREES[key] = out
+    return out
+
+
+def _with_series(frame: pl.DataFrame, column: pl.Series) -> pl.DataFrame:
+    """`frame.with_columns(column)` without a query (a query costs a fraction of a millisecond to plan, which
+    adds up when screening one candidate)."""
+    if column.name in frame.columns:
+        return frame.with_columns(column)
+    return frame.hstack([column])
+
+
 def _attach_instances(
     frame: pl.DataFrame,
-    nodes: Sequence[Node],
+    trees: _Trees,
     instances: Mapping[str, object],
     aux: _Aux,
     rid: str,
@@ -490,29 +556,27 @@ def _attach_instances(
     and only the aggregated columns are joined to the record ids."""
     frames = {form: to_polars(df) for form, df in instances.items()}
     by_form: dict[str, list[Call]] = {}
-    for expr in nodes:
-        for call in extensions_used(expr):
-            for inner in walk(call):
-                if inner is not call and isinstance(inner, Call) and inner.name in INSTANCE_AGGREGATES:
-                    raise LogicError(
-                        f"{inner.name}() cannot be nested inside {call.name}()",
-                        location=Location(line=inner.line, col=inner.col),
-                    )
-            form_node = call.args[0]
-            assert isinstance(form_node, FormName)
-            if form_node.name not in frames:
-                raise LogicError(
-                    f"{call.name}(): no instance data for repeating instrument '{form_node.name}'",
-                    location=Location(line=call.line, col=call.col),
-                )
-            by_form.setdefault(form_node.name, []).append(call)
+    for call, inner in trees.calls:
+        if inner is not None:
+            raise LogicError(
+                f"{inner.name}() cannot be nested inside {call.name}()",
+                location=Location(line=inner.line, col=inner.col),
+            )
+        form_node = call.args[0]
+        assert isinstance(form_node, FormName)
+        if form_node.name not in frames:
+            raise LogicError(
+                f"{call.name}(): no instance data for repeating instrument '{form_node.name}'",
+                location=Location(line=call.line, col=call.col),
+            )
+        by_form.setdefault(form_node.name, []).append(call)
     n = 0
-    keys = frame.select(pl.col(rid))
+    keys = frame.get_column(rid).to_frame()
     owners: _Owners | None = None
     added: list[str] = []
     for form, calls in by_form.items():
         inst = frames[form]
-        inst = inst.with_columns(zero_column(inst.height))
+        inst = _with_series(inst, zero_column(inst.height))
         if rid not in inst.columns:
             raise DataError(f"instance data for '{form}' has no record id column {rid!r}")
         used = [c for call in calls for a in call.args[1:] for c in reference_columns(a)]
@@ -550,21 +614,20 @@ def _attach_instances(
         # unknown (any_instance, a count between its bounds) and must stay null.
         none = pl.col(has).is_null()
         joined = joined.with_columns([pl.col(c).fill_null(pl.when(none).then(v)) for c, v in defaults.items()])
-        joined = joined.drop(has).collect(engine=_engine(max(frame.height, inst.height)))
+        joined = collect(joined.drop(has), max(frame.height, inst.height))
         keys = keys.hstack(joined)
         added += joined.columns
-    for expr in nodes:
-        for ref in _main_refs(expr):
-            if ref.instance in (None, "current-instance") or id(ref) in aux.columns:
-                continue
-            n += 1
-            name = f"__tk_inst{n}"
-            keys = _attach_instance_ref(keys, ref, frames, fields, rid, name)
-            aux.columns[id(ref)] = name
-            added.append(name)
+    for ref in trees.instance_refs:
+        if id(ref) in aux.columns:
+            continue
+        n += 1
+        name = f"__tk_inst{n}"
+        keys = _attach_instance_ref(keys, ref, frames, fields, rid, name)
+        aux.columns[id(ref)] = name
+        added.append(name)
     if not added:
         return frame
-    return frame.hstack(keys.select(added))
+    return frame.hstack([keys.get_column(c) for c in added])
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import polars as pl
 from trialkit.definitions.privacy import identifying_fields
 from trialkit.definitions.rules import Criterion, CriterionKind, RuleSet
 from trialkit.errors import DefinitionError, Diagnostic, UsageError
+from trialkit.logic.engine import SMALL_ROWS, collect
 from trialkit.records.convert import EVENT, REPEAT_INSTRUMENT
 from trialkit.screening import _eval
 from trialkit.screening.outcomes import Disposition, Result, deciding_result
@@ -357,24 +358,93 @@ def screen(
     # One pass for every expression: the logic engine shares parsing of columns and instance aggregates.
     # Only the columns the rules read go to the logic engine: it joins instance aggregates onto this frame.
     needed = [rid, _eval.REFERENCE_COLUMN, *(c for c in rules.columns() if c not in (rid, _eval.REFERENCE_COLUMN))]
-    narrow = frame.select(needed)
-    # Frames mixing columns of different chunk layouts (Parquet row groups vs. computed columns) are re-aligned,
-    # i.e. copied whole, by every select: keep the evaluated columns and the few record columns they need together
-    # in one single-chunk frame, and touch the record columns only on the rows that need them.
-    signatures = sorted({c for cc in rules.criteria for c in cc.signature_columns})
-    evaluated = _eval.evaluate_many(exprs, narrow, ctx).drop(rid)
-    ev = pl.concat([narrow.select(rid, *signatures), evaluated], how="horizontal").rechunk()
-    results = ev.select(
-        pl.col(rid).cast(pl.String),
-        *rules.plan("results", lambda: [_result_expr(cc).alias(result_col(cc.id)) for cc in rules.criteria]),
-    )
-    masks = _masks(rules, narrow, ev, results)
-    masks = _with_gates(rules, masks, frame, ctx)
-    masks = _with_instance_gaps(rules, results, masks, ev, ctx)
-    out = _with_disposition(rules, pl.concat([results, masks], how="horizontal"))
+    narrow = pl.DataFrame([frame.get_column(c) for c in needed])  # a projection, without planning a query
+    evaluated = pl.DataFrame([s for s in _eval.evaluate_many(exprs, narrow, ctx).get_columns() if s.name != rid])
+    # Result codes and disposition in one lazy query over the evaluated expressions (one candidate at a time,
+    # each query costs about a millisecond to start), then the missing-field masks in a second one (see _masks).
+    signatures = dict.fromkeys(c for cc in rules.criteria for c in cc.signature_columns if c != rid)
+    base = pl.DataFrame([narrow.get_column(c) for c in (rid, *signatures)]).hstack(evaluated)
+    outcome, masks_plan = rules.plan("query", lambda: _query_steps(rules))
+    out = collect(_apply_steps(base.lazy(), outcome), base.height)
+    masks, touched = _masks(rules, narrow, evaluated, out, masks_plan)
+    masks = _with_gates(rules, masks, frame, ctx, touched)
+    masks = _with_instance_gaps(rules, out, masks, base, ctx)
     cols = [rid, DISPOSITION_COL, PRIMARY_COL]
     cols += [c for cc in rules.criteria for c in (result_col(cc.id), missing_col(cc.id))]
-    return Screening(rules, as_of, out.select(cols), frame, instances, problems=problems)
+    result = pl.DataFrame([masks.get_column(c) if c in masks.columns else out.get_column(c) for c in cols])
+    return Screening(rules, as_of, result, frame, instances, problems=problems)
+
+
+_TOUCHED = "__tk_gated"
+_UNKNOWN = "__tk_u"  # some criterion is unknown (a temporary of the disposition step)
+
+
+def _apply_steps(lazy: pl.LazyFrame, steps: Sequence[Sequence[pl.Expr]]) -> pl.LazyFrame:
+    for step in steps:
+        lazy = lazy.with_columns(step)
+    return lazy
+
+
+def _query_steps(rules: CompiledRules) -> tuple[list[list[pl.Expr]], list[pl.Expr]]:
+    """The with_columns steps of the outcome query (results, disposition, the record id as text, last: the steps
+    before may read it), and the select of the masks query (missing masks, then whether a gated field is in one)."""
+    crits = rules.criteria
+    rid = rules.record_id
+    if not crits:
+        none = [pl.lit(Disposition.ELIGIBLE.value).alias(DISPOSITION_COL), pl.lit(None, pl.String).alias(PRIMARY_COL)]
+        return [none, [pl.lit(False).alias(_UNKNOWN), pl.col(rid).cast(pl.String)]], []
+    results = [_result_expr(cc).alias(result_col(cc.id)) for cc in crits]
+    first, second = _disposition_exprs(crits)
+    assert _UNKNOWN in [e.meta.output_name() for e in first]
+    steps = [results, first, second, [pl.col(rid).cast(pl.String)]]
+    raw, masks = _mask_exprs(crits)
+    gated = _gated(rules)
+    touched = []
+    if gated:
+        touched = [pl.any_horizontal(
+            (pl.col(missing_col(cc.id)) & pl.lit(sum(1 << b for b, _ in items), MASK_DTYPE)) != 0
+            for cc, items in gated
+        ).alias(_TOUCHED)]
+    return steps, [raw, masks, touched]
+
+
+def _masks(
+    rules: CompiledRules, narrow: pl.DataFrame, evaluated: pl.DataFrame, out: pl.DataFrame, plan: list[list[pl.Expr]]
+) -> tuple[pl.DataFrame, pl.Series | None]:
+    """Missing-field masks (0 where the criterion is not unknown) and the row numbers whose masks hold a field
+    with branching logic (None when no criterion reads one). On small frames they are built on the rows with
+    some unknown result only; on large ones gathering every record column costs more than building them on all
+    rows (the result is the same: 0 where nothing is unknown)."""
+    cols = [missing_col(cc.id) for cc in rules.criteria]
+    rows = out.get_column(_UNKNOWN).arg_true()
+    height = out.height
+    if rows.len() == 0:
+        zero = _constant("", MASK_DTYPE, 0, height)
+        return pl.DataFrame([zero.alias(c) for c in cols]), (pl.Series([], dtype=pl.UInt32) if plan[2] else None)
+    raw, masks, touched = plan
+    applies = [evaluated.get_column(_applies_key(cc)) for cc in rules.criteria if cc.applies is not None]
+    results = [out.get_column(result_col(cc.id)) for cc in rules.criteria]
+    if height <= SMALL_ROWS:
+        every = rows.len() == height
+        frame = narrow.hstack([*applies, *results])
+        if not every:
+            frame = frame.gather(rows)
+        got = collect(frame.lazy().with_columns(raw).with_columns(masks).select([*cols, *touched]), frame.height)
+    else:
+        # Large frames: the record columns (Parquet chunks) and the evaluated ones (other chunks) are not mixed
+        # in one query, which would copy them all to realign them; the blank-field bits are read from the record
+        # columns alone, then combined with the small evaluated columns.
+        every = True
+        bits = collect(narrow.lazy().select(raw), height).rechunk()
+        got = collect(bits.hstack([*applies, *results]).lazy().with_columns(masks).select([*cols, *touched]), height)
+    gated_rows = None
+    if touched:
+        hit = got.get_column(_TOUCHED).arg_true()
+        gated_rows = hit if every else rows.gather(hit)
+    if every:
+        return got.select(cols), gated_rows
+    zero = _constant("", MASK_DTYPE, 0, height)
+    return pl.DataFrame([zero.scatter(rows, got.get_column(c)).alias(c) for c in cols]), gated_rows
 
 
 def _has_exprs(rules: CompiledRules) -> dict[str, Any]:
@@ -382,30 +452,17 @@ def _has_exprs(rules: CompiledRules) -> dict[str, Any]:
     return {_has_key(form): _eval.parse(f"count_instances({form}) > 0") for form in forms}
 
 
-def _masks(rules: CompiledRules, narrow: pl.DataFrame, ev: pl.DataFrame, results: pl.DataFrame) -> pl.DataFrame:
-    """Missing-field bitmasks: blank-field bits from the record columns (one pass over them), then, per row, the
-    applicability or decision bits as the criterion requires, kept only where the criterion is unknown."""
-    crits = rules.criteria
-    if not crits:
-        return pl.DataFrame()
-    raw, out = rules.plan("masks", lambda: _mask_exprs(crits))
-    bits = narrow.select(raw).rechunk()
-    applies = [_applies_key(cc) for cc in crits if cc.applies is not None]
-    combo = pl.concat([bits, ev.select(applies), results.drop(rules.record_id)], how="horizontal")
-    return combo.select(out)
-
-
 def _mask_exprs(crits: Sequence[CompiledCriterion]) -> tuple[list[pl.Expr], list[pl.Expr]]:
     raw = []
     for i, cc in enumerate(crits):
-        raw.append(_missing_mask(cc, cc.logic_bits).alias(f"L{i}"))
+        raw.append(_missing_mask(cc, cc.logic_bits).alias(f"__tk_L{i}"))
         if cc.applies is not None:
-            raw.append(_missing_mask(cc, cc.applies_bits).alias(f"A{i}"))
+            raw.append(_missing_mask(cc, cc.applies_bits).alias(f"__tk_A{i}"))
     out = []
     for i, cc in enumerate(crits):
-        mask = pl.col(f"L{i}")
+        mask = pl.col(f"__tk_L{i}")
         if cc.applies is not None:
-            mask = pl.when(pl.col(_applies_key(cc)).is_null()).then(pl.col(f"A{i}")).otherwise(mask)
+            mask = pl.when(pl.col(_applies_key(cc)).is_null()).then(pl.col(f"__tk_A{i}")).otherwise(mask)
         unknown = pl.col(result_col(cc.id)) == Result.UNKNOWN.value
         out.append(
             pl.when(unknown).then(mask).otherwise(pl.lit(0, MASK_DTYPE)).cast(MASK_DTYPE).alias(missing_col(cc.id))
@@ -413,22 +470,27 @@ def _mask_exprs(crits: Sequence[CompiledCriterion]) -> tuple[list[pl.Expr], list
     return raw, out
 
 
-def _with_gates(rules: CompiledRules, masks: pl.DataFrame, frame: pl.DataFrame, ctx: _eval.Context) -> pl.DataFrame:
-    """Branching logic in the still-needed lists: a field its form hides is not asked for, and a field whose
-    branching logic is still undecided (MAOI date, while 'MAOI in the past month?' is blank) gives way to the
-    blank fields that decide it, when the criterion reads those too. A list is never emptied this way.
-    Only the candidates with a gated field in a list are evaluated (in batch screening, few are)."""
-    gated: list[tuple[CompiledCriterion, list[tuple[int, MissingItem]]]] = []
+def _gated(rules: CompiledRules) -> list[tuple[CompiledCriterion, list[tuple[int, MissingItem]]]]:
+    """Criteria with record fields that have branching logic, and those fields' (bit, item)."""
+    gated = []
     for cc in rules.criteria:
         items = [(b, it) for b, it in enumerate(cc.missing_items) if it.form is None and it.shown_if is not None]
         if items:
             gated.append((cc, items))
-    if not gated or masks.height == 0:
+    return gated
+
+
+def _with_gates(
+    rules: CompiledRules, masks: pl.DataFrame, frame: pl.DataFrame, ctx: _eval.Context, rows: pl.Series | None
+) -> pl.DataFrame:
+    """Branching logic in the still-needed lists: a field its form hides is not asked for, and a field whose
+    branching logic is still undecided (MAOI date, while 'MAOI in the past month?' is blank) gives way to the
+    blank fields that decide it, when the criterion reads those too. A list is never emptied this way.
+    Only the candidates with a gated field in a list (`rows`, found with the masks) are evaluated (in batch
+    screening, few are)."""
+    if rows is None or masks.height == 0:
         return masks
-    touched = masks.select(pl.any_horizontal(
-        (pl.col(missing_col(cc.id)) & pl.lit(sum(1 << b for b, _ in items), MASK_DTYPE)) != 0 for cc, items in gated
-    )).to_series()
-    rows = touched.arg_true()
+    gated = rules.plan("gated", lambda: _gated(rules))
     if rows.len() == 0:
         return masks
     gates = {it.column: it.shown_if for _, items in gated for _, it in items}
@@ -479,7 +541,7 @@ def _with_instance_gaps(
         inst_bits = [(bit, item) for bit, item in enumerate(cc.missing_items) if item.form is not None]
         if not inst_bits:
             continue
-        rows = results.select((pl.col(result_col(cc.id)) == Result.UNKNOWN.value).arg_true()).to_series()
+        rows = results.get_column(result_col(cc.id)).eq(Result.UNKNOWN.value).arg_true()
         if rows.len() == 0:
             continue
         subset = frame.select(ctx.record_id).gather(rows)
@@ -557,10 +619,16 @@ def _as_polars(frame: Any) -> pl.DataFrame:
 
 
 def _with_missing_columns(frame: pl.DataFrame, rules: CompiledRules) -> pl.DataFrame:
-    absent = [c for c in rules.columns() if c not in frame.columns]
+    have = set(frame.columns)
+    absent = [c for c in rules.columns() if c not in have]
     if not absent:
         return frame
-    return frame.with_columns(pl.lit(None, dtype=_eval.dtype_of(rules.specs, c)).alias(c) for c in absent)
+    # Series, not literal expressions: no query to plan (a fraction of a millisecond per candidate)
+    return frame.hstack([_constant(c, _eval.dtype_of(rules.specs, c), None, frame.height) for c in absent])
+
+
+def _constant(name: str, dtype: Any, value: Any, height: int) -> pl.Series:
+    return pl.Series(name, dtype=dtype).extend_constant(value, height)
 
 
 def _empty_instances(rules: CompiledRules, form: str) -> pl.DataFrame:
@@ -614,21 +682,6 @@ def _missing_mask(cc: CompiledCriterion, bits: frozenset[int]) -> pl.Expr:
 
 
 _BITS = 62  # deciding criteria per integer: 1 << 62 is still a plain Int64 literal for polars
-
-
-def _with_disposition(rules: CompiledRules, frame: pl.DataFrame) -> pl.DataFrame:
-    """Disposition and primary reason from the result codes. Deciding criteria are bits of an integer in protocol
-    order (one integer per _BITS criteria), so the primary reason is the lowest set bit of the first integer that
-    has one; two plain steps keep polars on its fast paths."""
-    crits = rules.criteria
-    if not crits:
-        return frame.with_columns(
-            pl.lit(Disposition.ELIGIBLE.value).alias(DISPOSITION_COL), pl.lit(None, pl.String).alias(PRIMARY_COL)
-        )
-    first, second = rules.plan("disposition", lambda: _disposition_exprs(crits))
-    temporary = [e.meta.output_name() for e in first]
-    query = frame.lazy().with_columns(first).with_columns(second).drop(temporary)
-    return query.collect(engine="in-memory" if frame.height <= 10_000 else "auto")
 
 
 def _disposition_exprs(crits: Sequence[CompiledCriterion]) -> tuple[list[pl.Expr], list[pl.Expr]]:
