@@ -254,6 +254,15 @@ class Compiler:
         zero = pl.col(ZERO_COLUMN) if ZERO_COLUMN in self.schema else _ROW_ZERO
         return x / (y + zero)
 
+    def finite(self, e: pl.Expr) -> pl.Expr:
+        """NaN and infinities blank (`_finite`), as long as the frame: numpy's pass over a constant operand (`abs(''
+        < [a])`, which REDCap mode folds to false) gives one value, which polars does not broadcast beside the
+        frame's columns. Paired with the zero column in a struct, the constant is spread to every row first;
+        the value itself is untouched (-0.0 stays -0.0, which adding the zeros would not keep)."""
+        zero = pl.col(ZERO_COLUMN) if ZERO_COLUMN in self.schema else _ROW_ZERO
+        pair = pl.struct(e.cast(pl.Float64).alias("v"), zero.alias("z"))
+        return _finite(pair.struct.field("v"))
+
     # ---- conversions ----------------------------------------------------------------------------------
     def num(self, c: Col) -> pl.Expr:
         if c.kind == "num":
@@ -411,7 +420,7 @@ class Compiler:
             e = self.div(x, y)  # x / 0 is infinite or NaN: blank, like every non-finite result below
         else:
             e = x.pow(y)
-        e = _finite(e)
+        e = self.finite(e)
         return self._out(e, "num", [a, b])
 
     # ---- comparison -----------------------------------------------------------------------------------
@@ -666,7 +675,7 @@ class Compiler:
 
     def _math(self, node: Call, fn) -> Col:
         args = self._args(node)
-        return self._out(_finite(fn(*[self.num(a) for a in args])), "num", args)
+        return self._out(self.finite(fn(*[self.num(a) for a in args])), "num", args)
 
     def _f_abs(self, node: Call) -> Col:
         return self._math(node, lambda x: x.abs())
@@ -708,7 +717,7 @@ class Compiler:
             e = pl.concat_list(xs).list.median()
         else:
             e = pl.concat_list(xs).list.std(ddof=1)
-        return self._out(_finite(e), "num", args)
+        return self._out(self.finite(e), "num", args)
 
     def _f_sum(self, node: Call) -> Col:
         return self._horizontal(node, "sum")
