@@ -194,6 +194,37 @@ def test_parquet_reads_only_the_columns_asked_for(tmp_path, kap_study):
         read_intake(path, kap_study, columns={"screening_date"})
 
 
+def test_parquet_reads_only_the_rows_of_the_records_asked_for(tmp_path, kap_study, monkeypatch):
+    # `screen --record ID` on a large Parquet file: the rows are filtered inside the read, and each keeps its row
+    # number in the file (messages name it), exactly as when the whole file is read and then filtered
+    from trialkit.records import readers
+
+    path = tmp_path / "i.parquet"
+    pl.DataFrame({
+        "record_id": ["001", "002", " 003", "002", "004"],
+        "redcap_event_name": ["screening_arm_1"] * 5,
+        "dob": ["1980-01-02", "1990-03-04", "x", None, "1970-05-06"],
+        "scanner_notes": [[1], [2], [3], [4], [5]],  # unreadable as REDCap text: never loaded
+    }).write_parquet(path)
+    wanted = ["002", "003"]
+    seen = []
+    real = readers.pl.read_parquet
+
+    def spy(*args, **kwargs):  # the whole-file read must not happen
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(readers.pl, "read_parquet", spy)
+    part = read_intake(path, kap_study, records=wanted, columns={"dob"})
+    monkeypatch.undo()
+    assert seen == []
+    whole = read_intake(path, kap_study, columns={"dob"})
+    expected = whole.raw.filter(pl.col("record_id").str.strip_chars().is_in(wanted))
+    assert part.raw.to_dicts() == expected.to_dicts()
+    assert part.raw.get_column("_row").to_list() == [2, 3, 4]
+    assert part.records.to_dicts() == whole.records.filter(pl.col("record_id").is_in(wanted)).to_dicts()
+
+
 def test_rows_with_no_cell_at_all_are_no_data(tmp_path, kap_study):
     path = tmp_path / "i.csv"
     path.write_text("record_id,redcap_event_name,dob\n1,screening_arm_1,1980-01-01\n,,\n,,\n", encoding="utf-8")

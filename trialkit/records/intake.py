@@ -158,7 +158,8 @@ def read_intake(
     rid = study.record_id_field
     if columns is not None:
         columns = {*columns, rid, *META_COLUMNS}
-    raw, fmt = read_text_frame(path, sheet=sheet, columns=columns)
+    rows_of = (rid, list(records)) if records is not None else None
+    raw, fmt = read_text_frame(path, sheet=sheet, columns=columns, rows_of=rows_of)
     if records is not None and rid in raw.columns:
         raw = raw.filter(pl.col(rid).str.strip_chars().is_in(list(records)))
     if fmt in ("xlsx", "parquet"):  # typed sources: a date may only exist as a date-time at midnight there

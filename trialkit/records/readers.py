@@ -26,6 +26,7 @@ from trialkit.errors import DataError, Location
 from trialkit.records.limits import check_delimited, check_xlsx, json_depth_over
 
 ROW = "_row"  # 1-based data row number (the CSV line is ROW + 1 because of the header)
+SOURCE_ROW = "__tk_source_row"  # a reader's own ROW, when it read only some of the file's rows
 
 FORMATS = {
     ".csv": "csv",
@@ -57,10 +58,16 @@ def detect_format(path: Path) -> str:
 
 
 def read_text_frame(
-    path: str | Path, *, sheet: str | int | None = None, columns: Collection[str] | None = None
+    path: str | Path,
+    *,
+    sheet: str | int | None = None,
+    columns: Collection[str] | None = None,
+    rows_of: tuple[str, Collection[str]] | None = None,
 ) -> tuple[pl.DataFrame, str]:
     """Read `path` as text cells. Returns the frame (with ROW) and the detected format name. `columns`: a Parquet
     file's columns to read (others are not even loaded; the header is still checked whole); other formats read all.
+    `rows_of` = (record id column, ids): a Parquet file's rows of those records only, filtered inside the read
+    (ROW keeps each row's number in the file); other formats read every row (the caller filters).
 
     Raises DataError for a missing, unreadable or non-tabular file. Messages never quote file content: a
     parser's own error text repeats the offending cells (names, dates of birth...), so a failed read is
@@ -68,7 +75,7 @@ def read_text_frame(
     """
     if str(path) == STDIN:
         with _stdin_file() as spooled:
-            return read_text_frame(spooled, sheet=sheet, columns=columns)
+            return read_text_frame(spooled, sheet=sheet, columns=columns, rows_of=rows_of)
     path = Path(path)
     if path.is_dir() and (path / PULL_MANIFEST).is_file():
         return normalise(read_pulled_folder(path)), "parquet"
@@ -85,7 +92,7 @@ def read_text_frame(
         elif fmt == "ndjson":
             frame = _read_ndjson(path)
         else:
-            frame = _read_parquet(path, columns)
+            frame = _read_parquet(path, columns, rows_of)
         frame = normalise(frame)
         _refuse_labels_export(frame.columns)
     except DataError as exc:
@@ -329,15 +336,29 @@ def _sheet_list(path: Path) -> str:
     return "; its sheets are: " + ", ".join(repr(n) for n in names)
 
 
-def _read_parquet(path: Path, columns: Collection[str] | None = None) -> pl.DataFrame:
+def _read_parquet(
+    path: Path, columns: Collection[str] | None = None, rows_of: tuple[str, Collection[str]] | None = None
+) -> pl.DataFrame:
     try:
-        if columns is not None:
+        if columns is not None or rows_of is not None:
             schema = pl.read_parquet_schema(path)
             # the whole header is checked (a duplicate among the columns left out still refuses the file)
             names = normalise(pl.DataFrame(schema=dict.fromkeys(schema, pl.String))).drop(ROW).columns
-            wanted = set(columns)
-            columns = [given for given, name in zip(schema, names, strict=True) if name in wanted]
-        frame = pl.read_parquet(path, columns=columns)
+            given_name = dict(zip(names, schema, strict=True))
+            if columns is not None:
+                wanted = set(columns)
+                columns = [given for given, name in zip(schema, names, strict=True) if name in wanted]
+        # only a text id column: the caller compares ids with stringify's text, which a cast may not equal
+        if rows_of is not None and rows_of[0] in given_name and schema[given_name[rows_of[0]]] == pl.String:
+            # one candidate out of a large file: only its rows are read, each with its number in the file
+            rid = pl.col(given_name[rows_of[0]])
+            ids = list(rows_of[1])
+            scan = pl.scan_parquet(path).with_row_index(SOURCE_ROW, offset=1)
+            if columns is not None:
+                scan = scan.select(SOURCE_ROW, *columns)
+            frame = scan.filter(rid.str.strip_chars().is_in(ids)).collect()
+        else:
+            frame = pl.read_parquet(path, columns=columns)
     except DataError:
         raise
     except OSError as exc:
@@ -559,7 +580,11 @@ def stringify(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def normalise(frame: pl.DataFrame) -> pl.DataFrame:
-    """Trim column names, blank cells -> null, refuse duplicate headers, add ROW."""
+    """Trim column names, blank cells -> null, refuse duplicate headers, add ROW (from SOURCE_ROW when the reader
+    kept only some rows of the file)."""
+    source_rows = frame.get_column(SOURCE_ROW) if SOURCE_ROW in frame.columns else None
+    if source_rows is not None:
+        frame = frame.drop(SOURCE_ROW)
     names = [str(c).strip().lstrip("\ufeff") for c in frame.columns]
     seen: set[str] = set()
     for name in names:
@@ -582,7 +607,10 @@ def normalise(frame: pl.DataFrame) -> pl.DataFrame:
             frame = frame.with_columns(
                 [pl.when(pl.col(c).str.len_bytes() == 0).then(None).otherwise(pl.col(c)).alias(c) for c in fix]
             )
-    frame = frame.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+    if source_rows is not None:
+        frame = frame.with_columns(source_rows.cast(pl.Int64).alias(ROW))  # the reader may have made it text
+    else:
+        frame = frame.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
     # A row with no cell at all (",,,,", trailing lines of a spreadsheet export) is no data: REDCap skips it too.
     if frame.width > 1 and frame.height:
         empty = pl.all_horizontal(pl.all().exclude(ROW).is_null())
