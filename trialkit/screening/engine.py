@@ -628,6 +628,9 @@ def _with_missing_columns(frame: pl.DataFrame, rules: CompiledRules) -> pl.DataF
 
 
 def _constant(name: str, dtype: Any, value: Any, height: int) -> pl.Series:
+    if height <= SMALL_ROWS:
+        # built from a list: extend_constant runs a query (about 0.2 ms), a dozen per candidate screened alone
+        return pl.Series(name, [value] * height, dtype=dtype)
     return pl.Series(name, dtype=dtype).extend_constant(value, height)
 
 
