@@ -310,7 +310,7 @@ def test_instance_record_ids_that_fit_no_record_are_ignored():
     records = pl.DataFrame({"record_id": [1, 2]})
     kw = {"instances": {"atrq": atrq}}
     assert run("count_instances(atrq)", records, **kw).values.to_list() == [1, 0]
-    assert run("[v][1]", records, **kw).values.to_list() == [2, None]
+    assert run("[v][1]", records, **kw).values.to_list() == ["2", None]  # no study: the stored text
 
 
 def test_kleene_unknown_aggregates_stay_unknown_for_records_with_instances():
@@ -410,3 +410,21 @@ def test_arithmetic_on_a_constant_gives_one_value_per_row(text):
         out = evaluate_many({"v": parse(text)}, frame, mode=mode)
         assert out.height == 3 and out.get_column("v").n_unique() == 1, (text, mode)
     assert evaluate(parse(text), frame, mode="redcap").values.to_list() == [True] * 3
+
+
+@pytest.mark.parametrize("mode", ["redcap", "kleene"])
+def test_a_column_no_study_describes_gives_each_record_the_same_result_alone_or_among_others(mode):
+    # it was typed by the content of the whole column: '' = 10 was true beside a date in another row (REDCap
+    # mode), and a date compared with a number unknown alone but false beside 'UNK' (kleene mode)
+    exprs = ["[a] > 5", "[a] = 10", "[a] <> 5", "[a] + 1", "if([a] > 3, 1, 0)", "[a] > '2024-01-01'",
+             "datediff([a], '2024-02-05', 'd')", "year([a])", "round([a], 1)", "[a]"]
+    values = ["10", "010", "2024-01-05", "2024-01-05 10:00", "abc", ""]
+    for text in exprs:
+        tree = parse(text)
+        for value in values:
+            alone = evaluate(tree, pl.DataFrame({"record_id": ["1"], "a": [value]}), mode=mode,
+                             as_of=date(2024, 3, 1)).values.to_list()
+            for other in ("UNK", "7", "2024-02-01", ""):
+                frame = pl.DataFrame({"record_id": ["1", "2"], "a": [value, other]})
+                among = evaluate(tree, frame, mode=mode, as_of=date(2024, 3, 1)).values.to_list()[:1]
+                assert among == alone, (text, value, other)

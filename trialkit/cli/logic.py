@@ -162,7 +162,8 @@ def _json_value(value, kind: str, mode: str):  # type: ignore[no-untyped-def]
     "--as-of", "as_of", type=DATETIME, help="Date or time ('YYYY-MM-DD HH:MM') for 'today'/'now'. Default: today."
 )
 @study_option(exists=True, deprecated_aliases=("--instruments",),
-              help="Study directory or file: type fields by their definitions instead of by content.")
+              help="Study directory or file: type fields by their definitions (without one, every column is "
+                   "text, compared and computed cell by cell as REDCap does).")
 @click.option("--record-id", "record_id", help="Record id column (default: the first column).")
 @click.option("--explain", is_flag=True, help="kleene: add a 'missing' column naming the fields that made it unknown.")
 @format_option(["csv", "json"], default="csv",

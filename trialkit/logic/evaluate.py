@@ -164,9 +164,9 @@ class Compiler:
             if k in ("date", "datetime"):
                 return "date", k == "datetime"
             return "str", False
-        inferred = self.kinds.get(column)
-        if inferred in ("num", "date", "datetime"):
-            return ("date", inferred == "datetime") if inferred != "num" else ("num", False)
+        # A column no study describes is text, whatever it holds: typing it by its content made a record's result
+        # depend on the others read with it ('' = 10 was true beside a date in another row). Text is compared
+        # and computed cell by cell as REDCap does (numbers as numbers, ISO dates in date functions).
         return "str", False
 
     def leaf(self, column: str, spec: FieldSpec | None, is_option: bool, node: Node, label: str) -> Col:
