@@ -363,3 +363,24 @@ def test_candidates_without_a_reference_date_are_rescreened_on_a_new_run_date(ka
     assert moved  # a decided result that the new run date overturns
     assert stored_results(client) == expected
     assert later.pulled <= undecided + len(undated)  # the undecided and the undated, not everyone
+
+
+def test_result_fields_on_another_form_are_a_usage_error_before_any_call(tmp_path):
+    # the write-back sets eligibility_result_complete: with the result fields on another form REDCap would refuse
+    # every write-back import; the job says what to change instead, before it asks REDCap anything
+    import shutil
+
+    root = Path(__file__).resolve().parents[2]
+    shutil.copytree(root / "instruments", tmp_path / "instruments")
+    shutil.copy(root / "study.yaml", tmp_path / "study.yaml")
+    form = tmp_path / "instruments" / "eligibility_result.yaml"
+    form.write_text(form.read_text().replace("instrument: eligibility_result", "instrument: screening_outcome"))
+    form.rename(tmp_path / "instruments" / "screening_outcome.yaml")
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(study_file.read_text().replace("eligibility_result", "screening_outcome"))
+    other = load_study(tmp_path)
+    rules = load_rules(root / "eligibility_rules" / "kap_trd.yaml", other)
+    client = RedcapClient("http://127.0.0.1:9/api/", Token("0" * 32))  # nothing listens: no call may be made
+    with pytest.raises(UsageError, match=r"'eligibility_result' instrument.*'screening_outcome'"):
+        run_nightly(client, other, rules, ledger=Ledger(tmp_path / "l.sqlite"), as_of=DEMO_AS_OF,
+                    now=dt.datetime(2026, 11, 2, 3, 0))

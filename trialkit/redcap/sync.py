@@ -574,6 +574,13 @@ def _require_result_fields(study: Any) -> None:
             f"the study has no field(s) {', '.join(missing)} to hold screening results: add the "
             f"'{RESULT_FORM}' instrument (see instruments/{RESULT_FORM}.yaml in the KAP-TRD study)"
         )
+    # the write-back also sets that form's status field, <form>_complete, which exists only under that name
+    elsewhere = sorted({study.field(name).form for name in WRITEBACK_FIELDS} - {RESULT_FORM})
+    if elsewhere:
+        raise UsageError(
+            f"the screening result fields must be on the '{RESULT_FORM}' instrument (the write-back marks that form "
+            f"Complete); they are on {', '.join(repr(f) for f in elsewhere)}"
+        )
 
 
 def _result_event(study: Any) -> str | None:
