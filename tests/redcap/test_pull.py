@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 
@@ -28,16 +29,25 @@ def study():
 
 @pytest.fixture
 def kap(sandbox, study):
+    with clocked_project(sandbox, ProjectSpec.from_definition(study)) as (token, clock):
+        client_for(sandbox, token, chunk_size=50).import_records(rows_of(intake_frame(40)))
+        clock.now = T0 + dt.timedelta(hours=1)
+        yield token, clock
+
+
+@contextlib.contextmanager
+def clocked_project(sandbox, spec: ProjectSpec):
+    """A sandbox project whose server clock the test sets (starting at T0); dropped, faults and clock reset after."""
     clock = Clock()
     clock.now = T0
     sandbox.set_clock(clock)
-    token = sandbox.create_project(ProjectSpec.from_definition(study))
-    client_for(sandbox, token, chunk_size=50).import_records(rows_of(intake_frame(40)))
-    clock.now = T0 + dt.timedelta(hours=1)
-    yield token, clock
-    sandbox.set_faults(None)
-    sandbox.set_clock(None)
-    sandbox.drop_project(token)
+    token = sandbox.create_project(spec)
+    try:
+        yield token, clock
+    finally:
+        sandbox.set_faults(None)
+        sandbox.set_clock(None)
+        sandbox.drop_project(token)
 
 
 def full_export(client) -> pl.DataFrame:
@@ -248,11 +258,7 @@ def test_a_design_change_in_the_log_makes_the_pull_export_the_dictionary_once(sa
 
 
 def test_a_pull_without_the_logging_right_finds_deletions_with_the_id_list_and_says_so(sandbox, study, tmp_path):
-    clock = Clock()
-    clock.now = T0
-    sandbox.set_clock(clock)
-    token = sandbox.create_project(ProjectSpec.from_definition(study, user_logging=False))
-    try:
+    with clocked_project(sandbox, ProjectSpec.from_definition(study, user_logging=False)) as (token, clock):
         client_for(sandbox, token, chunk_size=50).import_records(rows_of(intake_frame(12)))
         with DataLedger(tmp_path / "ledger.sqlite") as ledger:
             pull(client_for(sandbox, token), tmp_path / "copy", ledger=ledger, now=clock.now)
@@ -263,19 +269,12 @@ def test_a_pull_without_the_logging_right_finds_deletions_with_the_id_list_and_s
         assert second.deleted == 1 and second.deletions_from == "id list"
         assert "Logging" in second.to_dict()["log_note"]
         assert local_copy(tmp_path / "copy").equals(full_export(client_for(sandbox, token)))
-    finally:
-        sandbox.set_clock(None)
-        sandbox.drop_project(token)
 
 
 def test_a_user_in_a_data_access_group_gets_deletions_from_the_id_list(sandbox, study, tmp_path):
     from trialkit.redcap.sandbox.project import dag_rows
 
-    clock = Clock()
-    clock.now = T0
-    sandbox.set_clock(clock)
-    token = sandbox.create_project(ProjectSpec.from_definition(study, dags=dag_rows(["Site A"])))
-    try:
+    with clocked_project(sandbox, ProjectSpec.from_definition(study, dags=dag_rows(["Site A"]))) as (token, clock):
         rows = [{**r, "redcap_data_access_group": "site_a"} for r in rows_of(intake_frame(12))]
         client_for(sandbox, token, chunk_size=50).import_records(rows)
         with DataLedger(tmp_path / "ledger.sqlite") as ledger:
@@ -294,9 +293,6 @@ def test_a_user_in_a_data_access_group_gets_deletions_from_the_id_list(sandbox, 
         assert third.deleted == 1 and third.deletions_from == "id list"
         assert "data access group" in third.to_dict()["log_note"]
         assert local_copy(tmp_path / "copy").equals(full_export(client_for(sandbox, token)))
-    finally:
-        sandbox.set_clock(None)
-        sandbox.drop_project(token)
 
 
 def test_a_deletion_before_a_failed_pull_is_still_found_by_the_rerun(sandbox, kap, tmp_path):
