@@ -274,23 +274,12 @@ def evaluate_many(
     needed += [aux.columns[k] for k in aux.columns]
     kinds = infer_kinds(frame, [c for c in needed if _base_name(c) not in fields])
     frame = _with_series(frame, zero_column(frame.height))
-    settings = (mode, as_of, rid, tuple(missing_codes), explain, missing_columns, tuple(bits.items()))
+    options = (mode, as_of, rid, tuple(missing_codes), explain, missing_columns)
+    settings = (*options, tuple(bits.items()))
     key = _plan_key(exprs, frame.schema, kinds, aux, settings)
     plan = _PLANS.get(key) if key is not None else None
     if plan is None or plan.fields is not fields or any(a is not b for a, b in zip(plan.nodes, nodes, strict=True)):
-        comp = Compiler(
-            frame.schema,
-            mode=mode,
-            as_of=as_of,
-            fields=fields,
-            record_id=rid,
-            missing_codes=missing_codes,
-            explain=explain,
-            kinds=kinds,
-            bits=bits,
-            aux=aux,
-            missing_columns=missing_columns,
-        )
+        comp = _compiler(frame.schema, options, fields, kinds, bits, aux=aux)
         steps = _share_common_subexpressions(comp, nodes)
         stage: list[pl.Expr] = []
         selects = [pl.col(rid)]
@@ -581,11 +570,12 @@ def _attach_instances(
             raise DataError(f"instance data for '{form}' has no record id column {rid!r}")
         used = [c for call in calls for a in call.args[1:] for c in reference_columns(a)]
         kinds = infer_kinds(inst, [c for c in used if _base_name(c) not in fields])
-        settings = (form, n, mode, as_of, rid, tuple(missing_codes), explain, missing_columns, tuple(bits.items()))
+        options = (mode, as_of, rid, tuple(missing_codes), explain, missing_columns)
+        settings = (form, n, *options, tuple(bits.items()))
         key = _plan_key({str(i): c for i, c in enumerate(calls)}, inst.schema, kinds, _Aux(), settings)
         plan = _FORM_PLANS.get(key) if key is not None else None
         if plan is None or plan.fields is not fields or any(a is not b for a, b in zip(plan.calls, calls, strict=True)):
-            plan = _form_plan(form, calls, n, inst.schema, kinds, fields, bits, settings)
+            plan = _form_plan(form, calls, n, inst.schema, kinds, fields, bits, options)
             if key is not None:
                 if len(_FORM_PLANS) >= _MAX_PLANS:
                     _FORM_PLANS.clear()
@@ -651,21 +641,16 @@ class _FormPlan:
 _FORM_PLANS: dict[tuple, _FormPlan] = {}
 
 
-def _form_plan(form, calls, n, schema, kinds, fields, bits, settings) -> _FormPlan:
-    _, _, mode, as_of, rid, missing_codes, explain, missing_columns, _ = settings
-    comp = Compiler(
-        schema,
-        mode=mode,
-        as_of=as_of,
-        fields=fields,
-        record_id=rid,
-        missing_codes=missing_codes,
-        explain=explain,
-        kinds=kinds,
-        bits=bits,
-        missing_columns=missing_columns,
-        in_instances=form,
-    )
+def _compiler(schema, options: tuple, fields, kinds, bits, **extra) -> Compiler:
+    """A Compiler for the main frame or one form's instances: `options` is (mode, as_of, record id, missing codes,
+    explain, missing columns), as in the plan keys."""
+    mode, as_of, rid, missing_codes, explain, missing_columns = options
+    return Compiler(schema, mode=mode, as_of=as_of, fields=fields, record_id=rid, missing_codes=missing_codes,
+                    explain=explain, kinds=kinds, bits=bits, missing_columns=missing_columns, **extra)
+
+
+def _form_plan(form, calls, n, schema, kinds, fields, bits, options) -> _FormPlan:
+    comp = _compiler(schema, options, fields, kinds, bits, in_instances=form)
     # Heavy sub-expressions of the conditions and values are computed into columns first, as in the main frame.
     steps = _stage_steps(comp, _heavy_nodes([a for call in calls for a in call.args[1:]], walk))
     first: list[pl.Expr] = []  # condition columns
