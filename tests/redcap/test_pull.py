@@ -262,13 +262,18 @@ def test_a_pull_without_the_logging_right_finds_deletions_with_the_id_list_and_s
         client_for(sandbox, token, chunk_size=50).import_records(rows_of(intake_frame(12)))
         with DataLedger(tmp_path / "ledger.sqlite") as ledger:
             pull(client_for(sandbox, token), tmp_path / "copy", ledger=ledger, now=clock.now)
-            clock.now += dt.timedelta(hours=1)
-            _edit(sandbox, token, clock, [], delete=["0004"])
-            clock.now += dt.timedelta(hours=1)
+            _delete_an_hour_later(sandbox, token, clock, "0004")
             second = pull(client_for(sandbox, token), tmp_path / "copy", ledger=ledger, now=clock.now)
         assert second.deleted == 1 and second.deletions_from == "id list"
         assert "Logging" in second.to_dict()["log_note"]
         assert local_copy(tmp_path / "copy").equals(full_export(client_for(sandbox, token)))
+
+
+def _delete_an_hour_later(sandbox, token, clock, record):
+    """Delete `record` in REDCap an hour after the last pull, and move the clock an hour on for the next one."""
+    clock.now += dt.timedelta(hours=1)
+    _edit(sandbox, token, clock, [], delete=[record])
+    clock.now += dt.timedelta(hours=1)
 
 
 def test_a_user_in_a_data_access_group_gets_deletions_from_the_id_list(sandbox, study, tmp_path):
@@ -279,16 +284,12 @@ def test_a_user_in_a_data_access_group_gets_deletions_from_the_id_list(sandbox, 
         client_for(sandbox, token, chunk_size=50).import_records(rows)
         with DataLedger(tmp_path / "ledger.sqlite") as ledger:
             pull(client_for(sandbox, token), tmp_path / "copy", ledger=ledger, now=clock.now)
-            clock.now += dt.timedelta(hours=1)
-            _edit(sandbox, token, clock, [], delete=["0004"])
-            clock.now += dt.timedelta(hours=1)
+            _delete_an_hour_later(sandbox, token, clock, "0004")
             # a user in no group sees REDCap's group column, so the whole log
             second = pull(client_for(sandbox, token), tmp_path / "copy", ledger=ledger, now=clock.now)
             assert second.deleted == 1 and second.deletions_from == "log"
             client_for(sandbox, token)._project.switch_dag("site_a")
-            clock.now += dt.timedelta(hours=1)
-            _edit(sandbox, token, clock, [], delete=["0005"])
-            clock.now += dt.timedelta(hours=1)
+            _delete_an_hour_later(sandbox, token, clock, "0005")
             third = pull(client_for(sandbox, token), tmp_path / "copy", ledger=ledger, now=clock.now)
         assert third.deleted == 1 and third.deletions_from == "id list"
         assert "data access group" in third.to_dict()["log_note"]
