@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from trialkit.errors import DataError
 from trialkit.records import limits
+from trialkit.records.readers import read_text_frame
 
 CELL = st.text(alphabet='ab,"\n\r\t ', max_size=6)
 
@@ -43,10 +44,15 @@ def test_scan_agrees_with_the_csv_module(tmp_path, monkeypatch, width, rows, sep
         # there while polars and the scan do not (only LF ends a line): the oracle cannot judge such files
         rows = [[c.replace("\r", "") for c in r] for r in rows]
     rows = [r for r in rows if not (len(r) == 1 and r[0] in ("", "\r"))]
-    path = tmp_path / "f.csv"
+    path = tmp_path / ("f.csv" if sep == "," else "f.tsv")
     path.write_bytes(_csv([header, *rows], sep, crlf))
     ragged = [i for i, r in enumerate(rows) if len(r) != width]
-    if ragged:
+    if ragged and not exact and any(len(r) > width for r in rows):
+        # the fast path counts separators per chunk: a short row and a long row cancel out there, and the reader
+        # (which refuses long rows) is what refuses the file, as limits' module says
+        with pytest.raises(DataError, match=f"where the header has {width}"):
+            read_text_frame(path)
+    elif ragged:
         with pytest.raises(DataError, match=f"where the header has {width}") as err:
             limits.check_delimited(path, sep, exact=exact)
         parsed = list(csv.reader(io.StringIO(path.read_bytes().decode(), newline=""), delimiter=sep))

@@ -63,9 +63,13 @@ def cell_checks(
     scope: pl.Expr,
     as_of: _dt.date | None,
     missing_codes: tuple[str, ...] = (),
+    raw_dtype: pl.DataType | None = None,
 ) -> list[CellCheck]:
     """The checks of `col`, over its raw text `raw`, its typed value `typed` and `scope` (true on rows where its
-    form belongs). `as_of` is 'today' for `today`/`now` range bounds (None: those bounds are not checked)."""
+    form belongs). `as_of` is 'today' for `today`/`now` range bounds (None: those bounds are not checked).
+    `raw_dtype`: the type of a column read_intake kept typed (convert.keeps_type); None or String: text."""
+    if raw_dtype is not None and raw_dtype != pl.String:
+        return _typed_source_checks(col, raw, typed, scope, as_of, raw_dtype)
     out: list[CellCheck] = []
     is_missing = raw.is_in(list(missing_codes)) if missing_codes else pl.lit(False)
     blankish = raw.is_null() | (raw == "0") if col.kind in ("checkbox", "complete") else raw.is_null()
@@ -120,6 +124,45 @@ def cell_checks(
             )
         )
     return out + spreadsheet.checks(col, raw=raw, typed=typed, is_missing=is_missing)
+
+
+def _typed_source_checks(
+    col: Column, raw: pl.Expr, typed: pl.Expr, scope: pl.Expr, as_of: _dt.date | None, dtype: pl.DataType
+) -> list[CellCheck]:
+    """`cell_checks` of a date or number column kept in its source type: the same checks, messages and order as
+    over the text `readers.stringify` would give, minus those that text can never fail (a missing-data code,
+    which keeps_type rules out; a date with slashes). The text is built only for a check that reads it."""
+    from trialkit.records.readers import text_expr
+
+    text = text_expr(raw, dtype)
+    out = [
+        CellCheck(
+            "misplaced",
+            raw.is_null() | scope,
+            f"value on a row where form {col.form!r} does not belong (wrong event or repeat instance)",
+            f"filed where form {col.form!r} does not belong: move it to the right event or instance",
+        )
+    ]
+    vt = col.validation
+    label = vt.label if vt is not None else col.kind
+    out.append(
+        CellCheck(
+            "type",
+            raw.is_null() | typed.is_not_null(),
+            f"not a valid {label}",
+            f"unreadable value (expected {expected_form(col)})",
+        )
+    )
+    if vt is not None and vt.kind == "number" and vt.name not in ("number", "number_comma_decimal"):
+        out.append(
+            CellCheck(
+                "format",
+                raw.is_null() | typed.is_null() | text.str.contains(vt.anchored) | text.str.contains(WHOLE),
+                f"not in the form {vt.label}",
+                usable=True,
+            )
+        )
+    return out + _range_checks(col, typed, as_of)
 
 
 def _range_checks(col: Column, typed: pl.Expr, as_of: _dt.date | None) -> list[CellCheck]:

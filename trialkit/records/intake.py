@@ -25,9 +25,11 @@ from trialkit.records.convert import (
     REPEAT_INSTANCE,
     REPEAT_INSTRUMENT,
     Column,
+    keeps_type,
     null_column,
     study_columns,
     typed_expr,
+    typed_from_source,
 )
 from trialkit.records.readers import ROW, normalise, read_text_frame
 
@@ -42,7 +44,9 @@ class IntakeData:
     - `record_events`: every non-repeating row, one per (record, event) (classic project: same as `records`).
     - `instances`: per repeating instrument, its rows keyed by record id, [`redcap_event_name`] and
       `redcap_repeat_instance` (Int64), with that form's fields typed and `<form>_complete`.
-    - `raw`: the input as read, every cell text (blank -> null; key columns trimmed) plus `_row` (1-based row).
+    - `raw`: the input as read, every cell text (blank -> null; key columns trimmed) plus `_row` (1-based row);
+      read with `keep_types` (screening), a Parquet file's date and number columns stay in their type
+      (convert.keeps_type: only where that gives exactly what their text would).
     - `typed`: the same rows as `raw`, typed, with the REDCap key columns; what validation checks.
     - `notes`: how the input was interpreted where it was not the exact REDCap shape.
     """
@@ -148,23 +152,45 @@ def read_intake(
     sheet: str | int | None = None,
     records: Collection[str] | None = None,
     columns: Collection[str] | None = None,
+    keep_types: bool = False,
 ) -> IntakeData:
     """Read an intake file (CSV/TSV, Excel, JSON, NDJSON, Parquet; REDCap flat export shape or one row per
     record) and type it by the study's fields. Raises DataError when the file is unreadable or not tabular
     intake data for this study (no record id column). `records`: keep only these record ids (before any
     typing, so one candidate out of a large file costs little more than reading it). `columns`: the only
     columns a caller reads (with the record id and REDCap's key columns); a Parquet file's other columns are
-    not loaded (they read as absent), other formats read every column."""
+    not loaded (they read as absent), other formats read every column. `keep_types`: a Parquet file's date and
+    number columns are typed straight from their type (convert.keeps_type), not through text; `raw` then holds
+    them in that type (what screening reads; validation wants every cell's text)."""
     rid = study.record_id_field
     if columns is not None:
         columns = {*columns, rid, *META_COLUMNS}
     rows_of = (rid, list(records)) if records is not None else None
-    raw, fmt = read_text_frame(path, sheet=sheet, columns=columns, rows_of=rows_of)
+    keep = _typed_columns(Path(path), study) if keep_types else set()
+    raw, fmt = read_text_frame(path, sheet=sheet, columns=columns, rows_of=rows_of, keep=keep)
     if records is not None and rid in raw.columns:
         raw = raw.filter(pl.col(rid).str.strip_chars().is_in(list(records)))
     if fmt in ("xlsx", "parquet"):  # typed sources: a date may only exist as a date-time at midnight there
         raw = _midnight_dates(raw, study, _plain_typed(Path(path)) if fmt == "parquet" else ())
     return build(raw, study, event=event, source=str(path), fmt=fmt)
+
+
+def _typed_columns(path: Path, study: Study) -> set[str]:
+    """A Parquet file's columns that can be typed without a round trip through text (convert.keeps_type)."""
+    if str(path) == "-" or not path.is_file() or path.suffix.lower() not in (".parquet", ".pq"):
+        return set()
+    try:
+        schema = pl.read_parquet_schema(path)
+    except Exception:  # the reader explains a damaged file
+        return set()
+    by_name = {c.name: c for c in study_columns(study) if c.name != study.record_id_field}
+    missing = tuple(m.code for m in study.missing_codes)
+    kept = set()
+    for name, dtype in schema.items():
+        column = by_name.get(str(name).strip().lstrip("\ufeff"))
+        if column is not None and keeps_type(column, dtype, missing):
+            kept.add(column.name)
+    return kept
 
 
 def _plain_typed(path: Path) -> set[str]:
@@ -187,7 +213,7 @@ def _midnight_dates(raw: pl.DataFrame, study: Study, plain: Collection[str] = ()
     for validation to judge. `plain`: columns whose text cannot be a date-time (left alone, unscanned)."""
     fixes = []
     for col in study_columns(study):
-        if col.name not in raw.columns or col.name in plain:
+        if col.name not in raw.columns or col.name in plain or raw.schema[col.name] != pl.String:
             continue
         seconds = col.validation is not None and col.validation.name.startswith("datetime_seconds")
         if col.kind == "date":
@@ -274,8 +300,14 @@ def build(
     columns = study_columns(study)
     present = set(raw.columns)
     missing = tuple(m.code for m in study.missing_codes)
+    schema = raw.schema
+    as_read = _valid_coded(raw, [c for c in columns if c.name in present and c.name != rid], missing)
     value_exprs = [
-        typed_expr(c, missing_codes=missing) if c.name in present else null_column(c) for c in columns if c.name != rid
+        null_column(c) if c.name not in present
+        else pl.col(c.name) if c.name in as_read
+        else typed_expr(c, missing_codes=missing) if schema[c.name] == pl.String
+        else typed_from_source(c, schema[c.name])  # a typed source column read_intake kept in its type
+        for c in columns if c.name != rid
     ]
     typed = raw.select(key_exprs + value_exprs)
     typed, numbered = _number_instances(typed, study)
@@ -295,6 +327,19 @@ def build(
         format=fmt,
         notes=tuple(notes),
     )
+
+
+def _valid_coded(raw: pl.DataFrame, columns: list[Column], missing: tuple[str, ...]) -> set[str]:
+    """Coded text columns whose every cell is blank or one of its codes: their typed column is the raw one as it
+    is (typed_expr would copy it cell by cell to the same values; a million rows of forty choice fields is
+    gigabytes)."""
+    coded = [c for c in columns if c.codes is not None and raw.schema[c.name] == pl.String]
+    if not coded or raw.height == 0:
+        return set()
+    flags = raw.select(
+        (pl.col(c.name).is_in([*c.codes, *missing]) | pl.col(c.name).is_null()).all().alias(c.name) for c in coded
+    ).row(0)
+    return {c.name for c, ok in zip(coded, flags, strict=True) if ok}
 
 
 _NOTES_LIMIT = 10  # conflicts and renumbered instances named one by one; beyond that, counted

@@ -63,11 +63,13 @@ def read_text_frame(
     sheet: str | int | None = None,
     columns: Collection[str] | None = None,
     rows_of: tuple[str, Collection[str]] | None = None,
+    keep: Collection[str] = (),
 ) -> tuple[pl.DataFrame, str]:
     """Read `path` as text cells. Returns the frame (with ROW) and the detected format name. `columns`: a Parquet
     file's columns to read (others are not even loaded; the header is still checked whole); other formats read all.
     `rows_of` = (record id column, ids): a Parquet file's rows of those records only, filtered inside the read
-    (ROW keeps each row's number in the file); other formats read every row (the caller filters).
+    (ROW keeps each row's number in the file); other formats read every row (the caller filters). `keep`: a
+    Parquet file's typed columns left in their type (see `stringify`); other formats ignore it.
 
     Raises DataError for a missing, unreadable or non-tabular file. Messages never quote file content: a
     parser's own error text repeats the offending cells (names, dates of birth...), so a failed read is
@@ -75,7 +77,7 @@ def read_text_frame(
     """
     if str(path) == STDIN:
         with _stdin_file() as spooled:
-            return read_text_frame(spooled, sheet=sheet, columns=columns, rows_of=rows_of)
+            return read_text_frame(spooled, sheet=sheet, columns=columns, rows_of=rows_of, keep=keep)
     path = Path(path)
     if path.is_dir() and (path / PULL_MANIFEST).is_file():
         return normalise(read_pulled_folder(path)), "parquet"
@@ -92,8 +94,8 @@ def read_text_frame(
         elif fmt == "ndjson":
             frame = _read_ndjson(path)
         else:
-            frame = _read_parquet(path, columns, rows_of)
-        frame = normalise(frame)
+            frame = _read_parquet(path, columns, rows_of, keep)
+        frame = normalise(frame, keep if fmt == "parquet" else ())
         _refuse_labels_export(frame.columns)
     except DataError as exc:
         if exc.location is None:
@@ -337,7 +339,10 @@ def _sheet_list(path: Path) -> str:
 
 
 def _read_parquet(
-    path: Path, columns: Collection[str] | None = None, rows_of: tuple[str, Collection[str]] | None = None
+    path: Path,
+    columns: Collection[str] | None = None,
+    rows_of: tuple[str, Collection[str]] | None = None,
+    keep: Collection[str] = (),
 ) -> pl.DataFrame:
     try:
         if columns is not None or rows_of is not None:
@@ -365,7 +370,7 @@ def _read_parquet(
         raise _os_error(path, exc) from None
     except Exception:  # polars/arrow classes for corrupt files vary; their text may quote values
         raise _unreadable(path, "cannot read as parquet: damaged, truncated or not a Parquet file") from None
-    return stringify(frame)
+    return stringify(frame, keep)
 
 
 # --- JSON / NDJSON ------------------------------------------------------------------------------------------
@@ -535,53 +540,51 @@ def _ndjson_problem(path: Path) -> DataError | None:
     return None
 
 
-def stringify(frame: pl.DataFrame) -> pl.DataFrame:
+def stringify(frame: pl.DataFrame, keep: Collection[str] = ()) -> pl.DataFrame:
     """Every column as REDCap raw text. Integral floats lose their `.0` (a pandas int column with gaps is
-    float; `1.0` would not be a valid choice code), booleans become 1/0, dates ISO."""
+    float; `1.0` would not be a valid choice code), booleans become 1/0, dates ISO. `keep`: columns (by trimmed
+    name) left in their type, which the caller types without a round trip through text (see read_intake)."""
     exprs = []
     for name, dtype in frame.schema.items():
-        col = pl.col(name)
-        if dtype == pl.String:
-            exprs.append(col)
-        elif dtype.is_float():
-            exact = col.is_finite() & (col == col.round(0)) & (col.abs() < _SAFE_INT)
-            exprs.append(
-                pl.when(exact)
-                .then(col.cast(pl.Int64, strict=False).cast(pl.String))
-                .otherwise(col.cast(pl.String))
-                .alias(name)
-            )
-        elif (
-            dtype.is_integer() or dtype.is_decimal() or dtype in (pl.Categorical, pl.Null) or isinstance(dtype, pl.Enum)
-        ):
-            exprs.append(col.cast(pl.String))
-        elif dtype == pl.Boolean:
-            exprs.append(pl.when(col).then(pl.lit("1")).when(~col).then(pl.lit("0")).alias(name))
-        elif dtype == pl.Date:
-            exprs.append(col.dt.strftime("%Y-%m-%d"))
-        elif isinstance(dtype, pl.Datetime):
-            with_seconds = (col.dt.second() != 0) | (col.dt.nanosecond() != 0)
-            exprs.append(
-                pl.when(with_seconds)
-                .then(col.dt.strftime("%Y-%m-%d %H:%M:%S"))
-                .otherwise(col.dt.strftime("%Y-%m-%d %H:%M"))
-                .alias(name)
-            )
-        elif dtype == pl.Time:
-            exprs.append(
-                pl.when(col.dt.second() != 0)
-                .then(col.dt.strftime("%H:%M:%S"))
-                .otherwise(col.dt.strftime("%H:%M"))
-                .alias(name)
-            )
+        if dtype == pl.String or (keep and _trimmed(name) in keep):
+            exprs.append(pl.col(name))
         else:
-            raise DataError(f"column {shown_name(name)} holds nested or binary values; expected flat records")
+            exprs.append(text_expr(pl.col(name), dtype).alias(name))
     return frame.select(exprs) if exprs else frame
 
 
-def normalise(frame: pl.DataFrame) -> pl.DataFrame:
+def _trimmed(name: str) -> str:
+    return str(name).strip().lstrip("\ufeff")
+
+
+def text_expr(col: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """A typed column's cells as REDCap raw text (`stringify`, one column). Checks that read a cell's text call it
+    on a column kept in its type, so they judge exactly the text `stringify` would have given."""
+    if dtype == pl.String:
+        return col
+    if dtype.is_float():
+        exact = col.is_finite() & (col == col.round(0)) & (col.abs() < _SAFE_INT)
+        return pl.when(exact).then(col.cast(pl.Int64, strict=False).cast(pl.String)).otherwise(col.cast(pl.String))
+    if dtype.is_integer() or dtype.is_decimal() or dtype in (pl.Categorical, pl.Null) or isinstance(dtype, pl.Enum):
+        return col.cast(pl.String)
+    if dtype == pl.Boolean:
+        return pl.when(col).then(pl.lit("1")).when(~col).then(pl.lit("0"))
+    if dtype == pl.Date:
+        return col.dt.strftime("%Y-%m-%d")
+    if isinstance(dtype, pl.Datetime):
+        with_seconds = (col.dt.second() != 0) | (col.dt.nanosecond() != 0)
+        return pl.when(with_seconds).then(col.dt.strftime("%Y-%m-%d %H:%M:%S")).otherwise(
+            col.dt.strftime("%Y-%m-%d %H:%M")
+        )
+    if dtype == pl.Time:
+        return pl.when(col.dt.second() != 0).then(col.dt.strftime("%H:%M:%S")).otherwise(col.dt.strftime("%H:%M"))
+    raise DataError(f"column {shown_name(str(col.meta.output_name()))} holds nested or binary values; expected flat "
+                    "records")
+
+
+def normalise(frame: pl.DataFrame, keep: Collection[str] = ()) -> pl.DataFrame:
     """Trim column names, blank cells -> null, refuse duplicate headers, add ROW (from SOURCE_ROW when the reader
-    kept only some rows of the file)."""
+    kept only some rows of the file). `keep`: typed columns left in their type (see `stringify`)."""
     source_rows = frame.get_column(SOURCE_ROW) if SOURCE_ROW in frame.columns else None
     if source_rows is not None:
         frame = frame.drop(SOURCE_ROW)
@@ -595,14 +598,15 @@ def normalise(frame: pl.DataFrame) -> pl.DataFrame:
     if ROW in seen:
         raise DataError(f"column name {ROW!r} is reserved")
     frame = frame.rename(dict(zip(frame.columns, names, strict=True)))
-    if any(dtype != pl.String for dtype in frame.schema.values()):
-        frame = stringify(frame)
+    if any(dtype != pl.String and name not in keep for name, dtype in frame.schema.items()):
+        frame = stringify(frame, keep)
     # Cells are kept verbatim (a padded " 34" is reported by validation, never silently changed); only empty
     # strings become null. Columns are rewritten only when they hold one: a 1M-row file has ~150M cells and a
     # rewritten string column is a full copy (16 bytes per cell in polars' string views).
     if frame.width and frame.height:
-        flags = frame.select([(pl.col(c).str.len_bytes() == 0).any().alias(c) for c in frame.columns]).row(0)
-        fix = [c for c, flagged in zip(frame.columns, flags, strict=True) if flagged]
+        text = [c for c, dtype in frame.schema.items() if dtype == pl.String]
+        flags = frame.select([(pl.col(c).str.len_bytes() == 0).any().alias(c) for c in text]).row(0) if text else ()
+        fix = [c for c, flagged in zip(text, flags, strict=True) if flagged]
         if fix:
             frame = frame.with_columns(
                 [pl.when(pl.col(c).str.len_bytes() == 0).then(None).otherwise(pl.col(c)).alias(c) for c in fix]

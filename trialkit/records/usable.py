@@ -102,6 +102,7 @@ def blank_unusable(
                 scope=scopes[c.form],
                 as_of=as_of,
                 missing_codes=missing,
+                raw_dtype=raw.schema[c.name],
             )
             if not ch.usable
         ]

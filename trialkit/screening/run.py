@@ -72,7 +72,9 @@ def screen_file(
     DataError (exit 1) when nothing can be screened: unreadable file, wrong shape, no candidate."""
     from trialkit.records import read_intake
 
-    intake = read_intake(data, study, event=event, sheet=sheet, records=records, columns=screen_columns(rules, study))
+    intake = read_intake(
+        data, study, event=event, sheet=sheet, records=records, columns=screen_columns(rules, study), keep_types=True
+    )
     if records is not None:
         found = set(intake.records.get_column(intake.record_id).cast(pl.String).to_list())
         unknown = [r for r in records if r not in found]
