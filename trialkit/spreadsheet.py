@@ -14,6 +14,7 @@ import polars as pl
 
 _LEADS = r"^[=@\t\r]"  # always a formula (or a cell-splitting control character)
 _SIGNED = r"^[+-]"  # a formula too, unless the whole cell is a number
+_FIRST = r"^[=@\t\r+-]"  # what either pattern above needs first
 _NUMBER = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
 _leads, _signed, _number = re.compile(_LEADS), re.compile(_SIGNED), re.compile(_NUMBER)
 
@@ -32,6 +33,12 @@ def safe_frame(frame: pl.DataFrame) -> pl.DataFrame:
         return col.str.contains(_LEADS) | (col.str.contains(_SIGNED) & ~col.str.contains(_NUMBER))
 
     text = [c for c, dtype in frame.schema.items() if dtype == pl.String]
+    if not text or frame.height == 0:
+        return frame
+    # one cheap test of the first character per column; the full test only where some cell could be a formula
+    # (a million candidates' result columns hold words and codes: none is rewritten)
+    flags = frame.select(pl.col(c).str.contains(_FIRST).any().alias(c) for c in text).row(0)
+    text = [c for c, flagged in zip(text, flags, strict=True) if flagged]
     return frame.with_columns(
         pl.when(risky(c)).then(pl.lit("'") + pl.col(c)).otherwise(pl.col(c)).alias(c) for c in text
-    )
+    ) if text else frame

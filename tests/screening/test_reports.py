@@ -91,6 +91,23 @@ def test_golden(report, name, render):
     _check_golden(name, _normalise(render(report), sha))
 
 
+def test_files_written_directly_hold_the_rendered_text(report, run):
+    """`screen --out x.csv` and `--log` write polars' bytes straight to the file: the same bytes as the text the
+    golden files pin, defused formulas included."""
+    import io
+
+    from trialkit.screening.reports import write_csv, write_screening_log
+
+    for make, write in ((render_csv, write_csv), (render_screening_log, write_screening_log)):
+        out = io.BytesIO()
+        write(report, out)
+        assert out.getvalue().decode("utf-8") == make(report)
+    risky = build_report(run({"=cmd|x": CANDIDATES[next(iter(CANDIDATES))]}))
+    out = io.BytesIO()
+    write_csv(risky, out)
+    assert "\n'=cmd|x," in out.getvalue().decode("utf-8")
+
+
 def test_json_has_the_shape_the_issue_fixes(report):
     doc = json.loads(render_json(report))
     assert set(doc["ruleset"]) == {"id", "version", "sha256"}

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 
@@ -22,9 +25,15 @@ Examples:
 FORMATS = ("text", "csv", "json", "html")
 
 
-def _write(path: Path, text: str) -> None:
+def _write(path: Path, text: str | Callable[[BinaryIO], None]) -> None:
+    """Write text, or let `text` write its bytes to the open file (a million candidates' CSV is not built as one
+    string first)."""
     try:
-        path.write_text(text, encoding="utf-8")
+        if isinstance(text, str):
+            path.write_text(text, encoding="utf-8")
+        else:
+            with path.open("wb") as handle:
+                text(handle)
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
@@ -86,7 +95,14 @@ def screen(
     """Screen every candidate in DATA against the rule set: each criterion met, not met, unknown (with the
     missing fields) or not applicable; each candidate eligible, ineligible (primary reason first) or pending
     (with what is still needed). The as-of date and the rule set's id, version and sha256 are always shown."""
-    from trialkit.screening.reports import MAX_CHECKLISTS, build_report, render, render_screening_log, render_table
+    from trialkit.screening.reports import (
+        MAX_CHECKLISTS,
+        build_report,
+        render,
+        render_table,
+        write_csv,
+        write_screening_log,
+    )
     from trialkit.screening.run import identifier_fields, load_rules, resolve_study, screen_file
 
     fmt = resolve_format(fmt, out, FORMATS)
@@ -106,7 +122,13 @@ def screen(
         checklists = 0
     report = build_report(screening, checklists=checklists, study=study, source=str(data))
     details = bool(records)
-    text = render_table(report, limit=limit or None, details=details) if fmt == "table" else render(report, fmt)
+    text: str | Callable[[BinaryIO], None]
+    if fmt == "csv" and out is not None:
+        text = partial(write_csv, report)
+    elif fmt == "table":
+        text = render_table(report, limit=limit or None, details=details)
+    else:
+        text = render(report, fmt)
     stamp = rules.stamp()
     sm = report.summary
     line = (
@@ -123,5 +145,5 @@ def screen(
         if fmt != "table":
             click.echo(line, err=True)
     if log_path is not None:
-        _write(log_path, render_screening_log(report, identifiers=identifier_fields(study)))
+        _write(log_path, partial(write_screening_log, report, identifiers=identifier_fields(study)))
         click.echo(f"screening log written to {log_path}", err=True)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, BinaryIO
 
 import polars as pl
 
@@ -238,6 +238,15 @@ def _compact_candidates(report: Report, rows: pl.DataFrame) -> str:
 
 
 def render_csv(report: Report) -> str:
+    return _csv(*_csv_columns(report))
+
+
+def write_csv(report: Report, out: BinaryIO) -> None:
+    """render_csv's bytes written to `out`, without the whole text in memory first."""
+    _csv_frame(*_csv_columns(report)).write_csv(out, line_terminator="\n")
+
+
+def _csv_columns(report: Report) -> tuple[pl.DataFrame, list[str]]:
     crits = report.screening.rules.criteria
     stamp = report.screening.rules.stamp()
     out = report.rows.select(
@@ -256,7 +265,7 @@ def render_csv(report: Report) -> str:
         "primary_reason_text",
         pl.col("still_needed_text").str.replace_all(SEP, "; ", literal=True),
     )
-    return _csv(out)
+    return out, ["disposition", *[cc.id for cc in crits]]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -423,14 +432,30 @@ def screening_log_rows(report: Report, **kwargs: Any) -> list[dict[str, str]]:
 
 
 def render_screening_log(report: Report, *, identifiers: Sequence[str] = ()) -> str:
-    return _csv(screening_log_frame(report, identifiers=identifiers))
+    return _csv(screening_log_frame(report, identifiers=identifiers), ["disposition"])
 
 
-def _csv(frame: pl.DataFrame) -> str:
-    """CSV for spreadsheets: formula-like text defused, blank cells empty (polars quotes an empty string)."""
+def write_screening_log(report: Report, out: BinaryIO, *, identifiers: Sequence[str] = ()) -> None:
+    """render_screening_log's bytes written to `out`."""
+    _csv_frame(screening_log_frame(report, identifiers=identifiers), ["disposition"]).write_csv(
+        out, line_terminator="\n"
+    )
+
+
+def _csv(frame: pl.DataFrame, words: Collection[str] = ()) -> str:
+    return _csv_frame(frame, words).write_csv(line_terminator="\n")
+
+
+def _csv_frame(frame: pl.DataFrame, words: Collection[str] = ()) -> pl.DataFrame:
+    """The frame as CSV for spreadsheets holds it: formula-like text defused, blank cells empty (polars quotes an
+    empty string). `words`: columns whose cells come from trialkit's own fixed words (result labels,
+    dispositions), which no spreadsheet reads as a formula: not scanned (a million rows of twenty such columns
+    cost a second)."""
     text = [c for c, dtype in frame.schema.items() if dtype == pl.String]
     blanked = frame.with_columns(pl.when(pl.col(c) != "").then(pl.col(c)).alias(c) for c in text)
-    return safe_frame(blanked).write_csv(line_terminator="\n")
+    fixed = set(words)
+    safe = safe_frame(blanked.select(c for c in blanked.columns if c not in fixed))
+    return blanked.with_columns(safe.get_columns())
 
 
 # ---------------------------------------------------------------------------------------------------------------
