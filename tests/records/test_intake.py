@@ -243,3 +243,20 @@ def test_a_file_in_the_wrong_shape_says_what_to_do(tmp_path, kap_study, content,
     path.write_bytes(content.encode(encoding))
     with pytest.raises(DataError, match=hint):
         read_intake(path, kap_study)
+
+
+def test_every_record_gets_a_row_whatever_the_order_of_its_rows():
+    """A record with only repeating rows still gets its (blank) row, whether each record's rows are together or
+    not; the fast test for the usual grouped file never drops one."""
+    import polars as pl
+
+    from trialkit.records.intake import _with_all_records
+
+    rows = pl.DataFrame({"record_id": ["A", "B"], "x": [1, 2]})
+    for order in (["A", "A", "B", "C", "C"], ["A", "C", "B", "A", "C"], ["C", "A", "B"]):
+        typed = pl.DataFrame({"record_id": order})
+        out = _with_all_records(typed, rows, "record_id")
+        assert sorted(out.get_column("record_id").to_list()) == ["A", "B", "C"]
+        assert out.filter(pl.col("record_id") == "C").get_column("x").to_list() == [None]
+    grouped = pl.DataFrame({"record_id": ["A", "A", None, "B", "B"]})
+    assert _with_all_records(grouped, rows, "record_id") is rows

@@ -136,3 +136,25 @@ def test_screening_reads_the_same_values_and_problems(study, tmp_path):
     assert_frame_equal(a.problems, b.problems)
     assert a.problems.height > 5  # 2.5 in a whole-number field, 301 over its maximum, a date at 13:45...
     assert set(a.problems.get_column("check")) >= {"type", "range"}
+
+
+def test_a_clean_column_skips_only_checks_that_cannot_fail(tmp_path):
+    """blank_unusable does not evaluate type and choice checks of a column whose every written cell was read;
+    a choice label that is also a missing-data code is still flagged as a label, and a column with one bad code
+    is still checked."""
+    root = tmp_path / "study"
+    (root / "instruments").mkdir(parents=True)
+    (root / "instruments" / "f.yaml").write_text(textwrap.dedent("""\
+        instrument: f
+        fields:
+          - {name: record_id, type: text, label: Record ID}
+          - {name: smoker, type: radio, label: Smoker, choices: {"1": "Yes", "0": "NA"}}
+          - {name: drinks, type: radio, label: Drinks, choices: {"1": "Yes", "0": "No"}}
+        """), encoding="utf-8")
+    (root / "study.yaml").write_text("study: s\ninstruments: [f]\nmissing_codes: {NA: Not asked}\n", encoding="utf-8")
+    study = load_study(root)
+    frame = pl.DataFrame({"record_id": ["1", "2", "3"], "smoker": ["1", "NA", "0"], "drinks": ["1", "0", "No"]})
+    intake = __import__("trialkit.records", fromlist=["IntakeData"]).IntakeData.from_frame(frame, study)
+    problems = intake.for_screening(as_of=dt.date(2026, 11, 2)).problems
+    got = sorted(zip(problems.get_column("record").to_list(), problems.get_column("field").to_list(), strict=True))
+    assert got == [("2", "smoker"), ("3", "drinks")]

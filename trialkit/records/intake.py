@@ -414,6 +414,13 @@ def _assemble(
 
 
 def _with_all_records(typed: pl.DataFrame, rows: pl.DataFrame, rid: str) -> pl.DataFrame:
+    """`rows` (one per record id) with a blank row added for every record of `typed` that has none, then in
+    first-appearance order."""
+    # The usual file keeps each record's rows together: its number of runs of equal ids bounds the distinct ids
+    # from above, `rows` (a subset) from below; equal, every record has its row (no pass over distinct ids).
+    ids = typed.get_column(rid).drop_nulls()
+    if ids.len() and (ids != ids.shift(1)).sum() + 1 == rows.height:
+        return rows
     ids = typed.select(rid).filter(pl.col(rid).is_not_null()).unique(maintain_order=True)
     if ids.height == rows.height:
         return rows

@@ -40,7 +40,8 @@ def slashed_date(col: Column, raw: pl.Expr) -> pl.Expr:
     return raw.str.contains(_SLASHED_DATE).fill_null(False)
 
 
-def _labels(col: Column) -> tuple[str, ...]:
+def labels(col: Column) -> tuple[str, ...]:
+    """The words a labels export writes for `col`'s codes (those that are not codes themselves)."""
     if col.kind == "complete":
         return _COMPLETE_LABELS
     if col.kind == "checkbox":
@@ -53,10 +54,10 @@ def _labels(col: Column) -> tuple[str, ...]:
 
 def is_label(col: Column, raw: pl.Expr) -> pl.Expr:
     """True where a coded field holds one of its choice labels (exactly as REDCap's labels export writes it)."""
-    labels = _labels(col)
-    if not labels:
+    words = labels(col)
+    if not words:
         return pl.lit(False)
-    return raw.is_in(list(labels)).fill_null(False)
+    return raw.is_in(list(words)).fill_null(False)
 
 
 def lost_zeros(raw: pl.Expr) -> pl.Expr:
@@ -82,7 +83,7 @@ def checks(col: Column, *, raw: pl.Expr, typed: pl.Expr, is_missing: pl.Expr) ->
             f"a date written with slashes, as Excel shows it (month/day/year?): write it {form}{example}",
             f"unreadable value (expected {form}): a date written with slashes, as Excel shows it",
         ))
-    if _labels(col) and col.codes is not None:
+    if labels(col) and col.codes is not None:
         out.append(CellCheck(
             "choice",
             ~is_label(col, raw),

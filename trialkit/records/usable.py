@@ -20,6 +20,7 @@ import polars as pl
 
 from trialkit.definitions.expressions import calc_references
 from trialkit.definitions.model import Study
+from trialkit.records import spreadsheet
 from trialkit.records.calculations import calc_fields, form_scope, parsed
 from trialkit.records.cellchecks import cell_checks
 from trialkit.records.convert import EVENT, REPEAT_INSTANCE, REPEAT_INSTRUMENT, Column, study_columns
@@ -92,6 +93,15 @@ def blank_unusable(
         form_scope(study, form, instrument="instrument", event="event").alias(f"s{j}") for j, form in enumerate(forms)
     )
     scopes = {form: pl.col(f"s{j}") for j, form in enumerate(forms)}
+    # Where a column's typed cells are blank exactly where its raw cells are, every written cell was read as its
+    # type or code: its type and choice checks pass everywhere and are not evaluated (at a million candidates
+    # they are most of the cost). A label that is also a missing-data code still needs its check.
+    sure = {
+        c.name
+        for c in cols
+        if typed.get_column(c.name).null_count() == raw.get_column(c.name).null_count()
+        and not set(missing) & set(spreadsheet.labels(c))
+    }
     checks = [
         [
             ch
@@ -104,7 +114,7 @@ def blank_unusable(
                 missing_codes=missing,
                 raw_dtype=raw.schema[c.name],
             )
-            if not ch.usable
+            if not ch.usable and not (c.name in sure and ch.check in ("type", "choice"))
         ]
         for i, c in enumerate(cols)
     ]
