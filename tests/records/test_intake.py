@@ -254,9 +254,14 @@ def test_every_record_gets_a_row_whatever_the_order_of_its_rows():
 
     rows = pl.DataFrame({"record_id": ["A", "B"], "x": [1, 2]})
     for order in (["A", "A", "B", "C", "C"], ["A", "C", "B", "A", "C"], ["C", "A", "B"]):
-        typed = pl.DataFrame({"record_id": order})
+        typed = pl.DataFrame({"record_id": order, "_row": range(1, len(order) + 1)})
         out = _with_all_records(typed, rows, "record_id")
-        assert sorted(out.get_column("record_id").to_list()) == ["A", "B", "C"]
+        assert out.get_column("record_id").to_list() == list(dict.fromkeys(order))  # first appearance
+        # rows grouped by kind (a Parquet file read by form) keep the file's first-appearance order
+        shuffled = typed.sort("record_id", maintain_order=True)
+        assert _with_all_records(shuffled, rows, "record_id").get_column("record_id").to_list() == list(
+            dict.fromkeys(order)
+        )
         assert out.filter(pl.col("record_id") == "C").get_column("x").to_list() == [None]
     grouped = pl.DataFrame({"record_id": ["A", "A", None, "B", "B"]})
     assert _with_all_records(grouped, rows, "record_id") is rows

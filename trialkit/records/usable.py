@@ -150,9 +150,13 @@ def blank_unusable(
     return typed, problems
 
 
-def blank_tainted_calcs(typed: pl.DataFrame, problems: pl.DataFrame, study: Study) -> tuple[pl.DataFrame, pl.DataFrame]:
+def blank_tainted_calcs(
+    typed: pl.DataFrame, problems: pl.DataFrame, study: Study, only: Collection[str] | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Blank every calculated value whose same-row inputs include an unusable cell (after calcs were computed),
-    and list it. Nested calcs inherit: a BMI class read from a BMI read from a mistyped height is unusable."""
+    and list it. Nested calcs inherit: a BMI class read from a BMI read from a mistyped height is unusable.
+    `only`: the calcs the caller reads (None: all); others are neither blanked nor listed, so what is listed
+    does not depend on which columns a file's format let the reader leave out."""
     from trialkit import logic
 
     if problems.height == 0:
@@ -168,7 +172,7 @@ def blank_tainted_calcs(typed: pl.DataFrame, problems: pl.DataFrame, study: Stud
             tainted[field.name] = tainted.get(field.name, pl.Series([False] * typed.height)) | tainted[name]
     added: list[pl.DataFrame] = []
     for f in calc_fields(study):
-        if f.name not in typed.columns:
+        if f.name not in typed.columns or (only is not None and f.name not in only):
             continue
         try:
             refs = [r.name for r in logic.references(parsed(f.calculation)) if not r.event]
