@@ -502,7 +502,9 @@ def _float_text(text: str) -> str:
 
 # numbers are decoded straight to the text a cell holds, so a row of them needs no second pass
 _JSON_CELLS = json.JSONDecoder(parse_int=_int_text, parse_float=_float_text, parse_constant=_float_text)
-_NOT_TEXT = re.compile(r'"\s*:\s*[tfn\[{]')  # a value that is true, false, null, a list or an object
+# a value that is true, false, null, a list or an object; also a string holding ':t' and the like, which only sends
+# it through the cell-by-cell pass. Searching from the ':' is several times faster than from every '"'.
+_NOT_TEXT = re.compile(r':\s*[tfn\[{]')
 
 
 def _plain_cells(text: str) -> bool:
@@ -563,6 +565,30 @@ def _error_line(record: str, field: str, value: str, message: str) -> str:
     return ",".join('"' + str(x).replace('"', '""') + '"' for x in (record, field, value, message))
 
 
+_CHECK_MEMO_LIMIT = 100_000  # remembered cell checks per design and dateFormat (~20 MB at most), then forgotten
+
+
+def _import_memo(schema: Schema, date_format: str) -> tuple[dict[str, Column], dict, dict, dict]:
+    """What checking an import's cells needs, kept on the Schema, so across import batches of one design: the
+    columns, their checks, per (event, repeat instrument) the cell plan (column -> (kind, None) where it may be
+    set, (None, message) where not) and per dateFormat each checked (column, cell) -> (stored value, message).
+
+    A check depends on its field's dictionary row, the missing-data codes and the cell alone, all part of the
+    design; a design change (metadata, events, repeats...) makes a new Schema (storage keys Schemas by project
+    version), so nothing remembered here outlives the design it was computed for."""
+    cache = schema.import_memo
+    columns = cache.get("columns")
+    if columns is None:
+        by_name = {k: c for k, c in schema.column_by_name.items() if k != schema.def_field}
+        checks = {c.name: schema.fields[c.name].check for c in by_name.values() if c.kind == "value"}
+        columns = cache["columns"] = (by_name, checks)
+    plans = cache.setdefault("plans", {})
+    memo = cache.setdefault(("checks", date_format), {})
+    if len(memo) > _CHECK_MEMO_LIMIT:  # free text never repeats: the memory stays bounded
+        memo.clear()
+    return columns[0], columns[1], plans, memo
+
+
 def validate_import(schema: Schema, data: ImportData, date_format: str,
                     overwrite: bool) -> tuple[list[_Row], list[str]]:
     """Check every cell; returns the rows to apply (values normalised) and REDCap's error lines."""
@@ -580,11 +606,7 @@ def validate_import(schema: Schema, data: ImportData, date_format: str,
         raise ApiError(f"The record ID field ('{schema.def_field}') is missing from the data being imported")
     if not schema.is_longitudinal and EVENT in keys:
         raise ApiError("The following fields were not found in the project as real data fields: " + EVENT)
-    by_name = {k: c for k, c in schema.column_by_name.items() if k != schema.def_field}
-    checks = {c.name: schema.fields[c.name].check for c in by_name.values() if c.kind == "value"}
-    # per (event, repeat instrument): column -> (kind, None) where it may be set, (None, message) where not
-    plans: dict[tuple[str, str], dict[str, tuple[str | None, str | None]]] = {}
-    memo: dict[tuple[str, str], tuple[object, str | None]] = {}
+    by_name, checks, plans, memo = _import_memo(schema, date_format)
     fast = _validate_columns(schema, raw_rows, by_name, checks, plans, memo, date_format, overwrite)
     if fast is not None:
         return fast, []
