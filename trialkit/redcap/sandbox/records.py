@@ -367,7 +367,9 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
     bases: dict[tuple[str, str], list[str]] = {}
     templates: dict[tuple, tuple[list[str], Callable[[list], tuple]]] = {}
 
-    def template(event: str, rform: str, names: tuple[str, ...]) -> tuple[list[str], Callable[[list], tuple]]:
+    def template(event: str, rform: str, names: tuple[str, ...],
+                 raw: bool) -> tuple[list[str], Callable[[list], tuple]]:
+        """`raw`: the stored values go in as they are stored, between quotes the template holds (see below)."""
         base = bases.get((event, rform))
         if base is None:
             defaults = dict(_Context(plan, event, rform).defaults)
@@ -375,12 +377,13 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
         # stored columns that are exported (not asked-for or removed fields are skipped), in export order
         stored = sorted((position[name], j) for j, name in enumerate(names) if position.get(name, -1) >= n_lead)
         slots = [*range(n_lead), *(p for p, _ in stored)]
-        pieces = ["{" if json_out else ""]
+        pieces = [",{" if json_out else ""]  # JSON: every row but the first follows a comma
         previous = -1
         for p in slots:
             between = "".join(base[q] + "," for q in range(previous + 1, p))
-            pieces[-1] += ("," if previous >= 0 else "") + between + prefixes[p]
-            pieces.extend((None, ""))  # the slot, then the fixed text after it
+            quote = '"' if raw and p >= n_lead else ""
+            pieces[-1] += ("," if previous >= 0 else "") + between + prefixes[p] + quote
+            pieces.extend((None, quote))  # the slot, then the fixed text after it
             previous = p
         pieces[-1] += "".join("," + base[q] for q in range(previous + 1, len(keys))) + ("}" if json_out else "\n")
         take = [j for _, j in stored]
@@ -409,11 +412,17 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
             continue
         data = loads(data_text)
         names = tuple(data)
-        found = templates.get((event, rform, names))
+        # Stored rows are orjson's JSON of text values. When that text is ASCII without a backslash (no value held
+        # a quote, backslash, control or non-ASCII character: orjson would have escaped it) nor DEL (which
+        # encode_basestring_ascii escapes and orjson does not), every value's JSON is itself between quotes:
+        # the values go into the line as they are, no encoding or look-up per cell.
+        raw = json_out and data_text.isascii() and "\\" not in data_text and "\x7f" not in data_text
+        shape = (event, rform, names, raw)
+        found = templates.get(shape)
         if found is None:
-            found = template(event, rform, names)
+            found = template(event, rform, names, raw)
             if len(templates) < _TEMPLATE_LIMIT:  # sparse data may have a shape per row: memory stays bounded
-                templates[(event, rform, names)] = found
+                templates[shape] = found
         pieces, pick = found
         values = [cell(record)]
         if longitudinal:
@@ -423,12 +432,13 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
             values.append(str(inst) if inst else no_instance)  # a JSON number, as REDCap sends it
         if with_dag:
             values.append(cell(dag))
-        values.extend(map(cell, pick(list(data.values()))))
+        stored = pick(list(data.values()))
+        values.extend(stored if raw else map(cell, stored))
         line = pieces.copy()
         line[1::2] = values
         text = "".join(line)
         if json_out:
-            yield text if first else "," + text
+            yield text[1:] if first else text
             first = False
         else:
             yield text
