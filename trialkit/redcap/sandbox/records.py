@@ -744,6 +744,7 @@ def _validate_columns(schema: Schema, raw_rows: list[dict[str, str]], by_name: d
     dags = schema.dag_names
     heads: list[tuple[dict[str, str], str, str, str, int | str, str | None, tuple]] = []
     groups: dict[tuple, list[dict[str, str]]] = {}
+    numbers: dict[str, int] = {}
     for raw in raw_rows:
         record = raw.get(def_field, "")
         if record == "":
@@ -759,12 +760,14 @@ def _validate_columns(schema: Schema, raw_rows: list[dict[str, str]], by_name: d
         if rform or (inst_text and event in repeating_events):
             if rform and rform not in repeating_forms.get(event, ()):
                 return None
-            if whole_number(inst_text) and int(inst_text) >= 1:
-                inst = int(inst_text)
-            elif inst_text.lower() == "new":
-                inst = "new"
-            else:
-                return None
+            inst = numbers.get(inst_text)  # instance numbers repeat from record to record
+            if inst is None:
+                if whole_number(inst_text) and int(inst_text) >= 1:
+                    inst = numbers[inst_text] = int(inst_text)
+                elif inst_text.lower() == "new":
+                    inst = "new"
+                else:
+                    return None
         elif inst_text:
             if inst_text != "1":
                 return None
@@ -791,13 +794,14 @@ def _validate_columns(schema: Schema, raw_rows: list[dict[str, str]], by_name: d
         drop: list[str] = []
         convert: list[tuple[str, dict[str, object]]] = []
         clean = True
-        for name in names:
+        # the group's rows name the same columns in the same order: zip transposes them into columns in C
+        for name, cells in zip(names, zip(*map(dict.values, rows), strict=True), strict=True):
             step = plan.get(name)
             if step is None:  # record id, pseudo and survey columns
                 drop.append(name)
                 continue
             kind = step[0]
-            distinct = {r[name] for r in rows}
+            distinct = set(cells)
             conv: dict[str, object] = {}
             if "" in distinct:
                 distinct.discard("")
