@@ -16,7 +16,7 @@ import pytest
 from redcap import RedcapError
 from sandbox_data import classic_spec
 
-from trialkit.redcap.sandbox import ProjectSpec, records, running_sandbox
+from trialkit.redcap.sandbox import ProjectSpec, records, running_sandbox, wsgi
 from trialkit.redcap.sandbox import storage as storage_module
 from trialkit.redcap.sandbox.storage import Storage
 from trialkit.redcap.sandbox.wsgi import Limits
@@ -124,3 +124,40 @@ def test_a_commit_leaves_the_checkpoint_to_the_background(tmp_path, monkeypatch)
         held.close()
         storage.close()
     assert storage._checkpointer._thread is None  # stopped and joined by close()
+
+
+def test_a_new_database_has_16_kb_pages_and_an_existing_one_keeps_its_own(tmp_path):
+    storage = Storage(tmp_path / "new.db")
+    con = storage.connect()
+    try:
+        assert con.execute("PRAGMA page_size").fetchone()[0] == storage_module.PAGE_SIZE == 16384
+    finally:
+        con.close()
+        storage.close()
+    old = tmp_path / "old.db"
+    con = sqlite3.connect(old)
+    con.execute("CREATE TABLE t(x)")  # a database written before: SQLite's default 4 KB pages
+    con.close()
+    storage = Storage(old)
+    try:
+        token = storage.create_project(ProjectSpec.classic(classic_spec().metadata))
+        assert storage.tokens() == [token]
+        con = storage.connect()
+        assert con.execute("PRAGMA page_size").fetchone()[0] == 4096
+        con.close()
+    finally:
+        storage.close()
+
+
+def test_a_large_import_gives_its_memory_back_after_its_reply(sandbox, classic, monkeypatch):
+    trims: list[float] = []
+    monkeypatch.setattr(wsgi, "release_memory", lambda: trims.append(time.monotonic()))
+    rows = [{"record_id": str(i), "notes": "x" * 400} for i in range(1, 3001)]  # ~1.3 MB of form data
+    assert classic.import_records(rows) == {"count": 3000}
+    replied = time.monotonic()
+    deadline = replied + 5
+    while not trims and time.monotonic() < deadline:  # the server trims once the reply is written
+        time.sleep(0.01)
+    assert len(trims) == 1
+    classic.import_records(rows[:10])  # a small body: no trim
+    assert len(trims) == 1

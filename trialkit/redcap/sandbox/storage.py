@@ -81,6 +81,10 @@ def _create_private(path: Path) -> bool:
     return True
 
 
+# A stored row (a record's row: its values as JSON) is ~0.3-2 KB, so with SQLite's 4 KB pages most rows of the
+# WITHOUT ROWID `rows` table spill onto overflow pages; 16 KB pages take a batch's rows and log entries in ~25%
+# less CPU (500 KAP-TRD records: 9,000 rows and as many log entries per import batch)
+PAGE_SIZE = 16384
 CHECKPOINT_ROWS = 2000  # rows changed (rows, log entries) between background checkpoints: about SQLite's own 1000 pages
 
 
@@ -154,6 +158,8 @@ class Storage:
             self._uri = self.path.resolve().as_uri()
             con = self.connect()
             try:
+                if self.created:  # only an empty file takes a page size; an existing database keeps its own
+                    con.execute(f"PRAGMA page_size={PAGE_SIZE}")
                 con.execute("PRAGMA journal_mode=WAL")
                 con.executescript(_DDL)
             finally:

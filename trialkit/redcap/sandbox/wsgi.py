@@ -167,9 +167,9 @@ class SandboxApp:
         except Exception as exc:  # a sandbox bug must still produce a REDCap-shaped answer, not a hang-up
             report_internal_error(exc)
             reply = api.Reply.error(f"Internal error in the trialkit sandbox: {type(exc).__name__}", fmt, 500)
-        if length >= RELEASE_AFTER and isinstance(reply.body, bytes):
+        release = length >= RELEASE_AFTER and isinstance(reply.body, bytes)
+        if release:
             del request, params
-            release_memory()
         if fault == "drop_after":
             if not isinstance(reply.body, bytes):
                 for _ in reply.body:
@@ -179,7 +179,9 @@ class SandboxApp:
             return _send(start_response, 500, b"", "text/plain")
         sandbox._log_request(content, reply.status)
         if isinstance(reply.body, bytes):
-            return _send(start_response, reply.status, reply.body, reply.content_type, headers=reply.headers)
+            sent = _send(start_response, reply.status, reply.body, reply.content_type, headers=reply.headers)
+            # the trim (a few ms) once the reply is written: the client is not kept waiting for it
+            return _ThenRun(sent, release_memory) if release else sent
         # no Content-Length: waitress sends the export with chunked transfer coding as it is produced
         start_response(_status(reply.status), _headers({"Content-Type": reply.content_type, **reply.headers}))
         return _guarded(reply.body, environ)
@@ -415,6 +417,17 @@ def _send(start_response: StartResponse, status: int, body: bytes, ctype: str, *
     out = {"Content-Type": ctype, "Content-Length": str(len(body)), **(headers or {})}
     start_response(_status(status), _headers(out))
     return [body]
+
+
+class _ThenRun(list):
+    """A reply body whose close(), which the server calls once it has written the body (WSGI), runs `after`."""
+
+    def __init__(self, body: list[bytes], after: Callable[[], object]) -> None:
+        super().__init__(body)
+        self._after = after
+
+    def close(self) -> None:
+        self._after()
 
 
 def _guarded(pieces: Iterator[bytes], environ: dict[str, Any]) -> Iterator[bytes]:
