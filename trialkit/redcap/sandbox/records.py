@@ -953,7 +953,9 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
             inst = next_inst[base]
             next_inst[base] += 1
         key = (record, row.event, row.rform, int(inst))
-        before = changed_rows.get(key, existing.get(key))
+        before = changed_rows.get(key)
+        if before is None and existing:  # a new record's rows (the bulk of a large import) have nothing stored
+            before = existing.get(key)
         if before is None and row.fill is not None:  # a new row of a checked shape: no blank, no unchecked box
             data = row.values
             for complete in row.fill:
