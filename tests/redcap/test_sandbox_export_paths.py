@@ -12,6 +12,9 @@ TEXT = [
     {"record_id": "7", "redcap_event_name": "treatment_arm_1", "ae_term": 'said "ouch", then\nleft; caf\u00e9 \\ ok'},
     {"record_id": "10", "redcap_event_name": "treatment_arm_1", "redcap_repeat_instrument": "session",
      "redcap_repeat_instance": "1", "ses_dose": "2", "ses_date": "2024-01-31"},
+    # DEL is ASCII and orjson stores it raw, but JSON exports escape it (\u007f): not a row to copy as stored
+    {"record_id": "8", "redcap_event_name": "treatment_arm_1", "ae_term": "rash\x7f"},
+    {"record_id": "9", "redcap_event_name": "treatment_arm_1", "ae_term": 'ASCII "quoted"\ttab \\ back'},
 ]
 
 

@@ -389,6 +389,11 @@ class Schema:
         return dict(naming.parse_missing_codes(self.spec.missing_data_codes))
 
     @cached_property
+    def import_memo(self) -> dict:
+        """What imports of this design reuse from one batch to the next (filled by records._import_memo)."""
+        return {}
+
+    @cached_property
     def calc_plan(self) -> Any:
         from trialkit.redcap.sandbox.calcs import CalcPlan
 

@@ -367,7 +367,9 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
     bases: dict[tuple[str, str], list[str]] = {}
     templates: dict[tuple, tuple[list[str], Callable[[list], tuple]]] = {}
 
-    def template(event: str, rform: str, names: tuple[str, ...]) -> tuple[list[str], Callable[[list], tuple]]:
+    def template(event: str, rform: str, names: tuple[str, ...],
+                 raw: bool) -> tuple[list[str], Callable[[list], tuple]]:
+        """`raw`: the stored values go in as they are stored, between quotes the template holds (see below)."""
         base = bases.get((event, rform))
         if base is None:
             defaults = dict(_Context(plan, event, rform).defaults)
@@ -375,12 +377,13 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
         # stored columns that are exported (not asked-for or removed fields are skipped), in export order
         stored = sorted((position[name], j) for j, name in enumerate(names) if position.get(name, -1) >= n_lead)
         slots = [*range(n_lead), *(p for p, _ in stored)]
-        pieces = ["{" if json_out else ""]
+        pieces = [",{" if json_out else ""]  # JSON: every row but the first follows a comma
         previous = -1
         for p in slots:
             between = "".join(base[q] + "," for q in range(previous + 1, p))
-            pieces[-1] += ("," if previous >= 0 else "") + between + prefixes[p]
-            pieces.extend((None, ""))  # the slot, then the fixed text after it
+            quote = '"' if raw and p >= n_lead else ""
+            pieces[-1] += ("," if previous >= 0 else "") + between + prefixes[p] + quote
+            pieces.extend((None, quote))  # the slot, then the fixed text after it
             previous = p
         pieces[-1] += "".join("," + base[q] for q in range(previous + 1, len(keys))) + ("}" if json_out else "\n")
         take = [j for _, j in stored]
@@ -409,11 +412,17 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
             continue
         data = loads(data_text)
         names = tuple(data)
-        found = templates.get((event, rform, names))
+        # Stored rows are orjson's JSON of text values. When that text is ASCII without a backslash (no value held
+        # a quote, backslash, control or non-ASCII character: orjson would have escaped it) nor DEL (which
+        # encode_basestring_ascii escapes and orjson does not), every value's JSON is itself between quotes:
+        # the values go into the line as they are, no encoding or look-up per cell.
+        raw = json_out and data_text.isascii() and "\\" not in data_text and "\x7f" not in data_text
+        shape = (event, rform, names, raw)
+        found = templates.get(shape)
         if found is None:
-            found = template(event, rform, names)
+            found = template(event, rform, names, raw)
             if len(templates) < _TEMPLATE_LIMIT:  # sparse data may have a shape per row: memory stays bounded
-                templates[(event, rform, names)] = found
+                templates[shape] = found
         pieces, pick = found
         values = [cell(record)]
         if longitudinal:
@@ -423,12 +432,13 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
             values.append(str(inst) if inst else no_instance)  # a JSON number, as REDCap sends it
         if with_dag:
             values.append(cell(dag))
-        values.extend(map(cell, pick(list(data.values()))))
+        stored = pick(list(data.values()))
+        values.extend(stored if raw else map(cell, stored))
         line = pieces.copy()
         line[1::2] = values
         text = "".join(line)
         if json_out:
-            yield text if first else "," + text
+            yield text[1:] if first else text
             first = False
         else:
             yield text
@@ -502,7 +512,9 @@ def _float_text(text: str) -> str:
 
 # numbers are decoded straight to the text a cell holds, so a row of them needs no second pass
 _JSON_CELLS = json.JSONDecoder(parse_int=_int_text, parse_float=_float_text, parse_constant=_float_text)
-_NOT_TEXT = re.compile(r'"\s*:\s*[tfn\[{]')  # a value that is true, false, null, a list or an object
+# a value that is true, false, null, a list or an object; also a string holding ':t' and the like, which only sends
+# it through the cell-by-cell pass. Searching from the ':' is several times faster than from every '"'.
+_NOT_TEXT = re.compile(r':\s*[tfn\[{]')
 
 
 def _plain_cells(text: str) -> bool:
@@ -563,6 +575,30 @@ def _error_line(record: str, field: str, value: str, message: str) -> str:
     return ",".join('"' + str(x).replace('"', '""') + '"' for x in (record, field, value, message))
 
 
+_CHECK_MEMO_LIMIT = 100_000  # remembered cell checks per design and dateFormat (~20 MB at most), then forgotten
+
+
+def _import_memo(schema: Schema, date_format: str) -> tuple[dict[str, Column], dict, dict, dict]:
+    """What checking an import's cells needs, kept on the Schema, so across import batches of one design: the
+    columns, their checks, per (event, repeat instrument) the cell plan (column -> (kind, None) where it may be
+    set, (None, message) where not) and per dateFormat each checked (column, cell) -> (stored value, message).
+
+    A check depends on its field's dictionary row, the missing-data codes and the cell alone, all part of the
+    design; a design change (metadata, events, repeats...) makes a new Schema (storage keys Schemas by project
+    version), so nothing remembered here outlives the design it was computed for."""
+    cache = schema.import_memo
+    columns = cache.get("columns")
+    if columns is None:
+        by_name = {k: c for k, c in schema.column_by_name.items() if k != schema.def_field}
+        checks = {c.name: schema.fields[c.name].check for c in by_name.values() if c.kind == "value"}
+        columns = cache["columns"] = (by_name, checks)
+    plans = cache.setdefault("plans", {})
+    memo = cache.setdefault(("checks", date_format), {})
+    if len(memo) > _CHECK_MEMO_LIMIT:  # free text never repeats: the memory stays bounded
+        memo.clear()
+    return columns[0], columns[1], plans, memo
+
+
 def validate_import(schema: Schema, data: ImportData, date_format: str,
                     overwrite: bool) -> tuple[list[_Row], list[str]]:
     """Check every cell; returns the rows to apply (values normalised) and REDCap's error lines."""
@@ -580,11 +616,7 @@ def validate_import(schema: Schema, data: ImportData, date_format: str,
         raise ApiError(f"The record ID field ('{schema.def_field}') is missing from the data being imported")
     if not schema.is_longitudinal and EVENT in keys:
         raise ApiError("The following fields were not found in the project as real data fields: " + EVENT)
-    by_name = {k: c for k, c in schema.column_by_name.items() if k != schema.def_field}
-    checks = {c.name: schema.fields[c.name].check for c in by_name.values() if c.kind == "value"}
-    # per (event, repeat instrument): column -> (kind, None) where it may be set, (None, message) where not
-    plans: dict[tuple[str, str], dict[str, tuple[str | None, str | None]]] = {}
-    memo: dict[tuple[str, str], tuple[object, str | None]] = {}
+    by_name, checks, plans, memo = _import_memo(schema, date_format)
     fast = _validate_columns(schema, raw_rows, by_name, checks, plans, memo, date_format, overwrite)
     if fast is not None:
         return fast, []
@@ -712,6 +744,7 @@ def _validate_columns(schema: Schema, raw_rows: list[dict[str, str]], by_name: d
     dags = schema.dag_names
     heads: list[tuple[dict[str, str], str, str, str, int | str, str | None, tuple]] = []
     groups: dict[tuple, list[dict[str, str]]] = {}
+    numbers: dict[str, int] = {}
     for raw in raw_rows:
         record = raw.get(def_field, "")
         if record == "":
@@ -727,12 +760,14 @@ def _validate_columns(schema: Schema, raw_rows: list[dict[str, str]], by_name: d
         if rform or (inst_text and event in repeating_events):
             if rform and rform not in repeating_forms.get(event, ()):
                 return None
-            if whole_number(inst_text) and int(inst_text) >= 1:
-                inst = int(inst_text)
-            elif inst_text.lower() == "new":
-                inst = "new"
-            else:
-                return None
+            inst = numbers.get(inst_text)  # instance numbers repeat from record to record
+            if inst is None:
+                if whole_number(inst_text) and int(inst_text) >= 1:
+                    inst = numbers[inst_text] = int(inst_text)
+                elif inst_text.lower() == "new":
+                    inst = "new"
+                else:
+                    return None
         elif inst_text:
             if inst_text != "1":
                 return None
@@ -759,13 +794,14 @@ def _validate_columns(schema: Schema, raw_rows: list[dict[str, str]], by_name: d
         drop: list[str] = []
         convert: list[tuple[str, dict[str, object]]] = []
         clean = True
-        for name in names:
+        # the group's rows name the same columns in the same order: zip transposes them into columns in C
+        for name, cells in zip(names, zip(*map(dict.values, rows), strict=True), strict=True):
             step = plan.get(name)
             if step is None:  # record id, pseudo and survey columns
                 drop.append(name)
                 continue
             kind = step[0]
-            distinct = {r[name] for r in rows}
+            distinct = set(cells)
             conv: dict[str, object] = {}
             if "" in distinct:
                 distinct.discard("")
@@ -917,7 +953,9 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
             inst = next_inst[base]
             next_inst[base] += 1
         key = (record, row.event, row.rform, int(inst))
-        before = changed_rows.get(key, existing.get(key))
+        before = changed_rows.get(key)
+        if before is None and existing:  # a new record's rows (the bulk of a large import) have nothing stored
+            before = existing.get(key)
         if before is None and row.fill is not None:  # a new row of a checked shape: no blank, no unchecked box
             data = row.values
             for complete in row.fill:

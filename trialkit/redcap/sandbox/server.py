@@ -288,6 +288,11 @@ def _create_server(app: SandboxApp, socket_map: dict, host: str, port: int, limi
         outbuf_overflow=16 << 20,
         outbuf_high_watermark=4 << 20,
         backlog=128,
+        # a request body is read from the socket 256 KB at a time (waitress's 8 KB meant ~640 reads through the
+        # event loop per 5 MB import batch) and kept in memory up to `limits.body_in_memory`, beyond which waitress
+        # spools it to a temporary file (its 512 KB default wrote and re-read every import batch)
+        recv_bytes=1 << 18,
+        inbuf_overflow=limits.body_in_memory,
         asyncore_use_poll=True,  # no select() limit of 1024 descriptors
         log_socket_errors=False,  # a client hanging up (or a dropped-connection fault) is not a server error
         ident="trialkit-sandbox",

@@ -2,7 +2,8 @@
 
 The server under it (waitress, see server.py) has already enforced the transport limits: header size, body size,
 idle time, connection count; it de-chunks `Transfer-Encoding: chunked` bodies and spools a body larger than
-512 KB to a temporary file, so an upload never sits in memory before this code decides to read it.
+`Limits.body_in_memory` (8 MB) to a temporary file, so a large upload never sits in memory before this code decides
+to read it.
 
 Here, in this order:
 1. the token is looked for in the first `Limits.token_window` bytes of the body (PyCap and REDCap's own examples
@@ -60,6 +61,9 @@ class Limits:
     request bodies by PHP's post_max_size (commonly 32 to 128 MB) and form fields by max_input_vars."""
 
     max_body: int = 64 << 20  # bytes of request body (after de-chunking); larger is answered 413
+    # bytes of one request body held in memory while it arrives; a larger one is spooled to a temporary file. An
+    # import batch of 500 KAP-TRD records is ~5 MB of form data. At most connection_limit bodies arrive at once.
+    body_in_memory: int = 8 << 20
     max_header: int = 32 << 10  # bytes of request line + headers; larger is answered 431
     max_fields: int = 100_000  # form fields (pairs, or multipart parts); PyCap sends `records[i]` one field each
     token_window: int = 64 << 10  # the token must come within the body's first bytes; nothing more is read before
@@ -69,8 +73,8 @@ class Limits:
     threads: int = 4  # requests answered at once (a partial request holds no thread: waitress reads it)
 
     def __post_init__(self) -> None:
-        for name in ("max_body", "max_header", "max_fields", "token_window", "channel_timeout", "request_timeout",
-                     "connection_limit", "threads"):
+        for name in ("max_body", "body_in_memory", "max_header", "max_fields", "token_window", "channel_timeout",
+                     "request_timeout", "connection_limit", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
 
@@ -163,9 +167,9 @@ class SandboxApp:
         except Exception as exc:  # a sandbox bug must still produce a REDCap-shaped answer, not a hang-up
             report_internal_error(exc)
             reply = api.Reply.error(f"Internal error in the trialkit sandbox: {type(exc).__name__}", fmt, 500)
-        if length >= RELEASE_AFTER and isinstance(reply.body, bytes):
+        release = length >= RELEASE_AFTER and isinstance(reply.body, bytes)
+        if release:
             del request, params
-            release_memory()
         if fault == "drop_after":
             if not isinstance(reply.body, bytes):
                 for _ in reply.body:
@@ -175,7 +179,9 @@ class SandboxApp:
             return _send(start_response, 500, b"", "text/plain")
         sandbox._log_request(content, reply.status)
         if isinstance(reply.body, bytes):
-            return _send(start_response, reply.status, reply.body, reply.content_type, headers=reply.headers)
+            sent = _send(start_response, reply.status, reply.body, reply.content_type, headers=reply.headers)
+            # the trim (a few ms) once the reply is written: the client is not kept waiting for it
+            return _ThenRun(sent, release_memory) if release else sent
         # no Content-Length: waitress sends the export with chunked transfer coding as it is produced
         start_response(_status(reply.status), _headers({"Content-Type": reply.content_type, **reply.headers}))
         return _guarded(reply.body, environ)
@@ -411,6 +417,17 @@ def _send(start_response: StartResponse, status: int, body: bytes, ctype: str, *
     out = {"Content-Type": ctype, "Content-Length": str(len(body)), **(headers or {})}
     start_response(_status(status), _headers(out))
     return [body]
+
+
+class _ThenRun(list):
+    """A reply body whose close(), which the server calls once it has written the body (WSGI), runs `after`."""
+
+    def __init__(self, body: list[bytes], after: Callable[[], object]) -> None:
+        super().__init__(body)
+        self._after = after
+
+    def close(self) -> None:
+        self._after()
 
 
 def _guarded(pieces: Iterator[bytes], environ: dict[str, Any]) -> Iterator[bytes]:
