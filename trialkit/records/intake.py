@@ -504,7 +504,13 @@ def _with_all_records(typed: pl.DataFrame, rows: pl.DataFrame, rid: str) -> pl.D
     # The usual file keeps each record's rows together: its number of runs of equal ids bounds the distinct ids
     # from above, `rows` (a subset) from below; equal, every record has its row (no pass over distinct ids).
     ids = typed.get_column(rid).drop_nulls()
-    if ids.len() and (ids != ids.shift(1)).sum() + 1 == rows.height:
+    if ids.len() == 0:
+        return rows
+    starts = ids.filter((ids != ids.shift(1)).fill_null(True))  # one id per run: a record's rows kept together
+    if starts.len() == rows.height:
+        return rows
+    # grouped by row kind (_read_parquet_by_form): a record's id opens a run in each kind; all known is enough
+    if starts.is_in(rows.get_column(rid).implode()).all():
         return rows
     # first appearance in the file: typed may hold its rows grouped by row kind (_read_parquet_by_form)
     ids = typed.select(rid, ROW).filter(pl.col(rid).is_not_null()).sort(ROW).select(rid).unique(maintain_order=True)

@@ -597,6 +597,15 @@ def _unreadable_reference(intake: Any, field_name: str | None) -> pl.Series | No
     raw = getattr(intake, "raw", None)
     if field_name is None or raw is None or field_name not in raw.columns:
         return None
+    typed = getattr(intake, "typed", None)
+    read = (
+        typed is not None
+        and field_name in typed.columns
+        and typed.height == raw.height
+        and typed.get_column(field_name).null_count() == raw.get_column(field_name).null_count()
+    )
+    if read:
+        return None  # every written date was read (null in typed only where blank in raw)
     rid = intake.record_id
     rows = raw.filter(pl.col(field_name).is_not_null())
     if REPEAT_INSTRUMENT in rows.columns:
