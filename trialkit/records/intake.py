@@ -353,6 +353,9 @@ def build(
         )
     # REDCap's key columns are trimmed (" 001" and "001" are one record); other cells stay as written.
     keys_present = [c for c in (rid, EVENT, REPEAT_INSTRUMENT, REPEAT_INSTANCE) if c in raw.columns]
+    if raw.height:  # rewritten only where some cell has spaces to trim (millions of ids are a copy each)
+        padded = raw.select(pl.col(c).drop_nulls().str.contains(r"^\s|\s$").any() for c in keys_present).row(0)
+        keys_present = [c for c, flag in zip(keys_present, padded, strict=True) if flag]
     stripped = [pl.col(c).str.strip_chars() for c in keys_present]
     raw = raw.with_columns(
         [pl.when(e == "").then(None).otherwise(e).alias(c) for e, c in zip(stripped, keys_present, strict=True)]
@@ -422,7 +425,7 @@ def _valid_coded(raw: pl.DataFrame, columns: list[Column], missing: tuple[str, .
     if not coded or raw.height == 0:
         return set()
     flags = raw.select(
-        (pl.col(c.name).is_in([*c.codes, *missing]) | pl.col(c.name).is_null()).all().alias(c.name) for c in coded
+        pl.col(c.name).drop_nulls().is_in([*c.codes, *missing]).all().alias(c.name) for c in coded
     ).row(0)
     return {c.name for c, ok in zip(coded, flags, strict=True) if ok}
 
