@@ -94,8 +94,6 @@ def test_golden(report, name, render):
 def test_files_written_directly_hold_the_rendered_text(report, run):
     """`screen --out x.csv` and `--log` write polars' bytes straight to the file: the same bytes as the text the
     golden files pin, defused formulas included."""
-    import io
-
     from trialkit.screening.reports import write_csv, write_screening_log
 
     for make, write in ((render_csv, write_csv), (render_screening_log, write_screening_log)):
@@ -106,6 +104,26 @@ def test_files_written_directly_hold_the_rendered_text(report, run):
     out = io.BytesIO()
     write_csv(risky, out)
     assert "\n'=cmd|x," in out.getvalue().decode("utf-8")
+
+
+def test_json_in_pieces_is_the_same_document(run, monkeypatch):
+    """`screen --format json --out` writes the report piece by piece: whatever the slice size and the number of
+    checklists, the pieces make exactly render_json's text (the golden file pins it) and valid JSON."""
+    from trialkit.cli.options import wrap_json_text
+    from trialkit.cli.screen import _write_json
+    from trialkit.screening import reports
+
+    screening = run(CANDIDATES)
+    for checklists in (0, 2, None):
+        whole = render_json(build_report(screening, checklists=checklists))
+        for size in (1, 3, 50_000):
+            monkeypatch.setattr(reports, "_JSON_SLICE", size)
+            report = build_report(screening, checklists=checklists)
+            assert "".join(reports.json_pieces(report)) == whole
+            out = io.BytesIO()
+            _write_json(report, out)
+            assert out.getvalue().decode("utf-8") == wrap_json_text(whole, "screen", True)
+            assert len(json.loads(out.getvalue())["candidates"]) == len(CANDIDATES)
 
 
 def test_json_has_the_shape_the_issue_fixes(report):

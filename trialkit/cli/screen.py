@@ -6,12 +6,15 @@ import datetime as _dt
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
 from trialkit.cli.options import DATE, exit_codes, format_option, resolve_format, study_option, wrap_json_text
 from trialkit.errors import UsageError
+
+if TYPE_CHECKING:
+    from trialkit.screening.reports import Report
 
 EXAMPLE = """
 \b
@@ -36,6 +39,16 @@ def _write(path: Path, text: str | Callable[[BinaryIO], None]) -> None:
                 text(handle)
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _write_json(report: Report, handle: BinaryIO) -> None:
+    """The JSON report with its envelope, piece by piece (a million candidates are never one string)."""
+    from trialkit.screening.reports import json_pieces
+
+    pieces = json_pieces(report)
+    handle.write(wrap_json_text(next(pieces), "screen", True).encode("utf-8"))
+    for piece in pieces:
+        handle.write(piece.encode("utf-8"))
 
 
 @exit_codes("screening ran (whatever the dispositions)",
@@ -125,6 +138,8 @@ def screen(
     text: str | Callable[[BinaryIO], None]
     if fmt == "csv" and out is not None:
         text = partial(write_csv, report)
+    elif fmt == "json" and out is not None:
+        text = partial(_write_json, report)
     elif fmt == "table":
         text = render_table(report, limit=limit or None, details=details)
     else:
@@ -136,7 +151,8 @@ def screen(
         f"as of {as_of.isoformat()}: {sm.by_disposition['eligible']} eligible, "
         f"{sm.by_disposition['ineligible']} ineligible, {sm.by_disposition['pending']} pending"
     )
-    text = wrap_json_text(text, "screen", True) if fmt == "json" else text  # the envelope (docs/cli.md)
+    if fmt == "json" and isinstance(text, str):
+        text = wrap_json_text(text, "screen", True)  # the envelope (docs/cli.md)
     if out is not None:
         _write(out, text)
         click.echo(f"{line}; {fmt} written to {out}", err=True)

@@ -198,18 +198,35 @@ def to_document(report: Report) -> dict[str, Any]:
 def render_json(report: Report) -> str:
     """Indented JSON. Each candidate has its results; the ones with a checklist also their criteria with values.
     Candidates past those are written by polars, one compact object a line (a million in seconds)."""
+    return "".join(json_pieces(report))
+
+
+#: Candidates written per piece of json_pieces (bounded memory for a file of a million candidates)
+_JSON_SLICE = 50_000
+
+
+def json_pieces(report: Report) -> Iterator[str]:
+    """render_json's text in pieces whose concatenation is that text (the first one opens the object and holds
+    every key before the candidates): a writer can put a million candidates in a file piece by piece."""
     rows = report.rows
     n = len(report.candidates)
     head = json.dumps(_head(report), indent=2, ensure_ascii=False)
-    parts = [
+    checklists = [
         "\n".join("    " + line for line in json.dumps(item, indent=2, ensure_ascii=False).splitlines())
         for item in _candidate_dicts(report, rows.head(n))
     ]
-    if rows.height > n:
-        parts.append(_compact_candidates(report, rows.slice(n)))
-    if not parts:
-        return head[:-2] + ',\n  "candidates": []\n}\n'
-    return head[:-2] + ',\n  "candidates": [\n' + ",\n".join(parts) + "\n  ]\n}\n"
+    if not checklists and rows.height <= n:
+        yield head[:-2] + ',\n  "candidates": []\n}\n'
+        return
+    yield head[:-2] + ',\n  "candidates": [\n'
+    first = True
+    if checklists:
+        yield ",\n".join(checklists)
+        first = False
+    for start in range(n, rows.height, _JSON_SLICE):
+        yield ("" if first else ",\n") + _compact_candidates(report, rows.slice(start, _JSON_SLICE))
+        first = False
+    yield "\n  ]\n}\n"
 
 
 def _compact_candidates(report: Report, rows: pl.DataFrame) -> str:
