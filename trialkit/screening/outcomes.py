@@ -18,7 +18,10 @@ class Result(IntEnum):
     @property
     def label(self) -> str:
         """As reports write it: met, not_met, unknown, not_applicable."""
-        return self.name.lower()
+        return _LABELS[self]
+
+
+_LABELS = {r: r.name.lower() for r in Result}  # a report of thousands of checklists asks tens of thousands of times
 
 
 class Disposition(StrEnum):
@@ -33,6 +36,9 @@ DISPOSITIONS = tuple(d.value for d in Disposition)
 def deciding_result(kind: str) -> Result:
     """The result of a criterion of this kind ('inclusion' or 'exclusion') that makes a candidate ineligible."""
     return Result.NOT_MET if kind == "inclusion" else Result.MET
+
+
+_DECIDING_LABEL = {"inclusion": Result.NOT_MET.name.lower(), "exclusion": Result.MET.name.lower()}
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,8 @@ class CriterionOutcome:
 
     @property
     def decides_ineligible(self) -> bool:
-        return self.result == deciding_result(self.kind).label
+        label = _DECIDING_LABEL.get(self.kind)  # kind is 'inclusion'/'exclusion' text, or a str enum of them
+        return self.result == (label if label is not None else deciding_result(self.kind).label)
 
     def to_dict(self) -> dict[str, Any]:
         return {
