@@ -1,5 +1,5 @@
 """A typed Parquet flat export is screened exactly as its CSV twin, whether trialkit reads it one row kind at a
-time (the candidates' rows, then each repeating form's rows: records._read_parquet_by_form) or, when the file
+time (the candidates' rows, then each repeating form's rows: records.parquet.read_by_form) or, when the file
 holds something that read would not see, flat."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from trialkit.records import intake as intake_module
+from trialkit.records import parquet as parquet_module
 from trialkit.records.convert import study_columns
 from trialkit.screening.reports import build_report
 from trialkit.screening.run import load_rules, screen_file
@@ -61,8 +61,8 @@ def test_read_by_form_screens_as_the_csv(tmp_path, text, rules, kap_study, monke
     parquet = tmp_path / "intake.parquet"
     typed(text, kap_study).write_parquet(parquet)
     used = []
-    real = intake_module._by_form
-    monkeypatch.setattr(intake_module, "_by_form", lambda *a: used.append(real(*a)) or used[-1])
+    real = parquet_module._by_form
+    monkeypatch.setattr(parquet_module, "_by_form", lambda *a: used.append(real(*a)) or used[-1])
     rows, _ = _same(csv_path, parquet, rules, kap_study)
     assert used and used[0] is not None  # the file was read by form
     assert set(rows.get_column("disposition")) == {"eligible", "ineligible", "pending"}
@@ -105,8 +105,8 @@ def test_whatever_the_file_holds_the_results_equal_the_csv(tmp_path, text, rules
     parquet = tmp_path / "intake.parquet"
     typed(text, kap_study).write_parquet(parquet)
     used = []
-    real = intake_module._by_form
-    monkeypatch.setattr(intake_module, "_by_form", lambda *a: used.append(real(*a)) or used[-1])
+    real = parquet_module._by_form
+    monkeypatch.setattr(parquet_module, "_by_form", lambda *a: used.append(real(*a)) or used[-1])
     _, problems = _same(csv_path, parquet, rules, kap_study)
     if change in ("misplaced", "unknown_instrument"):
         assert used == [None]  # read flat: reading by form would not see those rows or cells

@@ -25,12 +25,12 @@ from trialkit.records.convert import (
     REPEAT_INSTANCE,
     REPEAT_INSTRUMENT,
     Column,
-    keeps_type,
     null_column,
     study_columns,
     typed_expr,
     typed_from_source,
 )
+from trialkit.records.parquet import read_by_form, typed_columns
 from trialkit.records.readers import ROW, normalise, read_text_frame
 
 
@@ -166,8 +166,8 @@ def read_intake(
     if columns is not None:
         columns = {*columns, rid, *META_COLUMNS}
     rows_of = (rid, list(records)) if records is not None else None
-    keep = _typed_columns(Path(path), study) if keep_types else set()
-    parts = _read_parquet_by_form(Path(path), study, columns, keep) if keep_types and records is None else None
+    keep = typed_columns(Path(path), study) if keep_types else set()
+    parts = read_by_form(Path(path), study, columns, keep) if keep_types and records is None else None
     if parts is not None:
         raw, fmt = parts, "parquet"
     else:
@@ -177,105 +177,6 @@ def read_intake(
     if fmt in ("xlsx", "parquet"):  # typed sources: a date may only exist as a date-time at midnight there
         raw = _midnight_dates(raw, study, _plain_typed(Path(path)) if fmt == "parquet" else ())
     return build(raw, study, event=event, source=str(path), fmt=fmt)
-
-
-def _read_parquet_by_form(
-    path: Path, study: Study, columns: Collection[str] | None, keep: Collection[str]
-) -> pl.DataFrame | None:
-    """A flat-export Parquet file read one row kind at a time: the non-repeating rows with the non-repeating
-    forms' columns, each repeating form's rows with its own columns, stacked. In a flat export most cells are
-    the blanks of the other row kinds (a candidate's row has no treatment-history fields, each treatment row
-    none of the candidate's): they are never decoded, and the stacked frame holds them as empty blocks that
-    cost no memory (a million candidates and 3.5 million treatment rows: 1.3 GB instead of 3.7 GB).
-
-    The rows come grouped by kind (each kind in file order, ROW keeps their number in the file). None, for the
-    ordinary read, whenever this could differ from it: a column some rows hold where its form does not belong
-    (only the file's own null counts tell, so a file without them), a repeating instrument the study does not
-    have, a form that repeats on some events and not on others, names that need trimming."""
-    if not path.is_file() or path.suffix.lower() not in (".parquet", ".pq") or columns is None:
-        return None
-    try:
-        return _by_form(path, study, columns, keep)
-    except Exception:  # any surprise (a damaged file...): the ordinary read reads or explains it
-        return None
-
-
-def _by_form(path: Path, study: Study, columns: Collection[str], keep: Collection[str]) -> pl.DataFrame | None:
-    import pyarrow.parquet as pq
-
-    from trialkit.records.readers import SOURCE_ROW, stringify
-    from trialkit.records.readers import _refuse_labels_export as refuse_labels_export
-
-    schema = pl.read_parquet_schema(path)
-    names = list(schema)
-    rid = study.record_id_field
-    if any(str(n) != str(n).strip().lstrip("\ufeff") or n == ROW for n in names) or len(set(names)) != len(names):
-        return None
-    if rid not in schema or REPEAT_INSTRUMENT not in schema or schema[REPEAT_INSTRUMENT] != pl.String:
-        return None
-    wanted = [n for n in names if n in set(columns)]
-    keys = [n for n in wanted if n == rid or n in META_COLUMNS]
-    form_of = {c.name: c.form for c in study_columns(study)}
-    plain = nonrepeating_forms(study)
-    repeating = set(_repeating_forms(study))
-    if plain & repeating or any(n not in form_of for n in wanted if n not in keys):
-        return None
-    parts: dict[str | None, list[str]] = {None: []}
-    for form in repeating:
-        parts[form] = []
-    for n in wanted:
-        if n not in keys:
-            form = form_of[n]
-            parts[None if form in plain else form].append(n)
-    kinds = pl.scan_parquet(path).select(pl.col(REPEAT_INSTRUMENT).unique()).collect().to_series().to_list()
-    if any(k is not None and k not in repeating for k in kinds):
-        return None  # '', ' atrq', an unknown instrument: the ordinary read numbers and reports those rows
-    meta = pq.ParquetFile(path).metadata
-    nulls = dict.fromkeys(wanted, 0)
-    index = {meta.schema.column(i).name: i for i in range(meta.num_columns)}
-    for g in range(meta.num_row_groups):
-        group = meta.row_group(g)
-        for n in wanted:
-            if n not in index:
-                return None
-            stats = group.column(index[n]).statistics
-            if stats is None or not stats.has_null_count:
-                return None
-            nulls[n] += stats.null_count
-    frames = []
-    scan = pl.scan_parquet(path).with_row_index(SOURCE_ROW, offset=1)
-    for form, cols in parts.items():
-        if form is not None and form not in kinds:
-            continue
-        which = pl.col(REPEAT_INSTRUMENT).is_null() if form is None else pl.col(REPEAT_INSTRUMENT) == form
-        part = scan.filter(which).select(SOURCE_ROW, *keys, *cols).collect()
-        for n in cols:  # every value of the column is on these rows, or some sit where the form does not belong
-            if part.height - part.get_column(n).null_count() != meta.num_rows - nulls[n]:
-                return None
-        # one chunk per column: stacked parts then share their block boundaries, and later selects and filters
-        # keep the other kinds' blank blocks empty (misaligned chunks would be rewritten whole, gigabytes)
-        frames.append(normalise(stringify(part, keep), keep).rechunk())
-    refuse_labels_export(names)
-    frame = pl.concat(frames, how="diagonal") if len(frames) > 1 else frames[0]
-    return frame.select(ROW, *[n for n in wanted if n in frame.columns])
-
-
-def _typed_columns(path: Path, study: Study) -> set[str]:
-    """A Parquet file's columns that can be typed without a round trip through text (convert.keeps_type)."""
-    if str(path) == "-" or not path.is_file() or path.suffix.lower() not in (".parquet", ".pq"):
-        return set()
-    try:
-        schema = pl.read_parquet_schema(path)
-    except Exception:  # the reader explains a damaged file
-        return set()
-    by_name = {c.name: c for c in study_columns(study) if c.name != study.record_id_field}
-    missing = tuple(m.code for m in study.missing_codes)
-    kept = set()
-    for name, dtype in schema.items():
-        column = by_name.get(str(name).strip().lstrip("\ufeff"))
-        if column is not None and keeps_type(column, dtype, missing):
-            kept.add(column.name)
-    return kept
 
 
 def _plain_typed(path: Path) -> set[str]:
@@ -512,10 +413,10 @@ def _with_all_records(typed: pl.DataFrame, rows: pl.DataFrame, rid: str) -> pl.D
     starts = ids.filter((ids != ids.shift(1)).fill_null(True))  # one id per run: a record's rows kept together
     if starts.len() == rows.height:
         return rows
-    # grouped by row kind (_read_parquet_by_form): a record's id opens a run in each kind; all known is enough
+    # grouped by row kind (records.parquet.read_by_form): a record's id opens a run in each kind; all known is enough
     if starts.is_in(rows.get_column(rid).implode()).all():
         return rows
-    # first appearance in the file: typed may hold its rows grouped by row kind (_read_parquet_by_form)
+    # first appearance in the file: typed may hold its rows grouped by row kind (records.parquet.read_by_form)
     ids = typed.select(rid, ROW).filter(pl.col(rid).is_not_null()).sort(ROW).select(rid).unique(maintain_order=True)
     if ids.height == rows.height:
         return rows
