@@ -68,7 +68,10 @@ def test_read_by_form_screens_as_the_csv(tmp_path, text, rules, kap_study, monke
     assert set(rows.get_column("disposition")) == {"eligible", "ineligible", "pending"}
 
 
-@pytest.mark.parametrize("change", ["misplaced", "unknown_instrument", "record_without_its_row", "bad_values"])
+@pytest.mark.parametrize(
+    "change", ["misplaced", "unknown_instrument", "record_without_its_row", "bad_values", "no_treatment_rows",
+               "no_treatment_rows_but_a_value"]
+)
 def test_whatever_the_file_holds_the_results_equal_the_csv(tmp_path, text, rules, kap_study, change, monkeypatch):
     """Values where their form does not belong, rows of an instrument the study lacks, a record that has only
     treatment rows, values that fail their checks: the same results and problems as the CSV (read flat where
@@ -92,6 +95,14 @@ def test_whatever_the_file_holds_the_results_equal_the_csv(tmp_path, text, rules
         lone = text.filter(pl.col("redcap_repeat_instrument") == "atrq").head(2).with_columns(pl.lit("9999").alias(
             "record_id"))
         text = pl.concat([lone.head(1), text, lone.tail(1)])
+    elif change.startswith("no_treatment_rows"):  # no row is filed under atrq at all
+        text = text.filter(pl.col("redcap_repeat_instrument").is_null())
+        if change.endswith("a_value"):  # ... yet a candidate's row holds a treatment field
+            text = text.with_columns(
+                pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("60")).otherwise(pl.col("atrq_dose")).alias(
+                    "atrq_dose"
+                )
+            )
     else:  # a blood pressure of 16, a dose of -5: unusable, the criteria reading them unknown
         text = text.with_columns(
             pl.when((rid == text.get_column("record_id")[0]) & pl.col("redcap_repeat_instrument").is_null())
@@ -108,9 +119,11 @@ def test_whatever_the_file_holds_the_results_equal_the_csv(tmp_path, text, rules
     real = parquet_module._by_form
     monkeypatch.setattr(parquet_module, "_by_form", lambda *a: used.append(real(*a)) or used[-1])
     _, problems = _same(csv_path, parquet, rules, kap_study)
-    if change in ("misplaced", "unknown_instrument"):
+    if change in ("misplaced", "unknown_instrument", "no_treatment_rows_but_a_value"):
         assert used == [None]  # read flat: reading by form would not see those rows or cells
     else:
         assert used and used[0] is not None
     if change in ("misplaced", "bad_values"):
         assert problems.height >= 2
+    if change == "no_treatment_rows_but_a_value":
+        assert problems.get_column("field").to_list() == ["atrq_dose"]

@@ -82,6 +82,8 @@ def _by_form(path: Path, study: Study, columns: Collection[str], keep: Collectio
     scan = pl.scan_parquet(path).with_row_index(SOURCE_ROW, offset=1)
     for form, cols in parts.items():
         if form is not None and form not in kinds:
+            if any(nulls[n] != meta.num_rows for n in cols):
+                return None  # values of a form no row is filed under: the ordinary read lists them misplaced
             continue
         which = pl.col(REPEAT_INSTRUMENT).is_null() if form is None else pl.col(REPEAT_INSTRUMENT) == form
         part = scan.filter(which).select(SOURCE_ROW, *keys, *cols).collect()
@@ -93,7 +95,13 @@ def _by_form(path: Path, study: Study, columns: Collection[str], keep: Collectio
         frames.append(normalise(stringify(part, keep), keep).rechunk())
     refuse_labels_export(names)
     frame = pl.concat(frames, how="diagonal") if len(frames) > 1 else frames[0]
-    return frame.select(ROW, *[n for n in wanted if n in frame.columns])
+    # columns of a form no row is filed under are blank throughout, as the ordinary read has them
+    absent = [n for n in wanted if n not in frame.columns]
+    frame = frame.hstack([
+        pl.Series(n, [None], dtype=schema[n] if n in keep else pl.String).new_from_index(0, frame.height)
+        for n in absent
+    ]) if absent else frame
+    return frame.select(ROW, *wanted)
 
 
 def typed_columns(path: Path, study: Study) -> set[str]:
