@@ -28,10 +28,7 @@ def result_table(screening: Screening, vocab: Vocabulary | None = None) -> pl.Da
     rules = screening.rules
     rid = screening.record_id
     frame = screening.frame
-    reasons = [
-        pl.when(pl.col(result_col(cc.id)) == deciding_result(cc.kind).value).then(pl.lit(cc.id))
-        for cc in rules.criteria
-    ]
+    reasons = _reasons(screening)
     names = pl.Series([r.label for r in sorted(Result)], dtype=pl.String)
     assert [r.value for r in sorted(Result)] == list(range(len(names)))
     needed, correct = _needed_and_correct(screening)
@@ -41,9 +38,7 @@ def result_table(screening: Screening, vocab: Vocabulary | None = None) -> pl.Da
         pl.col(rid).cast(pl.String),
         pl.col(DISPOSITION_COL).cast(pl.String).alias("disposition"),
         pl.col(PRIMARY_COL).fill_null("").alias("primary_reason"),
-        (pl.concat_str(reasons, separator=SEP, ignore_nulls=True) if reasons else pl.lit("")).fill_null("").alias(
-            "reasons"
-        ),
+        reasons.alias("reasons"),
         needed.alias("still_needed"),
         correct.alias("to_correct"),
         # a label looked up by position (the codes are 0..3): a third of what a mapping costs at 1M rows
@@ -55,6 +50,32 @@ def result_table(screening: Screening, vocab: Vocabulary | None = None) -> pl.Da
         ),
         needed_words(screening, table, vocab).alias("still_needed_text"),
     )
+
+
+def _reasons(screening: Screening) -> pl.Series:
+    """Per candidate, the criteria that make it ineligible, in rule order, joined by SEP. Computed as one bit per
+    criterion and spelled once per distinct combination: a million candidates have a few hundred."""
+    criteria = screening.rules.criteria
+    if not criteria:
+        return pl.Series([""] * len(screening), dtype=pl.String)
+    chunks = [criteria[i:i + 62] for i in range(0, len(criteria), 62)]  # 62 bits of an Int64 per key column
+    keys = screening.frame.select(
+        pl.sum_horizontal(
+            (pl.col(result_col(cc.id)) == deciding_result(cc.kind).value).fill_null(False).cast(pl.Int64) * (1 << i)
+            for i, cc in enumerate(chunk)
+        ).alias(f"k{j}")
+        for j, chunk in enumerate(chunks)
+    )
+    spelled = keys.unique()
+    words = [
+        SEP.join(cc.id for chunk, key in zip(chunks, row, strict=True) for i, cc in enumerate(chunk) if key >> i & 1)
+        for row in spelled.iter_rows()
+    ]
+    looked = keys.join(
+        spelled.with_columns(pl.Series("__reasons", words, dtype=pl.String)), on=keys.columns, how="left",
+        maintain_order="left",
+    )
+    return looked.get_column("__reasons")
 
 
 def needed_words(screening: Screening, table: pl.DataFrame, vocab: Vocabulary) -> pl.Series:
