@@ -92,7 +92,9 @@ def _by_form(path: Path, study: Study, columns: Collection[str], keep: Collectio
                 return None
         # one chunk per column: stacked parts then share their block boundaries, and later selects and filters
         # keep the other kinds' blank blocks empty (misaligned chunks would be rewritten whole, gigabytes)
-        frames.append(normalise(stringify(part, keep), keep).rechunk())
+        frame = normalise(stringify(part, keep), keep)
+        del part
+        frames.append(_one_block(frame))
     refuse_labels_export(names)
     frame = pl.concat(frames, how="diagonal") if len(frames) > 1 else frames[0]
     # columns of a form no row is filed under are blank throughout, as the ordinary read has them
@@ -102,6 +104,12 @@ def _by_form(path: Path, study: Study, columns: Collection[str], keep: Collectio
         for n in absent
     ]) if absent else frame
     return frame.select(ROW, *wanted)
+
+
+def _one_block(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with each column in one block, copied column by column: the reader's blocks of a column are freed
+    as soon as it is copied (copying the frame whole holds both copies of every column at once)."""
+    return pl.DataFrame([frame.drop_in_place(name).rechunk() for name in list(frame.columns)])
 
 
 def typed_columns(path: Path, study: Study) -> set[str]:
