@@ -45,8 +45,9 @@ class IntakeData:
     - `instances`: per repeating instrument, its rows keyed by record id, [`redcap_event_name`] and
       `redcap_repeat_instance` (Int64), with that form's fields typed and `<form>_complete`.
     - `raw`: the input as read, every cell text (blank -> null; key columns trimmed) plus `_row` (1-based row);
-      read with `keep_types` (screening), a Parquet file's date and number columns stay in their type
-      (convert.keeps_type: only where that gives exactly what their text would).
+      read with `keep_types` (screening), a Parquet file's date and number columns (and an integer
+      `redcap_repeat_instance`) stay in their type (convert.keeps_type: only where that gives exactly what their
+      text would).
     - `typed`: the same rows as `raw`, typed, with the REDCap key columns; what validation checks.
     - `notes`: how the input was interpreted where it was not the exact REDCap shape.
     """
@@ -253,7 +254,9 @@ def build(
             location=loc,
         )
     # REDCap's key columns are trimmed (" 001" and "001" are one record); other cells stay as written.
-    keys_present = [c for c in (rid, EVENT, REPEAT_INSTRUMENT, REPEAT_INSTANCE) if c in raw.columns]
+    keys_present = [
+        c for c in (rid, EVENT, REPEAT_INSTRUMENT, REPEAT_INSTANCE) if c in raw.columns and raw.schema[c] == pl.String
+    ]
     if raw.height:  # rewritten only where some cell has spaces to trim (millions of ids are a copy each)
         padded = raw.select(pl.col(c).drop_nulls().str.contains(r"^\s|\s$").any() for c in keys_present).row(0)
         keys_present = [c for c, flag in zip(keys_present, padded, strict=True) if flag]

@@ -13,7 +13,7 @@ import polars as pl
 
 from trialkit.definitions.model import Study
 from trialkit.records.calculations import nonrepeating_forms
-from trialkit.records.convert import META_COLUMNS, REPEAT_INSTRUMENT, keeps_type, study_columns
+from trialkit.records.convert import META_COLUMNS, REPEAT_INSTANCE, REPEAT_INSTRUMENT, keeps_type, study_columns
 from trialkit.records.readers import ROW, SOURCE_ROW, normalise, stringify
 from trialkit.records.readers import _refuse_labels_export as refuse_labels_export
 
@@ -127,4 +127,6 @@ def typed_columns(path: Path, study: Study) -> set[str]:
         column = by_name.get(str(name).strip().lstrip("\ufeff"))
         if column is not None and keeps_type(column, dtype, missing):
             kept.add(column.name)
+        elif name == REPEAT_INSTANCE and dtype.is_integer():
+            kept.add(name)  # typed as Int64 from its text anyway (millions of instance rows: no round trip)
     return kept
