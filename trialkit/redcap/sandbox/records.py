@@ -926,9 +926,7 @@ def next_record_number(con: sqlite3.Connection, pid: int) -> int:
 def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Schema, rows: list[_Row], *,
                  overwrite: bool, auto_number: bool, username: str) -> list[tuple[str, str]]:
     """Write validated rows inside the caller's transaction. Returns (new id, id in the data) per distinct record."""
-    order: dict[str, str] = {}
-    for row in rows:
-        order.setdefault(row.record, row.record)
+    order = {record: record for record in map(operator.itemgetter(0), rows)}  # each id, in order of appearance
     if auto_number:
         nxt = next_record_number(con, pid)
         for old in order:
@@ -963,32 +961,31 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
     complete_names = {c.name for c in schema.columns if c.kind == "complete"}
     encoded: dict[tuple[str, str, str, int], str] = {}
     encode = _encode
-    for row in rows:
-        record = order[row.record]
-        inst = row.inst
+    for record, event, rform, inst, values, dag, fill in rows:
+        record = order[record]
         if inst == "new":
-            base = (record, row.event, row.rform)
+            base = (record, event, rform)
             if base not in next_inst:
                 have = [k[3] for k in (*existing, *changed_rows) if k[:3] == base]
                 next_inst[base] = max(have, default=0) + 1
             inst = next_inst[base]
             next_inst[base] += 1
-        key = (record, row.event, row.rform, int(inst))
+        key = (record, event, rform, int(inst))
         before = changed_rows.get(key)
         if before is None and existing:  # a new record's rows (the bulk of a large import) have nothing stored
             before = existing.get(key)
-        if before is None and row.fill is not None:  # a new row of a checked shape: no blank, no unchecked box
-            data = row.values
-            for complete in row.fill:
+        if before is None and fill is not None:  # a new row of a checked shape: no blank, no unchecked box
+            data = values
+            for complete in fill:
                 data[complete] = "0"
             touched_forms = ()
         elif before is None:  # a new row, the bulk of a large import: blanks and unchecked boxes are not stored
-            data = {k: v for k, v in row.values.items() if v != "" and (v != "0" or k not in checkbox_names)}
+            data = {k: v for k, v in values.items() if v != "" and (v != "0" or k not in checkbox_names)}
             touched_forms = {form_of[k] for k in data if k not in complete_names}
         else:
             data = dict(before)
             touched_forms = set()
-            for name, value in row.values.items():
+            for name, value in values.items():
                 kind, form = kinds[name]
                 if value == "" or (kind == 1 and value == "0"):  # blank (overwrite) or unchecked: nothing stored
                     data.pop(name, None)
@@ -1012,12 +1009,12 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
                 text = encode(changes)
             created = record not in existing_records and record not in logged
             logged.add(record)
-            log.append((record, row.event, "Create record" if created else "Update record", text))
+            log.append((pid, now, username, "Create record" if created else "Update record", text, record, event))
         if user_dag:  # a group user's new records join the user's group; a group column is ignored
             if record not in existing_records:
                 dags.setdefault(record, user_dag)
-        elif row.dag is not None:
-            dags[record] = row.dag
+        elif dag is not None:
+            dags[record] = dag
     if schema.spec.compute_calcs and changed_rows and schema.calc_plan.calcs:
         recalculated = schema.calc_plan.apply({**existing, **changed_rows}, storage.clock().date())
         for key, data in recalculated.items():
@@ -1046,8 +1043,7 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
             for k, v in changed_rows.items()
         ],
     )
-    storage.log(con, [(pid, now, username, action, details, record, event)
-                      for record, event, action, details in log])
+    storage.log(con, log)
     return [(new, old) for old, new in order.items()]
 
 
