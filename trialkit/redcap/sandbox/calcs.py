@@ -18,6 +18,8 @@ from trialkit.errors import LogicError
 from trialkit.redcap.sandbox.project import Schema
 
 Key = tuple[str, str, str, int]  # record, event, repeat instrument, instance
+# from this many rows on, the frame is built per kind of row (CalcPlan._frame); tests set it to pin both ways
+FRAME_BY_KIND_ROWS = 200
 
 
 class CalcPlan:
@@ -210,7 +212,7 @@ class CalcPlan:
         and no calc written on it, or read by one, reads them. An event's non-repeating row also takes the
         columns of the event's repeating rows, which read its values (the join in `apply`). With an
         [event][field] reference (the widened frame reads other rows), or few rows, one frame of every column."""
-        if len(rows) < 200 or (self.schema.is_longitudinal and self.widened):
+        if len(rows) < FRAME_BY_KIND_ROWS or (self.schema.is_longitudinal and self.widened):
             keys = list(rows)
             return keys, pl.from_dicts([rows[k] for k in keys], schema=dict.fromkeys(self.columns, pl.String))
         by_context: dict[tuple[str, str], list[Key]] = {}
