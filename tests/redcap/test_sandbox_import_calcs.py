@@ -127,7 +127,7 @@ def test_own_process_compiles_the_calcs_and_freezes_the_start_up_heap(tmp_path):
     storage = Storage(tmp_path / "sandbox.db")
     try:
         token = storage.create_project(_spec(METADATA))
-        own_process(storage)
+        own_process(storage, [token])
         assert gc.get_freeze_count() > 0
         con = storage.connect()
         try:

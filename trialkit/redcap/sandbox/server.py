@@ -171,7 +171,7 @@ class Sandbox:
     def serve_forever(self) -> None:
         """Serve in this thread until closed: what `trialkit sandbox serve` runs, a process of its own, so its
         garbage collector is tuned for the server (`own_process`)."""
-        own_process(self.storage)
+        own_process(self.storage, [self.token] if self.token else [])  # the project it serves
         self._loop()
 
     def close(self) -> None:
@@ -252,20 +252,21 @@ class Sandbox:
             print(f"{stamp} POST /api/ content={name} -> {shown}", file=sys.stderr, flush=True)
 
 
-def own_process(storage: Storage) -> None:
-    """Prepare a process that only serves the sandbox: load what the first import would, then freeze the heap.
+def own_process(storage: Storage, tokens: list[str]) -> None:
+    """Prepare a process that only serves the sandbox: load what the first import into the projects of `tokens`
+    would, then freeze the heap.
 
     An import batch (500 KAP-TRD records: ~9,000 row dicts kept until its reply) makes Python's cyclic garbage
     collector run full collections, each of which walked every object of the process, the ~10^5 of polars,
-    trialkit and waitress included: ~40 ms of CPU per batch. `gc.freeze()` moves what exists after start-up
-    (modules, project designs, compiled calc plans) out of the collector's generations: it is never freed
-    anyway. Only for a process the server owns (`serve_forever`): a sandbox running in a thread of another
-    program (`running_sandbox`) leaves that program's collector alone."""
+    trialkit and waitress included. `gc.freeze()` moves what exists after start-up (modules, project designs,
+    compiled calc plans) out of the collector's generations: it is never freed anyway, and the collector's
+    share of a batch falls to ~10 ms. Only for a process the server owns (`serve_forever`): a sandbox running in
+    a thread of another program (`running_sandbox`) leaves that program's collector alone."""
     from trialkit.redcap.sandbox import calcs, filtering  # noqa: F401  (imports the first import would pay)
 
     con = storage.connect()
     try:
-        for token in storage.tokens():
+        for token in tokens:
             found = storage.project_for_token(con, token)
             if found is not None and found[1].spec.compute_calcs:
                 _warm_calcs(found[1], storage.clock().date())
