@@ -99,3 +99,17 @@ def test_json_numbers_are_stored_as_the_cell_by_cell_pass_stores_them(sandbox, l
     assert reply.json() == {"count": 4 + len(more)}
     rows = longitudinal.export_records(fields=["record_id", "ae_term"], events=["treatment_arm_1"])
     assert [r["ae_term"] for r in rows] == ["12", "2.5", "0", "100.0", *more]
+
+
+def test_a_refusal_in_a_later_shape_gives_the_messages_of_untouched_rows(longitudinal):
+    # the column-wise check changes imported rows in place only once every shape is checked: the row-by-row
+    # check that words the messages reads the rows as imported (record ids included)
+    valid = [{"record_id": str(i), "redcap_event_name": "screening_arm_1", "sbp": "120", "phq_complete": "2"}
+             for i in range(1, 6)]
+    later = [{"record_id": "6", "redcap_event_name": "baseline_arm_1", "dbp": "low"}]
+    with pytest.raises(RedcapError) as err:
+        longitudinal.import_records(valid + later)
+    assert err.value.args[0]["error"].splitlines() == [
+        '"6","dbp","low","The value you provided could not be validated because it does not follow the expected '
+        'format. Please try again."']
+    assert longitudinal.export_records() == []

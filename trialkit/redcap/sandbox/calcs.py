@@ -18,6 +18,8 @@ from trialkit.errors import LogicError
 from trialkit.redcap.sandbox.project import Schema
 
 Key = tuple[str, str, str, int]  # record, event, repeat instrument, instance
+# from this many rows on, the frame is built per kind of row (CalcPlan._frame); tests set it to pin both ways
+FRAME_BY_KIND_ROWS = 200
 
 
 class CalcPlan:
@@ -28,6 +30,7 @@ class CalcPlan:
         self.schema = schema
         self.calcs: list[tuple[str, str, object]] = []  # (field, form, parsed expression)
         columns: list[str] = []
+        reads: dict[str, list[str]] = {}  # calc -> the columns it reads
         for row in schema.spec.metadata:
             if row["field_type"] != "calc":
                 continue
@@ -36,11 +39,13 @@ class CalcPlan:
             except LogicError:
                 continue
             self.calcs.append((row["field_name"], row["form_name"], node))
+            read = reads[row["field_name"]] = []
             for ref in logic.references(node):
                 info = schema.fields.get(ref.name)
                 names = [c for _, c in info.checkbox_columns] if info is not None and info.checkbox_columns else (
                     [ref.name] if ref.name in schema.column_by_name else [])
                 columns.extend(n for n in names if n not in columns)
+                read.extend(n for n in names if n not in read)
         for name, _, _ in self.calcs:
             if name not in columns:
                 columns.append(name)
@@ -62,6 +67,31 @@ class CalcPlan:
                     [ref.name] if ref.name in schema.column_by_name else [])
                 widened.extend(c for c in cols if c not in widened)
         self.widened = widened
+        self._reads = reads
+        self._context_columns: dict[tuple[str, str], list[str]] = {}
+
+    def context_columns(self, event: str, rform: str) -> list[str]:
+        """The columns that the calcs of a row of (event, repeat instrument) read or hold, in `self.columns` order:
+        those of its forms' calcs and of every calc these read, as calcs are evaluated on every row of the frame
+        and a calc read by another is read as computed on that row (see `apply`)."""
+        found = self._context_columns.get((event, rform))
+        if found is not None:
+            return found
+        schema = self.schema
+        if rform:
+            forms = {rform}
+        else:
+            repeating = schema.repeating_forms.get(event, set())
+            forms = {f for f in schema.event_forms.get(event, ()) if f not in repeating}
+        wanted = {name for name, form, _ in self.calcs if form in forms}
+        todo = list(wanted)
+        while todo:
+            for read in self.refs[todo.pop()] - wanted:
+                wanted.add(read)
+                todo.append(read)
+        names = set(wanted).union(*(self._reads[n] for n in wanted))
+        found = self._context_columns[(event, rform)] = [c for c in self.columns if c in names]
+        return found
 
     def apply(self, rows: Mapping[Key, dict[str, str]], today: dt.date) -> dict[Key, dict[str, str]]:
         """New data for the rows whose calc values change (`rows`: every row of the touched records)."""
@@ -71,9 +101,7 @@ class CalcPlan:
 
         schema = self.schema
         def_field = schema.def_field
-        keys = list(rows)
-        # only the referenced columns leave the row dicts, in polars (no Python loop per cell)
-        frame = pl.from_dicts([rows[k] for k in keys], schema={c: pl.String for c in self.columns})
+        keys, frame = self._frame(rows)
         # per calc, the rows that hold a value for it: elsewhere a calc that computes nothing changes nothing
         holding = {name: set(frame.get_column(name).is_not_null().arg_true().to_list()) for name, _, _ in self.calcs}
         frame = frame.with_columns(
@@ -83,12 +111,14 @@ class CalcPlan:
             pl.Series("redcap_repeat_instance", [k[3] or None for k in keys], dtype=pl.Int64),
         )
         if any(k[2] for k in keys):  # a repeating-instrument row also sees its event's non-repeating values
-            main = frame.filter((pl.col("__rform") == "") & pl.col("redcap_repeat_instance").is_null()).select(
-                [def_field, "redcap_event_name", *[pl.col(c).alias(f"__main_{c}") for c in self.columns]])
-            frame = frame.join(main, on=[def_field, "redcap_event_name"], how="left", maintain_order="left")
-            frame = frame.with_columns(
-                [pl.coalesce(pl.col(c), pl.col(f"__main_{c}")).alias(c) for c in self.columns]
-            ).drop([f"__main_{c}" for c in self.columns])
+            merged = self._merged(keys)
+            if merged:
+                main = frame.filter((pl.col("__rform") == "") & pl.col("redcap_repeat_instance").is_null()).select(
+                    [def_field, "redcap_event_name", *[pl.col(c).alias(f"__main_{c}") for c in merged]])
+                frame = frame.join(main, on=[def_field, "redcap_event_name"], how="left", maintain_order="left")
+                frame = frame.with_columns(
+                    [pl.coalesce(pl.col(c), pl.col(f"__main_{c}")).alias(c) for c in merged]
+                ).drop([f"__main_{c}" for c in merged])
         if self.filled:
             frame = frame.with_columns([pl.col(c).fill_null("0") for c in self.filled])
         by_context: dict[tuple[str, str], list[int]] = {}  # (event, repeat instrument) -> row indexes
@@ -162,6 +192,51 @@ class CalcPlan:
                 else:
                     data = data.with_columns(computed)  # widening keeps the rows, in order
         return changed
+
+    def _merged(self, keys: list[Key]) -> list[str]:
+        """The columns that rows other than an event's non-repeating row take from it when they hold no value: those
+        the calcs of such rows read (`context_columns`); every column with an [event][field] reference, as the
+        widened frame reads other rows."""
+        if self.schema.is_longitudinal and self.widened:
+            return self.columns
+        needed = set().union(*(self.context_columns(*c) for c in {(k[1], k[2]) for k in keys if k[2] or k[3]}))
+        return [c for c in self.columns if c in needed]
+
+    def _frame(self, rows: Mapping[Key, dict[str, str]]) -> tuple[list[Key], pl.DataFrame]:
+        """The rows' keys and the frame of their referenced columns, in that order (polars takes them out of the
+        row dicts, no Python loop per cell).
+
+        Built per kind of row (event x repeat instrument) from the columns its calcs read (`context_columns`), so
+        a phq9 row is not asked for the 50 other calc inputs (polars looks up every column named in every dict:
+        ~40 ns a cell, 500 KAP-TRD records 9,000 rows x 56 columns), and stacked; a row's other columns are null
+        and no calc written on it, or read by one, reads them. An event's non-repeating row also takes the
+        columns of the event's repeating rows, which read its values (the join in `apply`). With an
+        [event][field] reference (the widened frame reads other rows), or few rows, one frame of every column."""
+        if len(rows) < FRAME_BY_KIND_ROWS or (self.schema.is_longitudinal and self.widened):
+            keys = list(rows)
+            return keys, pl.from_dicts([rows[k] for k in keys], schema=dict.fromkeys(self.columns, pl.String))
+        by_context: dict[tuple[str, str], list[Key]] = {}
+        for k in rows:
+            ctx = (k[1], k[2])
+            found = by_context.get(ctx)
+            if found is None:
+                found = by_context[ctx] = []
+            found.append(k)
+        wanted = {ctx: set(self.context_columns(*ctx)) for ctx in by_context}
+        for event, rform in by_context:
+            if rform and (event, "") in wanted:
+                wanted[(event, "")].update(wanted[(event, rform)])
+        keys = []
+        frames = []
+        for ctx, ctx_keys in by_context.items():
+            keys.extend(ctx_keys)
+            # at least one column, or polars makes a frame of no rows (any column: it holds the row's own value)
+            names = [c for c in self.columns if c in wanted[ctx]] or self.columns[:1]
+            frames.append(pl.from_dicts([rows[k] for k in ctx_keys], schema=dict.fromkeys(names, pl.String)))
+        frame = pl.concat(frames, how="diagonal") if len(frames) > 1 else frames[0]
+        # every column, in order (also one that no kind of row reads: the frame's width is what `apply` expects)
+        return keys, frame.select([pl.col(c) if c in frame.columns else pl.lit(None, pl.String).alias(c)
+                                   for c in self.columns])
 
     def _evaluate(self, group: list, data: pl.DataFrame, today: dt.date, def_field: str) -> dict[str, list]:
         """Values per calc of the group; a calc trialkit cannot evaluate is left out (its stored value stays)."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import io
+import itertools
 import json
 import operator
 import re
@@ -17,6 +19,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
+from typing import NamedTuple
 
 import orjson
 
@@ -479,8 +482,9 @@ def _eav(plan: ExportPlan, rows: Iterator, lead: list[str], data_cols: list[Colu
 
 # ---- import ---------------------------------------------------------------------------------------------------
 
-@dataclass
-class _Row:
+class _Row(NamedTuple):
+    """One imported row, checked. A tuple: the column-wise check makes a batch's rows in C (map over zip)."""
+
     record: str
     event: str
     rform: str
@@ -490,6 +494,9 @@ class _Row:
     # set by the column-wise check for a row with no blank and no unchecked box: the `<form>_complete` columns a
     # new row of this shape gets ("0"), so that writing it needs no look at its cells
     fill: tuple[str, ...] | None = None
+
+
+_new_row = functools.partial(tuple.__new__, _Row)  # _Row from a tuple of its fields, in C (_Row._make is Python)
 
 
 def _cell_text(value: object) -> str:
@@ -549,12 +556,11 @@ def parse_import_data(params: dict[str, str], *, keep_blank: bool) -> ImportData
                            "as in [{ ... }].") from None
         if not isinstance(data, list):
             return None
-        columns: dict[str, None] = {}
-        for item in data:
-            if not isinstance(item, dict):
-                raise ApiError("The data being imported is not formatted correctly. The JSON must be an array "
-                               "of objects.")
-            columns.update(dict.fromkeys(item))
+        if not all(type(item) is dict for item in data):  # the decoder makes dicts, never a subclass
+            raise ApiError("The data being imported is not formatted correctly. The JSON must be an array "
+                           "of objects.")
+        # every column named, in order of appearance: from each distinct set of columns, not from each row
+        columns = dict.fromkeys(itertools.chain.from_iterable(dict.fromkeys(map(tuple, data))))
         if _plain_cells(text):  # what PyCap sends for clean data: the decoded rows are the rows
             return ImportData(data, list(columns))
         rows = [{k: c for k, v in item.items() if (c := v.strip() if type(v) is str else _cell_text(v)) or keep_blank}
@@ -716,25 +722,19 @@ _DROP = object()  # a cell that is accepted but not stored (a blank without over
 _KEEP = object()  # a cell stored as it was given
 
 
-@dataclass
-class _Shape:
-    """What every row of one shape (event, repeat instrument, the columns it names in order) needs done."""
-
-    drop: list[str]  # columns not stored: the record id, pseudo and survey columns, blanks that change nothing
-    convert: list[tuple[str, dict[str, object]]]  # column -> {cell: stored value or _DROP}, where they differ
-    fill: tuple[str, ...] | None  # see _Row.fill; None when some rows hold blanks or unchecked boxes
-
-
 def _validate_columns(schema: Schema, raw_rows: list[dict[str, str]], by_name: dict[str, Column],
                       checks: dict, plans: dict, memo: dict, date_format: str,
                       overwrite: bool) -> list[_Row] | None:
     """The rows to apply when every cell is valid, checked column by column; None as soon as anything would be
     refused (then the row-by-row check gives REDCap's messages, in REDCap's order).
 
-    Rows are grouped by shape (event, repeat instrument and the columns named, in order): an import is a few
-    shapes repeated (a CSV export has one per event and repeating form), so a column's checks and what is
-    stored are decided once per distinct cell of a shape, and a row is then a dict copy. What is accepted and
-    stored is exactly what the row-by-row check accepts and stores.
+    Rows are grouped by the columns they name, in order (an import is a few such groups repeated: a CSV export
+    has one per event and repeating form, PyCap's JSON one per kind of row), and each group is transposed into
+    columns in C. Its record ids, events, repeat instruments and instances are then checked per distinct value
+    (and per distinct event x instrument x instance), and each shape (event, repeat instrument, columns)'s cells
+    per distinct cell, so a column's checks and what is stored are decided once per distinct cell; a row is
+    then the imported dict itself, minus the columns not stored. What is accepted and stored is exactly what the
+    row-by-row check accepts and stores. `raw_rows` are changed in place (they are not read again).
     """
     def_field = schema.def_field
     longitudinal = schema.is_longitudinal
@@ -742,119 +742,140 @@ def _validate_columns(schema: Schema, raw_rows: list[dict[str, str]], by_name: d
     repeating_forms = schema.repeating_forms
     repeating_events = schema.repeating_events
     dags = schema.dag_names
-    heads: list[tuple[dict[str, str], str, str, str, int | str, str | None, tuple]] = []
+    # rows grouped by shape: event, repeat instrument and the columns named, in order
     groups: dict[tuple, list[dict[str, str]]] = {}
-    numbers: dict[str, int] = {}
+    order: list[list[dict[str, str]]] = []  # per row, its group
     for raw in raw_rows:
-        record = raw.get(def_field, "")
-        if record == "":
-            return None
-        event = ""
-        if longitudinal:
-            event = raw.get(EVENT, "")
-            if event not in event_order:
-                return None
-        rform = raw.get(RFORM, "")
-        inst_text = raw.get(RINST, "")
-        inst: int | str = 0
-        if rform or (inst_text and event in repeating_events):
-            if rform and rform not in repeating_forms.get(event, ()):
-                return None
-            inst = numbers.get(inst_text)  # instance numbers repeat from record to record
-            if inst is None:
-                if whole_number(inst_text) and int(inst_text) >= 1:
-                    inst = numbers[inst_text] = int(inst_text)
-                elif inst_text.lower() == "new":
-                    inst = "new"
-                else:
-                    return None
-        elif inst_text:
-            if inst_text != "1":
-                return None
-        elif event in repeating_events:
-            return None
-        dag = raw.get(DAG)
-        if dag:
-            if dag not in dags:
-                return None
-        else:
-            dag = None
-        key = (event, rform, tuple(raw))
+        key = (raw.get(EVENT), raw.get(RFORM), tuple(raw))
         group = groups.get(key)
         if group is None:
             group = groups[key] = []
         group.append(raw)
-        heads.append((raw, record, event, rform, inst, dag, key))
-    shapes: dict[tuple, _Shape] = {}
-    for key, rows in groups.items():
-        event, rform, names = key
-        plan = plans.get((event, rform))
-        if plan is None:
-            plan = plans[(event, rform)] = _cell_plan(schema, by_name, event, rform)
-        drop: list[str] = []
-        convert: list[tuple[str, dict[str, object]]] = []
-        clean = True
-        # the group's rows name the same columns in the same order: zip transposes them into columns in C
-        for name, cells in zip(names, zip(*map(dict.values, rows), strict=True), strict=True):
-            step = plan.get(name)
-            if step is None:  # record id, pseudo and survey columns
-                drop.append(name)
-                continue
-            kind = step[0]
-            distinct = set(cells)
-            conv: dict[str, object] = {}
-            if "" in distinct:
-                distinct.discard("")
-                clean = False
-                if not overwrite or kind is None:
-                    conv[""] = _DROP
-            if kind is None:
-                if distinct:
-                    return None
-                drop.append(name)
-                continue
-            if kind == "value":
-                check = checks[name]
-                for value in distinct:
-                    checked = memo.get((name, value))
-                    if checked is None:
-                        checked = memo[(name, value)] = check(value, date_format)
-                    result, message = checked
-                    if message is not None:
-                        return None
-                    if result is IGNORED:
-                        conv[value] = _DROP
-                        clean = False
-                    elif result != value:
-                        conv[value] = result
-            elif not distinct <= (_COMPLETE_CODES if kind == "complete" else _CHECKBOX_CODES):
+        order.append(group)
+    made: dict[int, Iterator[_Row]] = {}  # id of a group -> its rows, in order
+    heads: dict[tuple[str, str, str], int | str] = {}  # (event, repeat instrument, instance text) -> instance
+    changes: list[tuple[list[dict[str, str]], list[str], list]] = []  # made once every cell is known valid
+    for (_, _, names), rows in groups.items():
+        n = len(rows)
+        cols = dict(zip(names, zip(*map(dict.values, rows), strict=True), strict=True))
+        records = cols.get(def_field)
+        if records is None or "" in set(records):
+            return None
+        blank = ("",) * n
+        events = cols.get(EVENT, blank) if longitudinal else blank
+        rforms = cols.get(RFORM, blank)
+        triples = list(zip(events, rforms, cols.get(RINST, blank), strict=True))
+        for head in set(triples).difference(heads):
+            inst = _instance(head, longitudinal, event_order, repeating_forms, repeating_events)
+            if inst is None:
                 return None
-            elif kind == "checkbox" and "0" in distinct:
-                clean = False
-            if len(conv) == 1 and "" in conv and conv[""] is _DROP and not distinct:
-                drop.append(name)  # blank in every row
-            elif conv:
-                convert.append((name, conv))
-        fill = None
-        if clean:
-            stored = [n for n in names if n not in drop]
-            forms = dict.fromkeys(by_name[n].form for n in stored if by_name[n].kind != "complete")
-            fill = tuple(c for c in (f"{form}_complete" for form in forms) if c not in stored)
-        shapes[key] = _Shape(drop, convert, fill)
-    out: list[_Row] = []
-    for raw, record, event, rform, inst, dag, key in heads:
-        shape = shapes[key]
-        values = raw.copy()
-        for name in shape.drop:
-            del values[name]
-        for name, conv in shape.convert:
-            result = conv.get(values[name], _KEEP)
-            if result is _DROP:
-                del values[name]
-            elif result is not _KEEP:
-                values[name] = result
-        out.append(_Row(record, event, rform, inst, values, dag, shape.fill))
-    return out
+            heads[head] = inst
+        dag_col = cols.get(DAG)
+        if dag_col is None:
+            row_dags: list[str | None] = [None] * n
+        else:
+            if not set(dag_col).difference(("",)) <= dags.keys():
+                return None
+            row_dags = [d or None for d in dag_col]
+        shape = _check_shape(schema, by_name, checks, plans, memo, date_format, overwrite, events[0], rforms[0],
+                             names, cols)
+        if shape is None:
+            return None
+        drop, convert, fill = shape
+        changes.append((rows, drop, convert))
+        made[id(rows)] = map(_new_row, zip(records, events, rforms, map(heads.__getitem__, triples), rows,
+                                           row_dags, [fill] * n, strict=True))
+    for rows, drop, convert in changes:  # each imported dict becomes its row's values: nothing reads it again
+        for raw in rows:
+            for name in drop:
+                del raw[name]
+            for name, conv in convert:
+                result = conv.get(raw[name], _KEEP)
+                if result is _DROP:
+                    del raw[name]
+                elif result is not _KEEP:
+                    raw[name] = result
+    return list(map(next, map(made.__getitem__, map(id, order))))
+
+
+def _instance(head: tuple[str, str, str], longitudinal: bool, event_order: dict, repeating_forms: dict,
+              repeating_events: set) -> int | str | None:
+    """A row's instance (0: not repeating; "new") from its event, repeat instrument and instance text; None when
+    the row-by-row check would refuse them (an unknown event, a form that does not repeat there, a bad instance)."""
+    event, rform, inst_text = head
+    if longitudinal and event not in event_order:
+        return None
+    if rform or (inst_text and event in repeating_events):
+        if rform and rform not in repeating_forms.get(event, ()):
+            return None
+        if whole_number(inst_text) and int(inst_text) >= 1:
+            return int(inst_text)
+        if inst_text.lower() == "new":
+            return "new"
+        return None
+    if inst_text:
+        return 0 if inst_text == "1" else None
+    return None if event in repeating_events else 0
+
+
+def _check_shape(schema: Schema, by_name: dict[str, Column], checks: dict, plans: dict, memo: dict, date_format: str,
+                 overwrite: bool, event: str, rform: str, names: tuple,
+                 cols: dict[str, tuple[str, ...]]) -> tuple[list[str], list, tuple[str, ...] | None] | None:
+    """For the rows of one shape: the columns not stored, the cells stored otherwise than given, and the
+    `<form>_complete` columns a new row gets (see _Row.fill; None when some rows hold blanks or unchecked
+    boxes); None when a cell would be refused. `cols`: column -> its cells in these rows."""
+    plan = plans.get((event, rform))
+    if plan is None:
+        plan = plans[(event, rform)] = _cell_plan(schema, by_name, event, rform)
+    drop: list[str] = []
+    convert: list[tuple[str, dict[str, object]]] = []
+    clean = True
+    for name in names:
+        step = plan.get(name)
+        if step is None:  # record id, pseudo and survey columns
+            drop.append(name)
+            continue
+        kind = step[0]
+        distinct = set(cols[name])
+        conv: dict[str, object] = {}
+        if "" in distinct:
+            distinct.discard("")
+            clean = False
+            if not overwrite or kind is None:
+                conv[""] = _DROP
+        if kind is None:
+            if distinct:
+                return None
+            drop.append(name)
+            continue
+        if kind == "value":
+            check = checks[name]
+            for value in distinct:
+                checked = memo.get((name, value))
+                if checked is None:
+                    checked = memo[(name, value)] = check(value, date_format)
+                result, message = checked
+                if message is not None:
+                    return None
+                if result is IGNORED:
+                    conv[value] = _DROP
+                    clean = False
+                elif result != value:
+                    conv[value] = result
+        elif not distinct <= (_COMPLETE_CODES if kind == "complete" else _CHECKBOX_CODES):
+            return None
+        elif kind == "checkbox" and "0" in distinct:
+            clean = False
+        if len(conv) == 1 and "" in conv and conv[""] is _DROP and not distinct:
+            drop.append(name)  # blank in every row
+        elif conv:
+            convert.append((name, conv))
+    fill = None
+    if clean:
+        stored = [n for n in names if n not in drop]
+        forms = dict.fromkeys(by_name[n].form for n in stored if by_name[n].kind != "complete")
+        fill = tuple(c for c in (f"{form}_complete" for form in forms) if c not in stored)
+    return drop, convert, fill
 
 
 _CHECKBOX_CODES = frozenset(("0", "1"))
@@ -905,9 +926,7 @@ def next_record_number(con: sqlite3.Connection, pid: int) -> int:
 def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Schema, rows: list[_Row], *,
                  overwrite: bool, auto_number: bool, username: str) -> list[tuple[str, str]]:
     """Write validated rows inside the caller's transaction. Returns (new id, id in the data) per distinct record."""
-    order: dict[str, str] = {}
-    for row in rows:
-        order.setdefault(row.record, row.record)
+    order = {record: record for record in map(operator.itemgetter(0), rows)}  # each id, in order of appearance
     if auto_number:
         nxt = next_record_number(con, pid)
         for old in order:
@@ -942,32 +961,31 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
     complete_names = {c.name for c in schema.columns if c.kind == "complete"}
     encoded: dict[tuple[str, str, str, int], str] = {}
     encode = _encode
-    for row in rows:
-        record = order[row.record]
-        inst = row.inst
+    for record, event, rform, inst, values, dag, fill in rows:
+        record = order[record]
         if inst == "new":
-            base = (record, row.event, row.rform)
+            base = (record, event, rform)
             if base not in next_inst:
                 have = [k[3] for k in (*existing, *changed_rows) if k[:3] == base]
                 next_inst[base] = max(have, default=0) + 1
             inst = next_inst[base]
             next_inst[base] += 1
-        key = (record, row.event, row.rform, int(inst))
+        key = (record, event, rform, int(inst))
         before = changed_rows.get(key)
         if before is None and existing:  # a new record's rows (the bulk of a large import) have nothing stored
             before = existing.get(key)
-        if before is None and row.fill is not None:  # a new row of a checked shape: no blank, no unchecked box
-            data = row.values
-            for complete in row.fill:
+        if before is None and fill is not None:  # a new row of a checked shape: no blank, no unchecked box
+            data = values
+            for complete in fill:
                 data[complete] = "0"
             touched_forms = ()
         elif before is None:  # a new row, the bulk of a large import: blanks and unchecked boxes are not stored
-            data = {k: v for k, v in row.values.items() if v != "" and (v != "0" or k not in checkbox_names)}
+            data = {k: v for k, v in values.items() if v != "" and (v != "0" or k not in checkbox_names)}
             touched_forms = {form_of[k] for k in data if k not in complete_names}
         else:
             data = dict(before)
             touched_forms = set()
-            for name, value in row.values.items():
+            for name, value in values.items():
                 kind, form = kinds[name]
                 if value == "" or (kind == 1 and value == "0"):  # blank (overwrite) or unchecked: nothing stored
                     data.pop(name, None)
@@ -991,12 +1009,12 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
                 text = encode(changes)
             created = record not in existing_records and record not in logged
             logged.add(record)
-            log.append((record, row.event, "Create record" if created else "Update record", text))
+            log.append((pid, now, username, "Create record" if created else "Update record", text, record, event))
         if user_dag:  # a group user's new records join the user's group; a group column is ignored
             if record not in existing_records:
                 dags.setdefault(record, user_dag)
-        elif row.dag is not None:
-            dags[record] = row.dag
+        elif dag is not None:
+            dags[record] = dag
     if schema.spec.compute_calcs and changed_rows and schema.calc_plan.calcs:
         recalculated = schema.calc_plan.apply({**existing, **changed_rows}, storage.clock().date())
         for key, data in recalculated.items():
@@ -1025,8 +1043,7 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
             for k, v in changed_rows.items()
         ],
     )
-    storage.log(con, [(pid, now, username, action, details, record, event)
-                      for record, event, action, details in log])
+    storage.log(con, log)
     return [(new, old) for old, new in order.items()]
 
 
