@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from types import MappingProxyType
 
+import numpy as np
 import polars as pl
 
 from trialkit.errors import DataError, Location, LogicError
@@ -584,27 +585,19 @@ def _attach_instances(
         aux.columns.update(plan.columns)
         aux.lo_hi.update(plan.lo_hi)
         aux.masks.update(plan.masks)
-        first, rows, aggs, defaults = plan.first, plan.rows, plan.aggs, plan.defaults
         inst_lazy = _apply(inst.lazy(), plan.steps)
-        staged = inst_lazy.with_columns(first)
-        kept = [pl.col(e.meta.output_name()) for e in first]
-        has = "__tk_has_instances"
+        staged = inst_lazy.with_columns(plan.first)
+        kept = [pl.col(e.meta.output_name()) for e in plan.first]
         if owners is None:
             owners = _Owners.of(frame.get_column(rid))
-        owner = owners.rows_of(inst.get_column(rid).cast(frame.schema[rid], strict=False))
-        grouped = (
-            staged.select([*kept, *rows])
-            .with_columns(owner)
-            .filter(pl.col(_OWNER).is_not_null())
-            .group_by(_OWNER)
-            .agg([*aggs, pl.len().alias(has)])
-        )
-        joined = owners.targets().lazy().join(grouped, on=_OWNER, how="left", maintain_order="left").drop(_OWNER)
+        runs = owners.rows_of(inst.get_column(rid).cast(frame.schema[rid], strict=False))
+        per_owner = _per_owner(staged.select([*kept, *plan.rows]).with_columns(runs.owner), runs, plan, inst.height)
+        joined = owners.align(per_owner)
         # Defaults are for records without instances only: a null value of a record that has some is a kleene
         # unknown (any_instance, a count between its bounds) and must stay null.
-        none = pl.col(has).is_null()
-        joined = joined.with_columns([pl.col(c).fill_null(pl.when(none).then(v)) for c, v in defaults.items()])
-        joined = collect(joined.drop(has), max(frame.height, inst.height))
+        none = pl.col(_HAS).is_null()
+        fill = [pl.col(c).fill_null(pl.when(none).then(v)) for c, v in plan.defaults.items()]
+        joined = collect(joined.lazy().with_columns(fill).select(plan.outputs), frame.height)
         keys = keys.hstack(joined)
         added += joined.columns
     for ref in trees.instance_refs:
@@ -630,7 +623,9 @@ class _FormPlan:
     steps: list[list[pl.Expr]]
     first: list[pl.Expr]
     rows: list[pl.Expr]
-    aggs: list[pl.Expr]
+    reduces: list[tuple[str, str, str | None]]
+    post: list[pl.Expr]
+    outputs: list[str]
     defaults: dict[str, object]
     columns: dict[int, str]
     lo_hi: dict[int, tuple[str, str]]
@@ -655,29 +650,37 @@ def _form_plan(form, calls, n, schema, kinds, fields, bits, options) -> _FormPla
     steps = _stage_steps(comp, _heavy_nodes([a for call in calls for a in call.args[1:]], walk))
     first: list[pl.Expr] = []  # condition columns
     rows: list[pl.Expr] = []  # columns derived from them
-    aggs: list[pl.Expr] = []
+    reduces: list[tuple[str, str, str | None]] = []
+    post: list[pl.Expr] = []
+    outputs: list[str] = []
     defaults: dict[str, object] = {}
     aux = _Aux()
     for call in calls:
         n += 1
         name = f"__tk_agg{n}"
-        f, r, a, d = _aggregate_exprs(call, comp, name)
+        f, r, red, p, o, d = _aggregate_exprs(call, comp, name)
         first += f
         rows += r
-        aggs += a
+        reduces += red
+        post += p
+        outputs += o
         defaults.update(d)
         aux.columns[id(call)] = name
         if f"{name}_lo" in d:
             aux.lo_hi[id(call)] = (f"{name}_lo", f"{name}_hi")
         if f"{name}_mask" in d:
             aux.masks[id(call)] = f"{name}_mask"
-    return _FormPlan(tuple(calls), fields, steps, first, rows, aggs, defaults, aux.columns, aux.lo_hi, aux.masks, n)
+    return _FormPlan(tuple(calls), fields, steps, first, rows, reduces, post, outputs, defaults, aux.columns,
+                     aux.lo_hi, aux.masks, n)
 
 
 def _aggregate_exprs(call: Call, comp: Compiler, name: str):
-    """(row columns over the instance table, plain aggregations of them per record, defaults for records
-    without instances). Kleene counts add `<name>_lo`/`<name>_hi` bounds and explain a `<name>_mask`, each with
-    its default."""
+    """(row columns over the instance table, derived row columns, plain reductions of them per record, the
+    aggregate columns computed from those reductions, defaults for records without instances). Kleene counts add
+    `<name>_lo`/`<name>_hi` bounds and explain a `<name>_mask`, each with its default.
+
+    Reductions are (output, op, row column) with op one of _REDUCE_OPS: kept plain (polars' fast aggregation
+    path) and combined per record afterwards, on one row per record instead of inside the grouping."""
     kleene, explain = comp.kleene, comp.explain
     args = call.args[1:]
     if call.name in ("count_instances", "any_instance"):
@@ -696,20 +699,24 @@ def _aggregate_exprs(call: Call, comp: Compiler, name: str):
     yes, maybe, v = f"{name}_y", f"{name}_m", f"{name}_v"
     first = [t.fill_null(False).alias(yes), t.fill_null(True).alias(maybe)]
     rows: list[pl.Expr] = []
-    aggs: list[pl.Expr] = []
+    reduces: list[tuple[str, str, str | None]] = []
+    post: list[pl.Expr] = []
     defaults: dict[str, object] = {}
-    lo = pl.col(yes).sum().cast(pl.Int64)
-    hi = pl.col(maybe).sum().cast(pl.Int64)
+    lo_name, hi_name = f"{name}_lo", f"{name}_hi"
+    lo, hi = pl.col(lo_name), pl.col(hi_name)
+    outputs = [name]
     if call.name == "count_instances":
+        reduces += [(lo_name, "true", yes), (hi_name, "true", maybe)]
         value = lo.cast(pl.Float64) if not kleene else pl.when(lo == hi).then(lo.cast(pl.Float64))
-        aggs.append(value.alias(name))
+        post.append(value.alias(name))
         defaults[name] = 0.0
         if kleene:
-            aggs += [lo.alias(f"{name}_lo"), hi.alias(f"{name}_hi")]
-            defaults.update({f"{name}_lo": 0, f"{name}_hi": 0})
+            outputs += [lo_name, hi_name]
+            defaults.update({lo_name: 0, hi_name: 0})
     elif call.name == "any_instance":
+        reduces += [(lo_name, "true", yes), (hi_name, "true", maybe)]
         value = (lo > 0) if not kleene else pl.when(lo > 0).then(True).when(hi == 0).then(False)
-        aggs.append(value.alias(name))
+        post.append(value.alias(name))
         defaults[name] = False
     elif call.name == "count_distinct_instances":
         text = comp.text(comp.compile(value_node))
@@ -722,42 +729,140 @@ def _aggregate_exprs(call: Call, comp: Compiler, name: str):
             pl.when(pl.col(maybe)).then(text).alias(f"{v}_maybe"),
             (text.is_null() & pl.col(maybe)).alias(f"{v}_gap"),
         ]
-
-        def distinct(col: str) -> pl.Expr:
-            # n_unique counts null as a value; take it back out when present (plain aggregations only).
-            return (pl.col(col).n_unique() - (pl.col(col).null_count() > 0).cast(pl.UInt32)).cast(pl.Int64)
-
-        d_lo = distinct(f"{v}_yes")
-        d_hi = distinct(f"{v}_maybe") + pl.col(f"{v}_gap").sum().cast(pl.Int64)
-        if kleene:
-            aggs += [
-                pl.when(d_lo == d_hi).then(d_lo.cast(pl.Float64)).alias(name),
-                d_lo.alias(f"{name}_lo"),
-                d_hi.alias(f"{name}_hi"),
-            ]
-            defaults.update({f"{name}_lo": 0, f"{name}_hi": 0})
+        reduces += [(lo_name, "distinct", f"{v}_yes"), (f"{v}_dm", "distinct", f"{v}_maybe"),
+                    (f"{v}_ng", "true", f"{v}_gap")]
+        d_hi = pl.col(f"{v}_dm") + pl.col(f"{v}_ng")
+        if kleene:  # post expressions read reductions only (they run side by side, in one step)
+            post += [pl.when(lo == d_hi).then(lo.cast(pl.Float64)).alias(name), d_hi.alias(hi_name)]
+            outputs += [lo_name, hi_name]
+            defaults.update({lo_name: 0, hi_name: 0})
         else:
-            aggs.append(d_lo.cast(pl.Float64).alias(name))
+            post.append(lo.cast(pl.Float64).alias(name))
         defaults[name] = 0.0
     else:
         rows.append(pl.when(pl.col(yes)).then(comp.num(comp.compile(value_node))).alias(v))
-        agg = {"sum_instances": pl.col(v).sum(), "min_instances": pl.col(v).min(), "max_instances": pl.col(v).max()}
-        value = pl.when(pl.col(v).count() > 0).then(agg[call.name].cast(pl.Float64))
+        op = {"sum_instances": "sum", "min_instances": "min", "max_instances": "max"}[call.name]
+        reduces += [(f"{v}_r", op, v), (f"{v}_n", "count", v)]
+        value = pl.when(pl.col(f"{v}_n") > 0).then(pl.col(f"{v}_r").cast(pl.Float64))
         if kleene:
+            reduces += [(lo_name, "true", yes), (hi_name, "true", maybe)]
             value = pl.when(lo != hi).then(None).otherwise(value)
-        aggs.append(value.alias(name))
+        post.append(value.alias(name))
     if explain:
         m = f"{name}_mk"
         if mask is not None:
             first.append(pl.when(t.is_null()).then(mask).otherwise(pl.lit(0, pl.UInt64)).alias(m))
-            aggs.append(pl.col(m).bitwise_or().fill_null(0).cast(pl.UInt64).alias(f"{name}_mask"))
+            reduces.append((f"{m}_or", "bit_or", m))
+            post.append(pl.col(f"{m}_or").fill_null(0).cast(pl.UInt64).alias(f"{name}_mask"))
         else:
-            aggs.append(pl.lit(0, pl.UInt64).alias(f"{name}_mask"))
+            post.append(pl.lit(0, pl.UInt64).alias(f"{name}_mask"))
+        outputs.append(f"{name}_mask")
         defaults[f"{name}_mask"] = 0
-    return first, rows, aggs, defaults
+    return first, rows, reduces, post, outputs, defaults
+
+
+#: Per-record reductions of an instance row column: "true" counts true values, "count" non-null values,
+#: "distinct" distinct non-null values, "sum"/"min"/"max"/"bit_or" as polars (nulls skipped).
+_REDUCE_OPS = ("true", "count", "distinct", "sum", "min", "max", "bit_or")
+
+
+def _grouped_aggs(reduces: Sequence[tuple[str, str, str | None]]) -> tuple[list[pl.Expr], list[pl.Expr]]:
+    """A group_by's plain aggregations for the reductions, and the expressions that finish them per record."""
+    aggs: list[pl.Expr] = []
+    finish: list[pl.Expr] = []
+    for out, op, col in reduces:
+        c = pl.col(col)
+        if op == "true":
+            aggs.append(c.sum().cast(pl.Int64).alias(out))
+        elif op == "count":
+            aggs.append(c.count().cast(pl.Int64).alias(out))
+        elif op == "distinct":
+            # n_unique counts null as a value: taken back out where present, once grouped
+            aggs += [c.n_unique().alias(f"{out}:n"), c.null_count().alias(f"{out}:z")]
+            finish.append((pl.col(f"{out}:n").cast(pl.Int64) - (pl.col(f"{out}:z") > 0).cast(pl.Int64)).alias(out))
+        elif op == "bit_or":
+            aggs.append(c.bitwise_or().alias(out))
+        else:
+            aggs.append(getattr(c, op)().alias(out))
+    return aggs, finish
 
 
 _OWNER = "__tk_owner"
+_HAS = "__tk_has_instances"
+
+
+def _per_owner(rows: pl.LazyFrame, runs: _Runs, plan: _FormPlan, height: int) -> pl.DataFrame:
+    """One row per owner number that has instances: the owner, the instance count (`_HAS`) and the plan's
+    aggregate columns. `rows`: the instance rows' columns the reductions read, and their owner (null: no record's)."""
+    if height >= _RUNS_FROM and height and all(op in _RUN_OPS for _, op, _ in plan.reduces) and runs.grouped():
+        got = collect(rows, height)
+        if all(got.schema[col].is_integer() for _, op, col in plan.reduces if op == "distinct"):
+            reduced = _reduce_runs(got, runs, plan.reduces)
+            return collect(reduced.lazy().with_columns(plan.post).select(_OWNER, _HAS, *plan.outputs), reduced.height)
+        rows = got.lazy()
+    aggs, finish = _grouped_aggs(plan.reduces)
+    grouped = rows.filter(pl.col(_OWNER).is_not_null()).group_by(_OWNER).agg([*aggs, pl.len().alias(_HAS)])
+    if finish:
+        grouped = grouped.with_columns(finish)
+    return collect(grouped.with_columns(plan.post).select(_OWNER, _HAS, *plan.outputs), height)
+
+
+#: Reductions by runs are exact (counts) and pay off on many rows; one candidate's few rows take the group_by.
+_RUN_OPS = ("true", "count", "distinct")
+_RUNS_FROM = SMALL_ROWS
+#: Distinct values within a run are found by comparing each row with the rows up to this far before it; the rows
+#: of longer runs (rare: a record with more instances than this) are counted by a group_by of their own.
+_RUN_REACH = 8
+
+
+def _reduce_runs(rows: pl.DataFrame, runs: _Runs, reduces: Sequence[tuple[str, str, str | None]]) -> pl.DataFrame:
+    """The reductions per run of rows, for instances whose every owner's rows are one run (`_Runs.grouped`):
+    per-row counts (is it true, non-null, the first of its value in its run) summed over each run by differences
+    of running totals at the runs' last rows, without hashing anything. Counts are integers, so the totals are
+    exact: a record's counts never depend on the rows before it. `distinct` reads integer columns (hashes)."""
+    total = rows.height
+    starts = runs.starts.cast(pl.Int64).to_numpy()
+    stops = np.append(starts[1:], total)
+    lengths = stops - starts
+    reach = min(int(lengths.max()), _RUN_REACH)
+    within: list[np.ndarray] = []  # per distance k: is the row k before in the same run (for rows k onwards)
+    if reach > 1 and any(op == "distinct" for _, op, _ in reduces):
+        position = np.arange(total) - np.repeat(starts, lengths)
+        within = [position[k:] >= k for k in range(1, reach)]
+    counts = []
+    for out, op, col in reduces:
+        values = rows.get_column(col)
+        if op == "true":
+            flag = values.fill_null(False).to_numpy()
+        elif op == "count":
+            flag = values.is_not_null().to_numpy()
+        else:  # distinct: a non-null value not seen in the rows of its run before it
+            flag = values.is_not_null().to_numpy()
+            known = flag.copy()
+            v = values.fill_null(0).to_numpy()
+            for k, same_run in enumerate(within, start=1):
+                flag[k:] &= ~(same_run & known[:-k] & (v[k:] == v[:-k]))
+        totals = np.cumsum(flag, dtype=np.int64)[stops - 1]
+        counts.append(pl.Series(out, np.diff(totals, prepend=0)))
+    frame = pl.DataFrame([runs.run_owner.alias(_OWNER), pl.Series(_HAS, lengths, dtype=pl.UInt32), *counts])
+    long = pl.Series(lengths > _RUN_REACH)
+    if long.any() and any(op == "distinct" for _, op, _ in reduces):
+        frame = _long_runs(rows, runs, reduces, frame, long)
+    return frame.filter(pl.col(_OWNER).is_not_null())
+
+
+def _long_runs(
+    rows: pl.DataFrame, runs: _Runs, reduces: Sequence[tuple[str, str, str | None]], counts: pl.DataFrame,
+    long: pl.Series,
+) -> pl.DataFrame:
+    """Distinct counts of the runs longer than _RUN_REACH, by a group_by over their rows only."""
+    which = long.arg_true()
+    in_long = long.gather(runs.run)
+    subset = rows.filter(in_long).with_columns(runs.run.filter(in_long).alias("__tk_run"))
+    distinct = [(out, col) for out, op, col in reduces if op == "distinct"]
+    aggs, finish = _grouped_aggs([(out, "distinct", col) for out, col in distinct])
+    got = subset.group_by("__tk_run", maintain_order=True).agg(aggs).with_columns(finish)
+    return counts.with_columns(counts.get_column(out).scatter(which, got.get_column(out)) for out, _ in distinct)
 
 
 @dataclass(frozen=True)
@@ -788,17 +893,34 @@ class _Owners:
             .unique(subset="__id", keep="first", maintain_order=False)
         )
 
-    def rows_of(self, inst: pl.Series) -> pl.Series:
-        """The owner number of each instance row (null for an id that is no record's)."""
+    def rows_of(self, inst: pl.Series) -> _Runs:
+        """The owner number of each instance row (null for an id that is no record's), with the runs of equal ids."""
+        if inst.len() == 0:
+            empty = pl.Series(_OWNER, [], dtype=pl.UInt32)
+            return _Runs(empty, empty, empty, empty, self.ids.len())
+        starts = inst.ne_missing(inst.shift(1)).scatter(0, True).arg_true()
+        run = inst.rle_id()
+        run_ids = inst.gather(starts)
         # Instances usually come grouped by record in record order (REDCap exports them so): the runs of equal ids
         # are then the records themselves, found without hashing any text.
-        run = inst.rle_id()
-        run_ids = inst.filter(inst.ne_missing(inst.shift(1)).scatter(0, True)) if inst.len() else inst
         if self.unique and run_ids.len() == self.ids.len() and run_ids.equals(self.ids):
-            return run.alias(_OWNER)
+            run_owner = pl.int_range(0, run_ids.len(), dtype=pl.UInt32, eager=True)
+            return _Runs(run.alias(_OWNER), run, starts, run_owner.alias(_OWNER), self.ids.len())
         # Otherwise each run of equal ids (still far fewer than the rows) is looked up once.
         runs = run_ids.to_frame("__id").join(self._first(), on="__id", how="left", maintain_order="left")
-        return runs.get_column(_OWNER).gather(run).alias(_OWNER)
+        run_owner = runs.get_column(_OWNER)
+        return _Runs(run_owner.gather(run).alias(_OWNER), run, starts, run_owner, self.ids.len())
+
+    def align(self, per_owner: pl.DataFrame) -> pl.DataFrame:
+        """`per_owner`'s rows (without the owner) as the frame's rows read them: a row whose owner has none is
+        null throughout. A scatter and a gather of row numbers instead of a join on the owner."""
+        height = self.ids.len()
+        where = _nulls(height, pl.UInt32).scatter(
+            per_owner.get_column(_OWNER), pl.int_range(0, per_owner.height, dtype=pl.UInt32, eager=True)
+        )
+        if not self.unique:
+            where = where.gather(self.targets().get_column(_OWNER))
+        return per_owner.drop(_OWNER).gather(where)
 
     def targets(self) -> pl.DataFrame:
         """Per frame row, in order: the owner number whose aggregates it reads."""
@@ -806,6 +928,36 @@ class _Owners:
             return pl.DataFrame({_OWNER: pl.int_range(0, self.ids.len(), dtype=pl.UInt32, eager=True)})
         joined = self.ids.to_frame("__id").join(self._first(), on="__id", how="left", maintain_order="left")
         return joined.select(_OWNER)
+
+
+@dataclass(frozen=True)
+class _Runs:
+    """Instance rows' owner numbers (`owner`, per row) and the runs of equal record ids they come in: each row's
+    run (`run`), the first row of each run (`starts`) and its owner (`run_owner`, null for an id that is no
+    record's). `records`: how many rows the record frame has (owner numbers are below it)."""
+
+    owner: pl.Series
+    run: pl.Series
+    starts: pl.Series
+    run_owner: pl.Series
+    records: int
+
+    def grouped(self) -> bool:
+        """Is every owner's instances one run of rows? (true whatever the order of the runs)."""
+        owners = self.run_owner.drop_nulls()
+        if owners.len() > self.records:  # more runs than records: some record's rows are apart
+            return False
+        if owners.len() < 2:
+            return True
+        if owners.is_sorted():
+            return bool((owners.diff().drop_nulls() > 0).all())
+        return owners.n_unique() == owners.len()
+
+
+def _nulls(height: int, dtype: pl.DataType) -> pl.Series:
+    if height <= SMALL_ROWS:
+        return pl.Series([None] * height, dtype=dtype)  # extend_constant runs a query (a fraction of a millisecond)
+    return pl.Series(dtype=dtype).extend_constant(None, height)
 
 
 def _record_ids(rid: str, frame: pl.DataFrame) -> pl.Expr:
