@@ -403,3 +403,40 @@ def test_a_large_batch_gives_the_results_of_a_small_one(rules, study):
         part = large.frame.filter(pl.col("record_id").str.ends_with(f"~{k}"))
         part = part.with_columns(pl.col("record_id").str.replace(r"~\d+$", ""))
         assert part.equals(small.frame)
+
+
+def test_a_large_batch_names_the_same_missing_fields_as_one_candidate_alone(rules, study):
+    # Frames over SMALL_ROWS build each criterion's missing-field mask on the rows where it is unknown only: an
+    # applies_if still open, fields behind branching logic, calc inputs and instance gaps must read as alone.
+    from trialkit.logic.engine import SMALL_ROWS
+    from trialkit.records import IntakeData
+
+    from .conftest import ELIGIBLE, flat_rows
+
+    blank = {
+        "applies_open": {"current_ad": None},
+        "applies_open_e6": {"sex": None, "childbearing_potential": None, "preg_test_result": None},
+        "gate_open": {"maoi_past_month": None, "maoi_last_dose_date": None},
+        "gate_shut": {"cssrs_q2": "0", "cssrs_q4": None, "cssrs_q6_lifetime": None},
+        "calc_inputs": {"madrs_3": None, "madrs_total": None, "vs_weight_kg": None, "vs_bmi": None},
+        "reference": {"screening_date": None, "dob": None},
+    }
+    trials = {"no_trials": [], "blank_improvement": [{**TRIALS[0], "atrq_improvement": None}, TRIALS[1]]}
+    cands = {rid: ({**ELIGIBLE, **over}, TRIALS) for rid, over in blank.items()}
+    cands |= {rid: (ELIGIBLE, t) for rid, t in trials.items()}
+    cands = {rid: ({k: v for k, v in f.items() if v is not None}, t) for rid, (f, t) in cands.items()}
+    intake = IntakeData.from_frame(flat_rows(cands), study).for_screening(as_of=AS_OF, columns=rules.read_columns())
+    records, atrq = intake.records, intake.instances["atrq"]
+    alone = {rid: screen(rules, records.filter(pl.col("record_id") == rid), as_of=AS_OF,
+                         instances={"atrq": atrq.filter(pl.col("record_id") == rid)}).frame for rid in cands}
+    assert all(f.select(pl.col("^missing:.*$").sum()).sum_horizontal().item() > 0 for f in alone.values())
+    copies = SMALL_ROWS // records.height + 1
+    rid = pl.col("record_id")
+    many = pl.concat([records.with_columns(rid + f"~{k}") for k in range(copies)])
+    inst = pl.concat([atrq.with_columns(rid + f"~{k}") for k in range(copies)])
+    large = screen(rules, many, as_of=AS_OF, instances={"atrq": inst}).frame
+    assert large.height > SMALL_ROWS
+    for k in (0, copies // 2, copies - 1):
+        for name, frame in alone.items():
+            row = large.filter(rid == f"{name}~{k}").with_columns(rid.str.replace(r"~\d+$", ""))
+            assert row.equals(frame), (name, k)

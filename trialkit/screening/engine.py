@@ -412,31 +412,24 @@ def _masks(
     rules: CompiledRules, narrow: pl.DataFrame, evaluated: pl.DataFrame, out: pl.DataFrame, plan: list[list[pl.Expr]]
 ) -> tuple[pl.DataFrame, pl.Series | None]:
     """Missing-field masks (0 where the criterion is not unknown) and the row numbers whose masks hold a field
-    with branching logic (None when no criterion reads one). On small frames they are built on the rows with
-    some unknown result only; on large ones gathering every record column costs more than building them on all
-    rows (the result is the same: 0 where nothing is unknown)."""
+    with branching logic (None when no criterion reads one). On small frames they are built in one query on the
+    rows with some unknown result; on large ones criterion by criterion (`_masks_by_criterion`)."""
     cols = [missing_col(cc.id) for cc in rules.criteria]
     rows = out.get_column(_UNKNOWN).arg_true()
     height = out.height
     if rows.len() == 0:
         zero = _constant("", MASK_DTYPE, 0, height)
         return pl.DataFrame([zero.alias(c) for c in cols]), (pl.Series([], dtype=pl.UInt32) if plan[2] else None)
+    if height > SMALL_ROWS:
+        return _masks_by_criterion(rules, narrow, evaluated, out)
     raw, masks, touched = plan
     applies = [evaluated.get_column(_applies_key(cc)) for cc in rules.criteria if cc.applies is not None]
     results = [out.get_column(result_col(cc.id)) for cc in rules.criteria]
-    if height <= SMALL_ROWS:
-        every = rows.len() == height
-        frame = narrow.hstack([*applies, *results])
-        if not every:
-            frame = frame.gather(rows)
-        got = collect(frame.lazy().with_columns(raw).with_columns(masks).select([*cols, *touched]), frame.height)
-    else:
-        # Large frames: the record columns (Parquet chunks) and the evaluated ones (other chunks) are not mixed
-        # in one query, which would copy them all to realign them; the blank-field bits are read from the record
-        # columns alone, then combined with the small evaluated columns.
-        every = True
-        bits = collect(narrow.lazy().select(raw), height).rechunk()
-        got = collect(bits.hstack([*applies, *results]).lazy().with_columns(masks).select([*cols, *touched]), height)
+    every = rows.len() == height
+    frame = narrow.hstack([*applies, *results])
+    if not every:
+        frame = frame.gather(rows)
+    got = collect(frame.lazy().with_columns(raw).with_columns(masks).select([*cols, *touched]), frame.height)
     gated_rows = None
     if touched:
         hit = got.get_column(_TOUCHED).arg_true()
@@ -445,6 +438,55 @@ def _masks(
         return got.select(cols), gated_rows
     zero = _constant("", MASK_DTYPE, 0, height)
     return pl.DataFrame([zero.scatter(rows, got.get_column(c)).alias(c) for c in cols]), gated_rows
+
+
+def _masks_by_criterion(
+    rules: CompiledRules, narrow: pl.DataFrame, evaluated: pl.DataFrame, out: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.Series | None]:
+    """The masks of a large frame, each built on the rows where its criterion is unknown only (a percent or two of
+    them): the fields a criterion reads are gathered at those rows, rather than every field's blank bits
+    computed on every row and then kept on a few."""
+    plans = rules.plan("masks", lambda: _criterion_masks(rules))
+    height = out.height
+    masks = []
+    touched = []
+    for cc, (columns, expr, gated_bits) in zip(rules.criteria, plans, strict=True):
+        result = out.get_column(result_col(cc.id))
+        rows = result.eq(Result.UNKNOWN.value).arg_true()
+        mask = _constant(missing_col(cc.id), MASK_DTYPE, 0, height)
+        if rows.len() == 0:
+            masks.append(mask)
+            continue
+        read = [narrow.get_column(c).gather(rows) for c in columns]
+        if cc.applies is not None:
+            read.append(evaluated.get_column(_applies_key(cc)).gather(rows))
+        got = pl.DataFrame(read).select(expr).to_series() if read else pl.select(expr).to_series()
+        if got.len() != rows.len():  # no column read: the constant mask of every unknown row
+            got = pl.Series([got[0]] * rows.len(), dtype=MASK_DTYPE)
+        masks.append(mask.scatter(rows, got))
+        if gated_bits:
+            touched.append(rows.filter((got & gated_bits) != 0))
+    gated_rows = None
+    if rules.plan("gated", lambda: _gated(rules)):
+        gated_rows = pl.concat(touched).unique().sort() if touched else pl.Series([], dtype=pl.UInt32)
+    return pl.DataFrame(masks), gated_rows
+
+
+def _criterion_masks(rules: CompiledRules) -> list[tuple[list[str], pl.Expr, int]]:
+    """Per criterion: the record columns its mask reads, the mask over rows where it is unknown, and the bits of
+    its fields with branching logic."""
+    gated = {cc.id: sum(1 << b for b, _ in items) for cc, items in _gated(rules)}
+    out = []
+    for cc in rules.criteria:
+        columns: dict[str, None] = {}
+        for item in cc.missing_items:
+            if item.form is None:
+                columns.update(dict.fromkeys(c for c in (item.column, item.via, *item.inputs) if c))
+        mask = _missing_mask(cc, cc.logic_bits)
+        if cc.applies is not None:
+            mask = pl.when(pl.col(_applies_key(cc)).is_null()).then(_missing_mask(cc, cc.applies_bits)).otherwise(mask)
+        out.append((list(columns), mask.cast(MASK_DTYPE).alias(missing_col(cc.id)), gated.get(cc.id, 0)))
+    return out
 
 
 def _has_exprs(rules: CompiledRules) -> dict[str, Any]:
