@@ -821,13 +821,13 @@ def _reduce_runs(rows: pl.DataFrame, runs: _Runs, reduces: Sequence[tuple[str, s
     of running totals at the runs' last rows, without hashing anything. Counts are integers, so the totals are
     exact: a record's counts never depend on the rows before it. `distinct` reads integer columns (hashes)."""
     total = rows.height
-    starts = runs.starts.cast(pl.Int64).to_numpy()
+    starts = runs.starts
     stops = np.append(starts[1:], total)
     lengths = stops - starts
     reach = min(int(lengths.max()), _RUN_REACH)
     within: list[np.ndarray] = []  # per distance k: is the row k before in the same run (for rows k onwards)
     if reach > 1 and any(op == "distinct" for _, op, _ in reduces):
-        position = np.arange(total) - np.repeat(starts, lengths)
+        position = np.arange(total) - starts[runs.run]
         within = [position[k:] >= k for k in range(1, reach)]
     counts = []
     for out, op, col in reduces:
@@ -842,8 +842,8 @@ def _reduce_runs(rows: pl.DataFrame, runs: _Runs, reduces: Sequence[tuple[str, s
             v = values.fill_null(0).to_numpy()
             for k, same_run in enumerate(within, start=1):
                 flag[k:] &= ~(same_run & known[:-k] & (v[k:] == v[:-k]))
-        totals = np.cumsum(flag, dtype=np.int64)[stops - 1]
-        counts.append(pl.Series(out, np.diff(totals, prepend=0)))
+        totals = np.cumsum(flag, dtype=np.int32 if total < 2**31 else np.int64)[stops - 1]
+        counts.append(pl.Series(out, np.diff(totals, prepend=0), dtype=pl.Int64))
     frame = pl.DataFrame([runs.run_owner.alias(_OWNER), pl.Series(_HAS, lengths, dtype=pl.UInt32), *counts])
     long = pl.Series(lengths > _RUN_REACH)
     if long.any() and any(op == "distinct" for _, op, _ in reduces):
@@ -857,8 +857,9 @@ def _long_runs(
 ) -> pl.DataFrame:
     """Distinct counts of the runs longer than _RUN_REACH, by a group_by over their rows only."""
     which = long.arg_true()
-    in_long = long.gather(runs.run)
-    subset = rows.filter(in_long).with_columns(runs.run.filter(in_long).alias("__tk_run"))
+    run = pl.Series("__tk_run", runs.run)
+    in_long = long.gather(run)
+    subset = rows.filter(in_long).with_columns(run.filter(in_long))
     distinct = [(out, col) for out, op, col in reduces if op == "distinct"]
     aggs, finish = _grouped_aggs([(out, "distinct", col) for out, col in distinct])
     got = subset.group_by("__tk_run", maintain_order=True).agg(aggs).with_columns(finish)
@@ -895,17 +896,19 @@ class _Owners:
 
     def rows_of(self, inst: pl.Series) -> _Runs:
         """The owner number of each instance row (null for an id that is no record's), with the runs of equal ids."""
-        if inst.len() == 0:
-            empty = pl.Series(_OWNER, [], dtype=pl.UInt32)
-            return _Runs(empty, empty, empty, empty, self.ids.len())
-        starts = inst.ne_missing(inst.shift(1)).scatter(0, True).arg_true()
-        run = inst.rle_id()
-        run_ids = inst.gather(starts)
+        total = inst.len()
+        # the first row of each run: compared with the row before it (slices, not a shifted copy of the text)
+        first = np.ones(total, dtype=bool)
+        if total > 1:
+            first[1:] = inst.slice(1).ne_missing(inst.slice(0, total - 1)).to_numpy()
+        starts = np.flatnonzero(first)
+        run = np.cumsum(first, dtype=np.uint32) - 1 if total else np.zeros(0, dtype=np.uint32)
+        run_ids = inst.filter(pl.Series(first))
         # Instances usually come grouped by record in record order (REDCap exports them so): the runs of equal ids
         # are then the records themselves, found without hashing any text.
         if self.unique and run_ids.len() == self.ids.len() and run_ids.equals(self.ids):
-            run_owner = pl.int_range(0, run_ids.len(), dtype=pl.UInt32, eager=True)
-            return _Runs(run.alias(_OWNER), run, starts, run_owner.alias(_OWNER), self.ids.len())
+            run_owner = pl.int_range(0, run_ids.len(), dtype=pl.UInt32, eager=True).alias(_OWNER)
+            return _Runs(pl.Series(_OWNER, run), run, starts, run_owner, self.ids.len())
         # Otherwise each run of equal ids (still far fewer than the rows) is looked up once.
         runs = run_ids.to_frame("__id").join(self._first(), on="__id", how="left", maintain_order="left")
         run_owner = runs.get_column(_OWNER)
@@ -937,8 +940,8 @@ class _Runs:
     record's). `records`: how many rows the record frame has (owner numbers are below it)."""
 
     owner: pl.Series
-    run: pl.Series
-    starts: pl.Series
+    run: np.ndarray
+    starts: np.ndarray
     run_owner: pl.Series
     records: int
 
