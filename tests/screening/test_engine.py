@@ -436,6 +436,9 @@ def test_a_large_batch_names_the_same_missing_fields_as_one_candidate_alone(rule
     inst = pl.concat([atrq.with_columns(rid + f"~{k}") for k in range(copies)])
     large = screen(rules, many, as_of=AS_OF, instances={"atrq": inst}).frame
     assert large.height > SMALL_ROWS
+    # instances grouped by record (counted by runs of rows) or shuffled (by a group_by): the same frame
+    shuffled = inst.sample(fraction=1.0, shuffle=True, seed=7)
+    assert screen(rules, many, as_of=AS_OF, instances={"atrq": shuffled}).frame.equals(large)
     for k in (0, copies // 2, copies - 1):
         for name, frame in alone.items():
             row = large.filter(rid == f"{name}~{k}").with_columns(rid.str.replace(r"~\d+$", ""))
