@@ -827,8 +827,7 @@ def _reduce_runs(rows: pl.DataFrame, runs: _Runs, reduces: Sequence[tuple[str, s
     reach = min(int(lengths.max()), _RUN_REACH)
     within: list[np.ndarray] = []  # per distance k: is the row k before in the same run (for rows k onwards)
     if reach > 1 and any(op == "distinct" for _, op, _ in reduces):
-        position = np.arange(total) - starts[runs.run]
-        within = [position[k:] >= k for k in range(1, reach)]
+        within = [runs.run[k:] == runs.run[:-k] for k in range(1, reach)]
     counts = []
     for out, op, col in reduces:
         values = rows.get_column(col)
