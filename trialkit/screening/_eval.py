@@ -211,8 +211,15 @@ def instance_gaps(cc: Any, frame: pl.DataFrame, ctx: Context) -> dict[str, pl.Se
                     out[i.label] = pl.repeat(i.column is None, frame.height, eager=True)
             continue
         ids = frame.select(pl.col(rid).cast(pl.String))
-        # Only the instances of the records asked about: usually a few unknown candidates out of many.
-        mine = table.with_columns(pl.col(rid).cast(pl.String)).join(ids, on=rid, how="semi")
+        # Only the instances of the records asked about (usually a few unknown candidates out of many), and only
+        # the columns read here: the fields asked about and those their branching logic reads.
+        read = {rid: None, **dict.fromkeys(i.column for i in cols)}
+        for i in cols:
+            if i.shown_if is not None:
+                read.update(dict.fromkeys(references(i.shown_if).columns))
+        wanted = pl.col(rid).cast(pl.String)
+        mine = table.select([wanted, *(c for c in read if c != rid and c in table.columns)])
+        mine = mine.filter(wanted.is_in(ids.get_column(rid).implode()))
         # A field its branching logic hides (atrq_drug_other unless the drug is 'other') is not missing there;
         # where the logic is unknown the field may be shown, so a blank still counts.
         shown = _shown(cols, mine, ctx)
