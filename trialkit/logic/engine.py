@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from types import MappingProxyType
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -623,7 +624,7 @@ class _FormPlan:
     steps: list[list[pl.Expr]]
     first: list[pl.Expr]
     rows: list[pl.Expr]
-    reduces: list[tuple[str, str, str | None]]
+    reduces: list[_Reduce]
     post: list[pl.Expr]
     outputs: list[str]
     defaults: dict[str, object]
@@ -650,7 +651,7 @@ def _form_plan(form, calls, n, schema, kinds, fields, bits, options) -> _FormPla
     steps = _stage_steps(comp, _heavy_nodes([a for call in calls for a in call.args[1:]], walk))
     first: list[pl.Expr] = []  # condition columns
     rows: list[pl.Expr] = []  # columns derived from them
-    reduces: list[tuple[str, str, str | None]] = []
+    reduces: list[_Reduce] = []
     post: list[pl.Expr] = []
     outputs: list[str] = []
     defaults: dict[str, object] = {}
@@ -699,14 +700,14 @@ def _aggregate_exprs(call: Call, comp: Compiler, name: str):
     yes, maybe, v = f"{name}_y", f"{name}_m", f"{name}_v"
     first = [t.fill_null(False).alias(yes), t.fill_null(True).alias(maybe)]
     rows: list[pl.Expr] = []
-    reduces: list[tuple[str, str, str | None]] = []
+    reduces: list[_Reduce] = []
     post: list[pl.Expr] = []
     defaults: dict[str, object] = {}
     lo_name, hi_name = f"{name}_lo", f"{name}_hi"
     lo, hi = pl.col(lo_name), pl.col(hi_name)
     outputs = [name]
     if call.name == "count_instances":
-        reduces += [(lo_name, "true", yes), (hi_name, "true", maybe)]
+        reduces += [_Reduce(lo_name, "true", yes), _Reduce(hi_name, "true", maybe)]
         value = lo.cast(pl.Float64) if not kleene else pl.when(lo == hi).then(lo.cast(pl.Float64))
         post.append(value.alias(name))
         defaults[name] = 0.0
@@ -714,7 +715,7 @@ def _aggregate_exprs(call: Call, comp: Compiler, name: str):
             outputs += [lo_name, hi_name]
             defaults.update({lo_name: 0, hi_name: 0})
     elif call.name == "any_instance":
-        reduces += [(lo_name, "true", yes), (hi_name, "true", maybe)]
+        reduces += [_Reduce(lo_name, "true", yes), _Reduce(hi_name, "true", maybe)]
         value = (lo > 0) if not kleene else pl.when(lo > 0).then(True).when(hi == 0).then(False)
         post.append(value.alias(name))
         defaults[name] = False
@@ -729,8 +730,11 @@ def _aggregate_exprs(call: Call, comp: Compiler, name: str):
             pl.when(pl.col(maybe)).then(text).alias(f"{v}_maybe"),
             (text.is_null() & pl.col(maybe)).alias(f"{v}_gap"),
         ]
-        reduces += [(lo_name, "distinct", f"{v}_yes"), (f"{v}_dm", "distinct", f"{v}_maybe"),
-                    (f"{v}_ng", "true", f"{v}_gap")]
+        reduces += [
+            _Reduce(lo_name, "distinct", f"{v}_yes", f"{v}_h", yes),
+            _Reduce(f"{v}_dm", "distinct", f"{v}_maybe", f"{v}_h", maybe),
+            _Reduce(f"{v}_ng", "true", f"{v}_gap"),
+        ]
         d_hi = pl.col(f"{v}_dm") + pl.col(f"{v}_ng")
         if kleene:  # post expressions read reductions only (they run side by side, in one step)
             post += [pl.when(lo == d_hi).then(lo.cast(pl.Float64)).alias(name), d_hi.alias(hi_name)]
@@ -742,17 +746,17 @@ def _aggregate_exprs(call: Call, comp: Compiler, name: str):
     else:
         rows.append(pl.when(pl.col(yes)).then(comp.num(comp.compile(value_node))).alias(v))
         op = {"sum_instances": "sum", "min_instances": "min", "max_instances": "max"}[call.name]
-        reduces += [(f"{v}_r", op, v), (f"{v}_n", "count", v)]
+        reduces += [_Reduce(f"{v}_r", op, v), _Reduce(f"{v}_n", "count", v)]
         value = pl.when(pl.col(f"{v}_n") > 0).then(pl.col(f"{v}_r").cast(pl.Float64))
         if kleene:
-            reduces += [(lo_name, "true", yes), (hi_name, "true", maybe)]
+            reduces += [_Reduce(lo_name, "true", yes), _Reduce(hi_name, "true", maybe)]
             value = pl.when(lo != hi).then(None).otherwise(value)
         post.append(value.alias(name))
     if explain:
         m = f"{name}_mk"
         if mask is not None:
             first.append(pl.when(t.is_null()).then(mask).otherwise(pl.lit(0, pl.UInt64)).alias(m))
-            reduces.append((f"{m}_or", "bit_or", m))
+            reduces.append(_Reduce(f"{m}_or", "bit_or", m))
             post.append(pl.col(f"{m}_or").fill_null(0).cast(pl.UInt64).alias(f"{name}_mask"))
         else:
             post.append(pl.lit(0, pl.UInt64).alias(f"{name}_mask"))
@@ -761,16 +765,24 @@ def _aggregate_exprs(call: Call, comp: Compiler, name: str):
     return first, rows, reduces, post, outputs, defaults
 
 
-#: Per-record reductions of an instance row column: "true" counts true values, "count" non-null values,
-#: "distinct" distinct non-null values, "sum"/"min"/"max"/"bit_or" as polars (nulls skipped).
-_REDUCE_OPS = ("true", "count", "distinct", "sum", "min", "max", "bit_or")
+class _Reduce(NamedTuple):
+    """A per-record reduction of an instance row column into column `out`. `op`: "true" counts true values,
+    "count" non-null values, "distinct" distinct non-null values, "sum"/"min"/"max"/"bit_or" as polars (nulls
+    skipped). A distinct count may also name the `value` column and the `where` (boolean) column that `column`
+    is `value` masked by: counting by runs reads those two, and the masked column is then not computed."""
+
+    out: str
+    op: str
+    column: str
+    value: str | None = None
+    where: str | None = None
 
 
-def _grouped_aggs(reduces: Sequence[tuple[str, str, str | None]]) -> tuple[list[pl.Expr], list[pl.Expr]]:
+def _grouped_aggs(reduces: Sequence[_Reduce]) -> tuple[list[pl.Expr], list[pl.Expr]]:
     """A group_by's plain aggregations for the reductions, and the expressions that finish them per record."""
     aggs: list[pl.Expr] = []
     finish: list[pl.Expr] = []
-    for out, op, col in reduces:
+    for out, op, col, _, _ in reduces:
         c = pl.col(col)
         if op == "true":
             aggs.append(c.sum().cast(pl.Int64).alias(out))
@@ -794,12 +806,12 @@ _HAS = "__tk_has_instances"
 def _per_owner(rows: pl.LazyFrame, runs: _Runs, plan: _FormPlan, height: int) -> pl.DataFrame:
     """One row per owner number that has instances: the owner, the instance count (`_HAS`) and the plan's
     aggregate columns. `rows`: the instance rows' columns the reductions read, and their owner (null: no record's)."""
-    if height >= _RUNS_FROM and height and all(op in _RUN_OPS for _, op, _ in plan.reduces) and runs.grouped():
-        got = collect(rows, height)
-        if all(got.schema[col].is_integer() for _, op, col in plan.reduces if op == "distinct"):
+    if height >= _RUNS_FROM and height and all(r.op in _RUN_OPS for r in plan.reduces) and runs.grouped():
+        read = dict.fromkeys(c for r in plan.reduces for c in ((r.value, r.where) if r.value else (r.column,)))
+        got = collect(rows.select(list(read)), height)
+        if all(got.schema[r.value or r.column].is_integer() for r in plan.reduces if r.op == "distinct"):
             reduced = _reduce_runs(got, runs, plan.reduces)
             return collect(reduced.lazy().with_columns(plan.post).select(_OWNER, _HAS, *plan.outputs), reduced.height)
-        rows = got.lazy()
     aggs, finish = _grouped_aggs(plan.reduces)
     grouped = rows.filter(pl.col(_OWNER).is_not_null()).group_by(_OWNER).agg([*aggs, pl.len().alias(_HAS)])
     if finish:
@@ -815,7 +827,7 @@ _RUNS_FROM = SMALL_ROWS
 _RUN_REACH = 8
 
 
-def _reduce_runs(rows: pl.DataFrame, runs: _Runs, reduces: Sequence[tuple[str, str, str | None]]) -> pl.DataFrame:
+def _reduce_runs(rows: pl.DataFrame, runs: _Runs, reduces: Sequence[_Reduce]) -> pl.DataFrame:
     """The reductions per run of rows, for instances whose every owner's rows are one run (`_Runs.grouped`):
     per-row counts (is it true, non-null, the first of its value in its run) summed over each run by differences
     of running totals at the runs' last rows, without hashing anything. Counts are integers, so the totals are
@@ -826,43 +838,55 @@ def _reduce_runs(rows: pl.DataFrame, runs: _Runs, reduces: Sequence[tuple[str, s
     lengths = stops - starts
     reach = min(int(lengths.max()), _RUN_REACH)
     within: list[np.ndarray] = []  # per distance k: is the row k before in the same run (for rows k onwards)
-    if reach > 1 and any(op == "distinct" for _, op, _ in reduces):
+    if reach > 1 and any(r.op == "distinct" for r in reduces):
         within = [runs.run[k:] == runs.run[:-k] for k in range(1, reach)]
+    # per value column: is each row's value non-null, and per distance k, does the row k before hold it too
+    seen: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
     counts = []
-    for out, op, col in reduces:
-        values = rows.get_column(col)
-        if op == "true":
-            flag = values.fill_null(False).to_numpy()
-        elif op == "count":
-            flag = values.is_not_null().to_numpy()
-        else:  # distinct: a non-null value not seen in the rows of its run before it
-            flag = values.is_not_null().to_numpy()
-            known = flag.copy()
-            v = values.fill_null(0).to_numpy()
-            for k, same_run in enumerate(within, start=1):
-                flag[k:] &= ~(same_run & known[:-k] & (v[k:] == v[:-k]))
+    for r in reduces:
+        if r.op == "true":
+            flag = _bools(rows.get_column(r.column))
+        elif r.op == "count":
+            flag = rows.get_column(r.column).is_not_null().to_numpy()
+        else:  # distinct: a non-null value not seen in the rows of its run before it (where `where` holds)
+            name = r.value or r.column
+            if name not in seen:
+                values = rows.get_column(name)
+                known = values.is_not_null().to_numpy()
+                v = (values.fill_null(0) if values.null_count() else values).to_numpy()
+                seen[name] = known, [same & known[:-k] & (v[k:] == v[:-k]) for k, same in enumerate(within, 1)]
+            known, repeats = seen[name]
+            where = _bools(rows.get_column(r.where)) & known if r.value else known
+            flag = where.copy()
+            for k, repeat in enumerate(repeats, start=1):
+                flag[k:] &= ~(repeat & where[:-k])
         totals = np.cumsum(flag, dtype=np.int32 if total < 2**31 else np.int64)[stops - 1]
-        counts.append(pl.Series(out, np.diff(totals, prepend=0), dtype=pl.Int64))
+        counts.append(pl.Series(r.out, np.diff(totals, prepend=0), dtype=pl.Int64))
     frame = pl.DataFrame([runs.run_owner.alias(_OWNER), pl.Series(_HAS, lengths, dtype=pl.UInt32), *counts])
     long = pl.Series(lengths > _RUN_REACH)
-    if long.any() and any(op == "distinct" for _, op, _ in reduces):
+    if long.any() and any(r.op == "distinct" for r in reduces):
         frame = _long_runs(rows, runs, reduces, frame, long)
     return frame.filter(pl.col(_OWNER).is_not_null())
 
 
+def _bools(column: pl.Series) -> np.ndarray:
+    return (column.fill_null(False) if column.null_count() else column).to_numpy()
+
+
 def _long_runs(
-    rows: pl.DataFrame, runs: _Runs, reduces: Sequence[tuple[str, str, str | None]], counts: pl.DataFrame,
-    long: pl.Series,
+    rows: pl.DataFrame, runs: _Runs, reduces: Sequence[_Reduce], counts: pl.DataFrame, long: pl.Series
 ) -> pl.DataFrame:
     """Distinct counts of the runs longer than _RUN_REACH, by a group_by over their rows only."""
     which = long.arg_true()
     run = pl.Series("__tk_run", runs.run)
     in_long = long.gather(run)
     subset = rows.filter(in_long).with_columns(run.filter(in_long))
-    distinct = [(out, col) for out, op, col in reduces if op == "distinct"]
-    aggs, finish = _grouped_aggs([(out, "distinct", col) for out, col in distinct])
-    got = subset.group_by("__tk_run", maintain_order=True).agg(aggs).with_columns(finish)
-    return counts.with_columns(counts.get_column(out).scatter(which, got.get_column(out)) for out, _ in distinct)
+    distinct = [r for r in reduces if r.op == "distinct"]
+    # the masked columns are not among the rows read by the run path: made here from value and where
+    masked = [pl.when(pl.col(r.where)).then(pl.col(r.value)).alias(r.column) for r in distinct if r.value]
+    aggs, finish = _grouped_aggs(distinct)
+    got = subset.with_columns(masked).group_by("__tk_run", maintain_order=True).agg(aggs).with_columns(finish)
+    return counts.with_columns(counts.get_column(r.out).scatter(which, got.get_column(r.out)) for r in distinct)
 
 
 @dataclass(frozen=True)
