@@ -941,6 +941,10 @@ class _Owners:
         """`per_owner`'s rows (without the owner) as the frame's rows read them: a row whose owner has none is
         null throughout. A scatter and a gather of row numbers instead of a join on the owner."""
         height = self.ids.len()
+        owner = per_owner.get_column(_OWNER)
+        if self.unique and per_owner.height == height and owner.is_sorted():
+            # owners are distinct and below `height`: sorted and as many, they are the frame's rows in order
+            return per_owner.drop(_OWNER)
         where = _nulls(height, pl.UInt32).scatter(
             per_owner.get_column(_OWNER), pl.int_range(0, per_owner.height, dtype=pl.UInt32, eager=True)
         )
