@@ -139,3 +139,22 @@ def test_the_run_path_runs_on_grouped_rows_and_not_on_interleaved_ones():
         assert evaluate(frame, interleaved, "kleene").equals(grouped)
     assert calls == []
     assert grouped.get_column("d").to_list() == [2, 1, 1]
+
+
+@pytest.mark.parametrize("mode", ["kleene", "redcap"])
+def test_counting_instances_alone_reads_no_column_and_counts_every_row(mode):
+    frame = pl.DataFrame({"record_id": ["a", "b", "c"]})
+    atrq = instances(["a", "a", "zz", "c", "c", "c"], ["p"] * 6, [1] * 6)
+    trees = {"n": parse("count_instances(atrq)"), "n2": parse("count_instances(atrq) > 1")}
+
+    def counts():
+        kw = {"mode": mode, "instances": {"atrq": atrq}, "record_id": "record_id", "explain": False}
+        return evaluate_many(trees, frame, **kw)
+
+    with path(runs=True) as calls:
+        fast = counts()
+    assert calls
+    assert fast.get_column("n").to_list() == [2, 0, 3]
+    assert fast.get_column("n2").to_list() == [True, False, True]
+    with path(runs=False):
+        assert fast.equals(counts())

@@ -592,7 +592,8 @@ def _attach_instances(
         if owners is None:
             owners = _Owners.of(frame.get_column(rid))
         runs = owners.rows_of(inst.get_column(rid).cast(frame.schema[rid], strict=False))
-        per_owner = _per_owner(staged.select([*kept, *plan.rows]).with_columns(runs.owner), runs, plan, inst.height)
+        rows = staged.with_columns(runs.owner).select([*kept, *plan.rows, pl.col(_OWNER)])
+        per_owner = _per_owner(rows, runs, plan, inst.height)
         joined = owners.align(per_owner)
         # Defaults are for records without instances only: a null value of a record that has some is a kleene
         # unknown (any_instance, a count between its bounds) and must stay null.
@@ -680,8 +681,8 @@ def _aggregate_exprs(call: Call, comp: Compiler, name: str):
     aggregate columns computed from those reductions, defaults for records without instances). Kleene counts add
     `<name>_lo`/`<name>_hi` bounds and explain a `<name>_mask`, each with its default.
 
-    Reductions are (output, op, row column) with op one of _REDUCE_OPS: kept plain (polars' fast aggregation
-    path) and combined per record afterwards, on one row per record instead of inside the grouping."""
+    Reductions (`_Reduce`) are kept plain (polars' fast aggregation path) and combined per record afterwards, on
+    one row per record instead of inside the grouping."""
     kleene, explain = comp.kleene, comp.explain
     args = call.args[1:]
     if call.name in ("count_instances", "any_instance"):
@@ -699,6 +700,9 @@ def _aggregate_exprs(call: Call, comp: Compiler, name: str):
         t = spread(pl.lit(True))
     yes, maybe, v = f"{name}_y", f"{name}_m", f"{name}_v"
     first = [t.fill_null(False).alias(yes), t.fill_null(True).alias(maybe)]
+    every = cond_node is None and call.name in ("count_instances", "any_instance")
+    if every:  # every instance counts: the number of rows, without a column of trues
+        first = []
     rows: list[pl.Expr] = []
     reduces: list[_Reduce] = []
     post: list[pl.Expr] = []
@@ -706,8 +710,10 @@ def _aggregate_exprs(call: Call, comp: Compiler, name: str):
     lo_name, hi_name = f"{name}_lo", f"{name}_hi"
     lo, hi = pl.col(lo_name), pl.col(hi_name)
     outputs = [name]
+    counted = [_Reduce(lo_name, "len", ""), _Reduce(hi_name, "len", "")] if every else [
+        _Reduce(lo_name, "true", yes), _Reduce(hi_name, "true", maybe)]
     if call.name == "count_instances":
-        reduces += [_Reduce(lo_name, "true", yes), _Reduce(hi_name, "true", maybe)]
+        reduces += counted
         value = lo.cast(pl.Float64) if not kleene else pl.when(lo == hi).then(lo.cast(pl.Float64))
         post.append(value.alias(name))
         defaults[name] = 0.0
@@ -715,7 +721,7 @@ def _aggregate_exprs(call: Call, comp: Compiler, name: str):
             outputs += [lo_name, hi_name]
             defaults.update({lo_name: 0, hi_name: 0})
     elif call.name == "any_instance":
-        reduces += [_Reduce(lo_name, "true", yes), _Reduce(hi_name, "true", maybe)]
+        reduces += counted
         value = (lo > 0) if not kleene else pl.when(lo > 0).then(True).when(hi == 0).then(False)
         post.append(value.alias(name))
         defaults[name] = False
@@ -766,7 +772,8 @@ def _aggregate_exprs(call: Call, comp: Compiler, name: str):
 
 
 class _Reduce(NamedTuple):
-    """A per-record reduction of an instance row column into column `out`. `op`: "true" counts true values,
+    """A per-record reduction of an instance row column into column `out`. `op`: "len" counts rows (no column),
+    "true" counts true values,
     "count" non-null values, "distinct" distinct non-null values, "sum"/"min"/"max"/"bit_or" as polars (nulls
     skipped). A distinct count may also name the `value` column and the `where` (boolean) column that `column`
     is `value` masked by: counting by runs reads those two, and the masked column is then not computed."""
@@ -784,7 +791,9 @@ def _grouped_aggs(reduces: Sequence[_Reduce]) -> tuple[list[pl.Expr], list[pl.Ex
     finish: list[pl.Expr] = []
     for out, op, col, _, _ in reduces:
         c = pl.col(col)
-        if op == "true":
+        if op == "len":
+            aggs.append(pl.len().cast(pl.Int64).alias(out))
+        elif op == "true":
             aggs.append(c.sum().cast(pl.Int64).alias(out))
         elif op == "count":
             aggs.append(c.count().cast(pl.Int64).alias(out))
@@ -807,7 +816,7 @@ def _per_owner(rows: pl.LazyFrame, runs: _Runs, plan: _FormPlan, height: int) ->
     """One row per owner number that has instances: the owner, the instance count (`_HAS`) and the plan's
     aggregate columns. `rows`: the instance rows' columns the reductions read, and their owner (null: no record's)."""
     if height >= _RUNS_FROM and height and all(r.op in _RUN_OPS for r in plan.reduces) and runs.grouped():
-        read = dict.fromkeys(c for r in plan.reduces for c in ((r.value, r.where) if r.value else (r.column,)))
+        read = dict.fromkeys(c for r in plan.reduces for c in ((r.value, r.where) if r.value else (r.column,)) if c)
         got = collect(rows.select(list(read)), height)
         if all(got.schema[r.value or r.column].is_integer() for r in plan.reduces if r.op == "distinct"):
             reduced = _reduce_runs(got, runs, plan.reduces)
@@ -820,7 +829,7 @@ def _per_owner(rows: pl.LazyFrame, runs: _Runs, plan: _FormPlan, height: int) ->
 
 
 #: Reductions by runs are exact (counts) and pay off on many rows; one candidate's few rows take the group_by.
-_RUN_OPS = ("true", "count", "distinct")
+_RUN_OPS = ("len", "true", "count", "distinct")
 _RUNS_FROM = SMALL_ROWS
 #: Distinct values within a run are found by comparing each row with the rows up to this far before it; the rows
 #: of longer runs (rare: a record with more instances than this) are counted by a group_by of their own.
@@ -832,7 +841,7 @@ def _reduce_runs(rows: pl.DataFrame, runs: _Runs, reduces: Sequence[_Reduce]) ->
     per-row counts (is it true, non-null, the first of its value in its run) summed over each run by differences
     of running totals at the runs' last rows, without hashing anything. Counts are integers, so the totals are
     exact: a record's counts never depend on the rows before it. `distinct` reads integer columns (hashes)."""
-    total = rows.height
+    total = len(runs.run)  # the rows read may be no column at all (counting rows only)
     starts = runs.starts
     stops = np.append(starts[1:], total)
     lengths = stops - starts
@@ -844,6 +853,9 @@ def _reduce_runs(rows: pl.DataFrame, runs: _Runs, reduces: Sequence[_Reduce]) ->
     seen: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
     counts = []
     for r in reduces:
+        if r.op == "len":
+            counts.append(pl.Series(r.out, lengths, dtype=pl.Int64))
+            continue
         if r.op == "true":
             flag = _bools(rows.get_column(r.column))
         elif r.op == "count":
