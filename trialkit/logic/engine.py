@@ -595,11 +595,14 @@ def _attach_instances(
         rows = staged.with_columns(runs.owner).select([*kept, *plan.rows, pl.col(_OWNER)])
         per_owner = _per_owner(rows, runs, plan, inst.height)
         joined = owners.align(per_owner)
-        # Defaults are for records without instances only: a null value of a record that has some is a kleene
-        # unknown (any_instance, a count between its bounds) and must stay null.
-        none = pl.col(_HAS).is_null()
-        fill = [pl.col(c).fill_null(pl.when(none).then(v)) for c, v in plan.defaults.items()]
-        joined = collect(joined.lazy().with_columns(fill).select(plan.outputs), frame.height)
+        if joined.get_column(_HAS).null_count():
+            # Defaults are for records without instances only: a null value of a record that has some is a kleene
+            # unknown (any_instance, a count between its bounds) and must stay null.
+            none = pl.col(_HAS).is_null()
+            fill = [pl.col(c).fill_null(pl.when(none).then(v)) for c, v in plan.defaults.items()]
+            joined = collect(joined.lazy().with_columns(fill).select(plan.outputs), frame.height)
+        else:  # every record has instances: no default applies (and no query to run)
+            joined = pl.DataFrame([joined.get_column(c) for c in plan.outputs])
         keys = keys.hstack(joined)
         added += joined.columns
     for ref in trees.instance_refs:
