@@ -574,7 +574,9 @@ def _with_gates(
     if not out:
         return masks
     updated = combo.select(out)
-    return masks.with_columns(masks[c].scatter(rows, updated[c]) for c in updated.columns)
+    # only the masks that changed are rewritten (each rewrite copies a whole column)
+    changed = [c for c in updated.columns if (updated.get_column(c) != combo.get_column(c)).any()]
+    return masks.with_columns(masks[c].scatter(rows, updated[c]) for c in changed) if changed else masks
 
 
 def _with_instance_gaps(
