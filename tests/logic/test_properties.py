@@ -192,6 +192,29 @@ def test_evaluation_gives_one_value_per_record_or_a_trialkit_error(tree, mode):
         assert result.values.null_count() == 0
 
 
+def test_a_constant_part_shared_by_the_tree_gives_one_value_per_record():
+    """Found by the test above: `0 = (not '' and age_at_date('', '') and hasmissingcode([a], ''))` folds its
+    `and` to a constant; staged as a column of its own, polars' optimiser folded it back as a one-row value and
+    the evaluation failed with a shape error. Every mode, and beside an expression that reads a column."""
+    from trialkit.logic import evaluate_many
+    from trialkit.logic.ast import BoolOp, Call, FieldRef, Number, String, Unary
+
+    constant = BoolOp("and", (
+        Unary("not", String("")),
+        Call("age_at_date", (String(""), String(""))),
+        Call("hasmissingcode", (FieldRef("a"), String(""))),
+    ))
+    tree = Binary("=", Number("0"), constant)
+    for mode in ("redcap", "kleene"):
+        result = evaluate(tree, FRAME, mode=mode, as_of=date(2024, 3, 1))
+        assert result.values.len() == FRAME.height
+        both = evaluate_many({"x": tree, "y": Binary("=", FieldRef("a"), constant)}, FRAME, mode=mode,
+                             as_of=date(2024, 3, 1), record_id="record_id")
+        assert both.height == FRAME.height
+        assert both.get_column("x").to_list() == result.values.to_list()
+    assert evaluate(tree, FRAME, mode="redcap", as_of=date(2024, 3, 1)).values.to_list() == [True] * FRAME.height
+
+
 VALUE_FUNCTIONS = ["sum", "min", "max", "mean", "abs", "round", "length", "upper", "left", "concat", "datediff"]
 value_trees = st.recursive(
     EVAL_LEAVES.filter(lambda n: not isinstance(n, Bool)),

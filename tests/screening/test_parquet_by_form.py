@@ -55,15 +55,22 @@ def _same(csv_path, parquet_path, rules, study):
     return rows_pq, problems_pq
 
 
-def test_read_by_form_screens_as_the_csv(tmp_path, text, rules, kap_study, monkeypatch):
+def _screen_both(tmp_path, text, rules, study, monkeypatch):
+    """Screen `text` as CSV and as its typed Parquet twin (results required equal); also which reads by form
+    were made (None: the file was read flat)."""
     csv_path = tmp_path / "intake.csv"
     text.write_csv(csv_path)
     parquet = tmp_path / "intake.parquet"
-    typed(text, kap_study).write_parquet(parquet)
+    typed(text, study).write_parquet(parquet)
     used = []
     real = parquet_module._by_form
     monkeypatch.setattr(parquet_module, "_by_form", lambda *a: used.append(real(*a)) or used[-1])
-    rows, _ = _same(csv_path, parquet, rules, kap_study)
+    rows, problems = _same(csv_path, parquet, rules, study)
+    return rows, problems, used
+
+
+def test_read_by_form_screens_as_the_csv(tmp_path, text, rules, kap_study, monkeypatch):
+    rows, _, used = _screen_both(tmp_path, text, rules, kap_study, monkeypatch)
     assert used and used[0] is not None  # the file was read by form
     assert set(rows.get_column("disposition")) == {"eligible", "ineligible", "pending"}
 
@@ -111,14 +118,7 @@ def test_whatever_the_file_holds_the_results_equal_the_csv(tmp_path, text, rules
             .alias("vs_sbp_1"),
             pl.when(first_atrq).then(pl.lit("-5")).otherwise(pl.col("atrq_dose")).alias("atrq_dose"),
         )
-    csv_path = tmp_path / "intake.csv"
-    text.write_csv(csv_path)
-    parquet = tmp_path / "intake.parquet"
-    typed(text, kap_study).write_parquet(parquet)
-    used = []
-    real = parquet_module._by_form
-    monkeypatch.setattr(parquet_module, "_by_form", lambda *a: used.append(real(*a)) or used[-1])
-    _, problems = _same(csv_path, parquet, rules, kap_study)
+    _, problems, used = _screen_both(tmp_path, text, rules, kap_study, monkeypatch)
     if change in ("misplaced", "unknown_instrument", "no_treatment_rows_but_a_value"):
         assert used == [None]  # read flat: reading by form would not see those rows or cells
     else:

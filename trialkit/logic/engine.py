@@ -129,6 +129,12 @@ def _bits(exprs: Sequence[Node]) -> dict[str, int]:
     return labels
 
 
+def _broadcast(e: pl.Expr) -> pl.Expr:
+    """An expression that reads no column, made a scalar: constants combined by all_horizontal (and other
+    horizontal functions) give a one-row column that polars does not stretch to the frame's height."""
+    return e if e.meta.root_names() else e.first()
+
+
 def _final(c: Col, mode: str) -> pl.Expr:
     if c.kind == "bool" and mode == "redcap":
         return c.expr.fill_null(False)
@@ -288,11 +294,11 @@ def evaluate_many(
         explained: list[tuple[str, Node]] = []
         for i, (name, expr) in enumerate(exprs.items()):
             c = comp.compile(expr)
-            stage.append(_final(c, mode).alias(f"__tk_value{i}"))
+            stage.append(_broadcast(_final(c, mode)).alias(f"__tk_value{i}"))
             selects.append(pl.col(f"__tk_value{i}").alias(name))
             if comp.explain:
                 mask = c.mask if c.mask is not None else pl.lit(0, pl.UInt64)
-                stage.append(mask.alias(f"__tk_mask{i}"))
+                stage.append(_broadcast(mask).alias(f"__tk_mask{i}"))
                 selects.append(pl.col(f"__tk_mask{i}").alias(f"{name}__missing"))
                 explained.append((f"{name}__missing", expr))
         plan = _Plan(tuple(nodes), fields, [*steps, stage], selects, explained)
@@ -450,6 +456,11 @@ def _stage_steps(comp: Compiler, staged: Sequence[Node]) -> list[list[pl.Expr]]:
         if node in comp.shared:
             continue
         c = comp.compile(node)
+        if not c.expr.meta.root_names() and (c.mask is None or not c.mask.meta.root_names()):
+            # A constant (no column read): kept inline. As a column of its own, polars' optimiser folded it back
+            # into the next step as a one-row value that was not stretched to the frame (a shape error).
+            comp.shared[node] = c
+            continue
         name = f"__tk_s{len(comp.shared)}"
         exprs = [c.expr.alias(name)]
         mask = None

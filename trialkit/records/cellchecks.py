@@ -73,36 +73,12 @@ def cell_checks(
     out: list[CellCheck] = []
     is_missing = raw.is_in(list(missing_codes)) if missing_codes else pl.lit(False)
     blankish = raw.is_null() | (raw == "0") if col.kind in ("checkbox", "complete") else raw.is_null()
-    out.append(
-        CellCheck(
-            "misplaced",
-            blankish | scope,
-            f"value on a row where form {col.form!r} does not belong (wrong event or repeat instance)",
-            f"filed where form {col.form!r} does not belong: move it to the right event or instance",
-        )
-    )
+    out.append(_misplaced(col, blankish | scope))
     vt = col.validation
     if col.kind in ("date", "datetime", "time", "integer", "number"):
-        label = vt.label if vt is not None else col.kind
-        out.append(
-            CellCheck(
-                "type",
-                raw.is_null() | is_missing | typed.is_not_null() | spreadsheet.slashed_date(col, raw),
-                f"not a valid {label}",
-                f"unreadable value (expected {expected_form(col)})",
-            )
-        )
-        if vt is not None and vt.kind == "number" and vt.name not in ("number", "number_comma_decimal"):
-            out.append(
-                CellCheck(
-                    "format",
-                    # a whole number is read as 175.0, as REDCap's data entry takes it (see the module doc)
-                    raw.is_null() | is_missing | typed.is_null() | raw.str.contains(vt.anchored)
-                    | raw.str.contains(WHOLE),
-                    f"not in the form {vt.label}",
-                    usable=True,
-                )
-            )
+        out.append(_type(col, raw.is_null() | is_missing | typed.is_not_null() | spreadsheet.slashed_date(col, raw)))
+        format_check = _decimals(col, raw.is_null() | is_missing | typed.is_null(), raw)
+        out += [format_check] if format_check else []
         out += _range_checks(col, typed, as_of)
     elif vt is not None and col.kind == "text":
         out.append(
@@ -135,34 +111,35 @@ def _typed_source_checks(
     from trialkit.records.readers import text_expr
 
     text = text_expr(raw, dtype)
-    out = [
-        CellCheck(
-            "misplaced",
-            raw.is_null() | scope,
-            f"value on a row where form {col.form!r} does not belong (wrong event or repeat instance)",
-            f"filed where form {col.form!r} does not belong: move it to the right event or instance",
-        )
-    ]
+    out = [_misplaced(col, raw.is_null() | scope), _type(col, raw.is_null() | typed.is_not_null())]
+    format_check = _decimals(col, raw.is_null() | typed.is_null(), text)
+    return out + ([format_check] if format_check else []) + _range_checks(col, typed, as_of)
+
+
+def _misplaced(col: Column, ok: pl.Expr) -> CellCheck:
+    return CellCheck(
+        "misplaced",
+        ok,
+        f"value on a row where form {col.form!r} does not belong (wrong event or repeat instance)",
+        f"filed where form {col.form!r} does not belong: move it to the right event or instance",
+    )
+
+
+def _type(col: Column, ok: pl.Expr) -> CellCheck:
     vt = col.validation
     label = vt.label if vt is not None else col.kind
-    out.append(
-        CellCheck(
-            "type",
-            raw.is_null() | typed.is_not_null(),
-            f"not a valid {label}",
-            f"unreadable value (expected {expected_form(col)})",
-        )
+    return CellCheck("type", ok, f"not a valid {label}", f"unreadable value (expected {expected_form(col)})")
+
+
+def _decimals(col: Column, passes: pl.Expr, text: pl.Expr) -> CellCheck | None:
+    """A number_Ndp field's decimals (a finding, still usable; a whole number passes, see the module doc)."""
+    vt = col.validation
+    if vt is None or vt.kind != "number" or vt.name in ("number", "number_comma_decimal"):
+        return None
+    return CellCheck(
+        "format", passes | text.str.contains(vt.anchored) | text.str.contains(WHOLE), f"not in the form {vt.label}",
+        usable=True,
     )
-    if vt is not None and vt.kind == "number" and vt.name not in ("number", "number_comma_decimal"):
-        out.append(
-            CellCheck(
-                "format",
-                raw.is_null() | typed.is_null() | text.str.contains(vt.anchored) | text.str.contains(WHOLE),
-                f"not in the form {vt.label}",
-                usable=True,
-            )
-        )
-    return out + _range_checks(col, typed, as_of)
 
 
 def _range_checks(col: Column, typed: pl.Expr, as_of: _dt.date | None) -> list[CellCheck]:
