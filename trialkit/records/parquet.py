@@ -49,6 +49,7 @@ def _by_form(path: Path, study: Study, columns: Collection[str], keep: Collectio
         return None
     if rid not in schema or REPEAT_INSTRUMENT not in schema or schema[REPEAT_INSTRUMENT] != pl.String:
         return None
+    refuse_labels_export(names)  # a labels export is refused before anything is read, as the ordinary read does
     wanted = [n for n in names if n in set(columns)]
     keys = [n for n in wanted if n == rid or n in META_COLUMNS]
     form_of = {c.name: c.form for c in study_columns(study)}
@@ -95,7 +96,6 @@ def _by_form(path: Path, study: Study, columns: Collection[str], keep: Collectio
         frame = normalise(stringify(part, keep), keep)
         del part
         frames.append(_one_block(frame))
-    refuse_labels_export(names)
     frame = pl.concat(frames, how="diagonal") if len(frames) > 1 else frames[0]
     # columns of a form no row is filed under are blank throughout, as the ordinary read has them
     absent = [n for n in wanted if n not in frame.columns]
