@@ -126,6 +126,15 @@ def test_json_in_pieces_is_the_same_document(run, monkeypatch):
             assert len(json.loads(out.getvalue())["candidates"]) == len(CANDIDATES)
 
 
+def test_json_keeps_a_value_with_a_unicode_line_separator(run):
+    """JSON leaves U+2028 and U+0085 unescaped; the compact candidate lines must not be split there."""
+    odd = "a\u2028b\u0085c"
+    screening = run({odd: CANDIDATES[next(iter(CANDIDATES))], **CANDIDATES})
+    for checklists in (0, None):  # a compact line, and a checklist
+        doc = json.loads(render_json(build_report(screening, checklists=checklists)))
+        assert odd in [c["record_id"] for c in doc["candidates"]]
+
+
 def test_json_has_the_shape_the_issue_fixes(report):
     doc = json.loads(render_json(report))
     assert set(doc["ruleset"]) == {"id", "version", "sha256"}

@@ -212,7 +212,8 @@ def json_pieces(report: Report) -> Iterator[str]:
     n = len(report.candidates)
     head = json.dumps(_head(report), indent=2, ensure_ascii=False)
     checklists = [
-        "\n".join("    " + line for line in json.dumps(item, indent=2, ensure_ascii=False).splitlines())
+        # split at the line ends json.dumps writes only: splitlines() also splits at U+2028 inside a value
+        "\n".join("    " + line for line in json.dumps(item, indent=2, ensure_ascii=False).split("\n"))
         for item in _candidate_dicts(report, rows.head(n))
     ]
     if not checklists and rows.height <= n:
@@ -247,7 +248,10 @@ def _compact_candidates(report: Report, rows: pl.DataFrame) -> str:
         ),
         lists[3],
     )
-    return ",\n".join("    " + line for line in frame.write_ndjson().splitlines())
+    # one compact object a line: indented and separated in one replace (str.splitlines would also split inside a
+    # value holding U+2028 or U+0085, which JSON leaves unescaped, and a Python loop over a million lines is slow)
+    text = frame.write_ndjson()
+    return "    " + text.rstrip("\n").replace("\n", ",\n    ") if text else ""
 
 
 # ---------------------------------------------------------------------------------------------------------------
