@@ -258,7 +258,10 @@ def build(
         c for c in (rid, EVENT, REPEAT_INSTRUMENT, REPEAT_INSTANCE) if c in raw.columns and raw.schema[c] == pl.String
     ]
     if raw.height:  # rewritten only where some cell has spaces to trim (millions of ids are a copy each)
-        padded = raw.select(pl.col(c).drop_nulls().str.contains(r"^\s|\s$").any() for c in keys_present).row(0)
+        # looked at once per run of equal cells (a record's rows, an event's rows): half the ids, one event name
+        padded = raw.select(
+            _run_starts(pl.col(c).drop_nulls()).str.contains(r"^\s|\s$").any() for c in keys_present
+        ).row(0)
         keys_present = [c for c, flag in zip(keys_present, padded, strict=True) if flag]
     stripped = [pl.col(c).str.strip_chars() for c in keys_present]
     raw = raw.with_columns(
@@ -319,6 +322,11 @@ def build(
         format=fmt,
         notes=tuple(notes),
     )
+
+
+def _run_starts(col: pl.Expr) -> pl.Expr:
+    """The first cell of each run of equal cells."""
+    return col.filter((col != col.shift(1)).fill_null(True))
 
 
 def _valid_coded(raw: pl.DataFrame, columns: list[Column], missing: tuple[str, ...]) -> set[str]:
