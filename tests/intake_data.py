@@ -5,6 +5,7 @@ tests/ is not a package)."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import polars as pl
@@ -102,4 +103,20 @@ def rows_frame(rows: list[dict], study_columns: list[str] | None = None) -> pl.D
 
 def write_csv(path: Path, rows: list[dict]) -> Path:
     rows_frame(rows).write_csv(path)
+    return path
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "kap_trd_intake.csv"
+
+
+def first_candidates(folder: Path, n: int) -> Path:
+    """`folder`/small.csv: the first `n` candidates of the example data set (record ids 0001..n, all their rows)."""
+    path = folder / "small.csv"
+    with open(EXAMPLE, encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    keep = {f"{i:04d}" for i in range(1, n + 1)}
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(r for r in rows if r["record_id"] in keep)
     return path

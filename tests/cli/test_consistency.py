@@ -3,7 +3,6 @@ envelope, one exit-code policy shown at the end of every --help, dates as YYYY-M
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from pathlib import Path
@@ -12,11 +11,11 @@ import click
 import intake_data as shared
 import pytest
 from click.testing import CliRunner
+from intake_data import first_candidates
 
 from trialkit.cli import cli, main
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT / "examples" / "kap_trd_intake.csv"
 RULES = ROOT / "eligibility_rules" / "kap_trd.yaml"
 MINI = str(shared.MINI_DIR)
 AS_OF = "2026-11-02"
@@ -32,15 +31,7 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory) -> Path:
     """The first 5 candidates of the example data set (all their rows)."""
-    path = tmp_path_factory.mktemp("consistency") / "small.csv"
-    with open(DATA, encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    keep = {f"{i:04d}" for i in range(1, 6)}
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
-        w.writeheader()
-        w.writerows(r for r in rows if r["record_id"] in keep)
-    return path
+    return first_candidates(tmp_path_factory.mktemp("consistency"), 5)
 
 
 @pytest.fixture

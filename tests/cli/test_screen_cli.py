@@ -9,11 +9,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from intake_data import first_candidates
 
 from trialkit.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT / "examples" / "kap_trd_intake.csv"
 RULES = ROOT / "eligibility_rules" / "kap_trd.yaml"
 
 
@@ -27,15 +27,7 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory) -> Path:
     """The first 40 candidates of the example data set (all their rows)."""
-    path = tmp_path_factory.mktemp("screen") / "small.csv"
-    with open(DATA, encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    keep = {f"{i:04d}" for i in range(1, 41)}
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
-        w.writeheader()
-        w.writerows(r for r in rows if r["record_id"] in keep)
-    return path
+    return first_candidates(tmp_path_factory.mktemp("screen"), 40)
 
 
 def test_table_output_shows_stamp_and_as_of(capsys, small_data):
