@@ -10,6 +10,8 @@ the values to correct are looked up only for the candidates that have any.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import polars as pl
 
 from trialkit.screening.engine import DISPOSITION_COL, PRIMARY_COL, Screening, decode_mask, missing_col, result_col
@@ -66,16 +68,21 @@ def _reasons(screening: Screening) -> pl.Series:
         ).alias(f"k{j}")
         for j, chunk in enumerate(chunks)
     )
-    spelled = keys.unique()
-    words = [
-        SEP.join(cc.id for chunk, key in zip(chunks, row, strict=True) for i, cc in enumerate(chunk) if key >> i & 1)
-        for row in spelled.iter_rows()
-    ]
-    looked = keys.join(
-        spelled.with_columns(pl.Series("__reasons", words, dtype=pl.String)), on=keys.columns, how="left",
-        maintain_order="left",
+    return _spelled_once(
+        keys,
+        lambda row: SEP.join(
+            cc.id for chunk, key in zip(chunks, row, strict=True) for i, cc in enumerate(chunk) if key >> i & 1
+        ),
     )
-    return looked.get_column("__reasons")
+
+
+def _spelled_once(keys: pl.DataFrame, spell: Callable[[tuple], str]) -> pl.Series:
+    """Per row of `keys`, `spell(row)`, called once per distinct row (a million candidates have a few hundred
+    combinations of results or missing fields); "" where a key is blank."""
+    distinct = keys.unique()
+    words = pl.Series("__spelled", [spell(row) for row in distinct.iter_rows()], dtype=pl.String)
+    looked = keys.join(distinct.with_columns(words), on=keys.columns, how="left", maintain_order="left")
+    return looked.get_column("__spelled").fill_null("")
 
 
 def needed_words(screening: Screening, table: pl.DataFrame, vocab: Vocabulary) -> pl.Series:
@@ -146,23 +153,17 @@ def _needed_and_correct(screening: Screening) -> tuple[pl.Series, pl.Series]:
     at = pending.arg_true()
     # only pending candidates have anything still needed: the others are never looked up
     live = frame.select(unknown).gather(at)
-    combos = live.unique()
-    text: dict[tuple, str] = {}
-    for row in combos.iter_rows():
+    if live.height == 0:
+        return blank, blank
+
+    def spell(row: tuple) -> str:
         names: dict[str, None] = {}
         for cc, mask in zip(rules.criteria, row, strict=True):
             for name in decode_mask(cc, mask or 0):
                 names.setdefault(name, None)
-        text[row] = SEP.join(names)
-    if not text:
-        return blank, blank
-    keys = pl.DataFrame(
-        [[*k, v] for k, v in text.items()],
-        schema={**{m: live.schema[m] for m in live.columns}, "__needed": pl.String},
-        orient="row",
-    )
-    looked = live.join(keys, on=live.columns, how="left", maintain_order="left").get_column("__needed")
-    needed = blank.clone().scatter(at, looked.fill_null(""))
+        return SEP.join(names)
+
+    needed = blank.clone().scatter(at, _spelled_once(live, spell))
     correct = blank
     problems = _problems_by_record(screening)
     if problems:
