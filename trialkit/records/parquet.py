@@ -14,8 +14,7 @@ import polars as pl
 from trialkit.definitions.model import Study
 from trialkit.records.calculations import nonrepeating_forms
 from trialkit.records.convert import META_COLUMNS, REPEAT_INSTANCE, REPEAT_INSTRUMENT, keeps_type, study_columns
-from trialkit.records.readers import ROW, SOURCE_ROW, normalise, stringify
-from trialkit.records.readers import _refuse_labels_export as refuse_labels_export
+from trialkit.records.readers import ROW, SOURCE_ROW, normalise, refuse_labels_export, stringify
 
 
 def read_by_form(

@@ -96,7 +96,7 @@ def read_text_frame(
         else:
             frame = _read_parquet(path, columns, rows_of, keep)
         frame = normalise(frame, keep if fmt == "parquet" else ())
-        _refuse_labels_export(frame.columns)
+        refuse_labels_export(frame.columns)
     except DataError as exc:
         if exc.location is None:
             # Header problems (duplicate or reserved column) are on line 1 of a delimited file.
@@ -233,7 +233,7 @@ _LABEL_HEADERS = frozenset({"Record ID", "Event Name", "Repeat Instrument", "Rep
 _RAW_HEADER = re.compile(r"[a-z][a-z0-9_]*")
 
 
-def _refuse_labels_export(columns: list[str]) -> None:
+def refuse_labels_export(columns: list[str]) -> None:
     """REDCap's "CSV (labels)" export: field labels as headers, choice labels as values. No header is a field
     name, so nothing could be read; say which export to take instead."""
     names = [c for c in columns if c != ROW]
