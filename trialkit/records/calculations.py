@@ -17,6 +17,7 @@ import polars as pl
 from trialkit.definitions.expressions import calc_references
 from trialkit.definitions.model import Field, FieldType, Study
 from trialkit.records.convert import EVENT, REPEAT_INSTRUMENT, study_columns
+from trialkit.records.kinds import rows_of_kind
 
 if TYPE_CHECKING:
     from trialkit.records.intake import IntakeData
@@ -99,8 +100,7 @@ def logic_frame(intake: IntakeData, needs: Iterable[str], typed: pl.DataFrame | 
 def first_rows(typed: pl.DataFrame, keys: list[str], columns: list[str]) -> pl.DataFrame:
     """`keys` + `columns` of the non-repeating rows, first row per key (duplicates are validation's business)."""
     narrow = typed.select([*keys, *[c for c in columns if c not in keys], REPEAT_INSTRUMENT])
-    rows = narrow.filter(pl.col(REPEAT_INSTRUMENT).is_null() & pl.col(keys[0]).is_not_null()).drop(REPEAT_INSTRUMENT)
-    return first_per_key(rows, keys)
+    return first_per_key(rows_of_kind(narrow, keys[0], None).drop(REPEAT_INSTRUMENT), keys)
 
 
 def _repeats(frame: pl.DataFrame, keys: list[str]) -> bool:

@@ -30,6 +30,7 @@ from trialkit.records.convert import (
     typed_expr,
     typed_from_source,
 )
+from trialkit.records.kinds import kind_blocks, rows_of_kind
 from trialkit.records.parquet import read_by_form, typed_columns
 from trialkit.records.readers import ROW, normalise, read_text_frame
 
@@ -394,33 +395,39 @@ def _assemble(
     keys = [rid, EVENT] if study.longitudinal else [rid]
     nonrep_forms = nonrepeating_forms(study)
     nonrep_cols = [c.name for c in columns if c.form in nonrep_forms and c.name != rid]
+    blocks = kind_blocks(typed)
     narrow = typed.select([*keys, *[c for c in nonrep_cols if c not in keys], REPEAT_INSTRUMENT])
-    rows = narrow.filter(pl.col(REPEAT_INSTRUMENT).is_null() & pl.col(rid).is_not_null()).drop(REPEAT_INSTRUMENT)
+    rows = rows_of_kind(narrow, rid, None, blocks).drop(REPEAT_INSTRUMENT)
     record_events, differ = merge_per_key(rows, keys)
     conflicts = [("record", key, cols) for key, cols in differ]
 
     if study.longitudinal:
         assert event is not None
-        records = _records_for_event(typed, record_events, rid, event)
+        records = _records_for_event(typed, record_events, rid, event, blocks)
     else:
-        records = _with_all_records(typed, record_events, rid)
+        records = _with_all_records(typed, record_events, rid, blocks)
         record_events = records
 
     instances = {}
     for form in _repeating_forms(study):
-        instances[form], differ = _instances(typed, study, form, columns)
+        instances[form], differ = _instances(typed, study, form, columns, blocks)
         conflicts += [(f"record ({form} instance)", key, cols) for key, cols in differ]
     return records, record_events, instances, conflicts
 
 
-def _with_all_records(typed: pl.DataFrame, rows: pl.DataFrame, rid: str) -> pl.DataFrame:
+def _with_all_records(
+    typed: pl.DataFrame, rows: pl.DataFrame, rid: str, blocks: dict[str | None, tuple[int, int]] | None = None
+) -> pl.DataFrame:
     """`rows` (one per record id) with a blank row added for every record of `typed` that has none, then in
-    first-appearance order."""
-    # The usual file keeps each record's rows together: its number of runs of equal ids bounds the distinct ids
-    # from above, `rows` (a subset) from below; equal, every record has its row (no pass over distinct ids).
+    first-appearance order. `blocks`: kind_blocks(typed), given when `rows` holds every record id of typed's
+    non-repeating rows."""
     ids = typed.get_column(rid).drop_nulls()
     if ids.len() == 0:
         return rows
+    if blocks is not None and _own_rows_first(typed, rid, blocks):
+        return rows
+    # The usual file keeps each record's rows together: its number of runs of equal ids bounds the distinct ids
+    # from above, `rows` (a subset) from below; equal, every record has its row (no pass over distinct ids).
     starts = ids.filter((ids != ids.shift(1)).fill_null(True))  # one id per run: a record's rows kept together
     if starts.len() == rows.height:
         return rows
@@ -434,22 +441,55 @@ def _with_all_records(typed: pl.DataFrame, rows: pl.DataFrame, rid: str) -> pl.D
     return ids.join(rows, on=rid, how="left", maintain_order="left")
 
 
-def _records_for_event(typed: pl.DataFrame, record_events: pl.DataFrame, rid: str, event: str) -> pl.DataFrame:
+def _own_rows_first(typed: pl.DataFrame, rid: str, blocks: dict[str | None, tuple[int, int]]) -> bool:
+    """Whether every record id of `typed`'s repeating rows is on a non-repeating row, proved as REDCap's export
+    order allows: each run of a record's repeating rows follows, in the file (ROW), a non-repeating row of the
+    same record. Grouped by kind, as a Parquet file is read (records.parquet), the other proof (runs of ids)
+    cannot be used; this one looks at one id per run and a binary search of row numbers, never at distinct ids."""
+    if None not in blocks:
+        return False
+    own = typed.slice(*blocks[None]).select(rid, ROW).filter(pl.col(rid).is_not_null())
+    if own.height == 0 or not own.get_column(ROW).is_sorted():
+        return False
+    for kind, (at, length) in blocks.items():
+        if kind is None:
+            continue
+        theirs = typed.slice(at, length).select(rid, ROW).filter(pl.col(rid).is_not_null())
+        theirs = theirs.filter((pl.col(rid) != pl.col(rid).shift(1)).fill_null(True))  # one row per run
+        if theirs.height == 0:
+            continue
+        after = own.get_column(ROW).search_sorted(theirs.get_column(ROW), side="right")
+        if (after == 0).any():  # repeating rows above every non-repeating row
+            return False
+        if not (own.get_column(rid).gather(after - 1) == theirs.get_column(rid)).all():
+            return False
+    return True
+
+
+def _records_for_event(
+    typed: pl.DataFrame,
+    record_events: pl.DataFrame,
+    rid: str,
+    event: str,
+    blocks: dict[str | None, tuple[int, int]] | None = None,
+) -> pl.DataFrame:
     events = record_events.get_column(EVENT)
     if events.null_count() == 0 and (events == event).all():
         rows = record_events.drop(EVENT)  # a one-event file (the usual screening export): no copy
-    else:
-        rows = record_events.filter(pl.col(EVENT) == event).drop(EVENT)
+        return _with_all_records(typed, rows, rid, blocks)
+    rows = record_events.filter(pl.col(EVENT) == event).drop(EVENT)
     return _with_all_records(typed, rows, rid)
 
 
 def _instances(
-    typed: pl.DataFrame, study: Study, form: str, columns: tuple[Column, ...]
+    typed: pl.DataFrame,
+    study: Study,
+    form: str,
+    columns: tuple[Column, ...],
+    blocks: dict[str | None, tuple[int, int]] | None,
 ) -> tuple[pl.DataFrame, list[tuple[tuple, list[str]]]]:
     rid = study.record_id_field
     keys = [rid, EVENT, REPEAT_INSTANCE] if study.longitudinal else [rid, REPEAT_INSTANCE]
     cols = [c.name for c in columns if c.form == form and c.name != rid]
-    rows = typed.select([*keys, *cols, REPEAT_INSTRUMENT]).filter(
-        (pl.col(REPEAT_INSTRUMENT) == form) & pl.col(rid).is_not_null()
-    )
+    rows = rows_of_kind(typed.select([*keys, *cols, REPEAT_INSTRUMENT]), rid, form, blocks)
     return merge_per_key(rows.drop(REPEAT_INSTRUMENT), keys)
