@@ -8,6 +8,8 @@ from typing import ClassVar
 import intake_data as shared
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trialkit.errors import UsageError
 from trialkit.records import IntakeData, read_intake
@@ -265,3 +267,17 @@ def test_every_record_gets_a_row_whatever_the_order_of_its_rows():
         assert out.filter(pl.col("record_id") == "C").get_column("x").to_list() == [None]
     grouped = pl.DataFrame({"record_id": ["A", "A", None, "B", "B"]})
     assert _with_all_records(grouped, rows, "record_id") is rows
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from(["0", "1", "2", " 1", "1.0", "", "99", "UNK", None]), max_size=10),
+    st.lists(st.sampled_from(["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "UNK"]), min_size=0,
+             max_size=12, unique=True),
+)
+def test_codes_checked_one_by_one_or_hashed_agree(cells: list[str | None], codes: list[str]) -> None:
+    from trialkit.records.intake import _all_among
+
+    frame = pl.DataFrame({"c": cells}, schema={"c": pl.String})
+    expected = frame.select(pl.col("c").drop_nulls().is_in(codes).all()).item()
+    assert frame.select(_all_among(pl.col("c"), codes)).item() == expected

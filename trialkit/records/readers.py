@@ -616,7 +616,8 @@ def normalise(frame: pl.DataFrame, keep: Collection[str] = ()) -> pl.DataFrame:
     else:
         frame = frame.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
     # A row with no cell at all (",,,,", trailing lines of a spreadsheet export) is no data: REDCap skips it too.
-    if frame.width > 1 and frame.height:
+    full = any(s.null_count() == 0 for s in frame.iter_columns() if s.name != ROW)  # counted when read: no pass
+    if frame.width > 1 and frame.height and not full:
         empty = pl.all_horizontal(pl.all().exclude(ROW).is_null())
         if frame.select(empty.any()).item():
             frame = frame.filter(~empty)

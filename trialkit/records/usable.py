@@ -88,10 +88,10 @@ def blank_unusable(
         ],
         how="horizontal",
     )
-    # where each form belongs, once per form rather than once per column of it
-    work = work.with_columns(
-        form_scope(study, form, instrument="instrument", event="event").alias(f"s{j}") for j, form in enumerate(forms)
-    )
+    # where each form belongs, once per form rather than once per column of it, and only for the forms whose
+    # checks read it (polars leaves out the others: the checks left below seldom do)
+    where = [form_scope(study, form, instrument="instrument", event="event").alias(f"s{j}")
+             for j, form in enumerate(forms)]
     scopes = {form: pl.col(f"s{j}") for j, form in enumerate(forms)}
     # Where a column's typed cells are blank exactly where its raw cells are, every written cell was read as its
     # type or code: its type and choice checks pass everywhere and are not evaluated (at a million candidates
@@ -118,11 +118,11 @@ def blank_unusable(
         ]
         for i, c in enumerate(cols)
     ]
-    bad = work.select(
+    bad = work.lazy().with_columns(where).select(
         (~pl.all_horizontal([ch.ok for ch in checks[i]]).fill_null(True)).alias(f"b{i}") if checks[i]
         else pl.lit(False).alias(f"b{i}")
         for i in range(len(cols))
-    )
+    ).collect()
     counts = bad.sum().row(0)
     flagged = [i for i, n in enumerate(counts) if n]
     if not flagged:
@@ -131,7 +131,7 @@ def blank_unusable(
         pl.when(bad[f"b{i}"]).then(None).otherwise(pl.col(cols[i].name)).alias(cols[i].name) for i in flagged
     )
     rows = bad.select(pl.any_horizontal(pl.col(f"b{i}") for i in flagged)).to_series().arg_true()
-    subset = work.gather(rows)
+    subset = work.gather(rows).with_columns(where)
     reasons = subset.select(
         *keys.columns,
         *[_reason(checks[i], cols[i]).alias(cols[i].name) for i in flagged],
