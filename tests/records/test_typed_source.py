@@ -14,7 +14,13 @@ from polars.testing import assert_frame_equal
 
 from trialkit.definitions.loader import load_study
 from trialkit.records import read_intake
-from trialkit.records.convert import keeps_type, study_columns, typed_expr, typed_from_source
+from trialkit.records.convert import (
+    keeps_type,
+    study_columns,
+    typed_expr,
+    typed_from_source,
+    unchanged_from_source,
+)
 from trialkit.records.intake import _midnight_dates
 from trialkit.records.readers import normalise, stringify
 
@@ -88,6 +94,29 @@ def test_typed_values_equal_the_text_round_trip(study):
             via_text = text.select(typed_expr(col))
             assert_frame_equal(direct, via_text, check_exact=True)
     assert tried >= 12  # integers, numbers (not comma), dates and minute date-times from their usual types
+
+
+def test_a_column_used_as_read_is_what_typing_gives(study):
+    """unchanged_from_source says yes only where typed_from_source gives the column itself: over the edge values
+    (NaN, infinities, year 1) and over the plain ones alike."""
+    said_yes = said_no = 0
+    for col in study_columns(study):
+        if col.kind not in ("integer", "number", "date", "datetime"):
+            continue
+        for dtype, values in SOURCES:
+            if not keeps_type(col, dtype):
+                continue
+            plain = [v for v in values if v is None or (v == v and v not in (float("inf"), float("-inf")))]
+            for cells in (values, plain, [None]):
+                check = unchanged_from_source(col, dtype)
+                source = pl.DataFrame({col.name: pl.Series(cells, dtype=dtype)})
+                if check is None or not source.select(check).item():
+                    said_no += 1
+                    continue
+                said_yes += 1
+                assert_frame_equal(source.select(typed_from_source(col, dtype)), source, check_exact=True)
+                assert source.schema[col.name] == col.dtype
+    assert said_yes >= 6 and said_no >= 6
 
 
 def test_only_pairs_with_an_exact_equivalent_keep_their_type(study):

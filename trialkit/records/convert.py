@@ -208,6 +208,20 @@ def typed_from_source(column: Column, dtype: pl.DataType) -> pl.Expr:
     raise ValueError(f"{column.name}: no typed pass-through for a {kind} field from {dtype}")
 
 
+def unchanged_from_source(column: Column, dtype: pl.DataType) -> pl.Expr | None:
+    """An aggregate over a source column that is true when `typed_from_source` gives the column itself: every date
+    within REDCap's years, every number finite. The column is then used as read (eleven date columns of 4.5
+    million rows are each a copy otherwise). None when typing always rewrites it (another type, date-times)."""
+    src = pl.col(column.name)
+    if column.kind == "date" and dtype == pl.Date:
+        return ((src.min().dt.year() >= 0) & (src.max().dt.year() <= 9999)).fill_null(True)
+    if column.kind == "integer" and dtype == pl.Int64:
+        return pl.lit(True)
+    if column.kind == "number" and dtype == pl.Float64:
+        return ~(src.is_nan() | src.is_infinite()).any()
+    return None
+
+
 _DECIMALS = re.compile(r"number_([1-4])dp(_comma_decimal)?")
 
 

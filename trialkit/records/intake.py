@@ -29,6 +29,7 @@ from trialkit.records.convert import (
     study_columns,
     typed_expr,
     typed_from_source,
+    unchanged_from_source,
 )
 from trialkit.records.kinds import kind_blocks, rows_of_kind
 from trialkit.records.parquet import read_by_form, typed_columns
@@ -298,6 +299,7 @@ def build(
     missing = tuple(m.code for m in study.missing_codes)
     schema = raw.schema
     as_read = _valid_coded(raw, [c for c in columns if c.name in present and c.name != rid], missing)
+    as_read |= _unchanged_typed(raw, [c for c in columns if c.name in present and c.name != rid])
     value_exprs = [
         null_column(c) if c.name not in present
         else pl.col(c.name) if c.name in as_read
@@ -348,6 +350,19 @@ def _all_among(col: pl.Expr, values: list[str]) -> pl.Expr:
     if len(values) > 8 or not values:
         return cells.is_in(values).all()
     return pl.any_horizontal(*(cells == v for v in values)).all()
+
+
+def _unchanged_typed(raw: pl.DataFrame, columns: list[Column]) -> set[str]:
+    """Typed source columns (read_intake's `keep_types`) that typing would give back unchanged
+    (convert.unchanged_from_source): used as read."""
+    checks = {
+        c.name: check for c in columns if raw.schema[c.name] != pl.String
+        and (check := unchanged_from_source(c, raw.schema[c.name])) is not None
+    }
+    if not checks or raw.height == 0:
+        return set()
+    flags = raw.select(check.alias(name) for name, check in checks.items()).row(0)
+    return {name for name, ok in zip(checks, flags, strict=True) if ok}
 
 
 _NOTES_LIMIT = 10  # conflicts and renumbered instances named one by one; beyond that, counted
