@@ -263,9 +263,10 @@ def _parser() -> tuple[Lark, _Build]:
     return _local.parser
 
 
-@cache
 def _lexer_only() -> Lark:
-    return Lark(_grammar(), parser="lalr")
+    """The parser's own Lark, for lexing only (its transformer runs on parsing, never on lexing): a second
+    grammar analysis would cost every command start about 40 ms."""
+    return _parser()[0]
 
 
 _DESCRIBE = {
