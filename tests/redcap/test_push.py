@@ -267,8 +267,40 @@ def test_a_rerun_compares_only_records_changed_in_the_data_or_in_redcap(sandbox,
     clock.now += dt.timedelta(hours=1)
     third = run(sandbox, token, tmp_path / "b.csv", study, ledger, clock, overlap=same_clock)
     assert third.compared == 0 and third.imports == 0
-    # and costs three small calls: project information, the data dictionary (once), the ids changed in REDCap
-    assert third.stats["calls"] == 3
+    # and costs five small calls: project information, the data dictionary (once), the ids changed in REDCap, the
+    # group list and the deletion log (a record deleted in REDCap is not in the changed export)
+    assert third.stats["calls"] == 5
+    ledger.close()
+
+
+@pytest.mark.parametrize("groups", [False, True])
+def test_a_record_deleted_in_redcap_is_written_again_from_the_data(sandbox, kap, study, sendable, tmp_path, groups):
+    """Pushed, unchanged in the data, then deleted in REDCap: the next push finds it gone (from the deletion log;
+    with data access groups, where a group user's log is partial, from the id list) and writes it again."""
+    token, clock = kap
+    editor = client_for(sandbox, token)
+    if groups:
+        editor._project.import_dags([{"data_access_group_name": "Site A", "unique_group_name": ""}])
+    data = intake_frame(12)
+    data.write_csv(tmp_path / "intake.csv")
+    ledger = DataLedger(tmp_path / "ledger.sqlite")
+    first = run(sandbox, token, tmp_path / "intake.csv", study, ledger, clock, overlap=dt.timedelta(0))
+    good = valid_part(data, first)
+    before = stored(sandbox, token)
+    gone, back = sorted(set(good["record_id"]))[:2]
+    clock.now += dt.timedelta(hours=1)
+    editor._project.delete_records([gone, back])
+    # one of them is deleted, then created again in REDCap (with other data): it is there, not deleted
+    editor.import_records([{"record_id": back, "redcap_event_name": "screening_arm_1", "education_years": "3"}])
+    clock.now += dt.timedelta(hours=1)
+    second = run(sandbox, token, tmp_path / "intake.csv", study, ledger, clock, overlap=dt.timedelta(0))
+    assert second.deleted_in_redcap == 1 and second.recreated == 1
+    assert second.to_dict()["recreated"] == 1 and not second.failures
+    after = stored(sandbox, token)
+    assert cells(before.filter(pl.col("record_id") == gone)) == cells(after.filter(pl.col("record_id") == gone))
+    assert cells(good, sendable) <= cells(after)  # the re-created record and the rest of the data
+    third = run(sandbox, token, tmp_path / "intake.csv", study, ledger, clock, overlap=dt.timedelta(0))
+    assert third.deleted_in_redcap == 0 and third.compared == 0 and third.imports == 0
     ledger.close()
 
 

@@ -150,6 +150,10 @@ def push(connection, data, clear_blanks, auto_number, dry_run, as_of, findings_p
                    f"{verb} {result.changed_records} ({result.cells_set} cell(s) set, {result.cells_cleared} "
                    f"cleared, {result.created} new record(s)); {result.stats.get('calls', 0)} calls, "
                    f"{result.to_dict()['bytes']} bytes, {result.seconds:.1f} s")
+    if result.deleted_in_redcap and fmt != "json":
+        done = "would be written again" if dry_run else f"{result.recreated} written again"
+        click.echo(f"{result.deleted_in_redcap} record(s) pushed before and unchanged in the data were deleted in "
+                   f"REDCap since: {done} (what the data holds, REDCap holds)", err=True)
     if result.invalid:
         where = f"see {findings_path}" if findings_path else "use --findings FILE to list them"
         click.echo(f"{result.invalid} record(s) have validation errors and were not sent ({where})", err=True)

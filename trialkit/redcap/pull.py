@@ -224,7 +224,7 @@ class LogView:
         return LogView(note=f"{why}: deletions found with the full record id list instead")
 
 
-def _log_start(since: dt.datetime) -> dt.datetime:
+def log_start(since: dt.datetime) -> dt.datetime:
     # REDCap keeps log times to the minute and takes beginTime to the minute (rounded, not floored): a minute
     # earlier, on the minute, holds every event at or after `since`
     return (since - dt.timedelta(minutes=1)).replace(second=0, microsecond=0)
@@ -236,7 +236,7 @@ def read_log(client: RedcapClient, since: dt.datetime, *, seen: Sequence[str] = 
     `seen`: the design events the last pull found in its window, which its dictionary reflects. Windows overlap
     (by the overlap, and by REDCap's minutes), so an event counts as new only when it occurs more often now than
     then: an identical event in the same minute after the last pull read the log still counts."""
-    start = _log_start(since)
+    start = log_start(since)
     try:
         deletions = client.log_entries("record_delete", start)
     except (RedcapError, UsageError) as exc:
@@ -256,7 +256,7 @@ def read_log(client: RedcapClient, since: dt.datetime, *, seen: Sequence[str] = 
 def _design_events(client: RedcapClient, since: dt.datetime) -> list[str] | None:
     """A hash of each design change REDCap logged since `since`; None when the log is refused."""
     try:
-        manage = client.log_entries("manage", _log_start(since))
+        manage = client.log_entries("manage", log_start(since))
     except (RedcapError, UsageError):
         return None
     return [_event_hash(e) for e in manage if not str(e.get("details", "")).startswith(_READ_ONLY_DESIGN_EVENTS)]
@@ -274,7 +274,7 @@ _READ_ONLY_DESIGN_EVENTS = ("Export ", "Download ")
 _DELETE_ACTION = "Delete record"
 
 
-def _logged_record(entry: Mapping[str, Any]) -> str | None:
+def logged_record(entry: Mapping[str, Any]) -> str | None:
     """The record a deletion names: REDCap's `record` column (13.4.9 on), else the action, 'Delete record <id>'."""
     if entry.get("record") not in (None, ""):
         return str(entry["record"])
@@ -294,7 +294,7 @@ def _deleted_by_log(client: RedcapClient, log: LogView, local_ids: pl.Series,
     local, fetched = set(local_ids.to_list()), set(fresh_ids.to_list())
     named: set[str] = set()
     for entry in log.deletions:
-        record = _logged_record(entry)
+        record = logged_record(entry)
         if record is None or (record not in local and entry.get("record") in (None, "")):
             return None  # a record never pulled (created and deleted since), or an action read wrongly
         named.add(record)

@@ -40,7 +40,7 @@ from trialkit.redcap.client import RedcapClient
 from trialkit.redcap.connections import Connection
 from trialkit.redcap.data_ledger import DataLedger
 from trialkit.redcap.progress import Progress
-from trialkit.redcap.pull import DEFAULT_OVERLAP, KEY_COLUMNS
+from trialkit.redcap.pull import DEFAULT_OVERLAP, KEY_COLUMNS, log_start, logged_record
 
 #: tests only: SIGKILL this process right after the Nth import call has returned (a kill at a seeded point)
 KILL_HOOK_ENV = "TRIALKIT_TEST_KILL_AFTER_IMPORTS"
@@ -74,6 +74,8 @@ class PushResult:
     stats: Mapping[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     changed_ids: tuple[str, ...] = ()  # source ids of the records with cells to write
+    deleted_in_redcap: int = 0  # records pushed before, unchanged in the data, that REDCap no longer held
+    recreated: int = 0  # of those, records written again and read back
 
     @property
     def failures(self) -> int:
@@ -92,6 +94,8 @@ class PushResult:
             "created": self.created,
             "import_calls": self.imports,
             "compared_records": self.compared,
+            "deleted_in_redcap": self.deleted_in_redcap,
+            "recreated": self.recreated,
             "rejected": [{"record": r.record, "field": r.field, "message": r.message} for r in self.rejected],
             "unverified": len(self.unverified),
             **dict(self.stats),
@@ -142,6 +146,7 @@ def push(
     hashes = _record_hashes(desired, def_field, f"clear={clear_blanks},auto={auto_number}")
     last = ledger.last_push_watermark()
     run_id = ledger.begin("push", now)
+    recreated: set[str] = set()
     try:
         if last is not None:
             # a record whose data is what REDCap was last seen to hold, and that nobody changed in REDCap since,
@@ -150,6 +155,11 @@ def push(
             touched = set(client.record_id_frame(changed_since=last - overlap).to_list())
             mapped = {s: r for s, (r, st) in ledger.id_map().items()} if auto_number else {}
             same = {s for s, h in hashes.items() if seen.get(s) == h and mapped.get(s, s) not in touched}
+            # a record deleted in REDCap since is not in the changed export either: it is compared, and created
+            # again from the data (what the data holds, REDCap holds; the summary counts them)
+            gone = _deleted(client, last - overlap, {mapped.get(s, s) for s in same})
+            recreated = {s for s in same if mapped.get(s, s) in gone}
+            same -= recreated
             desired = desired.filter(~pl.col(def_field).is_in(pl.Series(list(same), dtype=pl.String).implode()))
         id_of, new_ids, pending = _map_ids(client, ledger, desired[def_field].unique(maintain_order=True).to_list(),
                                            auto_number=auto_number, run_id=run_id, now=now, dry_run=dry_run)
@@ -218,6 +228,8 @@ def push(
             pl.concat(shown) if shown else pl.DataFrame(schema={c: pl.String for c in CHANGE_COLUMNS}),
             findings, client.stats.to_dict(), time.monotonic() - started,
             changed_ids=tuple(source_of.get(r, r) for r in ids_all if r in changed),
+            recreated=0 if dry_run else len({source_of.get(r, r) for r in verified} & recreated),
+            deleted_in_redcap=len(recreated),
         )
         status = "ok" if not (rejected or unverified) else "partial"
         # the next push compares records changed in REDCap since this run's read-back (less the overlap)
@@ -343,6 +355,33 @@ def _existing(client: RedcapClient, records: Sequence[str]) -> list[str]:
 
 
 # -- ids ----------------------------------------------------------------------------------------------------------
+
+
+def _deleted(client: RedcapClient, since: dt.datetime, ids: set[str]) -> set[str]:
+    """Of `ids` (REDCap records the push would skip as unchanged since it last saw them), those REDCap no longer
+    holds. REDCap's deletion log since `since` names them, and one export of those ids checks they are still gone
+    (deleted and created again, a record stays). When the log cannot be read whole (no Logging right; a project
+    with data access groups, where a group user's log holds only the group's events; an entry not tied to a
+    record), the project's id list tells, in one call."""
+    if not ids:
+        return set()
+    named: set[str] | None = set()
+    try:
+        if client.dags():
+            named = None
+        else:
+            for entry in client.log_entries("record_delete", log_start(since)):
+                record = logged_record(entry)
+                if record is None:
+                    named = None
+                    break
+                named.add(record)  # type: ignore[union-attr]
+    except (RedcapError, UsageError):
+        named = None
+    if named is None:
+        return ids - set(client.record_id_frame().to_list())
+    candidates = sorted(named & ids)
+    return set(candidates) - set(_existing(client, candidates)) if candidates else set()
 
 
 def _map_ids(client: RedcapClient, ledger: DataLedger, sources: list[str], *, auto_number: bool, run_id: int,
