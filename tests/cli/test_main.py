@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+ROOT = str(Path(__file__).resolve().parents[2])
 
 
 def test_help_lists_commands_and_exits_zero():
@@ -36,3 +39,48 @@ def test_ctx_exit_code_of_a_command_reaches_the_shell(monkeypatch):
             raise AssertionError("main() must exit")
     finally:
         cli_module.cli.commands.pop("exit-three")
+
+
+def _run_main(args, capsys):
+    from trialkit import cli as cli_module
+
+    try:
+        cli_module.main(args)
+    except SystemExit as exc:
+        code = exc.code
+    else:
+        raise AssertionError("main() must exit")
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_a_failure_asked_for_in_json_is_one_json_object_on_stdout(tmp_path, capsys):
+    """With --format json a script reads one JSON object from stdout whatever happened: a failure is the envelope
+    with ok false and the error (kind, exit code, message, where); stderr keeps its message for people."""
+    import json
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n", encoding="utf-8")
+    code, out, err = _run_main(["validate", str(bad), "--study", ROOT, "--format", "json"], capsys)
+    doc = json.loads(out)
+    assert code == 1 and doc["command"] == "validate" and doc["ok"] is False
+    assert doc["error"]["type"] == "DataError" and doc["error"]["exit_code"] == 1
+    assert doc["error"]["location"] == {"file": str(bad)} and "record_id" in doc["error"]["message"]
+    assert "record_id" in err
+
+    code, out, _ = _run_main(["redcap", "pull", "--format=json", "--no-such-option"], capsys)
+    doc = json.loads(out)
+    assert code == 2 and doc["command"] == "redcap pull" and doc["error"]["type"] == "UsageError"
+
+    token = "0123456789ABCDEF0123456789ABCDEF"  # a value that looks like a token never comes back, here either
+    code, out, _ = _run_main(["screen", token, "--format", "json"], capsys)
+    assert code == 2 and token not in out and json.loads(out)["ok"] is False
+
+
+def test_a_failure_without_json_on_stdout_prints_no_json(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n", encoding="utf-8")
+    for args in (["validate", str(bad), "--study", ROOT],
+                 ["validate", str(bad), "--study", ROOT, "--format", "json", "--out", str(tmp_path / "f.json")]):
+        code, out, err = _run_main(args, capsys)
+        assert code == 1 and out == "" and "record_id" in err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import itertools
 import sys
 import traceback
 
@@ -15,7 +16,7 @@ import click
 
 from trialkit import __version__
 from trialkit.cli.argv import scrub_argv
-from trialkit.cli.options import INTERNAL, SuggestingGroup, exit_codes
+from trialkit.cli.options import INTERNAL, SuggestingGroup, dumps, exit_codes
 from trialkit.errors import TrialkitError
 
 # name -> "module:attribute" of a click command or group.
@@ -72,12 +73,15 @@ def main(argv: list[str] | None = None) -> None:
         rv = cli.main(args=args, prog_name="trialkit", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
+        _error_envelope(args, "Aborted", 130, "aborted")
         sys.exit(130)
     except click.exceptions.ClickException as exc:
         shown = scrub_argv(exc.format_message(), args)
         exc.format_message = lambda: shown  # type: ignore[method-assign]
         exc.show()
-        sys.exit(2 if exc.exit_code == 2 else exc.exit_code)
+        code = 2 if exc.exit_code == 2 else exc.exit_code
+        _error_envelope(args, "UsageError" if code == 2 else type(exc).__name__, code, shown)
+        sys.exit(code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except TrialkitError as exc:
@@ -87,9 +91,11 @@ def main(argv: list[str] | None = None) -> None:
             click.echo(scrub_argv(diag.format(), args), err=True)
         if not exc.diagnostics:
             click.echo(scrub_argv(f"error: {exc}", args), err=True)
+        _error_envelope(args, type(exc).__name__, exc.exit_code, scrub_argv(exc.message, args), exc)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
+        _error_envelope(args, "Interrupted", 130, "interrupted")
         sys.exit(130)
     except Exception as exc:  # the promise is: no traceback unless --debug, even for our own bugs
         if debug:
@@ -97,8 +103,39 @@ def main(argv: list[str] | None = None) -> None:
         else:
             # the exception's own text may quote input (a parser's message, a value): only its class is shown
             click.echo(f"internal error: {type(exc).__name__}\n(re-run with --debug for the traceback)", err=True)
+        _error_envelope(args, "InternalError", INTERNAL, f"internal error: {type(exc).__name__}")
         sys.exit(INTERNAL)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+_GROUPS = ("logic", "dictionary", "sandbox", "redcap")
+
+
+def _error_envelope(args: list[str], kind: str, code: int, message: str, exc: TrialkitError | None = None) -> None:
+    """When the command was to print JSON on stdout (`--format json` and no `--out`), the JSON envelope of the
+    failure (docs/cli.md): a script reading stdout gets one JSON object whatever happened, `ok` false and the
+    error's kind, exit code, message and where (the same words as on stderr)."""
+    fmt = next((a.split("=", 1)[1] for a in args if a.startswith("--format=")), None)
+    for before, after in itertools.pairwise(args):
+        if before == "--format":
+            fmt = after
+    if fmt != "json" or any(a == "--out" or a.startswith("--out=") for a in args):
+        return
+    words = [a for a in args if not a.startswith("-")]
+    name = " ".join(words[:2]) if words[:1] and words[0] in _GROUPS and len(words) > 1 else (words[:1] or ["?"])[0]
+    where = None
+    if exc is not None and exc.location is not None:
+        where = {k: v for k, v in vars(exc.location).items() if v is not None}
+    error = {
+        "type": kind,
+        "exit_code": code,
+        "message": message,
+        "location": where,
+        "diagnostics": [
+            {**d.to_dict(), "message": scrub_argv(d.message, args)} for d in (exc.diagnostics if exc else ())
+        ],
+    }
+    click.echo(dumps(name, False, {"error": error}))
 
 
 if __name__ == "__main__":  # pragma: no cover
