@@ -114,6 +114,30 @@ def test_yaml_syntax_and_duplicate_keys_are_located():
     assert "YAML002" in _codes(diags)
 
 
+def test_a_duplicate_key_does_not_hide_the_files_other_problems(study, tmp_path):
+    """A repeated key is an error, and the file is still checked (first value kept), as instrument files are: a
+    researcher sees every problem at once, not one per run."""
+    text = _rules(
+        """\
+          - id: I1
+            kind: inclusion
+            kind: exclusion
+            text: t
+            logic: "[no_such_field] = '1'"
+          - {id: I1, kind: inclusion, text: u, logic: "[mini_mdd] = '1'"}
+        """
+    )
+    ruleset, diags = parse_ruleset(text, file="r.yaml")
+    assert ruleset is not None and ruleset.criteria[0].kind is CriterionKind.INCLUSION
+    assert {"YAML002", "RULE001"} <= set(_codes(diags))
+    assert any("no_such_field" in d.message for d in check_ruleset(ruleset, study))
+    (tmp_path / "r.yaml").write_text(text, encoding="utf-8")
+    with pytest.raises(DefinitionError) as caught:
+        load_ruleset(tmp_path / "r.yaml", study)
+    codes = [d.code for d in caught.value.diagnostics]
+    assert "YAML002" in codes and "RULE001" in codes and any(c.startswith("LOG") for c in codes)
+
+
 def test_logic_syntax_error_points_into_the_file(study):
     text = _rules("  - {id: I1, kind: inclusion, text: t, logic: \"[mini_mdd] = '1' and (\"}\n")
     ruleset, diags = parse_ruleset(text, file="r.yaml")

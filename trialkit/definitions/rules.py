@@ -181,13 +181,16 @@ def parse_ruleset(data: bytes | str, file: str | None = None) -> tuple[RuleSet |
 
     raw = data.encode("utf-8") if isinstance(data, str) else data
     doc = parse_yaml_bytes(raw, file or "<rules>")
-    if not doc.ok:
+    # A file that parsed with a duplicate key (the first value kept) is still checked, as instrument files are:
+    # a researcher sees every problem of the file at once, not one per run.
+    if doc.data is None and not doc.ok:
         return None, list(doc.diagnostics)
     if not isinstance(doc.data, dict):
         doc.diag("RULE005", "a rule file must be a mapping with id, version, title, protocol, criteria")
         return None, list(doc.diagnostics)
+    parsed = len(doc.diagnostics)
     _schema_check(doc)
-    if not doc.ok:
+    if any(d.is_error for d in doc.diagnostics[parsed:]):
         return None, list(doc.diagnostics)
     ruleset = _build(doc, sha256_bytes(raw))
     return ruleset, list(doc.diagnostics)
