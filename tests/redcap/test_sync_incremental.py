@@ -63,6 +63,26 @@ def test_the_night_after_a_write_back_pulls_nothing_and_makes_a_handful_of_reque
     assert night(client, study, rules, ledger, ticking).pulled == 0
 
 
+def test_a_rerun_minutes_later_does_not_make_the_next_night_pull_the_first_runs_writes(kap, ticking, study, rules,
+                                                                                    tmp_path):
+    """An operator reruns the job right after it wrote: the rerun pulls nothing and writes nothing, and the night
+    after still knows the first run's write-backs (inside its window) as the job's own."""
+    client, _, _ = kap
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    first = night(client, study, rules, ledger, ticking)
+    assert first.written == 60
+    ticking.now += dt.timedelta(minutes=3)
+    rerun = night(client, study, rules, ledger, ticking)
+    assert (rerun.pulled, rerun.written) == (0, 0)
+    rows = client.export_records(fields=["record_id"], events=["screening_arm_1"])
+    edited = rows[0]["record_id"]
+    ticking.now += dt.timedelta(hours=3)  # and a coordinator edits one record the next morning
+    client.import_records([{"record_id": edited, "redcap_event_name": "screening_arm_1", "education_years": "9"}])
+    ticking.now += dt.timedelta(hours=20)
+    third = night(client, study, rules, ledger, ticking)
+    assert third.pulled == 1 and not third.full
+
+
 def test_an_edit_after_the_write_back_is_pulled_alone_and_rescreened(kap, ticking, study, rules, tmp_path):
     client, _, _ = kap
     ledger = Ledger(tmp_path / "ledger.sqlite")

@@ -9,8 +9,9 @@ Guarantees, and how they are kept:
   undecided.
 - *Own write-backs are not changes.* Writing a result updates the record's change time, so without care the
   night after a write-back would pull every record written. The ledger keeps when each run's write-back began
-  and ended; the next run asks REDCap for the ids changed since the watermark (ids only) and, among those the
-  previous run wrote, pulls only the ones also changed after its write-back ended (plus the overlap). A record
+  and ended; the next run asks REDCap for the ids changed since the watermark (ids only) and, among those a run
+  wrote in that window (the previous one, or an earlier one when runs are minutes apart), pulls only the ones
+  also changed after that write-back ended (plus the overlap). A record
   edited between the run's start (less the overlap) and the write-back is asked for just before writing and
   is not counted as the run's own write (ledger note 'written, changed during the run'), so the next run
   screens it again. What remains is an edit landing while the write-back itself runs, or within the overlap
@@ -199,6 +200,14 @@ class Ledger:
                          (began.isoformat(timespec="seconds"), ended.isoformat(timespec="seconds"), run_id))
         self._db.commit()
 
+    def write_backs_since(self, since: dt.datetime) -> list[tuple[int, dt.datetime]]:
+        """(run id, end of its write-back) of every run whose write-back ended at or after `since`, oldest first."""
+        rows = self._db.execute(
+            "SELECT id, writes_ended FROM runs WHERE writes_ended IS NOT NULL AND writes_ended >= ? ORDER BY id",
+            (since.isoformat(timespec="seconds"),),
+        )
+        return [(row[0], dt.datetime.fromisoformat(row[1])) for row in rows]
+
     def written_ids(self, run_id: int) -> set[str]:
         """The records whose result this run wrote itself (not those it found already there)."""
         rows = self._db.execute("SELECT record_id FROM writes WHERE run_id = ? AND note = 'written'", (run_id,))
@@ -325,6 +334,27 @@ def content_hash(row: Mapping[str, str]) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def _others_changes(client: RedcapClient, ledger: Ledger, changed: list[str], window: dt.datetime,
+                    overlap: dt.timedelta) -> list[str]:
+    """`changed` (the ids REDCap changed since `window`) less the run's own write-backs: a record whose last change
+    in the window is a result this job wrote is not pulled again, unless it also changed after that write-back
+    ended (plus the overlap): someone else's edit. Every run whose write-back ended in the window counts, not only
+    the last one: after a run that wrote, a rerun minutes later that wrote nothing must not make the next night
+    pull again everything the first one wrote. One small call per such write-back (usually one)."""
+    pending = set(changed)
+    last_write: dict[str, dt.datetime] = {}
+    for run_id, ended in ledger.write_backs_since(window):  # oldest first: a later write-back wins
+        for record in ledger.written_ids(run_id) & pending:
+            last_write[record] = ended
+    if not last_write:
+        return changed
+    edited: set[str] = set()
+    for ended in sorted(set(last_write.values())):
+        after = set(client.changed_ids(ended + overlap))
+        edited |= {r for r, e in last_write.items() if e == ended and r in after}
+    return [r for r in changed if r not in last_write or r in edited]
+
+
 def run_nightly(
     client: RedcapClient,
     study: Any,
@@ -403,13 +433,10 @@ def _run_nightly(client: RedcapClient, study: Any, rules: Any, *, ledger: Ledger
             ids = client.record_ids()
         else:
             assert previous is not None
-            changed = client.changed_ids(previous.started_at - overlap)
-            if own_writes and changed and previous.writes_ended is not None:
-                ours = ledger.written_ids(previous.run_id).intersection(changed)
-                if ours:
-                    # changed after our write-back ended: someone else's edit (or ours within the overlap)
-                    after = set(client.changed_ids(previous.writes_ended + overlap))
-                    changed = [r for r in changed if r not in ours or r in after]
+            window = previous.started_at - overlap
+            changed = client.changed_ids(window)
+            if own_writes and changed:
+                changed = _others_changes(client, ledger, changed, window, overlap)
             undated: list[str] = []
             if dated == "undated" and previous.as_of != as_of:
                 # 'today' is the run date for candidates without a reference date: their results move with it
