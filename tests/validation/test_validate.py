@@ -264,3 +264,23 @@ def test_render_empty(tmp_path, mini_study, clean_rows, fmt):
 def test_render_refuses_an_unknown_format_as_a_usage_error(tmp_path, mini_study, clean_rows):
     with pytest.raises(UsageError, match="unknown format 'xml'"):
         run(tmp_path, mini_study, clean_rows).render("xml")
+
+
+def test_a_typed_read_is_validated_as_its_text_with_the_files_row_numbers(tmp_path, kap_study, repo_root):
+    """validate() given screening's read of a Parquet file (keep_types: typed columns, rows grouped by kind) finds
+    what it finds in the plain read of the same file: same rows, fields and checks. Dates stored as date-times at
+    midnight are dates (not 'invalid date'), and row numbers are the file's."""
+    from trialkit.records.convert import study_columns
+
+    text = pl.read_csv(repo_root / "examples" / "kap_trd_intake.csv", infer_schema=False)
+    kinds = {c.name: c.kind for c in study_columns(kap_study)}
+    casts = [pl.col(n).str.to_datetime("%Y-%m-%d", strict=False) for n in text.columns if kinds.get(n) == "date"]
+    casts += [pl.col(n).cast(pl.Float64, strict=False) for n in text.columns if kinds.get(n) in ("integer", "number")]
+    path = tmp_path / "typed.parquet"
+    text.with_columns(casts).with_columns(pl.col("redcap_repeat_instance").cast(pl.Int64)).write_parquet(path)
+    typed = read_intake(path, kap_study, keep_types=True, columns=set(text.columns))
+    assert typed.raw.schema["dob"] == pl.Datetime("us") or typed.raw.schema["dob"] == pl.Date
+    assert not typed.raw.get_column("_row").is_sorted()  # read by form: the candidates' rows first
+    plain = read_intake(path, kap_study)
+    a, b = validate(typed, as_of=AS_OF), validate(plain, as_of=AS_OF)
+    assert found(a) == found(b) and a.frame.height == b.frame.height > 0

@@ -33,7 +33,7 @@ from trialkit.records.convert import (
 )
 from trialkit.records.kinds import kind_blocks, rows_of_kind
 from trialkit.records.parquet import read_by_form, typed_columns
-from trialkit.records.readers import ROW, normalise, read_text_frame
+from trialkit.records.readers import ROW, normalise, read_text_frame, text_expr
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,6 +125,21 @@ class IntakeData:
             records, record_events, instances, _ = _assemble(typed, self.study, self.event)
             cleaned = replace(cleaned, typed=typed, records=records, record_events=record_events, instances=instances)
         return replace(cleaned, problems=problems, screened_as_of=as_of)
+
+    def as_text(self, study: Study | None = None) -> IntakeData:
+        """The same rows, numbered as read, with every cell as REDCap's text, typed by `study` (default: this
+        one): what validation judges. A `keep_types` read's typed columns are written out as `readers.stringify`
+        writes them, a date-time at midnight in a date field read as the date (as `read_intake` does)."""
+        study = study or self.study
+        typed = {n: t for n, t in self.raw.schema.items() if n != ROW and t != pl.String}
+        if not typed and study is self.study:
+            return self
+        raw = self.raw.with_columns(text_expr(pl.col(n), t).alias(n) for n, t in typed.items())
+        plain = {n for n, t in typed.items() if t == pl.Date or t.is_numeric() or t == pl.Boolean}
+        raw = _midnight_dates(raw, study, plain | {n for n in raw.columns if n not in typed})
+        if not raw.get_column(ROW).is_sorted():  # read by form: rows grouped by kind, put back in file order
+            raw = raw.sort(ROW)
+        return build(raw, study, event=self.event, source=self.source, fmt=self.format)
 
     @classmethod
     def from_frame(

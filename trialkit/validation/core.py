@@ -107,11 +107,8 @@ def validate(
     runs). `engine`: "polars" or "pandera", see ENGINES (same findings). Returns every finding; never raises
     for bad data."""
     run = ENGINES[engine]
-    if any(dtype != pl.String for name, dtype in intake.raw.schema.items() if name != ROW):
-        # read with keep_types (screening's read): validation judges every cell's REDCap text
-        intake = IntakeData.from_frame(intake.raw, study or intake.study, event=intake.event, source=intake.source)
-    elif study is not None and study is not intake.study:
-        intake = IntakeData.from_frame(intake.raw, study, event=intake.event, source=intake.source)
+    # read with keep_types (screening's read), or for another study: every cell's REDCap text, rows numbered as read
+    intake = intake.as_text(study)
     study = intake.study
     as_of = as_of or _dt.date.today()
     ctx = build_context(intake, as_of=as_of)
