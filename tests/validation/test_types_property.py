@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 
 import intake_data as shared
@@ -48,6 +49,8 @@ def test_type_and_format_findings_match_per_cell_rules(mini_study, edits):
             whole = vtype.startswith("number_") and re.fullmatch(r"-?[0-9]+", value)
             if value and not validation_types.get(vtype).is_valid(value) and not whole:
                 expected.add((row_number, name))
+            elif value and vtype.startswith("number") and not math.isfinite(float(value.replace(",", "."))):
+                expected.add((row_number, name))  # REDCap's pattern takes 1e309; no number holds it: unreadable
     intake = IntakeData.from_frame(shared.rows_frame(rows), mini_study)
     findings = validate(intake, as_of=dt.date(2026, 1, 1))
     got = set(findings.frame.filter(pl.col("check").is_in(["type", "format"])).select("row", "field").iter_rows())
