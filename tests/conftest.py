@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import intake_data  # tests/intake_data.py: a small classic study and clean REDCap-shaped rows
 import pytest
+from hypothesis import settings
 
 from trialkit.definitions.loader import load_study
+
+# CI (.ci/run) runs the property tests on the same examples every time (derandomize): a gate must not fail on
+# a run's luck; developers' runs keep drawing new examples, and what they find becomes a fixed test.
+settings.register_profile("ci", derandomize=True)
+settings.load_profile(os.environ.get("TRIALKIT_HYPOTHESIS_PROFILE", "default"))
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
