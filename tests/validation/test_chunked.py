@@ -170,3 +170,20 @@ def test_read_ahead_keeps_order_raises_in_place_and_stops_with_its_caller():
     next(ahead)
     ahead.close()  # the caller gives up: the reader thread ends, at most one chunk ahead
     assert len(read) <= 2
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_lost_zeros_do_not_depend_on_where_the_file_is_cut(tmp_path, mini_study, monkeypatch, in_memory):
+    """`42` among `0041`, `0043` lost its zeros (Excel): flagged in one pass, and in a chunk of its own that holds
+    no zero-padded id."""
+    ids = ["0041", "0043", *[f"{n}" for n in range(1000, 1010)], "42"]
+    rows = [dict(shared.CLEAN_ROWS[3], record_id=rid) for rid in ids]
+    path = shared.write_csv(tmp_path / "intake.csv", rows)
+    expected = one_pass(path, mini_study)
+    assert expected.frame.filter(pl.col("field") == "record_id").get_column("row").to_list() == [len(ids)]
+    if in_memory:
+        got = validate_intake(read_intake(path, mini_study), as_of=AS_OF, chunk_rows=1)
+    else:
+        monkeypatch.setattr(chunked, "read_intake", _whole)
+        got = validate_file(path, mini_study, as_of=AS_OF, chunk_rows=1)
+    assert_frame_equal(got.frame, expected.frame)

@@ -60,12 +60,18 @@ def is_label(col: Column, raw: pl.Expr) -> pl.Expr:
     return raw.is_in(list(words)).fill_null(False)
 
 
-def lost_zeros(raw: pl.Expr) -> pl.Expr:
+def zero_padded_width(raw: pl.Expr) -> pl.Expr:
+    """The length of the widest zero-padded record id (`0042`) among `raw`; null when none is padded."""
+    return raw.filter(raw.str.contains(_ZERO_PADDED)).str.len_chars().max()
+
+
+def lost_zeros(raw: pl.Expr, width: int | None = None) -> pl.Expr:
     """True where a record id is digits only, fewer than the zero-padded ids have: the zeros Excel drops from
-    `0042`. The width is that of the widest zero-padded id among the rows checked together (all of them, or one
-    block of a large file); without zero-padded ids nothing is flagged."""
-    width = raw.filter(raw.str.contains(_ZERO_PADDED)).str.len_chars().max()
-    return (raw.str.contains(_DIGITS) & (raw.str.len_chars() < width)).fill_null(False)
+    `0042`. `width`: that of the whole file's widest zero-padded id (`zero_padded_width`), when the rows checked
+    are one part of it (chunked validation: a finding must not depend on where the file was cut); default, that
+    of the rows checked. Without zero-padded ids nothing is flagged."""
+    widest = zero_padded_width(raw) if width is None else pl.lit(width)
+    return (raw.str.contains(_DIGITS) & (raw.str.len_chars() < widest)).fill_null(False)
 
 
 def checks(col: Column, *, raw: pl.Expr, typed: pl.Expr, is_missing: pl.Expr) -> list[CellCheck]:

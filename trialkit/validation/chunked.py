@@ -35,6 +35,7 @@ from trialkit.records import FORMATS, ROW, IntakeData, read_intake
 from trialkit.records.intake import build
 from trialkit.records.limits import check_delimited
 from trialkit.records.readers import normalise, read_text_frame
+from trialkit.records.spreadsheet import zero_padded_width
 from trialkit.validation.core import validate
 from trialkit.validation.findings import COLUMNS, Findings, empty_frame, file_finding
 
@@ -70,10 +71,11 @@ def validate_file(
     # anything but a delimited file (a workbook, a folder of pulled tables...) goes to read_intake, which knows it
     fmt = FORMATS.get(path.suffix.lower()) if path.is_file() else None
     if fmt in ("csv", "tsv"):
-        batches = _delimited_batches(path, "\t" if fmt == "tsv" else ",", study, chunk_rows)
-        if batches is not None:
+        read = _delimited_batches(path, "\t" if fmt == "tsv" else ",", study, chunk_rows)
+        if read is not None:
+            batches, width = read
             return validate_chunks(
-                _read_ahead(batches), study, event=event, source=str(path), fmt=fmt, as_of=as_of
+                _read_ahead(batches), study, event=event, source=str(path), fmt=fmt, as_of=as_of, id_width=width
             )
     # other formats, or a delimited file the batched reader refuses: read_intake reads it (or explains why not)
     intake = read_intake(path, study, event=event, sheet=sheet)
@@ -96,6 +98,7 @@ def validate_intake(intake: IntakeData, *, as_of: _dt.date | None = None, chunk_
         source=intake.source,
         fmt=intake.format,
         as_of=as_of,
+        id_width=raw.select(zero_padded_width(pl.col(rid))).item(),
     )
 
 
@@ -107,9 +110,11 @@ def validate_chunks(
     source: str | None,
     fmt: str | None,
     as_of: _dt.date,
+    id_width: int | None = None,
 ) -> Findings:
     """Validate normalised text frames (with ROW numbered over the whole input), each holding whole records,
-    and merge their findings as one pass gives them."""
+    and merge their findings as one pass gives them. `id_width`: the whole input's zero-padded id width
+    (spreadsheet.zero_padded_width; None: none is padded)."""
     row_level: list[pl.DataFrame] = []
     file_level: list[pl.DataFrame] = []
     notes: list[tuple[str, ...]] = []
@@ -117,7 +122,8 @@ def validate_chunks(
     rows = 0
     for chunk in chunks:
         intake = build(chunk, study, event=event, source=source, fmt=fmt)
-        found = validate(intake, as_of=as_of).frame
+        # the file's widest zero-padded id, not the chunk's: where the file is cut must not change a finding
+        found = validate(intake, as_of=as_of, id_width=id_width).frame
         rows += chunk.height
         notes.append(intake.notes)
         order = order or {name: i for i, name in enumerate(chunk.columns)}
@@ -232,9 +238,9 @@ def _record_chunks(batches: Iterable[pl.DataFrame], release: pl.Series, chunk_ro
 
 def _delimited_batches(
     path: Path, separator: str, study: Study, chunk_rows: int | None
-) -> Iterator[pl.DataFrame] | None:
-    """Chunks of whole records of a CSV/TSV file, or None when the batched reader cannot take the file (the
-    caller then reads it whole, which explains what is wrong with it)."""
+) -> tuple[Iterator[pl.DataFrame], int | None] | None:
+    """Chunks of whole records of a CSV/TSV file and the width of its zero-padded record ids, or None when the
+    batched reader cannot take the file (the caller then reads it whole, which explains what is wrong with it)."""
     try:
         check_delimited(path, separator)
         header = list(pl.scan_csv(path, separator=separator, infer_schema=False, n_rows=0).collect_schema())
@@ -255,6 +261,7 @@ def _delimited_batches(
     if ids.height == 0:
         return None
     release = _release(ids, rid)
+    width = ids.select(zero_padded_width(pl.col(rid))).item()
     del ids
 
     def batches() -> Iterator[pl.DataFrame]:
@@ -272,7 +279,7 @@ def _delimited_batches(
         if offset != release.len():
             raise DataError("the file changed while it was being read", location=Location(file=str(path)))
 
-    return _record_chunks(batches(), release, chunk_rows)
+    return _record_chunks(batches(), release, chunk_rows), width
 
 
 def _blocks(

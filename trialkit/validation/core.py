@@ -101,18 +101,21 @@ def validate(
     *,
     as_of: _dt.date | None = None,
     engine: str = "polars",
+    id_width: int | None = None,
 ) -> Findings:
     """Check `intake` against `study` (default: the study it was read with). `as_of` is "today" for
     `today`/`now` ranges and date functions in logic (default: the current date; pass it for reproducible
-    runs). `engine`: "polars" or "pandera", see ENGINES (same findings). Returns every finding; never raises
-    for bad data."""
+    runs). `engine`: "polars" or "pandera", see ENGINES (same findings). `id_width`: when `intake` is one part
+    of a file (chunked validation), the width of the whole file's zero-padded record ids (spreadsheet
+    .zero_padded_width), so that a lost-zeros finding does not depend on the part. Returns every finding; never
+    raises for bad data."""
     run = ENGINES[engine]
     # read with keep_types (screening's read), or for another study: every cell's REDCap text, rows numbered as read
     intake = intake.as_text(study)
     study = intake.study
     as_of = as_of or _dt.date.today()
     ctx = build_context(intake, as_of=as_of)
-    plan = _plan(intake, ctx, as_of)
+    plan = _plan(intake, ctx, as_of, id_width)
     work = intake.raw.hstack(ctx.frame.drop(ROW))
     helpers = [c for c in ctx.frame.columns if c != ROW]
     data_columns = {c.name for c in study_columns(study)}
@@ -141,14 +144,14 @@ def _known_column(name: str, study: Study) -> bool:
 
 
 # ---- building the checks ------------------------------------------------------------------------------------
-def _plan(intake: IntakeData, ctx: Context, as_of: _dt.date) -> _Plan:
+def _plan(intake: IntakeData, ctx: Context, as_of: _dt.date, id_width: int | None = None) -> _Plan:
     study = intake.study
     plan = _Plan(checks={}, infos={})
     present = set(intake.raw.columns)
     rid = study.record_id_field
     missing_codes = [c.code for c in study.missing_codes]
     private = identifying_fields(study)  # values never shown: identifiers and calcs derived from them
-    _meta_checks(plan, study, present)
+    _meta_checks(plan, study, present, id_width)
     checkbox_groups: dict[str, list[Column]] = {}
     for col in study_columns(study):
         if col.kind == "checkbox" and col.field is not None:
@@ -165,10 +168,10 @@ def _plan(intake: IntakeData, ctx: Context, as_of: _dt.date) -> _Plan:
     return plan
 
 
-def _meta_checks(plan: _Plan, study: Study, present: set[str]) -> None:
+def _meta_checks(plan: _Plan, study: Study, present: set[str], id_width: int | None = None) -> None:
     rid = study.record_id_field
     plan.add(rid, pl.col(rid).is_not_null(), CheckInfo("record_id", rid, ERROR, "record id is blank"))
-    plan.add(rid, ~lost_zeros(pl.col(rid)), CheckInfo("record_id", rid, ERROR, LOST_ZEROS))
+    plan.add(rid, ~lost_zeros(pl.col(rid), id_width), CheckInfo("record_id", rid, ERROR, LOST_ZEROS))
     key = pl.struct([pl.col(RID), pl.col(EVT), pl.col(RI), pl.col(INST)])
     plan.add(
         rid,
