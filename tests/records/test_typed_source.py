@@ -76,23 +76,25 @@ def study(tmp_path_factory):
     return load_study(root)
 
 
+def accepted_pairs(study):
+    """Every (column, source type, edge values) that keeps_type accepts."""
+    for col in study_columns(study):
+        if col.kind in ("integer", "number", "date", "datetime"):
+            yield from ((col, dtype, values) for dtype, values in SOURCES if keeps_type(col, dtype))
+
+
 def test_typed_values_equal_the_text_round_trip(study):
     """Every (field, source type) pair keeps_type accepts, over edge values: the same typed column."""
     tried = 0
-    for col in study_columns(study):
-        if col.kind not in ("integer", "number", "date", "datetime"):
-            continue
-        for dtype, values in SOURCES:
-            if not keeps_type(col, dtype):
-                continue
-            tried += 1
-            source = pl.DataFrame({col.name: pl.Series(values, dtype=dtype)})
-            direct = source.select(typed_from_source(col, dtype))
-            # a key column keeps the all-blank row a row (normalise drops rows with no cell at all)
-            keyed = source.with_columns(pl.lit("k").alias("key"))
-            text = _midnight_dates(normalise(stringify(keyed)).drop("_row", "key"), study)
-            via_text = text.select(typed_expr(col))
-            assert_frame_equal(direct, via_text, check_exact=True)
+    for col, dtype, values in accepted_pairs(study):
+        tried += 1
+        source = pl.DataFrame({col.name: pl.Series(values, dtype=dtype)})
+        direct = source.select(typed_from_source(col, dtype))
+        # a key column keeps the all-blank row a row (normalise drops rows with no cell at all)
+        keyed = source.with_columns(pl.lit("k").alias("key"))
+        text = _midnight_dates(normalise(stringify(keyed)).drop("_row", "key"), study)
+        via_text = text.select(typed_expr(col))
+        assert_frame_equal(direct, via_text, check_exact=True)
     assert tried >= 12  # integers, numbers (not comma), dates and minute date-times from their usual types
 
 
@@ -100,22 +102,17 @@ def test_a_column_used_as_read_is_what_typing_gives(study):
     """unchanged_from_source says yes only where typed_from_source gives the column itself: over the edge values
     (NaN, infinities, year 1) and over the plain ones alike."""
     said_yes = said_no = 0
-    for col in study_columns(study):
-        if col.kind not in ("integer", "number", "date", "datetime"):
-            continue
-        for dtype, values in SOURCES:
-            if not keeps_type(col, dtype):
+    for col, dtype, values in accepted_pairs(study):
+        plain = [v for v in values if v is None or (v == v and v not in (float("inf"), float("-inf")))]
+        for cells in (values, plain, [None]):
+            check = unchanged_from_source(col, dtype)
+            source = pl.DataFrame({col.name: pl.Series(cells, dtype=dtype)})
+            if check is None or not source.select(check).item():
+                said_no += 1
                 continue
-            plain = [v for v in values if v is None or (v == v and v not in (float("inf"), float("-inf")))]
-            for cells in (values, plain, [None]):
-                check = unchanged_from_source(col, dtype)
-                source = pl.DataFrame({col.name: pl.Series(cells, dtype=dtype)})
-                if check is None or not source.select(check).item():
-                    said_no += 1
-                    continue
-                said_yes += 1
-                assert_frame_equal(source.select(typed_from_source(col, dtype)), source, check_exact=True)
-                assert source.schema[col.name] == col.dtype
+            said_yes += 1
+            assert_frame_equal(source.select(typed_from_source(col, dtype)), source, check_exact=True)
+            assert source.schema[col.name] == col.dtype
     assert said_yes >= 6 and said_no >= 6
 
 
