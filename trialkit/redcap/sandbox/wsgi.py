@@ -168,8 +168,6 @@ class SandboxApp:
             report_internal_error(exc)
             reply = api.Reply.error(f"Internal error in the trialkit sandbox: {type(exc).__name__}", fmt, 500)
         release = length >= RELEASE_AFTER and isinstance(reply.body, bytes)
-        if release:
-            del request, params
         if fault == "drop_after":
             if not isinstance(reply.body, bytes):
                 for _ in reply.body:
@@ -180,8 +178,13 @@ class SandboxApp:
         sandbox._log_request(content, reply.status)
         if isinstance(reply.body, bytes):
             sent = _send(start_response, reply.status, reply.body, reply.content_type, headers=reply.headers)
-            # the trim (a few ms) once the reply is written: the client is not kept waiting for it
-            return _ThenRun(sent, release_memory) if release else sent
+            if not release:
+                return sent
+            # the request and what answering it made are freed, and the memory trimmed, once the reply is written
+            # (milliseconds each for an import batch): the client is not kept waiting for them
+            keep = [request, reply.keep]
+            del request, params
+            return _ThenRun(sent, lambda: (keep.clear(), release_memory()))
         # no Content-Length: waitress sends the export with chunked transfer coding as it is produced
         start_response(_status(reply.status), _headers({"Content-Type": reply.content_type, **reply.headers}))
         return _guarded(reply.body, environ)
