@@ -169,3 +169,34 @@ def test_new_records_are_stored_and_logged_as_the_general_path_does(sandbox, mon
 def test_space_beside_quote_is_the_substring_test(text):
     # two ways: through the pieces between spaces (rare spaces) and the substring search (common spaces)
     assert records._space_beside_quote(text) == ('" ' in text or ' "' in text)
+
+
+def test_insert_many_writes_every_row_in_order_across_statements(monkeypatch):
+    import sqlite3
+
+    from trialkit.redcap.sandbox import storage
+
+    con = sqlite3.connect(":memory:")
+    con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT, b INTEGER)")
+    rows = [(f"v{i}", i) for i in range(11)]
+    monkeypatch.setattr(storage, "_ROWS_PER_INSERT", 4)  # statements of 4, 4 and 3 rows
+    storage.insert_many(con, "INSERT INTO t(a, b)", rows)
+    con.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 5)  # SQLite's own limit: 2 rows of 2 values a statement
+    storage.insert_many(con, "INSERT INTO t(a, b)", rows)
+    storage.insert_many(con, "INSERT INTO t(a, b)", [])
+    assert con.execute("SELECT a, b FROM t ORDER BY id").fetchall() == rows + rows
+
+
+def test_records_and_log_written_several_rows_to_a_statement_read_back_the_same(sandbox, longitudinal,
+                                                                                monkeypatch):
+    from trialkit.redcap.sandbox import storage
+
+    _import_both(longitudinal)
+    expected = longitudinal.export_records(), _log_in_order(longitudinal)
+    other = sandbox.project(sandbox.create_project(longitudinal_spec()))
+    try:
+        monkeypatch.setattr(storage, "_ROWS_PER_INSERT", 2)
+        _import_both(other)
+        assert (other.export_records(), _log_in_order(other)) == expected
+    finally:
+        sandbox.drop_project(other.token)

@@ -27,7 +27,7 @@ from trialkit.redcap.sandbox import formats
 from trialkit.redcap.sandbox.cells import IGNORED, CellCheck
 from trialkit.redcap.sandbox.errors import ApiError, invalid_values
 from trialkit.redcap.sandbox.project import COMPLETE_LABELS, Column, Schema
-from trialkit.redcap.sandbox.storage import TIME_FORMAT, Storage, record_key
+from trialkit.redcap.sandbox.storage import TIME_FORMAT, Storage, insert_many, record_key
 
 EVENT = "redcap_event_name"
 RFORM = "redcap_repeat_instrument"
@@ -1094,10 +1094,7 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
         (pid, rkeys[k[0]], ev_order.get(k[1], 0), k[2], k[3], k[0], k[1], encoded.get(k) or encode(v))
         for k, v in changed_rows.items()
     ]
-    con.executemany(
-        "INSERT OR REPLACE INTO rows(pid, rkey, ev, rform, inst, record, event, data) VALUES (?,?,?,?,?,?,?,?)",
-        stored,
-    )
+    insert_many(con, "INSERT OR REPLACE INTO rows(pid, rkey, ev, rform, inst, record, event, data)", stored)
     storage.log(con, log)
     if keep is not None:
         keep.extend((changed_rows, encoded, log, stored, existing))

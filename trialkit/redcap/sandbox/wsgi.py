@@ -350,16 +350,19 @@ def parse_form(body: bytes) -> list[tuple[str, str]]:
     return pairs
 
 
+# '+' -> ' ' and '%' -> '=' in one pass (a 5 MB import batch: one copy instead of two)
+_PLUS_PERCENT = bytes.maketrans(b"+%", b" =")
+
+
 def _unquote(raw: bytes) -> str:
-    raw = raw.replace(b"+", b" ")
     if b"%" not in raw:
-        return raw.decode("utf-8", "replace")
+        return raw.replace(b"+", b" ").decode("utf-8", "replace")
     # a2b_qp drops an '=' that ends its input, where unquote keeps the '%': that case takes the standard decoder
     if b"=" not in raw and b"\r" not in raw and b"\n" not in raw and not raw.endswith(b"%"):
-        decoded = binascii.a2b_qp(raw.replace(b"%", b"="))
+        decoded = binascii.a2b_qp(raw.translate(_PLUS_PERCENT))
         if b"=" not in decoded:
             return decoded.decode("utf-8", "replace")
-    return unquote_to_bytes(raw).decode("utf-8", "replace")
+    return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8", "replace")
 
 
 # ---- uploaded file names ------------------------------------------------------------------------------------------
