@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import functools
 import io
 import itertools
 import json
@@ -483,7 +482,8 @@ def _eav(plan: ExportPlan, rows: Iterator, lead: list[str], data_cols: list[Colu
 # ---- import ---------------------------------------------------------------------------------------------------
 
 class _Row(NamedTuple):
-    """One imported row, checked. A tuple: the column-wise check makes a batch's rows in C (map over zip)."""
+    """One imported row, checked. apply_import only unpacks it: the column-wise check gives plain tuples of these
+    fields, in this order, as zip makes them."""
 
     record: str
     event: str
@@ -497,7 +497,6 @@ class _Row(NamedTuple):
     fill: dict[str, str] | None = None
 
 
-_new_row = functools.partial(tuple.__new__, _Row)  # _Row from a tuple of its fields, in C (_Row._make is Python)
 
 
 def _cell_text(value: object) -> str:
@@ -644,7 +643,7 @@ class _CheckMemo(dict):
 
 
 def validate_import(schema: Schema, data: ImportData, date_format: str,
-                    overwrite: bool) -> tuple[list[_Row], list[str]]:
+                    overwrite: bool) -> tuple[list[tuple], list[str]]:
     """Check every cell; returns the rows to apply (values normalised) and REDCap's error lines."""
     errors: list[str] = []
     raw_rows = data.rows
@@ -762,9 +761,10 @@ _KEEP = object()  # a cell stored as it was given
 
 def _validate_columns(schema: Schema, raw_rows: list[dict[str, str]], by_name: dict[str, Column],
                       checks: dict, plans: dict, memo: dict, date_format: str,
-                      overwrite: bool) -> list[_Row] | None:
-    """The rows to apply when every cell is valid, checked column by column; None as soon as anything would be
-    refused (then the row-by-row check gives REDCap's messages, in REDCap's order).
+                      overwrite: bool) -> list[tuple] | None:
+    """The rows to apply when every cell is valid, checked column by column (as tuples of _Row's fields, which
+    apply_import unpacks: zip makes them); None as soon as anything would be refused (then the row-by-row check
+    gives REDCap's messages, in REDCap's order).
 
     Rows are grouped by the columns they name, in order (an import is a few such groups repeated: a CSV export
     has one per event and repeating form, PyCap's JSON one per kind of row), and each group is transposed into
@@ -790,7 +790,7 @@ def _validate_columns(schema: Schema, raw_rows: list[dict[str, str]], by_name: d
             group = groups[key] = []
         group.append(raw)
         order.append(group)
-    made: dict[int, Iterator[_Row]] = {}  # id of a group -> its rows, in order
+    made: dict[int, Iterator[tuple]] = {}  # id of a group -> its rows (_Row's fields, in order), in order
     heads: dict[tuple[str, str, str], int | str] = {}  # (event, repeat instrument, instance text) -> instance
     changes: list[tuple[list[dict[str, str]], list[str], list]] = []  # made once every cell is known valid
     for (_, _, names), rows in groups.items():
@@ -821,8 +821,8 @@ def _validate_columns(schema: Schema, raw_rows: list[dict[str, str]], by_name: d
             return None
         drop, convert, fill = shape
         changes.append((rows, drop, convert))
-        made[id(rows)] = map(_new_row, zip(records, events, rforms, map(heads.__getitem__, triples), rows,
-                                           row_dags, [fill] * n, strict=True))
+        made[id(rows)] = zip(records, events, rforms, map(heads.__getitem__, triples), rows, row_dags,
+                             [fill] * n, strict=True)
     for rows, drop, convert in changes:  # each imported dict becomes its row's values: nothing reads it again
         for raw in rows:
             for name in drop:
@@ -958,7 +958,7 @@ def next_record_number(con: sqlite3.Connection, pid: int) -> int:
     return int(last[0]) + 1 if last else 1
 
 
-def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Schema, rows: list[_Row], *,
+def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Schema, rows: list[tuple], *,
                  overwrite: bool, auto_number: bool, username: str,
                  keep: list | None = None) -> list[tuple[str, str]]:
     """Write validated rows inside the caller's transaction. Returns (new id, id in the data) per distinct record.
