@@ -466,9 +466,7 @@ def _guarded(pieces: Iterator[bytes], environ: dict[str, Any]) -> Iterator[bytes
         close = getattr(pieces, "close", None)
         if close is not None:
             close()
-        # the export's buffers, in this thread's malloc arena (each thread would keep its own), given back once
-        # the reply's last chunk is written: this runs before waitress writes it
-        _free_later([])
+        release_memory()  # the export's buffers, in this thread's malloc arena: each thread would keep its own
 
 
 def _drop(environ: dict[str, Any]) -> None:
