@@ -161,3 +161,25 @@ def test_a_large_import_gives_its_memory_back_after_its_reply(sandbox, classic, 
     assert len(trims) == 1
     classic.import_records(rows[:10])  # a small body: no trim
     assert len(trims) == 1
+
+
+def test_what_a_large_import_made_is_freed_in_a_thread_after_its_reply(sandbox, classic, monkeypatch):
+    handed: list[tuple[list, int]] = []
+    free_later = wsgi._free_later
+
+    def spy(keep: list) -> None:
+        handed.append((keep, len(keep)))
+        free_later(keep)
+
+    trims: list[float] = []
+    monkeypatch.setattr(wsgi, "_free_later", spy)
+    monkeypatch.setattr(wsgi, "release_memory", lambda: trims.append(time.monotonic()))
+    rows = [{"record_id": str(i), "notes": "x" * 400} for i in range(1, 3001)]
+    assert classic.import_records(rows) == {"count": 3000}
+    deadline = time.monotonic() + 5
+    while not trims and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # the request and the import's working data, in separate items: all freed, then trimmed
+    assert len(handed) == 1 and handed[0][0] == [] and handed[0][1] > 2 and len(trims) == 1
+    assert classic.export_records(records=["2999"], fields=["record_id", "notes"]) == [
+        {"record_id": "2999", "notes": "x" * 400}]

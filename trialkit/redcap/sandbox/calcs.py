@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import polars as pl
 
@@ -101,14 +101,15 @@ class CalcPlan:
 
         schema = self.schema
         def_field = schema.def_field
-        keys, frame = self._frame(rows)
+        keys, frame, by_context = self._frame(rows)
         # per calc, the rows that hold a value for it: elsewhere a calc that computes nothing changes nothing
         holding = {name: set(frame.get_column(name).is_not_null().arg_true().to_list()) for name, _, _ in self.calcs}
+        records, events, rforms, instances = zip(*keys, strict=True)  # the keys' columns, in C
         frame = frame.with_columns(
-            pl.Series(def_field, [k[0] for k in keys], dtype=pl.String),
-            pl.Series("redcap_event_name", [k[1] for k in keys], dtype=pl.String),
-            pl.Series("__rform", [k[2] for k in keys], dtype=pl.String),
-            pl.Series("redcap_repeat_instance", [k[3] or None for k in keys], dtype=pl.Int64),
+            pl.Series(def_field, records, dtype=pl.String),
+            pl.Series("redcap_event_name", events, dtype=pl.String),
+            pl.Series("__rform", rforms, dtype=pl.String),
+            pl.Series("redcap_repeat_instance", [i or None for i in instances], dtype=pl.Int64),
         )
         if any(k[2] for k in keys):  # a repeating-instrument row also sees its event's non-repeating values
             merged = self._merged(keys)
@@ -121,13 +122,6 @@ class CalcPlan:
                 ).drop([f"__main_{c}" for c in merged])
         if self.filled:
             frame = frame.with_columns([pl.col(c).fill_null("0") for c in self.filled])
-        by_context: dict[tuple[str, str], list[int]] = {}  # (event, repeat instrument) -> row indexes
-        for i, k in enumerate(keys):
-            ctx = (k[1], k[2])
-            found = by_context.get(ctx)
-            if found is None:
-                found = by_context[ctx] = []
-            found.append(i)
         where: dict[str, list[int]] = {}  # form -> indexes of the rows where its calcs apply, ascending
         for (event, rform), indexes in by_context.items():
             if rform:
@@ -202,9 +196,10 @@ class CalcPlan:
         needed = set().union(*(self.context_columns(*c) for c in {(k[1], k[2]) for k in keys if k[2] or k[3]}))
         return [c for c in self.columns if c in needed]
 
-    def _frame(self, rows: Mapping[Key, dict[str, str]]) -> tuple[list[Key], pl.DataFrame]:
+    def _frame(self, rows: Mapping[Key, dict[str, str]]) -> tuple[list[Key], pl.DataFrame, dict[tuple[str, str],
+                                                                                                 Sequence[int]]]:
         """The rows' keys and the frame of their referenced columns, in that order (polars takes them out of the
-        row dicts, no Python loop per cell).
+        row dicts, no Python loop per cell), and per (event, repeat instrument) the indexes of its rows.
 
         Built per kind of row (event x repeat instrument) from the columns its calcs read (`context_columns`), so
         a phq9 row is not asked for the 50 other calc inputs (polars looks up every column named in every dict:
@@ -214,7 +209,14 @@ class CalcPlan:
         [event][field] reference (the widened frame reads other rows), or few rows, one frame of every column."""
         if len(rows) < FRAME_BY_KIND_ROWS or (self.schema.is_longitudinal and self.widened):
             keys = list(rows)
-            return keys, pl.from_dicts([rows[k] for k in keys], schema=dict.fromkeys(self.columns, pl.String))
+            indexes: dict[tuple[str, str], list[int]] = {}
+            for i, k in enumerate(keys):
+                ctx = (k[1], k[2])
+                found_at = indexes.get(ctx)
+                if found_at is None:
+                    found_at = indexes[ctx] = []
+                found_at.append(i)
+            return keys, pl.from_dicts([rows[k] for k in keys], schema=dict.fromkeys(self.columns, pl.String)), indexes
         by_context: dict[tuple[str, str], list[Key]] = {}
         for k in rows:
             ctx = (k[1], k[2])
@@ -228,7 +230,9 @@ class CalcPlan:
                 wanted[(event, "")].update(wanted[(event, rform)])
         keys = []
         frames = []
+        ranges: dict[tuple[str, str], Sequence[int]] = {}  # the kinds are stacked: each one's rows in a run
         for ctx, ctx_keys in by_context.items():
+            ranges[ctx] = range(len(keys), len(keys) + len(ctx_keys))
             keys.extend(ctx_keys)
             # at least one column, or polars makes a frame of no rows (any column: it holds the row's own value)
             names = [c for c in self.columns if c in wanted[ctx]] or self.columns[:1]
@@ -236,7 +240,7 @@ class CalcPlan:
         frame = pl.concat(frames, how="diagonal") if len(frames) > 1 else frames[0]
         # every column, in order (also one that no kind of row reads: the frame's width is what `apply` expects)
         return keys, frame.select([pl.col(c) if c in frame.columns else pl.lit(None, pl.String).alias(c)
-                                   for c in self.columns])
+                                   for c in self.columns]), ranges
 
     def _evaluate(self, group: list, data: pl.DataFrame, today: dt.date, def_field: str) -> dict[str, list]:
         """Values per calc of the group; a calc trialkit cannot evaluate is left out (its stored value stays)."""

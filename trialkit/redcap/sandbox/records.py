@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import functools
 import io
 import itertools
 import json
@@ -24,10 +23,10 @@ from typing import NamedTuple
 import orjson
 
 from trialkit.redcap.sandbox import formats
-from trialkit.redcap.sandbox.cells import IGNORED
+from trialkit.redcap.sandbox.cells import IGNORED, CellCheck
 from trialkit.redcap.sandbox.errors import ApiError, invalid_values
 from trialkit.redcap.sandbox.project import COMPLETE_LABELS, Column, Schema
-from trialkit.redcap.sandbox.storage import TIME_FORMAT, Storage, record_key
+from trialkit.redcap.sandbox.storage import TIME_FORMAT, Storage, insert_many, record_key
 
 EVENT = "redcap_event_name"
 RFORM = "redcap_repeat_instrument"
@@ -483,7 +482,8 @@ def _eav(plan: ExportPlan, rows: Iterator, lead: list[str], data_cols: list[Colu
 # ---- import ---------------------------------------------------------------------------------------------------
 
 class _Row(NamedTuple):
-    """One imported row, checked. A tuple: the column-wise check makes a batch's rows in C (map over zip)."""
+    """One imported row, checked. apply_import only unpacks it: the column-wise check gives plain tuples of these
+    fields, in this order, as zip makes them."""
 
     record: str
     event: str
@@ -492,11 +492,11 @@ class _Row(NamedTuple):
     values: dict[str, str]  # export column -> value ("" = blank)
     dag: str | None
     # set by the column-wise check for a row with no blank and no unchecked box: the `<form>_complete` columns a
-    # new row of this shape gets ("0"), so that writing it needs no look at its cells
-    fill: tuple[str, ...] | None = None
+    # new row of this shape gets, each "0" (one dict shared by the shape's rows: read, never changed), so that
+    # writing it needs no look at its cells
+    fill: dict[str, str] | None = None
 
 
-_new_row = functools.partial(tuple.__new__, _Row)  # _Row from a tuple of its fields, in C (_Row._make is Python)
 
 
 def _cell_text(value: object) -> str:
@@ -530,8 +530,19 @@ def _plain_cells(text: str) -> bool:
     a quote, no escape (which could be whitespace, \\n or \\u00a0), nothing but ASCII (raw whitespace beyond ASCII,
     also; json.dumps escapes non-ASCII by default), no true/false/null/list/object value. Any of these, even
     inside a string, only sends the import through the cell-by-cell pass."""
-    return (text.isascii() and '""' not in text and '" ' not in text and ' "' not in text and "\\" not in text
+    return (text.isascii() and "\\" not in text and not _space_beside_quote(text) and '""' not in text
             and _NOT_TEXT.search(text) is None)
+
+
+def _space_beside_quote(text: str) -> bool:
+    """Whether the text holds '" ' or ' "'. A substring search for either steps through every '"' (~630,000 in
+    a 500-record batch, 3 ms each); spaces are far rarer in such data, so the pieces between them are looked at
+    instead (in C) unless spaces are common."""
+    if text.count(" ") > len(text) >> 6:
+        return '" ' in text or ' "' in text
+    pieces = text.split(" ")
+    return any(map(str.endswith, pieces[:-1], itertools.repeat('"'))) or any(
+        map(str.startswith, pieces[1:], itertools.repeat('"')))
 
 
 @dataclass
@@ -584,7 +595,7 @@ def _error_line(record: str, field: str, value: str, message: str) -> str:
 _CHECK_MEMO_LIMIT = 100_000  # remembered cell checks per design and dateFormat (~20 MB at most), then forgotten
 
 
-def _import_memo(schema: Schema, date_format: str) -> tuple[dict[str, Column], dict, dict, dict]:
+def _import_memo(schema: Schema, date_format: str) -> tuple[dict[str, Column], dict, dict, _CheckMemo]:
     """What checking an import's cells needs, kept on the Schema, so across import batches of one design: the
     columns, their checks, per (event, repeat instrument) the cell plan (column -> (kind, None) where it may be
     set, (None, message) where not) and per dateFormat each checked (column, cell) -> (stored value, message).
@@ -599,14 +610,40 @@ def _import_memo(schema: Schema, date_format: str) -> tuple[dict[str, Column], d
         checks = {c.name: schema.fields[c.name].check for c in by_name.values() if c.kind == "value"}
         columns = cache["columns"] = (by_name, checks)
     plans = cache.setdefault("plans", {})
-    memo = cache.setdefault(("checks", date_format), {})
-    if len(memo) > _CHECK_MEMO_LIMIT:  # free text never repeats: the memory stays bounded
-        memo.clear()
+    memo = cache.get(("checks", date_format))
+    if memo is None or len(memo) > _CHECK_MEMO_LIMIT:  # free text never repeats: the memory stays bounded
+        memo = cache[("checks", date_format)] = _CheckMemo()
     return columns[0], columns[1], plans, memo
 
 
+class _CheckMemo(dict):
+    """Checked cells per column: column -> (the cells stored as given, {other cell: (stored value or IGNORED,
+    message or None)}). Most cells of an import are valid and stored as given, so a shape's distinct cells are
+    taken apart from the known ones with one set difference (in C) and only the rest is looked at in Python."""
+
+    def __missing__(self, name: str) -> tuple[set[str], dict[str, tuple[object, str | None]]]:
+        entry = self[name] = (set(), {})
+        return entry
+
+    def __len__(self) -> int:
+        """The cells remembered, over all columns (what _CHECK_MEMO_LIMIT bounds)."""
+        return sum(len(same) + len(other) for same, other in self.values())
+
+    def check(self, name: str, value: str, check: CellCheck, date_format: str) -> tuple[object, str | None]:
+        """`check(value)`, remembered. `value` is not among the column's cells stored as given."""
+        same, other = self[name]
+        checked = other.get(value)
+        if checked is None:
+            checked = check(value, date_format)
+            if checked[1] is None and checked[0] == value:
+                same.add(value)
+            else:
+                other[value] = checked
+        return checked
+
+
 def validate_import(schema: Schema, data: ImportData, date_format: str,
-                    overwrite: bool) -> tuple[list[_Row], list[str]]:
+                    overwrite: bool) -> tuple[list[tuple], list[str]]:
     """Check every cell; returns the rows to apply (values normalised) and REDCap's error lines."""
     errors: list[str] = []
     raw_rows = data.rows
@@ -695,10 +732,10 @@ def validate_import(schema: Schema, data: ImportData, date_format: str,
                 errors.append(_error_line(record, name, value, message))
             elif kind == "value":
                 # most cells repeat (choice codes, yes/no, common numbers): check each (field, value) once
-                checked = memo.get((name, value))
-                if checked is None:
-                    checked = memo[(name, value)] = checks[name](value, date_format)
-                result, message = checked
+                if value in memo[name][0]:
+                    values[name] = value
+                    continue
+                result, message = memo.check(name, value, checks[name], date_format)
                 if message is not None:
                     errors.append(_error_line(record, name, value, message))
                 elif result is not IGNORED:
@@ -724,9 +761,10 @@ _KEEP = object()  # a cell stored as it was given
 
 def _validate_columns(schema: Schema, raw_rows: list[dict[str, str]], by_name: dict[str, Column],
                       checks: dict, plans: dict, memo: dict, date_format: str,
-                      overwrite: bool) -> list[_Row] | None:
-    """The rows to apply when every cell is valid, checked column by column; None as soon as anything would be
-    refused (then the row-by-row check gives REDCap's messages, in REDCap's order).
+                      overwrite: bool) -> list[tuple] | None:
+    """The rows to apply when every cell is valid, checked column by column (as tuples of _Row's fields, which
+    apply_import unpacks: zip makes them); None as soon as anything would be refused (then the row-by-row check
+    gives REDCap's messages, in REDCap's order).
 
     Rows are grouped by the columns they name, in order (an import is a few such groups repeated: a CSV export
     has one per event and repeating form, PyCap's JSON one per kind of row), and each group is transposed into
@@ -752,7 +790,7 @@ def _validate_columns(schema: Schema, raw_rows: list[dict[str, str]], by_name: d
             group = groups[key] = []
         group.append(raw)
         order.append(group)
-    made: dict[int, Iterator[_Row]] = {}  # id of a group -> its rows, in order
+    made: dict[int, Iterator[tuple]] = {}  # id of a group -> its rows (_Row's fields, in order), in order
     heads: dict[tuple[str, str, str], int | str] = {}  # (event, repeat instrument, instance text) -> instance
     changes: list[tuple[list[dict[str, str]], list[str], list]] = []  # made once every cell is known valid
     for (_, _, names), rows in groups.items():
@@ -783,8 +821,8 @@ def _validate_columns(schema: Schema, raw_rows: list[dict[str, str]], by_name: d
             return None
         drop, convert, fill = shape
         changes.append((rows, drop, convert))
-        made[id(rows)] = map(_new_row, zip(records, events, rforms, map(heads.__getitem__, triples), rows,
-                                           row_dags, [fill] * n, strict=True))
+        made[id(rows)] = zip(records, events, rforms, map(heads.__getitem__, triples), rows, row_dags,
+                             [fill] * n, strict=True)
     for rows, drop, convert in changes:  # each imported dict becomes its row's values: nothing reads it again
         for raw in rows:
             for name in drop:
@@ -820,7 +858,7 @@ def _instance(head: tuple[str, str, str], longitudinal: bool, event_order: dict,
 
 def _check_shape(schema: Schema, by_name: dict[str, Column], checks: dict, plans: dict, memo: dict, date_format: str,
                  overwrite: bool, event: str, rform: str, names: tuple,
-                 cols: dict[str, tuple[str, ...]]) -> tuple[list[str], list, tuple[str, ...] | None] | None:
+                 cols: dict[str, tuple[str, ...]]) -> tuple[list[str], list, dict[str, str] | None] | None:
     """For the rows of one shape: the columns not stored, the cells stored otherwise than given, and the
     `<form>_complete` columns a new row gets (see _Row.fill; None when some rows hold blanks or unchecked
     boxes); None when a cell would be refused. `cols`: column -> its cells in these rows."""
@@ -850,11 +888,8 @@ def _check_shape(schema: Schema, by_name: dict[str, Column], checks: dict, plans
             continue
         if kind == "value":
             check = checks[name]
-            for value in distinct:
-                checked = memo.get((name, value))
-                if checked is None:
-                    checked = memo[(name, value)] = check(value, date_format)
-                result, message = checked
+            for value in distinct.difference(memo[name][0]):  # those not known to be stored as given
+                result, message = memo.check(name, value, check, date_format)
                 if message is not None:
                     return None
                 if result is IGNORED:
@@ -874,7 +909,7 @@ def _check_shape(schema: Schema, by_name: dict[str, Column], checks: dict, plans
     if clean:
         stored = [n for n in names if n not in drop]
         forms = dict.fromkeys(by_name[n].form for n in stored if by_name[n].kind != "complete")
-        fill = tuple(c for c in (f"{form}_complete" for form in forms) if c not in stored)
+        fill = {c: "0" for c in (f"{form}_complete" for form in forms) if c not in stored}
     return drop, convert, fill
 
 
@@ -923,9 +958,13 @@ def next_record_number(con: sqlite3.Connection, pid: int) -> int:
     return int(last[0]) + 1 if last else 1
 
 
-def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Schema, rows: list[_Row], *,
-                 overwrite: bool, auto_number: bool, username: str) -> list[tuple[str, str]]:
-    """Write validated rows inside the caller's transaction. Returns (new id, id in the data) per distinct record."""
+def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Schema, rows: list[tuple], *,
+                 overwrite: bool, auto_number: bool, username: str,
+                 keep: list | None = None) -> list[tuple[str, str]]:
+    """Write validated rows inside the caller's transaction. Returns (new id, id in the data) per distinct record.
+
+    `keep`, if given, receives the batch's working data (row dicts, their JSON, log entries), so that the caller
+    can free it once its reply is sent rather than on return (see api.Reply.keep)."""
     order = {record: record for record in map(operator.itemgetter(0), rows)}  # each id, in order of appearance
     if auto_number:
         nxt = next_record_number(con, pid)
@@ -961,7 +1000,23 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
     complete_names = {c.name for c in schema.columns if c.kind == "complete"}
     encoded: dict[tuple[str, str, str, int], str] = {}
     encode = _encode
+    # nothing stored for these records, ids as given, no group user: a row of a checked shape (see _Row.fill) that
+    # the import has not named before is a new row, stored as imported plus its `<form>_complete` defaults, and
+    # logged as created at the record's first row; the loop below does the same in general, with more steps
+    all_new = not existing_records and not existing and not auto_number and not user_dag
     for record, event, rform, inst, values, dag, fill in rows:
+        if all_new and fill is not None and inst != "new":
+            key = (record, event, rform, inst)
+            if key not in changed_rows:
+                values.update(fill)
+                changed_rows[key] = values
+                text = encoded[key] = encode(values)
+                log.append((pid, now, username, "Update record" if record in logged else "Create record", text,
+                            record, event))
+                logged.add(record)
+                if dag is not None:
+                    dags[record] = dag
+                continue
         record = order[record]
         if inst == "new":
             base = (record, event, rform)
@@ -976,8 +1031,7 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
             before = existing.get(key)
         if before is None and fill is not None:  # a new row of a checked shape: no blank, no unchecked box
             data = values
-            for complete in fill:
-                data[complete] = "0"
+            data.update(fill)
             touched_forms = ()
         elif before is None:  # a new row, the bulk of a large import: blanks and unchecked boxes are not stored
             data = {k: v for k, v in values.items() if v != "" and (v != "0" or k not in checkbox_names)}
@@ -1036,14 +1090,14 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
     )
     ev_order = schema.event_order
     rkeys = {r: record_key(r) for r in changed_records}  # once per record, not per row
-    con.executemany(
-        "INSERT OR REPLACE INTO rows(pid, rkey, ev, rform, inst, record, event, data) VALUES (?,?,?,?,?,?,?,?)",
-        [
-            (pid, rkeys[k[0]], ev_order.get(k[1], 0), k[2], k[3], k[0], k[1], encoded.get(k) or encode(v))
-            for k, v in changed_rows.items()
-        ],
-    )
+    stored = [
+        (pid, rkeys[k[0]], ev_order.get(k[1], 0), k[2], k[3], k[0], k[1], encoded.get(k) or encode(v))
+        for k, v in changed_rows.items()
+    ]
+    insert_many(con, "INSERT OR REPLACE INTO rows(pid, rkey, ev, rform, inst, record, event, data)", stored)
     storage.log(con, log)
+    if keep is not None:
+        keep.extend((changed_rows, encoded, log, stored, existing))
     return [(new, old) for old, new in order.items()]
 
 
