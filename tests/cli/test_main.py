@@ -71,6 +71,11 @@ def test_a_failure_asked_for_in_json_is_one_json_object_on_stdout(tmp_path, caps
     code, out, _ = _run_main(["redcap", "pull", "--format=json", "--no-such-option"], capsys)
     doc = json.loads(out)
     assert code == 2 and doc["command"] == "redcap pull" and doc["error"]["type"] == "UsageError"
+    # pull's --out is the copy's folder: its summary, and so its failure, still goes to stdout
+    code, out, _ = _run_main(["redcap", "pull", "--out", str(tmp_path / "copy"), "--url", "http://127.0.0.1:9/api/",
+                              "--format", "json"], capsys)
+    doc = json.loads(out)
+    assert code != 0 and doc["command"] == "redcap pull" and doc["ok"] is False
 
     token = "0123456789ABCDEF0123456789ABCDEF"  # a value that looks like a token never comes back, here either
     code, out, _ = _run_main(["screen", token, "--format", "json"], capsys)

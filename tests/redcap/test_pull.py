@@ -130,6 +130,43 @@ def test_a_pull_that_fails_midway_keeps_the_previous_copy_and_a_rerun_completes(
     ledger.close()
 
 
+def test_a_pull_killed_while_writing_keeps_the_previous_copy_and_a_rerun_completes(sandbox, kap, tmp_path):
+    """SIGKILL once the new copy's first table is on disk, before the manifest switches to it: the previous copy
+    is still the one read, whole; the rerun (the run left 'interrupted') brings the change, and no half-written
+    folder stays."""
+    import os
+    import subprocess
+    import sys
+
+    from kap_data import ROOT
+
+    from trialkit.redcap.pull import KILL_HOOK_ENV
+
+    token, _ = kap
+    env = {**os.environ, "REDCAP_API_TOKEN": token}
+    command = [sys.executable, "-m", "trialkit", "redcap", "pull", "--url", sandbox.url,
+               "--out", str(tmp_path / "copy"), "--study", str(ROOT), "--ledger", str(tmp_path / "ledger.sqlite"),
+               "--full", "--format", "json"]
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    before = local_copy(tmp_path / "copy")
+    client_for(sandbox, token).import_records(
+        [{"record_id": "0003", "redcap_event_name": "screening_arm_1", "education_years": "19"}])
+    killed = subprocess.run(command, env={**env, KILL_HOOK_ENV: "1"}, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9
+    assert local_copy(tmp_path / "copy").equals(before)
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert local_copy(tmp_path / "copy").equals(full_export(client_for(sandbox, token)))
+    assert not local_copy(tmp_path / "copy").equals(before)
+    with DataLedger(tmp_path / "ledger.sqlite") as ledger:
+        assert [r["status"] for r in ledger.runs("pull")] == ["ok", "interrupted", "ok"]
+    manifest = json.loads((tmp_path / "copy" / MANIFEST).read_text())
+    folders = {p.name for p in (tmp_path / "copy").iterdir() if p.is_dir()}
+    assert folders == {manifest["tables"][0]["file"].split("/")[0]}
+    assert token not in killed.stdout + killed.stderr + rerun.stdout + rerun.stderr
+
+
 def test_a_record_is_never_split_across_chunks(sandbox, kap, tmp_path):
     token, clock = kap
     client = client_for(sandbox, token, chunk_size=3)  # records have up to 7 rows each

@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 _GROUPS = ("logic", "dictionary", "sandbox", "redcap")
+#: commands whose --out is the file their report goes to (the others' --out is a folder of data)
+_REPORT_TO_OUT = ("screen", "validate", "dictionary export")
 
 
 def _error_envelope(args: list[str], kind: str, code: int, message: str, exc: TrialkitError | None = None) -> None:
@@ -119,10 +121,12 @@ def _error_envelope(args: list[str], kind: str, code: int, message: str, exc: Tr
     for before, after in itertools.pairwise(args):
         if before == "--format":
             fmt = after
-    if fmt != "json" or any(a == "--out" or a.startswith("--out=") for a in args):
+    if fmt != "json":
         return
     words = [a for a in args if not a.startswith("-")]
     name = " ".join(words[:2]) if words[:1] and words[0] in _GROUPS and len(words) > 1 else (words[:1] or ["?"])[0]
+    if name in _REPORT_TO_OUT and any(a == "--out" or a.startswith("--out=") for a in args):
+        return  # the JSON was to go to that file, not to stdout
     where = None
     if exc is not None and exc.location is not None:
         where = {k: v for k, v in vars(exc.location).items() if v is not None}

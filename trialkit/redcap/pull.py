@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -48,6 +49,8 @@ MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "trialkit-redcap-pull/1"
 KEY_COLUMNS = ("redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance")
 DEFAULT_OVERLAP = dt.timedelta(minutes=10)
+#: tests only: SIGKILL this process once the new copy's first table is written, before the manifest's switch
+KILL_HOOK_ENV = "TRIALKIT_TEST_KILL_PULL_WRITING"
 
 
 @dataclass(frozen=True)
@@ -472,6 +475,15 @@ def _stored_metadata(out: Path, manifest: Mapping[str, Any]) -> list[dict[str, s
     return rows if isinstance(rows, list) and _sha(rows) == manifest.get("metadata_sha256") else None
 
 
+def _synced(path: Path) -> None:
+    """`path` (a file or a folder's entries) on disk, not only in the system's cache."""
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 def _write(out: Path, run_id: int, tables: Mapping[str, pl.DataFrame], metadata: Sequence[Mapping[str, str]],
            manifest: dict[str, Any]) -> None:
     folder = out / f"data-{run_id}"
@@ -485,14 +497,21 @@ def _write(out: Path, run_id: int, tables: Mapping[str, pl.DataFrame], metadata:
     for name, frame in tables.items():
         file = f"{folder.name}/{name}.parquet"
         frame.write_parquet(out / file)
+        _synced(out / file)
+        if os.environ.get(KILL_HOOK_ENV):
+            os.kill(os.getpid(), signal.SIGKILL)
         repeating = "redcap_repeat_instrument" in frame.columns and frame["redcap_repeat_instrument"].eq(name).any()
         entries.append({"name": name, "file": file, "rows": frame.height, "repeating": bool(repeating)})
+    _synced(folder / "metadata.json")
+    _synced(folder)
     manifest["tables"] = entries
     tmp = out / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, out / MANIFEST)  # the switch: before it the old copy is whole, after it the new one
+    _synced(tmp)
+    # the switch: before it the old copy is whole, after it the new one (on disk: the tables it names are, before
+    # the manifest that names them, so a power cut cannot leave a manifest pointing at unwritten tables)
+    os.replace(tmp, out / MANIFEST)
+    _synced(out)
     # the previous copy, and any half-written one of a pull that was killed before its switch
     for stale in out.glob("data-*"):
         if stale.is_dir() and stale != folder:
