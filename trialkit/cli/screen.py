@@ -42,13 +42,11 @@ def _write(path: Path, text: str | Callable[[BinaryIO], None]) -> None:
 
 
 def _write_json(report: Report, handle: BinaryIO) -> None:
-    """The JSON report with its envelope, piece by piece (a million candidates are never one string)."""
-    from trialkit.screening.reports import json_pieces
+    """The JSON report with its envelope, written to the file as it is made (a million candidates are never one
+    string)."""
+    from trialkit.screening.reports import write_json
 
-    pieces = json_pieces(report)
-    handle.write(wrap_json_text(next(pieces), "screen", True).encode("utf-8"))
-    for piece in pieces:
-        handle.write(piece.encode("utf-8"))
+    write_json(report, handle, opening=lambda text: wrap_json_text(text, "screen", True))
 
 
 @exit_codes("screening ran (whatever the dispositions)",

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from json.encoder import encode_basestring as _json_string  # json's C escaper (ensure_ascii=False)
 from typing import Any, BinaryIO
 
 import polars as pl
@@ -230,14 +231,15 @@ def json_pieces(report: Report) -> Iterator[str]:
     yield "\n  ]\n}\n"
 
 
-def _compact_candidates(report: Report, rows: pl.DataFrame) -> str:
+def _compact_frame(report: Report, rows: pl.DataFrame) -> pl.DataFrame:
+    """The candidates past the checklists as polars writes them to JSON: one struct of these columns each."""
     rid = report.screening.record_id
     ids = [cc.id for cc in report.screening.rules.criteria]
     lists = [
         pl.col(c).str.split(SEP).list.eval(pl.element().filter(pl.element() != "")).alias(c)
         for c in ("reasons", "still_needed", "to_correct", "still_needed_text")
     ]
-    frame = rows.select(
+    return rows.select(
         pl.col(rid).alias("record_id"),
         "disposition",
         pl.when(pl.col("primary_reason") != "").then(pl.col("primary_reason")).alias("primary_reason"),
@@ -248,10 +250,115 @@ def _compact_candidates(report: Report, rows: pl.DataFrame) -> str:
         ),
         lists[3],
     )
+
+
+def _compact_candidates(report: Report, rows: pl.DataFrame) -> str:
     # one compact object a line: indented and separated in one replace (str.splitlines would also split inside a
     # value holding U+2028 or U+0085, which JSON leaves unescaped, and a Python loop over a million lines is slow)
-    text = frame.write_ndjson()
+    text = _compact_frame(report, rows).write_ndjson()
     return "    " + text.rstrip("\n").replace("\n", ",\n    ") if text else ""
+
+
+def write_json(report: Report, out: BinaryIO, *, opening: Callable[[str], str] | None = None) -> None:
+    """render_json's bytes written to `out`, the first piece of json_pieces passed through `opening` if given (the
+    CLI puts its envelope there). The plain path spends most of its time in json.dumps' indented layout (pure
+    Python) and in Python strings of a million compact lines; here the checklists are laid out by
+    `indented_json` and the other candidates go from polars' JSON encoder straight to the file."""
+    rows = report.rows
+    n = len(report.candidates)
+    first = json.dumps(_head(report), indent=2, ensure_ascii=False)[:-2]
+    first += ',\n  "candidates": [\n' if rows.height else ',\n  "candidates": []\n}\n'
+    out.write((opening(first) if opening else first).encode("utf-8"))
+    if not rows.height:
+        return
+    if n:
+        out.write(",\n".join(
+            "    " + indented_json(item, "    ") for item in _candidate_dicts(report, rows.head(n))
+        ).encode("utf-8"))
+    if rows.height > n:
+        if n:
+            out.write(b",\n")
+        for start in range(n, rows.height, _JSON_SLICE):
+            lines = _compact_frame(report, rows.slice(start, _JSON_SLICE)).select(
+                pl.concat_str(pl.lit("    "), pl.struct(pl.all()).struct.json_encode())
+            )
+            # each line ends in ",\n" but the last one (in "\n"); quote_style "never" writes the JSON text as is
+            last = start + _JSON_SLICE >= rows.height
+            lines.head(lines.height - last).write_csv(
+                out, include_header=False, quote_style="never", line_terminator=",\n"
+            )
+            if last:
+                lines.tail(1).write_csv(out, include_header=False, quote_style="never", line_terminator="\n")
+    else:
+        out.write(b"\n")
+    out.write(b"  ]\n}\n")
+
+
+_float_text = float.__repr__
+_int_text = int.__repr__
+
+
+class _NotPlain(Exception):
+    """A value indented_json leaves to json.dumps (a type it does not know, which json.dumps may refuse)."""
+
+
+def indented_json(value: Any, pad: str = "") -> str:
+    """json.dumps(value, indent=2, ensure_ascii=False) with every line after the first starting with `pad`: the
+    same text, built by a plain recursion over the types json.dumps knows (json's own indented layout is pure
+    Python, generator upon generator: two thousand checklists took seconds). Anything else goes to json.dumps."""
+    try:
+        return _indented(value, pad)
+    except (_NotPlain, RecursionError):
+        return json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n" + pad)
+
+
+def _json_float(x: float) -> str:
+    # json.dumps' own spelling, allow_nan included
+    if x != x:
+        return "NaN"
+    if x in (float("inf"), float("-inf")):
+        return "Infinity" if x > 0 else "-Infinity"
+    return _float_text(x)
+
+
+def _json_key(key: Any) -> str:
+    if isinstance(key, str):
+        return _json_string(key)
+    if isinstance(key, float):
+        return _json_string(_json_float(key))
+    if key is True or key is False or key is None:
+        return _json_string({True: "true", False: "false", None: "null"}[key])
+    if isinstance(key, int):
+        return _json_string(_int_text(key))
+    raise _NotPlain
+
+
+def _indented(value: Any, pad: str) -> str:
+    # the order of json's own checks (str before int, bool before int, list and tuple alike)
+    if isinstance(value, str):
+        return _json_string(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return _int_text(value)
+    if isinstance(value, float):
+        return _json_float(value)
+    inner = pad + "  "
+    if isinstance(value, list | tuple):
+        if not value:
+            return "[]"
+        return "[\n" + inner + (",\n" + inner).join([_indented(x, inner) for x in value]) + "\n" + pad + "]"
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        return "{\n" + inner + (",\n" + inner).join(
+            [_json_key(k) + ": " + _indented(v, inner) for k, v in value.items()]
+        ) + "\n" + pad + "}"
+    raise _NotPlain
 
 
 # ---------------------------------------------------------------------------------------------------------------
