@@ -108,6 +108,7 @@ def screen(
     (with what is still needed). The as-of date and the rule set's id, version and sha256 are always shown."""
     from trialkit.screening.reports import (
         MAX_CHECKLISTS,
+        MAX_ROWS,
         build_report,
         render,
         render_table,
@@ -131,7 +132,12 @@ def screen(
         checklists = MAX_CHECKLISTS
     else:
         checklists = 0
-    report = build_report(screening, checklists=checklists, study=study, source=str(data))
+    # the terminal table and the HTML page list the first candidates only: their text cells are all they need
+    # (the CSV, the JSON and the screening log list every candidate)
+    rows = None
+    if log_path is None and not records:
+        rows = (limit or None) if fmt == "table" else MAX_ROWS if fmt == "html" else None
+    report = build_report(screening, checklists=checklists, study=study, source=str(data), rows=rows)
     details = bool(records)
     text: str | Callable[[BinaryIO], None]
     if fmt == "csv" and out is not None:

@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from json.encoder import encode_basestring as _json_string  # json's C escaper (ensure_ascii=False)
 from typing import Any, BinaryIO
@@ -18,7 +19,7 @@ import polars as pl
 
 from trialkit import __version__
 from trialkit.errors import UsageError
-from trialkit.screening.engine import Screening, select_candidates
+from trialkit.screening.engine import DISPOSITION_COL, PRIMARY_COL, Screening, select_candidates
 from trialkit.screening.explain import Funnel, Summary, candidates, funnel, summarise
 from trialkit.screening.outcomes import CandidateResult, CriterionOutcome
 from trialkit.screening.table import SEP, result_table
@@ -30,8 +31,10 @@ FORMATS = ("table", "csv", "json", "html")
 
 @dataclass(frozen=True)
 class Report:
-    """Everything a report shows, computed once. `table` holds every candidate (text cells, built column-wise);
-    `candidates` the per-criterion checklists of the candidates shown (the first ones, up to a limit)."""
+    """Everything a report shows, computed once. `table` holds every candidate (text cells, built column-wise),
+    or the first `table_head` of them when the report was built for a view that shows no more (the terminal
+    table, the HTML page); `candidates` the per-criterion checklists of the candidates shown (the first ones, up
+    to a limit)."""
 
     screening: Screening
     summary: Summary
@@ -42,14 +45,25 @@ class Report:
     vocab: Vocabulary = field(default_factory=Vocabulary)
     #: what the report was made from: a data file, or "REDCap <url> project <id>, pulled <time>"
     source: str | None = None
+    #: `table` holds the first this many candidates only (None: every candidate)
+    table_head: int | None = None
 
     @property
     def stamp(self) -> dict[str, Any]:
         return self.screening.stamp()
 
-    @property
+    @cached_property
     def rows(self) -> pl.DataFrame:
-        return self.table if self.table is not None else result_table(self.screening, self.vocab)
+        """The result table of every candidate (built here if `table` holds only the first ones)."""
+        if self.table is not None and self.table_head is None:
+            return self.table
+        return result_table(self.screening, self.vocab)
+
+    def head(self, n: int | None) -> pl.DataFrame:
+        """The result table's first `n` rows (None: all), from a table of the first candidates when it holds them."""
+        if n is not None and self.table is not None and (self.table_head is None or n <= self.table_head):
+            return self.table.head(n)
+        return self.rows if n is None else self.rows.head(n)
 
     @property
     def provenance(self) -> dict[str, Any]:
@@ -76,23 +90,30 @@ def build_report(
     checklists: int | None = MAX_CHECKLISTS,
     study: Any = None,
     source: str | None = None,
+    rows: int | None = None,
 ) -> Report:
     """Counts, funnel and result table for every candidate; checklists for the first `checklists` (None: all).
     A checklist costs Python objects per criterion: a million candidates get a bounded number of them.
-    With the `study`, reports use its field, choice and form labels; `source` says what the data came from."""
+    With the `study`, reports use its field, choice and form labels; `source` says what the data came from.
+    `rows`: build the result table of the first this many candidates only, for a view that lists no more (the
+    terminal table, the HTML page); the counts still cover every candidate, and `Report.rows` builds the whole
+    table if a writer asks for it."""
     summary = summarise(screening)
+    ids = screening.frame.get_column(screening.record_id)
     shown = screening
     if checklists is not None and len(screening) > checklists:
-        shown = select_candidates(screening, screening.frame.get_column(screening.record_id).head(checklists))
+        shown = select_candidates(screening, ids.head(checklists))
+    head = rows if rows is not None and len(screening) > rows else None
     vocab = vocabulary(study, screening.rules)
     return Report(
         screening,
         summary,
         tuple(candidates(shown)),
         funnel(screening, summary),
-        result_table(screening, vocab),
+        result_table(screening if head is None else select_candidates(screening, ids.head(head)), vocab),
         vocab,
         source,
+        head,
     )
 
 
@@ -420,7 +441,7 @@ def render_table(report: Report, *, limit: int | None = None, details: bool = Fa
         "",
     ]
     rows = [("record_id", "disposition", "primary reason", "still needed")]
-    table = report.rows if limit is None else report.rows.head(limit)
+    table = report.head(limit)
     for rid, disposition, primary, needed, correct in table.select(
         s.record_id, "disposition", "primary_reason", "still_needed_text", "to_correct"
     ).iter_rows():
@@ -619,7 +640,13 @@ def site_counts(report: Report) -> list[dict[str, Any]]:
         return []
     rid = s.record_id
     sites = s.data.select(pl.col(rid).cast(pl.String), pl.col(SITE_COLUMN).cast(pl.String).fill_null("(no group)"))
-    joined = report.rows.select(rid, "disposition", "primary_reason").join(sites, on=rid, how="left")
+    # the result table's first columns, read from the screening frame (a report may hold the first rows only)
+    results = s.frame.select(
+        pl.col(rid).cast(pl.String),
+        pl.col(DISPOSITION_COL).cast(pl.String).alias("disposition"),
+        pl.col(PRIMARY_COL).fill_null("").alias("primary_reason"),
+    )
+    joined = results.join(sites, on=rid, how="left")
     joined = joined.with_columns(pl.col(SITE_COLUMN).fill_null("(no group)"))
     out = []
     for (site,), group in joined.group_by(SITE_COLUMN, maintain_order=True):
@@ -672,7 +699,7 @@ def _table_rows(report: Report, limit: int) -> list[dict[str, Any]]:
         sites = dict(data.head(limit).select(pl.col(rid).cast(pl.String), pl.col(SITE_COLUMN).cast(pl.String))
                      .iter_rows())
     out = []
-    for row in report.rows.head(limit).iter_rows(named=True):
+    for row in report.head(limit).iter_rows(named=True):
         needed = _listed(row["still_needed"])
         out.append({
             "record_id": row[rid],
