@@ -19,7 +19,7 @@ import polars as pl
 
 from trialkit import __version__
 from trialkit.errors import UsageError
-from trialkit.screening.engine import DISPOSITION_COL, PRIMARY_COL, Screening, select_candidates
+from trialkit.screening.engine import DISPOSITION_COL, PRIMARY_COL, Screening, result_col, select_candidates
 from trialkit.screening.explain import Funnel, Summary, candidates, funnel, summarise
 from trialkit.screening.outcomes import CandidateResult, CriterionOutcome
 from trialkit.screening.table import SEP, result_table
@@ -299,10 +299,9 @@ def write_json(report: Report, out: BinaryIO, *, opening: Callable[[str], str] |
     if rows.height > n:
         if n:
             out.write(b",\n")
+        line = _compact_line(report, rows)
         for start in range(n, rows.height, _JSON_SLICE):
-            lines = _compact_frame(report, rows.slice(start, _JSON_SLICE)).select(
-                pl.concat_str(pl.lit("    "), pl.struct(pl.all()).struct.json_encode())
-            )
+            lines = line(start, _JSON_SLICE)
             # each line ends in ",\n" but the last one (in "\n"); quote_style "never" writes the JSON text as is
             last = start + _JSON_SLICE >= rows.height
             lines.head(lines.height - last).write_csv(
@@ -313,6 +312,60 @@ def write_json(report: Report, out: BinaryIO, *, opening: Callable[[str], str] |
     else:
         out.write(b"\n")
     out.write(b"  ]\n}\n")
+
+
+#: criteria per results key column: a result code + 1 (0 for a null) in base 5, 27 digits to an Int64
+_KEY_DIGITS = 27
+
+
+def _compact_line(report: Report, rows: pl.DataFrame) -> Callable[[int, int], pl.DataFrame]:
+    """(start, length) -> those candidates' compact lines, "    " + the object polars' JSON encoder writes for
+    `_compact_frame`'s row. The 21-odd result cells are most of a line and take few combinations (a few thousand
+    in a million candidates): each combination's "results" object is encoded once, from the first row that has
+    it, found by a key made of the screening frame's result codes (the table's labels are those codes spelled,
+    row for row), and the rest of the line around it."""
+    s = report.screening
+    ids = [cc.id for cc in s.rules.criteria]
+    if not ids or report.table is None or report.table_head is not None or s.frame.height != rows.height:
+        # not the table build_report made from this frame: every line encoded whole
+        return lambda start, length: _compact_frame(report, rows.slice(start, length)).select(
+            pl.concat_str(pl.lit("    "), pl.struct(pl.all()).struct.json_encode())
+        )
+    chunks = [ids[i:i + _KEY_DIGITS] for i in range(0, len(ids), _KEY_DIGITS)]
+    key = [
+        pl.sum_horizontal(
+            (pl.col(result_col(cid)).cast(pl.Int64) + 1).fill_null(0) * 5**i for i, cid in enumerate(chunk)
+        ).alias(f"__k{j}")
+        for j, chunk in enumerate(chunks)
+    ]
+    names = [f"__k{j}" for j in range(len(chunks))]
+    before = ("record_id", "disposition", "primary_reason", "reasons", "still_needed", "to_correct")
+    after = ("primary_reason_text", "still_needed_text")
+    # the "results" objects met so far, by key (keys are made a slice at a time: a million rows of twenty-odd
+    # Int64 columns would cost more memory than the report holds)
+    seen = pl.DataFrame(schema={**dict.fromkeys(names, pl.Int64), "__results": pl.String})
+
+    def lines(start: int, length: int) -> pl.DataFrame:
+        nonlocal seen
+        part = rows.slice(start, length)
+        keys = s.frame.slice(start, length).select(key)
+        new = keys.with_row_index("__row").unique(names, keep="first").join(seen, on=names, how="anti")
+        if new.height:
+            encoded = part.gather(new.get_column("__row")).select(pl.struct(ids).struct.json_encode())
+            seen = pl.concat([seen, new.select(names).with_columns(encoded.to_series().alias("__results"))])
+        looked = keys.join(seen, on=names, how="left", maintain_order="left")
+        return _compact_frame(report, part).select(
+            pl.concat_str(
+                pl.lit("    "),
+                pl.struct(before).struct.json_encode().str.head(-1),  # without its closing brace
+                pl.lit(',"results":'),
+                looked.get_column("__results"),
+                pl.lit(","),
+                pl.struct(after).struct.json_encode().str.slice(1),  # without its opening brace
+            )
+        )
+
+    return lines
 
 
 _float_text = float.__repr__
