@@ -770,6 +770,54 @@ def _table_rows(report: Report, limit: int) -> list[dict[str, Any]]:
     return out
 
 
+_BADGE = {"met": "met", "not_met": "notmet", "unknown": "unknown", "not_applicable": "na"}
+
+
+def _criterion_rows(
+    vocab: Vocabulary, needed: Callable[[Sequence[str]], list[str]]
+) -> Callable[[CriterionOutcome], str]:
+    """outcome -> its row of a checklist table in the page, escaped. Two thousand checklists have forty thousand
+    rows: written here, with the criterion's own cells escaped once per criterion and result, they cost a
+    fraction of the same markup in the template (an escape call per value)."""
+    from markupsafe import Markup, escape
+
+    heads: dict[tuple[str, str, str, str], str] = {}
+
+    def row(o: CriterionOutcome) -> str:
+        key = (o.id, o.kind, o.text, o.result)
+        head = heads.get(key)
+        if head is None:
+            suffix = "" if o.result in ("unknown", "not_applicable") else (
+                "-incl" if o.kind == "inclusion" else "-excl"
+            )
+            head = heads[key] = (
+                f'<td data-label="criterion ({escape(o.kind)})"><strong>{escape(o.id)}</strong> '
+                f'<span class="crit-text">{escape(o.text)}</span></td>\n'
+                f'        <td data-label="result"><span class="badge {_BADGE[o.result]}{suffix}">'
+                f'{escape(o.result).replace("_", " ")}</span></td>\n'
+            )
+        values = "".join(
+            f'<span class="v">{escape(what)}'
+            + (f" <code>{escape(name)}</code>" if what != name else "")
+            + f": <strong>{escape(v)}</strong></span>"
+            for what, name, v in value_words(o, vocab)
+        )
+        missing = ""
+        if o.missing:
+            missing = f'<span class="missing">{"; ".join(escape(x) for x in needed(o.missing))}</span>'
+        if o.to_correct:
+            missing += f' <span class="missing correct">to correct: {", ".join(escape(x) for x in o.to_correct)}</span>'
+        decides = ' class="decides"' if o.decides_ineligible else ""
+        return Markup(
+            f"<tr{decides}>\n        {head}"
+            f'        <td class="values" data-label="values">{values}</td>\n'
+            f'        <td data-label="missing">{missing}</td>\n'
+            "      </tr>"
+        )
+
+    return row
+
+
 #: Above this many candidates a printout leaves the checklists out unless the reader ticks them back in.
 PRINT_SUMMARY_ABOVE = 50
 
@@ -820,6 +868,7 @@ def render_html(
             f for r in rows for f in r["forms"])],
         value_words=lambda o: value_words(o, vocab),
         needed_words=lambda labels: describe_needed(labels, vocab, items),
+        criterion_row=_criterion_rows(vocab, lambda labels: describe_needed(labels, vocab, items)),
         field_words=lambda label: _field_words(label, vocab),
         form_words=vocab.form,
         texts=criterion_words(s.rules),
