@@ -46,11 +46,16 @@ def result_table(screening: Screening, vocab: Vocabulary | None = None) -> pl.Da
         # a label looked up by position (the codes are 0..3): a third of what a mapping costs at 1M rows
         *[pl.lit(names).gather(pl.col(result_col(cc.id))).alias(cc.id) for cc in rules.criteria],
     )
+    # only candidates with something still needed (the pending ones, a few in a hundred) have words for it
+    at = (table.get_column("still_needed") != "").arg_true()
+    words = pl.repeat("", table.height, dtype=pl.String, eager=True)
+    if len(at):
+        words = words.scatter(at, needed_words(screening, table.select(rid, "still_needed").gather(at), vocab))
     return table.with_columns(
         pl.col("primary_reason").replace_strict(texts, default="", return_dtype=pl.String).alias(
             "primary_reason_text"
         ),
-        needed_words(screening, table, vocab).alias("still_needed_text"),
+        words.alias("still_needed_text"),
     )
 
 
