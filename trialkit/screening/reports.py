@@ -120,19 +120,42 @@ def build_report(
 def value_words(o: CriterionOutcome, vocab: Vocabulary) -> list[tuple[str, str, str]]:
     """A checklist's values as (what, name, value) in the forms' words: ("MINI: major depressive disorder",
     "mini_mdd", "Yes"). Masked identifiers stay masked; computed values keep their rule-file names."""
-    out = []
-    for k, v in o.values.items():
-        if k == "today":
-            out.append(("Reference date", k, "blank" if v is None else str(v)))
-        elif k in vocab.fields:
-            shown = v if v == "***" else vocab.value(k, v)
-            out.append((vocab.field(k), k, "blank" if v is None else str(shown)))
-        elif k.endswith(" instances counted") and isinstance(v, str) and v != "***":
-            form = k.removesuffix(" instances counted")
-            out.append((f"{vocab.form(form)}: which counted", k, _instance_words(v, vocab)))
-        else:
-            out.append((k, k, "blank" if v is None else str(v)))
-    return out
+    return [_value_word(k, v, vocab) for k, v in o.values.items()]
+
+
+def _value_word(k: str, v: Any, vocab: Vocabulary) -> tuple[str, str, str]:
+    if k == "today":
+        return ("Reference date", k, "blank" if v is None else str(v))
+    if k in vocab.fields:
+        shown = v if v == "***" else vocab.value(k, v)
+        return (vocab.field(k), k, "blank" if v is None else str(shown))
+    if k.endswith(" instances counted") and isinstance(v, str) and v != "***":
+        form = k.removesuffix(" instances counted")
+        return (f"{vocab.form(form)}: which counted", k, _instance_words(v, vocab))
+    return (k, k, "blank" if v is None else str(v))
+
+
+def value_words_once(vocab: Vocabulary) -> Callable[[CriterionOutcome], list[tuple[str, str, str]]]:
+    """value_words for many checklists, each (name, value) put in words once: two thousand checklists show the
+    same few values over and over. A value is looked up by its type and, for a float, its repr as well (1, 1.0
+    and True, or 0.0 and -0.0, are equal keys but not the same words)."""
+    memo: dict[tuple[str, type, Any], tuple[str, str, str]] = {}
+
+    def words(o: CriterionOutcome) -> list[tuple[str, str, str]]:
+        out = []
+        for k, v in o.values.items():
+            key = (k, type(v), repr(v) if isinstance(v, float) else v)
+            try:
+                got = memo.get(key)
+            except TypeError:  # a value that is not hashable: not kept
+                out.append(_value_word(k, v, vocab))
+                continue
+            if got is None:
+                got = memo[key] = _value_word(k, v, vocab)
+            out.append(got)
+        return out
+
+    return words
 
 
 _COUNTED = {"yes": "counted", "no": "not counted", "unknown": "unknown"}
@@ -188,7 +211,7 @@ def _candidate_dicts(report: Report, rows: pl.DataFrame) -> Iterator[dict[str, A
     ids = [cc.id for cc in report.screening.rules.criteria]
     rid = report.screening.record_id
     checklists = {c.record_id: c for c in report.candidates}
-    vocab = report.vocab
+    words = value_words_once(report.vocab)
     for row in rows.iter_rows(named=True):
         item: dict[str, Any] = {
             "record_id": row[rid],
@@ -204,7 +227,7 @@ def _candidate_dicts(report: Report, rows: pl.DataFrame) -> Iterator[dict[str, A
         c = checklists.get(item["record_id"])
         if c is not None:
             item["criteria"] = [
-                {**o.to_dict(), "text": o.text, "values_text": {n: f"{w}: {v}" for w, n, v in value_words(o, vocab)}}
+                {**o.to_dict(), "text": o.text, "values_text": {n: f"{w}: {v}" for w, n, v in words(o)}}
                 for o in c.criteria
             ]
         yield item
@@ -481,6 +504,7 @@ def render_table(report: Report, *, limit: int | None = None, details: bool = Fa
     stamp = s.rules.stamp()
     sm = report.summary
     vocab = report.vocab
+    words = value_words_once(vocab)
     texts = criterion_words(s.rules)
     lines = [
         f"Screening against {stamp['id']} {stamp['version']} (sha256 {stamp['sha256'][:12]}) "
@@ -518,7 +542,7 @@ def render_table(report: Report, *, limit: int | None = None, details: bool = Fa
             ]
             for o in c.criteria:
                 lines.append(f"  {o.id:<4} {o.kind:<9} {o.result:<14} {o.text}")
-                for what, name, value in value_words(o, vocab):
+                for what, name, value in words(o):
                     shown = f"{what} ({name})" if what != name else name
                     lines.append(f"{'':<31}{shown}: {value}")
                 if o.missing:
@@ -782,6 +806,7 @@ def _criterion_rows(
     from markupsafe import Markup, escape
 
     heads: dict[tuple[str, str, str, str], str] = {}
+    words = value_words_once(vocab)
 
     def row(o: CriterionOutcome) -> str:
         key = (o.id, o.kind, o.text, o.result)
@@ -800,7 +825,7 @@ def _criterion_rows(
             f'<span class="v">{escape(what)}'
             + (f" <code>{escape(name)}</code>" if what != name else "")
             + f": <strong>{escape(v)}</strong></span>"
-            for what, name, v in value_words(o, vocab)
+            for what, name, v in words(o)
         )
         missing = ""
         if o.missing:
@@ -866,7 +891,6 @@ def render_html(
         reason_options=[(cc.id, cc.criterion.text) for cc in s.rules.criteria if cc.id in report.summary.by_reason],
         form_options=[(f, vocab.form(f) if f != "other" else "Other") for f in dict.fromkeys(
             f for r in rows for f in r["forms"])],
-        value_words=lambda o: value_words(o, vocab),
         needed_words=lambda labels: describe_needed(labels, vocab, items),
         criterion_row=_criterion_rows(vocab, lambda labels: describe_needed(labels, vocab, items)),
         field_words=lambda label: _field_words(label, vocab),
