@@ -339,21 +339,24 @@ def write_json(report: Report, out: BinaryIO, *, opening: Callable[[str], str] |
 
 #: criteria per results key column: a result code + 1 (0 for a null) in base 5, 27 digits to an Int64
 _KEY_DIGITS = 27
+#: rows per step when making the keys (a million rows of twenty-odd Int64 columns at once would cost memory)
+_KEY_SLICE = 100_000
 
 
-def _compact_line(report: Report, rows: pl.DataFrame) -> Callable[[int, int], pl.DataFrame]:
-    """(start, length) -> those candidates' compact lines, "    " + the object polars' JSON encoder writes for
-    `_compact_frame`'s row. The 21-odd result cells are most of a line and take few combinations (a few thousand
-    in a million candidates): each combination's "results" object is encoded once, from the first row that has
-    it, found by a key made of the screening frame's result codes (the table's labels are those codes spelled,
-    row for row), and the rest of the line around it."""
+def _per_results(
+    report: Report, rows: pl.DataFrame, spell: Callable[[pl.DataFrame], pl.Series | None]
+) -> Callable[[int, int], pl.Series] | None:
+    """For a text that depends on a candidate's results only (most of a line of the CSV or of a compact JSON
+    candidate): (start, length) -> that text for those rows of `rows`, spelled by `spell` once per combination of
+    results (a few thousand in a million candidates), from the first row that has it. A combination is found by
+    a key of the screening frame's result codes: `rows` must be the report's table (or made from it row for row),
+    whose labels are those codes spelled. None when that does not hold, or `spell` gives up: write every row."""
     s = report.screening
     ids = [cc.id for cc in s.rules.criteria]
-    if not ids or report.table is None or report.table_head is not None or s.frame.height != rows.height:
-        # not the table build_report made from this frame: every line encoded whole
-        return lambda start, length: _compact_frame(report, rows.slice(start, length)).select(
-            pl.concat_str(pl.lit("    "), pl.struct(pl.all()).struct.json_encode())
-        )
+    if not ids or not rows.height or report.table is None or report.table_head is not None:
+        return None
+    if s.frame.height != rows.height:
+        return None
     chunks = [ids[i:i + _KEY_DIGITS] for i in range(0, len(ids), _KEY_DIGITS)]
     key = [
         pl.sum_horizontal(
@@ -362,33 +365,39 @@ def _compact_line(report: Report, rows: pl.DataFrame) -> Callable[[int, int], pl
         for j, chunk in enumerate(chunks)
     ]
     names = [f"__k{j}" for j in range(len(chunks))]
+    keys = pl.concat([s.frame.slice(i, _KEY_SLICE).select(key) for i in range(0, s.frame.height, _KEY_SLICE)])
+    first = keys.with_row_index("__row").unique(names, keep="first", maintain_order=True)
+    texts = spell(rows.gather(first.get_column("__row")))
+    if texts is None or len(texts) != first.height:
+        return None
+    spelled = first.select(names).with_columns(texts.alias("__text"))
+    return lambda start, length: keys.slice(start, length).join(
+        spelled, on=names, how="left", maintain_order="left"
+    ).get_column("__text")
+
+
+def _compact_line(report: Report, rows: pl.DataFrame) -> Callable[[int, int], pl.DataFrame]:
+    """(start, length) -> those candidates' compact lines, "    " + the object polars' JSON encoder writes for
+    `_compact_frame`'s row. The result cells are most of a line: their "results" object is encoded once per
+    combination (`_per_results`), and the rest of the line around it."""
+    ids = [cc.id for cc in report.screening.rules.criteria]
+    results = _per_results(report, rows, lambda reps: reps.select(pl.struct(ids).struct.json_encode()).to_series())
+    if results is None:
+        return lambda start, length: _compact_frame(report, rows.slice(start, length)).select(
+            pl.concat_str(pl.lit("    "), pl.struct(pl.all()).struct.json_encode())
+        )
     before = ("record_id", "disposition", "primary_reason", "reasons", "still_needed", "to_correct")
     after = ("primary_reason_text", "still_needed_text")
-    # the "results" objects met so far, by key (keys are made a slice at a time: a million rows of twenty-odd
-    # Int64 columns would cost more memory than the report holds)
-    seen = pl.DataFrame(schema={**dict.fromkeys(names, pl.Int64), "__results": pl.String})
-
-    def lines(start: int, length: int) -> pl.DataFrame:
-        nonlocal seen
-        part = rows.slice(start, length)
-        keys = s.frame.slice(start, length).select(key)
-        new = keys.with_row_index("__row").unique(names, keep="first").join(seen, on=names, how="anti")
-        if new.height:
-            encoded = part.gather(new.get_column("__row")).select(pl.struct(ids).struct.json_encode())
-            seen = pl.concat([seen, new.select(names).with_columns(encoded.to_series().alias("__results"))])
-        looked = keys.join(seen, on=names, how="left", maintain_order="left")
-        return _compact_frame(report, part).select(
-            pl.concat_str(
-                pl.lit("    "),
-                pl.struct(before).struct.json_encode().str.head(-1),  # without its closing brace
-                pl.lit(',"results":'),
-                looked.get_column("__results"),
-                pl.lit(","),
-                pl.struct(after).struct.json_encode().str.slice(1),  # without its opening brace
-            )
+    return lambda start, length: _compact_frame(report, rows.slice(start, length)).select(
+        pl.concat_str(
+            pl.lit("    "),
+            pl.struct(before).struct.json_encode().str.head(-1),  # without its closing brace
+            pl.lit(',"results":'),
+            results(start, length),
+            pl.lit(","),
+            pl.struct(after).struct.json_encode().str.slice(1),  # without its opening brace
         )
-
-    return lines
+    )
 
 
 _float_text = float.__repr__
@@ -466,9 +475,54 @@ def render_csv(report: Report) -> str:
     return _csv(*_csv_columns(report))
 
 
+#: rows per write of write_csv (the middle of each line is text of its own while written)
+_CSV_SLICE = 100_000
+
+
 def write_csv(report: Report, out: BinaryIO) -> None:
-    """render_csv's bytes written to `out`, without the whole text in memory first."""
-    _csv_frame(*_csv_columns(report)).write_csv(out, line_terminator="\n")
+    """render_csv's bytes written to `out`, without the whole text in memory first. The result labels and the
+    stamp after them, most of each line, are written once per combination of results (`_per_results`) as polars
+    writes them; the cells around them quoted as polars quotes them."""
+    frame = _csv_frame(*_csv_columns(report))
+    middle = [*(cc.id for cc in report.screening.rules.criteria), *_STAMP_COLUMNS]
+    lead = frame.columns.index(middle[0]) if middle[0] in frame.columns else -1
+    results = None
+    if frame.columns[lead:lead + len(middle)] == middle and all(t == pl.String for t in frame.dtypes):
+        results = _per_results(report, frame, lambda reps: _csv_lines(reps.select(middle)))
+    if results is None:
+        frame.write_csv(out, line_terminator="\n")
+        return
+    out.write(frame.head(0).write_csv(line_terminator="\n").encode("utf-8"))
+    cells = [_csv_quoted(c) for c in frame.columns if c not in middle]
+    for start in range(0, frame.height, _CSV_SLICE):
+        part = frame.slice(start, _CSV_SLICE)
+        part.select(*cells[:lead], results(start, part.height).alias("__middle"), *cells[lead:]).write_csv(
+            out, include_header=False, quote_style="never", line_terminator="\n"
+        )
+
+
+_STAMP_COLUMNS = ("ruleset_id", "ruleset_version", "ruleset_sha256", "as_of")
+
+
+def _csv_lines(rows: pl.DataFrame) -> pl.Series | None:
+    """Each row as polars writes it to CSV (no line end); None if a cell holds a line break (then a row is not one
+    line)."""
+    lines = rows.write_csv(include_header=False, line_terminator="\n").split("\n")[:-1]
+    return pl.Series(lines, dtype=pl.String) if len(lines) == rows.height else None
+
+
+def _csv_quoted(column: str) -> pl.Expr:
+    """A text cell as polars' CSV writer writes it when it quotes as needed: in quotes (quotes doubled) if it holds
+    the separator, a quote or a line break; "" for an empty text; a blank (null) cell empty."""
+    cell = pl.col(column)
+    return (
+        pl.when(cell.str.contains(r'[,"\r\n]'))
+        .then(pl.lit('"') + cell.str.replace_all('"', '""', literal=True) + pl.lit('"'))
+        .when(cell == "")
+        .then(pl.lit('""'))
+        .otherwise(cell)
+        .alias(column)
+    )
 
 
 def _csv_columns(report: Report) -> tuple[pl.DataFrame, list[str]]:
