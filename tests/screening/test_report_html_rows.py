@@ -45,7 +45,8 @@ def outcomes():
             "I4", "inclusion", "unknown", missing=("atrq", "madrs_10", odd), to_correct=(f"vs_sbp_1: {odd}", "b & c"),
             values={"atrq instances counted": "#1 x: no (atrq_duration 4 < 6)"}, text="History",
         ),
-        CriterionOutcome("I5", "inclusion", "not_met", values={"madrs_total": 3}, text=odd),  # the same head again
+        # the same head again, a value seen before and one not
+        CriterionOutcome("I5", "inclusion", "not_met", values={"madrs_total": 12, "x<y": "3"}, text=odd),
     ]
 
 

@@ -861,6 +861,16 @@ def _criterion_rows(
 
     heads: dict[tuple[str, str, str, str], str] = {}
     words = value_words_once(vocab)
+    spans: dict[tuple[str, str, str], str] = {}  # a value in words, as the page shows it (the same ones recur)
+
+    def span(w: tuple[str, str, str]) -> str:
+        what, name, v = w
+        spans[w] = text = (
+            f'<span class="v">{escape(what)}'
+            + (f" <code>{escape(name)}</code>" if what != name else "")
+            + f": <strong>{escape(v)}</strong></span>"
+        )
+        return text
 
     def row(o: CriterionOutcome) -> str:
         key = (o.id, o.kind, o.text, o.result)
@@ -875,12 +885,7 @@ def _criterion_rows(
                 f'        <td data-label="result"><span class="badge {_BADGE[o.result]}{suffix}">'
                 f'{escape(o.result).replace("_", " ")}</span></td>\n'
             )
-        values = "".join(
-            f'<span class="v">{escape(what)}'
-            + (f" <code>{escape(name)}</code>" if what != name else "")
-            + f": <strong>{escape(v)}</strong></span>"
-            for what, name, v in words(o)
-        )
+        values = "".join(spans.get(w) or span(w) for w in words(o))
         missing = ""
         if o.missing:
             missing = f'<span class="missing">{"; ".join(escape(x) for x in needed(o.missing))}</span>'
