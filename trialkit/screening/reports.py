@@ -346,8 +346,8 @@ _KEY_SLICE = 100_000
 def _per_results(
     report: Report, rows: pl.DataFrame, spell: Callable[[pl.DataFrame], pl.Series | None]
 ) -> Callable[[int, int], pl.Series] | None:
-    """For a text that depends on a candidate's results only (most of a line of the CSV or of a compact JSON
-    candidate): (start, length) -> that text for those rows of `rows`, spelled by `spell` once per combination of
+    """For a text that depends on a candidate's results only (most of a compact JSON candidate's line):
+    (start, length) -> that text for those rows of `rows`, spelled by `spell` once per combination of
     results (a few thousand in a million candidates), from the first row that has it. A combination is found by
     a key of the screening frame's result codes: `rows` must be the report's table (or made from it row for row),
     whose labels are those codes spelled. None when that does not hold, or `spell` gives up: write every row."""
@@ -475,54 +475,9 @@ def render_csv(report: Report) -> str:
     return _csv(*_csv_columns(report))
 
 
-#: rows per write of write_csv (the middle of each line is text of its own while written)
-_CSV_SLICE = 100_000
-
-
 def write_csv(report: Report, out: BinaryIO) -> None:
-    """render_csv's bytes written to `out`, without the whole text in memory first. The result labels and the
-    stamp after them, most of each line, are written once per combination of results (`_per_results`) as polars
-    writes them; the cells around them quoted as polars quotes them."""
-    frame = _csv_frame(*_csv_columns(report))
-    middle = [*(cc.id for cc in report.screening.rules.criteria), *_STAMP_COLUMNS]
-    lead = frame.columns.index(middle[0]) if middle[0] in frame.columns else -1
-    results = None
-    if frame.columns[lead:lead + len(middle)] == middle and all(t == pl.String for t in frame.dtypes):
-        results = _per_results(report, frame, lambda reps: _csv_lines(reps.select(middle)))
-    if results is None:
-        frame.write_csv(out, line_terminator="\n")
-        return
-    out.write(frame.head(0).write_csv(line_terminator="\n").encode("utf-8"))
-    cells = [_csv_quoted(c) for c in frame.columns if c not in middle]
-    for start in range(0, frame.height, _CSV_SLICE):
-        part = frame.slice(start, _CSV_SLICE)
-        part.select(*cells[:lead], results(start, part.height).alias("__middle"), *cells[lead:]).write_csv(
-            out, include_header=False, quote_style="never", line_terminator="\n"
-        )
-
-
-_STAMP_COLUMNS = ("ruleset_id", "ruleset_version", "ruleset_sha256", "as_of")
-
-
-def _csv_lines(rows: pl.DataFrame) -> pl.Series | None:
-    """Each row as polars writes it to CSV (no line end); None if a cell holds a line break (then a row is not one
-    line)."""
-    lines = rows.write_csv(include_header=False, line_terminator="\n").split("\n")[:-1]
-    return pl.Series(lines, dtype=pl.String) if len(lines) == rows.height else None
-
-
-def _csv_quoted(column: str) -> pl.Expr:
-    """A text cell as polars' CSV writer writes it when it quotes as needed: in quotes (quotes doubled) if it holds
-    the separator, a quote or a line break; "" for an empty text; a blank (null) cell empty."""
-    cell = pl.col(column)
-    return (
-        pl.when(cell.str.contains(r'[,"\r\n]'))
-        .then(pl.lit('"') + cell.str.replace_all('"', '""', literal=True) + pl.lit('"'))
-        .when(cell == "")
-        .then(pl.lit('""'))
-        .otherwise(cell)
-        .alias(column)
-    )
+    """render_csv's bytes written to `out`, without the whole text in memory first."""
+    _csv_frame(*_csv_columns(report)).write_csv(out, line_terminator="\n")
 
 
 def _csv_columns(report: Report) -> tuple[pl.DataFrame, list[str]]:
