@@ -70,3 +70,31 @@ def test_writers_of_every_candidate_get_every_candidate(screening, study):
     out = io.BytesIO()
     write_json(part, out)
     assert out.getvalue() == render_json(full).encode("utf-8")
+
+
+@pytest.mark.parametrize(("size", "checklists"), [(1, 2), (3, 0), (100_000, 2)])
+def test_a_table_without_labels_writes_what_the_whole_table_writes(screening, study, monkeypatch, size, checklists):
+    """`build_report(labels=False)` (the CLI's file writers and the screening log): the criterion labels are added
+    a slice at a time from the result codes, or not needed; every writer and view gives the plain path's bytes."""
+    from trialkit.screening import reports
+    from trialkit.screening.reports import write_csv, write_screening_log
+
+    monkeypatch.setattr(reports, "_CSV_SLICE", size)
+    monkeypatch.setattr(reports, "_JSON_SLICE", size)
+    full = build_report(screening, study=study, source="intake.csv", checklists=checklists)
+    bare = build_report(screening, study=study, source="intake.csv", checklists=checklists, labels=False)
+    assert bare.table is not None and "I1" not in bare.table.columns and "I1" in full.table.columns
+    for write, render in ((write_csv, render_csv), (write_json, render_json), (write_screening_log, None)):
+        out, plain = io.BytesIO(), io.BytesIO()
+        write(bare, out)
+        write(full, plain)
+        assert out.getvalue() == plain.getvalue()
+        if render is not None:
+            assert out.getvalue() == render(full).encode("utf-8")
+    assert render_screening_log(bare) == render_screening_log(full)
+    for limit in (0, 2, None):
+        assert render_table(bare, limit=limit) == render_table(full, limit=limit)
+    assert render_html(bare, max_rows=3, generated_at="t") == render_html(full, max_rows=3, generated_at="t")
+    assert bare.head(3).equals(full.head(3))
+    assert "rows" not in vars(bare)  # nothing above had the whole table with labels built
+    assert bare.rows.equals(full.rows)

@@ -82,12 +82,13 @@ def tricky(run, study):
     return run(cands)
 
 
-@pytest.mark.parametrize("checklists", [0, 3, None])
-def test_write_json_is_render_json(tricky, study, monkeypatch, checklists):
-    """Over every slice size (the last line of a slice, of the file), with checklists or without, and with the
-    CLI's envelope in front: the same bytes, and the ids read back as they were."""
-    report = build_report(tricky, checklists=checklists, study=study, source='in "x".csv')
-    whole = render_json(report)
+@pytest.mark.parametrize(("checklists", "labels"), [(0, True), (3, True), (None, True), (0, False), (3, False)])
+def test_write_json_is_render_json(tricky, study, monkeypatch, checklists, labels):
+    """Over every slice size (the last line of a slice, of the file), with checklists or without, from a table
+    with the criterion labels or without (as the CLI builds it), and with the CLI's envelope in front: the same
+    bytes, and the ids read back as they were."""
+    report = build_report(tricky, checklists=checklists, study=study, source='in "x".csv', labels=labels)
+    whole = render_json(build_report(tricky, checklists=checklists, study=study, source='in "x".csv'))
     ids = [c["record_id"] for c in json.loads(whole)["candidates"]]
     assert ids == TRICKY_IDS
     for size in (1, 2, 3, 50_000):

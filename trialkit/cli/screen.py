@@ -137,7 +137,12 @@ def screen(
     rows = None
     if log_path is None and not records:
         rows = (limit or None) if fmt == "table" else MAX_ROWS if fmt == "html" else None
-    report = build_report(screening, checklists=checklists, study=study, source=str(data), rows=rows)
+    # the criterion label columns of every candidate are text only CSV and JSON on standard output need whole: the
+    # file writers and the screening log add them a slice at a time or do without (less memory at a million)
+    labels = out is None and fmt in ("csv", "json")
+    report = build_report(
+        screening, checklists=checklists, study=study, source=str(data), rows=rows, labels=labels
+    )
     details = bool(records)
     text: str | Callable[[BinaryIO], None]
     if fmt == "csv" and out is not None:

@@ -22,7 +22,7 @@ from trialkit.errors import UsageError
 from trialkit.screening.engine import DISPOSITION_COL, PRIMARY_COL, Screening, result_col, select_candidates
 from trialkit.screening.explain import Funnel, Summary, candidates, funnel, summarise
 from trialkit.screening.outcomes import CandidateResult, CriterionOutcome
-from trialkit.screening.table import SEP, result_table
+from trialkit.screening.table import SEP, result_labels, result_table
 from trialkit.screening.words import Vocabulary, criterion_words, describe_needed, form_items, vocabulary
 from trialkit.spreadsheet import safe_frame
 
@@ -47,6 +47,9 @@ class Report:
     source: str | None = None
     #: `table` holds the first this many candidates only (None: every candidate)
     table_head: int | None = None
+    #: `table` has the criterion label columns (a report for the CLI's writers of every candidate goes without:
+    #: they add them a slice at a time)
+    labels: bool = True
 
     @property
     def stamp(self) -> dict[str, Any]:
@@ -54,15 +57,15 @@ class Report:
 
     @cached_property
     def rows(self) -> pl.DataFrame:
-        """The result table of every candidate (built here if `table` holds only the first ones)."""
-        if self.table is not None and self.table_head is None:
+        """The result table of every candidate (built here if `table` holds only the first ones, or no labels)."""
+        if self.table is not None and self.table_head is None and self.labels:
             return self.table
         return result_table(self.screening, self.vocab)
 
     def head(self, n: int | None) -> pl.DataFrame:
         """The result table's first `n` rows (None: all), from a table of the first candidates when it holds them."""
-        if n is not None and self.table is not None and (self.table_head is None or n <= self.table_head):
-            return self.table.head(n)
+        if self.table is not None and (self.table_head is None or (n is not None and n <= self.table_head)):
+            return _labelled(self, self.table if n is None else self.table.head(n), 0)
         return self.rows if n is None else self.rows.head(n)
 
     @property
@@ -91,13 +94,15 @@ def build_report(
     study: Any = None,
     source: str | None = None,
     rows: int | None = None,
+    labels: bool = True,
 ) -> Report:
     """Counts, funnel and result table for every candidate; checklists for the first `checklists` (None: all).
     A checklist costs Python objects per criterion: a million candidates get a bounded number of them.
     With the `study`, reports use its field, choice and form labels; `source` says what the data came from.
     `rows`: build the result table of the first this many candidates only, for a view that lists no more (the
     terminal table, the HTML page); the counts still cover every candidate, and `Report.rows` builds the whole
-    table if a writer asks for it."""
+    table if a writer asks for it. Without `labels`, the table has no criterion label columns (twenty-odd columns of
+    a million texts): write_csv, write_json and the screening log add them a slice at a time or do without."""
     summary = summarise(screening)
     ids = screening.frame.get_column(screening.record_id)
     shown = screening
@@ -110,11 +115,31 @@ def build_report(
         summary,
         tuple(candidates(shown)),
         funnel(screening, summary),
-        result_table(screening if head is None else select_candidates(screening, ids.head(head)), vocab),
+        result_table(screening, vocab, labels=labels) if head is None
+        else result_table(select_candidates(screening, ids.head(head)), vocab),
         vocab,
         source,
         head,
+        labels or head is not None,
     )
+
+
+def _every_row(report: Report) -> pl.DataFrame:
+    """The result table of every candidate, with the criterion labels or without (see `_labelled`)."""
+    if report.table is not None and report.table_head is None:
+        return report.table
+    return report.rows
+
+
+def _labelled(report: Report, part: pl.DataFrame, start: int) -> pl.DataFrame:
+    """Rows `start`.. of `_every_row(report)` with the criterion label columns, in the table's order: made from the
+    screening frame's result codes if the table was built without them."""
+    ids = [cc.id for cc in report.screening.rules.criteria]
+    if not ids or ids[0] in part.columns:
+        return part
+    labels = report.screening.frame.slice(start, part.height).select(result_labels(report.screening))
+    at = part.columns.index("to_correct") + 1
+    return pl.concat([part.select(part.columns[:at]), labels, part.select(part.columns[at:])], how="horizontal")
 
 
 def value_words(o: CriterionOutcome, vocab: Vocabulary) -> list[tuple[str, str, str]]:
@@ -275,8 +300,9 @@ def json_pieces(report: Report) -> Iterator[str]:
     yield "\n  ]\n}\n"
 
 
-def _compact_frame(report: Report, rows: pl.DataFrame) -> pl.DataFrame:
-    """The candidates past the checklists as polars writes them to JSON: one struct of these columns each."""
+def _compact_frame(report: Report, rows: pl.DataFrame, *, results: bool = True) -> pl.DataFrame:
+    """The candidates past the checklists as polars writes them to JSON: one struct of these columns each (without
+    "results" for a writer that puts that object in itself)."""
     rid = report.screening.record_id
     ids = [cc.id for cc in report.screening.rules.criteria]
     lists = [
@@ -288,7 +314,7 @@ def _compact_frame(report: Report, rows: pl.DataFrame) -> pl.DataFrame:
         "disposition",
         pl.when(pl.col("primary_reason") != "").then(pl.col("primary_reason")).alias("primary_reason"),
         *lists[:3],
-        pl.struct(ids).alias("results") if ids else pl.lit(None).alias("results"),
+        *([(pl.struct(ids) if ids else pl.lit(None)).alias("results")] if results else []),
         pl.when(pl.col("primary_reason_text") != "").then(pl.col("primary_reason_text")).alias(
             "primary_reason_text"
         ),
@@ -308,7 +334,7 @@ def write_json(report: Report, out: BinaryIO, *, opening: Callable[[str], str] |
     CLI puts its envelope there). The plain path spends most of its time in json.dumps' indented layout (pure
     Python) and in Python strings of a million compact lines; here the checklists are laid out by
     `indented_json` and the other candidates go from polars' JSON encoder straight to the file."""
-    rows = report.rows
+    rows = _every_row(report)
     n = len(report.candidates)
     first = json.dumps(_head(report), indent=2, ensure_ascii=False)[:-2]
     first += ',\n  "candidates": [\n' if rows.height else ',\n  "candidates": []\n}\n'
@@ -317,7 +343,8 @@ def write_json(report: Report, out: BinaryIO, *, opening: Callable[[str], str] |
         return
     if n:
         out.write(",\n".join(
-            "    " + indented_json(item, "    ") for item in _candidate_dicts(report, rows.head(n))
+            "    " + indented_json(item, "    ")
+            for item in _candidate_dicts(report, _labelled(report, rows.head(n), 0))
         ).encode("utf-8"))
     if rows.height > n:
         if n:
@@ -344,13 +371,13 @@ _KEY_SLICE = 100_000
 
 
 def _per_results(
-    report: Report, rows: pl.DataFrame, spell: Callable[[pl.DataFrame], pl.Series | None]
+    report: Report, rows: pl.DataFrame, spell: Callable[[pl.Series], pl.Series | None]
 ) -> Callable[[int, int], pl.Series] | None:
     """For a text that depends on a candidate's results only (most of a compact JSON candidate's line):
-    (start, length) -> that text for those rows of `rows`, spelled by `spell` once per combination of
-    results (a few thousand in a million candidates), from the first row that has it. A combination is found by
-    a key of the screening frame's result codes: `rows` must be the report's table (or made from it row for row),
-    whose labels are those codes spelled. None when that does not hold, or `spell` gives up: write every row."""
+    (start, length) -> that text for those rows of `rows`, spelled by `spell` (given rows of the screening frame)
+    once per combination of results (a few thousand in a million candidates), from the first row that has it. A
+    combination is found by a key of the screening frame's result codes: `rows` must be the report's table,
+    row for row the frame's. None when that does not hold, or `spell` gives up: write every row."""
     s = report.screening
     ids = [cc.id for cc in s.rules.criteria]
     if not ids or not rows.height or report.table is None or report.table_head is not None:
@@ -367,7 +394,7 @@ def _per_results(
     names = [f"__k{j}" for j in range(len(chunks))]
     keys = pl.concat([s.frame.slice(i, _KEY_SLICE).select(key) for i in range(0, s.frame.height, _KEY_SLICE)])
     first = keys.with_row_index("__row").unique(names, keep="first", maintain_order=True)
-    texts = spell(rows.gather(first.get_column("__row")))
+    texts = spell(first.get_column("__row"))
     if texts is None or len(texts) != first.height:
         return None
     spelled = first.select(names).with_columns(texts.alias("__text"))
@@ -380,15 +407,20 @@ def _compact_line(report: Report, rows: pl.DataFrame) -> Callable[[int, int], pl
     """(start, length) -> those candidates' compact lines, "    " + the object polars' JSON encoder writes for
     `_compact_frame`'s row. The result cells are most of a line: their "results" object is encoded once per
     combination (`_per_results`), and the rest of the line around it."""
-    ids = [cc.id for cc in report.screening.rules.criteria]
-    results = _per_results(report, rows, lambda reps: reps.select(pl.struct(ids).struct.json_encode()).to_series())
+    s = report.screening
+    ids = [cc.id for cc in s.rules.criteria]
+    results = _per_results(
+        report,
+        rows,
+        lambda at: s.frame.gather(at).select(result_labels(s)).select(pl.struct(ids).struct.json_encode()).to_series(),
+    )
     if results is None:
-        return lambda start, length: _compact_frame(report, rows.slice(start, length)).select(
+        return lambda start, length: _compact_frame(report, _labelled(report, rows.slice(start, length), start)).select(
             pl.concat_str(pl.lit("    "), pl.struct(pl.all()).struct.json_encode())
         )
     before = ("record_id", "disposition", "primary_reason", "reasons", "still_needed", "to_correct")
     after = ("primary_reason_text", "still_needed_text")
-    return lambda start, length: _compact_frame(report, rows.slice(start, length)).select(
+    return lambda start, length: _compact_frame(report, rows.slice(start, length), results=False).select(
         pl.concat_str(
             pl.lit("    "),
             pl.struct(before).struct.json_encode().str.head(-1),  # without its closing brace
@@ -472,18 +504,29 @@ def _indented(value: Any, pad: str) -> str:
 
 
 def render_csv(report: Report) -> str:
-    return _csv(*_csv_columns(report))
+    return _csv(*_csv_columns(report, report.rows))
+
+
+#: rows per write of write_csv when it adds the criterion labels a slice at a time
+_CSV_SLICE = 100_000
 
 
 def write_csv(report: Report, out: BinaryIO) -> None:
-    """render_csv's bytes written to `out`, without the whole text in memory first."""
-    _csv_frame(*_csv_columns(report)).write_csv(out, line_terminator="\n")
+    """render_csv's bytes written to `out`, without the whole text in memory first (nor, if the report's table
+    has none, a million rows of criterion labels: they are added a slice at a time)."""
+    rows = _every_row(report)
+    if report.labels or rows is not report.table:
+        _csv_frame(*_csv_columns(report, rows)).write_csv(out, line_terminator="\n")
+        return
+    for start in range(0, max(rows.height, 1), _CSV_SLICE):
+        part = _labelled(report, rows.slice(start, _CSV_SLICE), start)
+        _csv_frame(*_csv_columns(report, part)).write_csv(out, include_header=not start, line_terminator="\n")
 
 
-def _csv_columns(report: Report) -> tuple[pl.DataFrame, list[str]]:
+def _csv_columns(report: Report, rows: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
     crits = report.screening.rules.criteria
     stamp = report.screening.rules.stamp()
-    out = report.rows.select(
+    out = rows.select(
         pl.col(report.screening.record_id).alias("record_id"),
         "disposition",
         "primary_reason",
@@ -626,7 +669,7 @@ def screening_log_frame(
     banned = set(identifiers)
     rid = s.record_id
     stamp = s.rules.stamp()
-    rows = report.rows
+    rows = _every_row(report)  # no criterion labels needed
     out = rows.select(
         pl.col(rid).alias("screen_id"),
         pl.lit("").alias("consent_date"),
