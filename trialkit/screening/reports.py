@@ -900,6 +900,14 @@ def _criterion_rows(
     return row
 
 
+def _checklist_rows(row: Callable[[CriterionOutcome], str]) -> Callable[[Sequence[CriterionOutcome]], str]:
+    """A checklist's rows, each on its own line below the table body's opening tag: one call from the template
+    per checklist, not one per criterion."""
+    from markupsafe import Markup
+
+    return lambda outcomes: Markup("".join(f"      {row(o)}\n" for o in outcomes))
+
+
 #: Above this many candidates a printout leaves the checklists out unless the reader ticks them back in.
 PRINT_SUMMARY_ABOVE = 50
 
@@ -949,7 +957,7 @@ def render_html(
         form_options=[(f, vocab.form(f) if f != "other" else "Other") for f in dict.fromkeys(
             f for r in rows for f in r["forms"])],
         needed_words=lambda labels: describe_needed(labels, vocab, items),
-        criterion_row=_criterion_rows(vocab, lambda labels: describe_needed(labels, vocab, items)),
+        criterion_rows=_checklist_rows(_criterion_rows(vocab, lambda labels: describe_needed(labels, vocab, items))),
         field_words=lambda label: _field_words(label, vocab),
         form_words=vocab.form,
         texts=criterion_words(s.rules),
