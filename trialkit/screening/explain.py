@@ -200,15 +200,17 @@ def candidates(screening: Screening) -> Iterator[CandidateResult]:
     problems = _problems_by_record(screening)
     # a value computed from an identifier (year of birth, initials, a phone prefix) is one too
     private = {(cc.id, label) for cc in crits for label, node in cc.value_terms if masked and _reads_any(node, masked)}
+    # per criterion, what the loop below asks of it for each candidate (column names, the kind's text)
+    plan = [(cc, result_col(cc.id), missing_col(cc.id), cc.kind.value, cc.criterion.text) for cc in crits]
     rows = frame.to_dicts()
     for row in rows:
         record = row[rid]
         i = pos.get(record)
         outcomes = []
         record_problems = problems.get(record, {})
-        for cc in crits:
-            result = labels[row[result_col(cc.id)]]
-            mask = row[missing_col(cc.id)]
+        for cc, rcol, mcol, kind, text in plan:
+            result = labels[row[rcol]]
+            mask = row[mcol]
             missing = decode_mask(cc, mask) if mask else ()
             to_correct: tuple[str, ...] = ()
             if record_problems:
@@ -230,7 +232,7 @@ def candidates(screening: Screening) -> Iterator[CandidateResult]:
                         detail = value_lists[f"~{label}"][i]
                         vals[f"{node.args[0].name} instances counted"] = MASK if hide and detail is not None else detail
             outcomes.append(
-                CriterionOutcome(cc.id, cc.kind.value, result, missing, vals, cc.criterion.text, to_correct)
+                CriterionOutcome(cc.id, kind, result, missing, vals, text, to_correct)
             )
         reasons = tuple(o.id for o in outcomes if o.decides_ineligible)
         disposition = str(row[DISPOSITION_COL])
