@@ -122,3 +122,25 @@ def test_each_candidate_is_flagged_with_the_values_that_could_not_be_used(run, s
     flags = {rid: "not usable" in cell for rid, cell in rows}
     assert flags == {"a": False, "b": True}
     assert "2 values could not be used" in html  # in b's checklist header
+
+
+def test_values_put_in_words_once_are_the_same_words(study, rules):
+    """Checklists of many candidates look each (name, value) up once: equal keys that are not the same words
+    (1, 1.0 and True; 0.0 and -0.0; a code and a number) each keep their own."""
+    from trialkit.screening.outcomes import CriterionOutcome
+    from trialkit.screening.reports import value_words, value_words_once
+
+    vocab = vocabulary(study, rules)
+    samples = [
+        {"mini_mdd": "1", "madrs_total": 20, "today": "2026-10-25"},
+        {"mini_mdd": 1, "madrs_total": 20.0, "vs_bmi": True},
+        {"mini_mdd": 1.0, "madrs_total": -0.0, "vs_bmi": 1},
+        {"mini_mdd": True, "madrs_total": 0.0, "vs_bmi": None, "dob": "***"},
+        {"mini_mdd": None, "x": [1, 2], "atrq instances counted": "#1 sertraline: no (atrq_duration 4 < 6)"},
+        {"mini_mdd": "0", "x": [1, 2], "atrq instances counted": "***", "=len": 0.1 + 0.2},
+    ]
+    outcomes = [CriterionOutcome("I2", "inclusion", "met", values=v) for v in samples]
+    words = value_words_once(vocab)
+    for o in outcomes + outcomes[::-1]:
+        assert words(o) == value_words(o, vocab)
+    assert [w[2] for w in words(outcomes[2])][1:] == ["-0.0", "1"]

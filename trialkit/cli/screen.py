@@ -42,13 +42,11 @@ def _write(path: Path, text: str | Callable[[BinaryIO], None]) -> None:
 
 
 def _write_json(report: Report, handle: BinaryIO) -> None:
-    """The JSON report with its envelope, piece by piece (a million candidates are never one string)."""
-    from trialkit.screening.reports import json_pieces
+    """The JSON report with its envelope, written to the file as it is made (a million candidates are never one
+    string)."""
+    from trialkit.screening.reports import write_json
 
-    pieces = json_pieces(report)
-    handle.write(wrap_json_text(next(pieces), "screen", True).encode("utf-8"))
-    for piece in pieces:
-        handle.write(piece.encode("utf-8"))
+    write_json(report, handle, opening=lambda text: wrap_json_text(text, "screen", True))
 
 
 @exit_codes("screening ran (whatever the dispositions)",
@@ -110,6 +108,7 @@ def screen(
     (with what is still needed). The as-of date and the rule set's id, version and sha256 are always shown."""
     from trialkit.screening.reports import (
         MAX_CHECKLISTS,
+        MAX_ROWS,
         build_report,
         render,
         render_table,
@@ -133,7 +132,17 @@ def screen(
         checklists = MAX_CHECKLISTS
     else:
         checklists = 0
-    report = build_report(screening, checklists=checklists, study=study, source=str(data))
+    # the terminal table and the HTML page list the first candidates only: their text cells are all they need
+    # (the CSV, the JSON and the screening log list every candidate)
+    rows = None
+    if log_path is None and not records:
+        rows = (limit or None) if fmt == "table" else MAX_ROWS if fmt == "html" else None
+    # the criterion label columns of every candidate are text only CSV and JSON on standard output need whole: the
+    # file writers and the screening log add them a slice at a time or do without (less memory at a million)
+    labels = out is None and fmt in ("csv", "json")
+    report = build_report(
+        screening, checklists=checklists, study=study, source=str(data), rows=rows, labels=labels
+    )
     details = bool(records)
     text: str | Callable[[BinaryIO], None]
     if fmt == "csv" and out is not None:

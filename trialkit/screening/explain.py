@@ -189,42 +189,50 @@ def candidates(screening: Screening) -> Iterator[CandidateResult]:
     # Align the data rows with the result rows (both keep input order; a filter may have narrowed one).
     data_ids = screening.data[rid].cast(pl.String).to_list()
     pos = {r: i for i, r in enumerate(data_ids)}
-    value_lists = {k: v.to_list() for k, v in values.items()}
+    # each cell made JSON-able once, not once per criterion that shows it (text cells already are)
+    value_lists = {
+        k: v.to_list() if k.startswith("~") or v.dtype == pl.String else [jsonable(x) for x in v.to_list()]
+        for k, v in values.items()
+    }
+    labels = [r.label for r in sorted(Result)]
     crits = screening.rules.criteria
     masked = screening.rules.identifiers
     problems = _problems_by_record(screening)
     # a value computed from an identifier (year of birth, initials, a phone prefix) is one too
     private = {(cc.id, label) for cc in crits for label, node in cc.value_terms if masked and _reads_any(node, masked)}
+    # per criterion, what the loop below asks of it for each candidate (column names, the kind's text)
+    plan = [(cc, result_col(cc.id), missing_col(cc.id), cc.kind.value, cc.criterion.text) for cc in crits]
     rows = frame.to_dicts()
     for row in rows:
         record = row[rid]
         i = pos.get(record)
         outcomes = []
         record_problems = problems.get(record, {})
-        for cc in crits:
-            code = Result(row[result_col(cc.id)])
-            missing = decode_mask(cc, row[missing_col(cc.id)] or 0)
+        for cc, rcol, mcol, kind, text in plan:
+            result = labels[row[rcol]]
+            mask = row[mcol]
+            missing = decode_mask(cc, mask) if mask else ()
             to_correct: tuple[str, ...] = ()
             if record_problems:
                 missing, to_correct = _split_unusable(missing, record_problems)
             vals: dict[str, Any] = {}
             if i is not None:
                 if cc.uses_today and "today" in value_lists:
-                    vals["today"] = jsonable(value_lists["today"][i])
+                    vals["today"] = value_lists["today"][i]
                 for col in cc.columns:
                     if col in value_lists:
-                        value = jsonable(value_lists[col][i])
+                        value = value_lists[col][i]
                         # a report may be printed or mailed: PHI shows only whether it is there
                         vals[col] = MASK if col in masked and value is not None else value
                 for label, node in cc.value_terms:
                     hide = (cc.id, label) in private
-                    value = jsonable(value_lists[f"={label}"][i])
+                    value = value_lists[f"={label}"][i]
                     vals[label] = MASK if hide and value is not None else value
                     if f"~{label}" in value_lists:
                         detail = value_lists[f"~{label}"][i]
                         vals[f"{node.args[0].name} instances counted"] = MASK if hide and detail is not None else detail
             outcomes.append(
-                CriterionOutcome(cc.id, cc.kind.value, code.label, missing, vals, cc.criterion.text, to_correct)
+                CriterionOutcome(cc.id, kind, result, missing, vals, text, to_correct)
             )
         reasons = tuple(o.id for o in outcomes if o.decides_ineligible)
         disposition = str(row[DISPOSITION_COL])

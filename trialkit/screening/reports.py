@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
+from json.encoder import encode_basestring as _json_string  # json's C escaper (ensure_ascii=False)
 from typing import Any, BinaryIO
 
 import polars as pl
 
 from trialkit import __version__
 from trialkit.errors import UsageError
-from trialkit.screening.engine import Screening, select_candidates
+from trialkit.screening.engine import DISPOSITION_COL, PRIMARY_COL, Screening, result_col, select_candidates
 from trialkit.screening.explain import Funnel, Summary, candidates, funnel, summarise
 from trialkit.screening.outcomes import CandidateResult, CriterionOutcome
-from trialkit.screening.table import SEP, result_table
+from trialkit.screening.table import SEP, result_labels, result_table
 from trialkit.screening.words import Vocabulary, criterion_words, describe_needed, form_items, vocabulary
 from trialkit.spreadsheet import safe_frame
 
@@ -29,8 +31,10 @@ FORMATS = ("table", "csv", "json", "html")
 
 @dataclass(frozen=True)
 class Report:
-    """Everything a report shows, computed once. `table` holds every candidate (text cells, built column-wise);
-    `candidates` the per-criterion checklists of the candidates shown (the first ones, up to a limit)."""
+    """Everything a report shows, computed once. `table` holds every candidate (text cells, built column-wise),
+    or the first `table_head` of them when the report was built for a view that shows no more (the terminal
+    table, the HTML page); `candidates` the per-criterion checklists of the candidates shown (the first ones, up
+    to a limit)."""
 
     screening: Screening
     summary: Summary
@@ -41,14 +45,28 @@ class Report:
     vocab: Vocabulary = field(default_factory=Vocabulary)
     #: what the report was made from: a data file, or "REDCap <url> project <id>, pulled <time>"
     source: str | None = None
+    #: `table` holds the first this many candidates only (None: every candidate)
+    table_head: int | None = None
+    #: `table` has the criterion label columns (a report for the CLI's writers of every candidate goes without:
+    #: they add them a slice at a time)
+    labels: bool = True
 
     @property
     def stamp(self) -> dict[str, Any]:
         return self.screening.stamp()
 
-    @property
+    @cached_property
     def rows(self) -> pl.DataFrame:
-        return self.table if self.table is not None else result_table(self.screening, self.vocab)
+        """The result table of every candidate (built here if `table` holds only the first ones, or no labels)."""
+        if self.table is not None and self.table_head is None and self.labels:
+            return self.table
+        return result_table(self.screening, self.vocab)
+
+    def head(self, n: int | None) -> pl.DataFrame:
+        """The result table's first `n` rows (None: all), from a table of the first candidates when it holds them."""
+        if self.table is not None and (self.table_head is None or (n is not None and n <= self.table_head)):
+            return _labelled(self, self.table if n is None else self.table.head(n), 0)
+        return self.rows if n is None else self.rows.head(n)
 
     @property
     def provenance(self) -> dict[str, Any]:
@@ -75,42 +93,94 @@ def build_report(
     checklists: int | None = MAX_CHECKLISTS,
     study: Any = None,
     source: str | None = None,
+    rows: int | None = None,
+    labels: bool = True,
 ) -> Report:
     """Counts, funnel and result table for every candidate; checklists for the first `checklists` (None: all).
     A checklist costs Python objects per criterion: a million candidates get a bounded number of them.
-    With the `study`, reports use its field, choice and form labels; `source` says what the data came from."""
+    With the `study`, reports use its field, choice and form labels; `source` says what the data came from.
+    `rows`: build the result table of the first this many candidates only, for a view that lists no more (the
+    terminal table, the HTML page); the counts still cover every candidate, and `Report.rows` builds the whole
+    table if a writer asks for it. Without `labels`, the table has no criterion label columns (twenty-odd columns of
+    a million texts): write_csv, write_json and the screening log add them a slice at a time or do without."""
     summary = summarise(screening)
+    ids = screening.frame.get_column(screening.record_id)
     shown = screening
     if checklists is not None and len(screening) > checklists:
-        shown = select_candidates(screening, screening.frame.get_column(screening.record_id).head(checklists))
+        shown = select_candidates(screening, ids.head(checklists))
+    head = rows if rows is not None and len(screening) > rows else None
     vocab = vocabulary(study, screening.rules)
     return Report(
         screening,
         summary,
         tuple(candidates(shown)),
         funnel(screening, summary),
-        result_table(screening, vocab),
+        result_table(screening, vocab, labels=labels) if head is None
+        else result_table(select_candidates(screening, ids.head(head)), vocab),
         vocab,
         source,
+        head,
+        labels or head is not None,
     )
+
+
+def _every_row(report: Report) -> pl.DataFrame:
+    """The result table of every candidate, with the criterion labels or without (see `_labelled`)."""
+    if report.table is not None and report.table_head is None:
+        return report.table
+    return report.rows
+
+
+def _labelled(report: Report, part: pl.DataFrame, start: int) -> pl.DataFrame:
+    """Rows `start`.. of `_every_row(report)` with the criterion label columns, in the table's order: made from the
+    screening frame's result codes if the table was built without them."""
+    ids = [cc.id for cc in report.screening.rules.criteria]
+    if not ids or ids[0] in part.columns:
+        return part
+    labels = report.screening.frame.slice(start, part.height).select(result_labels(report.screening))
+    at = part.columns.index("to_correct") + 1
+    return pl.concat([part.select(part.columns[:at]), labels, part.select(part.columns[at:])], how="horizontal")
 
 
 def value_words(o: CriterionOutcome, vocab: Vocabulary) -> list[tuple[str, str, str]]:
     """A checklist's values as (what, name, value) in the forms' words: ("MINI: major depressive disorder",
     "mini_mdd", "Yes"). Masked identifiers stay masked; computed values keep their rule-file names."""
-    out = []
-    for k, v in o.values.items():
-        if k == "today":
-            out.append(("Reference date", k, "blank" if v is None else str(v)))
-        elif k in vocab.fields:
-            shown = v if v == "***" else vocab.value(k, v)
-            out.append((vocab.field(k), k, "blank" if v is None else str(shown)))
-        elif k.endswith(" instances counted") and isinstance(v, str) and v != "***":
-            form = k.removesuffix(" instances counted")
-            out.append((f"{vocab.form(form)}: which counted", k, _instance_words(v, vocab)))
-        else:
-            out.append((k, k, "blank" if v is None else str(v)))
-    return out
+    return [_value_word(k, v, vocab) for k, v in o.values.items()]
+
+
+def _value_word(k: str, v: Any, vocab: Vocabulary) -> tuple[str, str, str]:
+    if k == "today":
+        return ("Reference date", k, "blank" if v is None else str(v))
+    if k in vocab.fields:
+        shown = v if v == "***" else vocab.value(k, v)
+        return (vocab.field(k), k, "blank" if v is None else str(shown))
+    if k.endswith(" instances counted") and isinstance(v, str) and v != "***":
+        form = k.removesuffix(" instances counted")
+        return (f"{vocab.form(form)}: which counted", k, _instance_words(v, vocab))
+    return (k, k, "blank" if v is None else str(v))
+
+
+def value_words_once(vocab: Vocabulary) -> Callable[[CriterionOutcome], list[tuple[str, str, str]]]:
+    """value_words for many checklists, each (name, value) put in words once: two thousand checklists show the
+    same few values over and over. A value is looked up by its type and, for a float, its repr as well (1, 1.0
+    and True, or 0.0 and -0.0, are equal keys but not the same words)."""
+    memo: dict[tuple[str, type, Any], tuple[str, str, str]] = {}
+
+    def words(o: CriterionOutcome) -> list[tuple[str, str, str]]:
+        out = []
+        for k, v in o.values.items():
+            key = (k, type(v), repr(v) if isinstance(v, float) else v)
+            try:
+                got = memo.get(key)
+            except TypeError:  # a value that is not hashable: not kept
+                out.append(_value_word(k, v, vocab))
+                continue
+            if got is None:
+                got = memo[key] = _value_word(k, v, vocab)
+            out.append(got)
+        return out
+
+    return words
 
 
 _COUNTED = {"yes": "counted", "no": "not counted", "unknown": "unknown"}
@@ -166,7 +236,7 @@ def _candidate_dicts(report: Report, rows: pl.DataFrame) -> Iterator[dict[str, A
     ids = [cc.id for cc in report.screening.rules.criteria]
     rid = report.screening.record_id
     checklists = {c.record_id: c for c in report.candidates}
-    vocab = report.vocab
+    words = value_words_once(report.vocab)
     for row in rows.iter_rows(named=True):
         item: dict[str, Any] = {
             "record_id": row[rid],
@@ -182,7 +252,7 @@ def _candidate_dicts(report: Report, rows: pl.DataFrame) -> Iterator[dict[str, A
         c = checklists.get(item["record_id"])
         if c is not None:
             item["criteria"] = [
-                {**o.to_dict(), "text": o.text, "values_text": {n: f"{w}: {v}" for w, n, v in value_words(o, vocab)}}
+                {**o.to_dict(), "text": o.text, "values_text": {n: f"{w}: {v}" for w, n, v in words(o)}}
                 for o in c.criteria
             ]
         yield item
@@ -230,28 +300,203 @@ def json_pieces(report: Report) -> Iterator[str]:
     yield "\n  ]\n}\n"
 
 
-def _compact_candidates(report: Report, rows: pl.DataFrame) -> str:
+def _compact_frame(report: Report, rows: pl.DataFrame, *, results: bool = True) -> pl.DataFrame:
+    """The candidates past the checklists as polars writes them to JSON: one struct of these columns each (without
+    "results" for a writer that puts that object in itself)."""
     rid = report.screening.record_id
     ids = [cc.id for cc in report.screening.rules.criteria]
     lists = [
         pl.col(c).str.split(SEP).list.eval(pl.element().filter(pl.element() != "")).alias(c)
         for c in ("reasons", "still_needed", "to_correct", "still_needed_text")
     ]
-    frame = rows.select(
+    return rows.select(
         pl.col(rid).alias("record_id"),
         "disposition",
         pl.when(pl.col("primary_reason") != "").then(pl.col("primary_reason")).alias("primary_reason"),
         *lists[:3],
-        pl.struct(ids).alias("results") if ids else pl.lit(None).alias("results"),
+        *([(pl.struct(ids) if ids else pl.lit(None)).alias("results")] if results else []),
         pl.when(pl.col("primary_reason_text") != "").then(pl.col("primary_reason_text")).alias(
             "primary_reason_text"
         ),
         lists[3],
     )
+
+
+def _compact_candidates(report: Report, rows: pl.DataFrame) -> str:
     # one compact object a line: indented and separated in one replace (str.splitlines would also split inside a
     # value holding U+2028 or U+0085, which JSON leaves unescaped, and a Python loop over a million lines is slow)
-    text = frame.write_ndjson()
+    text = _compact_frame(report, rows).write_ndjson()
     return "    " + text.rstrip("\n").replace("\n", ",\n    ") if text else ""
+
+
+def write_json(report: Report, out: BinaryIO, *, opening: Callable[[str], str] | None = None) -> None:
+    """render_json's bytes written to `out`, the first piece of json_pieces passed through `opening` if given (the
+    CLI puts its envelope there). The plain path spends most of its time in json.dumps' indented layout (pure
+    Python) and in Python strings of a million compact lines; here the checklists are laid out by
+    `indented_json` and the other candidates go from polars' JSON encoder straight to the file."""
+    rows = _every_row(report)
+    n = len(report.candidates)
+    first = json.dumps(_head(report), indent=2, ensure_ascii=False)[:-2]
+    first += ',\n  "candidates": [\n' if rows.height else ',\n  "candidates": []\n}\n'
+    out.write((opening(first) if opening else first).encode("utf-8"))
+    if not rows.height:
+        return
+    if n:
+        out.write(",\n".join(
+            "    " + indented_json(item, "    ")
+            for item in _candidate_dicts(report, _labelled(report, rows.head(n), 0))
+        ).encode("utf-8"))
+    if rows.height > n:
+        if n:
+            out.write(b",\n")
+        line = _compact_line(report, rows)
+        for start in range(n, rows.height, _JSON_SLICE):
+            lines = line(start, _JSON_SLICE)
+            # each line ends in ",\n" but the last one (in "\n"); quote_style "never" writes the JSON text as is
+            last = start + _JSON_SLICE >= rows.height
+            lines.head(lines.height - last).write_csv(
+                out, include_header=False, quote_style="never", line_terminator=",\n"
+            )
+            if last:
+                lines.tail(1).write_csv(out, include_header=False, quote_style="never", line_terminator="\n")
+    else:
+        out.write(b"\n")
+    out.write(b"  ]\n}\n")
+
+
+#: criteria per results key column: a result code + 1 (0 for a null) in base 5, 27 digits to an Int64
+_KEY_DIGITS = 27
+#: rows per step when making the keys (a million rows of twenty-odd Int64 columns at once would cost memory)
+_KEY_SLICE = 100_000
+
+
+def _per_results(
+    report: Report, rows: pl.DataFrame, spell: Callable[[pl.Series], pl.Series | None]
+) -> Callable[[int, int], pl.Series] | None:
+    """For a text that depends on a candidate's results only (most of a compact JSON candidate's line):
+    (start, length) -> that text for those rows of `rows`, spelled by `spell` (given rows of the screening frame)
+    once per combination of results (a few thousand in a million candidates), from the first row that has it. A
+    combination is found by a key of the screening frame's result codes: `rows` must be the report's table,
+    row for row the frame's. None when that does not hold, or `spell` gives up: write every row."""
+    s = report.screening
+    ids = [cc.id for cc in s.rules.criteria]
+    if not ids or not rows.height or report.table is None or report.table_head is not None:
+        return None
+    if s.frame.height != rows.height:
+        return None
+    chunks = [ids[i:i + _KEY_DIGITS] for i in range(0, len(ids), _KEY_DIGITS)]
+    key = [
+        pl.sum_horizontal(
+            (pl.col(result_col(cid)).cast(pl.Int64) + 1).fill_null(0) * 5**i for i, cid in enumerate(chunk)
+        ).alias(f"__k{j}")
+        for j, chunk in enumerate(chunks)
+    ]
+    names = [f"__k{j}" for j in range(len(chunks))]
+    keys = pl.concat([s.frame.slice(i, _KEY_SLICE).select(key) for i in range(0, s.frame.height, _KEY_SLICE)])
+    first = keys.with_row_index("__row").unique(names, keep="first", maintain_order=True)
+    texts = spell(first.get_column("__row"))
+    if texts is None or len(texts) != first.height:
+        return None
+    spelled = first.select(names).with_columns(texts.alias("__text"))
+    return lambda start, length: keys.slice(start, length).join(
+        spelled, on=names, how="left", maintain_order="left"
+    ).get_column("__text")
+
+
+def _compact_line(report: Report, rows: pl.DataFrame) -> Callable[[int, int], pl.DataFrame]:
+    """(start, length) -> those candidates' compact lines, "    " + the object polars' JSON encoder writes for
+    `_compact_frame`'s row. The result cells are most of a line: their "results" object is encoded once per
+    combination (`_per_results`), and the rest of the line around it."""
+    s = report.screening
+    ids = [cc.id for cc in s.rules.criteria]
+    results = _per_results(
+        report,
+        rows,
+        lambda at: s.frame.gather(at).select(result_labels(s)).select(pl.struct(ids).struct.json_encode()).to_series(),
+    )
+    if results is None:
+        return lambda start, length: _compact_frame(report, _labelled(report, rows.slice(start, length), start)).select(
+            pl.concat_str(pl.lit("    "), pl.struct(pl.all()).struct.json_encode())
+        )
+    before = ("record_id", "disposition", "primary_reason", "reasons", "still_needed", "to_correct")
+    after = ("primary_reason_text", "still_needed_text")
+    return lambda start, length: _compact_frame(report, rows.slice(start, length), results=False).select(
+        pl.concat_str(
+            pl.lit("    "),
+            pl.struct(before).struct.json_encode().str.head(-1),  # without its closing brace
+            pl.lit(',"results":'),
+            results(start, length),
+            pl.lit(","),
+            pl.struct(after).struct.json_encode().str.slice(1),  # without its opening brace
+        )
+    )
+
+
+_float_text = float.__repr__
+_int_text = int.__repr__
+
+
+class _NotPlain(Exception):
+    """A value indented_json leaves to json.dumps (a type it does not know, which json.dumps may refuse)."""
+
+
+def indented_json(value: Any, pad: str = "") -> str:
+    """json.dumps(value, indent=2, ensure_ascii=False) with every line after the first starting with `pad`: the
+    same text, built by a plain recursion over the types json.dumps knows (json's own indented layout is pure
+    Python, generator upon generator: two thousand checklists took seconds). Anything else goes to json.dumps."""
+    try:
+        return _indented(value, pad)
+    except (_NotPlain, RecursionError):
+        return json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n" + pad)
+
+
+def _json_float(x: float) -> str:
+    # json.dumps' own spelling, allow_nan included
+    if x != x:
+        return "NaN"
+    if x in (float("inf"), float("-inf")):
+        return "Infinity" if x > 0 else "-Infinity"
+    return _float_text(x)
+
+
+def _json_key(key: Any) -> str:
+    if isinstance(key, str):
+        return _json_string(key)
+    if isinstance(key, float):
+        return _json_string(_json_float(key))
+    if key is True or key is False or key is None:
+        return _json_string({True: "true", False: "false", None: "null"}[key])
+    if isinstance(key, int):
+        return _json_string(_int_text(key))
+    raise _NotPlain
+
+
+def _indented(value: Any, pad: str) -> str:
+    # the order of json's own checks (str before int, bool before int, list and tuple alike)
+    if isinstance(value, str):
+        return _json_string(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return _int_text(value)
+    if isinstance(value, float):
+        return _json_float(value)
+    inner = pad + "  "
+    if isinstance(value, list | tuple):
+        if not value:
+            return "[]"
+        return "[\n" + inner + (",\n" + inner).join([_indented(x, inner) for x in value]) + "\n" + pad + "]"
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        return "{\n" + inner + (",\n" + inner).join(
+            [_json_key(k) + ": " + _indented(v, inner) for k, v in value.items()]
+        ) + "\n" + pad + "}"
+    raise _NotPlain
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -259,18 +504,29 @@ def _compact_candidates(report: Report, rows: pl.DataFrame) -> str:
 
 
 def render_csv(report: Report) -> str:
-    return _csv(*_csv_columns(report))
+    return _csv(*_csv_columns(report, report.rows))
+
+
+#: rows per write of write_csv when it adds the criterion labels a slice at a time
+_CSV_SLICE = 100_000
 
 
 def write_csv(report: Report, out: BinaryIO) -> None:
-    """render_csv's bytes written to `out`, without the whole text in memory first."""
-    _csv_frame(*_csv_columns(report)).write_csv(out, line_terminator="\n")
+    """render_csv's bytes written to `out`, without the whole text in memory first (nor, if the report's table
+    has none, a million rows of criterion labels: they are added a slice at a time)."""
+    rows = _every_row(report)
+    if report.labels or rows is not report.table:
+        _csv_frame(*_csv_columns(report, rows)).write_csv(out, line_terminator="\n")
+        return
+    for start in range(0, max(rows.height, 1), _CSV_SLICE):
+        part = _labelled(report, rows.slice(start, _CSV_SLICE), start)
+        _csv_frame(*_csv_columns(report, part)).write_csv(out, include_header=not start, line_terminator="\n")
 
 
-def _csv_columns(report: Report) -> tuple[pl.DataFrame, list[str]]:
+def _csv_columns(report: Report, rows: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
     crits = report.screening.rules.criteria
     stamp = report.screening.rules.stamp()
-    out = report.rows.select(
+    out = rows.select(
         pl.col(report.screening.record_id).alias("record_id"),
         "disposition",
         "primary_reason",
@@ -300,6 +556,7 @@ def render_table(report: Report, *, limit: int | None = None, details: bool = Fa
     stamp = s.rules.stamp()
     sm = report.summary
     vocab = report.vocab
+    words = value_words_once(vocab)
     texts = criterion_words(s.rules)
     lines = [
         f"Screening against {stamp['id']} {stamp['version']} (sha256 {stamp['sha256'][:12]}) "
@@ -313,7 +570,7 @@ def render_table(report: Report, *, limit: int | None = None, details: bool = Fa
         "",
     ]
     rows = [("record_id", "disposition", "primary reason", "still needed")]
-    table = report.rows if limit is None else report.rows.head(limit)
+    table = report.head(limit)
     for rid, disposition, primary, needed, correct in table.select(
         s.record_id, "disposition", "primary_reason", "still_needed_text", "to_correct"
     ).iter_rows():
@@ -337,7 +594,7 @@ def render_table(report: Report, *, limit: int | None = None, details: bool = Fa
             ]
             for o in c.criteria:
                 lines.append(f"  {o.id:<4} {o.kind:<9} {o.result:<14} {o.text}")
-                for what, name, value in value_words(o, vocab):
+                for what, name, value in words(o):
                     shown = f"{what} ({name})" if what != name else name
                     lines.append(f"{'':<31}{shown}: {value}")
                 if o.missing:
@@ -412,7 +669,7 @@ def screening_log_frame(
     banned = set(identifiers)
     rid = s.record_id
     stamp = s.rules.stamp()
-    rows = report.rows
+    rows = _every_row(report)  # no criterion labels needed
     out = rows.select(
         pl.col(rid).alias("screen_id"),
         pl.lit("").alias("consent_date"),
@@ -512,7 +769,13 @@ def site_counts(report: Report) -> list[dict[str, Any]]:
         return []
     rid = s.record_id
     sites = s.data.select(pl.col(rid).cast(pl.String), pl.col(SITE_COLUMN).cast(pl.String).fill_null("(no group)"))
-    joined = report.rows.select(rid, "disposition", "primary_reason").join(sites, on=rid, how="left")
+    # the result table's first columns, read from the screening frame (a report may hold the first rows only)
+    results = s.frame.select(
+        pl.col(rid).cast(pl.String),
+        pl.col(DISPOSITION_COL).cast(pl.String).alias("disposition"),
+        pl.col(PRIMARY_COL).fill_null("").alias("primary_reason"),
+    )
+    joined = results.join(sites, on=rid, how="left")
     joined = joined.with_columns(pl.col(SITE_COLUMN).fill_null("(no group)"))
     out = []
     for (site,), group in joined.group_by(SITE_COLUMN, maintain_order=True):
@@ -565,7 +828,7 @@ def _table_rows(report: Report, limit: int) -> list[dict[str, Any]]:
         sites = dict(data.head(limit).select(pl.col(rid).cast(pl.String), pl.col(SITE_COLUMN).cast(pl.String))
                      .iter_rows())
     out = []
-    for row in report.rows.head(limit).iter_rows(named=True):
+    for row in report.head(limit).iter_rows(named=True):
         needed = _listed(row["still_needed"])
         out.append({
             "record_id": row[rid],
@@ -581,6 +844,68 @@ def _table_rows(report: Report, limit: int) -> list[dict[str, Any]]:
             "site": sites.get(row[rid]) or "",
         })
     return out
+
+
+_BADGE = {"met": "met", "not_met": "notmet", "unknown": "unknown", "not_applicable": "na"}
+
+
+def _criterion_rows(
+    vocab: Vocabulary, needed: Callable[[Sequence[str]], list[str]]
+) -> Callable[[CriterionOutcome], str]:
+    """outcome -> its row of a checklist table in the page, escaped. Two thousand checklists have forty thousand
+    rows: written here, with the criterion's own cells escaped once per criterion and result, they cost a
+    fraction of the same markup in the template (an escape call per value)."""
+    from markupsafe import Markup, escape
+
+    heads: dict[tuple[str, str, str, str], str] = {}
+    words = value_words_once(vocab)
+    spans: dict[tuple[str, str, str], str] = {}  # a value in words, as the page shows it (the same ones recur)
+
+    def span(w: tuple[str, str, str]) -> str:
+        what, name, v = w
+        spans[w] = text = (
+            f'<span class="v">{escape(what)}'
+            + (f" <code>{escape(name)}</code>" if what != name else "")
+            + f": <strong>{escape(v)}</strong></span>"
+        )
+        return text
+
+    def row(o: CriterionOutcome) -> str:
+        key = (o.id, o.kind, o.text, o.result)
+        head = heads.get(key)
+        if head is None:
+            suffix = "" if o.result in ("unknown", "not_applicable") else (
+                "-incl" if o.kind == "inclusion" else "-excl"
+            )
+            head = heads[key] = (
+                f'<td data-label="criterion ({escape(o.kind)})"><strong>{escape(o.id)}</strong> '
+                f'<span class="crit-text">{escape(o.text)}</span></td>\n'
+                f'        <td data-label="result"><span class="badge {_BADGE[o.result]}{suffix}">'
+                f'{escape(o.result).replace("_", " ")}</span></td>\n'
+            )
+        values = "".join(spans.get(w) or span(w) for w in words(o))
+        missing = ""
+        if o.missing:
+            missing = f'<span class="missing">{"; ".join(escape(x) for x in needed(o.missing))}</span>'
+        if o.to_correct:
+            missing += f' <span class="missing correct">to correct: {", ".join(escape(x) for x in o.to_correct)}</span>'
+        decides = ' class="decides"' if o.decides_ineligible else ""
+        return Markup(
+            f"<tr{decides}>\n        {head}"
+            f'        <td class="values" data-label="values">{values}</td>\n'
+            f'        <td data-label="missing">{missing}</td>\n'
+            "      </tr>"
+        )
+
+    return row
+
+
+def _checklist_rows(row: Callable[[CriterionOutcome], str]) -> Callable[[Sequence[CriterionOutcome]], str]:
+    """A checklist's rows, each on its own line below the table body's opening tag: one call from the template
+    per checklist, not one per criterion."""
+    from markupsafe import Markup
+
+    return lambda outcomes: Markup("".join(f"      {row(o)}\n" for o in outcomes))
 
 
 #: Above this many candidates a printout leaves the checklists out unless the reader ticks them back in.
@@ -631,8 +956,8 @@ def render_html(
         reason_options=[(cc.id, cc.criterion.text) for cc in s.rules.criteria if cc.id in report.summary.by_reason],
         form_options=[(f, vocab.form(f) if f != "other" else "Other") for f in dict.fromkeys(
             f for r in rows for f in r["forms"])],
-        value_words=lambda o: value_words(o, vocab),
         needed_words=lambda labels: describe_needed(labels, vocab, items),
+        criterion_rows=_checklist_rows(_criterion_rows(vocab, lambda labels: describe_needed(labels, vocab, items))),
         field_words=lambda label: _field_words(label, vocab),
         form_words=vocab.form,
         texts=criterion_words(s.rules),

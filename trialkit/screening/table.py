@@ -22,17 +22,16 @@ from trialkit.screening.words import Vocabulary, criterion_words, describe_neede
 SEP = ";"
 
 
-def result_table(screening: Screening, vocab: Vocabulary | None = None) -> pl.DataFrame:
+def result_table(screening: Screening, vocab: Vocabulary | None = None, *, labels: bool = True) -> pl.DataFrame:
     """record id, disposition, primary_reason, reasons, still_needed, to_correct (blank unless pending), then
     one column per criterion with its result label (met, not_met, unknown, not_applicable), then the words:
     primary_reason_text (the criterion's protocol text) and still_needed_text (grouped by form and instance,
-    phrases separated by SEP)."""
+    phrases separated by SEP). Without `labels`, no criterion columns: a writer of a million candidates adds
+    them a slice at a time (`result_labels`) instead of holding twenty-odd columns of a million texts."""
     rules = screening.rules
     rid = screening.record_id
     frame = screening.frame
     reasons = _reasons(screening)
-    names = pl.Series([r.label for r in sorted(Result)], dtype=pl.String)
-    assert [r.value for r in sorted(Result)] == list(range(len(names)))
     needed, correct = _needed_and_correct(screening)
     vocab = vocab or vocabulary(None, rules)
     texts = criterion_words(rules)
@@ -43,15 +42,29 @@ def result_table(screening: Screening, vocab: Vocabulary | None = None) -> pl.Da
         reasons.alias("reasons"),
         needed.alias("still_needed"),
         correct.alias("to_correct"),
-        # a label looked up by position (the codes are 0..3): a third of what a mapping costs at 1M rows
-        *[pl.lit(names).gather(pl.col(result_col(cc.id))).alias(cc.id) for cc in rules.criteria],
+        *(result_labels(screening) if labels else []),
     )
+    # only candidates with something still needed (the pending ones, a few in a hundred) have words for it
+    at = (table.get_column("still_needed") != "").arg_true()
+    words = pl.repeat("", table.height, dtype=pl.String, eager=True)
+    if len(at):
+        words = words.scatter(at, needed_words(screening, table.select(rid, "still_needed").gather(at), vocab))
     return table.with_columns(
         pl.col("primary_reason").replace_strict(texts, default="", return_dtype=pl.String).alias(
             "primary_reason_text"
         ),
-        needed_words(screening, table, vocab).alias("still_needed_text"),
+        words.alias("still_needed_text"),
     )
+
+
+_NAMES = pl.Series([r.label for r in sorted(Result)], dtype=pl.String)
+assert [r.value for r in sorted(Result)] == list(range(len(_NAMES)))
+
+
+def result_labels(screening: Screening) -> list[pl.Expr]:
+    """Over the screening frame (or a slice of it), one column per criterion: its result label."""
+    # a label looked up by position (the codes are 0..3): a third of what a mapping costs at 1M rows
+    return [pl.lit(_NAMES).gather(pl.col(result_col(cc.id))).alias(cc.id) for cc in screening.rules.criteria]
 
 
 def _reasons(screening: Screening) -> pl.Series:
