@@ -98,3 +98,19 @@ def test_a_table_without_labels_writes_what_the_whole_table_writes(screening, st
     assert bare.head(3).equals(full.head(3))
     assert "rows" not in vars(bare)  # nothing above had the whole table with labels built
     assert bare.rows.equals(full.rows)
+
+
+def test_a_report_without_checklists_needs_only_a_few_of_the_candidates_columns(screening, study):
+    """without_checklist_values keeps the id, the site and the log's consent fields and reference date: every
+    report written without checklists (CSV, screening log, terminal table, counts) is the same without the rest."""
+    from trialkit.screening.reports import without_checklist_values
+
+    slim = without_checklist_values(screening)
+    assert slim.data.width < 10 < screening.data.width
+    assert "redcap_data_access_group" in slim.data.columns and "consent_date" in slim.data.columns
+    full = build_report(screening, checklists=0, study=study, source="intake.csv")
+    part = build_report(slim, checklists=0, study=study, source="intake.csv")
+    assert render_csv(part) == render_csv(full)
+    assert render_screening_log(part) == render_screening_log(full)
+    assert render_table(part, limit=None) == render_table(full, limit=None)
+    assert site_counts(part) == site_counts(full)

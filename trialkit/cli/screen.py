@@ -112,6 +112,7 @@ def screen(
         build_report,
         render,
         render_table,
+        without_checklist_values,
         write_csv,
         write_screening_log,
     )
@@ -132,6 +133,7 @@ def screen(
         checklists = MAX_CHECKLISTS
     else:
         checklists = 0
+        screening = without_checklist_values(screening)  # the values a checklist would show are let go
     # the terminal table and the HTML page list the first candidates only: their text cells are all they need
     # (the CSV, the JSON and the screening log list every candidate)
     rows = None

@@ -87,6 +87,18 @@ class Report:
 MAX_CHECKLISTS = 2000
 
 
+def without_checklist_values(screening: Screening) -> Screening:
+    """`screening` keeping, of the candidates' own columns, only those a report without checklists reads: the
+    record id, the site (data access group) and the screening log's consent fields and reference date. The others
+    (most of a gigabyte for a million candidates) are let go before the report is built; the instance tables
+    stay (what is still needed names instances)."""
+    from dataclasses import replace
+
+    wanted = (screening.record_id, SITE_COLUMN, *_LOG_VALUES, screening.rules.reference_field)
+    keep = [c for c in dict.fromkeys(wanted) if c and c in screening.data.columns]
+    return replace(screening, data=screening.data.select(keep))
+
+
 def build_report(
     screening: Screening,
     *,
@@ -654,6 +666,9 @@ LOG_COLUMNS = (
     "still_needed_text",
 )
 _LOG_DISPOSITION = {"eligible": "eligible", "ineligible": "ineligible", "pending": "pending_data"}
+
+
+_LOG_VALUES = ("consent_date", "consent_version")  # the data fields the screening log shows by default
 
 
 def screening_log_frame(
