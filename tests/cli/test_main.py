@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = str(Path(__file__).resolve().parents[2])
 
 
@@ -89,3 +91,21 @@ def test_a_failure_without_json_on_stdout_prints_no_json(tmp_path, capsys):
                  ["validate", str(bad), "--study", ROOT, "--format", "json", "--out", str(tmp_path / "f.json")]):
         code, out, err = _run_main(args, capsys)
         assert code == 1 and out == "" and "record_id" in err
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    (None, "muzzy_decay_ms:0"),
+    ("dirty_decay_ms:500,muzzy_decay_ms:1000", "muzzy_decay_ms:0"),  # polars' own, passed on by a parent process
+    ("muzzy_decay_ms:5", "muzzy_decay_ms:5"),  # the user's
+])
+def test_the_command_sets_the_allocator_before_polars_loads(given, expected):
+    """The CLI asks polars' allocator to return freed pages at once (docs/screening-speed.md): the setting must be
+    in the environment before polars is first imported, which importing the CLI must not do."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
+    if given is not None:
+        env["_RJEM_MALLOC_CONF"] = given
+    code = "import os, sys, trialkit.cli; print(os.environ['_RJEM_MALLOC_CONF'], 'polars' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == [expected, "False"]
