@@ -545,12 +545,14 @@ def stringify(frame: pl.DataFrame, keep: Collection[str] = ()) -> pl.DataFrame:
     float; `1.0` would not be a valid choice code), booleans become 1/0, dates ISO. `keep`: columns (by trimmed
     name) left in their type, which the caller types without a round trip through text (see read_intake)."""
     exprs = []
+    rewritten = False  # nothing to write out (every column text or kept): the frame as it is, no select
     for name, dtype in frame.schema.items():
         if dtype == pl.String or (keep and _trimmed(name) in keep):
             exprs.append(pl.col(name))
         else:
             exprs.append(text_expr(pl.col(name), dtype).alias(name))
-    return frame.select(exprs) if exprs else frame
+            rewritten = True
+    return frame.select(exprs) if rewritten else frame
 
 
 def _trimmed(name: str) -> str:
