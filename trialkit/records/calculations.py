@@ -106,9 +106,29 @@ def first_rows(typed: pl.DataFrame, keys: list[str], columns: list[str]) -> pl.D
 def _repeats(frame: pl.DataFrame, keys: list[str]) -> bool:
     """Whether some key repeats. Distinct hashes prove distinct keys (a third of the exact test's time on
     millions of instance rows); only when two hashes meet are the keys themselves compared."""
+    if _distinct_by_runs(frame, keys):
+        return False
     if frame.select(pl.struct(keys).hash().n_unique()).item() == frame.height:
         return False
     return bool(frame.select(pl.struct(keys).is_duplicated().any()).item())
+
+
+def _distinct_by_runs(frame: pl.DataFrame, keys: list[str]) -> bool:
+    """True when the keys are proved distinct the way REDCap exports instances: each record's (and event's)
+    instances in one run of rows, numbered upwards. Then distinct hashes of the runs' own keys are enough: a
+    million runs hashed instead of 3.5 million rows (a third of the time). False proves nothing."""
+    *head, last = keys
+    if not head or not frame.schema[last].is_integer() or frame.select(pl.any_horizontal(
+            pl.col(k).is_null().any() for k in keys)).item():
+        return False
+    opens = pl.any_horizontal((pl.col(k) != pl.col(k).shift(1)).fill_null(True) for k in head)
+    upwards, runs = frame.select(
+        (opens | (pl.col(last) > pl.col(last).shift(1))).all().alias("up"), opens.sum().alias("runs")
+    ).row(0)
+    if not upwards:
+        return False
+    own = pl.struct(head).hash() if len(head) > 1 else pl.col(head[0]).hash()
+    return frame.filter(opens).select(own.n_unique()).item() == runs
 
 
 def merge_per_key(frame: pl.DataFrame, keys: list[str]) -> tuple[pl.DataFrame, list[tuple[tuple, list[str]]]]:
