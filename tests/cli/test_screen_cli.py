@@ -203,3 +203,16 @@ def test_blank_calculated_fields_are_computed_before_screening(capsys, small_dat
         outputs.append([(c["record_id"], c["disposition"], c["primary_reason"]) for c in doc["candidates"]])
     assert outputs[0] == outputs[1]
     assert any("calculated fields were computed" in n for n in doc["notes"])
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_standard_output_holds_what_the_file_holds(capsys, small_data, tmp_path, fmt):
+    """CSV and JSON go to standard output through the same writer as to a file: the same text."""
+    base = [str(small_data), "--rules", str(RULES), "--as-of", "2026-11-02", "--format", fmt]
+    code, out, err = run(capsys, *base)
+    assert code == 0, err
+    code, _, err = run(capsys, *base, "--out", str(tmp_path / f"r.{fmt}"))
+    assert code == 0, err
+    assert out == (tmp_path / f"r.{fmt}").read_text(encoding="utf-8") and len(out) > 1000
+    code, one, _ = run(capsys, *base, "--record", "0005")
+    assert code == 0 and (json.loads(one)["command"] == "screen" if fmt == "json" else one.count("\n") == 2)

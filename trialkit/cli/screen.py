@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -139,17 +140,16 @@ def screen(
     rows = None
     if log_path is None and not records:
         rows = (limit or None) if fmt == "table" else MAX_ROWS if fmt == "html" else None
-    # the criterion label columns of every candidate are text only CSV and JSON on standard output need whole: the
-    # file writers and the screening log add them a slice at a time or do without (less memory at a million)
-    labels = out is None and fmt in ("csv", "json")
+    # the criterion label columns of every candidate are built whole by no output: the CSV and JSON writers and
+    # the screening log add them a slice at a time or do without (less memory at a million)
     report = build_report(
-        screening, checklists=checklists, study=study, source=str(data), rows=rows, labels=labels
+        screening, checklists=checklists, study=study, source=str(data), rows=rows, labels=False
     )
     details = bool(records)
     text: str | Callable[[BinaryIO], None]
-    if fmt == "csv" and out is not None:
+    if fmt == "csv":
         text = partial(write_csv, report)
-    elif fmt == "json" and out is not None:
+    elif fmt == "json":
         text = partial(_write_json, report)
     elif fmt == "table":
         text = render_table(report, limit=limit or None, details=details)
@@ -162,15 +162,18 @@ def screen(
         f"as of {as_of.isoformat()}: {sm.by_disposition['eligible']} eligible, "
         f"{sm.by_disposition['ineligible']} ineligible, {sm.by_disposition['pending']} pending"
     )
-    if fmt == "json" and isinstance(text, str):
-        text = wrap_json_text(text, "screen", True)  # the envelope (docs/cli.md)
     if out is not None:
         _write(out, text)
         click.echo(f"{line}; {fmt} written to {out}", err=True)
-    else:
+    elif isinstance(text, str):
         click.echo(text, nl=False)
         if fmt != "table":
             click.echo(line, err=True)
+    else:  # CSV and JSON go to standard output as to a file: written as made, never one string
+        sys.stdout.flush()
+        text(sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        click.echo(line, err=True)
     if log_path is not None:
         _write(log_path, partial(write_screening_log, report, identifiers=identifier_fields(study)))
         click.echo(f"screening log written to {log_path}", err=True)
