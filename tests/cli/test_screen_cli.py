@@ -216,3 +216,13 @@ def test_standard_output_holds_what_the_file_holds(capsys, small_data, tmp_path,
     assert out == (tmp_path / f"r.{fmt}").read_text(encoding="utf-8") and len(out) > 1000
     code, one, _ = run(capsys, *base, "--record", "0005")
     assert code == 0 and (json.loads(one)["command"] == "screen" if fmt == "json" else one.count("\n") == 2)
+
+
+def test_a_log_that_cannot_be_written_leaves_one_json_object_on_stdout(capsys, small_data, tmp_path):
+    """--format json with a --log path that cannot be written: exit 2, and stdout holds only the error envelope
+    (the log is written before the report is printed)."""
+    code, out, err = run(capsys, str(small_data), "--rules", str(RULES), "--as-of", "2026-11-02", "--format", "json",
+                         "--log", str(tmp_path / "no-such-folder" / "log.csv"))
+    assert code == 2 and "cannot write" in err
+    doc = json.loads(out)
+    assert doc["ok"] is False and doc["error"]["type"] == "UsageError"

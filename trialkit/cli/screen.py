@@ -162,6 +162,9 @@ def screen(
         f"as of {as_of.isoformat()}: {sm.by_disposition['eligible']} eligible, "
         f"{sm.by_disposition['ineligible']} ineligible, {sm.by_disposition['pending']} pending"
     )
+    if log_path is not None:  # first: a log that cannot be written fails the command before stdout holds a report
+        _write(log_path, partial(write_screening_log, report, identifiers=identifier_fields(study)))
+        click.echo(f"screening log written to {log_path}", err=True)
     if out is not None:
         _write(out, text)
         click.echo(f"{line}; {fmt} written to {out}", err=True)
@@ -174,6 +177,3 @@ def screen(
         text(sys.stdout.buffer)
         sys.stdout.buffer.flush()
         click.echo(line, err=True)
-    if log_path is not None:
-        _write(log_path, partial(write_screening_log, report, identifiers=identifier_fields(study)))
-        click.echo(f"screening log written to {log_path}", err=True)
