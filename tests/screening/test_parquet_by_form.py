@@ -1,6 +1,7 @@
-"""A typed Parquet flat export is screened exactly as its CSV twin, whether trialkit reads it one row kind at a
-time (the candidates' rows, then each repeating form's rows: records.parquet.read_by_form) or, when the file
-holds something that read would not see, flat."""
+"""A flat export is screened exactly as the ordinary (flat) read of its CSV screens it, whether trialkit reads it
+one row kind at a time (the candidates' rows, then each repeating form's rows: records.parquet.read_by_form for a
+typed Parquet file, records.delimited.read_csv_by_form for the CSV itself) or, when the file holds something that
+read would not see, flat."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from trialkit.records import delimited as delimited_module
 from trialkit.records import parquet as parquet_module
 from trialkit.records.convert import study_columns
 from trialkit.screening.reports import build_report
@@ -56,22 +58,28 @@ def _same(csv_path, parquet_path, rules, study):
 
 
 def _screen_both(tmp_path, text, rules, study, monkeypatch):
-    """Screen `text` as CSV and as its typed Parquet twin (results required equal); also which reads by form
-    were made (None: the file was read flat)."""
+    """Screen `text` as CSV read flat (the reference), as the same CSV read by form where it can be, and as its
+    typed Parquet twin (results required equal); also which reads by form were made, Parquet's then the CSV's
+    (None: the file was read flat)."""
     csv_path = tmp_path / "intake.csv"
     text.write_csv(csv_path)
     parquet = tmp_path / "intake.parquet"
     typed(text, study).write_parquet(parquet)
-    used = []
-    real = parquet_module._by_form
+    used, used_csv = [], []
+    real, real_csv = parquet_module._by_form, delimited_module._by_form
+    monkeypatch.setattr(delimited_module, "_by_form", lambda *a: None)
+    rows_flat, problems_flat = results(csv_path, rules, study)
+    monkeypatch.setattr(delimited_module, "_by_form", lambda *a: used_csv.append(real_csv(*a)) or used_csv[-1])
     monkeypatch.setattr(parquet_module, "_by_form", lambda *a: used.append(real(*a)) or used[-1])
     rows, problems = _same(csv_path, parquet, rules, study)
-    return rows, problems, used
+    assert_frame_equal(rows, rows_flat)
+    assert_frame_equal(problems, problems_flat)
+    return rows, problems, used + used_csv
 
 
 def test_read_by_form_screens_as_the_csv(tmp_path, text, rules, kap_study, monkeypatch):
     rows, _, used = _screen_both(tmp_path, text, rules, kap_study, monkeypatch)
-    assert used and used[0] is not None  # the file was read by form
+    assert len(used) == 2 and all(u is not None for u in used)  # both files were read by form
     assert set(rows.get_column("disposition")) == {"eligible", "ineligible", "pending"}
 
 
@@ -120,9 +128,9 @@ def test_whatever_the_file_holds_the_results_equal_the_csv(tmp_path, text, rules
         )
     _, problems, used = _screen_both(tmp_path, text, rules, kap_study, monkeypatch)
     if change in ("misplaced", "unknown_instrument", "no_treatment_rows_but_a_value"):
-        assert used == [None]  # read flat: reading by form would not see those rows or cells
+        assert used == [None, None]  # read flat: reading by form would not see those rows or cells
     else:
-        assert used and used[0] is not None
+        assert len(used) == 2 and all(u is not None for u in used)
     if change in ("misplaced", "bad_values"):
         assert problems.height >= 2
     if change == "no_treatment_rows_but_a_value":

@@ -31,9 +31,10 @@ from trialkit.records.convert import (
     typed_from_source,
     unchanged_from_source,
 )
+from trialkit.records.delimited import read_csv_by_form
 from trialkit.records.kinds import kind_blocks, rows_of_kind
 from trialkit.records.parquet import read_by_form, typed_columns
-from trialkit.records.readers import ROW, normalise, read_text_frame, text_expr
+from trialkit.records.readers import ROW, detect_format, normalise, read_text_frame, text_expr
 
 
 @dataclass(frozen=True, eq=False)
@@ -188,6 +189,8 @@ def read_intake(
     parts = read_by_form(Path(path), study, columns, keep) if keep_types and records is None else None
     if parts is not None:
         raw, fmt = parts, "parquet"
+    elif records is None and str(path) != "-" and (parts := read_csv_by_form(Path(path), study, columns)) is not None:
+        raw, fmt = parts, detect_format(Path(path))
     else:
         raw, fmt = read_text_frame(path, sheet=sheet, columns=columns, rows_of=rows_of, keep=keep)
     if records is not None and rid in raw.columns:

@@ -12,9 +12,9 @@ from pathlib import Path
 import polars as pl
 
 from trialkit.definitions.model import Study
-from trialkit.records.calculations import nonrepeating_forms
-from trialkit.records.convert import META_COLUMNS, REPEAT_INSTANCE, REPEAT_INSTRUMENT, keeps_type, study_columns
-from trialkit.records.readers import ROW, SOURCE_ROW, normalise, refuse_labels_export, stringify
+from trialkit.records.by_form import read_parts
+from trialkit.records.convert import REPEAT_INSTANCE, REPEAT_INSTRUMENT, keeps_type, study_columns
+from trialkit.records.readers import ROW, normalise, refuse_labels_export, stringify
 
 
 def read_by_form(
@@ -49,76 +49,26 @@ def _by_form(path: Path, study: Study, columns: Collection[str], keep: Collectio
     if rid not in schema or REPEAT_INSTRUMENT not in schema or schema[REPEAT_INSTRUMENT] != pl.String:
         return None
     refuse_labels_export(names)  # a labels export is refused before anything is read, as the ordinary read does
-    wanted = [n for n in names if n in set(columns)]
-    keys = [n for n in wanted if n == rid or n in META_COLUMNS]
-    form_of = {c.name: c.form for c in study_columns(study)}
-    plain = nonrepeating_forms(study)
-    repeating = {form for _, form in study.repeating_pairs}
-    if plain & repeating or any(n not in form_of for n in wanted if n not in keys):
-        return None
-    parts: dict[str | None, list[str]] = {None: []}
-    for form in repeating:
-        parts[form] = []
-    for n in wanted:
-        if n not in keys:
-            form = form_of[n]
-            parts[None if form in plain else form].append(n)
-    kinds = pl.scan_parquet(path).select(pl.col(REPEAT_INSTRUMENT).unique()).collect().to_series().to_list()
-    if any(k is not None and k not in repeating for k in kinds):
-        return None  # '', ' atrq', an unknown instrument: the ordinary read numbers and reports those rows
     meta = pq.ParquetFile(path).metadata
-    nulls = dict.fromkeys(wanted, 0)
     index = {meta.schema.column(i).name: i for i in range(meta.num_columns)}
-    for g in range(meta.num_row_groups):
-        group = meta.row_group(g)
-        for n in wanted:
-            if n not in index:
-                return None
-            stats = group.column(index[n]).statistics
-            if stats is None or not stats.has_null_count:
-                return None
-            nulls[n] += stats.null_count
-    frames = []
-    scan = pl.scan_parquet(path).with_row_index(SOURCE_ROW, offset=1)
-    for form, cols in parts.items():
-        if form is not None and form not in kinds:
-            if any(nulls[n] != meta.num_rows for n in cols):
-                return None  # values of a form no row is filed under: the ordinary read lists them misplaced
-            continue
-        which = pl.col(REPEAT_INSTRUMENT).is_null() if form is None else pl.col(REPEAT_INSTRUMENT) == form
-        part = scan.filter(which).select(SOURCE_ROW, *keys, *cols).collect()
-        for n in cols:  # every value of the column is on these rows, or some sit where the form does not belong
-            if part.height - part.get_column(n).null_count() != meta.num_rows - nulls[n]:
-                return None
-        # one chunk per column: stacked parts then share their block boundaries, and later selects and filters
-        # keep the other kinds' blank blocks empty (misaligned chunks would be rewritten whole, gigabytes)
-        frame = normalise(stringify(part, keep), keep)
-        del part
-        frames.append(_one_block(frame))
-    frame = pl.concat(frames, how="diagonal") if len(frames) > 1 else frames[0]
-    # columns of a form no row is filed under are blank throughout, as the ordinary read has them
-    absent = [n for n in wanted if n not in frame.columns]
-    frame = frame.hstack([
-        pl.Series(n, [None], dtype=schema[n] if n in keep else pl.String).new_from_index(0, frame.height)
-        for n in absent
-    ]) if absent else frame
-    return frame.select(ROW, *wanted)
 
+    def filled(wanted: list[str]) -> dict[str, int] | None:
+        """Each column's written cells, from the file's own statistics (None: a row group has none)."""
+        nulls = dict.fromkeys(wanted, 0)
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            for n in wanted:
+                stats = group.column(index[n]).statistics if n in index else None
+                if stats is None or not stats.has_null_count:
+                    return None
+                nulls[n] += stats.null_count
+        return {n: meta.num_rows - k for n, k in nulls.items()}
 
-def _one_block(frame: pl.DataFrame) -> pl.DataFrame:
-    """`frame` with each column in one block, copied a few columns at a time: polars copies those in parallel, and
-    the reader's blocks of a column are freed as soon as it is copied (copying the frame whole would hold both
-    copies of every column at once)."""
-    names = list(frame.columns)
-    done: list[pl.Series] = []
-    for at in range(0, len(names), _COPIED_TOGETHER):
-        batch = pl.DataFrame([frame.drop_in_place(name) for name in names[at:at + _COPIED_TOGETHER]])
-        done += batch.rechunk().get_columns()
-        del batch
-    return pl.DataFrame(done)
-
-
-_COPIED_TOGETHER = 8
+    return read_parts(
+        pl.scan_parquet(path), names, study, columns, filled,
+        prepare=lambda part: normalise(stringify(part, keep), keep),
+        dtype_of=lambda n: schema[n] if n in keep else pl.String,
+    )
 
 
 def typed_columns(path: Path, study: Study) -> set[str]:

@@ -41,7 +41,7 @@ FORMATS = {
     ".pq": "parquet",
 }
 
-_DUPLICATED = re.compile(r"^(.*)_duplicated_\d+$")
+DUPLICATED_NAME = re.compile(r"^(.*)_duplicated_\d+$")  # how polars names a repeated header
 _SAFE_INT = 2**53  # floats above this are not exact integers any more
 _DIAGNOSE_BYTES = 64 << 20  # a second, precise pass over a malformed delimited file only up to this size
 
@@ -593,7 +593,7 @@ def normalise(frame: pl.DataFrame, keep: Collection[str] = ()) -> pl.DataFrame:
     names = [str(c).strip().lstrip("\ufeff") for c in frame.columns]
     seen: set[str] = set()
     for name in names:
-        dup = _DUPLICATED.match(name)
+        dup = DUPLICATED_NAME.match(name)
         if name in seen or (dup and dup.group(1) in names):
             raise DataError(f"duplicate column {shown_name(dup.group(1) if dup else name)}")
         seen.add(name)

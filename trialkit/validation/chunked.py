@@ -20,7 +20,6 @@ helper columns of the whole file.
 from __future__ import annotations
 
 import datetime as _dt
-import io
 import queue
 import re
 import threading
@@ -32,6 +31,7 @@ import polars as pl
 from trialkit.definitions.model import Study
 from trialkit.errors import DataError, Location
 from trialkit.records import FORMATS, ROW, IntakeData, read_intake
+from trialkit.records.delimited import blocks
 from trialkit.records.intake import build
 from trialkit.records.limits import check_delimited
 from trialkit.records.readers import normalise, read_text_frame
@@ -251,7 +251,7 @@ def _delimited_batches(
         if rid not in names or len(set(names)) != len(names) or ROW in names or any(map(_RENAMED.match, names)):
             return None
         # the same reader as the batches below, so row i here is row i there
-        parts = list(_blocks(path, separator, header, block, [names.index(rid)]))
+        parts = list(blocks(path, separator, header, block, [names.index(rid)]))
     except (DataError, pl.exceptions.PolarsError, OSError):
         return None
     if not parts:  # a header and no data row: the whole-file path says so in its words
@@ -267,7 +267,7 @@ def _delimited_batches(
     def batches() -> Iterator[pl.DataFrame]:
         offset = 0
         try:
-            for batch in _blocks(path, separator, header, block, None):
+            for batch in blocks(path, separator, header, block, None):
                 height = batch.height
                 frame = normalise(batch).with_columns(pl.col(ROW) + offset)
                 offset += height
@@ -280,54 +280,6 @@ def _delimited_batches(
             raise DataError("the file changed while it was being read", location=Location(file=str(path)))
 
     return _record_chunks(batches(), release, chunk_rows), width
-
-
-def _blocks(
-    path: Path, separator: str, header: list[str], size: int, columns: list[int] | None
-) -> Iterator[pl.DataFrame]:
-    """The data rows of a delimited file as text frames, reading about `size` bytes at a time. Blocks end at a
-    line break outside quotes (an even number of quote characters before it: a doubled "" inside a quoted
-    field keeps the parity), so a quoted line break never cuts a row. polars' own batched reader maps the
-    whole file, whose pages then count as this process's memory."""
-    options = {
-        "separator": separator,
-        "has_header": False,
-        "new_columns": header,
-        "infer_schema": False,
-        "encoding": "utf8",
-        "null_values": [""],
-        "raise_if_empty": False,
-        "columns": columns,
-    }
-    with path.open("rb") as handle:
-        handle.readline()  # the header (check_delimited has seen that it holds no quoted line break)
-        carry = b""
-        odd = False  # the quote parity of `carry`
-        while True:
-            data = handle.read(size)
-            if not data:
-                break
-            text = carry + data
-            quotes_odd = odd ^ (data.count(b'"') % 2 == 1)
-            cut = text.rfind(b"\n")
-            tail_odd = False
-            while cut >= 0:
-                tail_odd = text.count(b'"', cut) % 2 == 1
-                if quotes_odd == tail_odd:  # the quotes before the break are even
-                    break
-                cut = text.rfind(b"\n", 0, cut)
-            if cut < 0:
-                carry, odd = text, quotes_odd
-                continue
-            body, carry, odd = text[: cut + 1], text[cut + 1 :], tail_odd
-            yield _read_block(body, options)
-        if carry.strip(b"\r\n"):
-            yield _read_block(carry, options)
-
-
-def _read_block(body: bytes, options: dict) -> pl.DataFrame:
-    frame = pl.read_csv(io.BytesIO(body), **options)
-    return frame.select(pl.all().cast(pl.String)) if frame.width else frame
 
 
 # ---- notes of the whole file ------------------------------------------------------------------------------
