@@ -358,15 +358,32 @@ def parse_form(body: bytes) -> list[tuple[str, str]]:
     binascii.a2b_qp decodes `=XX` in C, so '%' is swapped for '=' when the value holds no raw '=', CR or LF; a
     malformed escape then leaves an '=' in the result (a2b_qp keeps it), and only then, or for an escape of '='
     itself, is the standard decoder used.
+
+    The pairs are found by their offsets, not split out: a large value (LARGE_VALUE bytes or more) is decoded
+    from a view of the body translated once, so a 5 MB import batch is copied once before decoding instead of
+    three times (split, partition, translate), each copy onto fresh pages.
     """
     pairs = []
-    for part in body.split(b"&"):
-        if not part:
-            continue
-        key, _, value = part.partition(b"=")
-        pairs.append((_unquote(key), _unquote(value)))
+    size = len(body)
+    translated: list[bytes] = []  # the body with '+' -> ' ' and '%' -> '=', made at the first large value
+    start = 0
+    while start <= size:
+        end = body.find(b"&", start)
+        if end < 0:
+            end = size
+        if end > start:
+            eq = body.find(b"=", start, end)
+            key_end, value_start = (end, end) if eq < 0 else (eq, eq + 1)
+            key = _unquote(body[start:key_end])
+            if end - value_start < LARGE_VALUE:
+                pairs.append((key, _unquote(body[value_start:end])))
+            else:
+                pairs.append((key, _unquote_large(body, value_start, end, translated)))
+        start = end + 1
     return pairs
 
+
+LARGE_VALUE = 1 << 16  # bytes from which a value is decoded in place (parse_form)
 
 # '+' -> ' ' and '%' -> '=' in one pass (a 5 MB import batch: one copy instead of two)
 _PLUS_PERCENT = bytes.maketrans(b"+%", b" =")
@@ -381,6 +398,18 @@ def _unquote(raw: bytes) -> str:
         if b"=" not in decoded:
             return decoded.decode("utf-8", "replace")
     return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8", "replace")
+
+
+def _unquote_large(body: bytes, start: int, end: int, translated: list[bytes]) -> str:
+    """`_unquote(body[start:end])`, decoded from a view of the translated body (made once, kept in `translated`)."""
+    if (body.find(b"%", start, end) >= 0 and body.find(b"=", start, end) < 0 and body.find(b"\r", start, end) < 0
+            and body.find(b"\n", start, end) < 0 and body[end - 1] != 0x25):  # 0x25: '%'
+        if not translated:
+            translated.append(body.translate(_PLUS_PERCENT))
+        decoded = binascii.a2b_qp(memoryview(translated[0])[start:end])
+        if b"=" not in decoded:
+            return decoded.decode("utf-8", "replace")
+    return _unquote(body[start:end])
 
 
 # ---- uploaded file names ------------------------------------------------------------------------------------------
