@@ -8,7 +8,11 @@ refusal comes after many valid rows. Through PyCap over HTTP.
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from redcap import RedcapError
 from sandbox_data import MIXED_ROWS, longitudinal_spec, post
 
@@ -167,8 +171,29 @@ def test_new_records_are_stored_and_logged_as_the_general_path_does(sandbox, mon
     '"a":" b"', " " * 100 + '"', '"' + " " * 100, "a b " * 50 + '"', "ab" * 200 + ' "',
 ])
 def test_space_beside_quote_is_the_substring_test(text):
-    # two ways: through the pieces between spaces (rare spaces) and the substring search (common spaces)
     assert records._space_beside_quote(text) == ('" ' in text or ' "' in text)
+
+
+def _plain_by_substrings(text: str) -> bool:
+    """_plain_cells as it was written with str's substring searches (main before the fifth pass)."""
+    return (text.isascii() and "\\" not in text and '" ' not in text and ' "' not in text and '""' not in text
+            and records._NOT_TEXT.search(text) is None)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=' "ab:,{}[]1t\\\u00e9', max_size=40))
+def test_plain_cells_is_the_substring_test(text):
+    # the searches through re (a space beside a quote, an empty string) decide as the substring searches did
+    assert records._plain_cells(text) == _plain_by_substrings(text)
+    assert records._space_beside_quote(text) == ('" ' in text or ' "' in text)
+
+
+def test_plain_cells_of_pycap_json():
+    rows = [{"record_id": "1", "a": "x y", "b": "2"}, {"record_id": "2", "a": "z", "b": 3}]
+    assert records._plain_cells(json.dumps(rows, separators=(",", ":")))
+    for bad in ({"a": ""}, {"a": " x"}, {"a": "x "}, {"a": None}, {"a": True}, {"a": "\u00a0x"}, {"a": "x\n"}):
+        text = json.dumps([*rows, {"record_id": "3", **bad}], separators=(",", ":"))
+        assert not records._plain_cells(text), bad
 
 
 def test_insert_many_writes_every_row_in_order_across_statements(monkeypatch):

@@ -119,6 +119,7 @@ class SandboxApp:
         stream = environ["wsgi.input"]
         length = _content_length(environ)
         mimetype, options = parse_options_header(environ.get("CONTENT_TYPE", ""))
+        start = _position(stream)
         head = stream.read(min(length, self.limits.token_window)) if length else b""
         complete = len(head) >= length
         peek = _peek_params(head, complete, mimetype, options)
@@ -130,7 +131,7 @@ class SandboxApp:
             sandbox._log_request(peek.get("content", ""), 403)
             return _send(start_response, 403, body, ctype)
         try:
-            request = self._decode(_Rest(head, stream, length), mimetype, options, length)
+            request = self._decode(_Rest(head, stream, length, start), mimetype, options, length)
         except _Refused as refused:
             body, ctype = formats.error_body(refused.message, formats.reply_format(peek))
             return _send(start_response, refused.status, body, ctype)
@@ -283,22 +284,46 @@ def _content_length(environ: dict[str, Any]) -> int:
         raise _Refused(400, "The Content-Length header is not a number") from None
 
 
-class _Rest(io.RawIOBase):
-    """The body again from its start: the peeked head, then the unread rest of the input stream."""
+def _position(stream: Any) -> int | None:
+    """Where the input stream stands, if it can be read again from there (None: it cannot)."""
+    try:
+        return stream.tell() if stream.seekable() else None
+    except (AttributeError, OSError, ValueError):
+        return None
 
-    def __init__(self, head: bytes, stream: Any, length: int) -> None:
+
+class _Rest(io.RawIOBase):
+    """The body again from its start: the peeked head, then the unread rest of the input stream.
+
+    Read whole from a stream that can go back to `start` (waitress keeps a body of up to Limits.body_in_memory in
+    an io.BytesIO, a larger one in a temporary file), the body is read again from there: from a BytesIO, its bytes
+    themselves when they are the body (a 5 MB import batch is not copied), else one read, instead of joining the
+    head to the rest (two copies onto fresh pages: ~3.5 ms more per 5 MB)."""
+
+    def __init__(self, head: bytes, stream: Any, length: int, start: int | None = None) -> None:
         self._head = head
         self._stream = stream
+        self._length = length
         self._left = length - len(head)
+        self._start = start  # None: the stream cannot go back, or part of the body was handed out already
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
+            start, self._start = self._start, None
+            if start is not None and self._left > 0:
+                self._head, self._left = b"", 0
+                getvalue = getattr(self._stream, "getvalue", None)
+                if getvalue is not None:
+                    return getvalue()[start:start + self._length]  # the same bytes object when it is all the body
+                self._stream.seek(start)
+                return self._stream.read(self._length)
             out = self._head + (self._stream.read(self._left) if self._left > 0 else b"")
             self._head, self._left = b"", 0
             return out
+        self._start = None
         if self._head:
             out, self._head = self._head[:size], self._head[size:]
             return out
@@ -358,15 +383,32 @@ def parse_form(body: bytes) -> list[tuple[str, str]]:
     binascii.a2b_qp decodes `=XX` in C, so '%' is swapped for '=' when the value holds no raw '=', CR or LF; a
     malformed escape then leaves an '=' in the result (a2b_qp keeps it), and only then, or for an escape of '='
     itself, is the standard decoder used.
+
+    The pairs are found by their offsets, not split out: a large value (LARGE_VALUE bytes or more) is decoded
+    from a view of the body translated once, so a 5 MB import batch is copied once before decoding instead of
+    three times (split, partition, translate), each copy onto fresh pages.
     """
     pairs = []
-    for part in body.split(b"&"):
-        if not part:
-            continue
-        key, _, value = part.partition(b"=")
-        pairs.append((_unquote(key), _unquote(value)))
+    size = len(body)
+    translated: list[bytes] = []  # the body with '+' -> ' ' and '%' -> '=', made at the first large value
+    start = 0
+    while start <= size:
+        end = body.find(b"&", start)
+        if end < 0:
+            end = size
+        if end > start:
+            eq = body.find(b"=", start, end)
+            key_end, value_start = (end, end) if eq < 0 else (eq, eq + 1)
+            key = _unquote(body[start:key_end])
+            if end - value_start < LARGE_VALUE:
+                pairs.append((key, _unquote(body[value_start:end])))
+            else:
+                pairs.append((key, _unquote_large(body, value_start, end, translated)))
+        start = end + 1
     return pairs
 
+
+LARGE_VALUE = 1 << 16  # bytes from which a value is decoded in place (parse_form)
 
 # '+' -> ' ' and '%' -> '=' in one pass (a 5 MB import batch: one copy instead of two)
 _PLUS_PERCENT = bytes.maketrans(b"+%", b" =")
@@ -381,6 +423,18 @@ def _unquote(raw: bytes) -> str:
         if b"=" not in decoded:
             return decoded.decode("utf-8", "replace")
     return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8", "replace")
+
+
+def _unquote_large(body: bytes, start: int, end: int, translated: list[bytes]) -> str:
+    """`_unquote(body[start:end])`, decoded from a view of the translated body (made once, kept in `translated`)."""
+    if (body.find(b"%", start, end) >= 0 and body.find(b"=", start, end) < 0 and body.find(b"\r", start, end) < 0
+            and body.find(b"\n", start, end) < 0 and body[end - 1] != 0x25):  # 0x25: '%'
+        if not translated:
+            translated.append(body.translate(_PLUS_PERCENT))
+        decoded = binascii.a2b_qp(memoryview(translated[0])[start:end])
+        if b"=" not in decoded:
+            return decoded.decode("utf-8", "replace")
+    return _unquote(body[start:end])
 
 
 # ---- uploaded file names ------------------------------------------------------------------------------------------
