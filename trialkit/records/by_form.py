@@ -17,7 +17,7 @@ import polars as pl
 from trialkit.definitions.model import Study
 from trialkit.records.calculations import nonrepeating_forms
 from trialkit.records.convert import META_COLUMNS, REPEAT_INSTRUMENT, study_columns
-from trialkit.records.readers import ROW, SOURCE_ROW
+from trialkit.records.readers import DUPLICATED_NAME, ROW, SOURCE_ROW, refuse_labels_export
 
 
 def read_parts(
@@ -70,9 +70,15 @@ def form_parts(
     study: Study, names: Sequence[str], columns: Collection[str]
 ) -> tuple[list[str], list[str], dict[str | None, list[str]]] | None:
     """The columns of `names` the caller reads (`wanted`), the key columns among them, and each row kind's own
-    columns (None: the non-repeating forms'); None when a column belongs to no form of the study or a form
-    repeats on some events only (reading by form would then differ from the ordinary read)."""
+    columns (None: the non-repeating forms'); None when the ordinary read could read the file differently: names it
+    trims, refuses or renames, no record id or instrument column, a column of no form of the study, a form that
+    repeats on some events only. A labels export is refused here, before anything is read, as the ordinary read
+    refuses it."""
     rid = study.record_id_field
+    if (any(str(n) != str(n).strip().lstrip("\ufeff") or n == ROW or DUPLICATED_NAME.match(str(n)) for n in names)
+            or len(set(names)) != len(names) or rid not in names or REPEAT_INSTRUMENT not in names):
+        return None
+    refuse_labels_export(names)
     wanted = [n for n in names if n in set(columns)]
     keys = [n for n in wanted if n == rid or n in META_COLUMNS]
     form_of = {c.name: c.form for c in study_columns(study)}

@@ -2,11 +2,11 @@
 
 REDCap's own export is a CSV: a million candidates with their treatment-history rows are 4.5 million lines, and
 read whole as text every cell of every column is a 16-byte string view, the other kinds' blanks included (7.6 GB
-for the benchmark's file). Read by form, each kind's rows are parsed with their own columns only, in a streaming
-pass that never holds the whole file. A CSV has no statistics, so a first streaming pass counts each column's
-written cells; anything the ordinary read would see differently (those counts, rows without a record id, names
-that need trimming, a file the checks of the ordinary read refuse) makes this decline, and
-trialkit.records.readers reads the file as before.
+for the benchmark's file). Here the file is parsed a block at a time and each block's rows are split by kind,
+each kind keeping its own columns only. A CSV has no statistics, so each block checks that every value of a
+column is on its kind's rows; anything the ordinary read would see differently (a value where its form does not
+belong, rows without a record id, an instrument the study lacks, names it trims, a file its checks refuse) makes
+this decline, and trialkit.records.readers reads the file as before.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from trialkit.definitions.model import Study
 from trialkit.records.by_form import form_parts, one_block, stacked
 from trialkit.records.convert import REPEAT_INSTRUMENT
 from trialkit.records.limits import check_delimited
-from trialkit.records.readers import DUPLICATED_NAME, ROW, SOURCE_ROW, detect_format, normalise, refuse_labels_export
+from trialkit.records.readers import SOURCE_ROW, detect_format, header_line, normalise
 
 
 def read_csv_by_form(path: Path, study: Study, columns: Collection[str] | None) -> pl.DataFrame | None:
@@ -41,13 +41,8 @@ def _by_form(path: Path, study: Study, columns: Collection[str], separator: str)
     check_delimited(path, separator)  # a ragged row or a huge cell: the ordinary read says where
     header = list(pl.scan_csv(path, separator=separator, infer_schema=False, n_rows=0).collect_schema())
     rid = study.record_id_field
-    if len(header) < 2 or separator not in _first_line(path):
+    if separator not in header_line(path):
         return None  # one column: the ordinary read tells which other separator the file has
-    if any(n != n.strip() or n == ROW or DUPLICATED_NAME.match(n) for n in header) or len(set(header)) != len(header):
-        return None
-    if rid not in header or REPEAT_INSTRUMENT not in header:
-        return None
-    refuse_labels_export(header)  # a labels export is refused before anything is read, as the ordinary read does
     layout = form_parts(study, header, columns)
     if layout is None:
         return None
@@ -66,18 +61,12 @@ def _by_form(path: Path, study: Study, columns: Collection[str], separator: str)
             # every value of the column in this block is on these rows, or some sit where the form does not belong
             if any(piece.get_column(n).count() != batch.get_column(n).count() for n in cols):
                 return None
-            if piece.height:
+            if piece.height or form is None:  # the non-repeating part is there even without rows, as by scan
                 pieces[form].append(piece)
         del batch
     if read == 0:
         return None  # a header only: the ordinary read says so in its words
-    frames = []
-    for form in parts:
-        if pieces[form] or form is None:
-            part = pl.concat(pieces.pop(form), how="vertical") if pieces[form] else pl.DataFrame(
-                schema={n: pl.Int64 if n == SOURCE_ROW else pl.String for n in [SOURCE_ROW, *keys, *parts[None]]})
-            frames.append(one_block(normalise(part)))
-            del part
+    frames = [one_block(normalise(pl.concat(pieces.pop(form), how="vertical"))) for form in parts if pieces[form]]
     return stacked(frames, wanted, lambda n: pl.String)
 
 
@@ -131,8 +120,3 @@ def blocks(
 def _read_block(body: bytes, options: dict) -> pl.DataFrame:
     frame = pl.read_csv(io.BytesIO(body), **options)
     return frame.select(pl.all().cast(pl.String)) if frame.width else frame
-
-
-def _first_line(path: Path) -> str:
-    with path.open("rb") as handle:
-        return handle.readline(1 << 20).decode("utf-8", errors="replace")

@@ -14,7 +14,7 @@ import polars as pl
 from trialkit.definitions.model import Study
 from trialkit.records.by_form import read_parts
 from trialkit.records.convert import REPEAT_INSTANCE, REPEAT_INSTRUMENT, keeps_type, study_columns
-from trialkit.records.readers import ROW, normalise, refuse_labels_export, stringify
+from trialkit.records.readers import normalise, stringify
 
 
 def read_by_form(
@@ -43,12 +43,8 @@ def _by_form(path: Path, study: Study, columns: Collection[str], keep: Collectio
 
     schema = pl.read_parquet_schema(path)
     names = list(schema)
-    rid = study.record_id_field
-    if any(str(n) != str(n).strip().lstrip("\ufeff") or n == ROW for n in names) or len(set(names)) != len(names):
+    if schema.get(REPEAT_INSTRUMENT, pl.String) != pl.String:
         return None
-    if rid not in schema or REPEAT_INSTRUMENT not in schema or schema[REPEAT_INSTRUMENT] != pl.String:
-        return None
-    refuse_labels_export(names)  # a labels export is refused before anything is read, as the ordinary read does
     meta = pq.ParquetFile(path).metadata
     index = {meta.schema.column(i).name: i for i in range(meta.num_columns)}
 

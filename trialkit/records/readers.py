@@ -197,7 +197,8 @@ def _read_csv(path: Path, separator: str) -> pl.DataFrame:
         ) from None
 
 
-def _header_line(path: Path) -> str:
+def header_line(path: Path) -> str:
+    """A delimited file's first line as text (BOM and line break removed; '' when it cannot be read)."""
     try:
         with path.open("rb") as handle:
             head = handle.readline(1 << 20)
@@ -209,7 +210,7 @@ def _header_line(path: Path) -> str:
 def _refuse_other_separator(path: Path, separator: str) -> None:
     """A header that holds no `separator` but another one: the file was saved with other settings than its name
     says. Read as is, it would be one column, and "no record id column" would not say why."""
-    header = _header_line(path)
+    header = header_line(path)
     if not header or separator in header:
         return
     if separator == "," and header.count(";") >= 1:
