@@ -18,6 +18,9 @@
    with theirs: the cells that hold data) and writes trialkit's own CSV output back out (read beforehand, not
    timed). Any tool that reads this file and writes this CSV pays it; the ratio says how much checking and
    screening add on top.
+5. The phases of the csv run, each timed in one process (the library calls `screen` makes, one at a time):
+   imports, the study and rule checks, reading and typing, the cell checks and calcs, the screening step, the
+   result table, the CSV written. Not a figure with a target: where the time goes.
 
 Targets: csv, json and log under 3 s wall and 2 GB peak; table and html under 5 s. Other processes on the
 machine stretch wall times: read the CPU time and the load printed beside them.
@@ -132,6 +135,66 @@ with open(csv + ".floor", "wb") as out:
 """
 
 
+PHASES = """
+import datetime as dt, json, sys, time
+from dataclasses import replace
+from pathlib import Path
+marks, last = [], [time.perf_counter(), time.process_time()]
+def mark(name):
+    t, c = time.perf_counter(), time.process_time()
+    marks.append((name, t - last[0], c - last[1]))
+    last[0], last[1] = t, c
+import trialkit.cli  # first, as `trialkit` runs: it sets polars' allocator up before polars loads
+import polars as pl
+mark("import polars")
+from trialkit.records import read_intake
+from trialkit.screening.engine import screen
+from trialkit.screening.reports import build_report, without_checklist_values, write_csv
+from trialkit.screening.run import _with_site, load_rules, resolve_study, screen_columns
+mark("import trialkit")
+data, rules_path, root, as_of, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], sys.argv[5]
+as_of = dt.date.fromisoformat(as_of)
+study = resolve_study(rules_path, root)
+rules = load_rules(rules_path, study)
+mark("study and rule checks")
+# what trialkit.screening.run.screen_file does, a step at a time
+intake = read_intake(data, study, columns=screen_columns(rules, study), keep_types=True)
+mark("read and type the file")
+intake = intake.for_screening(as_of=as_of, columns=rules.read_columns())
+mark("cell checks and calcs")
+result = screen(rules, intake, as_of=as_of)
+mark("screening step")
+result = without_checklist_values(replace(result, data=_with_site(result, intake.raw)))
+del intake
+report = build_report(result, checklists=0, study=study, source=str(data), labels=False)
+mark("result table")
+with open(out, "wb") as handle:
+    write_csv(report, handle)
+mark("CSV written")
+print(json.dumps(marks))
+"""
+
+
+def phases_argv(data: Path, out: Path) -> list[str]:
+    """The phases child (module docstring, 5.): the csv run's steps timed one by one in one process."""
+    return [sys.executable, "-c", PHASES, str(data), str(RULES), str(ROOT), AS_OF.isoformat(), str(out)]
+
+
+def show_phases(run: dict) -> None:
+    """The phases child's split of a csv run: where the time goes (docs/screening-speed.md quotes it)."""
+    if run["rc"] != 0:
+        print("    phases run failed: " + (run["err"].strip().splitlines() or ["?"])[-1][:200])
+        return
+    marks = json.loads(run["out"].strip().splitlines()[-1])
+    timed = sum(wall for _, wall, _ in marks)
+    print(f"  {'phases':<7} the csv run a step at a time in one process (wall / CPU), load {run['load0']:.2f} -> "
+          f"{run['load1']:.2f}:")
+    print(f"            {'start and exit of Python':<26} {run['wall'] - timed:5.2f} s")
+    for name, wall, cpu in marks:
+        print(f"            {name:<26} {wall:5.2f} s / {cpu:5.2f} s")
+    print(f"            {'in all':<26} {run['wall']:5.2f} s / {run['cpu']:5.2f} s, peak {run['peak_mb']:,.0f} MB")
+
+
 def floor_argv(data: Path, csv: Path) -> list[str]:
     """The floor child (see the module's docstring, 4.): the columns `screen` reads from `data`, each row kind
     with its own columns (the cells that hold data, as screen reads them), then `csv` written."""
@@ -207,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"{ratio:.1f}x)  load {floor['load0']:.2f} -> {floor['load1']:.2f}")
                 else:
                     print("    floor run failed: " + (floor["err"].strip().splitlines() or ["?"])[-1][:200])
+                show_phases(run_child("phases", phases_argv(data, out / "phases.csv")))
             target = TARGET_S[fmt]
             ok = r["rc"] == 0 and (target is None or r["wall"] < target) and (
                 fmt in ("record", "from-csv") or r["peak_mb"] < TARGET_MB)
