@@ -4,10 +4,14 @@ that suggests the nearest command for a typo. docs/cli.md describes the same pol
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import difflib
 import json
+import os
 import re
+import select
+import sys
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -29,7 +33,7 @@ INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); a scheduler's SIGTERM ends with 143 
 USAGE_TEXT = "usage or definition error: bad option or value, file not found, study or rule file wrong"
 _TAIL = (
     (INTERNAL, "internal error (a bug in trialkit; --debug shows the traceback)"),
-    (INTERRUPTED, "interrupted (143: stopped by SIGTERM)"),
+    (INTERRUPTED, "interrupted (143: stopped by SIGTERM; 141: the output's reader left, as with | head)"),
 )
 
 
@@ -250,3 +254,29 @@ class SuggestingGroup(click.Group):
             hint = f" Did you mean '{close[0]}'?" if close else ""
             ctx.fail(f"No such command '{name}'.{hint}")
         return super().resolve_command(ctx, args)
+
+
+_STDOUT_GONE: list[bool] = []  # once found gone, standard output is /dev/null: the answer is kept
+
+
+def stdout_gone() -> bool:
+    """Whether standard output is a pipe whose reader has left (`trialkit screen ... --format csv | head -1`),
+    asked of the system (poll), not of the error: polars' write errors carry no errno. If so, standard output is
+    pointed at /dev/null, so that the interpreter's last flush does not fail again with a message: the reader
+    wanted no more, which is neither trialkit's error nor the data's."""
+    if _STDOUT_GONE:
+        return True
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        gone = any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # not a file (a test's captured output)
+        return False
+    if gone:
+        _STDOUT_GONE.append(True)
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+    return gone

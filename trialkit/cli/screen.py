@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
-from trialkit.cli.options import DATE, exit_codes, format_option, resolve_format, study_option, wrap_json_text
+from trialkit.cli.options import (
+    DATE,
+    exit_codes,
+    format_option,
+    resolve_format,
+    stdout_gone,
+    study_option,
+    wrap_json_text,
+)
 from trialkit.errors import UsageError
 
 if TYPE_CHECKING:
@@ -174,6 +182,13 @@ def screen(
             click.echo(line, err=True)
     else:  # CSV and JSON go to standard output as to a file: written as made, never one string
         sys.stdout.flush()
-        text(sys.stdout.buffer)
-        sys.stdout.buffer.flush()
+        try:
+            text(sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            raise  # the reader left (`| head`): trialkit.cli ends quietly
+        except OSError as exc:  # a full disk behind `> file`; polars' errors name no errno, only their text
+            if stdout_gone():
+                raise BrokenPipeError(str(exc)) from None
+            raise UsageError(f"cannot write to standard output: {exc.strerror or exc}") from None
         click.echo(line, err=True)
