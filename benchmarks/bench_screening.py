@@ -375,7 +375,12 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
     cmd = [sys.executable, __file__, "--run", str(data_dir), "--sample", str(sample), "--seed", str(args.seed)]
-    proc = subprocess.run([*cmd, "--repeat", str(repeat)], capture_output=True, text=True, check=False)
+    # the child runs polars as the `trialkit` command does (its allocator returns freed pages at once); this
+    # process imported polars, whose own defaults would otherwise pass on to the child
+    from trialkit.cli import ALLOCATOR_CONF
+
+    env = {**os.environ, "_RJEM_MALLOC_CONF": ALLOCATOR_CONF}
+    proc = subprocess.run([*cmd, "--repeat", str(repeat)], capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
         raise SystemExit(proc.returncode)

@@ -29,8 +29,10 @@ from trialkit.errors import TrialkitError
 # (this module imports none of it; polars adds the value to its own defaults). A value the user set wins; polars'
 # own defaults, which a parent Python process that imported polars passes on to its children, do not.
 _POLARS_ALLOCATOR_DEFAULT = "dirty_decay_ms:500,muzzy_decay_ms:1000"
+#: the allocator set-up the `trialkit` command runs polars with (benchmarks give it to their children too)
+ALLOCATOR_CONF = "muzzy_decay_ms:0"
 if os.environ.get("_RJEM_MALLOC_CONF") in (None, _POLARS_ALLOCATOR_DEFAULT):
-    os.environ["_RJEM_MALLOC_CONF"] = "muzzy_decay_ms:0"
+    os.environ["_RJEM_MALLOC_CONF"] = ALLOCATOR_CONF
 
 # name -> "module:attribute" of a click command or group.
 _COMMANDS = {
