@@ -367,11 +367,13 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
         no_instance = ""
     cell = encoded.__getitem__
     bases: dict[tuple[str, str], list[str]] = {}
-    templates: dict[tuple, tuple[list[str], Callable[[list], tuple]]] = {}
+    templates: dict[tuple, tuple[list[str], Callable[[list], tuple] | None, int]] = {}
 
     def template(event: str, rform: str, names: tuple[str, ...],
-                 raw: bool) -> tuple[list[str], Callable[[list], tuple]]:
-        """`raw`: the stored values go in as they are stored, between quotes the template holds (see below)."""
+                 raw: bool) -> tuple[list[str], Callable[[list], tuple] | None, int]:
+        """`raw`: the stored values go in as they are stored, between quotes the template holds (see below).
+        Returns the pieces (None at each slot), how to pick the exported stored values in export order (None: all
+        of them, in stored order) and the length of the fixed text."""
         base = bases.get((event, rform))
         if base is None:
             defaults = dict(_Context(plan, event, rform).defaults)
@@ -389,6 +391,9 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
             previous = p
         pieces[-1] += "".join("," + base[q] for q in range(previous + 1, len(keys))) + ("}" if json_out else "\n")
         take = [j for _, j in stored]
+        fixed = sum(len(p) for p in pieces if p is not None)
+        if take == list(range(len(names))):  # every stored column is exported, in stored order
+            return pieces, None, fixed
         if len(take) > 1:
             pick = operator.itemgetter(*take)
         elif take:
@@ -399,13 +404,13 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
         else:
             def pick(values: list) -> tuple:
                 return ()
-        return pieces, pick
+        return pieces, pick, fixed
 
-    if json_out:
-        yield "["
-    else:
-        yield formats.csv_line(_headers(plan, keys))
-    first = True
+    # The rows' pieces go straight into one buffer, joined every ~64 KB (api._chunks passes such pieces on as
+    # they are): no string per row (~4 KB of JSON each, copied again into the chunk) and one yield per chunk.
+    buf: list[str | None] = ["[" if json_out else formats.csv_line(_headers(plan, keys))]
+    size = 0
+    first = json_out  # the first JSON row follows no comma
     loads = orjson.loads  # stored rows: each row's one decode is a large share of an export's time with json
     for record, event, rform, inst, data_text, dag in cursor:
         if matches is not None and (record if not longitudinal else (record, event, rform, inst)) not in matches:
@@ -425,7 +430,7 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
             found = template(event, rform, names, raw)
             if len(templates) < _TEMPLATE_LIMIT:  # sparse data may have a shape per row: memory stays bounded
                 templates[shape] = found
-        pieces, pick = found
+        pieces, pick, fixed = found
         values = [cell(record)]
         if longitudinal:
             values.append(cell(event))
@@ -434,18 +439,26 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
             values.append(str(inst) if inst else no_instance)  # a JSON number, as REDCap sends it
         if with_dag:
             values.append(cell(dag))
-        stored = pick(list(data.values()))
+        stored = data.values() if pick is None else pick(list(data.values()))
         values.extend(stored if raw else map(cell, stored))
-        line = pieces.copy()
-        line[1::2] = values
-        text = "".join(line)
-        if json_out:
-            yield text[1:] if first else text
+        start = len(buf)
+        buf += pieces
+        buf[start + 1::2] = values  # the template's slots, each followed by its fixed text
+        if first:
+            buf[start] = buf[start][1:]
             first = False
-        else:
-            yield text
+        size += fixed
+        if size >= _CHUNK:
+            yield "".join(buf)
+            buf = []
+            size = 0
     if json_out:
-        yield "]"
+        buf.append("]")
+    if buf:
+        yield "".join(buf)
+
+
+_CHUNK = 1 << 16  # characters of export text joined at a time (about; the rows' fixed text is what is counted)
 
 
 def _eav(plan: ExportPlan, rows: Iterator, lead: list[str], data_cols: list[Column]) -> Iterator[str]:
