@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import operator
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -241,15 +240,10 @@ def first_event_of_single_arm(schema: Schema) -> str:
 
 def _default_event(schema: Schema, rows: list[dict[str, str]]) -> None:
     first = first_event_of_single_arm(schema)
-    # rows that all name their event (what an export gives and PyCap sends) are found so in C: the loop below
-    # took ~3 ms of a 500-record KAP-TRD batch to change nothing
-    if first and not all(map(_EVENT_OF, rows)):
+    if first:
         for row in rows:
             if not row.get(records.EVENT):
                 row[records.EVENT] = first
-
-
-_EVENT_OF = operator.methodcaller("get", records.EVENT)
 
 
 # ---- metadata and project -----------------------------------------------------------------------------------------
