@@ -7,7 +7,6 @@ are valid, in one transaction.
 
 from __future__ import annotations
 
-import collections
 import csv
 import datetime as dt
 import io
@@ -1050,10 +1049,7 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
     # logged as created at the record's first row; the loop below does the same in general, with more steps
     all_new = not existing_records and not existing and not auto_number and not user_dag
     general = False  # whether any row took the general steps
-    at_once = _new_rows_at_once(rows, pid, now, username) if all_new and rows else None
-    if at_once is not None:  # every row new, of a checked shape and named once: the batch's rows all at once
-        changed_rows, encoded, log, dags = at_once
-    for record, event, rform, inst, values, dag, fill in rows if at_once is None else ():
+    for record, event, rform, inst, values, dag, fill in rows:
         if all_new and fill is not None and inst != "new":
             key = (record, event, rform, inst)
             if key not in changed_rows:
@@ -1157,34 +1153,6 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
     if keep is not None:
         keep.extend((changed_rows, encoded, log, stored, existing))
     return [(new, old) for old, new in order.items()]
-
-
-def _new_rows_at_once(rows: list[tuple], pid: int, now: str, username: str) -> tuple[dict, dict, list, dict] | None:
-    """What apply_import's loop makes of `rows` when nothing is stored for their records, ids are kept and the
-    user is in no group (the caller's `all_new`) and every row is new, of a checked shape (not None `fill`) and
-    named once: each stored as imported plus its `<form>_complete` defaults, logged in row order ("Create record"
-    at a record's first row, "Update record" after), with its group. Made a column at a time in C rather than
-    row by row in Python (~9,000 rows in a 500-record KAP-TRD batch). None when some row needs the loop."""
-    records, events, rforms, instances, values, dags, fills = zip(*rows, strict=True)
-    if None in fills or "new" in instances:
-        return None
-    keys = list(zip(records, events, rforms, instances, strict=True))
-    changed_rows = dict(zip(keys, values, strict=True))
-    if len(changed_rows) < len(keys):  # a row named twice: the loop merges the second into the first
-        return None
-    collections.deque(map(dict.update, values, fills), maxlen=0)
-    texts = list(map(bytes.decode, map(orjson.dumps, values)))  # _encode, without a Python call per row
-    actions = ["Update record"] * len(keys)
-    for first in dict(zip(reversed(records), range(len(keys) - 1, -1, -1), strict=True)).values():
-        actions[first] = "Create record"  # each record's first row
-    log = list(zip(itertools.repeat(pid), itertools.repeat(now), itertools.repeat(username), actions, texts,
-                   records, events, strict=False))  # repeat() has no end: the others have one item per row
-    groups: dict[str, str] = {}
-    if dags.count(None) < len(dags):
-        for record, dag in zip(records, dags, strict=True):
-            if dag is not None:
-                groups[record] = dag
-    return changed_rows, dict(zip(keys, texts, strict=True)), log, groups
 
 
 def whole_number(text: str) -> bool:
