@@ -1122,13 +1122,8 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
                                               storage.clock().date(), shapes=shapes)
         for key, data in recalculated.items():
             changed_rows[key] = data
-            encoded[key] = encode(data)
-    if len(encoded) < len(changed_rows):  # changed stored rows (their log holds what changed) are encoded here
-        for key in changed_rows.keys() - encoded.keys():  # (every key of `encoded` is one of changed_rows)
-            encoded[key] = encode(changed_rows[key])
-    # the rows' keys taken apart in C (a 500-record KAP-TRD batch has ~9,000 rows)
-    row_records, row_events, row_rforms, row_instances = zip(*changed_rows, strict=True) if changed_rows else ((),) * 4
-    changed_records = set(row_records) | set(dags)
+            encoded.pop(key, None)
+    changed_records = {k[0] for k in changed_rows} | set(dags)
     new_records = [r for r in ids if r not in existing_records]
     con.executemany(
         "INSERT INTO records(pid, record, rkey, dag, created, changed) VALUES (?,?,?,?,?,?)",
@@ -1144,10 +1139,10 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
     )
     ev_order = schema.event_order
     rkeys = {r: record_key(r) for r in changed_records}  # once per record, not per row
-    stored = list(zip(itertools.repeat(pid), map(rkeys.__getitem__, row_records),
-                      map(ev_order.get, row_events, itertools.repeat(0)),
-                      row_rforms, row_instances, row_records, row_events, map(encoded.__getitem__, changed_rows),
-                      strict=False))  # repeat() has no end: the others have one item per row
+    stored = [
+        (pid, rkeys[k[0]], ev_order.get(k[1], 0), k[2], k[3], k[0], k[1], encoded.get(k) or encode(v))
+        for k, v in changed_rows.items()
+    ]
     insert_many(con, "INSERT OR REPLACE INTO rows(pid, rkey, ev, rform, inst, record, event, data)", stored)
     storage.log(con, log)
     if keep is not None:
