@@ -6,6 +6,7 @@ HTTP, as a client reads the reply."""
 from __future__ import annotations
 
 import pytest
+import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sandbox_data import MIXED_ROWS, longitudinal_spec, post
@@ -66,3 +67,16 @@ def test_random_rows_export_as_the_general_renderer_has_them(sandbox, monkeypatc
             assert fast == general
     finally:
         sandbox.drop_project(token)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_rows_with_long_values_still_leave_in_chunks_of_about_64_kb(sandbox, longitudinal, fmt):
+    """A chunk counts each row's stored text as well as its fixed text: rows of a long value and little else do not
+    pile up into one reply-sized chunk (the server's memory stays flat whatever the export's size)."""
+    longitudinal.import_records([{"record_id": str(i), "redcap_event_name": "treatment_arm_1", "ae_term": "x" * 4000}
+                                 for i in range(1, 201)])
+    reply = requests.post(sandbox.url, data={"token": longitudinal.token, "content": "record", "format": fmt},
+                          stream=True, timeout=30)
+    sizes = [len(chunk) for chunk in reply.raw.read_chunked(decode_content=False)]
+    assert sum(sizes) > 800_000
+    assert max(sizes) < 3 * records._CHUNK

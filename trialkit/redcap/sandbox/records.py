@@ -447,7 +447,7 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
         if first:
             buf[start] = buf[start][1:]
             first = False
-        size += fixed
+        size += fixed + len(data_text)  # the stored text's length bounds its values' (a few cells, long or not)
         if size >= _CHUNK:
             yield "".join(buf)
             buf = []
@@ -458,7 +458,7 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
         yield "".join(buf)
 
 
-_CHUNK = 1 << 16  # characters of export text joined at a time (about; the rows' fixed text is what is counted)
+_CHUNK = 1 << 16  # characters of export text joined at a time (about: a row counts its fixed text and stored JSON)
 
 
 def _eav(plan: ExportPlan, rows: Iterator, lead: list[str], data_cols: list[Column]) -> Iterator[str]:
