@@ -61,6 +61,18 @@ def test_a_single_arm_project_files_rows_without_an_event_under_the_first_event(
     assert longitudinal.export_records(records=["7"])[0]["dbp"] == "80"
 
 
+def test_rows_without_an_event_after_rows_naming_theirs_are_filed_under_the_first_event(longitudinal):
+    """The batch's rows are first looked over for any without an event (api._default_event): one after many that
+    name theirs, or with a blank event kept by overwriteBehavior=overwrite, is still filed."""
+    named = [{"record_id": str(i), "redcap_event_name": "baseline_arm_1", "sbp": str(100 + i)} for i in range(1, 30)]
+    assert longitudinal.import_records([*named, {"record_id": "30", "sbp": "130"}]) == {"count": 30}
+    assert longitudinal.import_records([{"record_id": "31", "redcap_event_name": "", "dbp": "70"}],
+                                       overwrite="overwrite") == {"count": 1}
+    rows = {r["record_id"]: r for r in longitudinal.export_records(records=["29", "30", "31"])}
+    assert [(rows[r]["redcap_event_name"], rows[r]["sbp"] or rows[r]["dbp"]) for r in ("29", "30", "31")] == [
+        ("baseline_arm_1", "129"), ("screening_arm_1", "130"), ("screening_arm_1", "70")]
+
+
 def test_a_project_with_two_arms_still_needs_the_event(longitudinal):
     longitudinal.import_arms([{"arm_num": 2, "name": "Open label"}])
     with pytest.raises(RedcapError, match="The unique event name is missing"):

@@ -11,11 +11,16 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
+from itertools import repeat
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from trialkit.errors import LogicError
 from trialkit.redcap.sandbox.project import Schema
+
+if TYPE_CHECKING:
+    from trialkit.redcap.sandbox.records import Shape
 
 Key = tuple[str, str, str, int]  # record, event, repeat instrument, instance
 # from this many rows on, the frame is built per kind of row (CalcPlan._frame); tests set it to pin both ways
@@ -93,15 +98,18 @@ class CalcPlan:
         found = self._context_columns[(event, rform)] = [c for c in self.columns if c in names]
         return found
 
-    def apply(self, rows: Mapping[Key, dict[str, str]], today: dt.date) -> dict[Key, dict[str, str]]:
-        """New data for the rows whose calc values change (`rows`: every row of the touched records)."""
+    def apply(self, rows: Mapping[Key, dict[str, str]], today: dt.date,
+              shapes: Sequence[Shape] | None = None) -> dict[Key, dict[str, str]]:
+        """New data for the rows whose calc values change (`rows`: every row of the touched records). `shapes`:
+        the same rows as columns, per shape of imported row (records.CheckedRows), when `rows` is exactly
+        them."""
         if not self.calcs or not rows:
             return {}
         from trialkit import logic
 
         schema = self.schema
         def_field = schema.def_field
-        keys, frame, by_context = self._frame(rows)
+        keys, frame, by_context = self._frame(rows, shapes)
         # per calc, the rows that hold a value for it: elsewhere a calc that computes nothing changes nothing
         holding = {name: set(frame.get_column(name).is_not_null().arg_true().to_list()) for name, _, _ in self.calcs}
         records, events, rforms, instances = zip(*keys, strict=True)  # the keys' columns, in C
@@ -111,8 +119,8 @@ class CalcPlan:
             pl.Series("__rform", rforms, dtype=pl.String),
             pl.Series("redcap_repeat_instance", [i or None for i in instances], dtype=pl.Int64),
         )
-        if any(k[2] for k in keys):  # a repeating-instrument row also sees its event's non-repeating values
-            merged = self._merged(keys)
+        if any(rforms):  # a repeating-instrument row also sees its event's non-repeating values
+            merged = self._merged(events, rforms, instances)
             if merged:
                 main = frame.filter((pl.col("__rform") == "") & pl.col("redcap_repeat_instance").is_null()).select(
                     [def_field, "redcap_event_name", *[pl.col(c).alias(f"__main_{c}") for c in merged]])
@@ -187,17 +195,20 @@ class CalcPlan:
                     data = data.with_columns(computed)  # widening keeps the rows, in order
         return changed
 
-    def _merged(self, keys: list[Key]) -> list[str]:
+    def _merged(self, events: Sequence[str], rforms: Sequence[str], instances: Sequence[int]) -> list[str]:
         """The columns that rows other than an event's non-repeating row take from it when they hold no value: those
         the calcs of such rows read (`context_columns`); every column with an [event][field] reference, as the
         widened frame reads other rows."""
         if self.schema.is_longitudinal and self.widened:
             return self.columns
-        needed = set().union(*(self.context_columns(*c) for c in {(k[1], k[2]) for k in keys if k[2] or k[3]}))
+        # the rows' (event, repeat instrument, instance) made distinct in C, then only those looked at
+        kinds = {(event, rform) for event, rform, inst in set(zip(events, rforms, instances, strict=True))
+                 if rform or inst}
+        needed = set().union(*(self.context_columns(*c) for c in kinds))
         return [c for c in self.columns if c in needed]
 
-    def _frame(self, rows: Mapping[Key, dict[str, str]]) -> tuple[list[Key], pl.DataFrame, dict[tuple[str, str],
-                                                                                                 Sequence[int]]]:
+    def _frame(self, rows: Mapping[Key, dict[str, str]], shapes: Sequence[Shape] | None = None,
+               ) -> tuple[list[Key], pl.DataFrame, dict[tuple[str, str], Sequence[int]]]:
         """The rows' keys and the frame of their referenced columns, in that order (polars takes them out of the
         row dicts, no Python loop per cell), and per (event, repeat instrument) the indexes of its rows.
 
@@ -217,6 +228,8 @@ class CalcPlan:
                     found_at = indexes[ctx] = []
                 found_at.append(i)
             return keys, pl.from_dicts([rows[k] for k in keys], schema=dict.fromkeys(self.columns, pl.String)), indexes
+        if shapes is not None:
+            return self._frame_of_shapes(shapes)
         by_context: dict[tuple[str, str], list[Key]] = {}
         for k in rows:
             ctx = (k[1], k[2])
@@ -239,6 +252,43 @@ class CalcPlan:
             frames.append(pl.from_dicts([rows[k] for k in ctx_keys], schema=dict.fromkeys(names, pl.String)))
         frame = pl.concat(frames, how="diagonal") if len(frames) > 1 else frames[0]
         # every column, in order (also one that no kind of row reads: the frame's width is what `apply` expects)
+        return keys, frame.select([pl.col(c) if c in frame.columns else pl.lit(None, pl.String).alias(c)
+                                   for c in self.columns]), ranges
+
+    def _frame_of_shapes(self, shapes: Sequence[Shape]) -> tuple[list[Key], pl.DataFrame,
+                                                                dict[tuple[str, str], Sequence[int]]]:
+        """`_frame` by kind of row, from the imported rows' columns (records.CheckedRows): a kind's frame is its
+        shapes' columns stacked, each column a Series made from the checked cells (no look-up per row and column
+        in ~9,000 row dicts); a column that a shape fills with its `<form>_complete` default is that default, one
+        it does not hold is null, as `pl.from_dicts` makes them. The kinds' rows come shape after shape rather
+        than in import order: every result is read back by its row's key."""
+        by_context: dict[tuple[str, str], list[Shape]] = {}
+        for shape in shapes:
+            by_context.setdefault((shape.event, shape.rform), []).append(shape)
+        wanted = {ctx: set(self.context_columns(*ctx)) for ctx in by_context}
+        for event, rform in by_context:
+            if rform and (event, "") in wanted:
+                wanted[(event, "")].update(wanted[(event, rform)])
+        keys: list[Key] = []
+        frames = []
+        ranges: dict[tuple[str, str], Sequence[int]] = {}
+        for ctx, ctx_shapes in by_context.items():
+            start = len(keys)
+            names = [c for c in self.columns if c in wanted[ctx]] or self.columns[:1]
+            for shape in ctx_shapes:
+                n = len(shape.records)
+                keys.extend(zip(shape.records, repeat(shape.event, n), repeat(shape.rform, n), shape.instances,
+                                strict=True))
+                series = []
+                for name in names:
+                    cells = shape.columns.get(name)
+                    if cells is None:
+                        default = shape.fill.get(name)
+                        cells = repeat(default, n) if default is not None else repeat(None, n)
+                    series.append(pl.Series(name, cells if type(cells) is tuple else list(cells), dtype=pl.String))
+                frames.append(pl.DataFrame(series))
+            ranges[ctx] = range(start, len(keys))
+        frame = pl.concat(frames, how="diagonal") if len(frames) > 1 else frames[0]
         return keys, frame.select([pl.col(c) if c in frame.columns else pl.lit(None, pl.String).alias(c)
                                    for c in self.columns]), ranges
 

@@ -367,11 +367,13 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
         no_instance = ""
     cell = encoded.__getitem__
     bases: dict[tuple[str, str], list[str]] = {}
-    templates: dict[tuple, tuple[list[str], Callable[[list], tuple]]] = {}
+    templates: dict[tuple, tuple[list[str], Callable[[list], tuple] | None, int]] = {}
 
     def template(event: str, rform: str, names: tuple[str, ...],
-                 raw: bool) -> tuple[list[str], Callable[[list], tuple]]:
-        """`raw`: the stored values go in as they are stored, between quotes the template holds (see below)."""
+                 raw: bool) -> tuple[list[str], Callable[[list], tuple] | None, int]:
+        """`raw`: the stored values go in as they are stored, between quotes the template holds (see below).
+        Returns the pieces (None at each slot), how to pick the exported stored values in export order (None: all
+        of them, in stored order) and the length of the fixed text."""
         base = bases.get((event, rform))
         if base is None:
             defaults = dict(_Context(plan, event, rform).defaults)
@@ -389,6 +391,9 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
             previous = p
         pieces[-1] += "".join("," + base[q] for q in range(previous + 1, len(keys))) + ("}" if json_out else "\n")
         take = [j for _, j in stored]
+        fixed = sum(len(p) for p in pieces if p is not None)
+        if take == list(range(len(names))):  # every stored column is exported, in stored order
+            return pieces, None, fixed
         if len(take) > 1:
             pick = operator.itemgetter(*take)
         elif take:
@@ -399,13 +404,13 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
         else:
             def pick(values: list) -> tuple:
                 return ()
-        return pieces, pick
+        return pieces, pick, fixed
 
-    if json_out:
-        yield "["
-    else:
-        yield formats.csv_line(_headers(plan, keys))
-    first = True
+    # The rows' pieces go straight into one buffer, joined every ~64 KB (api._chunks passes such pieces on as
+    # they are): no string per row (~4 KB of JSON each, copied again into the chunk) and one yield per chunk.
+    buf: list[str | None] = ["[" if json_out else formats.csv_line(_headers(plan, keys))]
+    size = 0
+    first = json_out  # the first JSON row follows no comma
     loads = orjson.loads  # stored rows: each row's one decode is a large share of an export's time with json
     for record, event, rform, inst, data_text, dag in cursor:
         if matches is not None and (record if not longitudinal else (record, event, rform, inst)) not in matches:
@@ -425,7 +430,7 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
             found = template(event, rform, names, raw)
             if len(templates) < _TEMPLATE_LIMIT:  # sparse data may have a shape per row: memory stays bounded
                 templates[shape] = found
-        pieces, pick = found
+        pieces, pick, fixed = found
         values = [cell(record)]
         if longitudinal:
             values.append(cell(event))
@@ -434,18 +439,26 @@ def _fast_flat(plan: ExportPlan, cursor: Iterator[tuple], keys: list[str], lead:
             values.append(str(inst) if inst else no_instance)  # a JSON number, as REDCap sends it
         if with_dag:
             values.append(cell(dag))
-        stored = pick(list(data.values()))
+        stored = data.values() if pick is None else pick(list(data.values()))
         values.extend(stored if raw else map(cell, stored))
-        line = pieces.copy()
-        line[1::2] = values
-        text = "".join(line)
-        if json_out:
-            yield text[1:] if first else text
+        start = len(buf)
+        buf += pieces
+        buf[start + 1::2] = values  # the template's slots, each followed by its fixed text
+        if first:
+            buf[start] = buf[start][1:]
             first = False
-        else:
-            yield text
+        size += fixed + len(data_text)  # the stored text's length bounds its values' (a few cells, long or not)
+        if size >= _CHUNK:
+            yield "".join(buf)
+            buf = []
+            size = 0
     if json_out:
-        yield "]"
+        buf.append("]")
+    if buf:
+        yield "".join(buf)
+
+
+_CHUNK = 1 << 16  # characters of export text joined at a time (about: a row counts its fixed text and stored JSON)
 
 
 def _eav(plan: ExportPlan, rows: Iterator, lead: list[str], data_cols: list[Column]) -> Iterator[str]:
@@ -756,6 +769,26 @@ def validate_import(schema: Schema, data: ImportData, date_format: str,
     return out, errors
 
 
+class CheckedRows(list):
+    """The rows the column-wise check accepted (tuples of _Row's fields), with, per shape of row, its stored cells
+    as columns: what `calcs.CalcPlan` builds its frame from when the import stores exactly these rows as they are
+    (new records, every row of a clean shape: see apply_import), rather than from the ~9,000 row dicts."""
+
+    shapes: list[Shape] | None = None
+
+
+class Shape(NamedTuple):
+    """One shape's rows as columns, in row order: their keys' parts and each stored column's cells (the
+    `<form>_complete` columns a new row of the shape gets are `fill`)."""
+
+    event: str
+    rform: str
+    records: tuple[str, ...]
+    instances: list[int | str]
+    columns: dict[str, tuple[str, ...]]
+    fill: dict[str, str]
+
+
 _DROP = object()  # a cell that is accepted but not stored (a blank without overwrite, a calc or file value)
 _KEEP = object()  # a cell stored as it was given
 
@@ -794,6 +827,7 @@ def _validate_columns(schema: Schema, raw_rows: list[dict[str, str]], by_name: d
     made: dict[int, Iterator[tuple]] = {}  # id of a group -> its rows (_Row's fields, in order), in order
     heads: dict[tuple[str, str, str], int | str] = {}  # (event, repeat instrument, instance text) -> instance
     changes: list[tuple[list[dict[str, str]], list[str], list]] = []  # made once every cell is known valid
+    shapes: list[Shape] | None = []  # each shape's stored cells as columns, while every shape is clean
     for (_, _, names), rows in groups.items():
         n = len(rows)
         cols = dict(zip(names, zip(*map(dict.values, rows), strict=True), strict=True))
@@ -822,8 +856,15 @@ def _validate_columns(schema: Schema, raw_rows: list[dict[str, str]], by_name: d
             return None
         drop, convert, fill = shape
         changes.append((rows, drop, convert))
-        made[id(rows)] = zip(records, events, rforms, map(heads.__getitem__, triples), rows, row_dags,
-                             [fill] * n, strict=True)
+        instances = list(map(heads.__getitem__, triples))
+        made[id(rows)] = zip(records, events, rforms, instances, rows, row_dags, [fill] * n, strict=True)
+        if shapes is not None and fill is not None:
+            stored = {name: cols[name] for name in names if name not in drop}
+            for name, conv in convert:  # a clean shape converts (dates, numbers), it drops nothing
+                stored[name] = tuple(map(conv.get, stored[name], stored[name]))
+            shapes.append(Shape(events[0], rforms[0], records, instances, stored, fill))
+        else:
+            shapes = None
     for rows, drop, convert in changes:  # each imported dict becomes its row's values: nothing reads it again
         for raw in rows:
             for name in drop:
@@ -834,7 +875,9 @@ def _validate_columns(schema: Schema, raw_rows: list[dict[str, str]], by_name: d
                     del raw[name]
                 elif result is not _KEEP:
                     raw[name] = result
-    return list(map(next, map(made.__getitem__, map(id, order))))
+    checked = CheckedRows(map(next, map(made.__getitem__, map(id, order))))
+    checked.shapes = shapes
+    return checked
 
 
 def _instance(head: tuple[str, str, str], longitudinal: bool, event_order: dict, repeating_forms: dict,
@@ -1005,6 +1048,7 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
     # the import has not named before is a new row, stored as imported plus its `<form>_complete` defaults, and
     # logged as created at the record's first row; the loop below does the same in general, with more steps
     all_new = not existing_records and not existing and not auto_number and not user_dag
+    general = False  # whether any row took the general steps
     for record, event, rform, inst, values, dag, fill in rows:
         if all_new and fill is not None and inst != "new":
             key = (record, event, rform, inst)
@@ -1018,6 +1062,7 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
                 if dag is not None:
                     dags[record] = dag
                 continue
+        general = True
         record = order[record]
         if inst == "new":
             base = (record, event, rform)
@@ -1071,7 +1116,10 @@ def apply_import(storage: Storage, con: sqlite3.Connection, pid: int, schema: Sc
         elif dag is not None:
             dags[record] = dag
     if schema.spec.compute_calcs and changed_rows and schema.calc_plan.calcs:
-        recalculated = schema.calc_plan.apply({**existing, **changed_rows}, storage.clock().date())
+        # every row new and stored as checked: the calcs' frame can come from the checked columns (CheckedRows)
+        shapes = getattr(rows, "shapes", None) if all_new and not general else None
+        recalculated = schema.calc_plan.apply({**existing, **changed_rows} if existing else changed_rows,
+                                              storage.clock().date(), shapes=shapes)
         for key, data in recalculated.items():
             changed_rows[key] = data
             encoded.pop(key, None)
