@@ -57,6 +57,17 @@ def exit_codes(ok: str, failed: str | None = None, usage: str = USAGE_TEXT) -> C
 # ---- dates ------------------------------------------------------------------------------------------------------
 
 
+#: the one spelling of a date the help promises; date.fromisoformat alone also reads ISO week dates and the basic
+#: format (2026W451, 20261102), so a slip would screen on a date nobody wrote
+_YMD = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _ymd(text: str) -> _dt.date:
+    if not _YMD.fullmatch(text):
+        raise ValueError("not YYYY-MM-DD")
+    return _dt.date.fromisoformat(text)
+
+
 class DateType(click.ParamType):
     """A calendar date written YYYY-MM-DD (the help shows that, not TEXT)."""
 
@@ -69,7 +80,7 @@ class DateType(click.ParamType):
         if isinstance(value, _dt.date):
             return value
         try:
-            return _dt.date.fromisoformat(str(value))
+            return _ymd(str(value))
         except ValueError:
             # the value is not repeated: argv may hold a secret pasted in the wrong place
             self.fail("not a date (YYYY-MM-DD)", param, ctx)
@@ -89,11 +100,12 @@ class DateTimeType(click.ParamType):
             return value
         text = str(value)
         try:
-            return _dt.date.fromisoformat(text) if len(text) == 10 else self._datetime(text)
+            return _ymd(text) if len(text) == 10 else self._datetime(text)
         except ValueError:
             self.fail("expected YYYY-MM-DD or 'YYYY-MM-DD HH:MM'", param, ctx)
 
     def _datetime(self, text: str) -> _dt.datetime:
+        _ymd(text[:10])  # strptime alone takes 2026-1-2
         for fmt in self._FORMATS:
             try:
                 return _dt.datetime.strptime(text, fmt)
