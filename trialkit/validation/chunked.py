@@ -68,6 +68,17 @@ def validate_file(
     file cannot be read as intake data."""
     path = Path(path)
     as_of = as_of or _dt.date.today()
+    findings = _validate_file(path, study, event=event, sheet=sheet, as_of=as_of, chunk_rows=chunk_rows)
+    if findings.rows_checked == 0:
+        # "no problems" would pass a file that holds no one (an export cut to its header): an unreadable-data
+        # outcome, as screen and push say of the same file (docs/cli.md, exit 1)
+        raise DataError("no data rows (a header only): nothing to validate", location=Location(file=str(path)))
+    return findings
+
+
+def _validate_file(
+    path: Path, study: Study, *, event: str | None, sheet: str | int | None, as_of: _dt.date, chunk_rows: int | None
+) -> Findings:
     # anything but a delimited file (a workbook, a folder of pulled tables...) goes to read_intake, which knows it
     fmt = FORMATS.get(path.suffix.lower()) if path.is_file() else None
     if fmt in ("csv", "tsv"):
