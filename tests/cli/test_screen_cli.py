@@ -226,3 +226,28 @@ def test_a_log_that_cannot_be_written_leaves_one_json_object_on_stdout(capsys, s
     assert code == 2 and "cannot write" in err
     doc = json.loads(out)
     assert doc["ok"] is False and doc["error"]["type"] == "UsageError"
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [("kind: inclusion", "kind: inclsion"), ("protocol:", "protocl:"), ("version: \"1.0.0\"", "version: [1]")],
+    ids=["bad kind", "missing protocol", "wrong type"],
+)
+def test_a_rule_file_schema_error_is_reported_not_a_missing_study(capsys, small_data, tmp_path, monkeypatch, broken):
+    # the rule file names its study; when the file fails its schema, screen fell back to ./study.yaml and said
+    # "no study file here" instead of what is wrong in the rule file
+    text = RULES.read_text(encoding="utf-8").replace(*broken, 1).replace("study: ../study.yaml",
+                                                                          f"study: {ROOT / 'study.yaml'}")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(text, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, str(small_data), "--rules", str(rules), "--as-of", "2026-11-02")
+    assert code == 2
+    assert "rules.yaml:" in err and "SCH0" in err
+    assert "no study file" not in err and "Traceback" not in err
+
+
+def test_a_missing_rule_file_is_named_not_a_missing_study(capsys, small_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, str(small_data), "--rules", "nope.yaml", "--as-of", "2026-11-02")
+    assert code == 2 and "nope.yaml" in err and "no study file" not in err

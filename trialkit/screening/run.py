@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from trialkit.errors import DataError, UsageError
+from trialkit.errors import DataError, DefinitionError, UsageError, sorted_diagnostics
 from trialkit.screening.engine import CompiledRules, Screening, compile_rules, screen
 from trialkit.screening.reports import Report, build_report, render_html, render_json, render_screening_log
 
@@ -39,11 +39,14 @@ def resolve_study(rules_path: Path, study: Any = None) -> Any:
         return study
     if study is not None:
         return load_study(study)
-    ruleset, _ = read_ruleset(rules_path)
-    named = ruleset.study_path() if ruleset is not None else None
+    ruleset, diags = read_ruleset(rules_path)
+    if ruleset is None:
+        # the rule file's own problems, not a "no study.yaml here" from a guess at the current folder
+        raise DefinitionError(f"{rules_path}: the rule file cannot be read", diagnostics=sorted_diagnostics(diags))
+    named = ruleset.study_path()
     if named is None:
         return load_study(".")
-    return load_study(named, named_by=f"{rules_path} (line {ruleset.study_pos.line})" if ruleset else None)
+    return load_study(named, named_by=f"{rules_path} (line {ruleset.study_pos.line})")
 
 
 def load_rules(rules_path: str | Path, study: Any = None) -> CompiledRules:
