@@ -287,3 +287,30 @@ def test_a_missing_data_code_of_the_study_is_a_value_of_every_field(study):
     assert any(d.code == "LOGIC014" for d in check_ruleset(ruleset, study))
     with_unknown = replace(study, missing_codes=(Choice("UNK", "Unknown"),))
     assert not any(d.code == "LOGIC014" for d in check_ruleset(ruleset, with_unknown))
+
+
+@pytest.mark.parametrize(
+    ("logic", "applies_if"),
+    [("[atrq_duration] >= 6", None), ("[mini_mdd] = '1'", "[atrq_failed] = '1'"),
+     ("[mini_mdd] = '1' and count_instances(atrq) >= 1 and [atrq_drug] = 'other'", None)],
+)
+def test_a_repeating_forms_field_read_once_per_candidate_is_an_error(study, logic, applies_if):
+    # the candidate's row holds none of atrq's values: the criterion stayed unknown for everyone and asked for
+    # fields the instances hold
+    extra = f", applies_if: \"{applies_if}\"" if applies_if else ""
+    text = _rules(f"  - {{id: I1, kind: inclusion, text: t, logic: \"{logic}\"{extra}}}\n")
+    ruleset, _ = parse_ruleset(text, file="r.yaml")
+    found = [d for d in check_ruleset(ruleset, study) if d.code == "LOGIC018"]
+    assert len(found) == 1 and found[0].is_error and found[0].line == 6
+    assert "repeating instrument 'atrq'" in found[0].message and "[1]" in found[0].message
+
+
+@pytest.mark.parametrize(
+    "logic",
+    ["count_instances(atrq, [atrq_duration] >= 6) >= 1", "[atrq_duration][1] >= 6",
+     "[atrq_duration][last-instance] >= 6", "max_instances(atrq, [atrq_duration]) >= 6"],
+)
+def test_instances_named_or_aggregated_are_fine(study, logic):
+    text = _rules(f"  - {{id: I1, kind: inclusion, text: t, logic: \"{logic}\"}}\n")
+    ruleset, _ = parse_ruleset(text, file="r.yaml")
+    assert [d for d in check_ruleset(ruleset, study) if d.is_error] == []

@@ -288,7 +288,8 @@ def check_ruleset(ruleset: RuleSet, study: Any) -> list[Diagnostic]:
     from trialkit.definitions.expressions import expression_checker
 
     # a value that is none of the field's codes is an error here: the criterion would silently decide everyone
-    check = expression_checker(study, allow_extensions=True, strict_codes=True)
+    # and a criterion is judged once per candidate: a repeating form's field must say which instances
+    check = expression_checker(study, allow_extensions=True, strict_codes=True, per_record=True)
     repeating = frozenset(form for _, form in study.repeating_pairs)
     diags: list[Diagnostic] = []
     for c in ruleset.criteria:

@@ -21,6 +21,7 @@ Codes (stable; tests and users grep for them):
 | LOGIC015 | warning  | arithmetic on a text field |
 | LOGIC016 | error    | descriptive field holds no value |
 | LOGIC017 | warning  | text that is not a valid date compared with a date field |
+| LOGIC018 | error    | a field of a repeating instrument read once per record without saying which instance |
 
 *LOGIC014 is an error where `strict_codes` is set (eligibility rules): `[mini_mdd] = 'yes'` on a field coded 1/0
 is never true, so a criterion written so silently decides every candidate the same way. REDCap itself accepts
@@ -68,8 +69,10 @@ def _is_date_text(text: str) -> bool:
 
 
 class _Checker:
-    def __init__(self, fields, events, repeating_forms, allow_extensions, file, missing_codes=(), strict_codes=False):
+    def __init__(self, fields, events, repeating_forms, allow_extensions, file, missing_codes=(), strict_codes=False,
+                 per_record_forms=()):
         self.fields: Mapping[str, FieldSpec] = fields
+        self.per_record_forms = frozenset(per_record_forms)
         self.missing_codes = frozenset(missing_codes)
         self.strict_codes = strict_codes
         self.events = None if events is None else set(events)
@@ -157,6 +160,17 @@ class _Checker:
             self.add(
                 "LOGIC007",
                 f"[{node.name}][{node.instance}]: [{node.name}] is on instrument '{spec.form}', which does not repeat",
+                node,
+            )
+        if form is None and node.instance is None and spec.form in self.per_record_forms:
+            # the record's row holds none of the form's values: such a criterion would stay unknown for everyone
+            # and ask for fields the instances hold
+            self.add(
+                "LOGIC018",
+                f"[{node.name}] is on the repeating instrument '{spec.form}': say which instances, with an "
+                f"aggregate (any_instance({spec.form}, ...), count_instances({spec.form}, ...), "
+                f"max_instances({spec.form}, [{node.name}])) or an instance ([{node.name}][1], "
+                f"[{node.name}][last-instance])",
                 node,
             )
         if form is not None and spec.form is not None and spec.form != form:
@@ -273,11 +287,16 @@ def check(
     file: str | None = None,
     missing_codes: Iterable[str] = (),
     strict_codes: bool = False,
+    per_record_forms: Iterable[str] = (),
 ) -> list[Diagnostic]:
     """Every problem of `expr` against `fields`, sorted by position. `events` None skips event checks.
     `missing_codes`: the study's missing-data codes, which any field may hold. `strict_codes`: a coded field
-    compared with a value that is none of its codes is an error (LOGIC014), as in eligibility rules."""
-    found = _Checker(fields, events, repeating_forms, allow_extensions, file, missing_codes, strict_codes).run(expr)
+    compared with a value that is none of its codes is an error (LOGIC014), as in eligibility rules.
+    `per_record_forms`: repeating instruments whose fields the expression, judged once per record (an
+    eligibility criterion), may read only through an instance aggregate or an instance reference (LOGIC018)."""
+    found = _Checker(
+        fields, events, repeating_forms, allow_extensions, file, missing_codes, strict_codes, per_record_forms
+    ).run(expr)
     return sorted(found, key=Diagnostic.sort_key)
 
 
