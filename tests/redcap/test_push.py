@@ -99,6 +99,22 @@ def test_valid_records_go_through_invalid_ones_are_findings_and_a_rerun_sends_no
     ledger.close()
 
 
+def test_records_redcap_did_not_hold_are_counted_as_new(sandbox, kap, study, tmp_path):
+    # the summary said "0 new record(s)" for a first push into an empty project under the data's own ids
+    token, clock = kap
+    path = tmp_path / "intake.csv"
+    intake_frame(6).write_csv(path)
+    ledger = DataLedger(tmp_path / "ledger.sqlite")
+    dry = run(sandbox, token, path, study, ledger, clock, dry_run=True)
+    first = run(sandbox, token, path, study, ledger, clock)
+    sent = first.records - first.invalid
+    assert sent >= 1 and dry.created == first.created == sent
+    assert first.to_dict()["created"] == sent
+    again = run(sandbox, token, path, study, ledger, clock)
+    assert again.created == 0
+    ledger.close()
+
+
 def test_only_changed_cells_are_sent_and_blanks_clear_only_when_asked(sandbox, kap, study, sendable, tmp_path):
     token, clock = kap
     data = intake_frame(6).filter(pl.col("record_id") != "0005")
