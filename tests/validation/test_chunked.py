@@ -206,3 +206,20 @@ def test_a_file_without_data_rows_is_a_data_error_not_a_clean_pass(tmp_path, min
     with pytest.raises(DataError) as info:
         validate_file(path, mini_study, as_of=AS_OF)
     assert info.value.location is not None and info.value.location.file == str(path)
+
+
+def test_a_repeated_header_is_located_in_the_file(tmp_path, mini_study):
+    # polars renames a repeated header name_duplicated_0; the check for it never matched (re.match from the
+    # start), so the streamed path failed later, with a message naming neither the file nor the line
+    from trialkit.errors import DataError
+
+    path = tmp_path / "intake.csv"
+    shared.write_csv(path, shared.CLEAN_ROWS)
+    lines = path.read_text(encoding="utf-8").split("\n")
+    lines[0] = lines[0].replace(",age,", ",record_id,", 1)
+    assert lines[0].count("record_id") == 2
+    path.write_text("\n".join(lines), encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        validate_file(path, mini_study, as_of=AS_OF)
+    assert "duplicate column 'record_id'" in info.value.message
+    assert info.value.location is not None and (info.value.location.file, info.value.location.line) == (str(path), 1)
