@@ -251,3 +251,17 @@ def test_a_missing_rule_file_is_named_not_a_missing_study(capsys, small_data, tm
     monkeypatch.chdir(tmp_path)
     code, _, err = run(capsys, str(small_data), "--rules", "nope.yaml", "--as-of", "2026-11-02")
     assert code == 2 and "nope.yaml" in err and "no study file" not in err
+
+
+@pytest.mark.parametrize(("given", "hint"), [("40", "mean 0040?"), ("00040", "mean 0040?"), ("7", "mean 0007?")])
+def test_a_record_id_without_its_zeros_names_the_one_in_the_data(capsys, small_data, given, hint):
+    code, _, err = run(capsys, str(small_data), "--rules", str(RULES), "--record", given, "--as-of", "2026-11-02")
+    assert code == 2 and f"no candidate {given}" in err and hint in err
+    assert "0001" not in err  # only the near id, never a list of the data's ids
+
+
+def test_a_record_id_with_spaces_is_read_as_the_data_ids_are(capsys, small_data):
+    code, out, err = run(capsys, str(small_data), "--rules", str(RULES), "--record", " 0040 ", "--as-of", "2026-11-02",
+                         "--format", "csv")
+    assert code == 0, err
+    assert [line.split(",")[0] for line in out.splitlines()[1:]] == ["0040"]

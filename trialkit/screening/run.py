@@ -75,6 +75,8 @@ def screen_file(
     DataError (exit 1) when nothing can be screened: unreadable file, wrong shape, no candidate."""
     from trialkit.records import read_intake
 
+    if records is not None:
+        records = [r.strip() for r in records]  # as the data's ids are read
     intake = read_intake(
         data, study, event=event, sheet=sheet, records=records, columns=screen_columns(rules, study), keep_types=True
     )
@@ -82,7 +84,10 @@ def screen_file(
         found = set(intake.records.get_column(intake.record_id).cast(pl.String).to_list())
         unknown = [r for r in records if r not in found]
         if unknown:
-            raise UsageError(f"no candidate {', '.join(unknown)} in {data}")
+            ids = _all_ids(data, study, sheet)
+            near = list(dict.fromkeys(n for r in unknown for n in _same_id(r, ids)))
+            hint = f"; did you mean {', '.join(near)}? (ids match as written, leading zeros included)" if near else ""
+            raise UsageError(f"no candidate {', '.join(unknown)} in {data}{hint}")
     # A coordinator must not be asked for madrs_total when its ten items are there, nor screened on a total that
     # its items contradict: calculated fields are computed from their expressions wherever the inputs allow
     # (stored values that disagree and calcs that cannot be computed are noted).
@@ -103,6 +108,29 @@ def screen_file(
     notes += problem_notes(intake.problems)
     result = screen(rules, intake, as_of=as_of)
     return replace(result, notes=tuple(notes), data=_with_site(result, intake.raw))
+
+
+def _all_ids(data: str | Path, study: Any, sheet: str | None) -> set[str]:
+    """Every record id of `data` (error path only: standard input cannot be read twice, and says nothing)."""
+    from trialkit.records.readers import read_text_frame
+
+    rid = study.record_id_field
+    if str(data) == "-":
+        return set()
+    try:
+        frame, _ = read_text_frame(data, sheet=sheet, columns={rid})
+    except DataError:
+        return set()
+    return set(frame.get_column(rid).drop_nulls().to_list()) if rid in frame.columns else set()
+
+
+def _same_id(wanted: str, found: set[str]) -> list[str]:
+    """Ids of `found` that are `wanted` but for spaces or leading zeros (0042 for 42, as Excel drops them)."""
+    def key(text: str) -> str:
+        text = text.strip()
+        return text.lstrip("0") or "0" if text.isdigit() else text
+
+    return sorted(f for f in found if f != wanted and key(f) == key(wanted))
 
 
 def screen_columns(rules: CompiledRules, study: Any) -> set[str]:
