@@ -385,7 +385,7 @@ def _read_json(path: Path) -> pl.DataFrame:
         if problem is not None:
             raise problem
     try:
-        return stringify(pl.read_json(path, infer_schema_length=None))
+        return _file_order(stringify(pl.read_json(path, infer_schema_length=None)), path)
     except OSError as exc:
         raise _os_error(path, exc) from None
     except Exception:
@@ -398,11 +398,25 @@ def _read_ndjson(path: Path) -> pl.DataFrame:
         if problem is not None:
             raise problem
     try:
-        return stringify(pl.read_ndjson(path, infer_schema_length=None))
+        return _file_order(stringify(pl.read_ndjson(path, infer_schema_length=None)), path)
     except OSError as exc:
         raise _os_error(path, exc) from None
     except Exception:
         raise _ndjson_problem(path) or _unreadable(path, f"not NDJSON flat records; {_FLAT}") from None
+
+
+def _file_order(frame: pl.DataFrame, path: Path) -> pl.DataFrame:
+    """`frame`'s columns in the order of the file's first record (then any others as read): polars' JSON readers
+    order the columns of an inferred schema by hash, so findings and outputs changed order from run to run."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(1 << 20).decode("utf-8-sig", errors="ignore")
+        start = head.find("{")
+        first, _ = json.JSONDecoder().raw_decode(head, start) if start >= 0 else ({}, 0)
+    except (OSError, ValueError):
+        return frame  # a first record over 1 MB: the order as read
+    keys = [k for k in first if k in frame.columns] if isinstance(first, dict) else []
+    return frame.select(keys + [c for c in frame.columns if c not in set(keys)]) if keys else frame
 
 
 def _kind(value: Any) -> str:
