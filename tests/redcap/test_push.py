@@ -18,7 +18,7 @@ from kap_data import ROOT, T0, cells, client_for, intake_frame
 from sandbox_data import Clock
 
 from trialkit.definitions import load_study
-from trialkit.errors import RedcapError
+from trialkit.errors import DataError, RedcapError
 from trialkit.redcap.data_ledger import DataLedger
 from trialkit.redcap.push import KILL_HOOK_ENV, push
 from trialkit.redcap.sandbox import FaultPlan, ProjectSpec
@@ -379,3 +379,14 @@ def test_push_reads_standard_input_for_dash(sandbox, kap, study, tmp_path, monke
         result = run(sandbox, token, "-", study, ledger, clock)
     assert result.records == 1 and result.changed_records == 1 - result.invalid
     assert set(stored(sandbox, token)["record_id"]) == set(valid_part(data, result)["record_id"])
+
+
+def test_a_header_only_file_is_a_data_error_and_nothing_is_sent(sandbox, kap, study, tmp_path):
+    # docs/cli.md: a data file with no records is exit 1 in redcap push too; it said "0 record(s)" and passed
+    token, clock = kap
+    path = tmp_path / "header.csv"
+    intake_frame(1).head(0).write_csv(path)
+    with DataLedger(tmp_path / "ledger.sqlite") as ledger, pytest.raises(DataError) as info:
+        run(sandbox, token, path, study, ledger, clock)
+    assert info.value.location is not None and info.value.location.file == str(path)
+    assert "no data rows" in info.value.message

@@ -34,7 +34,7 @@ from typing import Any
 
 import polars as pl
 
-from trialkit.errors import DataError, RedcapError, UsageError
+from trialkit.errors import DataError, Location, RedcapError, UsageError
 from trialkit.records.convert import padded_decimals
 from trialkit.redcap.client import RedcapClient
 from trialkit.redcap.connections import Connection
@@ -132,6 +132,10 @@ def push(
     started = time.monotonic()
     report = progress or Progress("push", enabled=False)
     intake = data if isinstance(data, IntakeData) else read_intake(data, study)
+    if intake.raw.height == 0:
+        # a file cut to its header holds no one: an unreadable-data outcome (docs/cli.md), not "0 records, ok"
+        raise DataError("no data rows (a header only): nothing to push",
+                        location=Location(file=str(intake.source or data)))
     findings = validate(intake, study, as_of=as_of or now.date())
     bad = set(findings.records_with_errors().to_list())
     info = client.project_info()
