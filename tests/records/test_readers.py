@@ -190,6 +190,19 @@ def test_excel_sheet_by_name(tmp_path, mini_study):
         read_intake(path, mini_study, sheet="missing")
 
 
+@pytest.mark.parametrize("sheet", [None, "cover"])
+def test_an_empty_sheet_is_named_not_called_a_damaged_workbook(tmp_path, mini_study, sheet):
+    wb = openpyxl.Workbook()
+    wb.active.title = "cover"  # left empty
+    wb.create_sheet("intake").append(["record_id", "age"])
+    path = tmp_path / "book.xlsx"
+    wb.save(path)
+    with pytest.raises(DataError) as info:
+        read_intake(path, mini_study, sheet=sheet)
+    message = info.value.message
+    assert "is empty" in message and "'intake'" in message and "damaged" not in message
+
+
 # ---- `-`: standard input where a data file is expected ----------------------------------------------------------
 def _stdin(monkeypatch, data: bytes) -> None:
     import io

@@ -320,6 +320,10 @@ def _read_excel(path: Path, sheet: str | int | None) -> pl.DataFrame:
     check_xlsx(path)  # calamine holds a whole sheet in memory and aborts the process past what it can allocate
     try:
         frame = pl.read_excel(path, **kwargs)
+    except pl.exceptions.NoDataError:  # a sound workbook whose sheet holds nothing: not "damaged"
+        which = "the first sheet" if sheet is None else f"sheet {sheet!r}"
+        raise _unreadable(path, f"{which} is empty (no header row){_sheet_list(path)} (choose one with --sheet)") \
+            from None
     except Exception as exc:  # fastexcel raises its own classes; their text may quote cells
         if sheet is not None and "no matching sheet" in str(exc):
             raise _unreadable(path, f"no sheet {sheet!r} in this workbook{_sheet_list(path)}") from None
