@@ -211,8 +211,8 @@ def _refuse_other_separator(path: Path, separator: str) -> None:
     """A header that holds no `separator` but another one: the file was saved with other settings than its name
     says. Read as is, it would be one column, and "no record id column" would not say why."""
     header = header_line(path)
-    if not header or separator in header:
-        return
+    if not header or separator in header or "\ufffd" in header:
+        return  # (a header that is not UTF-8 text: binary, or another encoding; the read says which line)
     if separator == "," and header.count(";") >= 1:
         raise _unreadable(
             path,
