@@ -260,3 +260,13 @@ def test_json_columns_keep_the_files_order(tmp_path, kind):
     frame, fmt = read_text_frame(path)
     assert fmt == kind
     assert frame.columns[1:] == [*keys, "extra"]  # after ROW
+
+
+def test_columns_without_a_name_are_said_so(tmp_path):
+    # two empty columns at the end of each row (a spreadsheet's leftovers) read as "duplicate column ''"
+    path = tmp_path / "intake.csv"
+    path.write_text("record_id,age,,\n0001,34,,\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        read_text_frame(path)
+    assert "column name missing in the header for 2 columns (3, 4)" in info.value.message
+    assert info.value.location is not None and info.value.location.line == 1

@@ -610,6 +610,11 @@ def normalise(frame: pl.DataFrame, keep: Collection[str] = ()) -> pl.DataFrame:
     if source_rows is not None:
         frame = frame.drop(SOURCE_ROW)
     names = [str(c).strip().lstrip("\ufeff") for c in frame.columns]
+    blank = [i for i, name in enumerate(names, 1) if name == "" or re.fullmatch(r"_duplicated_\d+", name)]
+    if len(blank) > 1:  # "duplicate column ''" said nothing: empty columns a spreadsheet left at the end, often
+        raise DataError(f"column name missing in the header for {len(blank)} columns "
+                        f"({', '.join(map(str, blank[:5]))}{', ...' if len(blank) > 5 else ''}): name them, or "
+                        "delete them if they are empty (a spreadsheet may leave empty columns at the end)")
     seen: set[str] = set()
     for name in names:
         dup = DUPLICATED_NAME.match(name)
