@@ -314,3 +314,28 @@ def test_instances_named_or_aggregated_are_fine(study, logic):
     text = _rules(f"  - {{id: I1, kind: inclusion, text: t, logic: \"{logic}\"}}\n")
     ruleset, _ = parse_ruleset(text, file="r.yaml")
     assert [d for d in check_ruleset(ruleset, study) if d.is_error] == []
+
+
+@pytest.mark.parametrize(
+    "logic",
+    ["[baseline_arm_1][phq9_total] > 5", "[screening_arm_1][phq9_total] > 5", "[previous-event-name][phq9_total] > 5",
+     "[user-name] <> ''", "[arm-number] = 1", "[current-instance] > 1", "[atrq_duration][current-instance] > 5",
+     "[atrq_duration][previous-instance] > 5"],
+)
+def test_what_a_candidates_one_row_cannot_hold_is_an_error(study, logic):
+    # check passed these; screening then left every candidate unknown (another event's column, the current
+    # instance) or stopped with "1:1: smart variable ... not available", naming no rule file
+    text = _rules(f"  - {{id: I1, kind: inclusion, text: t, logic: \"{logic}\"}}\n")
+    ruleset, _ = parse_ruleset(text, file="r.yaml")
+    found = [d for d in check_ruleset(ruleset, study) if d.is_error]
+    assert [d.code for d in found] == ["LOGIC019"] and found[0].line == 6
+
+
+@pytest.mark.parametrize(
+    "logic", ["[record-name] <> ''", "[event-name][phq9_total] > 5", "[atrq_duration][first-instance] > 5",
+              "count_instances(atrq, [atrq_duration][current-instance] > 5) >= 1"],
+)
+def test_what_screening_reads_from_a_candidates_row_is_fine(study, logic):
+    text = _rules(f"  - {{id: I1, kind: inclusion, text: t, logic: \"{logic}\"}}\n")
+    ruleset, _ = parse_ruleset(text, file="r.yaml")
+    assert [d.format() for d in check_ruleset(ruleset, study) if d.is_error] == []

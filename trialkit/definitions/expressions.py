@@ -58,7 +58,8 @@ def expression_checker(
     (unknown field, wrong type, checkbox code not a choice...), each message prefixed with `context`.
     `strict_codes`: a comparison with a value that is not a code of the field is an error, not a warning.
     `per_record`: the expression is judged once per record (an eligibility criterion), so a field of an
-    instrument that repeats wherever it is collected must name its instances (LOGIC018)."""
+    instrument that repeats wherever it is collected must name its instances (LOGIC018), and other events,
+    relative instances and smart variables other than [record-name] are errors (LOGIC019)."""
     from trialkit.logic import check, parse
 
     specs = study.field_specs()
@@ -67,7 +68,7 @@ def expression_checker(
     missing = tuple(c.code for c in study.missing_codes)
     per_record_forms = frozenset(
         form for form in repeating if all(study.is_repeating(form, e) for e in study.events_of(form))
-    ) if per_record else frozenset()
+    ) if per_record else None
 
     def check_one(text: str, context: str, locate: Locate, *, skip: frozenset[str] = frozenset()) -> list[Diagnostic]:
         try:

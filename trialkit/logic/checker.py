@@ -22,6 +22,7 @@ Codes (stable; tests and users grep for them):
 | LOGIC016 | error    | descriptive field holds no value |
 | LOGIC017 | warning  | text that is not a valid date compared with a date field |
 | LOGIC018 | error    | a field of a repeating instrument read once per record without saying which instance |
+| LOGIC019 | error    | a per-record expression names another event, a relative instance or a smart variable |
 
 *LOGIC014 is an error where `strict_codes` is set (eligibility rules): `[mini_mdd] = 'yes'` on a field coded 1/0
 is never true, so a criterion written so silently decides every candidate the same way. REDCap itself accepts
@@ -48,6 +49,7 @@ from trialkit.logic.ast import (
     FieldRef,
     Node,
     Number,
+    SmartVar,
     String,
     walk,
 )
@@ -70,9 +72,10 @@ def _is_date_text(text: str) -> bool:
 
 class _Checker:
     def __init__(self, fields, events, repeating_forms, allow_extensions, file, missing_codes=(), strict_codes=False,
-                 per_record_forms=()):
+                 per_record_forms=None):
         self.fields: Mapping[str, FieldSpec] = fields
-        self.per_record_forms = frozenset(per_record_forms)
+        self.per_record = per_record_forms is not None
+        self.per_record_forms = frozenset(per_record_forms or ())
         self.missing_codes = frozenset(missing_codes)
         self.strict_codes = strict_codes
         self.events = None if events is None else set(events)
@@ -117,6 +120,9 @@ class _Checker:
             node, form = stack.pop()
             if isinstance(node, FieldRef):
                 self.field_ref(node, form)
+                self.one_row(node, form)
+            elif isinstance(node, SmartVar):
+                self.one_row(node, form)
             elif isinstance(node, Binary):
                 self.binary(node)
             elif isinstance(node, Call):
@@ -124,6 +130,23 @@ class _Checker:
             for child in reversed(node.children()):
                 stack.append((child, form))
         return self.out
+
+    def one_row(self, node: FieldRef | SmartVar, form: str | None) -> None:
+        """A per-record expression (an eligibility criterion) is evaluated on the record's one row of the event
+        screened: what that row cannot hold would leave it unknown for everyone, or stop the run."""
+        if not self.per_record:
+            return
+        if isinstance(node, SmartVar):
+            if node.name != "record-name":
+                self.add("LOGIC019", f"[{node.name}] has no value when a candidate is screened (one row per "
+                         "candidate; only [record-name] is known)", node)
+            return
+        if node.event is not None and node.event != "event-name":
+            self.add("LOGIC019", f"[{node.event}][{node.name}]: a criterion reads the candidate's row of the event "
+                     f"screened (screen --event); write [{node.name}]", node)
+        if form is None and node.instance in ("current-instance", "previous-instance", "next-instance"):
+            self.add("LOGIC019", f"[{node.name}][{node.instance}]: a criterion is judged once per candidate, outside "
+                     "any instance: name one ([1], [first-instance], [last-instance]) or use an aggregate", node)
 
     def field_ref(self, node: FieldRef, form: str | None) -> None:
         spec = self.fields.get(node.name)
@@ -287,13 +310,15 @@ def check(
     file: str | None = None,
     missing_codes: Iterable[str] = (),
     strict_codes: bool = False,
-    per_record_forms: Iterable[str] = (),
+    per_record_forms: Iterable[str] | None = None,
 ) -> list[Diagnostic]:
     """Every problem of `expr` against `fields`, sorted by position. `events` None skips event checks.
     `missing_codes`: the study's missing-data codes, which any field may hold. `strict_codes`: a coded field
     compared with a value that is none of its codes is an error (LOGIC014), as in eligibility rules.
-    `per_record_forms`: repeating instruments whose fields the expression, judged once per record (an
-    eligibility criterion), may read only through an instance aggregate or an instance reference (LOGIC018)."""
+    `per_record_forms`: given (even empty), the expression is judged once per record on its row of one event (an
+    eligibility criterion): these repeating instruments' fields may be read only through an instance aggregate or
+    an instance reference (LOGIC018), and other events, relative instances and smart variables other than
+    [record-name] have no value there (LOGIC019)."""
     found = _Checker(
         fields, events, repeating_forms, allow_extensions, file, missing_codes, strict_codes, per_record_forms
     ).run(expr)
