@@ -133,3 +133,16 @@ def test_a_disputed_reference_date_never_falls_back_to_the_as_of_date(study, rul
     # 18 on 2026-10-30: under 18 on either recorded date, 18 on the as-of date
     assert _outcome(cand, "I1").result == "unknown"
     assert cand.disposition == "pending"
+
+
+def test_a_value_the_rows_disagree_on_is_to_correct_not_still_needed(study, rules):
+    # two screening rows of 0001 give two systolic readings: the value is treated as missing, and the coordinator
+    # was asked to collect vs_sbp_1 (filled in twice) instead of to settle it
+    rows = flat_rows({"0001": (ELIGIBLE, TRIALS)})
+    again = rows.filter(pl.col("record_id") == "0001").head(1).with_columns(vs_sbp_1=pl.lit("175"))
+    cand = _one(screen(rules, IntakeData.from_frame(pl.concat([rows, again], how="vertical"), study), as_of=AS_OF))
+    e5 = _outcome(cand, "E5")
+    assert e5.result == "unknown"
+    assert "vs_sbp_1" not in e5.missing and "vs_sbp_1" not in cand.still_needed
+    assert any(t.startswith("vs_sbp_1: ") and "rows disagree" in t for t in cand.to_correct), cand.to_correct
+    assert "175" not in " ".join(cand.to_correct)

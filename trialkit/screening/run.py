@@ -163,7 +163,7 @@ def problem_notes(problems: pl.DataFrame | None, limit: int = 10) -> list[str]:
     if problems is None or problems.height == 0:
         return []
     counts = (
-        problems.filter(pl.col("check") != "input")
+        problems.filter(~pl.col("check").is_in(["input", "conflict"]))  # conflicts have their own notes
         .group_by("field", "check", "problem", maintain_order=True)
         .agg(pl.col("record").n_unique().alias("n"))
     )
