@@ -198,6 +198,16 @@ def test_reference_date_must_be_a_date_field(study):
     assert (d.file, d.line, d.col) == ("r.yaml", 5, 17)  # the value of reference_date
 
 
+def test_reference_date_on_a_repeating_instrument_is_refused(study):
+    # a candidate's row never holds atrq_start_date: 'today' silently became the --as-of date for everyone
+    text = HEADER.replace("criteria:\n", "reference_date: atrq_start_date\ncriteria:\n") + (
+        "  - {id: I1, kind: inclusion, text: t, logic: \"[mini_mdd] = '1'\"}\n"
+    )
+    ruleset, _ = parse_ruleset(text, file="r.yaml")
+    d = next(d for d in check_ruleset(ruleset, study) if d.code == "RULE013")
+    assert d.is_error and "repeating instrument 'atrq'" in d.message and d.line == 5
+
+
 def test_load_ruleset_raises_with_every_diagnostic(tmp_path, study):
     path = tmp_path / "bad.yaml"
     path.write_text(
