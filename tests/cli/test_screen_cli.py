@@ -265,3 +265,12 @@ def test_a_record_id_with_spaces_is_read_as_the_data_ids_are(capsys, small_data)
                          "--format", "csv")
     assert code == 0, err
     assert [line.split(",")[0] for line in out.splitlines()[1:]] == ["0040"]
+
+
+@pytest.mark.parametrize("name", ["log.json", "log.html"])
+def test_a_log_named_for_another_format_is_a_usage_error_and_nothing_is_written(capsys, small_data, tmp_path, name):
+    # the screening log is CSV: it was written as CSV into log.json (--out refuses such a name; --log did not)
+    log = tmp_path / name
+    code, out, err = run(capsys, str(small_data), "--rules", str(RULES), "--as-of", "2026-11-02", "--log", str(log))
+    assert code == 2 and "name it .csv" in err and out == ""
+    assert not log.exists()

@@ -180,6 +180,16 @@ FORMAT_ALIASES = {"table": "text"}
 EXTENSION_FORMATS = {".html": "html", ".htm": "html", ".json": "json", ".csv": "csv"}
 
 
+def csv_only(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """click callback for an option naming a CSV file (`screen --log`, `--findings`): a name whose extension says
+    another format (log.json, findings.html) is a usage error, as for --out, and nothing is written."""
+    implied = EXTENSION_FORMATS.get(Path(value).suffix.lower()) if value is not None else None
+    if implied not in (None, "csv"):
+        raise click.UsageError(f"{param.opts[0]} {Path(value).name}: this file is CSV, not {implied}; name it .csv",
+                               ctx)
+    return value
+
+
 class FormatChoice(click.Choice):
     """click.Choice over the format names, also taking the old aliases (hidden from the help)."""
 

@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
-from trialkit.cli.options import DATE, exit_codes, format_option, resolve_format, study_option, wrap_json_text
+from trialkit.cli.options import (
+    DATE,
+    csv_only,
+    exit_codes,
+    format_option,
+    resolve_format,
+    study_option,
+    wrap_json_text,
+)
 from trialkit.errors import UsageError
 
 if TYPE_CHECKING:
@@ -74,6 +82,7 @@ def _write_json(report: Report, handle: BinaryIO) -> None:
     "--log",
     "log_path",
     type=click.Path(dir_okay=False, path_type=Path),
+    callback=csv_only,
     help="Also write the screening log (CSV, no identifier fields) to this file.",
 )
 @click.option("--event", help="Unique event name whose rows are the candidates (default: the first event).")
