@@ -326,3 +326,11 @@ def test_check_outside_a_study_folder_says_how_to_name_it(tmp_path, capsys, monk
     assert code == 2
     assert out.strip() == ("study.yaml: IO001 no study file here (study.yaml not found in the current folder): run "
                            "trialkit in the study's folder, or point at it with trialkit check DIR")
+
+
+def test_study_option_points_at_the_study_as_every_command_does(repo_root, tmp_path, capsys, monkeypatch):
+    # README: every command takes --study; docs/intake-messages.md tells a user without study.yaml here to use it
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(["check", "--study", str(repo_root)], capsys)
+    assert code == 0, err
+    assert "study.yaml, 17 instruments, 1 rule file: no problems" in err

@@ -151,3 +151,42 @@ def test_eval_masks_values_computed_from_identifier_fields(tmp_path, capsys):
         assert "1984" not in out and "bob" not in out.lower() and out.splitlines()[1].endswith(",***")
     code, out, _ = run(["logic", "eval", "[dob] <> ''", "--data", str(path), "--instruments", str(root)], capsys)
     assert out.splitlines()[1].endswith(",true")  # a truth value says nothing the flag protects
+
+
+@pytest.mark.parametrize("kind", ["json", "ndjson", "parquet", "xlsx", "tsv"])
+def test_eval_reads_every_intake_format(export, tmp_path: Path, capsys, kind):
+    # docs/intake-messages.md: logic eval --data takes what validate and screen take; a JSON export was read as
+    # a one-column CSV ("no column 'age'") and Parquet or Excel as "not UTF-8 text"
+    import polars as pl
+
+    frame = pl.read_csv(export, infer_schema_length=0)
+    path = tmp_path / f"export.{kind}"
+    if kind == "json":
+        path.write_text(json.dumps([{k: v or "" for k, v in r.items()} for r in frame.to_dicts()]))
+    elif kind == "ndjson":
+        path.write_text("".join(json.dumps({k: v or "" for k, v in r.items()}) + "\n" for r in frame.to_dicts()))
+    elif kind == "parquet":
+        frame.write_parquet(path)
+    elif kind == "tsv":
+        frame.write_csv(path, separator="\t")
+    else:
+        import openpyxl
+
+        book = openpyxl.Workbook()
+        book.active.append(frame.columns)
+        for row in frame.iter_rows():
+            book.active.append(list(row))
+        book.save(path)
+    args = ["logic", "eval", "[age] >= 18", "--mode", "kleene", "--as-of", "2026-01-01"]
+    code, expected, _ = run([*args, "--data", export], capsys)
+    assert code == 0
+    code, out, err = run([*args, "--data", str(path)], capsys)
+    assert code == 0, err
+    assert out == expected
+
+
+def test_eval_of_a_header_only_file_exits_1(tmp_path: Path, capsys):
+    path = tmp_path / "header.csv"
+    path.write_text("record_id,age\n")
+    code, out, err = run(["logic", "eval", "[age] >= 18", "--data", str(path)], capsys)
+    assert code == 1 and "header.csv" in err and "no data rows" in err and out == ""

@@ -140,3 +140,19 @@ def test_diff_and_pull_json_share_the_envelope(kap_sandbox, tmp_path):
     assert proc.returncode == 0, proc.stderr
     pulled = json.loads(proc.stdout)
     assert (pulled["command"], pulled["ok"], pulled["records"], pulled["failures"]) == ("redcap pull", True, 1, 0)
+
+
+@pytest.mark.parametrize("command", [["redcap", "push", "DATA"], ["redcap", "nightly", "--rules", "RULES"]])
+def test_findings_named_for_another_format_is_a_usage_error_before_any_request(capsys, tmp_path, monkeypatch,
+                                                                                command):
+    from trialkit.cli import main
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.setenv("REDCAP_API_TOKEN", "A" * 32)
+    args = [a.replace("DATA", str(root / "examples" / "kap_trd_intake.csv"))
+             .replace("RULES", str(root / "eligibility_rules" / "kap_trd.yaml")) for a in command]
+    findings = tmp_path / "findings.json"
+    with pytest.raises(SystemExit) as info:
+        main([*args, "--url", "https://redcap.invalid/api/", "--findings", str(findings)])
+    assert info.value.code == 2 and "name it .csv" in capsys.readouterr().err
+    assert not findings.exists()

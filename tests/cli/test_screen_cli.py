@@ -226,3 +226,51 @@ def test_a_log_that_cannot_be_written_leaves_one_json_object_on_stdout(capsys, s
     assert code == 2 and "cannot write" in err
     doc = json.loads(out)
     assert doc["ok"] is False and doc["error"]["type"] == "UsageError"
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [("kind: inclusion", "kind: inclsion"), ("protocol:", "protocl:"), ("version: \"1.0.0\"", "version: [1]")],
+    ids=["bad kind", "missing protocol", "wrong type"],
+)
+def test_a_rule_file_schema_error_is_reported_not_a_missing_study(capsys, small_data, tmp_path, monkeypatch, broken):
+    # the rule file names its study; when the file fails its schema, screen fell back to ./study.yaml and said
+    # "no study file here" instead of what is wrong in the rule file
+    text = RULES.read_text(encoding="utf-8").replace(*broken, 1).replace("study: ../study.yaml",
+                                                                          f"study: {ROOT / 'study.yaml'}")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(text, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, str(small_data), "--rules", str(rules), "--as-of", "2026-11-02")
+    assert code == 2
+    assert "rules.yaml:" in err and "SCH0" in err
+    assert "no study file" not in err and "Traceback" not in err
+
+
+def test_a_missing_rule_file_is_named_not_a_missing_study(capsys, small_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, str(small_data), "--rules", "nope.yaml", "--as-of", "2026-11-02")
+    assert code == 2 and "nope.yaml" in err and "no study file" not in err
+
+
+@pytest.mark.parametrize(("given", "hint"), [("40", "mean 0040?"), ("00040", "mean 0040?"), ("7", "mean 0007?")])
+def test_a_record_id_without_its_zeros_names_the_one_in_the_data(capsys, small_data, given, hint):
+    code, _, err = run(capsys, str(small_data), "--rules", str(RULES), "--record", given, "--as-of", "2026-11-02")
+    assert code == 2 and f"no candidate {given}" in err and hint in err
+    assert "0001" not in err  # only the near id, never a list of the data's ids
+
+
+def test_a_record_id_with_spaces_is_read_as_the_data_ids_are(capsys, small_data):
+    code, out, err = run(capsys, str(small_data), "--rules", str(RULES), "--record", " 0040 ", "--as-of", "2026-11-02",
+                         "--format", "csv")
+    assert code == 0, err
+    assert [line.split(",")[0] for line in out.splitlines()[1:]] == ["0040"]
+
+
+@pytest.mark.parametrize("name", ["log.json", "log.html"])
+def test_a_log_named_for_another_format_is_a_usage_error_and_nothing_is_written(capsys, small_data, tmp_path, name):
+    # the screening log is CSV: it was written as CSV into log.json (--out refuses such a name; --log did not)
+    log = tmp_path / name
+    code, out, err = run(capsys, str(small_data), "--rules", str(RULES), "--as-of", "2026-11-02", "--log", str(log))
+    assert code == 2 and "name it .csv" in err and out == ""
+    assert not log.exists()

@@ -144,3 +144,11 @@ def test_help_has_an_example(run):
     proc = run("--help")
     assert proc.returncode == 0
     assert "trialkit validate intake.csv" in proc.stdout
+
+
+def test_a_header_only_file_exits_1_as_screen_does(run, tmp_path):
+    path = tmp_path / "header.csv"
+    path.write_text(",".join(shared.rows_frame(shared.CLEAN_ROWS).columns) + "\n", encoding="utf-8")
+    result = run(str(path), "--study", MINI)
+    assert result.returncode == 1
+    assert "header.csv" in result.stderr and "no data rows" in result.stderr and "Traceback" not in result.stderr

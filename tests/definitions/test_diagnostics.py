@@ -248,3 +248,12 @@ def test_an_unreadable_instruments_folder_is_reported_not_raised(monkeypatch):
     monkeypatch.setattr(Path, "iterdir", refuse)
     d = _one(check_study(".").diagnostics, "DEF003")
     assert d.is_error and "base" in d.message
+
+
+def test_every_unknown_key_of_one_mapping_is_reported_at_its_line():
+    # jsonschema raises one error for all of a mapping's unknown keys: only the first was reported
+    diags = _diags({"base": BASE + "    lable: x\n    colour: red\n    requird: true\n"})
+    found = [(d.line, d.col, d.message) for d in diags if d.code == "SCH003"]
+    assert [(line, col) for line, col, _ in found] == [(6, 5), (7, 5), (8, 5)]
+    assert "'lable'; did you mean 'label'?" in found[0][2] and "'colour'" in found[1][2]
+    assert "did you mean 'required'?" in found[2][2]

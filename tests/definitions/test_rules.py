@@ -198,6 +198,16 @@ def test_reference_date_must_be_a_date_field(study):
     assert (d.file, d.line, d.col) == ("r.yaml", 5, 17)  # the value of reference_date
 
 
+def test_reference_date_on_a_repeating_instrument_is_refused(study):
+    # a candidate's row never holds atrq_start_date: 'today' silently became the --as-of date for everyone
+    text = HEADER.replace("criteria:\n", "reference_date: atrq_start_date\ncriteria:\n") + (
+        "  - {id: I1, kind: inclusion, text: t, logic: \"[mini_mdd] = '1'\"}\n"
+    )
+    ruleset, _ = parse_ruleset(text, file="r.yaml")
+    d = next(d for d in check_ruleset(ruleset, study) if d.code == "RULE013")
+    assert d.is_error and "repeating instrument 'atrq'" in d.message and d.line == 5
+
+
 def test_load_ruleset_raises_with_every_diagnostic(tmp_path, study):
     path = tmp_path / "bad.yaml"
     path.write_text(
@@ -287,3 +297,55 @@ def test_a_missing_data_code_of_the_study_is_a_value_of_every_field(study):
     assert any(d.code == "LOGIC014" for d in check_ruleset(ruleset, study))
     with_unknown = replace(study, missing_codes=(Choice("UNK", "Unknown"),))
     assert not any(d.code == "LOGIC014" for d in check_ruleset(ruleset, with_unknown))
+
+
+@pytest.mark.parametrize(
+    ("logic", "applies_if"),
+    [("[atrq_duration] >= 6", None), ("[mini_mdd] = '1'", "[atrq_failed] = '1'"),
+     ("[mini_mdd] = '1' and count_instances(atrq) >= 1 and [atrq_drug] = 'other'", None)],
+)
+def test_a_repeating_forms_field_read_once_per_candidate_is_an_error(study, logic, applies_if):
+    # the candidate's row holds none of atrq's values: the criterion stayed unknown for everyone and asked for
+    # fields the instances hold
+    extra = f", applies_if: \"{applies_if}\"" if applies_if else ""
+    text = _rules(f"  - {{id: I1, kind: inclusion, text: t, logic: \"{logic}\"{extra}}}\n")
+    ruleset, _ = parse_ruleset(text, file="r.yaml")
+    found = [d for d in check_ruleset(ruleset, study) if d.code == "LOGIC018"]
+    assert len(found) == 1 and found[0].is_error and found[0].line == 6
+    assert "repeating instrument 'atrq'" in found[0].message and "[1]" in found[0].message
+
+
+@pytest.mark.parametrize(
+    "logic",
+    ["count_instances(atrq, [atrq_duration] >= 6) >= 1", "[atrq_duration][1] >= 6",
+     "[atrq_duration][last-instance] >= 6", "max_instances(atrq, [atrq_duration]) >= 6"],
+)
+def test_instances_named_or_aggregated_are_fine(study, logic):
+    text = _rules(f"  - {{id: I1, kind: inclusion, text: t, logic: \"{logic}\"}}\n")
+    ruleset, _ = parse_ruleset(text, file="r.yaml")
+    assert [d for d in check_ruleset(ruleset, study) if d.is_error] == []
+
+
+@pytest.mark.parametrize(
+    "logic",
+    ["[baseline_arm_1][phq9_total] > 5", "[screening_arm_1][phq9_total] > 5", "[previous-event-name][phq9_total] > 5",
+     "[user-name] <> ''", "[arm-number] = 1", "[current-instance] > 1", "[atrq_duration][current-instance] > 5",
+     "[atrq_duration][previous-instance] > 5"],
+)
+def test_what_a_candidates_one_row_cannot_hold_is_an_error(study, logic):
+    # check passed these; screening then left every candidate unknown (another event's column, the current
+    # instance) or stopped with "1:1: smart variable ... not available", naming no rule file
+    text = _rules(f"  - {{id: I1, kind: inclusion, text: t, logic: \"{logic}\"}}\n")
+    ruleset, _ = parse_ruleset(text, file="r.yaml")
+    found = [d for d in check_ruleset(ruleset, study) if d.is_error]
+    assert [d.code for d in found] == ["LOGIC019"] and found[0].line == 6
+
+
+@pytest.mark.parametrize(
+    "logic", ["[record-name] <> ''", "[event-name][phq9_total] > 5", "[atrq_duration][first-instance] > 5",
+              "count_instances(atrq, [atrq_duration][current-instance] > 5) >= 1"],
+)
+def test_what_screening_reads_from_a_candidates_row_is_fine(study, logic):
+    text = _rules(f"  - {{id: I1, kind: inclusion, text: t, logic: \"{logic}\"}}\n")
+    ruleset, _ = parse_ruleset(text, file="r.yaml")
+    assert [d.format() for d in check_ruleset(ruleset, study) if d.is_error] == []

@@ -237,6 +237,8 @@ def test_rows_with_no_cell_at_all_are_no_data(tmp_path, kap_study):
 @pytest.mark.parametrize("content, encoding, hint", [
     ("record_id;redcap_event_name\n1;screening_arm_1\n", "utf-8", "Excel saved it with semicolons"),
     ("record_id,redcap_event_name\n1,screening_arm_1\n", "utf-16-le", "another encoding"),
+    # a binary file (or another encoding) whose first bytes happen to hold a ';' is not "saved with semicolons"
+    ("\x89PNG\x1a\x00\xff\xfe;\x01\n\x00\x00", "latin-1", "not UTF-8"),
 ])
 def test_a_file_in_the_wrong_shape_says_what_to_do(tmp_path, kap_study, content, encoding, hint):
     from trialkit.errors import DataError

@@ -190,6 +190,19 @@ def test_excel_sheet_by_name(tmp_path, mini_study):
         read_intake(path, mini_study, sheet="missing")
 
 
+@pytest.mark.parametrize("sheet", [None, "cover"])
+def test_an_empty_sheet_is_named_not_called_a_damaged_workbook(tmp_path, mini_study, sheet):
+    wb = openpyxl.Workbook()
+    wb.active.title = "cover"  # left empty
+    wb.create_sheet("intake").append(["record_id", "age"])
+    path = tmp_path / "book.xlsx"
+    wb.save(path)
+    with pytest.raises(DataError) as info:
+        read_intake(path, mini_study, sheet=sheet)
+    message = info.value.message
+    assert "is empty" in message and "'intake'" in message and "damaged" not in message
+
+
 # ---- `-`: standard input where a data file is expected ----------------------------------------------------------
 def _stdin(monkeypatch, data: bytes) -> None:
     import io
@@ -233,3 +246,27 @@ def test_an_error_on_standard_input_names_dash_not_a_temporary_file(monkeypatch)
     with pytest.raises(DataError) as info:
         read_delimited("-")
     assert info.value.location.file == "-" and info.value.location.line == 2
+
+
+@pytest.mark.parametrize("kind", ["json", "ndjson"])
+def test_json_columns_keep_the_files_order(tmp_path, kind):
+    # polars orders an inferred JSON schema by hash: validation listed a row's findings in another order each run
+    keys = ["record_id", *(f"f{n:02d}_{'zyxwvutsrq'[n % 10]}" for n in range(30)), "a_last"]
+    rows = [{k: str(i) for k in keys} for i in range(3)]
+    rows[1]["extra"] = "x"  # a key the first record lacks comes after the first record's
+    path = tmp_path / f"data.{kind}"
+    text = json.dumps(rows) if kind == "json" else "".join(json.dumps(r) + "\n" for r in rows)
+    path.write_text(text, encoding="utf-8")
+    frame, fmt = read_text_frame(path)
+    assert fmt == kind
+    assert frame.columns[1:] == [*keys, "extra"]  # after ROW
+
+
+def test_columns_without_a_name_are_said_so(tmp_path):
+    # two empty columns at the end of each row (a spreadsheet's leftovers) read as "duplicate column ''"
+    path = tmp_path / "intake.csv"
+    path.write_text("record_id,age,,\n0001,34,,\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        read_text_frame(path)
+    assert "column name missing in the header for 2 columns (3, 4)" in info.value.message
+    assert info.value.location is not None and info.value.location.line == 1

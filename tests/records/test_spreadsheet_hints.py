@@ -31,6 +31,12 @@ def test_a_us_date_says_how_to_write_it_without_quoting_it(tmp_path, mini_study,
     assert [f["value"] for f in dates if f["field"] == "dob"] == ["***"]
 
 
+def test_a_date_with_dots_is_not_called_slashed(tmp_path, mini_study, clean_rows):
+    clean_rows[0]["screen_date"] = "10.01.2025"  # Excel under a German region setting
+    [f] = [f for f in findings_of(tmp_path, mini_study, clean_rows) if f["field"] == "screen_date"]
+    assert "dots" in f["message"] and "write it YYYY-MM-DD" in f["message"] and "10.01.2025" not in f["message"]
+
+
 def test_other_unreadable_dates_keep_the_plain_message(tmp_path, mini_study, clean_rows):
     clean_rows[0]["screen_date"] = "2025-02-30"
     [f] = [f for f in findings_of(tmp_path, mini_study, clean_rows) if f["field"] == "screen_date"]

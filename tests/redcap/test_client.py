@@ -83,6 +83,20 @@ def test_url_must_be_the_api_endpoint():
         RedcapClient("http://127.0.0.1:1/redcap/", Token("D" * 32))
 
 
+@pytest.mark.parametrize("url", ["http://redcap.example.org/api/", "http://10.0.0.5/redcap/api/", "HTTP://h/api/"])
+def test_a_token_never_goes_to_another_machine_over_plain_http(url):
+    # README: a URL without https:// exits 2 with the fix (the token would cross the network readable)
+    with pytest.raises(UsageError, match="https://") as info:
+        RedcapClient(url, Token("D" * 32))
+    assert "D" * 32 not in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8765/api/", "http://localhost:8765/api/", "http://[::1]:1/api/",
+                                 "https://redcap.example.org/api/"])
+def test_https_and_this_machine_over_http_are_fine(url):
+    assert RedcapClient(url, Token("D" * 32)).url == url
+
+
 def test_import_and_export_are_chunked_by_record(client, sandbox, project_token):
     rows = screening_rows(5) + session_rows("1", 3) + session_rows("4", 2)
     written = client.import_records(rows)

@@ -18,7 +18,7 @@ from kap_data import ROOT, T0, cells, client_for, intake_frame
 from sandbox_data import Clock
 
 from trialkit.definitions import load_study
-from trialkit.errors import RedcapError
+from trialkit.errors import DataError, RedcapError
 from trialkit.redcap.data_ledger import DataLedger
 from trialkit.redcap.push import KILL_HOOK_ENV, push
 from trialkit.redcap.sandbox import FaultPlan, ProjectSpec
@@ -96,6 +96,22 @@ def test_valid_records_go_through_invalid_ones_are_findings_and_a_rerun_sends_no
     assert second.imports == 0
     assert stored(sandbox, token).equals(after)
     assert [r["status"] for r in ledger.runs("push")] == ["ok", "ok"]
+    ledger.close()
+
+
+def test_records_redcap_did_not_hold_are_counted_as_new(sandbox, kap, study, tmp_path):
+    # the summary said "0 new record(s)" for a first push into an empty project under the data's own ids
+    token, clock = kap
+    path = tmp_path / "intake.csv"
+    intake_frame(6).write_csv(path)
+    ledger = DataLedger(tmp_path / "ledger.sqlite")
+    dry = run(sandbox, token, path, study, ledger, clock, dry_run=True)
+    first = run(sandbox, token, path, study, ledger, clock)
+    sent = first.records - first.invalid
+    assert sent >= 1 and dry.created == first.created == sent
+    assert first.to_dict()["created"] == sent
+    again = run(sandbox, token, path, study, ledger, clock)
+    assert again.created == 0
     ledger.close()
 
 
@@ -363,3 +379,14 @@ def test_push_reads_standard_input_for_dash(sandbox, kap, study, tmp_path, monke
         result = run(sandbox, token, "-", study, ledger, clock)
     assert result.records == 1 and result.changed_records == 1 - result.invalid
     assert set(stored(sandbox, token)["record_id"]) == set(valid_part(data, result)["record_id"])
+
+
+def test_a_header_only_file_is_a_data_error_and_nothing_is_sent(sandbox, kap, study, tmp_path):
+    # docs/cli.md: a data file with no records is exit 1 in redcap push too; it said "0 record(s)" and passed
+    token, clock = kap
+    path = tmp_path / "header.csv"
+    intake_frame(1).head(0).write_csv(path)
+    with DataLedger(tmp_path / "ledger.sqlite") as ledger, pytest.raises(DataError) as info:
+        run(sandbox, token, path, study, ledger, clock)
+    assert info.value.location is not None and info.value.location.file == str(path)
+    assert "no data rows" in info.value.message

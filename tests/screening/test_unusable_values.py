@@ -118,3 +118,31 @@ def test_every_report_format_says_what_to_correct(run):
         text = render(report)
         assert why in text, render.__name__
         assert "vs_sbp_1 = 16" not in text and "\"vs_sbp_1\": 16" not in text
+
+
+@pytest.mark.parametrize("others", [{}, {"0002": ({"screening_date": "11/02/2026"}, None)}], ids=["alone", "among"])
+def test_a_disputed_reference_date_never_falls_back_to_the_as_of_date(study, rules, others):
+    # two screening rows of 0001 disagree on screening_date: the date is missing (the notes say so), and 'today'
+    # must not silently become the --as-of date. It did so only when no other candidate had an unreadable date,
+    # so the result depended on who was screened alongside.
+    rows = flat_rows({"0001": ({**ELIGIBLE, "dob": "2008-10-30"}, TRIALS),
+                      **{rid: ({**ELIGIBLE, **over}, TRIALS) for rid, (over, _) in others.items()}})
+    again = rows.filter(pl.col("record_id") == "0001").head(1).with_columns(screening_date=pl.lit("2026-10-20"))
+    data = IntakeData.from_frame(pl.concat([rows, again], how="vertical"), study)
+    cand = _one(screen(rules, data, as_of=AS_OF))
+    # 18 on 2026-10-30: under 18 on either recorded date, 18 on the as-of date
+    assert _outcome(cand, "I1").result == "unknown"
+    assert cand.disposition == "pending"
+
+
+def test_a_value_the_rows_disagree_on_is_to_correct_not_still_needed(study, rules):
+    # two screening rows of 0001 give two systolic readings: the value is treated as missing, and the coordinator
+    # was asked to collect vs_sbp_1 (filled in twice) instead of to settle it
+    rows = flat_rows({"0001": (ELIGIBLE, TRIALS)})
+    again = rows.filter(pl.col("record_id") == "0001").head(1).with_columns(vs_sbp_1=pl.lit("175"))
+    cand = _one(screen(rules, IntakeData.from_frame(pl.concat([rows, again], how="vertical"), study), as_of=AS_OF))
+    e5 = _outcome(cand, "E5")
+    assert e5.result == "unknown"
+    assert "vs_sbp_1" not in e5.missing and "vs_sbp_1" not in cand.still_needed
+    assert any(t.startswith("vs_sbp_1: ") and "rows disagree" in t for t in cand.to_correct), cand.to_correct
+    assert "175" not in " ".join(cand.to_correct)

@@ -139,10 +139,12 @@ def test_quoted_line_breaks_never_cut_a_row(tmp_path, mini_study, chunk_rows, mo
 
 @pytest.mark.parametrize("content", ["record_id", "record_id\n", "record_id,age\r\n"])
 def test_a_header_without_rows_gives_the_findings_of_one_pass(tmp_path, mini_study, content):
-    # the streamed path found no block to concatenate: an internal error (found by tests/adversarial)
+    # the streamed path found no block to concatenate: an internal error (found by tests/adversarial); the
+    # public validate_file then refuses the file as holding no one (below)
     path = tmp_path / "intake.csv"
     path.write_text(content, encoding="utf-8")
-    assert_frame_equal(validate_file(path, mini_study, as_of=AS_OF).frame, one_pass(path, mini_study).frame)
+    streamed = chunked._validate_file(path, mini_study, event=None, sheet=None, as_of=AS_OF, chunk_rows=None)
+    assert_frame_equal(streamed.frame, one_pass(path, mini_study).frame)
 
 
 def test_read_ahead_keeps_order_raises_in_place_and_stops_with_its_caller():
@@ -187,3 +189,37 @@ def test_lost_zeros_do_not_depend_on_where_the_file_is_cut(tmp_path, mini_study,
         monkeypatch.setattr(chunked, "read_intake", _whole)
         got = validate_file(path, mini_study, as_of=AS_OF, chunk_rows=1)
     assert_frame_equal(got.frame, expected.frame)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "parquet", "json"])
+def test_a_file_without_data_rows_is_a_data_error_not_a_clean_pass(tmp_path, mini_study, fmt):
+    from trialkit.errors import DataError
+
+    header = shared.rows_frame(shared.CLEAN_ROWS).head(0)
+    path = tmp_path / f"header_only.{fmt}"
+    if fmt == "parquet":
+        header.write_parquet(path)
+    elif fmt == "json":
+        path.write_text("[]", encoding="utf-8")
+    else:
+        header.write_csv(path, separator="\t" if fmt == "tsv" else ",")
+    with pytest.raises(DataError) as info:
+        validate_file(path, mini_study, as_of=AS_OF)
+    assert info.value.location is not None and info.value.location.file == str(path)
+
+
+def test_a_repeated_header_is_located_in_the_file(tmp_path, mini_study):
+    # polars renames a repeated header name_duplicated_0; the check for it never matched (re.match from the
+    # start), so the streamed path failed later, with a message naming neither the file nor the line
+    from trialkit.errors import DataError
+
+    path = tmp_path / "intake.csv"
+    shared.write_csv(path, shared.CLEAN_ROWS)
+    lines = path.read_text(encoding="utf-8").split("\n")
+    lines[0] = lines[0].replace(",age,", ",record_id,", 1)
+    assert lines[0].count("record_id") == 2
+    path.write_text("\n".join(lines), encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        validate_file(path, mini_study, as_of=AS_OF)
+    assert "duplicate column 'record_id'" in info.value.message
+    assert info.value.location is not None and (info.value.location.file, info.value.location.line) == (str(path), 1)

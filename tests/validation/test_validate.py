@@ -146,6 +146,14 @@ class TestShape:
             (1, "dose", "misplaced", "error"),
         }
 
+    def test_a_column_with_no_name_says_so(self, tmp_path, mini_study, clean_rows):
+        # a trailing comma on every line of a spreadsheet's CSV: "column is not a field of study" named nothing
+        path = shared.write_csv(tmp_path / "intake.csv", clean_rows)
+        path.write_text("\n".join(line + "," if line else line for line in path.read_text().split("\n")))
+        f = validate(read_intake(path, mini_study), as_of=AS_OF)
+        [row] = f.frame.filter(pl.col("check") == "unknown_column").to_dicts()
+        assert row["field"] == "" and row["message"].startswith("a column with no name in the header")
+
     def test_keys_duplicates_and_repeat_columns(self, tmp_path, mini_study, clean_rows):
         clean_rows.append(dict(clean_rows[1]))  # instance 1 of record 001 again
         clean_rows.append({"record_id": "", "age": "40"})

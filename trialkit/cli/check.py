@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from trialkit.cli.options import dumps, exit_codes, format_option
+from trialkit.cli.options import dumps, exit_codes, format_option, study_option
 from trialkit.errors import Diagnostic, sorted_diagnostics
 
 if TYPE_CHECKING:
@@ -182,12 +182,16 @@ Examples:
 """
 )
 @click.argument("paths", nargs=-1, type=click.Path())
+@study_option(help="Study directory (holding study.yaml) or the study file to check, with its rule files: the "
+                   "same as giving it as PATHS (default: the current directory).")
 @format_option(["text", "json"])
-def check(paths: tuple[str, ...], fmt: str) -> None:
+def check(paths: tuple[str, ...], study_path: Path | None, fmt: str) -> None:
     """Check study definitions: YAML, JSON Schema, names, choices, ranges, schedule and every expression.
 
     Prints each problem as `file:line:col: CODE message`.
     """
+    if study_path is not None:  # README: every command takes --study (docs/intake-messages.md names it for check)
+        paths = (*paths, str(study_path))
     tally = Checked()
     diags = collect(paths, tally)
     errors = sum(1 for d in diags if d.is_error)

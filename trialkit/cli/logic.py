@@ -21,7 +21,7 @@ from trialkit.logic import (
     reference_columns,
     widen_events,
 )
-from trialkit.records.readers import read_delimited
+from trialkit.records.readers import ROW, read_text_frame
 
 SYNTAX_CODE = "LOG001"  # the code `trialkit check` (definitions) uses for logic syntax errors
 
@@ -108,16 +108,18 @@ def check_command(expression: str, study_path: Path | None, fmt: str) -> None:
 
 
 def _read_flat_csv(path: str) -> pl.DataFrame:
-    """A REDCap flat export: every cell text, blank = ''. Stays text; logic types it.
+    """A REDCap flat export in any intake format (CSV, TSV, Excel, JSON, NDJSON, Parquet; `-` standard input,
+    recognised from its first bytes): every cell text, blank = ''. Stays text; logic types it.
 
     Read by the intake reader: a damaged file is a located error that quotes nothing of it (polars' own
     messages repeat the offending line), and a row cut off short is refused rather than padded with blanks."""
-    frame = read_delimited(Path(path), ",")
+    frame, _ = read_text_frame(path)
+    frame = frame.drop(ROW)
     if frame.width == 0:
         raise DataError("no columns", location=Location(file=path))
-    first = frame.columns[0]
-    if first.startswith("\ufeff"):
-        frame = frame.rename({first: first.lstrip("\ufeff")})
+    if frame.height == 0:
+        # nothing to evaluate is an unreadable-data outcome, as validate and screen say of the same file
+        raise DataError("no data rows (a header only): nothing to evaluate", location=Location(file=path))
     return frame.with_columns(pl.all().fill_null(""))
 
 
@@ -155,7 +157,8 @@ def _json_value(value, kind: str, mode: str):  # type: ignore[no-untyped-def]
     "data_path",
     required=True,
     type=click.Path(exists=True, dir_okay=False, allow_dash=True),
-    help="REDCap flat export CSV (all cells text; checkbox options as field___code); - reads standard input.",
+    help="REDCap flat export: CSV, TSV, Excel, JSON, NDJSON or Parquet, read as text (checkbox options as "
+         "field___code); - reads standard input.",
 )
 @click.option("--mode", type=click.Choice(["redcap", "kleene"]), default="redcap", show_default=True)
 @click.option(
@@ -191,13 +194,15 @@ def eval_command(
     expr = _parse_or_exit(expression, "text")
     when = as_of or date.today()  # the CLI edge may read the clock; the library never does
     frame = _read_flat_csv(data_path)
-    rid = record_id or frame.columns[0]
-    if rid not in frame.columns:
-        raise UsageError(f"--record-id {rid!r} is not a column of {Path(data_path).name}")
     fields = None
     study = _load_study(study_path)
     if study is not None:
         fields = study.field_specs()
+    # the study's record id where it names one: a JSON export's keys need not come in dictionary order
+    named = study.record_id_field if study is not None and study.record_id_field in frame.columns else None
+    rid = record_id or named or frame.columns[0]
+    if rid not in frame.columns:
+        raise UsageError(f"--record-id {rid!r} is not a column of {Path(data_path).name}")
     key_cols = [rid]
     if "redcap_event_name" in frame.columns:
         key_cols.append("redcap_event_name")

@@ -61,6 +61,17 @@ def exit_codes(ok: str, failed: str | None = None, usage: str = USAGE_TEXT) -> C
 # ---- dates ------------------------------------------------------------------------------------------------------
 
 
+#: the one spelling of a date the help promises; date.fromisoformat alone also reads ISO week dates and the basic
+#: format (2026W451, 20261102), so a slip would screen on a date nobody wrote
+_YMD = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _ymd(text: str) -> _dt.date:
+    if not _YMD.fullmatch(text):
+        raise ValueError("not YYYY-MM-DD")
+    return _dt.date.fromisoformat(text)
+
+
 class DateType(click.ParamType):
     """A calendar date written YYYY-MM-DD (the help shows that, not TEXT)."""
 
@@ -73,7 +84,7 @@ class DateType(click.ParamType):
         if isinstance(value, _dt.date):
             return value
         try:
-            return _dt.date.fromisoformat(str(value))
+            return _ymd(str(value))
         except ValueError:
             # the value is not repeated: argv may hold a secret pasted in the wrong place
             self.fail("not a date (YYYY-MM-DD)", param, ctx)
@@ -93,11 +104,12 @@ class DateTimeType(click.ParamType):
             return value
         text = str(value)
         try:
-            return _dt.date.fromisoformat(text) if len(text) == 10 else self._datetime(text)
+            return _ymd(text) if len(text) == 10 else self._datetime(text)
         except ValueError:
             self.fail("expected YYYY-MM-DD or 'YYYY-MM-DD HH:MM'", param, ctx)
 
     def _datetime(self, text: str) -> _dt.datetime:
+        _ymd(text[:10])  # strptime alone takes 2026-1-2
         for fmt in self._FORMATS:
             try:
                 return _dt.datetime.strptime(text, fmt)
@@ -170,6 +182,16 @@ FORMAT_ALIASES = {"table": "text"}
 #: The format an --out file's extension implies. `.txt` is left out: text is the default anyway, and a script
 #: writing `--format csv --out x.txt` is not contradicting itself.
 EXTENSION_FORMATS = {".html": "html", ".htm": "html", ".json": "json", ".csv": "csv"}
+
+
+def csv_only(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """click callback for an option naming a CSV file (`screen --log`, `--findings`): a name whose extension says
+    another format (log.json, findings.html) is a usage error, as for --out, and nothing is written."""
+    implied = EXTENSION_FORMATS.get(Path(value).suffix.lower()) if value is not None else None
+    if implied not in (None, "csv"):
+        raise click.UsageError(f"{param.opts[0]} {Path(value).name}: this file is CSV, not {implied}; name it .csv",
+                               ctx)
+    return value
 
 
 class FormatChoice(click.Choice):

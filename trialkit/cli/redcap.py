@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from trialkit.cli.options import DATE, SuggestingGroup, dumps, exit_codes, format_option
+from trialkit.cli.options import DATE, SuggestingGroup, csv_only, dumps, exit_codes, format_option
 from trialkit.redcap.client import DEFAULT_TOKEN_ENV
 
 _CONNECTION_OPTIONS = (
@@ -70,7 +70,7 @@ def redcap() -> None:
 @click.option("--attempts", default=None, type=click.IntRange(1, 20),
               help="Tries per request on network failures and server error pages (backoff 0.5 s, doubling; "
               "default 5).")
-@click.option("--findings", "findings_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--findings", "findings_path", type=click.Path(dir_okay=False, path_type=Path), callback=csv_only,
               help="Write the validation findings of the pulled records here (CSV; identifier values masked).")
 @format_option(["text", "json"])
 def nightly(connection, config, url, token_env, token_file, timeout, rules_path, study_dir, ledger_path, as_of,

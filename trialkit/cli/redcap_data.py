@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from trialkit.cli.options import DATE, dumps, exit_codes, format_option
+from trialkit.cli.options import DATE, csv_only, dumps, exit_codes, format_option
 from trialkit.cli.redcap import _REDCAP_FAILED, connection_options, open_connection
 
 DEFAULT_LEDGER = Path("trialkit-data-ledger.sqlite")
@@ -114,7 +114,7 @@ def pull(connection, out, full, overlap, study_dir, ledger_path, fmt) -> None:
                    "ledger, so a rerun never makes a second record).")
 @click.option("--dry-run", is_flag=True, help="Print the cells that would change; send nothing.")
 @click.option("--as-of", "as_of", type=DATE, help="Validation date (default: today).")
-@click.option("--findings", "findings_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--findings", "findings_path", type=click.Path(dir_okay=False, path_type=Path), callback=csv_only,
               help="Write the validation findings here (CSV; identifier values masked).")
 @_common
 def push(connection, data, clear_blanks, auto_number, dry_run, as_of, findings_path, study_dir, ledger_path,

@@ -13,6 +13,7 @@ import click
 
 from trialkit.cli.options import (
     DATE,
+    csv_only,
     exit_codes,
     format_option,
     resolve_format,
@@ -82,6 +83,7 @@ def _write_json(report: Report, handle: BinaryIO) -> None:
     "--log",
     "log_path",
     type=click.Path(dir_okay=False, path_type=Path),
+    callback=csv_only,
     help="Also write the screening log (CSV, no identifier fields) to this file.",
 )
 @click.option("--event", help="Unique event name whose rows are the candidates (default: the first event).")

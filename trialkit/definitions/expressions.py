@@ -50,17 +50,25 @@ def _calc_references(study: Study) -> dict[str, frozenset[str]]:
     }
 
 
-def expression_checker(study: Study, *, allow_extensions: bool, strict_codes: bool = False) -> ExpressionCheck:
+def expression_checker(
+    study: Study, *, allow_extensions: bool, strict_codes: bool = False, per_record: bool = False
+) -> ExpressionCheck:
     """A function that checks one expression against the study's fields:
     `check(text, context, locate, skip=codes)` -> LOG001 for a syntax error, else the logic checker's own codes
     (unknown field, wrong type, checkbox code not a choice...), each message prefixed with `context`.
-    `strict_codes`: a comparison with a value that is not a code of the field is an error, not a warning."""
+    `strict_codes`: a comparison with a value that is not a code of the field is an error, not a warning.
+    `per_record`: the expression is judged once per record (an eligibility criterion), so a field of an
+    instrument that repeats wherever it is collected must name its instances (LOGIC018), and other events,
+    relative instances and smart variables other than [record-name] are errors (LOGIC019)."""
     from trialkit.logic import check, parse
 
     specs = study.field_specs()
     events = frozenset(e.name for e in study.events) if study.longitudinal else None
     repeating = frozenset(r for _, r in study.repeating_pairs)
     missing = tuple(c.code for c in study.missing_codes)
+    per_record_forms = frozenset(
+        form for form in repeating if all(study.is_repeating(form, e) for e in study.events_of(form))
+    ) if per_record else None
 
     def check_one(text: str, context: str, locate: Locate, *, skip: frozenset[str] = frozenset()) -> list[Diagnostic]:
         try:
@@ -73,7 +81,7 @@ def expression_checker(study: Study, *, allow_extensions: bool, strict_codes: bo
         return [
             Diagnostic(d.code, f"{context}: {d.message}", *locate(d.line, d.col), d.severity)
             for d in check(tree, specs, events=events, repeating_forms=repeating, allow_extensions=allow_extensions,
-                           missing_codes=missing, strict_codes=strict_codes)
+                           missing_codes=missing, strict_codes=strict_codes, per_record_forms=per_record_forms)
             if d.code not in skip
         ]
 

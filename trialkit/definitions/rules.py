@@ -288,7 +288,8 @@ def check_ruleset(ruleset: RuleSet, study: Any) -> list[Diagnostic]:
     from trialkit.definitions.expressions import expression_checker
 
     # a value that is none of the field's codes is an error here: the criterion would silently decide everyone
-    check = expression_checker(study, allow_extensions=True, strict_codes=True)
+    # and a criterion is judged once per candidate: a repeating form's field must say which instances
+    check = expression_checker(study, allow_extensions=True, strict_codes=True, per_record=True)
     repeating = frozenset(form for _, form in study.repeating_pairs)
     diags: list[Diagnostic] = []
     for c in ruleset.criteria:
@@ -311,8 +312,15 @@ def check_ruleset(ruleset: RuleSet, study: Any) -> list[Diagnostic]:
                 )
     if ruleset.reference_date is not None:
         ref = study.fields.get(ruleset.reference_date)
-        if ref is None or ref.value_kind not in ("date", "datetime"):
-            what = "is not in the study" if ref is None else f"is not a date field ({ref.value_kind})"
+        repeats = ref is not None and ref.form in repeating and all(
+            study.is_repeating(ref.form, e) for e in study.events_of(ref.form))
+        if ref is None or ref.value_kind not in ("date", "datetime") or repeats:
+            if ref is None:
+                what = "is not in the study"
+            elif ref.value_kind not in ("date", "datetime"):
+                what = f"is not a date field ({ref.value_kind})"
+            else:  # 'today' would silently be the --as-of date for everyone
+                what = f"is on the repeating instrument '{ref.form}': a candidate's own row holds none of its values"
             at = ruleset.reference_date_pos
             diags.append(Diagnostic("RULE013", f"reference_date '{ruleset.reference_date}' {what}", at.file, at.line,
                                     at.col))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
@@ -50,6 +52,22 @@ _LIMIT_WORDS = {
 }
 
 
+def _messages(err: ValidationError) -> list[tuple[str, JsonPath, bool]]:
+    """`_message`, once per unknown key: jsonschema raises one error for all the unknown keys of a mapping, and
+    each is its own mistake, at its own line."""
+    if err.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(err.instance, dict):
+        allowed = set(err.schema.get("properties", {}))
+        hint = f" (allowed: {', '.join(sorted(allowed))})" if allowed else ""
+        where = _where(tuple(err.absolute_path))
+        out = []
+        for key in [k for k in err.instance if k not in allowed] or ["?"]:
+            near = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
+            guess = f"; did you mean '{near[0]}'?" if near else ""
+            out.append((f"{where}: unknown key {shown_name(key)}{guess}{hint}", (*err.absolute_path, key), True))
+        return out
+    return [_message(err)]
+
+
 def _message(err: ValidationError) -> tuple[str, JsonPath, bool]:
     """(message, path to locate, locate the key rather than the value). Only our words, the schema's names and
     the kind of the offending value: jsonschema's own messages repeat the value."""
@@ -94,10 +112,10 @@ def validate(doc: YamlDoc, kind: str) -> list[tuple[Diagnostic, JsonPath]]:
         best = err
         if err.context:
             best = max(err.context, key=lambda e: len(e.absolute_path))
-        message, path, key = _message(best)
-        line, col = doc.where(path, key=key)
-        diag = Diagnostic(SCHEMA_CODES.get(best.validator, SCHEMA_OTHER), message, doc.path, line, col)
-        if any(diag == d for d, _ in out):
-            continue  # the same problem reached again (each missing key of one mapping is its own error)
-        out.append((diag, tuple(best.absolute_path)))
+        for message, path, key in _messages(best):
+            line, col = doc.where(path, key=key)
+            diag = Diagnostic(SCHEMA_CODES.get(best.validator, SCHEMA_OTHER), message, doc.path, line, col)
+            if any(diag == d for d, _ in out):
+                continue  # the same problem reached again (each missing key of one mapping is its own error)
+            out.append((diag, tuple(best.absolute_path)))
     return out

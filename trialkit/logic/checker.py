@@ -21,6 +21,8 @@ Codes (stable; tests and users grep for them):
 | LOGIC015 | warning  | arithmetic on a text field |
 | LOGIC016 | error    | descriptive field holds no value |
 | LOGIC017 | warning  | text that is not a valid date compared with a date field |
+| LOGIC018 | error    | a field of a repeating instrument read once per record without saying which instance |
+| LOGIC019 | error    | a per-record expression names another event, a relative instance or a smart variable |
 
 *LOGIC014 is an error where `strict_codes` is set (eligibility rules): `[mini_mdd] = 'yes'` on a field coded 1/0
 is never true, so a criterion written so silently decides every candidate the same way. REDCap itself accepts
@@ -47,6 +49,7 @@ from trialkit.logic.ast import (
     FieldRef,
     Node,
     Number,
+    SmartVar,
     String,
     walk,
 )
@@ -68,8 +71,11 @@ def _is_date_text(text: str) -> bool:
 
 
 class _Checker:
-    def __init__(self, fields, events, repeating_forms, allow_extensions, file, missing_codes=(), strict_codes=False):
+    def __init__(self, fields, events, repeating_forms, allow_extensions, file, missing_codes=(), strict_codes=False,
+                 per_record_forms=None):
         self.fields: Mapping[str, FieldSpec] = fields
+        self.per_record = per_record_forms is not None
+        self.per_record_forms = frozenset(per_record_forms or ())
         self.missing_codes = frozenset(missing_codes)
         self.strict_codes = strict_codes
         self.events = None if events is None else set(events)
@@ -114,6 +120,9 @@ class _Checker:
             node, form = stack.pop()
             if isinstance(node, FieldRef):
                 self.field_ref(node, form)
+                self.one_row(node, form)
+            elif isinstance(node, SmartVar):
+                self.one_row(node, form)
             elif isinstance(node, Binary):
                 self.binary(node)
             elif isinstance(node, Call):
@@ -121,6 +130,23 @@ class _Checker:
             for child in reversed(node.children()):
                 stack.append((child, form))
         return self.out
+
+    def one_row(self, node: FieldRef | SmartVar, form: str | None) -> None:
+        """A per-record expression (an eligibility criterion) is evaluated on the record's one row of the event
+        screened: what that row cannot hold would leave it unknown for everyone, or stop the run."""
+        if not self.per_record:
+            return
+        if isinstance(node, SmartVar):
+            if node.name != "record-name":
+                self.add("LOGIC019", f"[{node.name}] has no value when a candidate is screened (one row per "
+                         "candidate; only [record-name] is known)", node)
+            return
+        if node.event is not None and node.event != "event-name":
+            self.add("LOGIC019", f"[{node.event}][{node.name}]: a criterion reads the candidate's row of the event "
+                     f"screened (screen --event); write [{node.name}]", node)
+        if form is None and node.instance in ("current-instance", "previous-instance", "next-instance"):
+            self.add("LOGIC019", f"[{node.name}][{node.instance}]: a criterion is judged once per candidate, outside "
+                     "any instance: name one ([1], [first-instance], [last-instance]) or use an aggregate", node)
 
     def field_ref(self, node: FieldRef, form: str | None) -> None:
         spec = self.fields.get(node.name)
@@ -157,6 +183,17 @@ class _Checker:
             self.add(
                 "LOGIC007",
                 f"[{node.name}][{node.instance}]: [{node.name}] is on instrument '{spec.form}', which does not repeat",
+                node,
+            )
+        if form is None and node.instance is None and spec.form in self.per_record_forms:
+            # the record's row holds none of the form's values: such a criterion would stay unknown for everyone
+            # and ask for fields the instances hold
+            self.add(
+                "LOGIC018",
+                f"[{node.name}] is on the repeating instrument '{spec.form}': say which instances, with an "
+                f"aggregate (any_instance({spec.form}, ...), count_instances({spec.form}, ...), "
+                f"max_instances({spec.form}, [{node.name}])) or an instance ([{node.name}][1], "
+                f"[{node.name}][last-instance])",
                 node,
             )
         if form is not None and spec.form is not None and spec.form != form:
@@ -273,11 +310,18 @@ def check(
     file: str | None = None,
     missing_codes: Iterable[str] = (),
     strict_codes: bool = False,
+    per_record_forms: Iterable[str] | None = None,
 ) -> list[Diagnostic]:
     """Every problem of `expr` against `fields`, sorted by position. `events` None skips event checks.
     `missing_codes`: the study's missing-data codes, which any field may hold. `strict_codes`: a coded field
-    compared with a value that is none of its codes is an error (LOGIC014), as in eligibility rules."""
-    found = _Checker(fields, events, repeating_forms, allow_extensions, file, missing_codes, strict_codes).run(expr)
+    compared with a value that is none of its codes is an error (LOGIC014), as in eligibility rules.
+    `per_record_forms`: given (even empty), the expression is judged once per record on its row of one event (an
+    eligibility criterion): these repeating instruments' fields may be read only through an instance aggregate or
+    an instance reference (LOGIC018), and other events, relative instances and smart variables other than
+    [record-name] have no value there (LOGIC019)."""
+    found = _Checker(
+        fields, events, repeating_forms, allow_extensions, file, missing_codes, strict_codes, per_record_forms
+    ).run(expr)
     return sorted(found, key=Diagnostic.sort_key)
 
 

@@ -68,6 +68,8 @@ class IntakeData:
     #: cells that hold a value screening must not read (see trialkit.records.usable); set by `for_screening`
     problems: pl.DataFrame | None = None
     screened_as_of: _dt.date | None = None
+    #: cells whose rows disagree, left blank: (record, event, repeating instrument, instance, column)
+    disputed: tuple[tuple[str, str | None, str | None, int | None, str], ...] = ()
 
     @property
     def record_id(self) -> str:
@@ -125,6 +127,8 @@ class IntakeData:
         if typed is not cleaned.typed:
             records, record_events, instances, _ = _assemble(typed, self.study, self.event)
             cleaned = replace(cleaned, typed=typed, records=records, record_events=record_events, instances=instances)
+        if self.disputed:  # a value given twice, differently, is to settle, not to collect again
+            problems = pl.concat([problems, _disputed_problems(self.disputed, self.event)], how="vertical")
         return replace(cleaned, problems=problems, screened_as_of=as_of)
 
     def as_text(self, study: Study | None = None) -> IntakeData:
@@ -332,6 +336,7 @@ def build(
     records, record_events, instances, conflicts = _assemble(typed, study, event)
     notes += _conflict_notes(conflicts)
     return IntakeData(
+        disputed=_disputed(conflicts, study.longitudinal),
         study=study,
         raw=raw,
         typed=typed,
@@ -410,6 +415,26 @@ def _number_instances(typed: pl.DataFrame, study: Study) -> tuple[pl.DataFrame, 
     if counts.height > _NOTES_LIMIT:
         notes.append(f"... and {counts.height - _NOTES_LIMIT} more record(s) with unnumbered repeating rows")
     return typed, notes
+
+
+def _disputed(conflicts: list[tuple[str, tuple, list[str]]], longitudinal: bool) -> tuple[tuple, ...]:
+    """(record, event, instrument, instance, column) of every cell `_assemble` left blank because rows disagree."""
+    out = []
+    for where, key, columns in conflicts:
+        form = None if where == "record" else where.removeprefix("record (").removesuffix(" instance)")
+        record, event = key[0], key[1] if longitudinal else None
+        instance = key[-1] if form is not None else None
+        out += [(str(record), event, form, instance, column) for column in columns]
+    return tuple(out)
+
+
+def _disputed_problems(disputed: tuple[tuple, ...], event: str | None) -> pl.DataFrame:
+    from trialkit.records.usable import PROBLEM_SCHEMA
+
+    rows = [(None, record, ev, form, instance, column, "conflict",
+             "rows disagree (trialkit validate lists them): keep one value")
+            for record, ev, form, instance, column in disputed if ev is None or event is None or ev == event]
+    return pl.DataFrame(rows, schema=PROBLEM_SCHEMA, orient="row")
 
 
 def _conflict_notes(conflicts: list[tuple[str, tuple, list[str]]]) -> list[str]:

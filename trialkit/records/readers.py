@@ -211,8 +211,8 @@ def _refuse_other_separator(path: Path, separator: str) -> None:
     """A header that holds no `separator` but another one: the file was saved with other settings than its name
     says. Read as is, it would be one column, and "no record id column" would not say why."""
     header = header_line(path)
-    if not header or separator in header:
-        return
+    if not header or separator in header or "\ufffd" in header:
+        return  # (a header that is not UTF-8 text: binary, or another encoding; the read says which line)
     if separator == "," and header.count(";") >= 1:
         raise _unreadable(
             path,
@@ -320,6 +320,10 @@ def _read_excel(path: Path, sheet: str | int | None) -> pl.DataFrame:
     check_xlsx(path)  # calamine holds a whole sheet in memory and aborts the process past what it can allocate
     try:
         frame = pl.read_excel(path, **kwargs)
+    except pl.exceptions.NoDataError:  # a sound workbook whose sheet holds nothing: not "damaged"
+        which = "the first sheet" if sheet is None else f"sheet {sheet!r}"
+        raise _unreadable(path, f"{which} is empty (no header row){_sheet_list(path)} (choose one with --sheet)") \
+            from None
     except Exception as exc:  # fastexcel raises its own classes; their text may quote cells
         if sheet is not None and "no matching sheet" in str(exc):
             raise _unreadable(path, f"no sheet {sheet!r} in this workbook{_sheet_list(path)}") from None
@@ -385,7 +389,7 @@ def _read_json(path: Path) -> pl.DataFrame:
         if problem is not None:
             raise problem
     try:
-        return stringify(pl.read_json(path, infer_schema_length=None))
+        return _file_order(stringify(pl.read_json(path, infer_schema_length=None)), path)
     except OSError as exc:
         raise _os_error(path, exc) from None
     except Exception:
@@ -398,11 +402,25 @@ def _read_ndjson(path: Path) -> pl.DataFrame:
         if problem is not None:
             raise problem
     try:
-        return stringify(pl.read_ndjson(path, infer_schema_length=None))
+        return _file_order(stringify(pl.read_ndjson(path, infer_schema_length=None)), path)
     except OSError as exc:
         raise _os_error(path, exc) from None
     except Exception:
         raise _ndjson_problem(path) or _unreadable(path, f"not NDJSON flat records; {_FLAT}") from None
+
+
+def _file_order(frame: pl.DataFrame, path: Path) -> pl.DataFrame:
+    """`frame`'s columns in the order of the file's first record (then any others as read): polars' JSON readers
+    order the columns of an inferred schema by hash, so findings and outputs changed order from run to run."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(1 << 20).decode("utf-8-sig", errors="ignore")
+        start = head.find("{")
+        first, _ = json.JSONDecoder().raw_decode(head, start) if start >= 0 else ({}, 0)
+    except (OSError, ValueError):
+        return frame  # a first record over 1 MB: the order as read
+    keys = [k for k in first if k in frame.columns] if isinstance(first, dict) else []
+    return frame.select(keys + [c for c in frame.columns if c not in set(keys)]) if keys else frame
 
 
 def _kind(value: Any) -> str:
@@ -592,6 +610,11 @@ def normalise(frame: pl.DataFrame, keep: Collection[str] = ()) -> pl.DataFrame:
     if source_rows is not None:
         frame = frame.drop(SOURCE_ROW)
     names = [str(c).strip().lstrip("\ufeff") for c in frame.columns]
+    blank = [i for i, name in enumerate(names, 1) if name == "" or re.fullmatch(r"_duplicated_\d+", name)]
+    if len(blank) > 1:  # "duplicate column ''" said nothing: empty columns a spreadsheet left at the end, often
+        raise DataError(f"column name missing in the header for {len(blank)} columns "
+                        f"({', '.join(map(str, blank[:5]))}{', ...' if len(blank) > 5 else ''}): name them, or "
+                        "delete them if they are empty (a spreadsheet may leave empty columns at the end)")
     seen: set[str] = set()
     for name in names:
         dup = DUPLICATED_NAME.match(name)

@@ -33,7 +33,7 @@ LOST_ZEROS = ("record id shorter than the zero-padded ids: Excel dropped its lea
 
 
 def slashed_date(col: Column, raw: pl.Expr) -> pl.Expr:
-    """True where a date, datetime or time field holds a date written with slashes (checked on its own, with a
+    """True where a date, datetime or time field holds a date written with slashes or dots (checked on its own, with a
     message that says how to write it)."""
     if col.kind not in ("date", "datetime"):
         return pl.lit(False)
@@ -86,8 +86,9 @@ def checks(col: Column, *, raw: pl.Expr, typed: pl.Expr, is_missing: pl.Expr) ->
         out.append(CellCheck(
             "type",
             ~slashed_date(col, raw) | is_missing | typed.is_not_null(),
-            f"a date written with slashes, as Excel shows it (month/day/year?): write it {form}{example}",
-            f"unreadable value (expected {form}): a date written with slashes, as Excel shows it",
+            f"a date written with slashes or dots, as Excel shows it (month/day/year? day.month.year?): write it "
+            f"{form}{example}",
+            f"unreadable value (expected {form}): a date written with slashes or dots, as Excel shows it",
         ))
     if labels(col) and col.codes is not None:
         out.append(CellCheck(

@@ -569,6 +569,23 @@ def _require_scheme(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         raise UsageError(_url_fix(url))
+    if parts.scheme.lower() == "http" and not _loopback(parts.hostname):
+        # the token travels in every request body: over plain http it could be read on the way
+        raise UsageError("the REDCap API URL must start with https:// (over http:// the token would cross the "
+                         "network readable); http:// is only for a server on this machine (127.0.0.1, localhost)")
+
+
+def _loopback(host: str | None) -> bool:
+    import ipaddress
+
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _looks_transient(message: str) -> bool:

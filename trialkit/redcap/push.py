@@ -34,7 +34,7 @@ from typing import Any
 
 import polars as pl
 
-from trialkit.errors import DataError, RedcapError, UsageError
+from trialkit.errors import DataError, Location, RedcapError, UsageError
 from trialkit.records.convert import padded_decimals
 from trialkit.redcap.client import RedcapClient
 from trialkit.redcap.connections import Connection
@@ -132,6 +132,10 @@ def push(
     started = time.monotonic()
     report = progress or Progress("push", enabled=False)
     intake = data if isinstance(data, IntakeData) else read_intake(data, study)
+    if intake.raw.height == 0:
+        # a file cut to its header holds no one: an unreadable-data outcome (docs/cli.md), not "0 records, ok"
+        raise DataError("no data rows (a header only): nothing to push",
+                        location=Location(file=str(intake.source or data)))
     findings = validate(intake, study, as_of=as_of or now.date())
     bad = set(findings.records_with_errors().to_list())
     info = client.project_info()
@@ -175,10 +179,13 @@ def push(
         sent_ids: set[str] = set()
         counts: dict[str, dict[str, int]] = {"set": {}, "clear": {}}
         shown: list[pl.DataFrame] = []  # the cells, kept for a dry run's listing only
+        absent: set[str] = set()  # records REDCap did not hold: this push creates them (counted as new)
         for part in _blocks(ids_all, block):
             part_target = _only(target, def_field, part)
-            changes = diff(part_target, _stored(client, [r for r in part if r not in new_ids], fields, def_field),
-                           def_field, fields, clear_blanks=clear_blanks)
+            before = _stored(client, [r for r in part if r not in new_ids], fields, def_field)
+            held = set(before[def_field].to_list()) if def_field in before.columns else set()
+            absent.update(r for r in part if r not in new_ids and r not in held)
+            changes = diff(part_target, before, def_field, fields, clear_blanks=clear_blanks)
             changed.update(changes["record"].to_list())
             for kind in ("set", "clear"):
                 counts[kind].update(changes.filter(pl.col("kind") == kind).group_by("record").len().iter_rows())
@@ -220,10 +227,16 @@ def push(
             exist = set(_existing(client, list(pending.values()))) if pending else set()
             ledger.mark([s for s, r in pending.items() if r in exist], "created", now)
         rejected_records = {r.record for r in rejected}
+        # new records: auto-numbered ones, and those under the data's own ids that REDCap did not hold (a record
+        # written again after a deletion in REDCap is counted by `recreated` instead)
+        made = absent & (changed if dry_run else verified)
+        created = len({source_of.get(r, r) for r in made} - rejected_records - recreated)
+        if not dry_run:
+            created += len({source_of.get(r, r) for r in new_ids} - rejected_records)
         result = PushResult(
             run_id, dry_run, records, len(bad), len(changed), sum(counts["set"].values()),
             sum(counts["clear"].values()),
-            0 if dry_run else len({source_of.get(r, r) for r in new_ids} - rejected_records), imports[0],
+            created, imports[0],
             len(ids_all), tuple(rejected), tuple(unverified),
             pl.concat(shown) if shown else pl.DataFrame(schema={c: pl.String for c in CHANGE_COLUMNS}),
             findings, client.stats.to_dict(), time.monotonic() - started,

@@ -641,19 +641,13 @@ def _reference_date(
 
 
 def _unreadable_reference(intake: Any, field_name: str | None) -> pl.Series | None:
-    """Record ids whose reference date was written in the input but did not read as a date."""
+    """Record ids whose reference date was written in the input but is missing from the record: it did not read as
+    a date, or the record's rows disagree on it."""
     raw = getattr(intake, "raw", None)
     if field_name is None or raw is None or field_name not in raw.columns:
         return None
-    typed = getattr(intake, "typed", None)
-    read = (
-        typed is not None
-        and field_name in typed.columns
-        and typed.height == raw.height
-        and typed.get_column(field_name).null_count() == raw.get_column(field_name).null_count()
-    )
-    if read:
-        return None  # every written date was read (null in typed only where blank in raw)
+    # Not shortcut by "every written date was read": a date whose rows disagree was read, and is missing all the
+    # same (the result then depended on whether another candidate had an unreadable date).
     rid = intake.record_id
     records = intake.records
     blank = pl.DataFrame([records.get_column(rid), records.get_column(field_name)]).filter(pl.col(field_name).is_null())

@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from trialkit.errors import DataError, UsageError
+from trialkit.errors import DataError, DefinitionError, UsageError, sorted_diagnostics
 from trialkit.screening.engine import CompiledRules, Screening, compile_rules, screen
 from trialkit.screening.reports import Report, build_report, render_html, render_json, render_screening_log
 
@@ -39,11 +39,14 @@ def resolve_study(rules_path: Path, study: Any = None) -> Any:
         return study
     if study is not None:
         return load_study(study)
-    ruleset, _ = read_ruleset(rules_path)
-    named = ruleset.study_path() if ruleset is not None else None
+    ruleset, diags = read_ruleset(rules_path)
+    if ruleset is None:
+        # the rule file's own problems, not a "no study.yaml here" from a guess at the current folder
+        raise DefinitionError(f"{rules_path}: the rule file cannot be read", diagnostics=sorted_diagnostics(diags))
+    named = ruleset.study_path()
     if named is None:
         return load_study(".")
-    return load_study(named, named_by=f"{rules_path} (line {ruleset.study_pos.line})" if ruleset else None)
+    return load_study(named, named_by=f"{rules_path} (line {ruleset.study_pos.line})")
 
 
 def load_rules(rules_path: str | Path, study: Any = None) -> CompiledRules:
@@ -72,6 +75,8 @@ def screen_file(
     DataError (exit 1) when nothing can be screened: unreadable file, wrong shape, no candidate."""
     from trialkit.records import read_intake
 
+    if records is not None:
+        records = [r.strip() for r in records]  # as the data's ids are read
     intake = read_intake(
         data, study, event=event, sheet=sheet, records=records, columns=screen_columns(rules, study), keep_types=True
     )
@@ -79,7 +84,10 @@ def screen_file(
         found = set(intake.records.get_column(intake.record_id).cast(pl.String).to_list())
         unknown = [r for r in records if r not in found]
         if unknown:
-            raise UsageError(f"no candidate {', '.join(unknown)} in {data}")
+            ids = _all_ids(data, study, sheet)
+            near = list(dict.fromkeys(n for r in unknown for n in _same_id(r, ids)))
+            hint = f"; did you mean {', '.join(near)}? (ids match as written, leading zeros included)" if near else ""
+            raise UsageError(f"no candidate {', '.join(unknown)} in {data}{hint}")
     # A coordinator must not be asked for madrs_total when its ten items are there, nor screened on a total that
     # its items contradict: calculated fields are computed from their expressions wherever the inputs allow
     # (stored values that disagree and calcs that cannot be computed are noted).
@@ -100,6 +108,29 @@ def screen_file(
     notes += problem_notes(intake.problems)
     result = screen(rules, intake, as_of=as_of)
     return replace(result, notes=tuple(notes), data=_with_site(result, intake.raw))
+
+
+def _all_ids(data: str | Path, study: Any, sheet: str | None) -> set[str]:
+    """Every record id of `data` (error path only: standard input cannot be read twice, and says nothing)."""
+    from trialkit.records.readers import read_text_frame
+
+    rid = study.record_id_field
+    if str(data) == "-":
+        return set()
+    try:
+        frame, _ = read_text_frame(data, sheet=sheet, columns={rid})
+    except DataError:
+        return set()
+    return set(frame.get_column(rid).drop_nulls().to_list()) if rid in frame.columns else set()
+
+
+def _same_id(wanted: str, found: set[str]) -> list[str]:
+    """Ids of `found` that are `wanted` but for spaces or leading zeros (0042 for 42, as Excel drops them)."""
+    def key(text: str) -> str:
+        text = text.strip()
+        return text.lstrip("0") or "0" if text.isdigit() else text
+
+    return sorted(f for f in found if f != wanted and key(f) == key(wanted))
 
 
 def screen_columns(rules: CompiledRules, study: Any) -> set[str]:
@@ -132,7 +163,7 @@ def problem_notes(problems: pl.DataFrame | None, limit: int = 10) -> list[str]:
     if problems is None or problems.height == 0:
         return []
     counts = (
-        problems.filter(pl.col("check") != "input")
+        problems.filter(~pl.col("check").is_in(["input", "conflict"]))  # conflicts have their own notes
         .group_by("field", "check", "problem", maintain_order=True)
         .agg(pl.col("record").n_unique().alias("n"))
     )

@@ -68,6 +68,17 @@ def validate_file(
     file cannot be read as intake data."""
     path = Path(path)
     as_of = as_of or _dt.date.today()
+    findings = _validate_file(path, study, event=event, sheet=sheet, as_of=as_of, chunk_rows=chunk_rows)
+    if findings.rows_checked == 0:
+        # "no problems" would pass a file that holds no one (an export cut to its header): an unreadable-data
+        # outcome, as screen and push say of the same file (docs/cli.md, exit 1)
+        raise DataError("no data rows (a header only): nothing to validate", location=Location(file=str(path)))
+    return findings
+
+
+def _validate_file(
+    path: Path, study: Study, *, event: str | None, sheet: str | int | None, as_of: _dt.date, chunk_rows: int | None
+) -> Findings:
     # anything but a delimited file (a workbook, a folder of pulled tables...) goes to read_intake, which knows it
     fmt = FORMATS.get(path.suffix.lower()) if path.is_file() else None
     if fmt in ("csv", "tsv"):
@@ -248,7 +259,7 @@ def _delimited_batches(
         block = max(1, chunk_rows) * 64  # bytes per read; a 160-column export row is ~500 bytes
         names = [str(c).strip().lstrip("\ufeff") for c in header]
         rid = study.record_id_field
-        if rid not in names or len(set(names)) != len(names) or ROW in names or any(map(_RENAMED.match, names)):
+        if rid not in names or len(set(names)) != len(names) or ROW in names or any(map(_RENAMED.search, names)):
             return None
         # the same reader as the batches below, so row i here is row i there
         parts = list(blocks(path, separator, header, block, [names.index(rid)]))
@@ -276,6 +287,10 @@ def _delimited_batches(
             # the parser's own message quotes cells: the whole-file reader locates the problem without them
             read_text_frame(path)
             raise DataError("malformed file: cannot be read as a table", location=Location(file=str(path))) from None
+        except DataError as exc:
+            if exc.location is not None:
+                raise
+            raise DataError(exc.message, location=Location(file=str(path))) from None  # every message names its file
         if offset != release.len():
             raise DataError("the file changed while it was being read", location=Location(file=str(path)))
 

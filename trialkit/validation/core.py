@@ -425,7 +425,10 @@ def _from_failures(failures: pl.DataFrame, plan: _Plan, work: pl.DataFrame, inta
         .otherwise(pl.col("check"))
         .alias("check"),
         pl.lit(ERROR).alias("severity"),
-        pl.when(pl.col("check") == "column_in_schema")
+        pl.when((pl.col("check") == "column_in_schema") & (pl.col("failure_case") == ""))
+        .then(pl.lit("a column with no name in the header: name it, or delete it if it is empty (a spreadsheet may "
+                     "leave an empty column at the end)"))
+        .when(pl.col("check") == "column_in_schema")
         .then(pl.lit(f"column is not a field of study {intake.study.name!r}"))
         .otherwise(pl.col("check"))
         .alias("message"),
