@@ -175,6 +175,23 @@ def test_a_record_deleted_since_the_pull_is_not_brought_back(kap, sandbox, study
     assert "0001" not in {w["record_id"] for w in ledger.writes()}
 
 
+class _WriteBackFails(RedcapClient):
+    """A real client whose REDCap stops answering once the records are pulled and screened."""
+
+    def import_records(self, rows, **kwargs):
+        raise RedcapError("REDCap did not answer (connection reset)")
+
+
+def test_a_run_that_fails_after_the_pull_says_in_the_ledger_what_it_pulled(kap, sandbox, study, rules, tmp_path):
+    _, token, _ = kap
+    client = _WriteBackFails(sandbox.url, Token(token), chunk_size=25, retry=RetryPolicy(attempts=1))
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    with pytest.raises(RedcapError):
+        run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=NOW)
+    run = ledger.runs()[-1]
+    assert run["status"] == "failed" and run["pulled"] == 60 and run["written"] == 0
+
+
 def test_results_that_landed_before_a_failure_are_in_the_ledger_after_the_rerun(kap, sandbox, study, rules,
                                                                                tmp_path):
     client, token, _ = kap

@@ -426,6 +426,7 @@ def _run_nightly(client: RedcapClient, study: Any, rules: Any, *, ledger: Ledger
         reason = f"the run date changed ({previous.as_of} -> {as_of}) and the rules measure from it"
     full = bool(reason)
     run_id = ledger.begin(now, as_of, sha, full, definitions=definitions, full_reason=reason)
+    pulled = 0  # what a run that fails later still tells the ledger it pulled
     try:
         record_id = client.def_field
         emit("start", name="changes")
@@ -449,6 +450,7 @@ def _run_nightly(client: RedcapClient, study: Any, rules: Any, *, ledger: Ledger
         frame = (client.export_frame(ids, on_chunk=lambda done, total: emit("progress", done, total))
                  .with_columns(pl.all().fill_null("")) if ids else pl.DataFrame())
         emit("done", len(ids), len(ids))
+        pulled = frame.get_column(record_id).n_unique() if record_id in frame.columns else 0
         if frame.is_empty():
             quiet = NightlyResult(run_id, as_of, full, 0, 0, 0, 0, {}, full_reason=reason, previous=after)
             ledger.finish(run_id, "ok", at=finished(), counts=quiet.counts())
@@ -535,7 +537,7 @@ def _run_nightly(client: RedcapClient, study: Any, rules: Any, *, ledger: Ledger
         else:
             message = type(exc).__name__
         with contextlib.suppress(sqlite3.Error):  # the ledger itself failing must not hide the first error
-            ledger.finish(run_id, "failed", at=finished(), message=message)
+            ledger.finish(run_id, "failed", at=finished(), pulled=pulled, message=message)
         raise
 
 
