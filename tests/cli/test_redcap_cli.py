@@ -92,18 +92,22 @@ def test_a_stopped_run_is_recorded_as_stopped_not_running(kap_sandbox, tmp_path)
     try:
         env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KAP_TOKEN": kap_sandbox.token}
         proc = subprocess.Popen([sys.executable, "-m", "trialkit", "redcap", "nightly", "--url", kap_sandbox.url,
-                                 "--token-env", "KAP_TOKEN", "--rules", str(RULES), "--ledger", str(ledger)],
+                                 "--token-env", "KAP_TOKEN", "--rules", str(RULES), "--ledger", str(ledger),
+                                 "--format", "json"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not _has_a_run(ledger):  # then it waits on the slow server
             time.sleep(0.1)
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=60)
     finally:
         kap_sandbox.set_faults(None)
     assert proc.returncode == 128 + signal.SIGTERM
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "Stopped." in err
+    # a script reading the JSON gets its one object whatever happened (docs/cli.md): here, stopped
+    envelope = json.loads(out)
+    assert envelope["ok"] is False and envelope["error"]["exit_code"] == 143 and envelope["error"]["type"] == "Stopped"
     db = sqlite3.connect(ledger)
     try:
         assert db.execute("SELECT status, message FROM runs").fetchall() == [

@@ -20,7 +20,7 @@ import click
 
 from trialkit import __version__
 from trialkit.cli.argv import scrub_argv
-from trialkit.cli.options import INTERNAL, SuggestingGroup, dumps, exit_codes, stdout_gone
+from trialkit.cli.options import INTERNAL, STOPPED, SuggestingGroup, dumps, exit_codes, stdout_gone
 from trialkit.errors import TrialkitError
 
 # polars' allocator (jemalloc) first keeps freed pages as "muzzy" (MADV_FREE), which still count as this process's
@@ -148,9 +148,12 @@ def _main(argv: list[str] | None) -> None:
         click.echo("Interrupted.", err=True)
         _error_envelope(args, "Interrupted", 130, "interrupted")
         sys.exit(130)
-    except SystemExit as exc:  # click ends a command whose output pipe closed with exit 1
-        if exc.code == 1 and stdout_gone():
+    except SystemExit as exc:
+        if exc.code == 1 and stdout_gone():  # click ends a command whose output pipe closed with exit 1
             sys.exit(SIGPIPE_EXIT)
+        if exc.code == STOPPED:  # a scheduler's SIGTERM, which the redcap commands unwind by (ledger first)
+            click.echo("Stopped.", err=True)
+            _error_envelope(args, "Stopped", STOPPED, "stopped by a termination signal (SIGTERM)")
         raise
     except Exception as exc:  # the promise is: no traceback unless --debug, even for our own bugs
         if isinstance(exc, OSError) and stdout_gone():  # polars writing to a closed pipe: errno unset

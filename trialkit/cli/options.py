@@ -29,6 +29,7 @@ FAILED = 1  # the data or REDCap: findings, unreadable data, a network or API fa
 USAGE = 2  # the command line or a definition: bad option, missing file, study/rule/logic file wrong
 INTERNAL = 3  # a bug in trialkit (an exception no code path expected)
 INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); a scheduler's SIGTERM ends with 143 (128 + SIGTERM)
+STOPPED = 143  # a scheduler's SIGTERM (128 + SIGTERM)
 
 USAGE_TEXT = "usage or definition error: bad option or value, file not found, study or rule file wrong"
 _TAIL = (
