@@ -134,6 +134,14 @@ def test_eval_errors_are_messages_not_tracebacks(export, tmp_path: Path, capsys)
     assert code == 2 and "LOG001" in err
 
 
+def test_eval_says_a_relative_event_is_not_evaluated_rather_than_missing_from_the_data(export, capsys):
+    # [previous-event-name] is REDCap's, not an event of the export: it was looked up as one ("no values on event
+    # 'previous-event-name'", exit 1) as if the data lacked something
+    code, _, err = run(["logic", "eval", "[previous-event-name][weight] > 5", "--data", export], capsys)
+    assert code == 2 and "[previous-event-name] is not supported by the evaluator" in err
+    assert "no values on event" not in err
+
+
 def test_help_has_an_example():
     proc = subprocess.run(
         [sys.executable, "-m", "trialkit", "logic", "eval", "--help"], capture_output=True, text=True, check=False

@@ -21,6 +21,7 @@ from trialkit.logic import (
     reference_columns,
     widen_events,
 )
+from trialkit.logic.ast import EVENT_SMART
 from trialkit.records.readers import ROW, read_text_frame
 
 SYNTAX_CODE = "LOG001"  # the code `trialkit check` (definitions) uses for logic syntax errors
@@ -206,7 +207,8 @@ def eval_command(
     key_cols = [rid]
     if "redcap_event_name" in frame.columns:
         key_cols.append("redcap_event_name")
-        needed = [c for c in reference_columns(expr) if ":" in c]
+        # [previous-event-name][x] and its kin name no event of the data: the evaluator says it cannot evaluate them
+        needed = [c for c in reference_columns(expr) if ":" in c and c.split(":", 1)[0] not in EVENT_SMART]
         if needed:
             wanted = {c.split(":", 1)[1] for c in needed}
             frame = widen_events(frame, record_id=rid, columns=sorted(wanted & set(frame.columns)), keep_rows=True)
