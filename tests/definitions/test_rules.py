@@ -208,6 +208,21 @@ def test_reference_date_on_a_repeating_instrument_is_refused(study):
     assert d.is_error and "repeating instrument 'atrq'" in d.message and d.line == 5
 
 
+def test_an_attested_field_on_a_repeating_instrument_is_refused(study):
+    # atrq_ongoing is yes/no but on the treatment history's instances: the candidate's row never holds it, so the
+    # criterion stayed unknown for everyone and asked for a field of the instances
+    text = _rules(
+        """\
+          - {id: I1, kind: inclusion, text: t, logic: "[mini_mdd] = '1'"}
+          - {id: E1, kind: exclusion, text: a, attested: {field: atrq_ongoing, signed_on: atrq_start_date}}
+        """
+    )
+    ruleset, _ = parse_ruleset(text, file="r.yaml")
+    found = [d for d in check_ruleset(ruleset, study) if d.code == "RULE016"]
+    assert len(found) == 2 and all(d.is_error and "repeating instrument 'atrq'" in d.message for d in found)
+    assert {d.line for d in found} == {7}  # the criterion E1
+
+
 def test_load_ruleset_raises_with_every_diagnostic(tmp_path, study):
     path = tmp_path / "bad.yaml"
     path.write_text(

@@ -312,8 +312,7 @@ def check_ruleset(ruleset: RuleSet, study: Any) -> list[Diagnostic]:
                 )
     if ruleset.reference_date is not None:
         ref = study.fields.get(ruleset.reference_date)
-        repeats = ref is not None and ref.form in repeating and all(
-            study.is_repeating(ref.form, e) for e in study.events_of(ref.form))
+        repeats = ref is not None and _repeats_everywhere(study, ref.form)
         if ref is None or ref.value_kind not in ("date", "datetime") or repeats:
             if ref is None:
                 what = "is not in the study"
@@ -338,11 +337,28 @@ def check_ruleset(ruleset: RuleSet, study: Any) -> list[Diagnostic]:
     return diags
 
 
+def _repeats_everywhere(study: Any, form: str | None) -> bool:
+    """Whether `form` repeats on every event it is on: a candidate's own row never holds its fields."""
+    repeating = {r for _, r in study.repeating_pairs}
+    return form in repeating and all(study.is_repeating(form, e) for e in study.events_of(form))
+
+
 def _check_attestation(c: Criterion, study: Any) -> list[Diagnostic]:
     assert c.attested is not None
     fields = study.fields
     out = []
     pos = c.pos
+    for role, name in (("", c.attested.field), (" signed_by", c.attested.signed_by),
+                       (" signed_on", c.attested.signed_on)):
+        spec = fields.get(name) if name is not None else None
+        if spec is not None and _repeats_everywhere(study, spec.form):
+            # as LOGIC018 for logic: the criterion would stay unknown for everyone, asking for a field of instances
+            out.append(Diagnostic(
+                "RULE016",
+                f"criterion {c.id}: attested{role} field '{name}' is on the repeating instrument '{spec.form}': a "
+                "candidate's own row holds none of its values (attest on a form that does not repeat)",
+                pos.file, pos.line, pos.col,
+            ))
     decision = fields.get(c.attested.field)
     if decision is None:
         out.append(
