@@ -167,6 +167,15 @@ def test_def003_unlisted_instrument_file_is_a_warning():
     assert (d.file, d.is_error) == ("instruments/stray.yaml", False)
 
 
+def test_a_misspelt_instrument_in_study_yaml_gets_the_nearest_name():
+    screening = "instrument: screening\nfields:\n  - name: record_id\n    type: text\n"
+    study = ("study: demo\ninstruments: [screening]\narms:\n  - number: 1\n    events:\n"
+             "      - label: Visit\n        instruments: [screaning]\n        repeating: [screnning]\n")
+    diags = _diags({"screening": screening}, study)
+    assert "did you mean 'screening'?" in _one(diags, "DEF015").message
+    assert "did you mean 'screening'?" in _one(diags, "DEF014").message
+
+
 def test_every_code_in_the_table_has_a_case():
     tested = set(CASES) | {"IO001", "DEF003"}
     assert set(CODES) <= tested, sorted(set(CODES) - tested)

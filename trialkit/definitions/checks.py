@@ -394,13 +394,13 @@ def _check_schedule(study: Study, out: _Out) -> None:
                 out.study("DEF004", f"event name '{e.name}' {problem}", path)
             for i, inst in enumerate(e.instruments):
                 if inst not in names:
-                    out.study("DEF015", f"event '{e.name}' lists unknown instrument '{inst}'",
+                    out.study("DEF015", f"event '{e.name}' lists unknown instrument '{inst}'{_near(inst, names)}",
                               (*path, "instruments", i))
                 used.add(inst)
             for i, r in enumerate(e.repeating):
                 if r not in names:
                     out.study("DEF014", f"repeating instrument '{r}' of event '{e.name}' is not an instrument of "
-                              f"the study", (*path, "repeating", i))
+                              f"the study{_near(r, names)}", (*path, "repeating", i))
                 elif r not in e.instruments:
                     out.study("DEF014", f"repeating instrument '{r}' is not in event '{e.name}'s instruments",
                               (*path, "repeating", i))
@@ -418,3 +418,9 @@ def _list_index(src: SourceMap) -> dict[str, int]:
     return {n: i for i, n in reversed(list(enumerate(doc.data["instruments"]))) if isinstance(n, str)}
 
 
+def _near(name: str, names: set[str]) -> str:
+    """'; did you mean ...?' for a name close to one of `names` (a typo in study.yaml), else ''."""
+    import difflib
+
+    near = difflib.get_close_matches(name, sorted(names), n=2, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
