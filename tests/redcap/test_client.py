@@ -201,3 +201,43 @@ def test_out_of_memory_reply_outside_a_chunked_export_is_a_redcap_error(client, 
     with pytest.raises(RedcapError, match="ran out of server memory") as info:
         client.record_ids()
     assert project_token not in str(info.value)
+
+
+@pytest.fixture
+def not_redcap():
+    """A web service on this machine that answers every POST with JSON that is not a REDCap reply."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = b'{"status": "up", "service": "portal"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/api/"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("call", ["project_info", "def_field", "metadata", "dags", "log"])
+def test_json_that_is_not_a_redcap_reply_is_a_redcap_error_not_a_crash(not_redcap, call):
+    import datetime as dt
+
+    client = RedcapClient(not_redcap, Token("A" * 32), retry=RetryPolicy(attempts=2, backoff=0.0),
+                          sleep=lambda s: None)
+    calls = {"project_info": client.project_info, "def_field": lambda: client.def_field,
+             "metadata": client.metadata, "dags": client.dags,
+             "log": lambda: client.log_entries("manage", dt.datetime(2026, 1, 1))}
+    with pytest.raises(RedcapError) as err:
+        calls[call]()
+    assert "not a REDCap API reply" in err.value.message and "A" * 32 not in err.value.message

@@ -228,10 +228,12 @@ class RedcapClient:
 
     @property
     def def_field(self) -> str:
+        if getattr(self._project, "_metadata", None) is None:
+            self.metadata()  # checked for its shape before PyCap reads its first row's field name
         return self._call("metadata export", lambda: self._project.def_field)
 
     def metadata(self) -> list[dict[str, str]]:
-        rows = self._call("metadata export", lambda: self._project.export_metadata())
+        rows = _rows("metadata export", self._call("metadata export", lambda: self._project.export_metadata()))
         if hasattr(self._project, "_metadata"):
             # PyCap 2.7's cache, which def_field reads: the fresh copy serves it too (one fetch per job)
             self._project._metadata = rows
@@ -386,14 +388,15 @@ class RedcapClient:
 
     def dags(self) -> list[dict[str, Any]]:
         """The project's Data Access Groups ([] when it has none)."""
-        return self._call("data access group export", lambda: self._project.export_dags())
+        return _rows("data access group export",
+                     self._call("data access group export", lambda: self._project.export_dags()))
 
     def log_entries(self, logtype: str, since: datetime) -> list[dict[str, Any]]:
         """REDCap's log (`content=log`) of one type since `since` (server local time; REDCap takes the minute).
 
         Needs the user's Logging right; a refusal is a RedcapError like any other."""
-        return self._call("log export",
-                          lambda: self._project.export_logging(log_type=logtype, begin_time=since))
+        return _rows("log export", self._call(
+            "log export", lambda: self._project.export_logging(log_type=logtype, begin_time=since)))
 
     def seed_metadata(self, rows: list[dict[str, str]]) -> None:
         """Use a data dictionary known to be current (kept from an earlier run) instead of exporting it."""
@@ -403,19 +406,23 @@ class RedcapClient:
     # -- project design ------------------------------------------------------------------------------
 
     def project_info(self) -> dict[str, Any]:
-        return self._call("project info export", lambda: self._project.export_project_info())
+        info = self._call("project info export", lambda: self._project.export_project_info())
+        if not isinstance(info, dict) or "project_id" not in info:
+            raise RedcapError(f"REDCap project info export: {_NOT_REDCAP}")
+        return info
 
     def instruments(self) -> list[dict[str, str]]:
-        return self._call("instrument export", lambda: self._project.export_instruments())
+        return _rows("instrument export", self._call("instrument export", lambda: self._project.export_instruments()))
 
     def arms(self) -> list[dict[str, Any]]:
-        return self._call("arm export", lambda: self._project.export_arms())
+        return _rows("arm export", self._call("arm export", lambda: self._project.export_arms()))
 
     def events(self) -> list[dict[str, Any]]:
-        return self._call("event export", lambda: self._project.export_events())
+        return _rows("event export", self._call("event export", lambda: self._project.export_events()))
 
     def form_event_mappings(self) -> list[dict[str, Any]]:
-        return self._call("form-event mapping export", lambda: self._project.export_instrument_event_mappings())
+        what = "form-event mapping export"
+        return _rows(what, self._call(what, lambda: self._project.export_instrument_event_mappings()))
 
     def repeating(self) -> list[dict[str, str]]:
         """The repeating set-up; [] when the project has none (REDCap answers that case with an error)."""
@@ -503,6 +510,18 @@ class RedcapClient:
                 if str(stored.get(name, "")) != sent:
                     problems.append(f"record {key[0]}: field {name} holds {stored.get(name)!r}, sent {sent!r}")
         return problems
+
+
+_NOT_REDCAP = ("the server's reply is not a REDCap API reply (check that the URL is the project's API address, "
+               "https://<server>/api/)")
+
+
+def _rows(what: str, reply: Any) -> list[dict[str, Any]]:
+    """A JSON export's reply as REDCap gives it, a list of objects; anything else did not come from REDCap's API
+    (another web service at that URL), and must be said so rather than crash whoever reads the rows."""
+    if not isinstance(reply, list) or not all(isinstance(row, dict) for row in reply):
+        raise RedcapError(f"REDCap {what}: {_NOT_REDCAP}")
+    return reply
 
 
 def _csv_reply(text: str, def_field: str) -> str:
