@@ -390,3 +390,46 @@ def test_a_header_only_file_is_a_data_error_and_nothing_is_sent(sandbox, kap, st
         run(sandbox, token, path, study, ledger, clock)
     assert info.value.location is not None and info.value.location.file == str(path)
     assert "no data rows" in info.value.message
+
+
+def test_a_stopped_push_is_recorded_as_stopped_and_runs_lists_the_data_ledger(sandbox, kap, study, tmp_path,
+                                                                              capsys):
+    from trialkit.cli import main
+
+    token, clock = kap
+    intake_frame(3).write_csv(tmp_path / "intake.csv")
+    path = tmp_path / "ledger.sqlite"
+    with DataLedger(path) as ledger:
+        first = run(sandbox, token, tmp_path / "intake.csv", study, ledger, clock)
+
+        stops = [KeyboardInterrupt]
+
+        def stopped() -> dt.datetime:  # Ctrl-C (or the SIGTERM handler's SystemExit) during the read-back
+            if stops:
+                raise stops.pop()
+            return clock.now + dt.timedelta(seconds=5)
+
+        clock.now += dt.timedelta(minutes=1)
+        intake_frame(5).write_csv(tmp_path / "more.csv")  # records to write, so the push reads them back
+        with pytest.raises(KeyboardInterrupt):
+            push(client_for(sandbox, token), tmp_path / "more.csv", study, ledger=ledger, now=clock.now,
+                 as_of=AS_OF, clock=stopped, clear_blanks=True)
+        runs = ledger.runs("push")
+    assert [(r["status"], r["message"]) for r in runs][1] == ("failed", "stopped (interrupt or termination signal)")
+    # when each run ended, not when it started
+    assert runs[0]["finished_at"] > runs[0]["started_at"] and runs[1]["finished_at"] > runs[1]["started_at"]
+
+    # `redcap runs` reads the pull/push ledger too: kind, status, records and what was written
+    with pytest.raises(SystemExit) as exit_:
+        main(["redcap", "runs", "--ledger", str(path)])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0, out
+    rows = out.splitlines()
+    assert rows[0].split()[:5] == ["run", "kind", "started", "ended", "status"]
+    assert [r.split()[1:2] + r.split()[4:5] for r in rows[1:]] == [["push", "ok"], ["push", "failed"]]
+    assert rows[1].split()[5:7] == [str(first.records), str(first.changed_records)]
+    with pytest.raises(SystemExit):
+        main(["redcap", "runs", "--ledger", str(path), "--format", "json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert [(r["kind"], r["status"]) for r in doc["runs"]] == [("push", "ok"), ("push", "failed")]
+    assert doc["runs"][0]["summary"]["changed_records"] == first.changed_records

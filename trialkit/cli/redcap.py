@@ -145,7 +145,10 @@ def _stop(signum: int, frame: object) -> None:
 @click.option("--last", type=click.IntRange(1), default=None, help="Only the latest N runs.")
 @format_option(["text", "json"])
 def runs_cmd(ledger_path, last, fmt) -> None:
-    """List the nightly runs of a ledger: start, end, status, records pulled and written, and why.
+    """List the runs of a ledger: start, end, status, records pulled and written, and why.
+
+    A nightly ledger lists the nightly runs; the ledger of `redcap pull` and `push` lists theirs (kind, records
+    in the copy or the data, records fetched or changed in REDCap).
 
     Reads the ledger without taking it, so it works while a run is in progress.
 
@@ -153,8 +156,13 @@ def runs_cmd(ledger_path, last, fmt) -> None:
     Example:
       trialkit redcap runs --ledger /var/lib/trialkit/kap.sqlite --last 7
     """
+    from trialkit.redcap.data_ledger import read_data_runs
     from trialkit.redcap.sync import read_runs
 
+    data_runs = read_data_runs(ledger_path, last=last)  # the ledger of `redcap pull` and `push`
+    if data_runs is not None:
+        _print_data_runs(ledger_path, data_runs, fmt)
+        return
     runs = read_runs(ledger_path, last=last)
     if fmt == "json":
         keep = ("id", "started_at", "finished_at", "status", "as_of", "full", "full_reason", "pulled", "written",
@@ -173,6 +181,30 @@ def runs_cmd(ledger_path, last, fmt) -> None:
                                     ("full" if r.get("full") else "incremental"))
         click.echo(f"{r['id']:>5}  {r['started_at']:<19}  {r.get('finished_at') or '-':<19}  {r['status']:<11} "
                    f"{r['as_of']:<10}  {_count(r.get('pulled')):>7} {_count(r.get('written')):>7}  {note}")
+
+
+def _print_data_runs(ledger_path: Path, runs: list[dict], fmt: str) -> None:
+    """Pull and push runs: records in the copy or the data, and how many the run fetched or changed in REDCap."""
+    if fmt == "json":
+        keep = ("id", "kind", "started_at", "finished_at", "status", "full", "message", "summary")
+        out = [{**{k: r.get(k) for k in keep}, "full": bool(r.get("full"))} for r in runs]
+        click.echo(dumps("redcap runs", True, {"ledger": str(ledger_path), "runs": out}))
+        return
+    if not runs:
+        click.echo(f"no runs in {ledger_path}")
+        return
+    click.echo(f"{'run':>5}  {'kind':<4}  {'started':<19}  {'ended':<19}  {'status':<11} {'records':>7} "
+               f"{'changed':>7}  note")
+    for r in runs:
+        summary = r.get("summary") or {}
+        changed = summary.get("fetched") if r["kind"] == "pull" else summary.get("changed_records")
+        note = r.get("message") or ""
+        if summary.get("dry_run"):
+            note, changed = "dry run: nothing sent", 0
+        elif r["kind"] == "pull" and summary:
+            note = f"{'full' if summary.get('full') else 'incremental'}, {summary.get('deleted', 0)} deleted"
+        click.echo(f"{r['id']:>5}  {r['kind']:<4}  {r['started_at']:<19}  {r.get('finished_at') or '-':<19}  "
+                   f"{r['status']:<11} {_count(summary.get('records')):>7} {_count(changed):>7}  {note}")
 
 
 def _count(value: object) -> str:

@@ -185,3 +185,33 @@ class DataLedger:
         cur = self._db.execute(sql, args)
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def read_data_runs(path: str | Path, *, last: int | None = None) -> list[dict[str, Any]] | None:
+    """The pull and push runs of a data ledger, read without taking it (a listing must not wait for a run), each
+    with its summary decoded; None when `path` is not a data ledger (the nightly job keeps another kind). A run
+    still 'running' while no run holds the ledger is shown 'interrupted', as the next run will mark it."""
+    from trialkit.redcap.sync import _lock_is_free
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'data_runs'").fetchone() is None:
+                return None
+            sql = "SELECT * FROM data_runs ORDER BY id DESC" + (f" LIMIT {int(last)}" if last is not None else "")
+            cur = db.execute(sql)
+            names = [d[0] for d in cur.description]
+            runs = [dict(zip(names, row, strict=True)) for row in reversed(cur.fetchall())]
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise UsageError(f"{path}: cannot read it as a ledger ({exc})") from None
+    free = _lock_is_free(Path(f"{path}.lock"))
+    for r in runs:
+        r["summary"] = json.loads(r["summary"]) if r.get("summary") else None
+        if r["status"] == "running" and free:
+            r["status"], r["message"] = "interrupted", "did not finish (killed or stopped)"
+    return runs

@@ -44,6 +44,7 @@ from trialkit.redcap.client import RedcapClient
 from trialkit.redcap.connections import Connection
 from trialkit.redcap.data_ledger import DataLedger
 from trialkit.redcap.progress import Progress
+from trialkit.redcap.sync import failure_message
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "trialkit-redcap-pull/1"
@@ -203,7 +204,7 @@ def pull(
         ledger.finish(run_id, "ok", at=finished(), watermark=now, summary=result.to_dict())
         return result
     except BaseException as exc:
-        message = exc.message if isinstance(exc, RedcapError | UsageError | DataError) else type(exc).__name__
+        message = failure_message(exc)
         ledger.finish(run_id, "failed", at=finished(), message=message)
         raise
 

@@ -21,6 +21,7 @@ id committed in the ledger before it is sent.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import hashlib
@@ -41,6 +42,7 @@ from trialkit.redcap.connections import Connection
 from trialkit.redcap.data_ledger import DataLedger
 from trialkit.redcap.progress import Progress
 from trialkit.redcap.pull import DEFAULT_OVERLAP, KEY_COLUMNS, log_start, logged_record
+from trialkit.redcap.sync import failure_message
 
 #: tests only: SIGKILL this process right after the Nth import call has returned (a kill at a seeded point)
 KILL_HOOK_ENV = "TRIALKIT_TEST_KILL_AFTER_IMPORTS"
@@ -246,10 +248,14 @@ def push(
         )
         status = "ok" if not (rejected or unverified) else "partial"
         # the next push compares records changed in REDCap since this run's read-back (less the overlap)
-        ledger.finish(run_id, status, at=now, watermark=None if dry_run else checked_at, summary=result.to_dict())
+        ledger.finish(run_id, status, at=clock() if clock is not None else now,
+                      watermark=None if dry_run else checked_at, summary=result.to_dict())
         return result
     except BaseException as exc:
-        message = exc.message if isinstance(exc, RedcapError | UsageError | DataError) else type(exc).__name__
+        message = failure_message(exc)
+        # when it ended, as the ledger's runs show it (the start stands in if the clock itself failed)
+        with contextlib.suppress(Exception):
+            now = clock() if clock is not None else now
         ledger.finish(run_id, "failed", at=now, message=message)
         raise
 

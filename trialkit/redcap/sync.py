@@ -59,7 +59,7 @@ from typing import Any
 import polars as pl
 
 from trialkit.definitions.fingerprint import Fingerprint, fingerprint
-from trialkit.errors import RedcapError, UsageError
+from trialkit.errors import RedcapError, TrialkitError, UsageError
 from trialkit.redcap.client import RedcapClient
 from trialkit.redcap.stages import Report, StageEvent
 from trialkit.screening.writeback import FORM_STATUS_FIELD, WRITEBACK_FIELDS
@@ -530,15 +530,20 @@ def _run_nightly(client: RedcapClient, study: Any, rules: Any, *, ledger: Ledger
                       counts=result.counts())
         return result
     except BaseException as exc:
-        if isinstance(exc, RedcapError | UsageError):
-            message = exc.message
-        elif isinstance(exc, KeyboardInterrupt | SystemExit):
-            message = "stopped (interrupt or termination signal)"
-        else:
-            message = type(exc).__name__
+        message = failure_message(exc)
         with contextlib.suppress(sqlite3.Error):  # the ledger itself failing must not hide the first error
             ledger.finish(run_id, "failed", at=finished(), pulled=pulled, message=message)
         raise
+
+
+def failure_message(exc: BaseException) -> str:
+    """What a ledger says of a run that ended with `exc`: trialkit's own message (it quotes no value), that it was
+    stopped (Ctrl-C, or SIGTERM, which the CLI turns into SystemExit), or only the class of anything else."""
+    if isinstance(exc, TrialkitError):
+        return exc.message
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        return "stopped (interrupt or termination signal)"
+    return type(exc).__name__
 
 
 def _full_reason(asked: bool, previous: PreviousRun | None, definitions: Fingerprint) -> str:
