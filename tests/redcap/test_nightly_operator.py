@@ -120,3 +120,32 @@ def test_a_url_without_scheme_or_a_refused_token_is_a_configuration_error(sandbo
         code, out, err = cli(capsys, "redcap", args[0], "--url", url, "--token-env", "KAP_TOKEN", *args[1:])
         assert code == 2, err  # not 1, "network failure, rerun"
         assert fix in err and "Traceback" not in err and wrong not in out + err
+
+
+def test_a_run_that_fails_before_its_pull_is_in_the_ledger_as_failed(kap, sandbox, study, rules, tmp_path):
+    from trialkit.errors import DefinitionError, RedcapError
+
+    client, _, _ = kap
+    ledger = Ledger(tmp_path / "l.sqlite")
+    run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=NOW)
+    # the next night the server drops every metadata request (the definitions check's first): the run fails
+    sandbox.set_faults(FaultPlan(kind="drop", share=1.0, contents=("metadata",)))
+    with pytest.raises(RedcapError):
+        run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=NOW + dt.timedelta(days=1))
+    sandbox.set_faults(None)
+    runs = ledger.runs()
+    assert [r["status"] for r in runs] == ["ok", "failed"]  # the failed night is there for the operator
+    assert "metadata export failed after 3 attempts" in runs[1]["message"] and runs[1]["pulled"] == 0
+    # and it changes nothing for the next run: incremental from the last run that finished, told of the failure
+    after = run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=NOW + dt.timedelta(days=1, hours=1))
+    assert not after.full and after.previous.startswith("the previous run (2, started 2026-11-03T02:00:00) failed")
+
+    # definitions that drifted: refused (exit 2) and in the ledger too, on the one line a run gets there
+    client.import_metadata([{**row, "select_choices_or_calculations": "[madrs_1]"}
+                            if row["field_name"] == "madrs_total" else row for row in client.metadata()])
+    with pytest.raises(DefinitionError):
+        run_nightly(client, study, rules, ledger=ledger, as_of=AS_OF, now=NOW + dt.timedelta(days=2))
+    last = ledger.runs()[-1]
+    assert last["status"] == "failed" and last["message"].startswith("the REDCap project's definitions differ")
+    assert "\n" not in last["message"]
+    ledger.close()

@@ -404,12 +404,8 @@ def _run_nightly(client: RedcapClient, study: Any, rules: Any, *, ledger: Ledger
                  now: dt.datetime, full: bool, overlap: dt.timedelta, finished: Callable[[], dt.datetime],
                  options: Mapping[str, Any] | None, own_writes: bool, emit: Callable[..., None]) -> NightlyResult:
     _require_result_fields(study)
-    # before the ledger opens a run: screening REDCap data with definitions REDCap no longer has is worse than none
     from trialkit.redcap.definitions.guard import check_definitions
 
-    emit("start", name="definitions")
-    check_definitions(client, study)
-    emit("done")
     event = _result_event(study)
     sha = rules.stamp()["sha256"]
     definitions = fingerprint(study, rules.ruleset,
@@ -428,6 +424,11 @@ def _run_nightly(client: RedcapClient, study: Any, rules: Any, *, ledger: Ledger
     run_id = ledger.begin(now, as_of, sha, full, definitions=definitions, full_reason=reason)
     pulled = 0  # what a run that fails later still tells the ledger it pulled
     try:
+        # first of all: screening REDCap data with definitions REDCap no longer has is worse than none. Inside the
+        # run, so a night that fails here (the server down, a refused token, drifted definitions) is in the ledger
+        emit("start", name="definitions")
+        check_definitions(client, study)
+        emit("done")
         record_id = client.def_field
         emit("start", name="changes")
         if full:
@@ -540,7 +541,8 @@ def failure_message(exc: BaseException) -> str:
     """What a ledger says of a run that ended with `exc`: trialkit's own message (it quotes no value), that it was
     stopped (Ctrl-C, or SIGTERM, which the CLI turns into SystemExit), or only the class of anything else."""
     if isinstance(exc, TrialkitError):
-        return exc.message
+        # its first line: the ledger's listing is one line a run (a definitions diff follows on the next ones)
+        return (exc.message.splitlines() or [""])[0].removesuffix(":")
     if isinstance(exc, KeyboardInterrupt | SystemExit):
         return "stopped (interrupt or termination signal)"
     return type(exc).__name__
