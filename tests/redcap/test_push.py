@@ -433,3 +433,26 @@ def test_a_stopped_push_is_recorded_as_stopped_and_runs_lists_the_data_ledger(sa
     doc = json.loads(capsys.readouterr().out)
     assert [(r["kind"], r["status"]) for r in doc["runs"]] == [("push", "ok"), ("push", "failed")]
     assert doc["runs"][0]["summary"]["changed_records"] == first.changed_records
+
+
+def test_a_column_that_is_no_field_of_the_study_stops_the_push_before_anything_is_sent(sandbox, kap, study,
+                                                                                        tmp_path, capsys,
+                                                                                        monkeypatch):
+    from trialkit.cli import main
+
+    token, clock = kap
+    data = intake_frame(3)
+    # a misspelt column: its values would be dropped silently while the push said "ok"
+    data.rename({"madrs_1": "madrs_l"}).write_csv(tmp_path / "intake.csv")
+    with DataLedger(tmp_path / "ledger.sqlite") as ledger, pytest.raises(DataError) as err:
+        run(sandbox, token, tmp_path / "intake.csv", study, ledger, clock)
+    assert "madrs_l" in err.value.message and "nothing sent" in err.value.message
+    assert stored(sandbox, token).is_empty()
+
+    monkeypatch.setenv("KAP_TOKEN_X", token)
+    with pytest.raises(SystemExit) as exit_:
+        main(["redcap", "push", str(tmp_path / "intake.csv"), "--url", sandbox.url, "--token-env", "KAP_TOKEN_X",
+              "--study", str(ROOT), "--ledger", str(tmp_path / "l2.sqlite")])
+    err_text = capsys.readouterr().err
+    assert exit_.value.code == 1 and "madrs_l" in err_text and "Traceback" not in err_text
+    assert stored(sandbox, token).is_empty()

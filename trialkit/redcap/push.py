@@ -139,6 +139,7 @@ def push(
         raise DataError("no data rows (a header only): nothing to push",
                         location=Location(file=str(intake.source or data)))
     findings = validate(intake, study, as_of=as_of or now.date())
+    _refuse_file_errors(findings, intake.source or data)
     bad = set(findings.records_with_errors().to_list())
     info = client.project_info()
     ledger.bind(str(info.get("project_id", "")), client.url)
@@ -258,6 +259,20 @@ def push(
             now = clock() if clock is not None else now
         ledger.finish(run_id, "failed", at=now, message=message)
         raise
+
+
+def _refuse_file_errors(findings: Any, source: Any) -> None:
+    """Errors of the file as a whole (a column that is no field of the study, mostly a misspelt one) belong to no
+    record, so setting invalid records aside cannot cover them: the push would send the rest and drop that
+    column's values while saying it did its job. Nothing is sent instead; the message names the columns (a
+    header, never a cell value)."""
+    whole = findings.frame.filter((pl.col("severity") == "error") & pl.col("record").is_null())
+    if whole.is_empty():
+        return
+    named = [f"{row['field'] or '(no name)'}: {row['message']}" for row in whole.head(5).to_dicts()]
+    more = f"; and {whole.height - 5} more" if whole.height > 5 else ""
+    raise DataError(f"{whole.height} error(s) in the file's columns, nothing sent: {'; '.join(named)}{more}",
+                    location=Location(file=str(source)))
 
 
 # -- what to send -------------------------------------------------------------------------------------------------
