@@ -351,3 +351,20 @@ def test_a_deletion_before_a_failed_pull_is_still_found_by_the_rerun(sandbox, ka
     assert rerun.deletions_from == "log" and rerun.deleted == 1 and rerun.fetched == 5
     assert local_copy(tmp_path / "copy").equals(full_export(client_for(sandbox, token)))
     ledger.close()
+
+
+def test_a_pull_into_a_folder_with_other_files_leaves_them_alone(sandbox, kap, tmp_path):
+    token, clock = kap
+    out = tmp_path / "copy"
+    # the user's own folders whose names start like the pull's: not the pull's to clear
+    for name in ("data-exports", "data-2", "data-1"):
+        (out / name).mkdir(parents=True)
+        (out / name / "notes.csv").write_text("precious\n")
+    with DataLedger(tmp_path / "ledger.sqlite") as ledger:
+        first = pull(client_for(sandbox, token), out, ledger=ledger, now=clock.now)
+        clock.now += dt.timedelta(hours=1)
+        pull(client_for(sandbox, token), out, ledger=ledger, now=clock.now)
+    assert first.run_id == 1
+    for name in ("data-exports", "data-2", "data-1"):
+        assert (out / name / "notes.csv").read_text() == "precious\n"
+    assert local_copy(out).equals(full_export(client_for(sandbox, token)))

@@ -27,6 +27,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -488,7 +489,11 @@ def _synced(path: Path) -> None:
 def _write(out: Path, run_id: int, tables: Mapping[str, pl.DataFrame], metadata: Sequence[Mapping[str, str]],
            manifest: dict[str, Any]) -> None:
     folder = out / f"data-{run_id}"
-    if folder.exists():
+    spare = 0
+    while folder.exists() and not _pull_folder(folder):  # someone's own folder of that name: not ours to clear
+        spare += 1
+        folder = out / f"data-{run_id}.{spare}"
+    if folder.exists():  # a pull's, half written by a run of the same id that was killed
         shutil.rmtree(folder)
     folder.mkdir()
     # the dictionary goes with the copy: the next pull reuses it when REDCap's log shows no design change
@@ -515,5 +520,16 @@ def _write(out: Path, run_id: int, tables: Mapping[str, pl.DataFrame], metadata:
     _synced(out)
     # the previous copy, and any half-written one of a pull that was killed before its switch
     for stale in out.glob("data-*"):
-        if stale.is_dir() and stale != folder:
+        if stale != folder and _pull_folder(stale):
             shutil.rmtree(stale, ignore_errors=True)
+
+
+_PULL_FOLDER = re.compile(r"data-\d+(\.\d+)?")
+
+
+def _pull_folder(path: Path) -> bool:
+    """Whether `path` is a copy folder a pull wrote (its name, and nothing in it but the tables and the
+    dictionary): the only kind a pull deletes. `--out` may be a folder that holds the user's own files too."""
+    return (path.is_dir() and _PULL_FOLDER.fullmatch(path.name) is not None
+            and all(entry.is_file() and (entry.suffix == ".parquet" or entry.name == "metadata.json")
+                    for entry in path.iterdir()))
