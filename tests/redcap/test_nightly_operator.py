@@ -149,3 +149,25 @@ def test_a_run_that_fails_before_its_pull_is_in_the_ledger_as_failed(kap, sandbo
     assert last["status"] == "failed" and last["message"].startswith("the REDCap project's definitions differ")
     assert "\n" not in last["message"]
     ledger.close()
+
+
+def test_the_nightly_ledger_and_the_pull_push_ledger_are_not_mixed_up(tmp_path):
+    from trialkit.errors import UsageError
+    from trialkit.redcap.data_ledger import DataLedger
+
+    nightly, data = tmp_path / "nightly.sqlite", tmp_path / "data.sqlite"
+    Ledger(nightly).close()
+    DataLedger(data).close()
+    # each refuses the other's file (usage: exit 2), naming what it is, and leaves it as it was
+    with pytest.raises(UsageError, match="is the nightly ledger"):
+        DataLedger(nightly)
+    with pytest.raises(UsageError, match="is the ledger of `redcap pull` and `push`"):
+        Ledger(data)
+    import sqlite3
+
+    for path, foreign in ((nightly, "data_runs"), (data, "writes")):
+        db = sqlite3.connect(path)
+        assert db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (foreign,)).fetchone() is None
+        db.close()
+    Ledger(nightly).close()  # and each still opens its own (the lock was let go)
+    DataLedger(data).close()

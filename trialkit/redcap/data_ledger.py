@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from trialkit.errors import UsageError
-from trialkit.redcap.sync import _lock_file
+from trialkit.redcap.sync import _has_table, _lock_file
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -56,6 +56,11 @@ class DataLedger:
             raise
         try:
             self._db = sqlite3.connect(self.path)
+            if _has_table(self._db, "runs"):
+                self._db.close()
+                self._release()
+                raise UsageError(f"{self.path} is the nightly ledger: give `redcap pull` and `push` their own "
+                                 "(--ledger; default STUDY/trialkit-data-ledger.sqlite)")
             self._db.executescript(_SCHEMA)
             # this process holds the lock: a run still 'running' was killed or lost its machine
             self._db.execute(

@@ -147,6 +147,11 @@ class Ledger:
         self._lock = _lock_file(Path(f"{self.path}.lock"))
         try:
             self._db = sqlite3.connect(self.path)
+            if _has_table(self._db, "data_runs"):
+                self._db.close()
+                self._release()
+                raise UsageError(f"{self.path} is the ledger of `redcap pull` and `push`: give the nightly job its "
+                                 "own (--ledger)")
             self._db.executescript(
                 """
                 CREATE TABLE IF NOT EXISTS runs (
@@ -295,6 +300,12 @@ def read_runs(path: str | Path, *, last: int | None = None) -> list[dict[str, An
             if r["status"] == "running":
                 r["status"], r["message"] = "interrupted", "did not finish (killed or stopped)"
     return runs
+
+
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    """Whether a ledger file holds `name`: the nightly ledger and the pull/push one must not share a file, or their
+    listings (`redcap runs`) and their locks would mix two jobs."""
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
 def _lock_is_free(path: Path) -> bool:
