@@ -171,3 +171,16 @@ def test_the_nightly_ledger_and_the_pull_push_ledger_are_not_mixed_up(tmp_path):
         db.close()
     Ledger(nightly).close()  # and each still opens its own (the lock was let go)
     DataLedger(data).close()
+
+
+def test_a_findings_file_that_cannot_be_written_is_a_usage_error_before_the_run(sandbox, tmp_path, capsys,
+                                                                                monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    monkeypatch.setenv("KAP_TOKEN", "F" * 32)
+    code, _, err = cli(capsys, "redcap", "nightly", "--url", sandbox.url, "--token-env", "KAP_TOKEN", "--rules",
+                       ROOT_RULES, "--ledger", str(tmp_path / "l.sqlite"), "--findings",
+                       str(tmp_path / "none" / "f.csv"))
+    assert code == 2 and "cannot write" in err and "Traceback" not in err, err
+    assert not (tmp_path / "l.sqlite").exists()  # no run was begun

@@ -456,3 +456,18 @@ def test_a_column_that_is_no_field_of_the_study_stops_the_push_before_anything_i
     err_text = capsys.readouterr().err
     assert exit_.value.code == 1 and "madrs_l" in err_text and "Traceback" not in err_text
     assert stored(sandbox, token).is_empty()
+
+
+def test_a_findings_file_that_cannot_be_written_is_a_usage_error_before_anything_is_sent(sandbox, kap, tmp_path,
+                                                                                         monkeypatch, capsys):
+    from trialkit.cli import main
+
+    token, _ = kap
+    intake_frame(3).write_csv(tmp_path / "intake.csv")
+    monkeypatch.setenv("REDCAP_API_TOKEN", token)
+    with pytest.raises(SystemExit) as stop:
+        main(["redcap", "push", str(tmp_path / "intake.csv"), "--url", sandbox.url, "--study", str(ROOT),
+              "--ledger", str(tmp_path / "ledger.sqlite"), "--findings", str(tmp_path / "none" / "f.csv")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "cannot write" in err and "Traceback" not in err, err
+    assert stored(sandbox, token).height == 0  # nothing attempted

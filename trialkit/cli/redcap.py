@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json as _json
+import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import click
 
 from trialkit.cli.options import DATE, SuggestingGroup, csv_only, dumps, exit_codes, format_option
+from trialkit.errors import UsageError
 from trialkit.redcap.client import DEFAULT_TOKEN_ENV
 
 _CONNECTION_OPTIONS = (
@@ -95,6 +98,7 @@ def nightly(connection, config, url, token_env, token_file, timeout, rules_path,
     from trialkit.redcap.sync import Ledger, run_nightly
     from trialkit.screening.run import load_rules, resolve_study
 
+    writable(findings_path)
     conn = open_connection(connection, config, url, token_env, token_file, timeout, study_dir=study_dir)
     if attempts is not None:
         conn = replace(conn, attempts=attempts)
@@ -114,7 +118,7 @@ def nightly(connection, config, url, token_env, token_file, timeout, rules_path,
         signal.signal(signal.SIGTERM, previous)
         ledger.close()
     if findings_path is not None and result.findings is not None:
-        result.findings.to_csv(findings_path)
+        write_findings(result.findings, findings_path)
     if fmt == "json":
         click.echo(dumps("redcap nightly", True, result.to_dict()))
         return
@@ -132,6 +136,25 @@ def nightly(connection, config, url, token_env, token_file, timeout, rules_path,
     if result.invalid_records:
         where = f"see {findings_path}" if findings_path else "use --findings FILE to list them"
         click.echo(f"{result.invalid_records} record(s) have validation errors ({where})", err=True)
+
+
+def writable(path: Path | None) -> None:
+    """A file the command will write at the end (`--findings`) must be writable before anything is sent to
+    REDCap: found out only after the run, it was an internal error with the run's work done (exit 2 here)."""
+    if path is None:
+        return
+    folder = path.parent
+    if not folder.is_dir():
+        raise UsageError(f"cannot write {path}: no folder {folder}")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"cannot write {path}: permission denied")
+
+
+def write_findings(findings: Any, path: Path) -> None:
+    try:
+        findings.to_csv(path)
+    except OSError as exc:  # a full disk, or the folder gone since the start: the system's words
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _stop(signum: int, frame: object) -> None:

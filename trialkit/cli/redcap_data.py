@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from trialkit.cli.options import DATE, csv_only, dumps, exit_codes, format_option
-from trialkit.cli.redcap import _REDCAP_FAILED, connection_options, open_connection
+from trialkit.cli.redcap import _REDCAP_FAILED, connection_options, open_connection, writable, write_findings
 
 DEFAULT_LEDGER = Path("trialkit-data-ledger.sqlite")
 
@@ -131,6 +131,7 @@ def push(connection, data, clear_blanks, auto_number, dry_run, as_of, findings_p
     from trialkit.redcap.progress import Progress
     from trialkit.redcap.push import push as run_push
 
+    writable(findings_path)
     study_path = study_dir or Path(".")
     study = load_study(study_path)
     client = connection.client()
@@ -139,7 +140,7 @@ def push(connection, data, clear_blanks, auto_number, dry_run, as_of, findings_p
                                        clear_blanks=clear_blanks, auto_number=auto_number, dry_run=dry_run,
                                        progress=Progress("push"), clock=dt.datetime.now))
     if findings_path is not None and result.findings is not None:
-        result.findings.to_csv(findings_path)
+        write_findings(result.findings, findings_path)
     if fmt == "json":
         click.echo(dumps("redcap push", not result.failures, result.to_dict()))
     else:
