@@ -164,7 +164,8 @@ def _stop(signum: int, frame: object) -> None:
 @exit_codes("listed (also when the ledger holds no run yet)", usage="a usage error (no ledger at that path)")
 @redcap.command("runs")
 @click.option("--ledger", "ledger_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("trialkit-ledger.sqlite"), show_default=True, help="SQLite ledger of the nightly runs.")
+              default=Path("trialkit-ledger.sqlite"), show_default=True,
+              help="SQLite ledger of the nightly runs, or of `redcap pull` and `push`.")
 @click.option("--last", type=click.IntRange(1), default=None, help="Only the latest N runs.")
 @format_option(["text", "json"])
 def runs_cmd(ledger_path, last, fmt) -> None:
