@@ -3,6 +3,8 @@ against the same project (KAP-TRD, the classic fixture, and the real dictionarie
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from definitions_data import ROOT, classic_study, client_for, new_project, run_cli
 
@@ -86,5 +88,17 @@ def test_pull_cli_then_check_is_clean(sandbox, tmp_path, capsys, monkeypatch):
         assert "wrote 4 file(s)" in out
         code, out, err = run_cli(["check", str(tmp_path / "s")], capsys)
         assert code == 0, out + err
+    finally:
+        sandbox.drop_project(token)
+
+
+def test_data_access_groups_come_back(sandbox, tmp_path):
+    # study.yaml's sites -> REDCap's groups -> study.yaml: pulling must not drop them (it did, silently)
+    study = replace(classic_study(), data_access_groups=("Site A", "Site B"))
+    token, client = new_project(sandbox, study)
+    try:
+        assert fetch(client).dags == ("Site A", "Site B")
+        round_trip(client, tmp_path / "sites")
+        assert load_study(tmp_path / "sites").data_access_groups == ("Site A", "Site B")
     finally:
         sandbox.drop_project(token)

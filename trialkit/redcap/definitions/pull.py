@@ -39,7 +39,8 @@ def study_from_project(project: ProjectDefinition, *, name: str | None = None) -
         classic_repeats = tuple(f for f in forms if ("", f) in project.repeating)
     return replace(base, instruments=instruments, title=project.title, arms=arms,
                    repeating_instruments=classic_repeats,
-                   missing_codes=parse_choices(project.missing_data_codes))
+                   missing_codes=parse_choices(project.missing_data_codes),
+                   data_access_groups=project.dags)
 
 
 def pull_definitions(client: RedcapClient, out: Path, *, name: str | None = None,
