@@ -251,3 +251,16 @@ def test_nightly_run_stops_before_the_ledger_opens_a_run(sandbox, kap_study, tmp
     finally:
         ledger.close()
         sandbox.drop_project(token)
+
+
+def test_swapping_two_choices_labels_is_a_recode():
+    # "1, Female | 2, Male" -> "1, Male | 2, Female": no code is removed, but every stored 1 and 2 now reads as the
+    # other sex: docs/redcap-definitions.md calls a label now under another code critical, and screening reads it
+    base = classic_study()
+    old = base.field("sex").choices
+    swapped = edit_field(base, "sex", choices=(Choice(old[0].code, old[1].label), Choice(old[1].code, old[0].label),
+                                               *old[2:]))
+    (change,) = diff_definitions(from_study(swapped), from_study(base)).changes
+    assert change.severity is Severity.CRITICAL and change.screening
+    assert "recoded" in change.detail
+    assert set(change.probe.codes) == {old[0].code, old[1].code}

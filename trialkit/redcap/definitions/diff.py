@@ -308,12 +308,18 @@ def _choices_cell(name: str, old: dict[str, str], new: dict[str, str], change: A
         now = {c.code: c.label for c in parse_choices(new[attr])}
         removed = [c for c in was if c not in now]
         added = [c for c in now if c not in was]
-        relabelled = [c for c in was if c in now and was[c] != now[c]]
-        if removed:
-            recoded = [c for c in removed if was[c] in {now[a] for a in added}]
-            detail = (f"choice(s) recoded: {', '.join(recoded)}" if recoded else
-                      f"choice(s) removed: {', '.join(removed)}")
-            change(attr, Severity.CRITICAL, detail, screening=True, probe=Probe((name,), codes=tuple(removed)))
+        codes_of: dict[str, set[str]] = {}
+        for code, label in now.items():
+            codes_of.setdefault(label, set()).add(code)
+        # a label now under another code (3 -> 9, or 1 and 2 swapped): what is stored under it means something else
+        recoded = [c for c in was if c not in codes_of.get(was[c], {c})]
+        relabelled = [c for c in was if c in now and was[c] != now[c] and c not in recoded]
+        if removed or recoded:
+            gone = [c for c in removed if c not in recoded]
+            parts = ([f"recoded: {', '.join(recoded)}"] if recoded else []) + (
+                [f"removed: {', '.join(gone)}"] if gone else [])
+            change(attr, Severity.CRITICAL, f"choice(s) {'; '.join(parts)}", screening=True,
+                   probe=Probe((name,), codes=tuple(dict.fromkeys([*recoded, *removed]))))
         elif relabelled:
             change(attr, Severity.CARE, f"label of choice(s) {', '.join(relabelled)} changed (stored codes now mean "
                    "something else)", screening=False)
