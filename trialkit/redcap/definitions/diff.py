@@ -223,7 +223,7 @@ def _dictionary(local: ProjectDefinition, remote: ProjectDefinition) -> list[Cha
     if local.def_field != remote.def_field and lf and rf:
         out.append(Change("field", local.def_field, "changed", Severity.CRITICAL,
                           "the record id field changes (every record's identity)", "record id", remote.def_field,
-                          local.def_field, screening=True))
+                          local.def_field, screening=True, probe=Probe((remote.def_field,))))
     for form in r_forms:
         if form not in l_forms:
             out.append(Change("form", form, "removed", Severity.CRITICAL,
