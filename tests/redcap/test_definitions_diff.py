@@ -264,3 +264,14 @@ def test_swapping_two_choices_labels_is_a_recode():
     assert change.severity is Severity.CRITICAL and change.screening
     assert "recoded" in change.detail
     assert set(change.probe.codes) == {old[0].code, old[1].code}
+
+
+@pytest.mark.parametrize(("was", "now", "severity"), [
+    ("08:00", "07:30", Severity.CARE),  # an earlier minimum time lets more values in
+    ("08:00", "09:15", Severity.CRITICAL),
+    ("2021-01-01 08:00", "2020-12-31 23:00", Severity.CARE),
+])
+def test_a_time_minimum_is_compared_as_a_time(was, now, severity):
+    base = edit_field(classic_study(), "age", validation="time", min=was, max="")
+    found = changes_of(edit_field(base, "age", min=now), base)
+    assert found[("field", "age", "text_validation_min")] is severity, found

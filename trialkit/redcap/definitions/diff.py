@@ -384,7 +384,13 @@ def _order(a: str, b: str) -> bool | None:
         pass
     if a[:4].isdigit() and b[:4].isdigit():
         return a < b
+    # times (HH:MM, HH:MM:SS, MM:SS) of one shape sort as text
+    if _CLOCK.fullmatch(a) and _CLOCK.fullmatch(b) and len(a) == len(b):
+        return a < b
     return None
+
+
+_CLOCK = re.compile(r"\d\d:\d\d(:\d\d)?")
 
 
 def _logic(text: str) -> str:
