@@ -3,6 +3,7 @@ against the same project (KAP-TRD, the classic fixture, and the real dictionarie
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -100,5 +101,21 @@ def test_data_access_groups_come_back(sandbox, tmp_path):
         assert fetch(client).dags == ("Site A", "Site B")
         round_trip(client, tmp_path / "sites")
         assert load_study(tmp_path / "sites").data_access_groups == ("Site A", "Site B")
+    finally:
+        sandbox.drop_project(token)
+
+
+def test_pull_cli_speaks_json_like_every_redcap_command(sandbox, tmp_path, capsys, monkeypatch):
+    # docs/cli.md: --format json is the envelope for `redcap ...` commands, also when the command fails
+    token, _ = new_project(sandbox, classic_study())
+    try:
+        monkeypatch.setenv("REDCAP_API_TOKEN", token)
+        args = ["redcap", "pull-definitions", "--url", sandbox.url, "--out", str(tmp_path / "s"), "--format", "json"]
+        code, out, _ = run_cli(args, capsys)
+        doc = json.loads(out)
+        assert (code, doc["command"], doc["ok"], len(doc["files"])) == (0, "redcap pull-definitions", True, 4)
+        code, out, err = run_cli(args, capsys)  # the files are there now: refused without --force
+        doc = json.loads(out)
+        assert (code, doc["ok"], doc["error"]["exit_code"]) == (2, False, 2) and "--force" in err
     finally:
         sandbox.drop_project(token)
