@@ -275,3 +275,33 @@ def test_a_time_minimum_is_compared_as_a_time(was, now, severity):
     base = edit_field(classic_study(), "age", validation="time", min=was, max="")
     found = changes_of(edit_field(base, "age", min=now), base)
     assert found[("field", "age", "text_validation_min")] is severity, found
+
+
+def _renamed_measures(base):
+    inst = next(i for i in base.instruments if i.name == "measures")
+    renamed = replace(inst, name="measures_v2", fields=tuple(replace(f, form="measures_v2") for f in inst.fields))
+    return replace(base, instruments=tuple(renamed if i is inst else i for i in base.instruments))
+
+
+def test_a_renamed_form_says_its_fields_move_and_probes_only_what_is_lost():
+    base = classic_study()
+    diff = diff_definitions(from_study(_renamed_measures(base)), from_study(base))
+    (gone,) = [c for c in diff.changes if c.area == "form" and c.what == "removed"]
+    assert gone.severity is Severity.CRITICAL
+    assert "5 field(s) move to other forms" in gone.detail and "deleted with its" not in gone.detail
+    # the fields keep their data; the form's status values do not
+    assert gone.probe.fields == ("measures_complete",)
+
+
+def test_a_deleted_form_counts_records_that_only_hold_its_status(sandbox):
+    base = classic_study()
+    token, client = new_project(sandbox, base)
+    try:
+        client.import_records([{"record_id": "1", "measures_complete": "2"}, {"record_id": "2", "age": "40"}])
+        local = replace(base, instruments=tuple(i for i in base.instruments if i.name != "measures"))
+        remote = fetch(client)
+        diff = count_affected(client, diff_definitions(from_study(local), remote), remote)
+        (gone,) = [c for c in diff.changes if c.area == "form"]
+        assert gone.records == 1
+    finally:
+        sandbox.drop_project(token)

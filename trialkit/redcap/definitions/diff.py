@@ -226,9 +226,13 @@ def _dictionary(local: ProjectDefinition, remote: ProjectDefinition) -> list[Cha
                           local.def_field, screening=True, probe=Probe((remote.def_field,))))
     for form in r_forms:
         if form not in l_forms:
-            out.append(Change("form", form, "removed", Severity.CRITICAL,
-                              f"form deleted with its {len(remote.form_fields(form))} field(s)", screening=True,
-                              probe=Probe(tuple(remote.form_fields(form)))))
+            # fields that move to another form keep their data; the form's status values go with the form
+            gone = [f for f in remote.form_fields(form) if f not in lf]
+            moved = len(remote.form_fields(form)) - len(gone)
+            detail = (f"form deleted: {moved} field(s) move to other forms, {len(gone)} deleted with their data, "
+                      "its form status values are lost" if moved else f"form deleted with its {len(gone)} field(s)")
+            out.append(Change("form", form, "removed", Severity.CRITICAL, detail, screening=True,
+                              probe=Probe((*gone, status_field(form)))))
     for form in l_forms:
         if form not in r_forms:
             n = sum(1 for r in local.metadata if r["form_name"] == form)
@@ -258,6 +262,11 @@ _SAFE_TEXT = {
     "custom_alignment": "alignment", "question_number": "question number", "matrix_group_name": "matrix group",
     "matrix_ranking": "matrix ranking",
 }
+
+
+def status_field(form: str) -> str:
+    """REDCap's form status column of a form (not in the dictionary; exported with the records)."""
+    return f"{form}_complete"
 
 
 def _field(name: str, old: dict[str, str], new: dict[str, str]) -> list[Change]:
@@ -407,7 +416,8 @@ def count_affected(client: RedcapClient, diff: DefinitionsDiff, remote: ProjectD
     """Fill in `records` for every critical change with a probe, asking REDCap for those fields only (one
     export of the probed fields and the record id)."""
     probes = [c.probe for c in diff.changes if c.probe is not None and c.severity is Severity.CRITICAL]
-    fields = list(dict.fromkeys(f for p in probes for f in p.fields if f in remote.fields))
+    statuses = {status_field(form) for form in remote.forms}
+    fields = list(dict.fromkeys(f for p in probes for f in p.fields if f in remote.fields or f in statuses))
     if not fields:
         return DefinitionsDiff(tuple(replace(c, records=0) if c.probe is not None else c for c in diff.changes))
     def_field = remote.def_field
@@ -428,7 +438,9 @@ def _holds(row: dict[str, Any], probe: Probe, remote: ProjectDefinition) -> bool
     meta = remote.fields
     for name in probe.fields:
         info = meta.get(name)
-        if info is None:
+        if info is None:  # a form status column: exports say 0 for forms never entered, so only 1 and 2 count
+            if str(row.get(name, "") or "").strip() in ("1", "2"):
+                return True
             continue
         if info["field_type"] == "checkbox":
             codes: Sequence[str] = probe.codes or [
