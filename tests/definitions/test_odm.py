@@ -60,6 +60,25 @@ def test_a_file_that_is_not_a_project_is_a_definition_error(tmp_path):
     assert done.returncode == 2 and "not well-formed XML" in done.stderr and "Traceback" not in done.stderr
 
 
+OTHER_ODM = b"""<?xml version="1.0" encoding="UTF-8"?>
+<ODM xmlns="http://www.cdisc.org/ns/odm/v1.3" ODMVersion="1.3" FileType="Snapshot" FileOID="x" SourceSystem="OC">
+ <Study OID="S_1"><MetaDataVersion OID="v1" Name="v1">
+  <FormDef OID="F_1" Name="Demo" Repeating="No"><ItemGroupRef ItemGroupOID="IG_1" Mandatory="Yes"/></FormDef>
+  <ItemGroupDef OID="IG_1" Name="G" Repeating="No"><ItemRef ItemOID="I_AGE" Mandatory="No"/></ItemGroupDef>
+  <ItemDef OID="I_AGE" Name="AGE" DataType="integer"/>
+ </MetaDataVersion></Study>
+</ODM>
+"""
+
+
+def test_an_odm_file_from_another_system_is_said_to_be_not_redcaps():
+    # CDISC ODM from another EDC: its OIDs are no REDCap names; say what the file is, not four name errors
+    with pytest.raises(DefinitionError) as info:
+        study_from_project_xml(OTHER_ODM, path="oc.xml")
+    (diag,) = info.value.diagnostics
+    assert diag.code == "ODM001" and "not a REDCap project XML" in diag.message
+
+
 STUDY_WITH_DAGS = """\
 study: demo
 instruments: [base]
