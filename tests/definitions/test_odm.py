@@ -34,7 +34,9 @@ def test_a_project_xml_becomes_a_study_with_its_schedule():
     assert study.field("weight").validation == "integer"
     # what a study cannot hold is said, not dropped silently
     assert notes == ["the project has repeating events (follow_up_arm_1); a trialkit study has no repeating "
-                     "events yet, so they were left out"]
+                     "events yet, so they were left out",
+                     "custom event labels (follow_up_arm_1) and custom repeating instrument labels (dosing) were "
+                     "left out: a trialkit study has no place for them"]
 
 
 def test_dictionary_import_writes_yaml_that_checks_clean_and_loads_back(tmp_path):
