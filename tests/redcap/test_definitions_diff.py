@@ -13,7 +13,7 @@ from definitions_data import ROOT, classic_study, edit_field, new_project, run_c
 
 from trialkit.definitions import load_study
 from trialkit.definitions.model import Choice, FieldType
-from trialkit.redcap.definitions.diff import Severity, count_affected, diff_definitions
+from trialkit.redcap.definitions.diff import DefinitionsDiff, Severity, count_affected, diff_definitions
 from trialkit.redcap.definitions.guard import DefinitionsDrift, check_definitions
 from trialkit.redcap.definitions.project import fetch, from_study
 from trialkit.redcap.sandbox import ProjectSpec
@@ -303,5 +303,33 @@ def test_a_deleted_form_counts_records_that_only_hold_its_status(sandbox):
         diff = count_affected(client, diff_definitions(from_study(local), remote), remote)
         (gone,) = [c for c in diff.changes if c.area == "form"]
         assert gone.records == 1
+    finally:
+        sandbox.drop_project(token)
+
+
+def test_diff_names_the_records_a_critical_change_lands_on(sandbox):
+    base = classic_study()
+    token, client = new_project(sandbox, base)
+    try:
+        client.import_records([{"record_id": "1", "cigs_day": "10", "smoker": "1"},
+                               {"record_id": "2", "smoker": "0"}, {"record_id": "3", "cigs_day": "5", "smoker": "1"}])
+        remote = fetch(client)
+        diff = count_affected(client, diff_definitions(from_study(edit_field(base, "cigs_day", remove=True)), remote),
+                              remote)
+        (change,) = diff.changes
+        assert change.records == 2 and change.record_ids == ("1", "3")
+        assert change.to_dict()["record_ids"] == ["1", "3"]
+        assert "records: 1, 3" in diff.render()
+        # a record id field marked as an identifier: its values are never shown, only counted
+        token2, client2 = new_project(sandbox, edit_field(base, "record_id", identifier=True))
+        try:
+            client2.import_records([{"record_id": "1", "cigs_day": "10"}])
+            remote = fetch(client2)
+            local = from_study(edit_field(edit_field(base, "record_id", identifier=True), "cigs_day", remove=True))
+            (change,) = count_affected(client2, diff_definitions(local, remote), remote).changes
+            assert change.records == 1 and change.record_ids == ()
+            assert "records:" not in DefinitionsDiff((change,)).render()
+        finally:
+            sandbox.drop_project(token2)
     finally:
         sandbox.drop_project(token)

@@ -55,6 +55,7 @@ class Change:
     screening: bool = False  # screening reads this: the nightly job must not run past it
     probe: Probe | None = None
     records: int | None = None  # records holding data where a critical change lands (None: not counted)
+    record_ids: tuple[str, ...] = ()  # which ones; empty when the record id field is an identifier
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -66,6 +67,7 @@ class Change:
         if self.severity is Severity.CRITICAL:
             out["data_affected"] = None if self.records is None else self.records > 0
             out["records"] = self.records
+            out["record_ids"] = list(self.record_ids)
         return out
 
 
@@ -114,6 +116,10 @@ class DefinitionsDiff:
                 else:
                     line += " [no existing data affected]"
             lines.append(line)
+            if c.record_ids:
+                shown = ", ".join(c.record_ids[:_IDS_SHOWN])
+                more = len(c.record_ids) - _IDS_SHOWN
+                lines.append(f"{'':12}records: {shown}" + (f" and {more} more" if more > 0 else ""))
             if c.attribute and (c.old or c.new) and c.attribute not in ("order",):
                 lines.append(f"{'':12}- project: {_one_line(c.old)}")
                 lines.append(f"{'':12}+ study:   {_one_line(c.new)}")
@@ -121,6 +127,9 @@ class DefinitionsDiff:
         lines.append(f"{len(self.changes)} change(s): {n['critical']} critical, {n['needs care']} needs care, "
                      f"{n['safe']} safe")
         return "\n".join(lines) + "\n"
+
+
+_IDS_SHOWN = 10  # record ids listed in the text plan (all of them in JSON)
 
 
 def _one_line(text: str) -> str:
@@ -421,6 +430,8 @@ def count_affected(client: RedcapClient, diff: DefinitionsDiff, remote: ProjectD
     if not fields:
         return DefinitionsDiff(tuple(replace(c, records=0) if c.probe is not None else c for c in diff.changes))
     def_field = remote.def_field
+    # record ids that are identifiers (an MRN as record id) are counted, never shown
+    hidden = remote.fields.get(def_field, {}).get("identifier", "").strip().lower() == "y"
     rows = client.export_records(fields=[def_field, *[f for f in fields if f != def_field]])
     counted = []
     for c in diff.changes:
@@ -428,8 +439,13 @@ def count_affected(client: RedcapClient, diff: DefinitionsDiff, remote: ProjectD
             counted.append(c)
             continue
         holders = {str(row[def_field]) for row in rows if _holds(row, c.probe, remote)}
-        counted.append(replace(c, records=len(holders)))
+        ids = () if hidden else tuple(sorted(holders, key=_id_order))
+        counted.append(replace(c, records=len(holders), record_ids=ids))
     return DefinitionsDiff(tuple(counted))
+
+
+def _id_order(record: str) -> tuple[int, int | str]:
+    return (0, int(record)) if record.isdigit() else (1, record)
 
 
 def _holds(row: dict[str, Any], probe: Probe, remote: ProjectDefinition) -> bool:
