@@ -333,3 +333,21 @@ def test_diff_names_the_records_a_critical_change_lands_on(sandbox):
             sandbox.drop_project(token2)
     finally:
         sandbox.drop_project(token)
+
+
+def test_removed_events_and_mappings_count_records_that_only_hold_a_form_status(sandbox, kap_study):
+    # a form marked Complete with no value (all answers left blank on purpose) is data the removal loses too
+    arm = kap_study.arms[0]
+    events = [e for e in arm.events if e.name != "followup_6m_arm_1"]
+    events[1] = replace(events[1], instruments=tuple(i for i in events[1].instruments if i != "vital_signs"))
+    local = replace(kap_study, arms=(replace(arm, events=tuple(events)),))
+    token, client = new_project(sandbox, kap_study)
+    try:
+        client.import_records([{"record_id": "1", "redcap_event_name": "followup_6m_arm_1", "phq9_complete": "2"},
+                               {"record_id": "2", "redcap_event_name": "baseline_arm_1", "vital_signs_complete": "1"}])
+        remote = fetch(client)
+        diff = count_affected(client, diff_definitions(from_study(local), remote), remote)
+        counted = {(c.area, c.target): c.record_ids for c in diff.of(Severity.CRITICAL)}
+        assert counted == {("event", "followup_6m_arm_1"): ("1",), ("mapping", "baseline_arm_1 / vital_signs"): ("2",)}
+    finally:
+        sandbox.drop_project(token)

@@ -201,7 +201,7 @@ def _schedule(local: ProjectDefinition, remote: ProjectDefinition) -> list[Chang
             continue
         out.append(Change("mapping", f"{event} / {form}", "removed", Severity.CRITICAL,
                           "form no longer designated for the event (its data there is lost)", screening=True,
-                          probe=Probe(tuple(remote.form_fields(form)), (event,))))
+                          probe=Probe(_form_data(remote, form), (event,))))
     return out + _repeats(local, remote, gone_events)
 
 
@@ -215,14 +215,19 @@ def _repeats(local: ProjectDefinition, remote: ProjectDefinition, gone_events: s
             continue
         out.append(Change("repeating", f"{event} / {form}" if event else form, "removed", Severity.CRITICAL,
                           "instrument no longer repeating (its instances are stranded)", screening=True,
-                          probe=Probe(tuple(remote.form_fields(form)), (event,) if event else ())))
+                          probe=Probe(_form_data(remote, form), (event,) if event else ())))
     return out
 
 
 def _events_probe(remote: ProjectDefinition, events: Iterable[str]) -> Probe | None:
     events = tuple(events)
-    fields = [f for e in events for form in remote.event_forms(e) for f in remote.form_fields(form)]
+    fields = [f for e in events for form in remote.event_forms(e) for f in _form_data(remote, form)]
     return Probe(tuple(dict.fromkeys(fields)), events) if fields else None
+
+
+def _form_data(remote: ProjectDefinition, form: str) -> tuple[str, ...]:
+    """What a form holds for a record: its fields' values and its status (Unverified/Complete)."""
+    return (*remote.form_fields(form), status_field(form))
 
 
 def _dictionary(local: ProjectDefinition, remote: ProjectDefinition) -> list[Change]:
