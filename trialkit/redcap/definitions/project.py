@@ -81,8 +81,10 @@ def from_study(study: Study) -> ProjectDefinition:
     )
 
 
-def fetch(client: RedcapClient) -> ProjectDefinition:
-    """The design of the project behind `client` (project info, dictionary, instruments, schedule, repeats)."""
+def fetch(client: RedcapClient, *, dags: bool = False) -> ProjectDefinition:
+    """The design of the project behind `client` (project info, dictionary, instruments, schedule, repeats; with
+    `dags`, its Data Access Groups: one request more, which only `pull-definitions` needs, as they are not
+    compared)."""
     info = client.project_info()
     longitudinal = bool(int(info.get("is_longitudinal") or 0))
     metadata = _metadata(client.metadata())
@@ -117,5 +119,5 @@ def fetch(client: RedcapClient) -> ProjectDefinition:
         missing_data_codes=str(info.get("missing_data_codes") or ""),
         instrument_labels=labels,
         repeating_events=tuple(whole_events),
-        dags=tuple(str(d["data_access_group_name"]) for d in client.dags()),
+        dags=tuple(str(d["data_access_group_name"]) for d in client.dags()) if dags else (),
     )

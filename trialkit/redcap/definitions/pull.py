@@ -48,7 +48,7 @@ def pull_definitions(client: RedcapClient, out: Path, *, name: str | None = None
     """Export the project's design and write it under `out`; returns the files written."""
     from trialkit.definitions.yamlwrite import write_study
 
-    return write_study(study_from_project(fetch(client), name=name), Path(out), overwrite=overwrite)
+    return write_study(study_from_project(fetch(client, dags=True), name=name), Path(out), overwrite=overwrite)
 
 
 def _slug(title: str) -> str:
