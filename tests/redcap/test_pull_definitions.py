@@ -121,3 +121,14 @@ def test_pull_cli_speaks_json_like_every_redcap_command(sandbox, tmp_path, capsy
         assert (code, doc["ok"], doc["error"]["exit_code"]) == (2, False, 2) and "--force" in err
     finally:
         sandbox.drop_project(token)
+
+
+def test_a_study_name_that_is_not_an_id_is_refused_before_anything_is_written(sandbox, tmp_path):
+    token, client = new_project(sandbox, classic_study())
+    try:
+        with pytest.raises(UsageError, match="--name"):
+            pull_definitions(client, tmp_path / "s", name="My Study")
+        assert not (tmp_path / "s").exists()
+        assert client.calls == []
+    finally:
+        sandbox.drop_project(token)
