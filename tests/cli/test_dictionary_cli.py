@@ -63,6 +63,8 @@ def test_import_refuses_to_overwrite_without_force(tmp_path, capsys):
     [
         (b"not,a,dictionary\n1,2,3\n", "bad.csv:1:1: DICT002"),
         (b"\xff\xfe garbage", "bad.csv:1:1: IO002"),
+        # saved from Excel in Windows-1252: the line and column of the first byte that is not UTF-8
+        (b"Variable / Field Name,Form Name\nrecord_id,f1\nq1,Caf\xe9\n", "bad.csv:3:7: IO002"),
         (b"", "bad.csv:1:1: DICT001"),
     ],
 )

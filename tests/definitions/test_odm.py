@@ -34,7 +34,9 @@ def test_a_project_xml_becomes_a_study_with_its_schedule():
     assert study.field("weight").validation == "integer"
     # what a study cannot hold is said, not dropped silently
     assert notes == ["the project has repeating events (follow_up_arm_1); a trialkit study has no repeating "
-                     "events yet, so they were left out"]
+                     "events yet, so they were left out",
+                     "custom event labels (follow_up_arm_1) and custom repeating instrument labels (dosing) were "
+                     "left out: a trialkit study has no place for them"]
 
 
 def test_dictionary_import_writes_yaml_that_checks_clean_and_loads_back(tmp_path):
@@ -58,6 +60,25 @@ def test_a_file_that_is_not_a_project_is_a_definition_error(tmp_path):
     done = subprocess.run([sys.executable, "-m", "trialkit", "dictionary", "import", str(bad), "--out",
                            str(tmp_path / "o")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "not well-formed XML" in done.stderr and "Traceback" not in done.stderr
+
+
+OTHER_ODM = b"""<?xml version="1.0" encoding="UTF-8"?>
+<ODM xmlns="http://www.cdisc.org/ns/odm/v1.3" ODMVersion="1.3" FileType="Snapshot" FileOID="x" SourceSystem="OC">
+ <Study OID="S_1"><MetaDataVersion OID="v1" Name="v1">
+  <FormDef OID="F_1" Name="Demo" Repeating="No"><ItemGroupRef ItemGroupOID="IG_1" Mandatory="Yes"/></FormDef>
+  <ItemGroupDef OID="IG_1" Name="G" Repeating="No"><ItemRef ItemOID="I_AGE" Mandatory="No"/></ItemGroupDef>
+  <ItemDef OID="I_AGE" Name="AGE" DataType="integer"/>
+ </MetaDataVersion></Study>
+</ODM>
+"""
+
+
+def test_an_odm_file_from_another_system_is_said_to_be_not_redcaps():
+    # CDISC ODM from another EDC: its OIDs are no REDCap names; say what the file is, not four name errors
+    with pytest.raises(DefinitionError) as info:
+        study_from_project_xml(OTHER_ODM, path="oc.xml")
+    (diag,) = info.value.diagnostics
+    assert diag.code == "ODM001" and "not a REDCap project XML" in diag.message
 
 
 STUDY_WITH_DAGS = """\

@@ -13,7 +13,7 @@ from definitions_data import ROOT, classic_study, edit_field, new_project, run_c
 
 from trialkit.definitions import load_study
 from trialkit.definitions.model import Choice, FieldType
-from trialkit.redcap.definitions.diff import Severity, count_affected, diff_definitions
+from trialkit.redcap.definitions.diff import DefinitionsDiff, Severity, count_affected, diff_definitions
 from trialkit.redcap.definitions.guard import DefinitionsDrift, check_definitions
 from trialkit.redcap.definitions.project import fetch, from_study
 from trialkit.redcap.sandbox import ProjectSpec
@@ -250,4 +250,104 @@ def test_nightly_run_stops_before_the_ledger_opens_a_run(sandbox, kap_study, tmp
         assert not any("record" in call for call in client.calls)  # no data was read, none written
     finally:
         ledger.close()
+        sandbox.drop_project(token)
+
+
+def test_swapping_two_choices_labels_is_a_recode():
+    # "1, Female | 2, Male" -> "1, Male | 2, Female": no code is removed, but every stored 1 and 2 now reads as the
+    # other sex: docs/redcap-definitions.md calls a label now under another code critical, and screening reads it
+    base = classic_study()
+    old = base.field("sex").choices
+    swapped = edit_field(base, "sex", choices=(Choice(old[0].code, old[1].label), Choice(old[1].code, old[0].label),
+                                               *old[2:]))
+    (change,) = diff_definitions(from_study(swapped), from_study(base)).changes
+    assert change.severity is Severity.CRITICAL and change.screening
+    assert "recoded" in change.detail
+    assert set(change.probe.codes) == {old[0].code, old[1].code}
+
+
+@pytest.mark.parametrize(("was", "now", "severity"), [
+    ("08:00", "07:30", Severity.CARE),  # an earlier minimum time lets more values in
+    ("08:00", "09:15", Severity.CRITICAL),
+    ("2021-01-01 08:00", "2020-12-31 23:00", Severity.CARE),
+])
+def test_a_time_minimum_is_compared_as_a_time(was, now, severity):
+    base = edit_field(classic_study(), "age", validation="time", min=was, max="")
+    found = changes_of(edit_field(base, "age", min=now), base)
+    assert found[("field", "age", "text_validation_min")] is severity, found
+
+
+def _renamed_measures(base):
+    inst = next(i for i in base.instruments if i.name == "measures")
+    renamed = replace(inst, name="measures_v2", fields=tuple(replace(f, form="measures_v2") for f in inst.fields))
+    return replace(base, instruments=tuple(renamed if i is inst else i for i in base.instruments))
+
+
+def test_a_renamed_form_says_its_fields_move_and_probes_only_what_is_lost():
+    base = classic_study()
+    diff = diff_definitions(from_study(_renamed_measures(base)), from_study(base))
+    (gone,) = [c for c in diff.changes if c.area == "form" and c.what == "removed"]
+    assert gone.severity is Severity.CRITICAL
+    assert "5 field(s) move to other forms" in gone.detail and "deleted with its" not in gone.detail
+    # the fields keep their data; the form's status values do not
+    assert gone.probe.fields == ("measures_complete",)
+
+
+def test_a_deleted_form_counts_records_that_only_hold_its_status(sandbox):
+    base = classic_study()
+    token, client = new_project(sandbox, base)
+    try:
+        client.import_records([{"record_id": "1", "measures_complete": "2"}, {"record_id": "2", "age": "40"}])
+        local = replace(base, instruments=tuple(i for i in base.instruments if i.name != "measures"))
+        remote = fetch(client)
+        diff = count_affected(client, diff_definitions(from_study(local), remote), remote)
+        (gone,) = [c for c in diff.changes if c.area == "form"]
+        assert gone.records == 1
+    finally:
+        sandbox.drop_project(token)
+
+
+def test_diff_names_the_records_a_critical_change_lands_on(sandbox):
+    base = classic_study()
+    token, client = new_project(sandbox, base)
+    try:
+        client.import_records([{"record_id": "1", "cigs_day": "10", "smoker": "1"},
+                               {"record_id": "2", "smoker": "0"}, {"record_id": "3", "cigs_day": "5", "smoker": "1"}])
+        remote = fetch(client)
+        diff = count_affected(client, diff_definitions(from_study(edit_field(base, "cigs_day", remove=True)), remote),
+                              remote)
+        (change,) = diff.changes
+        assert change.records == 2 and change.record_ids == ("1", "3")
+        assert change.to_dict()["record_ids"] == ["1", "3"]
+        assert "records: 1, 3" in diff.render()
+        # a record id field marked as an identifier: its values are never shown, only counted
+        token2, client2 = new_project(sandbox, edit_field(base, "record_id", identifier=True))
+        try:
+            client2.import_records([{"record_id": "1", "cigs_day": "10"}])
+            remote = fetch(client2)
+            local = from_study(edit_field(edit_field(base, "record_id", identifier=True), "cigs_day", remove=True))
+            (change,) = count_affected(client2, diff_definitions(local, remote), remote).changes
+            assert change.records == 1 and change.record_ids == ()
+            assert "records:" not in DefinitionsDiff((change,)).render()
+        finally:
+            sandbox.drop_project(token2)
+    finally:
+        sandbox.drop_project(token)
+
+
+def test_removed_events_and_mappings_count_records_that_only_hold_a_form_status(sandbox, kap_study):
+    # a form marked Complete with no value (all answers left blank on purpose) is data the removal loses too
+    arm = kap_study.arms[0]
+    events = [e for e in arm.events if e.name != "followup_6m_arm_1"]
+    events[1] = replace(events[1], instruments=tuple(i for i in events[1].instruments if i != "vital_signs"))
+    local = replace(kap_study, arms=(replace(arm, events=tuple(events)),))
+    token, client = new_project(sandbox, kap_study)
+    try:
+        client.import_records([{"record_id": "1", "redcap_event_name": "followup_6m_arm_1", "phq9_complete": "2"},
+                               {"record_id": "2", "redcap_event_name": "baseline_arm_1", "vital_signs_complete": "1"}])
+        remote = fetch(client)
+        diff = count_affected(client, diff_definitions(from_study(local), remote), remote)
+        counted = {(c.area, c.target): c.record_ids for c in diff.of(Severity.CRITICAL)}
+        assert counted == {("event", "followup_6m_arm_1"): ("1",), ("mapping", "baseline_arm_1 / vital_signs"): ("2",)}
+    finally:
         sandbox.drop_project(token)

@@ -3,6 +3,9 @@ against the same project (KAP-TRD, the classic fixture, and the real dictionarie
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import pytest
 from definitions_data import ROOT, classic_study, client_for, new_project, run_cli
 
@@ -86,5 +89,46 @@ def test_pull_cli_then_check_is_clean(sandbox, tmp_path, capsys, monkeypatch):
         assert "wrote 4 file(s)" in out
         code, out, err = run_cli(["check", str(tmp_path / "s")], capsys)
         assert code == 0, out + err
+    finally:
+        sandbox.drop_project(token)
+
+
+def test_data_access_groups_come_back(sandbox, tmp_path):
+    # study.yaml's sites -> REDCap's groups -> study.yaml: pulling must not drop them (it did, silently)
+    study = replace(classic_study(), data_access_groups=("Site A", "Site B"))
+    token, client = new_project(sandbox, study)
+    try:
+        assert fetch(client).dags == ()  # diff and the nightly check do not ask (one request less each night)
+        assert "data access group export" not in client.calls
+        assert fetch(client, dags=True).dags == ("Site A", "Site B")
+        round_trip(client, tmp_path / "sites")
+        assert load_study(tmp_path / "sites").data_access_groups == ("Site A", "Site B")
+    finally:
+        sandbox.drop_project(token)
+
+
+def test_pull_cli_speaks_json_like_every_redcap_command(sandbox, tmp_path, capsys, monkeypatch):
+    # docs/cli.md: --format json is the envelope for `redcap ...` commands, also when the command fails
+    token, _ = new_project(sandbox, classic_study())
+    try:
+        monkeypatch.setenv("REDCAP_API_TOKEN", token)
+        args = ["redcap", "pull-definitions", "--url", sandbox.url, "--out", str(tmp_path / "s"), "--format", "json"]
+        code, out, _ = run_cli(args, capsys)
+        doc = json.loads(out)
+        assert (code, doc["command"], doc["ok"], len(doc["files"])) == (0, "redcap pull-definitions", True, 4)
+        code, out, err = run_cli(args, capsys)  # the files are there now: refused without --force
+        doc = json.loads(out)
+        assert (code, doc["ok"], doc["error"]["exit_code"]) == (2, False, 2) and "--force" in err
+    finally:
+        sandbox.drop_project(token)
+
+
+def test_a_study_name_that_is_not_an_id_is_refused_before_anything_is_written(sandbox, tmp_path):
+    token, client = new_project(sandbox, classic_study())
+    try:
+        with pytest.raises(UsageError, match="--name"):
+            pull_definitions(client, tmp_path / "s", name="My Study")
+        assert not (tmp_path / "s").exists()
+        assert client.calls == []
     finally:
         sandbox.drop_project(token)

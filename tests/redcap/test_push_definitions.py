@@ -230,3 +230,21 @@ def test_sandbox_serve_sets_the_project_status_at_start_up(tmp_path):
         finally:
             proc.terminate()
             proc.communicate(timeout=10)
+
+
+def test_another_record_id_field_with_records_needs_allow_data_loss(sandbox):
+    # a field moved above record_id makes it the record id: every stored record's identity changes
+    base = classic_study()
+    first = base.instruments[0]
+    swapped = (first.fields[1], first.fields[0], *first.fields[2:])
+    local = from_study(replace(base, instruments=(replace(first, fields=swapped), *base.instruments[1:])))
+    token, client = new_project(sandbox, base)
+    try:
+        client.import_records([{"record_id": "1"}, {"record_id": "2"}])
+        result = push_definitions(client, local, apply=True)
+        assert result.status == "refused"
+        (change,) = [c for c in result.diff.changes if c.attribute == "record id"]
+        assert change.records == 2
+        assert fetch(client).def_field == "record_id"
+    finally:
+        sandbox.drop_project(token)

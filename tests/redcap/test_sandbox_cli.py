@@ -84,3 +84,13 @@ def test_help_has_an_example():
                           text=True, timeout=30)
     assert done.returncode == 0
     assert "trialkit sandbox serve --study" in done.stdout
+
+
+def test_a_dictionary_that_is_not_utf8_is_located_not_an_internal_error(tmp_path):
+    src = tmp_path / "dict.csv"
+    src.write_bytes(b"Variable / Field Name,Form Name\nrecord_id,f1\nq1,Caf\xe9\n")
+    done = subprocess.run([sys.executable, "-m", "trialkit", "sandbox", "serve", "--dictionary", str(src), "--db",
+                           str(tmp_path / "x.db")], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert f"{src}:3:7: IO002" in done.stderr
+    assert "internal error" not in done.stderr and "Traceback" not in done.stderr

@@ -92,10 +92,10 @@ def import_cmd(file: str, out: str, name: str | None, force: bool) -> None:
     """
     import re
 
-    from trialkit.definitions.dictionary import import_dictionary
+    from trialkit.definitions.dictionary import decode_dictionary, import_dictionary
     from trialkit.definitions.loader import display_path
     from trialkit.definitions.redcap_names import FIELD_NAME
-    from trialkit.errors import DefinitionError, Diagnostic, UsageError
+    from trialkit.errors import UsageError
 
     if name is not None and not FIELD_NAME.fullmatch(name):
         # written into study.yaml as is: it must be a valid study id (and plain YAML)
@@ -117,14 +117,7 @@ def import_cmd(file: str, out: str, name: str | None, force: bool) -> None:
         study, notes = study_from_project_xml(raw, name=study_name, path=display_path(path))
         _write(study, out_dir, out, force, notes)
         return
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DefinitionError(
-            "not UTF-8",
-            diagnostics=[Diagnostic("IO002", f"not UTF-8 text (byte {exc.start}); save the CSV as UTF-8", file, 1, 1)],
-        ) from None
-    study = import_dictionary(text, name=study_name, path=display_path(path))
+    study = import_dictionary(decode_dictionary(raw, file), name=study_name, path=display_path(path))
     _write(study, out_dir, out, force, notes)
 
 

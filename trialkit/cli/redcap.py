@@ -322,7 +322,8 @@ def push_definitions_cmd(ctx, connection, config, url, token_env, token_file, ti
               help="Folder to write study.yaml and instruments/*.yaml into.")
 @click.option("--name", default=None, help="Study name (default: from the project title).")
 @click.option("--force", is_flag=True, help="Replace files that exist already.")
-def pull_definitions_cmd(connection, config, url, token_env, token_file, timeout, out, name, force) -> None:
+@_FORMAT_OPTION
+def pull_definitions_cmd(connection, config, url, token_env, token_file, timeout, out, name, force, fmt) -> None:
     """Write the project's definitions as trialkit files (study.yaml and one YAML file per instrument).
 
     \b
@@ -333,7 +334,10 @@ def pull_definitions_cmd(connection, config, url, token_env, token_file, timeout
 
     client = open_connection(connection, config, url, token_env, token_file, timeout).client()
     paths = pull_definitions(client, out, name=name, overwrite=force)
-    click.echo(f"wrote {len(paths)} file(s) under {out}")
+    if fmt == "json":
+        click.echo(dumps("redcap pull-definitions", True, {"out": str(out), "files": [str(p) for p in paths]}))
+    else:
+        click.echo(f"wrote {len(paths)} file(s) under {out}")
 
 
 from trialkit.cli.redcap_data import pull, push  # noqa: E402  (the data commands, kept in their own module)

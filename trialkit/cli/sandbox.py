@@ -98,7 +98,14 @@ def serve(host: str, port: int, db: Path, study: Path | None, dictionary: Path |
     if study is not None:
         spec = ProjectSpec.from_study(study, **extra)
     elif dictionary is not None:
-        spec = ProjectSpec.from_dictionary_csv(dictionary, **extra)
+        from trialkit.definitions.dictionary import decode_dictionary, import_dictionary
+
+        try:
+            raw = dictionary.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read {dictionary}: {exc.strerror or exc}") from None
+        text = decode_dictionary(raw, str(dictionary))
+        spec = ProjectSpec.from_definition(import_dictionary(text, path=str(dictionary)), **extra)
     odm_rows: list[dict[str, str]] = []
     if project_xml is not None:
         from trialkit.redcap.sandbox import odm

@@ -209,6 +209,19 @@ class DictionaryRow:
     line: int  # 1-based line where the row starts in the file
 
 
+def decode_dictionary(raw: bytes, path: str = "<dictionary>") -> str:
+    """The text of a dictionary file (UTF-8, with or without BOM). Bytes that are not UTF-8 (a CSV saved from Excel
+    in Windows-1252) are an IO002 diagnostic at their line and column, which the file's own text cannot be."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        before = raw[:exc.start]
+        line = before.count(b"\n") + 1
+        col = len(before[before.rfind(b"\n") + 1:].decode("utf-8", "replace")) + 1
+        raise DefinitionError("not UTF-8", diagnostics=[Diagnostic(
+            "IO002", f"not UTF-8 text (byte {exc.start}); save the CSV as UTF-8", path, line, col)]) from None
+
+
 def read_dictionary_csv(text: str, path: str = "<dictionary>") -> list[DictionaryRow]:
     """Rows of a data dictionary CSV (either header style). Raises DefinitionError with located diagnostics."""
     if text.startswith("\ufeff"):

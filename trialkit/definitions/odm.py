@@ -64,6 +64,13 @@ def study_from_project_xml(text: str | bytes, *, name: str = "study", path: str 
             arms.append(Arm(number=number, name=arm["name"], events=events))
     else:
         repeating_instruments = tuple(r["form_name"] for r in spec.repeating if r.get("form_name"))
+    custom_events = [e["unique_event_name"] for e in spec.events if e.get("custom_event_label")]
+    custom_repeats = list(dict.fromkeys(r["form_name"] for r in spec.repeating
+                                        if r.get("form_name") and r.get("custom_form_label")))
+    if custom_events or custom_repeats:
+        parts = ([f"custom event labels ({', '.join(custom_events)})"] if custom_events else []) + (
+            [f"custom repeating instrument labels ({', '.join(custom_repeats)})"] if custom_repeats else [])
+        notes.append(f"{' and '.join(parts)} were left out: a trialkit study has no place for them")
     study = replace(
         study,
         instruments=instruments,

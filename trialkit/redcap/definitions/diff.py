@@ -55,6 +55,7 @@ class Change:
     screening: bool = False  # screening reads this: the nightly job must not run past it
     probe: Probe | None = None
     records: int | None = None  # records holding data where a critical change lands (None: not counted)
+    record_ids: tuple[str, ...] = ()  # which ones; empty when the record id field is an identifier
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -66,6 +67,7 @@ class Change:
         if self.severity is Severity.CRITICAL:
             out["data_affected"] = None if self.records is None else self.records > 0
             out["records"] = self.records
+            out["record_ids"] = list(self.record_ids)
         return out
 
 
@@ -114,6 +116,10 @@ class DefinitionsDiff:
                 else:
                     line += " [no existing data affected]"
             lines.append(line)
+            if c.record_ids:
+                shown = ", ".join(c.record_ids[:_IDS_SHOWN])
+                more = len(c.record_ids) - _IDS_SHOWN
+                lines.append(f"{'':12}records: {shown}" + (f" and {more} more" if more > 0 else ""))
             if c.attribute and (c.old or c.new) and c.attribute not in ("order",):
                 lines.append(f"{'':12}- project: {_one_line(c.old)}")
                 lines.append(f"{'':12}+ study:   {_one_line(c.new)}")
@@ -121,6 +127,9 @@ class DefinitionsDiff:
         lines.append(f"{len(self.changes)} change(s): {n['critical']} critical, {n['needs care']} needs care, "
                      f"{n['safe']} safe")
         return "\n".join(lines) + "\n"
+
+
+_IDS_SHOWN = 10  # record ids listed in the text plan (all of them in JSON)
 
 
 def _one_line(text: str) -> str:
@@ -192,7 +201,7 @@ def _schedule(local: ProjectDefinition, remote: ProjectDefinition) -> list[Chang
             continue
         out.append(Change("mapping", f"{event} / {form}", "removed", Severity.CRITICAL,
                           "form no longer designated for the event (its data there is lost)", screening=True,
-                          probe=Probe(tuple(remote.form_fields(form)), (event,))))
+                          probe=Probe(_form_data(remote, form), (event,))))
     return out + _repeats(local, remote, gone_events)
 
 
@@ -206,14 +215,19 @@ def _repeats(local: ProjectDefinition, remote: ProjectDefinition, gone_events: s
             continue
         out.append(Change("repeating", f"{event} / {form}" if event else form, "removed", Severity.CRITICAL,
                           "instrument no longer repeating (its instances are stranded)", screening=True,
-                          probe=Probe(tuple(remote.form_fields(form)), (event,) if event else ())))
+                          probe=Probe(_form_data(remote, form), (event,) if event else ())))
     return out
 
 
 def _events_probe(remote: ProjectDefinition, events: Iterable[str]) -> Probe | None:
     events = tuple(events)
-    fields = [f for e in events for form in remote.event_forms(e) for f in remote.form_fields(form)]
+    fields = [f for e in events for form in remote.event_forms(e) for f in _form_data(remote, form)]
     return Probe(tuple(dict.fromkeys(fields)), events) if fields else None
+
+
+def _form_data(remote: ProjectDefinition, form: str) -> tuple[str, ...]:
+    """What a form holds for a record: its fields' values and its status (Unverified/Complete)."""
+    return (*remote.form_fields(form), status_field(form))
 
 
 def _dictionary(local: ProjectDefinition, remote: ProjectDefinition) -> list[Change]:
@@ -223,12 +237,16 @@ def _dictionary(local: ProjectDefinition, remote: ProjectDefinition) -> list[Cha
     if local.def_field != remote.def_field and lf and rf:
         out.append(Change("field", local.def_field, "changed", Severity.CRITICAL,
                           "the record id field changes (every record's identity)", "record id", remote.def_field,
-                          local.def_field, screening=True))
+                          local.def_field, screening=True, probe=Probe((remote.def_field,))))
     for form in r_forms:
         if form not in l_forms:
-            out.append(Change("form", form, "removed", Severity.CRITICAL,
-                              f"form deleted with its {len(remote.form_fields(form))} field(s)", screening=True,
-                              probe=Probe(tuple(remote.form_fields(form)))))
+            # fields that move to another form keep their data; the form's status values go with the form
+            gone = [f for f in remote.form_fields(form) if f not in lf]
+            moved = len(remote.form_fields(form)) - len(gone)
+            detail = (f"form deleted: {moved} field(s) move to other forms, {len(gone)} deleted with their data, "
+                      "its form status values are lost" if moved else f"form deleted with its {len(gone)} field(s)")
+            out.append(Change("form", form, "removed", Severity.CRITICAL, detail, screening=True,
+                              probe=Probe((*gone, status_field(form)))))
     for form in l_forms:
         if form not in r_forms:
             n = sum(1 for r in local.metadata if r["form_name"] == form)
@@ -258,6 +276,11 @@ _SAFE_TEXT = {
     "custom_alignment": "alignment", "question_number": "question number", "matrix_group_name": "matrix group",
     "matrix_ranking": "matrix ranking",
 }
+
+
+def status_field(form: str) -> str:
+    """REDCap's form status column of a form (not in the dictionary; exported with the records)."""
+    return f"{form}_complete"
 
 
 def _field(name: str, old: dict[str, str], new: dict[str, str]) -> list[Change]:
@@ -308,12 +331,18 @@ def _choices_cell(name: str, old: dict[str, str], new: dict[str, str], change: A
         now = {c.code: c.label for c in parse_choices(new[attr])}
         removed = [c for c in was if c not in now]
         added = [c for c in now if c not in was]
-        relabelled = [c for c in was if c in now and was[c] != now[c]]
-        if removed:
-            recoded = [c for c in removed if was[c] in {now[a] for a in added}]
-            detail = (f"choice(s) recoded: {', '.join(recoded)}" if recoded else
-                      f"choice(s) removed: {', '.join(removed)}")
-            change(attr, Severity.CRITICAL, detail, screening=True, probe=Probe((name,), codes=tuple(removed)))
+        codes_of: dict[str, set[str]] = {}
+        for code, label in now.items():
+            codes_of.setdefault(label, set()).add(code)
+        # a label now under another code (3 -> 9, or 1 and 2 swapped): what is stored under it means something else
+        recoded = [c for c in was if c not in codes_of.get(was[c], {c})]
+        relabelled = [c for c in was if c in now and was[c] != now[c] and c not in recoded]
+        if removed or recoded:
+            gone = [c for c in removed if c not in recoded]
+            parts = ([f"recoded: {', '.join(recoded)}"] if recoded else []) + (
+                [f"removed: {', '.join(gone)}"] if gone else [])
+            change(attr, Severity.CRITICAL, f"choice(s) {'; '.join(parts)}", screening=True,
+                   probe=Probe((name,), codes=tuple(dict.fromkeys([*recoded, *removed]))))
         elif relabelled:
             change(attr, Severity.CARE, f"label of choice(s) {', '.join(relabelled)} changed (stored codes now mean "
                    "something else)", screening=False)
@@ -378,7 +407,13 @@ def _order(a: str, b: str) -> bool | None:
         pass
     if a[:4].isdigit() and b[:4].isdigit():
         return a < b
+    # times (HH:MM, HH:MM:SS, MM:SS) of one shape sort as text
+    if _CLOCK.fullmatch(a) and _CLOCK.fullmatch(b) and len(a) == len(b):
+        return a < b
     return None
+
+
+_CLOCK = re.compile(r"\d\d:\d\d(:\d\d)?")
 
 
 def _logic(text: str) -> str:
@@ -395,10 +430,13 @@ def count_affected(client: RedcapClient, diff: DefinitionsDiff, remote: ProjectD
     """Fill in `records` for every critical change with a probe, asking REDCap for those fields only (one
     export of the probed fields and the record id)."""
     probes = [c.probe for c in diff.changes if c.probe is not None and c.severity is Severity.CRITICAL]
-    fields = list(dict.fromkeys(f for p in probes for f in p.fields if f in remote.fields))
+    statuses = {status_field(form) for form in remote.forms}
+    fields = list(dict.fromkeys(f for p in probes for f in p.fields if f in remote.fields or f in statuses))
     if not fields:
         return DefinitionsDiff(tuple(replace(c, records=0) if c.probe is not None else c for c in diff.changes))
     def_field = remote.def_field
+    # record ids that are identifiers (an MRN as record id) are counted, never shown
+    hidden = remote.fields.get(def_field, {}).get("identifier", "").strip().lower() == "y"
     rows = client.export_records(fields=[def_field, *[f for f in fields if f != def_field]])
     counted = []
     for c in diff.changes:
@@ -406,8 +444,13 @@ def count_affected(client: RedcapClient, diff: DefinitionsDiff, remote: ProjectD
             counted.append(c)
             continue
         holders = {str(row[def_field]) for row in rows if _holds(row, c.probe, remote)}
-        counted.append(replace(c, records=len(holders)))
+        ids = () if hidden else tuple(sorted(holders, key=_id_order))
+        counted.append(replace(c, records=len(holders), record_ids=ids))
     return DefinitionsDiff(tuple(counted))
+
+
+def _id_order(record: str) -> tuple[int, int | str]:
+    return (0, int(record)) if record.isdigit() else (1, record)
 
 
 def _holds(row: dict[str, Any], probe: Probe, remote: ProjectDefinition) -> bool:
@@ -416,7 +459,9 @@ def _holds(row: dict[str, Any], probe: Probe, remote: ProjectDefinition) -> bool
     meta = remote.fields
     for name in probe.fields:
         info = meta.get(name)
-        if info is None:
+        if info is None:  # a form status column: exports say 0 for forms never entered, so only 1 and 2 count
+            if str(row.get(name, "") or "").strip() in ("1", "2"):
+                return True
             continue
         if info["field_type"] == "checkbox":
             codes: Sequence[str] = probe.codes or [

@@ -3,7 +3,8 @@
 Only what trialkit can both write and read back is compared: the data dictionary, arms, events (unique name,
 label, arm), instrument-event mappings, repeating instruments and whether the project is longitudinal. Things a
 study file cannot express (event day offsets, custom event and repeat labels, instrument labels, missing-data
-codes) are carried for `pull-definitions` but never compared, so a push can always reach an empty diff.
+codes) and the Data Access Groups (made on REDCap's DAG page, not through a design import) are carried for
+`pull-definitions` but never compared, so a push can always reach an empty diff.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class ProjectDefinition:
     missing_data_codes: str = ""
     instrument_labels: tuple[tuple[str, str], ...] = ()
     repeating_events: tuple[str, ...] = ()  # whole events that repeat: not expressible in a study file
+    dags: tuple[str, ...] = ()  # Data Access Group names; pushing groups is not the API's dictionary business
 
     @property
     def forms(self) -> list[str]:
@@ -75,11 +77,14 @@ def from_study(study: Study) -> ProjectDefinition:
         title=study.title,
         missing_data_codes=" | ".join(f"{c.code}, {c.label}" for c in study.missing_codes),
         instrument_labels=tuple((i.name, i.label) for i in study.instruments if i.label),
+        dags=tuple(study.data_access_groups),
     )
 
 
-def fetch(client: RedcapClient) -> ProjectDefinition:
-    """The design of the project behind `client` (project info, dictionary, instruments, schedule, repeats)."""
+def fetch(client: RedcapClient, *, dags: bool = False) -> ProjectDefinition:
+    """The design of the project behind `client` (project info, dictionary, instruments, schedule, repeats; with
+    `dags`, its Data Access Groups: one request more, which only `pull-definitions` needs, as they are not
+    compared)."""
     info = client.project_info()
     longitudinal = bool(int(info.get("is_longitudinal") or 0))
     metadata = _metadata(client.metadata())
@@ -114,4 +119,5 @@ def fetch(client: RedcapClient) -> ProjectDefinition:
         missing_data_codes=str(info.get("missing_data_codes") or ""),
         instrument_labels=labels,
         repeating_events=tuple(whole_events),
+        dags=tuple(str(d["data_access_group_name"]) for d in client.dags()) if dags else (),
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from trialkit.definitions.dictionary import DictionaryRow, parse_choices, study_from_rows
 from trialkit.definitions.model import Arm, Event, Study
-from trialkit.errors import DefinitionError
+from trialkit.errors import DefinitionError, UsageError
 from trialkit.redcap.client import RedcapClient
 from trialkit.redcap.definitions.project import ProjectDefinition, fetch
 
@@ -39,15 +39,20 @@ def study_from_project(project: ProjectDefinition, *, name: str | None = None) -
         classic_repeats = tuple(f for f in forms if ("", f) in project.repeating)
     return replace(base, instruments=instruments, title=project.title, arms=arms,
                    repeating_instruments=classic_repeats,
-                   missing_codes=parse_choices(project.missing_data_codes))
+                   missing_codes=parse_choices(project.missing_data_codes),
+                   data_access_groups=project.dags)
 
 
 def pull_definitions(client: RedcapClient, out: Path, *, name: str | None = None,
                      overwrite: bool = False) -> list[Path]:
     """Export the project's design and write it under `out`; returns the files written."""
+    from trialkit.definitions.redcap_names import FIELD_NAME
     from trialkit.definitions.yamlwrite import write_study
 
-    return write_study(study_from_project(fetch(client), name=name), Path(out), overwrite=overwrite)
+    if name is not None and not FIELD_NAME.fullmatch(name):
+        # written into study.yaml as is, where `trialkit check` would refuse it
+        raise UsageError("--name: a study id is lowercase letters, digits and _, starting with a letter")
+    return write_study(study_from_project(fetch(client, dags=True), name=name), Path(out), overwrite=overwrite)
 
 
 def _slug(title: str) -> str:

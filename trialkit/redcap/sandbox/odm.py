@@ -416,6 +416,11 @@ def parse_project(text: str | bytes, *, path: str = "<project xml>", **kwargs: A
                 metadata.append(_metadata_row(item, variable, form_name, code_lists))
     if not metadata:
         raise fail("the project defines no fields")
+    if root.get("SourceSystem") != "REDCap" and not any(
+            "projectredcap.org" in key for el in root.e.iter() for key in el.attrib):
+        # another EDC's ODM: its OIDs and names are not REDCap's, and its forms carry none of REDCap's settings
+        raise fail("a CDISC ODM file, but not a REDCap project XML (no SourceSystem=\"REDCap\" nor redcap: "
+                   "attributes): export the project from REDCap (Project Setup, \"Copy or back up the project\")")
 
     arms: dict[int, str] = {}
     events: list[dict[str, Any]] = []
