@@ -774,6 +774,9 @@ def _flow(report: Report) -> dict[str, Any]:
 
 
 SITE_COLUMN = "redcap_data_access_group"
+#: the site of a candidate without a data access group: the site table, the site filter and the candidate rows
+#: must say the same (REDCap's unique group names cannot hold brackets or spaces, so no group is called this)
+NO_GROUP = "(no group)"
 
 
 def site_counts(report: Report) -> list[dict[str, Any]]:
@@ -783,7 +786,8 @@ def site_counts(report: Report) -> list[dict[str, Any]]:
     if SITE_COLUMN not in s.data.columns:
         return []
     rid = s.record_id
-    sites = s.data.select(pl.col(rid).cast(pl.String), pl.col(SITE_COLUMN).cast(pl.String).fill_null("(no group)"))
+    dag = pl.col(SITE_COLUMN).cast(pl.String)
+    sites = s.data.select(pl.col(rid).cast(pl.String), pl.when(dag != "").then(dag).otherwise(pl.lit(NO_GROUP)))
     # the result table's first columns, read from the screening frame (a report may hold the first rows only)
     results = s.frame.select(
         pl.col(rid).cast(pl.String),
@@ -791,7 +795,7 @@ def site_counts(report: Report) -> list[dict[str, Any]]:
         pl.col(PRIMARY_COL).fill_null("").alias("primary_reason"),
     )
     joined = results.join(sites, on=rid, how="left")
-    joined = joined.with_columns(pl.col(SITE_COLUMN).fill_null("(no group)"))
+    joined = joined.with_columns(pl.col(SITE_COLUMN).fill_null(NO_GROUP))
     out = []
     for (site,), group in joined.group_by(SITE_COLUMN, maintain_order=True):
         counts = dict(group.group_by("disposition").len().iter_rows())
@@ -856,7 +860,7 @@ def _table_rows(report: Report, limit: int) -> list[dict[str, Any]]:
             "forms": _forms_of(needed, vocab),
             "to_correct": _listed(row["to_correct"]),
             "problems": problems.get(row[rid], 0),
-            "site": sites.get(row[rid]) or "",
+            "site": (sites.get(row[rid]) or NO_GROUP) if sites else "",
         })
     return out
 
