@@ -146,3 +146,18 @@ def test_a_value_the_rows_disagree_on_is_to_correct_not_still_needed(study, rule
     assert "vs_sbp_1" not in e5.missing and "vs_sbp_1" not in cand.still_needed
     assert any(t.startswith("vs_sbp_1: ") and "rows disagree" in t for t in cand.to_correct), cand.to_correct
     assert "175" not in " ".join(cand.to_correct)
+
+
+def test_a_checklist_never_calls_a_value_to_correct_blank(run, study):
+    # the field holds a value that could not be used: "blank" sent the coordinator looking for an empty field
+    from trialkit.screening.reports import build_report, render_json, render_table
+
+    report = build_report(run({"0001": ({"mini_mdd": "Yes", "madrs_date": None}, None)}), study=study)
+    doc = __import__("json").loads(render_json(report))
+    crit = {c["id"]: c for c in doc["candidates"][0]["criteria"]}
+    said = crit["I2"]["values_text"]["mini_mdd"]
+    assert "blank" not in said and "to correct" in said, said
+    assert crit["I5"]["values_text"]["madrs_date"].endswith(": blank")  # a blank field is still blank
+    table = render_table(report, details=True)
+    assert "(mini_mdd): not usable, to correct" in table
+    assert "(mini_mdd): blank" not in table

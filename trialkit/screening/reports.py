@@ -157,7 +157,25 @@ def _labelled(report: Report, part: pl.DataFrame, start: int) -> pl.DataFrame:
 def value_words(o: CriterionOutcome, vocab: Vocabulary) -> list[tuple[str, str, str]]:
     """A checklist's values as (what, name, value) in the forms' words: ("MINI: major depressive disorder",
     "mini_mdd", "Yes"). Masked identifiers stay masked; computed values keep their rule-file names."""
-    return [_value_word(k, v, vocab) for k, v in o.values.items()]
+    bad = _to_correct_fields(o)
+    return [
+        _unusable_word(k, vocab) if v is None and k in bad else _value_word(k, v, vocab) for k, v in o.values.items()
+    ]
+
+
+#: a field whose value could not be used reads as blank in the checklist's values: it is not empty
+UNUSABLE = "not usable, to correct"
+
+
+def _to_correct_fields(o: CriterionOutcome) -> frozenset[str]:
+    """The fields of `o.to_correct` ('vs_sbp_1: outside 60-260: ...', 'atrq_dose (atrq #2, ...): ...')."""
+    if not o.to_correct:
+        return frozenset()
+    return frozenset(t.split(":", 1)[0].split(" (", 1)[0] for t in o.to_correct)
+
+
+def _unusable_word(k: str, vocab: Vocabulary) -> tuple[str, str, str]:
+    return (vocab.field(k), k, UNUSABLE)
 
 
 def _value_word(k: str, v: Any, vocab: Vocabulary) -> tuple[str, str, str]:
@@ -180,7 +198,11 @@ def value_words_once(vocab: Vocabulary) -> Callable[[CriterionOutcome], list[tup
 
     def words(o: CriterionOutcome) -> list[tuple[str, str, str]]:
         out = []
+        bad = _to_correct_fields(o)
         for k, v in o.values.items():
+            if v is None and k in bad:
+                out.append(_unusable_word(k, vocab))
+                continue
             key = (k, type(v), repr(v) if isinstance(v, float) else v)
             try:
                 got = memo.get(key)
