@@ -654,7 +654,16 @@ def render_table(report: Report, *, limit: int | None = None, details: bool = Fa
     if s.notes:  # how the data was read where it was not plain (rows that disagree, unnumbered instances, ...)
         lines += ["", "Notes:"]
         lines += [f"  - {note}" for note in s.notes]
-    return "\n".join(lines) + "\n"
+    return "\n".join(_TERMINAL_UNSAFE.sub(_shown_control, line) for line in lines) + "\n"
+
+
+#: control characters (line breaks, escapes) in the data's text, which the terminal table shows as text: a
+#: line break would break the table's lines, an escape sequence would be run by the coordinator's terminal
+_TERMINAL_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _shown_control(m: re.Match[str]) -> str:
+    return repr(m.group(0))[1:-1]
 
 
 def _field_words(label: str, vocab: Vocabulary) -> str:
