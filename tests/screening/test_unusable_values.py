@@ -4,6 +4,8 @@ collect."""
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 import pytest
 
@@ -161,3 +163,19 @@ def test_a_checklist_never_calls_a_value_to_correct_blank(run, study):
     table = render_table(report, details=True)
     assert "(mini_mdd): not usable, to correct" in table
     assert "(mini_mdd): blank" not in table
+
+
+def test_the_items_to_correct_are_told_apart(run, study):
+    # a reason holds commas ("not one of the codes 1, 0"): joined with ", " the table and the page ran the
+    # items together; they are separated with "; " as the still-needed items and the page's own summary are
+    from trialkit.screening.reports import build_report, render_html, render_table
+
+    report = build_report(run({"0001": ({"mini_mdd": "Yes", "vs_sbp_1": "16"}, None)}), study=study)
+    one = "mini_mdd: not one of the codes 1, 0"
+    two = "vs_sbp_1: outside 60-260: confirm the value"
+    table = render_table(report, details=True)
+    assert re.search(re.escape(one) + r"[^;\n]*; " + re.escape(two), table)
+    assert ", vs_sbp_1:" not in table
+    html = render_html(report)
+    assert re.search(re.escape(one) + r"[^;<]*; " + re.escape(two), html)
+    assert ", vs_sbp_1:" not in html

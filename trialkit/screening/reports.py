@@ -610,7 +610,7 @@ def render_table(report: Report, *, limit: int | None = None, details: bool = Fa
     ).iter_rows():
         text = "; ".join(_listed(needed))
         if correct:
-            fix = f"to correct: {', '.join(_listed(correct))}"
+            fix = f"to correct: {'; '.join(_listed(correct))}"
             text = f"{text}; {fix}" if text else fix
         rows.append((rid, disposition, primary, text))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
@@ -634,7 +634,7 @@ def render_table(report: Report, *, limit: int | None = None, details: bool = Fa
                 if o.missing:
                     lines.append(f"{'':<31}MISSING: {', '.join(o.missing)}")
                 if o.to_correct:
-                    lines.append(f"{'':<31}TO CORRECT: {', '.join(o.to_correct)}")
+                    lines.append(f"{'':<31}TO CORRECT: {'; '.join(o.to_correct)}")
     sites = site_counts(report)
     if sites:
         lines += ["", "By site (REDCap data access group): assessed, eligible, ineligible, pending"]
@@ -938,7 +938,7 @@ def _criterion_rows(
         if o.missing:
             missing = f'<span class="missing">{"; ".join(escape(x) for x in needed(o.missing))}</span>'
         if o.to_correct:
-            missing += f' <span class="missing correct">to correct: {", ".join(escape(x) for x in o.to_correct)}</span>'
+            missing += f' <span class="missing correct">to correct: {"; ".join(escape(x) for x in o.to_correct)}</span>'
         decides = ' class="decides"' if o.decides_ineligible else ""
         return Markup(
             f"<tr{decides}>\n        {head}"
