@@ -179,3 +179,18 @@ def test_the_items_to_correct_are_told_apart(run, study):
     html = render_html(report)
     assert re.search(re.escape(one) + r"[^;<]*; " + re.escape(two), html)
     assert ", vs_sbp_1:" not in html
+
+
+def test_the_note_on_a_mistyped_calculated_value_says_it_was_computed_instead(tmp_path, study, rules):
+    # BMI typed as text beside its weight and height: the BMI is computed from them and E8 is decided on it, but
+    # the note said "not used: the criteria reading it are unknown"
+    from trialkit.screening.run import screen_file
+
+    path = tmp_path / "intake.csv"
+    flat_rows({"0001": ({**ELIGIBLE, "vs_bmi": "twenty"}, TRIALS)}).write_csv(path)
+    screening = screen_file(path, rules, study, as_of=AS_OF)
+    cand = _one(screening)
+    assert _outcome(cand, "E8").result == "not_met"
+    note = next(n for n in screening.notes if n.startswith("vs_bmi: "))
+    assert not note.endswith("not used: the criteria reading it are unknown"), note
+    assert "not used: computed from its inputs where they were all there" in note
