@@ -194,3 +194,16 @@ def test_the_note_on_a_mistyped_calculated_value_says_it_was_computed_instead(tm
     note = next(n for n in screening.notes if n.startswith("vs_bmi: "))
     assert not note.endswith("not used: the criteria reading it are unknown"), note
     assert "not used: computed from its inputs where they were all there" in note
+
+
+def test_the_still_needed_counts_leave_out_the_values_to_correct(run):
+    # 0001's mini_mdd is filled in but unusable: it is to correct, not still needed, in the candidate's own
+    # lists, and the summary counted it as a field (and a form) still needed all the same
+    from trialkit.screening.explain import summarise
+
+    screening = run({"0001": ({"mini_mdd": "Yes"}, None), "0002": ({"madrs_10": None, "madrs_total": None}, None)})
+    first = _one(screening)
+    assert first.still_needed == () and first.to_correct
+    summary = summarise(screening)
+    assert [m.field for m in summary.missing] == ["madrs_10"]
+    assert [form for form, _ in summary.missing_forms] == ["madrs"]

@@ -279,6 +279,23 @@ def _problems_by_record(screening: Screening) -> dict[str, dict[str, list[str]]]
     return out
 
 
+def _unusable_records(screening: Screening) -> dict[str, pl.Series]:
+    """Still-needed label (as `_problems_by_record` names it) -> the records whose value for it could not be used.
+    Column-wise: a million candidates' problems are grouped, not walked."""
+    problems = screening.problems
+    if problems is None or problems.height == 0:
+        return {}
+    field = pl.col("field")
+    name = pl.when(field.is_in(list(screening.rules.specs))).then(field).otherwise(field.str.split("___").list.first())
+    label = pl.when(pl.col("instrument").is_not_null()).then(pl.col("instrument") + "." + name).otherwise(name)
+    grouped = (
+        problems.filter(pl.col("check") != "input")
+        .group_by(label.alias("label"))
+        .agg(pl.col("record").cast(pl.String).unique())
+    )
+    return dict(zip(grouped.get_column("label").to_list(), grouped.get_column("record"), strict=True))
+
+
 def _split_unusable(
     missing: tuple[str, ...], problems: dict[str, list[str]]
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -388,6 +405,13 @@ def _missing_ranking(screening: Screening) -> tuple[tuple[MissingRank, ...], tup
     }
     labels = list(flags)
     named = pending.select([flags[lab].alias(f"f{i}") for i, lab in enumerate(labels)])
+    # a field whose value could not be used is to correct, not still needed (as in each candidate's lists)
+    unusable = _unusable_records(screening)
+    if unusable:
+        ids = pending.get_column(screening.record_id).cast(pl.String)
+        named = named.with_columns(
+            pl.col(f"f{i}") & ~ids.is_in(unusable[lab].implode()) for i, lab in enumerate(labels) if lab in unusable
+        )
     n_missing = named.select(pl.sum_horizontal(pl.all().cast(pl.UInt32)).alias("n"))["n"]
     stats = (
         named.with_columns(n_missing.alias("__n"))
