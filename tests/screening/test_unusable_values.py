@@ -207,3 +207,13 @@ def test_the_still_needed_counts_leave_out_the_values_to_correct(run):
     summary = summarise(screening)
     assert [m.field for m in summary.missing] == ["madrs_10"]
     assert [form for form, _ in summary.missing_forms] == ["madrs"]
+
+
+def test_a_treatment_trial_with_a_value_to_correct_is_not_said_to_be_blank(run):
+    # the trial's dose is filled in but out of range: "unknown (atrq_dose blank)" sent the coordinator to fill in
+    # a dose that is there
+    cand = _one(run({"0001": ({}, [{**TRIALS[0], "atrq_dose": "99999"}, TRIALS[1]])}))
+    i4 = _outcome(cand, "I4")
+    assert i4.result == "unknown" and any(t.startswith("atrq_dose (atrq #1") for t in i4.to_correct)
+    detail = i4.values["atrq instances counted"]
+    assert "#1 sertraline: unknown (atrq_dose not usable, to correct)" in detail, detail

@@ -135,15 +135,31 @@ def _instance_detail(node: Any, screening: Screening, ctx: _eval.Context) -> pl.
     names = [_instance_name(v) for v in evaluated["v"].to_list()] if "v" in exprs else [None] * rows.height
     parts: dict[str, list[str]] = {}
     lists = {k: evaluated[k].to_list() for k in exprs}
+    unusable = _unusable_cells(screening, form)
     for j, (rec, n, nm, t) in enumerate(zip(rows[rid].to_list(), inst, names, truth.to_list(), strict=True)):
         head = f"#{n}" if n is not None else "#?"
         text = f"{head} {nm}: {words[t]}" if nm is not None else f"{head}: {words[t]}"
         if t is not True:
             why = _why_not(conjuncts, lists, j, want=None if t is None else False)
+            if why.endswith(" blank") and (rec, n, why.removesuffix(" blank")) in unusable:
+                why = f"{why.removesuffix(' blank')} {UNUSABLE}"  # filled in, but not usable: not blank
             if why:
                 text += f" ({why})"
         parts.setdefault(rec, []).append(text)
     return pl.Series([("; ".join(parts[r]) if r in parts else None) for r in ids[rid].to_list()], dtype=pl.String)
+
+
+#: a field whose value could not be used, where it would otherwise read as blank (it is not empty)
+UNUSABLE = "not usable, to correct"
+
+
+def _unusable_cells(screening: Screening, form: str) -> set[tuple[str, Any, str]]:
+    """(record, instance, field) of the instances of `form` whose value could not be used (few: a set is fine)."""
+    problems = screening.problems
+    if problems is None or problems.height == 0:
+        return set()
+    rows = problems.filter((pl.col("instrument") == form) & (pl.col("check") != "input"))
+    return set(rows.select(pl.col("record").cast(pl.String), "instance", "field").iter_rows())
 
 
 _NEGATED = {">=": "<", ">": "<=", "<=": ">", "<": ">=", "=": "<>", "<>": "="}

@@ -20,7 +20,7 @@ import polars as pl
 from trialkit import __version__
 from trialkit.errors import UsageError
 from trialkit.screening.engine import DISPOSITION_COL, PRIMARY_COL, Screening, result_col, select_candidates
-from trialkit.screening.explain import Funnel, Summary, candidates, funnel, summarise
+from trialkit.screening.explain import UNUSABLE, Funnel, Summary, candidates, funnel, summarise
 from trialkit.screening.outcomes import CandidateResult, CriterionOutcome
 from trialkit.screening.table import SEP, result_labels, result_table
 from trialkit.screening.words import Vocabulary, criterion_words, describe_needed, form_items, vocabulary
@@ -163,8 +163,6 @@ def value_words(o: CriterionOutcome, vocab: Vocabulary) -> list[tuple[str, str, 
     ]
 
 
-#: a field whose value could not be used reads as blank in the checklist's values: it is not empty
-UNUSABLE = "not usable, to correct"
 
 
 def _to_correct_fields(o: CriterionOutcome) -> frozenset[str]:
