@@ -443,3 +443,22 @@ def test_a_large_batch_names_the_same_missing_fields_as_one_candidate_alone(rule
         for name, frame in alone.items():
             row = large.filter(rid == f"{name}~{k}").with_columns(rid.str.replace(r"~\d+$", ""))
             assert row.equals(frame), (name, k)
+
+
+@pytest.mark.parametrize(
+    ("over", "needed"),
+    [
+        # not of childbearing potential: the pregnancy test is hidden on the form (and decides nothing)
+        ({"sex": "1", "childbearing_potential": "0"}, ("pregnant", "breastfeeding")),
+        # childbearing potential blank: the test opens only on that answer, which is asked for instead
+        ({"sex": "1", "childbearing_potential": None, "pregnant": "0", "breastfeeding": "0"},
+         ("childbearing_potential",)),
+    ],
+)
+def test_branching_logic_naming_the_screened_event_hides_and_waits(run, over, needed):
+    # the pregnancy test's branching logic reads [screening_arm_1][childbearing_potential]: on the screening row
+    # that is the row's own answer. It was left unevaluated, so the hidden test result was asked for.
+    blank_test = {"preg_test_result": None, "preg_test_date": None}
+    cand = next(candidates(run({"0001": ({**blank_test, **over}, None)})))
+    assert cand.disposition == "pending"
+    assert cand.still_needed == needed

@@ -21,7 +21,7 @@ TEMPLATE = """\
         <td data-label="criterion ({{ o.kind }})"><strong>{{ o.id }}</strong> <span class="crit-text">{{ o.text }}</span></td>
         <td data-label="result"><span class="badge {{ cls }}{{ suffix }}">{{ o.result | replace("_", " ") }}</span></td>
         <td class="values" data-label="values">{% for what, name, v in value_words(o) %}<span class="v">{{ what }}{% if what != name %} <code>{{ name }}</code>{% endif %}: <strong>{{ v }}</strong></span>{% endfor %}</td>
-        <td data-label="missing">{% if o.missing %}<span class="missing">{{ needed_words(o.missing) | join("; ") }}</span>{% endif %}{% if o.to_correct %} <span class="missing correct">to correct: {{ o.to_correct | join(", ") }}</span>{% endif %}</td>
+        <td data-label="missing">{% if o.missing %}<span class="missing">{{ needed_words(o.missing) | join("; ") }}</span>{% endif %}{% if o.to_correct %} <span class="missing correct">to correct: {{ o.to_correct | join("; ") }}</span>{% endif %}</td>
       </tr>
     {% endfor %}
 """

@@ -49,10 +49,11 @@ def test_fields_are_filed_under_the_form_that_holds_them(run, study, rules):
         "Informed consent: Screening date",
         "MADRS: MADRS item 10",
     ]
-    # the reference date's item reads an internal column: the summary still counts it under its form
+    # the reference date's item reads an internal column; an unreadable date is to correct, not still needed, in
+    # the summary's counts as in the candidate's lists (neither under its form nor under "other")
     report = build_report(run({"a": ({"screening_date": "2026-13-45"}, None)}), study=study)
-    forms = dict(report.summary.missing_forms)
-    assert "other" not in forms and forms.get("consent") == 1
+    assert report.candidates[0].to_correct and not report.candidates[0].still_needed
+    assert dict(report.summary.missing_forms) == {}
 
 
 def test_without_the_study_reports_fall_back_to_names(run):
@@ -144,3 +145,21 @@ def test_values_put_in_words_once_are_the_same_words(study, rules):
     for o in outcomes + outcomes[::-1]:
         assert words(o) == value_words(o, vocab)
     assert [w[2] for w in words(outcomes[2])][1:] == ["-0.0", "1"]
+
+
+def test_the_site_filter_finds_the_candidates_of_no_group(tmp_path, study, rules):
+    # the site table and the filter call a candidate without a data access group "(no group)"; its row in the
+    # candidate table said data-site="", so choosing "(no group)" in the page's filter showed nobody
+    from trialkit.screening.run import screen_file
+
+    frame = flat_rows({"1": ({**ELIGIBLE}, TRIALS), "2": ({**ELIGIBLE}, TRIALS)})
+    frame = frame.with_columns(
+        pl.when(pl.col("record_id") == "1").then(pl.lit("north")).alias("redcap_data_access_group")
+    )
+    path = tmp_path / "intake.csv"
+    frame.write_csv(path)
+    html = render_html(build_report(screen_file(path, rules, study, as_of=AS_OF), study=study, source=str(path)))
+    assert '<option value="(no group)">(no group)</option>' in html
+    row = re.search(r'<tr data-disposition="eligible"[^>]*data-record="2">', html)
+    assert row is not None and 'data-site="(no group)"' in row.group(0), row
+    assert '<td data-label="site">(no group)</td>' in html

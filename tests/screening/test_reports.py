@@ -287,3 +287,18 @@ def test_checklists_are_built_for_a_bounded_number_of_candidates(run):
     assert render_csv(report) == render_csv(build_report(run(CANDIDATES)))
     html = render_html(report)
     assert "Checklists of the first 2 of 5 candidates" in html
+
+
+def test_the_terminal_table_shows_control_characters_of_the_data_as_text(run, study):
+    # a drug name typed with a line break (or pasted with a terminal escape) broke the checklist's lines, and an
+    # escape sequence in the data reached the coordinator's terminal as a command
+    from trialkit.screening.reports import render_table
+
+    odd = {"atrq_drug": "other", "atrq_drug_other": "zuranolone\nnew line \x1b[2J\r\x07"}
+    from .conftest import TRIALS
+
+    report = build_report(run({"0001": ({}, [odd, *TRIALS])}), study=study)
+    text = render_table(report, details=True)
+    assert "\x1b" not in text and "\r" not in text and "\x07" not in text
+    assert not any(line.startswith("new line") for line in text.splitlines())
+    assert "zuranolone\\nnew line \\x1b[2j\\r\\x07" in text  # the name as I4 compares it (lower case)

@@ -4,6 +4,8 @@ collect."""
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 import pytest
 
@@ -146,3 +148,72 @@ def test_a_value_the_rows_disagree_on_is_to_correct_not_still_needed(study, rule
     assert "vs_sbp_1" not in e5.missing and "vs_sbp_1" not in cand.still_needed
     assert any(t.startswith("vs_sbp_1: ") and "rows disagree" in t for t in cand.to_correct), cand.to_correct
     assert "175" not in " ".join(cand.to_correct)
+
+
+def test_a_checklist_never_calls_a_value_to_correct_blank(run, study):
+    # the field holds a value that could not be used: "blank" sent the coordinator looking for an empty field
+    from trialkit.screening.reports import build_report, render_json, render_table
+
+    report = build_report(run({"0001": ({"mini_mdd": "Yes", "madrs_date": None}, None)}), study=study)
+    doc = __import__("json").loads(render_json(report))
+    crit = {c["id"]: c for c in doc["candidates"][0]["criteria"]}
+    said = crit["I2"]["values_text"]["mini_mdd"]
+    assert "blank" not in said and "to correct" in said, said
+    assert crit["I5"]["values_text"]["madrs_date"].endswith(": blank")  # a blank field is still blank
+    table = render_table(report, details=True)
+    assert "(mini_mdd): not usable, to correct" in table
+    assert "(mini_mdd): blank" not in table
+
+
+def test_the_items_to_correct_are_told_apart(run, study):
+    # a reason holds commas ("not one of the codes 1, 0"): joined with ", " the table and the page ran the
+    # items together; they are separated with "; " as the still-needed items and the page's own summary are
+    from trialkit.screening.reports import build_report, render_html, render_table
+
+    report = build_report(run({"0001": ({"mini_mdd": "Yes", "vs_sbp_1": "16"}, None)}), study=study)
+    one = "mini_mdd: not one of the codes 1, 0"
+    two = "vs_sbp_1: outside 60-260: confirm the value"
+    table = render_table(report, details=True)
+    assert re.search(re.escape(one) + r"[^;\n]*; " + re.escape(two), table)
+    assert ", vs_sbp_1:" not in table
+    html = render_html(report)
+    assert re.search(re.escape(one) + r"[^;<]*; " + re.escape(two), html)
+    assert ", vs_sbp_1:" not in html
+
+
+def test_the_note_on_a_mistyped_calculated_value_says_it_was_computed_instead(tmp_path, study, rules):
+    # BMI typed as text beside its weight and height: the BMI is computed from them and E8 is decided on it, but
+    # the note said "not used: the criteria reading it are unknown"
+    from trialkit.screening.run import screen_file
+
+    path = tmp_path / "intake.csv"
+    flat_rows({"0001": ({**ELIGIBLE, "vs_bmi": "twenty"}, TRIALS)}).write_csv(path)
+    screening = screen_file(path, rules, study, as_of=AS_OF)
+    cand = _one(screening)
+    assert _outcome(cand, "E8").result == "not_met"
+    note = next(n for n in screening.notes if n.startswith("vs_bmi: "))
+    assert not note.endswith("not used: the criteria reading it are unknown"), note
+    assert "not used: computed from its inputs where they were all there" in note
+
+
+def test_the_still_needed_counts_leave_out_the_values_to_correct(run):
+    # 0001's mini_mdd is filled in but unusable: it is to correct, not still needed, in the candidate's own
+    # lists, and the summary counted it as a field (and a form) still needed all the same
+    from trialkit.screening.explain import summarise
+
+    screening = run({"0001": ({"mini_mdd": "Yes"}, None), "0002": ({"madrs_10": None, "madrs_total": None}, None)})
+    first = _one(screening)
+    assert first.still_needed == () and first.to_correct
+    summary = summarise(screening)
+    assert [m.field for m in summary.missing] == ["madrs_10"]
+    assert [form for form, _ in summary.missing_forms] == ["madrs"]
+
+
+def test_a_treatment_trial_with_a_value_to_correct_is_not_said_to_be_blank(run):
+    # the trial's dose is filled in but out of range: "unknown (atrq_dose blank)" sent the coordinator to fill in
+    # a dose that is there
+    cand = _one(run({"0001": ({}, [{**TRIALS[0], "atrq_dose": "99999"}, TRIALS[1]])}))
+    i4 = _outcome(cand, "I4")
+    assert i4.result == "unknown" and any(t.startswith("atrq_dose (atrq #1") for t in i4.to_correct)
+    detail = i4.values["atrq instances counted"]
+    assert "#1 sertraline: unknown (atrq_dose not usable, to correct)" in detail, detail

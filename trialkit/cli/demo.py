@@ -81,7 +81,8 @@ def demo(out_dir: Path, data: Path | None, rules_path: Path | None, as_of: _dt.d
     sm = result.report.summary
     stamp = result.report.screening.rules.stamp()
     click.echo(
-        f"screened {sm.total} candidates against {stamp['id']} {stamp['version']} as of {as_of.isoformat()}: "
+        f"screened {sm.total} candidates against {stamp['id']} {stamp['version']} (sha256 {stamp['sha256'][:12]}) "
+        f"as of {as_of.isoformat()}: "
         f"{sm.by_disposition['eligible']} eligible, {sm.by_disposition['ineligible']} ineligible, "
         f"{sm.by_disposition['pending']} pending"
     )
@@ -143,7 +144,7 @@ def _through_sandbox(
     with running_sandbox(ProjectSpec.from_definition(study)) as sandbox:
         click.echo(f"embedded REDCap sandbox at {sandbox.url} (project {study.name}, {len(study.instruments)} forms)")
         client = RedcapClient(sandbox.url, Token(sandbox.token))
-        written = client.import_records(rows)
+        written = _import(client, rows, data)
         click.echo(f"imported {len(set(written))} candidates ({len(rows)} rows) through PyCap")
         ledger = Ledger(ledger_path)
         try:
@@ -168,3 +169,29 @@ def _through_sandbox(
         schema=dict.fromkeys(columns, pl.String),
     ).write_csv(export_path)
     return export_path, study, source
+
+
+def _import(client: Any, rows: list[dict[str, str]], data: Path) -> list[str]:
+    """The intake imported into the sandbox. REDCap's refusal quotes every value it refused, identifiers
+    included: it is told here by record and field and REDCap's reason only."""
+    import csv
+
+    from trialkit.errors import RedcapError
+
+    try:
+        return client.import_records(rows)
+    except RedcapError as exc:
+        text = str(exc).split(": ", 1)[-1]
+        refused = []
+        for line in text.splitlines():
+            cells = next(csv.reader([line]), [])
+            if len(cells) >= 4:  # "record","field","value","message": the value is left out
+                refused.append(f"record {cells[0]}, field {cells[1]}: {cells[3]}")
+        if not refused:
+            raise
+        shown = "; ".join(refused[:10]) + (f"; and {len(refused) - 10} more" if len(refused) > 10 else "")
+        raise RedcapError(
+            f"the REDCap sandbox refused {len(refused)} value(s) of {data.name}: {shown}. "
+            f"`trialkit validate {data}` lists every problem; `trialkit demo --offline --data {data}` screens "
+            "the file without REDCap"
+        ) from None

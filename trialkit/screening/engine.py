@@ -8,6 +8,7 @@ never builds a Python object per candidate.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import operator
@@ -21,6 +22,7 @@ import polars as pl
 from trialkit.definitions.privacy import identifying_fields
 from trialkit.definitions.rules import Criterion, CriterionKind, RuleSet
 from trialkit.errors import DefinitionError, Diagnostic, UsageError
+from trialkit.logic.ast import FieldRef
 from trialkit.logic.engine import SMALL_ROWS, collect
 from trialkit.records.convert import EVENT, REPEAT_INSTRUMENT
 from trialkit.screening import _eval
@@ -329,6 +331,7 @@ def screen(
         raise UsageError(f"as_of must be a date, not {type(as_of).__name__}")
     unreadable: pl.Series | None = None
     problems: pl.DataFrame | None = None
+    event = getattr(records, "event", None)  # the event whose rows are the candidates (intake data says)
     if hasattr(records, "records") and hasattr(records, "instances"):
         if hasattr(records, "for_screening"):  # intake data: a value that fails its checks never decides
             records = records.for_screening(as_of=as_of, columns=rules.read_columns())
@@ -368,7 +371,7 @@ def screen(
     outcome, masks_plan = rules.plan("query", lambda: _query_steps(rules))
     out = collect(_apply_steps(base.lazy(), outcome), base.height)
     masks, touched = _masks(rules, narrow, evaluated, out, masks_plan)
-    masks = _with_gates(rules, masks, frame, ctx, touched)
+    masks = _with_gates(rules, masks, frame, ctx, touched, event)
     masks = _with_instance_gaps(rules, out, masks, base, ctx)
     cols = [rid, DISPOSITION_COL, PRIMARY_COL]
     cols += [c for cc in rules.criteria for c in (result_col(cc.id), missing_col(cc.id))]
@@ -526,8 +529,33 @@ def _gated(rules: CompiledRules) -> list[tuple[CompiledCriterion, list[tuple[int
     return gated
 
 
+def _on_row(tree: Any, event: str | None) -> Any:
+    """Branching logic as read on a candidate's row of `event`: `[screening_arm_1][x]` there is the row's own
+    `[x]` (the pregnancy test opens on `[screening_arm_1][childbearing_potential]`); left as it is, such logic
+    could not be evaluated and its field was asked for even where the form hides it."""
+    if event is None:
+        return tree
+    if isinstance(tree, FieldRef):
+        return dataclasses.replace(tree, event=None) if tree.event == event else tree
+    if not dataclasses.is_dataclass(tree):
+        return tree
+    changes = {}
+    for f in dataclasses.fields(tree):
+        value = getattr(tree, f.name)
+        if dataclasses.is_dataclass(value) or isinstance(value, tuple):
+            new = tuple(_on_row(v, event) for v in value) if isinstance(value, tuple) else _on_row(value, event)
+            if new != value:
+                changes[f.name] = new
+    return dataclasses.replace(tree, **changes) if changes else tree
+
+
 def _with_gates(
-    rules: CompiledRules, masks: pl.DataFrame, frame: pl.DataFrame, ctx: _eval.Context, rows: pl.Series | None
+    rules: CompiledRules,
+    masks: pl.DataFrame,
+    frame: pl.DataFrame,
+    ctx: _eval.Context,
+    rows: pl.Series | None,
+    event: str | None = None,
 ) -> pl.DataFrame:
     """Branching logic in the still-needed lists: a field its form hides is not asked for, and a field whose
     branching logic is still undecided (MAOI date, while 'MAOI in the past month?' is blank) gives way to the
@@ -539,7 +567,7 @@ def _with_gates(
     gated = rules.plan("gated", lambda: _gated(rules))
     if rows.len() == 0:
         return masks
-    gates = {it.column: it.shown_if for _, items in gated for _, it in items}
+    gates = {it.column: _on_row(it.shown_if, event) for _, items in gated for _, it in items}
     fields = sorted({c for tree in gates.values() for c in _eval.references(tree).columns if c in frame.columns})
     subset = frame.select(rules.record_id, *(c for c in fields if c != rules.record_id)).gather(rows)
     shown = _eval.branching_truths({f"gate:{k}": v for k, v in gates.items()}, subset, ctx)
@@ -557,7 +585,7 @@ def _with_gates(
                 continue
             has = (original & pl.lit(1 << bit, MASK_DTYPE)) != 0
             truth = pl.col(f"gate:{item.column}")
-            deciders = _eval.references(item.shown_if).columns
+            deciders = _eval.references(gates[item.column]).columns
             # undecided: replaced by its blank deciders, only when the criterion reads them (else it stays)
             swap = has & truth.is_null() if all(c in index and c in frame.columns for c in deciders) else None
             gone = has & truth.eq_missing(False)

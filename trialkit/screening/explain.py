@@ -135,15 +135,31 @@ def _instance_detail(node: Any, screening: Screening, ctx: _eval.Context) -> pl.
     names = [_instance_name(v) for v in evaluated["v"].to_list()] if "v" in exprs else [None] * rows.height
     parts: dict[str, list[str]] = {}
     lists = {k: evaluated[k].to_list() for k in exprs}
+    unusable = _unusable_cells(screening, form)
     for j, (rec, n, nm, t) in enumerate(zip(rows[rid].to_list(), inst, names, truth.to_list(), strict=True)):
         head = f"#{n}" if n is not None else "#?"
         text = f"{head} {nm}: {words[t]}" if nm is not None else f"{head}: {words[t]}"
         if t is not True:
             why = _why_not(conjuncts, lists, j, want=None if t is None else False)
+            if why.endswith(" blank") and (rec, n, why.removesuffix(" blank")) in unusable:
+                why = f"{why.removesuffix(' blank')} {UNUSABLE}"  # filled in, but not usable: not blank
             if why:
                 text += f" ({why})"
         parts.setdefault(rec, []).append(text)
     return pl.Series([("; ".join(parts[r]) if r in parts else None) for r in ids[rid].to_list()], dtype=pl.String)
+
+
+#: a field whose value could not be used, where it would otherwise read as blank (it is not empty)
+UNUSABLE = "not usable, to correct"
+
+
+def _unusable_cells(screening: Screening, form: str) -> set[tuple[str, Any, str]]:
+    """(record, instance, field) of the instances of `form` whose value could not be used (few: a set is fine)."""
+    problems = screening.problems
+    if problems is None or problems.height == 0:
+        return set()
+    rows = problems.filter((pl.col("instrument") == form) & (pl.col("check") != "input"))
+    return set(rows.select(pl.col("record").cast(pl.String), "instance", "field").iter_rows())
 
 
 _NEGATED = {">=": "<", ">": "<=", "<=": ">", "<": ">=", "=": "<>", "<>": "="}
@@ -279,6 +295,23 @@ def _problems_by_record(screening: Screening) -> dict[str, dict[str, list[str]]]
     return out
 
 
+def _unusable_records(screening: Screening) -> dict[str, pl.Series]:
+    """Still-needed label (as `_problems_by_record` names it) -> the records whose value for it could not be used.
+    Column-wise: a million candidates' problems are grouped, not walked."""
+    problems = screening.problems
+    if problems is None or problems.height == 0:
+        return {}
+    field = pl.col("field")
+    name = pl.when(field.is_in(list(screening.rules.specs))).then(field).otherwise(field.str.split("___").list.first())
+    label = pl.when(pl.col("instrument").is_not_null()).then(pl.col("instrument") + "." + name).otherwise(name)
+    grouped = (
+        problems.filter(pl.col("check") != "input")
+        .group_by(label.alias("label"))
+        .agg(pl.col("record").cast(pl.String).unique())
+    )
+    return dict(zip(grouped.get_column("label").to_list(), grouped.get_column("record"), strict=True))
+
+
 def _split_unusable(
     missing: tuple[str, ...], problems: dict[str, list[str]]
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -388,6 +421,13 @@ def _missing_ranking(screening: Screening) -> tuple[tuple[MissingRank, ...], tup
     }
     labels = list(flags)
     named = pending.select([flags[lab].alias(f"f{i}") for i, lab in enumerate(labels)])
+    # a field whose value could not be used is to correct, not still needed (as in each candidate's lists)
+    unusable = _unusable_records(screening)
+    if unusable:
+        ids = pending.get_column(screening.record_id).cast(pl.String)
+        named = named.with_columns(
+            pl.col(f"f{i}") & ~ids.is_in(unusable[lab].implode()) for i, lab in enumerate(labels) if lab in unusable
+        )
     n_missing = named.select(pl.sum_horizontal(pl.all().cast(pl.UInt32)).alias("n"))["n"]
     stats = (
         named.with_columns(n_missing.alias("__n"))

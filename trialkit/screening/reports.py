@@ -20,7 +20,7 @@ import polars as pl
 from trialkit import __version__
 from trialkit.errors import UsageError
 from trialkit.screening.engine import DISPOSITION_COL, PRIMARY_COL, Screening, result_col, select_candidates
-from trialkit.screening.explain import Funnel, Summary, candidates, funnel, summarise
+from trialkit.screening.explain import UNUSABLE, Funnel, Summary, candidates, funnel, summarise
 from trialkit.screening.outcomes import CandidateResult, CriterionOutcome
 from trialkit.screening.table import SEP, result_labels, result_table
 from trialkit.screening.words import Vocabulary, criterion_words, describe_needed, form_items, vocabulary
@@ -157,7 +157,23 @@ def _labelled(report: Report, part: pl.DataFrame, start: int) -> pl.DataFrame:
 def value_words(o: CriterionOutcome, vocab: Vocabulary) -> list[tuple[str, str, str]]:
     """A checklist's values as (what, name, value) in the forms' words: ("MINI: major depressive disorder",
     "mini_mdd", "Yes"). Masked identifiers stay masked; computed values keep their rule-file names."""
-    return [_value_word(k, v, vocab) for k, v in o.values.items()]
+    bad = _to_correct_fields(o)
+    return [
+        _unusable_word(k, vocab) if v is None and k in bad else _value_word(k, v, vocab) for k, v in o.values.items()
+    ]
+
+
+
+
+def _to_correct_fields(o: CriterionOutcome) -> frozenset[str]:
+    """The fields of `o.to_correct` ('vs_sbp_1: outside 60-260: ...', 'atrq_dose (atrq #2, ...): ...')."""
+    if not o.to_correct:
+        return frozenset()
+    return frozenset(t.split(":", 1)[0].split(" (", 1)[0] for t in o.to_correct)
+
+
+def _unusable_word(k: str, vocab: Vocabulary) -> tuple[str, str, str]:
+    return (vocab.field(k), k, UNUSABLE)
 
 
 def _value_word(k: str, v: Any, vocab: Vocabulary) -> tuple[str, str, str]:
@@ -180,7 +196,11 @@ def value_words_once(vocab: Vocabulary) -> Callable[[CriterionOutcome], list[tup
 
     def words(o: CriterionOutcome) -> list[tuple[str, str, str]]:
         out = []
+        bad = _to_correct_fields(o)
         for k, v in o.values.items():
+            if v is None and k in bad:
+                out.append(_unusable_word(k, vocab))
+                continue
             key = (k, type(v), repr(v) if isinstance(v, float) else v)
             try:
                 got = memo.get(key)
@@ -588,7 +608,7 @@ def render_table(report: Report, *, limit: int | None = None, details: bool = Fa
     ).iter_rows():
         text = "; ".join(_listed(needed))
         if correct:
-            fix = f"to correct: {', '.join(_listed(correct))}"
+            fix = f"to correct: {'; '.join(_listed(correct))}"
             text = f"{text}; {fix}" if text else fix
         rows.append((rid, disposition, primary, text))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
@@ -612,7 +632,7 @@ def render_table(report: Report, *, limit: int | None = None, details: bool = Fa
                 if o.missing:
                     lines.append(f"{'':<31}MISSING: {', '.join(o.missing)}")
                 if o.to_correct:
-                    lines.append(f"{'':<31}TO CORRECT: {', '.join(o.to_correct)}")
+                    lines.append(f"{'':<31}TO CORRECT: {'; '.join(o.to_correct)}")
     sites = site_counts(report)
     if sites:
         lines += ["", "By site (REDCap data access group): assessed, eligible, ineligible, pending"]
@@ -632,7 +652,16 @@ def render_table(report: Report, *, limit: int | None = None, details: bool = Fa
     if s.notes:  # how the data was read where it was not plain (rows that disagree, unnumbered instances, ...)
         lines += ["", "Notes:"]
         lines += [f"  - {note}" for note in s.notes]
-    return "\n".join(lines) + "\n"
+    return "\n".join(_TERMINAL_UNSAFE.sub(_shown_control, line) for line in lines) + "\n"
+
+
+#: control characters (line breaks, escapes) in the data's text, which the terminal table shows as text: a
+#: line break would break the table's lines, an escape sequence would be run by the coordinator's terminal
+_TERMINAL_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _shown_control(m: re.Match[str]) -> str:
+    return repr(m.group(0))[1:-1]
 
 
 def _field_words(label: str, vocab: Vocabulary) -> str:
@@ -774,6 +803,9 @@ def _flow(report: Report) -> dict[str, Any]:
 
 
 SITE_COLUMN = "redcap_data_access_group"
+#: the site of a candidate without a data access group: the site table, the site filter and the candidate rows
+#: must say the same (REDCap's unique group names cannot hold brackets or spaces, so no group is called this)
+NO_GROUP = "(no group)"
 
 
 def site_counts(report: Report) -> list[dict[str, Any]]:
@@ -783,7 +815,8 @@ def site_counts(report: Report) -> list[dict[str, Any]]:
     if SITE_COLUMN not in s.data.columns:
         return []
     rid = s.record_id
-    sites = s.data.select(pl.col(rid).cast(pl.String), pl.col(SITE_COLUMN).cast(pl.String).fill_null("(no group)"))
+    dag = pl.col(SITE_COLUMN).cast(pl.String)
+    sites = s.data.select(pl.col(rid).cast(pl.String), pl.when(dag != "").then(dag).otherwise(pl.lit(NO_GROUP)))
     # the result table's first columns, read from the screening frame (a report may hold the first rows only)
     results = s.frame.select(
         pl.col(rid).cast(pl.String),
@@ -791,7 +824,7 @@ def site_counts(report: Report) -> list[dict[str, Any]]:
         pl.col(PRIMARY_COL).fill_null("").alias("primary_reason"),
     )
     joined = results.join(sites, on=rid, how="left")
-    joined = joined.with_columns(pl.col(SITE_COLUMN).fill_null("(no group)"))
+    joined = joined.with_columns(pl.col(SITE_COLUMN).fill_null(NO_GROUP))
     out = []
     for (site,), group in joined.group_by(SITE_COLUMN, maintain_order=True):
         counts = dict(group.group_by("disposition").len().iter_rows())
@@ -856,7 +889,7 @@ def _table_rows(report: Report, limit: int) -> list[dict[str, Any]]:
             "forms": _forms_of(needed, vocab),
             "to_correct": _listed(row["to_correct"]),
             "problems": problems.get(row[rid], 0),
-            "site": sites.get(row[rid]) or "",
+            "site": (sites.get(row[rid]) or NO_GROUP) if sites else "",
         })
     return out
 
@@ -903,7 +936,7 @@ def _criterion_rows(
         if o.missing:
             missing = f'<span class="missing">{"; ".join(escape(x) for x in needed(o.missing))}</span>'
         if o.to_correct:
-            missing += f' <span class="missing correct">to correct: {", ".join(escape(x) for x in o.to_correct)}</span>'
+            missing += f' <span class="missing correct">to correct: {"; ".join(escape(x) for x in o.to_correct)}</span>'
         decides = ' class="decides"' if o.decides_ineligible else ""
         return Markup(
             f"<tr{decides}>\n        {head}"

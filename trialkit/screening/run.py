@@ -6,7 +6,7 @@ I/O stays here, at the edge: reading the study, the rule file and the intake dat
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -105,7 +105,8 @@ def screen_file(
         raise DataError(
             f"{data}: none of the {len(read)} fields the rules read is in the data (wrong file or wrong study?)"
         )
-    notes += problem_notes(intake.problems)
+    calcs = {name for name, f in study.fields.items() if f.calculation}
+    notes += problem_notes(intake.problems, calcs=calcs)
     result = screen(rules, intake, as_of=as_of)
     return replace(result, notes=tuple(notes), data=_with_site(result, intake.raw))
 
@@ -158,8 +159,11 @@ def _with_site(result: Screening, raw: pl.DataFrame) -> pl.DataFrame:
     return data.with_columns(pl.col(rid).cast(pl.String)).join(first, on=rid, how="left", maintain_order="left")
 
 
-def problem_notes(problems: pl.DataFrame | None, limit: int = 10) -> list[str]:
-    """One note per field and check of the values screening could not use (counts, never values)."""
+def problem_notes(
+    problems: pl.DataFrame | None, limit: int = 10, *, calcs: Collection[str] = ()
+) -> list[str]:
+    """One note per field and check of the values screening could not use (counts, never values). A calculated
+    field's stored value is not needed where its inputs are all there (it is computed from them): `calcs`."""
     if problems is None or problems.height == 0:
         return []
     counts = (
@@ -168,7 +172,9 @@ def problem_notes(problems: pl.DataFrame | None, limit: int = 10) -> list[str]:
         .agg(pl.col("record").n_unique().alias("n"))
     )
     notes = [
-        f"{field}: {problem} ({n} record{'s' if n != 1 else ''}); not used: the criteria reading it are unknown"
+        f"{field}: {problem} ({n} record{'s' if n != 1 else ''}); not used: "
+        + ("computed from its inputs where they were all there, elsewhere the criteria reading it are unknown"
+           if field in calcs else "the criteria reading it are unknown")
         for field, _check, problem, n in counts.head(limit).iter_rows()
     ]
     if counts.height > limit:
