@@ -228,9 +228,13 @@ class RedcapClient:
 
     @property
     def def_field(self) -> str:
+        """The record id field: the dictionary's first field (exported once; later reads use PyCap's copy, so they
+        are not requests and are not counted in `calls`)."""
         if getattr(self._project, "_metadata", None) is None:
             self.metadata()  # checked for its shape before PyCap reads its first row's field name
-        return self._call("metadata export", lambda: self._project.def_field)
+        if not self._project._metadata:
+            raise RedcapError("REDCap metadata export: the project has no fields")
+        return self._project.def_field
 
     def metadata(self) -> list[dict[str, str]]:
         rows = _rows("metadata export", self._call("metadata export", lambda: self._project.export_metadata()))

@@ -14,8 +14,12 @@ Guarantees, and how they are kept:
   also changed after that write-back ended (plus the overlap). A record
   edited between the run's start (less the overlap) and the write-back is asked for just before writing and
   is not counted as the run's own write (ledger note 'written, changed during the run'), so the next run
-  screens it again. What remains is an edit landing while the write-back itself runs, or within the overlap
-  after it: it is seen only when the record next changes (`own_writes=False` turns the exclusion off).
+  screens it again. Inside the overlap after a write-back the change times cannot tell an edit from the job's
+  own write, so REDCap's log is read too (one call, the record edits since the write-back ended): a record whose
+  log shows a change to a field the write-back does not write is pulled. What remains is an edit made while the
+  write-back runs, or, when REDCap's clock is behind this machine's, as far behind as that after it; without the
+  Logging right, any edit within the overlap after the write-back. Such an edit is seen when the record next
+  changes (`own_writes=False` turns the exclusion off).
 - *Nothing duplicated.* Results are written to fixed fields of the screening event (a keyed upsert, never a
   new instance), and only where REDCap's current values differ from the new ones: a rerun after a crash
   writes only what did not land. Writes are read back and compared before the ledger records them.
@@ -50,6 +54,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import re
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -346,7 +351,7 @@ def content_hash(row: Mapping[str, str]) -> str:
 
 
 def _others_changes(client: RedcapClient, ledger: Ledger, changed: list[str], window: dt.datetime,
-                    overlap: dt.timedelta) -> list[str]:
+                    overlap: dt.timedelta, record_id: str) -> list[str]:
     """`changed` (the ids REDCap changed since `window`) less the run's own write-backs: a record whose last change
     in the window is a result this job wrote is not pulled again, unless it also changed after that write-back
     ended (plus the overlap): someone else's edit. Every run whose write-back ended in the window counts, not only
@@ -363,7 +368,49 @@ def _others_changes(client: RedcapClient, ledger: Ledger, changed: list[str], wi
     for ended in sorted(set(last_write.values())):
         after = set(client.changed_ids(ended + overlap))
         edited |= {r for r, e in last_write.items() if e == ended and r in after}
+    # Inside the overlap the change times cannot tell a coordinator's edit from the write-back (REDCap's clock may be
+    # ahead): REDCap's log can, by what an entry changed, as a write-back changes the result fields only. Read from
+    # the end of the write-back on, so that, clocks agreeing, it holds the edits since and not the write-back itself.
+    rest = set(last_write) - edited
+    if rest:
+        edited |= _edited_beside_results(client, rest, min(last_write[r] for r in rest), record_id)
     return [r for r in changed if r not in last_write or r in edited]
+
+
+#: a field named in a REDCap log entry's details: "phq9_1 = '2', meds(1) = checked, ..."
+_LOGGED_FIELD = re.compile(r"(?:^|,\s*)([A-Za-z][A-Za-z0-9_]*)(?:\([^)]*\))? = ")
+
+
+def _edited_beside_results(client: RedcapClient, records: set[str], since: dt.datetime,
+                           record_id: str) -> set[str]:
+    """The `records` whose data REDCap's log shows changed since `since` in a field a write-back does not write
+    (someone's edit); any entry that cannot be read so counts as an edit. Nothing when the log cannot be read (no
+    Logging right): the change times alone decide, as before."""
+    if not records:
+        return set()
+    try:
+        entries = client.log_entries("record_edit", since)
+    except RedcapError:
+        return set()
+    ours = {*WRITEBACK_FIELDS, FORM_STATUS_FIELD, record_id, "redcap_event_name"}
+    edited = set()
+    for entry in entries:
+        record = str(entry.get("record") or _updated_record(entry))
+        if record not in records or record in edited:
+            continue
+        named = set(_LOGGED_FIELD.findall(str(entry.get("details") or "")))
+        if not named or named - ours:
+            edited.add(record)
+    return edited
+
+
+def _updated_record(entry: Mapping[str, Any]) -> str:
+    """The record an older REDCap's log names only in its action: 'Update record 0042'."""
+    action = str(entry.get("action", "")).strip()
+    for word in ("Update record", "Delete record data"):
+        if action.startswith(word):
+            return action[len(word):].strip().split(" ", 1)[0]
+    return ""
 
 
 def run_nightly(
@@ -449,7 +496,7 @@ def _run_nightly(client: RedcapClient, study: Any, rules: Any, *, ledger: Ledger
             window = previous.started_at - overlap
             changed = client.changed_ids(window)
             if own_writes and changed:
-                changed = _others_changes(client, ledger, changed, window, overlap)
+                changed = _others_changes(client, ledger, changed, window, overlap, record_id)
             undated: list[str] = []
             if dated == "undated" and previous.as_of != as_of:
                 # 'today' is the run date for candidates without a reference date: their results move with it
