@@ -83,17 +83,25 @@ def test_a_rerun_minutes_later_does_not_make_the_next_night_pull_the_first_runs_
     assert third.pulled == 1 and not third.full
 
 
-def test_an_edit_after_the_write_back_is_pulled_alone_and_rescreened(kap, ticking, study, rules, tmp_path):
-    client, _, _ = kap
-    ledger = Ledger(tmp_path / "ledger.sqlite")
+def _pregnancy_found_after_a_night(client, study, rules, ledger, ticking, after: dt.timedelta) -> str:
+    """A night that writes results, then, `after` it, a coordinator records a positive pregnancy test on an eligible
+    candidate of childbearing potential (a record that night wrote): its id."""
     night(client, study, rules, ledger, ticking)
     before = stored_results(client)
     rows = client.export_records(fields=["record_id", "childbearing_potential"], events=["screening_arm_1"])
     target = next(r["record_id"] for r in rows
                   if before[r["record_id"]][0] == "eligible" and r.get("childbearing_potential") == "1")
-    ticking.now += dt.timedelta(hours=3)  # a coordinator, the next morning: a record this run wrote
+    ticking.now += after
     client.import_records([{"record_id": target, "redcap_event_name": "screening_arm_1",
                             "preg_test_result": "1", "pregnant": "1"}])
+    return target
+
+
+def test_an_edit_after_the_write_back_is_pulled_alone_and_rescreened(kap, ticking, study, rules, tmp_path):
+    client, _, _ = kap
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    # a coordinator, the next morning: a record this run wrote
+    target = _pregnancy_found_after_a_night(client, study, rules, ledger, ticking, dt.timedelta(hours=3))
     ticking.now += dt.timedelta(hours=20)
     second = night(client, study, rules, ledger, ticking)
     assert (second.pulled, second.written) == (1, 1)
@@ -108,14 +116,7 @@ def test_an_edit_minutes_after_the_write_back_is_pulled_the_next_night(kap, tick
     # the record was taken for the write-back and its result stayed stale (REDCap's log tells them apart)
     client, _, _ = kap
     ledger = Ledger(tmp_path / "ledger.sqlite")
-    night(client, study, rules, ledger, ticking)
-    before = stored_results(client)
-    rows = client.export_records(fields=["record_id", "childbearing_potential"], events=["screening_arm_1"])
-    target = next(r["record_id"] for r in rows
-                  if before[r["record_id"]][0] == "eligible" and r.get("childbearing_potential") == "1")
-    ticking.now += dt.timedelta(minutes=3)
-    client.import_records([{"record_id": target, "redcap_event_name": "screening_arm_1",
-                            "preg_test_result": "1", "pregnant": "1"}])
+    target = _pregnancy_found_after_a_night(client, study, rules, ledger, ticking, dt.timedelta(minutes=3))
     ticking.now += dt.timedelta(days=1)
     second = night(client, study, rules, ledger, ticking)
     assert (second.pulled, second.written) == (1, 1)
