@@ -187,10 +187,8 @@ def screen(
         try:
             text(sys.stdout.buffer)
             sys.stdout.buffer.flush()
-        except BrokenPipeError:
-            raise  # the reader left (`| head`): trialkit.cli ends quietly
         except OSError as exc:  # a full disk behind `> file`; polars' errors name no errno, only their text
             if stdout_gone():
-                raise BrokenPipeError(str(exc)) from None
+                raise  # the reader left (`| head`): trialkit.cli ends quietly, whichever error said so
             raise UsageError(f"cannot write to standard output: {exc.strerror or exc}") from None
         click.echo(line, err=True)
